@@ -1,0 +1,17 @@
+/*
+ * deferred.h: the umbrella header of libdeferred.
+ *
+ * Includes every layer that needs nothing beyond libc: values and failures,
+ * the deferred core.  Each layer's header can also be included alone.
+ * Optional parts (the libev binding, the database producers) have headers of
+ * their own and are not included here.
+ */
+#ifndef DEFERRED_H
+#define DEFERRED_H
+
+#include "deferred/common.h"
+#include "deferred/value.h"
+#include "deferred/failure.h"
+#include "deferred/core.h"
+
+#endif /* DEFERRED_H */

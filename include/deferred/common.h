@@ -1,0 +1,104 @@
+/*
+ * deferred/common.h: what every layer of libdeferred shares.
+ *
+ * The export macro, the library's version, the replaceable allocator, the
+ * table of library error codes with their names and messages, and the
+ * hook through which the library reports what nobody handled.
+ *
+ * Conventions used by every header of the library:
+ *  - An action returns int: 0 on success or a negative errno
+ *    (-EINVAL, -ENOMEM, -EALREADY, ...).  A predicate returns bool.
+ *    A constructor returns the new object or NULL.
+ *  - "Takes" (steals) means the function owns the argument from then on,
+ *    also when it fails: on failure it releases what it took.
+ *    "Borrowed" means the caller keeps ownership; "new reference" means the
+ *    caller must drop it.
+ *  - Nothing in the library is thread-safe unless its comment says so: a
+ *    deferred and everything reachable from it belong to one thread at a
+ *    time (the libev layer is how work crosses threads).
+ */
+#ifndef DEFERRED_COMMON_H
+#define DEFERRED_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+
+#if defined(_WIN32)
+#define DEFERRED_EXPORT
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#define DEFERRED_EXPORT __attribute__((visibility("default")))
+#else
+#define DEFERRED_EXPORT
+#endif
+
+#if defined(__GNUC__)
+#define DEFERRED_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define DEFERRED_PRINTF(fmt, args)
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DEFERRED_VERSION_MAJOR 0
+#define DEFERRED_VERSION_MINOR 1
+#define DEFERRED_VERSION_PATCH 0
+#define DEFERRED_VERSION_STRING "0.1.0"
+
+/* The version of the library actually linked, as "MAJOR.MINOR.PATCH". */
+DEFERRED_EXPORT const char *deferred_version(void);
+
+/*
+ * Codes of the library's own failures, beyond the errno values it also uses
+ * (ECANCELED, ETIMEDOUT, EALREADY, ENOMEM, EINVAL, EDEADLK, ...).  They are
+ * positive, like errno values, and chosen far above any errno.
+ */
+#define DEFERRED_EFIRSTERROR 16384 /* an input of a combinator failed */
+#define DEFERRED_EGROUP 16385      /* every input of a combinator failed */
+
+/*
+ * deferred_strerror() and deferred_err_name() come from one table of the
+ * codes the library produces, like libuv's uv_strerror() and
+ * uv_err_name().  The code may be given positive (as in a failure) or
+ * negative (as returned by an action).  For a code outside the table,
+ * deferred_strerror() falls back to the C library's strerror() text and
+ * deferred_err_name() returns "EUNKNOWN".  Both return static strings and
+ * never NULL.
+ */
+DEFERRED_EXPORT const char *deferred_strerror(int code);
+DEFERRED_EXPORT const char *deferred_err_name(int code);
+
+/*
+ * The allocator.  Every allocation the library makes goes through these
+ * three functions, so a program can count, pool or fail them.  Call
+ * deferred_set_allocator() before the library allocates anything (or when
+ * nothing it allocated is still alive): memory is always released through
+ * the free function current at release time.  Passing NULL for all three
+ * restores malloc, realloc and free.  Returns 0, or -EINVAL when only some
+ * are NULL.  Not thread-safe: set it once at start-up.
+ *
+ * Every allocation failure surfaces to the caller as -ENOMEM, a NULL
+ * constructor result or an ENOMEM failure; the library never aborts.
+ */
+typedef void *(*deferred_malloc_fn)(size_t size);
+typedef void *(*deferred_realloc_fn)(void *ptr, size_t size);
+typedef void (*deferred_free_fn)(void *ptr);
+
+DEFERRED_EXPORT int deferred_set_allocator(deferred_malloc_fn malloc_fn,
+                                           deferred_realloc_fn realloc_fn,
+                                           deferred_free_fn free_fn);
+
+/* Allocate and free through the current allocator (for strings the library
+ * returns, such as deferred_failure_story_alloc()). deferred_free(NULL) is
+ * a no-op. */
+DEFERRED_EXPORT void *deferred_malloc(size_t size);
+DEFERRED_EXPORT void deferred_free(void *ptr);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DEFERRED_COMMON_H */

@@ -1,0 +1,232 @@
+/*
+ * deferred/core.h: deferred_t, a Twisted-style deferred result.
+ *
+ * A deferred holds a chain of callback/errback pairs and, once fired, a
+ * result that runs down the chain: each pair sees the result, exactly one
+ * of its halves runs (the callback on a value, the errback on a failure),
+ * and what that half returns becomes the next result.  A half that returns
+ * a failure switches to the error path; an errback that returns a plain
+ * value switches back.  A half that returns a deferred makes the chain
+ * wait for it (chaining) and continue with its result.
+ *
+ * Running never nests: a callback added while the chain runs is appended
+ * and runs in the same pass, after the current one returns; chains of any
+ * depth (a million deferreds each waiting on the next) run, cancel and free
+ * in constant stack.
+ *
+ * Ownership: deferred_new() returns a deferred with one reference, the
+ * caller's.  Each reference is dropped with deferred_unref().  A deferred
+ * never owns itself; an outer deferred waiting on an inner one holds a
+ * reference on it, never the reverse.  Dropping a reference from inside a
+ * callback is safe: the chain keeps the deferred alive until it returns.
+ *
+ * Threads: a deferred belongs to one thread at a time; nothing here locks.
+ * (The libev layer offers deferreds that any thread may fire.)
+ *
+ * Callbacks run synchronously: any function below that fires, unpauses or
+ * adds to a fired deferred may run callbacks before it returns, as noted.
+ */
+#ifndef DEFERRED_CORE_H
+#define DEFERRED_CORE_H
+
+#include "failure.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * A canceller runs when an unfired deferred is cancelled (at most once). It
+ * may fire d; if it does not, d then fails with ECANCELED.  d is borrowed.
+ */
+typedef void (*deferred_canceller_fn)(deferred_t *d, void *arg);
+
+/*
+ * Make an unfired deferred, with one reference.  NULL on allocation
+ * failure.  In debug mode the caller's file and line are recorded.
+ */
+#define deferred_new() deferred_new_at(__FILE__, __LINE__, NULL, NULL, NULL)
+
+/*
+ * Make an unfired deferred with a canceller.  arg is given to the
+ * canceller; destroy (may be NULL) is called on arg exactly once, when the
+ * deferred is freed, whether or not the canceller ran.  On allocation
+ * failure it returns NULL and has called destroy(arg) already.
+ */
+#define deferred_new_cancellable(canceller, arg, destroy) \
+    deferred_new_at(__FILE__, __LINE__, (canceller), (arg), (destroy))
+
+DEFERRED_EXPORT deferred_t *deferred_new_at(const char *file, int line,
+                                            deferred_canceller_fn canceller,
+                                            void *arg, deferred_destroy_fn destroy);
+
+/* A deferred already fired with v (taken) / failed with f (taken): Twisted's
+ * succeed() and fail().  NULL on allocation failure (v or f released). */
+DEFERRED_EXPORT deferred_t *deferred_succeed(deferred_value_t v);
+DEFERRED_EXPORT deferred_t *deferred_fail(deferred_failure_t *f);
+
+/* Add a reference; returns d.  NULL gives NULL. */
+DEFERRED_EXPORT deferred_t *deferred_ref(deferred_t *d);
+
+/*
+ * Drop a reference.  The last one frees d: its result is released (if it
+ * is a failure, the report hook is told it was never handled), callbacks
+ * that never ran have their arguments destroyed, and a deferred d was
+ * waiting on loses d's reference.  Freeing a long chain never recurses.
+ * NULL is a no-op.  No callback of d runs (argument destroy functions and
+ * the release functions of values may).
+ */
+DEFERRED_EXPORT void deferred_unref(deferred_t *d);
+
+/*
+ * Append a callback/errback pair.  Either half may be NULL: the result
+ * then passes through that half unchanged.  Exactly one half runs.
+ * cb_arg and eb_arg are given to their half.  If d has fired and is not
+ * paused or waiting, the chain runs before this returns (in the running
+ * pass, if called from inside a callback of d).
+ * Returns 0, -EINVAL when d is NULL or both halves are NULL, -ENOMEM.
+ */
+DEFERRED_EXPORT int deferred_add_callbacks(deferred_t *d, deferred_fn cb,
+                                           void *cb_arg, deferred_fn eb,
+                                           void *eb_arg);
+DEFERRED_EXPORT int deferred_add_callback(deferred_t *d, deferred_fn cb, void *arg);
+DEFERRED_EXPORT int deferred_add_errback(deferred_t *d, deferred_fn eb, void *arg);
+/* fn is both halves with one argument: it sees values and failures. */
+DEFERRED_EXPORT int deferred_add_both(deferred_t *d, deferred_fn fn, void *arg);
+
+/*
+ * The same with destroy functions (GLib's _full convention): cb_destroy is
+ * called on cb_arg and eb_destroy on eb_arg exactly once, after the half
+ * ran, when the pair was skipped, or when d is freed with the pair never
+ * reached.  When both halves share one argument and one destroy function,
+ * it is called once.  On error (-EINVAL, -ENOMEM) the destroy functions
+ * have been called before this returns and no half will ever run.
+ */
+DEFERRED_EXPORT int deferred_add_callbacks_full(deferred_t *d, deferred_fn cb,
+                                                void *cb_arg,
+                                                deferred_destroy_fn cb_destroy,
+                                                deferred_fn eb, void *eb_arg,
+                                                deferred_destroy_fn eb_destroy);
+DEFERRED_EXPORT int deferred_add_callback_full(deferred_t *d, deferred_fn cb,
+                                               void *arg,
+                                               deferred_destroy_fn destroy);
+DEFERRED_EXPORT int deferred_add_errback_full(deferred_t *d, deferred_fn eb,
+                                              void *arg,
+                                              deferred_destroy_fn destroy);
+DEFERRED_EXPORT int deferred_add_both_full(deferred_t *d, deferred_fn fn,
+                                           void *arg, deferred_destroy_fn destroy);
+
+/*
+ * Make target follow d: d's result at this point of its chain fires target
+ * (Twisted's chainDeferred); d's chain continues with an empty value.
+ * Borrows both; d holds a reference on target until then.
+ * Returns 0, -EINVAL (NULL, or target == d), -ENOMEM.
+ */
+DEFERRED_EXPORT int deferred_chain_to(deferred_t *d, deferred_t *target);
+
+/*
+ * Fire d with the value v (taken).  A failure value fires the error path.
+ * The chain runs before this returns, unless d is paused.
+ * Returns:
+ *  0          fired (or, once after a cancel without canceller, swallowed);
+ *  -EALREADY  d had fired; v is released, d is unchanged.  In debug mode
+ *             the report hook also gets a failure whose message names d's
+ *             creation site, its first fire site and this one;
+ *  -EINVAL    d is NULL, or v holds a deferred (a deferred is not a
+ *             result); v is released.
+ */
+#define deferred_callback(d, v) deferred_callback_at((d), (v), __FILE__, __LINE__)
+DEFERRED_EXPORT int deferred_callback_at(deferred_t *d, deferred_value_t v,
+                                         const char *file, int line);
+
+/* Fire d with the failure f (taken).  As deferred_callback(); NULL f is
+ * -EINVAL (and d is not fired). */
+#define deferred_errback(d, f) deferred_errback_at((d), (f), __FILE__, __LINE__)
+DEFERRED_EXPORT int deferred_errback_at(deferred_t *d, deferred_failure_t *f,
+                                        const char *file, int line);
+
+/*
+ * Pause: nothing in d's chain runs while the pause count is above zero.
+ * Unpause lowers it; at zero a fired chain resumes before this returns.
+ * Unpausing at zero is -EINVAL (a Twisted wart fixed: it was silently
+ * allowed).  Waiting on a chained deferred is kept apart from this count,
+ * so a stray unpause can never release a chain that still waits.
+ * Both return 0 or -EINVAL (NULL d).
+ */
+DEFERRED_EXPORT int deferred_pause(deferred_t *d);
+DEFERRED_EXPORT int deferred_unpause(deferred_t *d);
+
+/* True when d is paused or waiting on a chained deferred. */
+DEFERRED_EXPORT bool deferred_is_paused(const deferred_t *d);
+
+/*
+ * Cancel d.
+ *  - Unfired: its canceller runs (once, ever); if d is still unfired after
+ *    it, d fails with ECANCELED.  Without a canceller, d fails with
+ *    ECANCELED and exactly one later fire is swallowed (returns 0 and
+ *    releases its value); with one, a later fire is -EALREADY.
+ *  - Fired and waiting on a chained deferred: the cancel goes to the
+ *    innermost deferred of the chain of waits (found without recursion).
+ *  - Fired with a result: nothing.
+ * Idempotent.  Callbacks (the canceller, then d's chain) may run before it
+ * returns.  Returns 0 or -EINVAL (NULL d).
+ */
+DEFERRED_EXPORT int deferred_cancel(deferred_t *d);
+
+/* True once d was fired (by a callback, an errback or a cancel). */
+DEFERRED_EXPORT bool deferred_has_fired(const deferred_t *d);
+
+/* True when d has fired and its chain has run as far as it can: no pause,
+ * no wait, no pending callback.  Its result is then final until a callback
+ * is added. */
+DEFERRED_EXPORT bool deferred_has_result(const deferred_t *d);
+
+/*
+ * d's current result, borrowed (d keeps it): the empty value while d is
+ * unfired or waiting.  Use deferred_value_get_failure() on it to see a
+ * failure.
+ */
+DEFERRED_EXPORT deferred_value_t deferred_result(const deferred_t *d);
+
+/*
+ * Take d's current result: it moves to the caller, d keeps the empty
+ * value.  Taking a failure counts as handling it (it will not be reported
+ * as unhandled).  The empty value while d is unfired, waiting or NULL.
+ */
+DEFERRED_EXPORT deferred_value_t deferred_result_take(deferred_t *d);
+
+/*
+ * What the library reports through the report hook:
+ *  DEFERRED_REPORT_UNHANDLED      a deferred was freed holding a failure
+ *                                 that nothing handled;
+ *  DEFERRED_REPORT_ALREADY_FIRED  (debug mode) a deferred was fired twice;
+ *                                 the failure's message names the sites.
+ * The hook borrows f.  The default hook writes one line to stderr.
+ * deferred_set_report_hook(NULL, NULL) restores the default.  Global, not
+ * thread-safe: set it at start-up.
+ */
+typedef enum deferred_report {
+    DEFERRED_REPORT_UNHANDLED = 1,
+    DEFERRED_REPORT_ALREADY_FIRED = 2
+} deferred_report_t;
+
+typedef void (*deferred_report_fn)(deferred_report_t kind,
+                                   const deferred_failure_t *f, void *arg);
+
+DEFERRED_EXPORT void deferred_set_report_hook(deferred_report_fn hook, void *arg);
+
+/*
+ * Debug mode, a runtime switch (off by default, or on when the environment
+ * variable DEFERRED_DEBUG is set to a nonzero value at the first use of the
+ * library).  When on, deferreds made from then on record their creation
+ * site and first fire site, and a double fire reports both.  When off the
+ * sites passed by the macros are ignored: it costs nothing.
+ */
+DEFERRED_EXPORT void deferred_set_debug(bool on);
+DEFERRED_EXPORT bool deferred_get_debug(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DEFERRED_CORE_H */

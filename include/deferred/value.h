@@ -1,0 +1,136 @@
+/*
+ * deferred/value.h: what moves through a chain.
+ *
+ * A deferred_value_t is a pointer and the function that releases it, passed
+ * by value (16 bytes, returned in registers).  A NULL release means the
+ * value is borrowed (or is an integer packed into the pointer): the library
+ * never frees it.
+ *
+ * Ownership moves with the value.  Firing a deferred hands the value to the
+ * deferred; a callback receives ownership of its argument and returns
+ * ownership of its result; whoever drops a value calls
+ * deferred_value_release() on it, exactly once.
+ *
+ * Three kinds of value travel the same way, told apart by their release
+ * function, so no tag is needed:
+ *  - a plain value (anything else);
+ *  - a failure, made by deferred_value_failure(): a callback that returns
+ *    one switches the chain to the error path, and an errback receives its
+ *    failure this way;
+ *  - a deferred, made by deferred_value_deferred(): a callback that returns
+ *    one makes its chain wait for that deferred (chaining).
+ */
+#ifndef DEFERRED_VALUE_H
+#define DEFERRED_VALUE_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct deferred_value {
+    void *ptr;
+    void (*release)(void *ptr);
+} deferred_value_t;
+
+typedef struct deferred deferred_t;
+typedef struct deferred_failure deferred_failure_t;
+
+/*
+ * The one signature of callbacks and errbacks.  It receives ownership of v
+ * and returns ownership of its result: a plain value, a failure
+ * (deferred_value_failure()) or a deferred to wait on
+ * (deferred_value_deferred()).  An errback receives a failure value; its
+ * failure is deferred_value_get_failure(v).  arg is the user data given
+ * when the callback was added.
+ */
+typedef deferred_value_t (*deferred_fn)(deferred_value_t v, void *arg);
+
+/* Destroys a callback's (or canceller's) argument. */
+typedef void (*deferred_destroy_fn)(void *arg);
+
+/* The empty value: no pointer, nothing to release. */
+static inline deferred_value_t deferred_value_none(void)
+{
+    deferred_value_t v = {NULL, NULL};
+    return v;
+}
+
+/* A value owning ptr, which release frees (release may be NULL: borrowed). */
+static inline deferred_value_t deferred_value_make(void *ptr,
+                                                   void (*release)(void *))
+{
+    deferred_value_t v;
+    v.ptr = ptr;
+    v.release = release;
+    return v;
+}
+
+/* An integer carried in the pointer, with nothing to release. No
+ * allocation.  deferred_value_int() of deferred_value_of_int(x) is x for
+ * every intptr_t x. */
+static inline deferred_value_t deferred_value_of_int(intptr_t x)
+{
+    deferred_value_t v;
+    v.ptr = (void *)x;
+    v.release = NULL;
+    return v;
+}
+
+static inline intptr_t deferred_value_int(deferred_value_t v)
+{
+    return (intptr_t)v.ptr;
+}
+
+/* True when v is the empty value (both fields NULL). */
+static inline bool deferred_value_is_none(deferred_value_t v)
+{
+    return v.ptr == NULL && v.release == NULL;
+}
+
+/*
+ * Release v: call its release function on its pointer, if it has one.
+ * Releasing a failure value drops its reference; releasing a deferred value
+ * drops the reference it holds.  Safe on the empty value.
+ */
+DEFERRED_EXPORT void deferred_value_release(deferred_value_t v);
+
+/*
+ * A value holding a failure.  Takes the reference f (NULL is taken as an
+ * ENOMEM failure, so a failed constructor can be passed straight in).
+ */
+DEFERRED_EXPORT deferred_value_t deferred_value_failure(deferred_failure_t *f);
+
+/* True when v holds a failure. */
+DEFERRED_EXPORT bool deferred_value_is_failure(deferred_value_t v);
+
+/* The failure held by v (borrowed: v still owns it), or NULL when v is not
+ * a failure. */
+DEFERRED_EXPORT deferred_failure_t *deferred_value_get_failure(deferred_value_t v);
+
+/* The failure held by v, with v's reference moved to the caller; NULL (and
+ * v untouched) when v is not a failure. */
+DEFERRED_EXPORT deferred_failure_t *deferred_value_take_failure(deferred_value_t v);
+
+/*
+ * A value holding a deferred.  Takes the reference d.  Returned from a
+ * callback, it makes the chain wait for d.  NULL d is taken as an ENOMEM
+ * failure (so deferred_value_deferred(deferred_new()) is safe).
+ */
+DEFERRED_EXPORT deferred_value_t deferred_value_deferred(deferred_t *d);
+
+/* True when v holds a deferred. */
+DEFERRED_EXPORT bool deferred_value_is_deferred(deferred_value_t v);
+
+/* A copy of s, made through the library's allocator, as a value released
+ * with deferred_free().  On allocation failure it returns an ENOMEM failure
+ * value, and for NULL s an EINVAL failure value, so the result can be
+ * returned from a callback as it is. */
+DEFERRED_EXPORT deferred_value_t deferred_value_strdup(const char *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DEFERRED_VALUE_H */

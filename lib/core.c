@@ -1,0 +1,812 @@
+/*
+ * core.c: deferred_t, its chain and the runner that drives it.
+ *
+ * A deferred is one allocation: a small header, the result, and room for
+ * DEFERRED_INLINE_LINKS chain entries, so the common chain (a deferred, a
+ * handful of callbacks, a fire) costs one malloc.  Longer chains move their
+ * entries to a heap block that grows geometrically.
+ *
+ * The design decision to know is in run(): the chain runner never
+ * recurses.  When a callback returns a deferred R that has not got a result
+ * yet, the outer deferred records that it waits on R (holding a reference
+ * on R) and appends a "continue" entry to R's chain that points back at the
+ * outer (without a reference, so nothing owns itself).  When R's runner
+ * reaches that entry it moves its result to the outer and pushes the outer
+ * on an explicit stack threaded through the deferreds themselves, then
+ * carries on with the outer in the same loop: a million deferreds, each
+ * waiting on the next, complete in constant stack.  Freeing is iterative
+ * for the same reason: the last deferred_unref() queues deferreds on a
+ * per-thread list and frees them in a loop, whatever releases they
+ * trigger.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deferred-private.h"
+
+#ifndef DEFERRED_INLINE_LINKS
+#define DEFERRED_INLINE_LINKS 10
+#endif
+
+#ifndef DEFERRED_DEBUG_DEFAULT
+#define DEFERRED_DEBUG_DEFAULT 0
+#endif
+
+#if defined(__GNUC__)
+#define THREAD_LOCAL __thread __attribute__((tls_model("initial-exec")))
+#else
+#define THREAD_LOCAL _Thread_local
+#endif
+
+/* What a chain entry does.  A pair added with both halves takes two
+ * consecutive entries, PAIR_CB then PAIR_EB: the runner picks one and
+ * steps over both. */
+enum link_kind {
+    LINK_CB = 1, /* runs on a value, skipped on a failure */
+    LINK_EB,     /* runs on a failure, skipped on a value */
+    LINK_BOTH,   /* runs on either */
+    LINK_PAIR_CB,
+    LINK_PAIR_EB,
+    LINK_DEAD /* a continue entry whose outer deferred is gone */
+};
+
+struct link {
+    deferred_fn fn;
+    void *arg;
+};
+
+/* Flags of a deferred. */
+enum {
+    F_CALLED = 1u << 0,    /* fired: result is set (or moved on) */
+    F_RUNNING = 1u << 1,   /* on a runner's stack */
+    F_CANCELLED = 1u << 2, /* cancel began: the canceller has run */
+    F_SUPPRESS = 1u << 3   /* swallow one later fire (cancel, no canceller) */
+};
+
+/* The rarely needed parts, allocated only when used. */
+struct deferred_ext {
+    deferred_destroy_fn canceller_destroy;
+    const char *new_file;
+    const char *fire_file;
+    int new_line;
+    int fire_line;
+};
+
+struct deferred {
+    uint32_t refs;
+    uint32_t paused; /* the user's pause count */
+    uint32_t flags;
+    uint32_t pos;    /* next entry to run */
+    uint32_t n;      /* entries in use */
+    uint32_t cap;    /* entries that fit in links */
+    deferred_value_t result;
+    deferred_t *chained_to; /* the deferred this one waits on (a reference) */
+    deferred_t *next;       /* runner stack or free list */
+    struct link *links;
+    uint8_t *kinds;
+    deferred_canceller_fn canceller;
+    void *canceller_arg;
+    struct deferred_ext *ext;
+    struct link inline_links[DEFERRED_INLINE_LINKS];
+    uint8_t inline_kinds[DEFERRED_INLINE_LINKS];
+};
+
+/* A callback argument with destroy functions (the _full calls). */
+struct full_arg {
+    deferred_fn cb;
+    void *cb_arg;
+    deferred_destroy_fn cb_destroy;
+    deferred_fn eb;
+    void *eb_arg;
+    deferred_destroy_fn eb_destroy;
+};
+
+static bool debug_on = DEFERRED_DEBUG_DEFAULT;
+static deferred_report_fn report_hook;
+static void *report_arg;
+
+/* Deferreds whose last reference went while another was being freed. */
+static THREAD_LOCAL deferred_t *free_list;
+static THREAD_LOCAL bool freeing;
+
+#if defined(__GNUC__)
+__attribute__((constructor)) static void read_environment(void)
+{
+    const char *s = getenv("DEFERRED_DEBUG");
+
+    if (s && *s && strcmp(s, "0") != 0)
+        debug_on = true;
+}
+#endif
+
+/* ---- reporting --------------------------------------------------------- */
+
+void deferred_set_report_hook(deferred_report_fn hook, void *arg)
+{
+    report_hook = hook;
+    report_arg = hook ? arg : NULL;
+}
+
+void deferred__report(deferred_report_t kind, const deferred_failure_t *f)
+{
+    char buf[1024];
+
+    if (report_hook) {
+        report_hook(kind, f, report_arg);
+        return;
+    }
+    deferred_failure_story(f, buf, sizeof(buf));
+    fprintf(stderr, "deferred: %s: %s\n",
+            kind == DEFERRED_REPORT_UNHANDLED ? "unhandled failure" : "misuse",
+            buf);
+}
+
+void deferred_set_debug(bool on)
+{
+    debug_on = on;
+}
+
+bool deferred_get_debug(void)
+{
+    return debug_on;
+}
+
+/* ---- special entries --------------------------------------------------- */
+
+/* The entry an outer deferred leaves in the chain of the deferred it waits
+ * on.  Never called: the runner recognizes it by address. */
+static deferred_value_t continue_fn(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    return v;
+}
+
+static deferred_value_t full_cb(deferred_value_t v, void *arg)
+{
+    struct full_arg *fa = arg;
+
+    return fa->cb(v, fa->cb_arg);
+}
+
+static deferred_value_t full_eb(deferred_value_t v, void *arg)
+{
+    struct full_arg *fa = arg;
+
+    return fa->eb(v, fa->eb_arg);
+}
+
+static void full_arg_destroy(struct full_arg *fa)
+{
+    if (fa->cb_destroy)
+        fa->cb_destroy(fa->cb_arg);
+    if (fa->eb_destroy && !(fa->eb_destroy == fa->cb_destroy && fa->eb_arg == fa->cb_arg))
+        fa->eb_destroy(fa->eb_arg);
+    deferred__free(fa);
+}
+
+/* Called once per pair when it ran, was skipped or is dropped: destroys the
+ * arguments of a _full pair.  Plain entries own nothing. */
+static inline void link_dispose(struct link l)
+{
+    if (DEFERRED_UNLIKELY(l.fn == full_cb || l.fn == full_eb))
+        full_arg_destroy(l.arg);
+}
+
+/* ---- construction and destruction ------------------------------------- */
+
+deferred_t *deferred_new_at(const char *file, int line,
+                            deferred_canceller_fn canceller, void *arg,
+                            deferred_destroy_fn destroy)
+{
+    deferred_t *d = deferred__malloc(sizeof(*d));
+
+    if (!d)
+        goto out_destroy;
+    d->refs = 1;
+    d->paused = 0;
+    d->flags = 0;
+    d->pos = 0;
+    d->n = 0;
+    d->cap = DEFERRED_INLINE_LINKS;
+    d->result.ptr = NULL;
+    d->result.release = NULL;
+    d->chained_to = NULL;
+    d->next = NULL;
+    d->links = d->inline_links;
+    d->kinds = d->inline_kinds;
+    d->canceller = canceller;
+    d->canceller_arg = arg;
+    d->ext = NULL;
+    if (DEFERRED_UNLIKELY(debug_on || destroy)) {
+        d->ext = deferred__malloc(sizeof(*d->ext));
+        if (!d->ext)
+            goto out_free_deferred;
+        d->ext->canceller_destroy = destroy;
+        d->ext->new_file = debug_on ? file : NULL;
+        d->ext->new_line = line;
+        d->ext->fire_file = NULL;
+        d->ext->fire_line = 0;
+    }
+    return d;
+
+out_free_deferred:
+    deferred__free(d);
+out_destroy:
+    if (destroy)
+        destroy(arg);
+    return NULL;
+}
+
+deferred_t *deferred_ref(deferred_t *d)
+{
+    if (d)
+        d->refs++;
+    return d;
+}
+
+/* Stop d waiting on the deferred it is chained to: turn d's continue entry
+ * in that deferred's chain into a dead one, and drop d's reference. */
+static void unchain(deferred_t *d)
+{
+    deferred_t *inner = d->chained_to;
+    uint32_t i;
+
+    d->chained_to = NULL;
+    for (i = inner->pos; i < inner->n; i++) {
+        if (inner->links[i].fn == continue_fn && inner->links[i].arg == d) {
+            inner->kinds[i] = LINK_DEAD;
+            break;
+        }
+    }
+    deferred_unref(inner);
+}
+
+/* Free d, whose last reference is gone.  Everything it releases that frees
+ * further deferreds only queues them on free_list. */
+static void free_deferred(deferred_t *d)
+{
+    uint32_t i;
+
+    if (DEFERRED_UNLIKELY(d->result.release == deferred__release_failure))
+        deferred__report(DEFERRED_REPORT_UNHANDLED, d->result.ptr);
+    deferred_value_release(d->result);
+    for (i = d->pos; i < d->n; i++)
+        if (d->kinds[i] != LINK_PAIR_EB)
+            link_dispose(d->links[i]);
+    if (d->chained_to)
+        unchain(d);
+    if (d->links != d->inline_links)
+        deferred__free(d->links);
+    if (d->ext) {
+        if (d->ext->canceller_destroy)
+            d->ext->canceller_destroy(d->canceller_arg);
+        deferred__free(d->ext);
+    }
+    deferred__free(d);
+}
+
+void deferred_unref(deferred_t *d)
+{
+    if (!d || --d->refs)
+        return;
+    if (freeing) {
+        d->next = free_list;
+        free_list = d;
+        return;
+    }
+    freeing = true;
+    free_deferred(d);
+    while ((d = free_list)) {
+        free_list = d->next;
+        free_deferred(d);
+    }
+    freeing = false;
+}
+
+/* ---- the chain --------------------------------------------------------- */
+
+/* Make room for need more entries: compact consumed ones away first, then
+ * grow into a heap block (entries, then their kinds). */
+static int reserve(deferred_t *d, uint32_t need)
+{
+    uint32_t live = d->n - d->pos, cap;
+    struct link *links;
+    uint8_t *kinds;
+
+    if (d->n + need <= d->cap)
+        return 0;
+    /* Safe while d runs: the runner holds no index across a callback. */
+    if (d->pos > 0 && live + need <= d->cap) {
+        memmove(d->links, d->links + d->pos, live * sizeof(*d->links));
+        memmove(d->kinds, d->kinds + d->pos, live);
+        d->pos = 0;
+        d->n = live;
+        return 0;
+    }
+    cap = d->cap;
+    while (cap < d->n + need) {
+        if (cap > UINT32_MAX / 2 / (sizeof(struct link) + 1))
+            return -ENOMEM;
+        cap *= 2;
+    }
+    links = deferred__malloc((size_t)cap * (sizeof(*links) + 1));
+    if (!links)
+        return -ENOMEM;
+    kinds = (uint8_t *)(links + cap);
+    memcpy(links, d->links, d->n * sizeof(*links));
+    memcpy(kinds, d->kinds, d->n);
+    if (d->links != d->inline_links)
+        deferred__free(d->links);
+    d->links = links;
+    d->kinds = kinds;
+    d->cap = cap;
+    return 0;
+}
+
+static void run(deferred_t *d);
+
+static inline bool idle_with_result(const deferred_t *d)
+{
+    return (d->flags & F_CALLED) && !d->paused && !d->chained_to;
+}
+
+/* Append entries and, when d can run, run them. */
+static int append(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
+                  deferred_fn fn2, void *arg2)
+{
+    uint32_t need = kind1 == LINK_PAIR_CB ? 2 : 1;
+
+    if (DEFERRED_UNLIKELY(d->n + need > d->cap) && reserve(d, need) < 0)
+        return -ENOMEM;
+    d->links[d->n].fn = fn1;
+    d->links[d->n].arg = arg1;
+    d->kinds[d->n] = kind1;
+    if (need == 2) {
+        d->links[d->n + 1].fn = fn2;
+        d->links[d->n + 1].arg = arg2;
+        d->kinds[d->n + 1] = LINK_PAIR_EB;
+    }
+    d->n += need;
+    if (idle_with_result(d))
+        run(d);
+    return 0;
+}
+
+int deferred_add_callbacks(deferred_t *d, deferred_fn cb, void *cb_arg,
+                           deferred_fn eb, void *eb_arg)
+{
+    if (DEFERRED_UNLIKELY(!d || (!cb && !eb)))
+        return -EINVAL;
+    if (!eb)
+        return append(d, cb, cb_arg, LINK_CB, NULL, NULL);
+    if (!cb)
+        return append(d, eb, eb_arg, LINK_EB, NULL, NULL);
+    if (cb == eb && cb_arg == eb_arg)
+        return append(d, cb, cb_arg, LINK_BOTH, NULL, NULL);
+    return append(d, cb, cb_arg, LINK_PAIR_CB, eb, eb_arg);
+}
+
+int deferred_add_callback(deferred_t *d, deferred_fn cb, void *arg)
+{
+    if (DEFERRED_UNLIKELY(!d || !cb))
+        return -EINVAL;
+    return append(d, cb, arg, LINK_CB, NULL, NULL);
+}
+
+int deferred_add_errback(deferred_t *d, deferred_fn eb, void *arg)
+{
+    if (DEFERRED_UNLIKELY(!d || !eb))
+        return -EINVAL;
+    return append(d, eb, arg, LINK_EB, NULL, NULL);
+}
+
+int deferred_add_both(deferred_t *d, deferred_fn fn, void *arg)
+{
+    if (DEFERRED_UNLIKELY(!d || !fn))
+        return -EINVAL;
+    return append(d, fn, arg, LINK_BOTH, NULL, NULL);
+}
+
+int deferred_add_callbacks_full(deferred_t *d, deferred_fn cb, void *cb_arg,
+                                deferred_destroy_fn cb_destroy, deferred_fn eb,
+                                void *eb_arg, deferred_destroy_fn eb_destroy)
+{
+    struct full_arg *fa;
+    int rc;
+
+    if (!cb_destroy && !eb_destroy)
+        return deferred_add_callbacks(d, cb, cb_arg, eb, eb_arg);
+    if (!d || (!cb && !eb)) {
+        rc = -EINVAL;
+        goto out_destroy;
+    }
+    fa = deferred__malloc(sizeof(*fa));
+    if (!fa) {
+        rc = -ENOMEM;
+        goto out_destroy;
+    }
+    fa->cb = cb;
+    fa->cb_arg = cb_arg;
+    fa->cb_destroy = cb_destroy;
+    fa->eb = eb;
+    fa->eb_arg = eb_arg;
+    fa->eb_destroy = eb_destroy;
+    if (!eb)
+        rc = append(d, full_cb, fa, LINK_CB, NULL, NULL);
+    else if (!cb)
+        rc = append(d, full_eb, fa, LINK_EB, NULL, NULL);
+    else if (cb == eb && cb_arg == eb_arg)
+        rc = append(d, full_cb, fa, LINK_BOTH, NULL, NULL);
+    else
+        rc = append(d, full_cb, fa, LINK_PAIR_CB, full_eb, fa);
+    if (rc < 0)
+        full_arg_destroy(fa);
+    return rc;
+
+out_destroy:
+    if (cb_destroy)
+        cb_destroy(cb_arg);
+    if (eb_destroy && !(eb_destroy == cb_destroy && eb_arg == cb_arg))
+        eb_destroy(eb_arg);
+    return rc;
+}
+
+int deferred_add_callback_full(deferred_t *d, deferred_fn cb, void *arg,
+                               deferred_destroy_fn destroy)
+{
+    if (!cb) {
+        if (destroy)
+            destroy(arg);
+        return -EINVAL;
+    }
+    return deferred_add_callbacks_full(d, cb, arg, destroy, NULL, NULL, NULL);
+}
+
+int deferred_add_errback_full(deferred_t *d, deferred_fn eb, void *arg,
+                              deferred_destroy_fn destroy)
+{
+    if (!eb) {
+        if (destroy)
+            destroy(arg);
+        return -EINVAL;
+    }
+    return deferred_add_callbacks_full(d, NULL, NULL, NULL, eb, arg, destroy);
+}
+
+int deferred_add_both_full(deferred_t *d, deferred_fn fn, void *arg,
+                           deferred_destroy_fn destroy)
+{
+    if (!fn) {
+        if (destroy)
+            destroy(arg);
+        return -EINVAL;
+    }
+    return deferred_add_callbacks_full(d, fn, arg, destroy, fn, arg, destroy);
+}
+
+static deferred_value_t chain_to_fn(deferred_value_t v, void *arg)
+{
+    deferred_t *target = arg;
+
+    if (deferred_value_is_failure(v))
+        deferred_errback(target, deferred_value_take_failure(v));
+    else
+        deferred_callback(target, v);
+    return deferred_value_none();
+}
+
+static void unref_destroy(void *arg)
+{
+    deferred_unref(arg);
+}
+
+int deferred_chain_to(deferred_t *d, deferred_t *target)
+{
+    if (!d || !target || d == target)
+        return -EINVAL;
+    return deferred_add_both_full(d, chain_to_fn, deferred_ref(target),
+                                  unref_destroy);
+}
+
+/*
+ * A callback of cur returned the deferred inner (a reference).  Either
+ * take inner's result now, or make cur wait on it.  Returns true when cur
+ * now waits.
+ */
+static bool chain_on(deferred_t *cur, deferred_t *inner)
+{
+    if (DEFERRED_UNLIKELY(inner == cur)) {
+        deferred_unref(inner);
+        cur->result = deferred_value_failure(deferred_failure_new(
+            DEFERRED_DOMAIN_LIBRARY, EDEADLK,
+            "a callback returned the deferred it was called from"));
+        return false;
+    }
+    if (idle_with_result(inner) && !(inner->flags & F_RUNNING)) {
+        /* inner's chain has run to its end: its result moves to cur and
+         * inner keeps the empty value. */
+        cur->result = inner->result;
+        inner->result = deferred_value_none();
+        deferred_unref(inner);
+        return false;
+    }
+    if (append(inner, continue_fn, cur, LINK_BOTH, NULL, NULL) < 0) {
+        deferred_unref(inner);
+        cur->result = deferred_value_failure(deferred_failure_new(
+            DEFERRED_DOMAIN_LIBRARY, ENOMEM,
+            "out of memory while chaining deferreds"));
+        return false;
+    }
+    cur->chained_to = inner;
+    return true;
+}
+
+/*
+ * The chain runner.
+ *
+ * It never recurses, and this is why.  Each deferred being run sits on an
+ * explicit stack (threaded through its next field, with a reference held
+ * by the runner), flagged F_RUNNING.  The top one runs its entries in
+ * order while it is neither paused nor waiting.  A callback that returns a
+ * deferred without a result makes the top one wait: it leaves the stack,
+ * and a continue entry in the inner deferred's chain will bring it back.
+ * When the top one reaches a continue entry, its result moves to the outer
+ * deferred, which is pushed and run next; when the outer is done, the
+ * runner returns to the inner one's remaining entries.  So the stack of C
+ * frames stays one deep however long the chain of waits is.
+ *
+ * Re-entrancy: a callback may add entries to a deferred on the stack (they
+ * are appended and run in this same pass), fire or unpause other deferreds
+ * (they get runners of their own, nested once per user call, never per
+ * chain length), or drop the last reference to a running deferred (the
+ * runner's reference keeps it alive until it leaves the stack).
+ */
+static void run(deferred_t *d)
+{
+    deferred_t *stack;
+
+    if (d->flags & F_RUNNING)
+        return; /* the runner that has it will see the new work */
+    d->refs++;
+    d->flags |= F_RUNNING;
+    d->next = NULL;
+    stack = d;
+
+    while (stack) {
+        deferred_t *cur = stack, *outer = NULL;
+
+        while (cur->pos < cur->n && !cur->paused && !cur->chained_to) {
+            uint32_t i = cur->pos;
+            bool failed = cur->result.release == deferred__release_failure;
+            struct link l;
+            deferred_value_t r;
+
+            switch (cur->kinds[i]) {
+            case LINK_CB:
+                cur->pos = i + 1;
+                if (failed) {
+                    link_dispose(cur->links[i]);
+                    continue;
+                }
+                l = cur->links[i];
+                break;
+            case LINK_EB:
+                cur->pos = i + 1;
+                if (!failed) {
+                    link_dispose(cur->links[i]);
+                    continue;
+                }
+                l = cur->links[i];
+                break;
+            case LINK_PAIR_CB:
+                cur->pos = i + 2;
+                l = cur->links[failed ? i + 1 : i];
+                break;
+            case LINK_BOTH:
+                cur->pos = i + 1;
+                l = cur->links[i];
+                if (l.fn == continue_fn)
+                    outer = l.arg;
+                break;
+            default: /* LINK_DEAD, or the second half of a pair */
+                cur->pos = i + 1;
+                continue;
+            }
+            if (outer) {
+                /* Hand the result to the outer deferred waiting here, and
+                 * drop its reference on cur (the runner still holds one). */
+                outer->result = cur->result;
+                cur->result = deferred_value_none();
+                outer->chained_to = NULL;
+                cur->refs--;
+                break;
+            }
+            r = cur->result;
+            cur->result = deferred_value_none();
+            r = l.fn(r, l.arg);
+            link_dispose(l);
+            if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred)) {
+                if (chain_on(cur, r.ptr))
+                    break;
+            } else {
+                cur->result = r;
+            }
+        }
+
+        if (outer && !(outer->flags & F_RUNNING)) {
+            outer->refs++;
+            outer->flags |= F_RUNNING;
+            outer->next = stack;
+            stack = outer;
+            continue;
+        }
+        if (outer)
+            continue; /* already on the stack below: resume it there */
+        if (cur->pos == cur->n)
+            cur->pos = cur->n = 0;
+        stack = cur->next;
+        cur->flags &= ~F_RUNNING;
+        deferred_unref(cur);
+    }
+}
+
+/* ---- firing ------------------------------------------------------------ */
+
+static void report_already_fired(deferred_t *d, const char *file, int line)
+{
+    struct deferred_ext *x = d->ext;
+    deferred_failure_t *f;
+
+    if (!x || !x->new_file)
+        return;
+    f = deferred_failure_new_at(
+        file, line, DEFERRED_DOMAIN_LIBRARY, EALREADY,
+        "deferred created at %s:%d was already fired at %s:%d; fired again at %s:%d",
+        x->new_file, x->new_line, x->fire_file ? x->fire_file : "?",
+        x->fire_line, file ? file : "?", line);
+    deferred__report(DEFERRED_REPORT_ALREADY_FIRED, f);
+    deferred_failure_unref(f);
+}
+
+static int fire(deferred_t *d, deferred_value_t v, const char *file, int line)
+{
+    if (DEFERRED_UNLIKELY(d->flags & F_CALLED)) {
+        deferred_value_release(v);
+        if (d->flags & F_SUPPRESS) {
+            d->flags &= ~F_SUPPRESS;
+            return 0;
+        }
+        report_already_fired(d, file, line);
+        return -EALREADY;
+    }
+    d->flags |= F_CALLED;
+    d->result = v;
+    if (DEFERRED_UNLIKELY(d->ext != NULL) && d->ext->new_file) {
+        d->ext->fire_file = file;
+        d->ext->fire_line = line;
+    }
+    if (!d->paused)
+        run(d);
+    return 0;
+}
+
+int deferred_callback_at(deferred_t *d, deferred_value_t v, const char *file,
+                         int line)
+{
+    if (DEFERRED_UNLIKELY(!d || v.release == deferred__release_deferred)) {
+        deferred_value_release(v);
+        return -EINVAL;
+    }
+    return fire(d, v, file, line);
+}
+
+int deferred_errback_at(deferred_t *d, deferred_failure_t *f, const char *file,
+                        int line)
+{
+    if (DEFERRED_UNLIKELY(!d || !f)) {
+        deferred_failure_unref(f);
+        return -EINVAL;
+    }
+    return fire(d, deferred_value_failure(f), file, line);
+}
+
+deferred_t *deferred_succeed(deferred_value_t v)
+{
+    deferred_t *d;
+
+    if (v.release == deferred__release_deferred) {
+        deferred_value_release(v);
+        return NULL;
+    }
+    d = deferred_new();
+    if (!d) {
+        deferred_value_release(v);
+        return NULL;
+    }
+    fire(d, v, __FILE__, __LINE__);
+    return d;
+}
+
+deferred_t *deferred_fail(deferred_failure_t *f)
+{
+    return deferred_succeed(deferred_value_failure(f));
+}
+
+/* ---- pause and cancel -------------------------------------------------- */
+
+int deferred_pause(deferred_t *d)
+{
+    if (!d || d->paused == UINT32_MAX)
+        return -EINVAL;
+    d->paused++;
+    return 0;
+}
+
+int deferred_unpause(deferred_t *d)
+{
+    if (!d || d->paused == 0)
+        return -EINVAL;
+    if (--d->paused == 0 && idle_with_result(d))
+        run(d);
+    return 0;
+}
+
+bool deferred_is_paused(const deferred_t *d)
+{
+    return d && (d->paused || d->chained_to);
+}
+
+int deferred_cancel(deferred_t *d)
+{
+    if (!d)
+        return -EINVAL;
+    /* A fired deferred that waits passes the cancel to what it waits on,
+     * down to the innermost: a loop, not a recursion. */
+    while ((d->flags & F_CALLED) && d->chained_to)
+        d = d->chained_to;
+    if (d->flags & (F_CALLED | F_CANCELLED))
+        return 0;
+    d->flags |= F_CANCELLED;
+    d->refs++;
+    if (d->canceller)
+        d->canceller(d, d->canceller_arg);
+    else
+        d->flags |= F_SUPPRESS;
+    if (!(d->flags & F_CALLED))
+        fire(d, deferred_value_failure(deferred_failure_new(
+                    DEFERRED_DOMAIN_LIBRARY, ECANCELED, "deferred cancelled")),
+             __FILE__, __LINE__);
+    deferred_unref(d);
+    return 0;
+}
+
+/* ---- results ----------------------------------------------------------- */
+
+bool deferred_has_fired(const deferred_t *d)
+{
+    return d && (d->flags & F_CALLED);
+}
+
+bool deferred_has_result(const deferred_t *d)
+{
+    return d && idle_with_result(d) && !(d->flags & F_RUNNING) && d->pos == d->n;
+}
+
+deferred_value_t deferred_result(const deferred_t *d)
+{
+    if (!d || !(d->flags & F_CALLED) || d->chained_to)
+        return deferred_value_none();
+    return d->result;
+}
+
+deferred_value_t deferred_result_take(deferred_t *d)
+{
+    deferred_value_t v;
+
+    if (!d || !(d->flags & F_CALLED) || d->chained_to)
+        return deferred_value_none();
+    v = d->result;
+    d->result = deferred_value_none();
+    return v;
+}

@@ -1,0 +1,42 @@
+/*
+ * deferred-private.h: what the library's files share and users never see.
+ *
+ * Every name here is internal (deferred__*) and hidden by
+ * -fvisibility=hidden: only functions marked DEFERRED_EXPORT leave the
+ * shared library.
+ */
+#ifndef DEFERRED_PRIVATE_H
+#define DEFERRED_PRIVATE_H
+
+#include "deferred.h"
+
+#if defined(__GNUC__)
+#define DEFERRED_LIKELY(x) __builtin_expect(!!(x), 1)
+#define DEFERRED_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define DEFERRED_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define DEFERRED_LIKELY(x) (x)
+#define DEFERRED_UNLIKELY(x) (x)
+#define DEFERRED_HIDDEN
+#endif
+
+/* The allocator (alloc.c). */
+DEFERRED_HIDDEN void *deferred__malloc(size_t size);
+DEFERRED_HIDDEN void *deferred__realloc(void *ptr, size_t size);
+DEFERRED_HIDDEN void deferred__free(void *ptr);
+DEFERRED_HIDDEN char *deferred__strdup(const char *s);
+/* A new string formatted through the allocator; NULL on allocation failure. */
+DEFERRED_HIDDEN char *deferred__vasprintf(const char *fmt, va_list ap);
+
+/* The release functions that mark failure and deferred values (value.c). */
+DEFERRED_HIDDEN void deferred__release_failure(void *ptr);
+DEFERRED_HIDDEN void deferred__release_deferred(void *ptr);
+
+/* The static ENOMEM failure every constructor falls back to (failure.c). */
+DEFERRED_HIDDEN extern deferred_failure_t deferred__failure_enomem;
+
+/* Report through the hook (core.c). */
+DEFERRED_HIDDEN void deferred__report(deferred_report_t kind,
+                                      const deferred_failure_t *f);
+
+#endif /* DEFERRED_PRIVATE_H */
