@@ -2,7 +2,7 @@
  * deferred.h: the umbrella header of libdeferred.
  *
  * Includes every layer that needs nothing beyond libc: values and failures,
- * the deferred core.  Each layer's header can also be included alone.
+ * the deferred core and multi-fire deferreds.  Each layer's header can also be included alone.
  * Optional parts (the libev binding, the database producers) have headers of
  * their own and are not included here.
  */
@@ -13,5 +13,6 @@
 #include "deferred/value.h"
 #include "deferred/failure.h"
 #include "deferred/core.h"
+#include "deferred/multi.h"
 
 #endif /* DEFERRED_H */
