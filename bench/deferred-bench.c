@@ -1,0 +1,1200 @@
+/*
+ * deferred-bench.c: libdeferred's benchmark, every workload next to its
+ * hand-written C floor in the same process.
+ *
+ * This file holds the table of workloads (DESIGN section 11), the code of
+ * each workload and of its floor, a counting allocator installed through
+ * deferred_set_allocator(), the memory figures, and the launcher of the
+ * peers (the same workloads on Node's Promise and on Twisted's Deferred,
+ * run as child processes from bench/peers/).  Each workload and its floor
+ * run several times, interleaved (workload, floor, workload, floor, ...),
+ * and the median nanoseconds per operation of each are reported.  The
+ * figure that counts is the ratio: the median of the per-run ratios (each
+ * workload run divided by the floor run right after it), which a noisy
+ * machine disturbs less than a ratio of two medians.  A workload verifies
+ * every result it computes and the program exits 1 if one is wrong; it
+ * never fails on a timing.
+ *
+ * The one design decision a reader must know: the floors are kept honest.
+ * A floor does the least work a hand-written C program would need for the
+ * same result, and no less: for chain10, one malloc of a struct holding
+ * ten function pointers and the value, ten indirect calls through those
+ * pointers, a read and a free.  The pointers are loaded from a volatile
+ * table, so the compiler cannot know their targets and cannot inline or
+ * remove the calls; the struct's address is passed through an empty asm
+ * statement that clobbers memory, so the malloc/free pair and the stores
+ * cannot be elided either.  The floor functions are also noinline.  Both
+ * sides allocate through the same plain malloc: the timed runs use the
+ * library's default allocator, and allocations are counted in a separate,
+ * untimed run of each workload with the counting allocator installed, so
+ * neither side pays for the counting.
+ *
+ * Adding a workload (gather, stream, multifire, cross-thread, sqlite, pg):
+ * write its run function and its floor (both take the number of operations
+ * and return 0, or -1 after printing what was wrong), and add one entry to
+ * the workloads[] table below.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* malloc_usable_size() */
+#endif
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#define BENCH_HAVE_USABLE_SIZE 1
+#endif
+
+#include "deferred.h"
+
+#if defined(__GNUC__)
+#define BENCH_NOINLINE __attribute__((noinline))
+/* An opaque use of p: the compiler must assume the asm reads and writes
+ * any memory reachable from p, so it can neither drop the stores into *p
+ * nor the allocation that made it. */
+#define BENCH_ESCAPE(p) __asm__ __volatile__("" : : "r"(p) : "memory")
+#else
+#define BENCH_NOINLINE
+#define BENCH_ESCAPE(p) ((void)(p))
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Options and small helpers                                           */
+/* ------------------------------------------------------------------ */
+
+static struct {
+    bool quick;       /* small sizes, for a CI smoke test */
+    bool tsv;         /* tab-separated lines instead of the table */
+    bool peers;       /* run the peers (Node, Twisted) when installed */
+    int runs;         /* timed runs of each workload and of its floor */
+    const char *only; /* run only the workload of this name */
+    const char *peers_dir;
+    const char *argv0;
+} opt = {false, false, true, 0, NULL, NULL, NULL};
+
+/* The monotonic clock, in nanoseconds. */
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int compare_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* The median of n samples (sorts them in place). */
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, compare_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
+}
+
+/* Report a wrong result and return -1, so a workload can end with
+ * "return wrong(...)". */
+static int wrong(const char *workload, const char *fmt, ...)
+    DEFERRED_PRINTF(2, 3);
+static int wrong(const char *workload, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "deferred-bench: %s: wrong result: ", workload);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* The counting allocator                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Counting wrappers around malloc, realloc and free.  They are installed
+ * with deferred_set_allocator() only for the untimed counting runs and the
+ * memory figures, and removed (the default allocator restored) between
+ * them, when nothing the library allocated is alive.  Since they hand out
+ * plain malloc blocks, a block allocated under one allocator and freed
+ * under the other is harmless.
+ *
+ * An allocation is a call to malloc or to realloc (a realloc may move and
+ * grow the block, so it counts as one).  While tracking is on, each block
+ * is also remembered with its requested size, so the bytes still held at
+ * the end of a window can be summed both as requested sizes and as
+ * malloc_usable_size().
+ */
+static struct {
+    uint64_t allocs; /* malloc and realloc calls */
+    uint64_t frees;
+    uint64_t bytes; /* requested bytes, summed over every allocation */
+} counts;
+
+#define TRACK_MAX 256
+
+static struct {
+    bool on;
+    bool overflow;
+    size_t n;
+    struct {
+        void *ptr;
+        size_t size;
+    } block[TRACK_MAX];
+} track;
+
+static void track_add(void *p, size_t size)
+{
+    if (!p)
+        return;
+    if (track.n == TRACK_MAX) {
+        track.overflow = true;
+        return;
+    }
+    track.block[track.n].ptr = p;
+    track.block[track.n].size = size;
+    track.n++;
+}
+
+/* Forget p if it is tracked; true when it was. */
+static bool track_remove(void *p)
+{
+    for (size_t i = 0; i < track.n; i++) {
+        if (track.block[i].ptr == p) {
+            track.block[i] = track.block[--track.n];
+            return true;
+        }
+    }
+    return false;
+}
+
+static void *count_malloc(size_t size)
+{
+    void *p = malloc(size);
+
+    counts.allocs++;
+    counts.bytes += size;
+    if (track.on)
+        track_add(p, size);
+    return p;
+}
+
+static void *count_realloc(void *ptr, size_t size)
+{
+    void *p = realloc(ptr, size);
+
+    counts.allocs++;
+    counts.bytes += size;
+    if (track.on && p) {
+        if (ptr && !track_remove(ptr))
+            track.overflow = true; /* a block from before the window */
+        track_add(p, size);
+    }
+    return p;
+}
+
+static void count_free(void *ptr)
+{
+    if (ptr) {
+        counts.frees++;
+        if (track.on)
+            track_remove(ptr);
+    }
+    free(ptr);
+}
+
+static void use_counting_allocator(bool on)
+{
+    int rc = on ? deferred_set_allocator(count_malloc, count_realloc, count_free)
+                : deferred_set_allocator(NULL, NULL, NULL);
+
+    if (rc != 0)
+        fprintf(stderr, "deferred-bench: deferred_set_allocator: %s\n",
+                deferred_strerror(rc));
+}
+
+/* ------------------------------------------------------------------ */
+/* chain10: create, 10 callbacks of x+1, fire, read, unref              */
+/* ------------------------------------------------------------------ */
+
+/* The callback of every chain workload: the integer value plus one. */
+static deferred_value_t add_one(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    return deferred_value_of_int(deferred_value_int(v) + 1);
+}
+
+/*
+ * chain10 on libdeferred: the deferred is made unfired, the ten callbacks
+ * are added while it is pending, then it is fired with 0 and the result
+ * (10) is taken and checked.
+ */
+static int run_chain10(size_t ops)
+{
+    for (size_t i = 0; i < ops; i++) {
+        deferred_t *d = deferred_new();
+        deferred_value_t r;
+
+        if (!d)
+            return wrong("chain10", "deferred_new() gave NULL");
+        for (int k = 0; k < 10; k++) {
+            if (deferred_add_callback(d, add_one, NULL) != 0) {
+                deferred_unref(d);
+                return wrong("chain10", "deferred_add_callback() failed");
+            }
+        }
+        deferred_callback(d, deferred_value_of_int(0));
+        r = deferred_result_take(d);
+        deferred_unref(d);
+        if (deferred_value_int(r) != 10) {
+            deferred_value_release(r);
+            return wrong("chain10", "got %ld, expected 10",
+                         (long)deferred_value_int(r));
+        }
+    }
+    return 0;
+}
+
+/*
+ * chain10-after: the same chain on a deferred that has already fired
+ * (Twisted's succeed()), so each callback runs as it is added.
+ */
+static int run_chain10_after(size_t ops)
+{
+    for (size_t i = 0; i < ops; i++) {
+        deferred_t *d = deferred_succeed(deferred_value_of_int(0));
+        deferred_value_t r;
+
+        if (!d)
+            return wrong("chain10-after", "deferred_succeed() gave NULL");
+        for (int k = 0; k < 10; k++) {
+            if (deferred_add_callback(d, add_one, NULL) != 0) {
+                deferred_unref(d);
+                return wrong("chain10-after", "deferred_add_callback() failed");
+            }
+        }
+        r = deferred_result_take(d);
+        deferred_unref(d);
+        if (deferred_value_int(r) != 10) {
+            deferred_value_release(r);
+            return wrong("chain10-after", "got %ld, expected 10",
+                         (long)deferred_value_int(r));
+        }
+    }
+    return 0;
+}
+
+/*
+ * The floor of both chain10 workloads: what a C programmer would write for
+ * "ten steps to run later on a value that arrives later".  One malloc of a
+ * struct that holds the ten steps and the value, ten indirect calls, a
+ * read and a free.  See the top of the file for why the compiler can
+ * neither inline the calls nor drop the allocation.
+ */
+typedef intptr_t (*floor_step_fn)(intptr_t x);
+
+struct floor_chain {
+    floor_step_fn step[10];
+    intptr_t value;
+};
+
+static BENCH_NOINLINE intptr_t floor_add_one(intptr_t x)
+{
+    return x + 1;
+}
+
+/* Volatile, so every read is a real load whose value the compiler cannot
+ * assume: the calls through these pointers stay indirect. */
+static floor_step_fn volatile floor_steps[10] = {
+    floor_add_one, floor_add_one, floor_add_one, floor_add_one, floor_add_one,
+    floor_add_one, floor_add_one, floor_add_one, floor_add_one, floor_add_one,
+};
+
+static int floor_chain10(size_t ops)
+{
+    for (size_t i = 0; i < ops; i++) {
+        struct floor_chain *c = malloc(sizeof *c);
+        intptr_t r;
+
+        if (!c)
+            return wrong("chain10 floor", "malloc failed");
+        /* Add the ten steps while the value is pending. */
+        for (int k = 0; k < 10; k++)
+            c->step[k] = floor_steps[k];
+        BENCH_ESCAPE(c);
+        /* Fire: run the value through the steps. */
+        c->value = 0;
+        for (int k = 0; k < 10; k++)
+            c->value = c->step[k](c->value);
+        BENCH_ESCAPE(c);
+        /* Read and free. */
+        r = c->value;
+        free(c);
+        if (r != 10)
+            return wrong("chain10 floor", "got %ld, expected 10", (long)r);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* chain-deep: 1,000,000 chained deferreds                             */
+/* ------------------------------------------------------------------ */
+
+/* The callback of link i: wait for link i+1 (arg), giving the chain a new
+ * reference on it. */
+static deferred_value_t return_next(deferred_value_t v, void *arg)
+{
+    deferred_value_release(v);
+    return deferred_value_deferred(deferred_ref((deferred_t *)arg));
+}
+
+struct deep_job {
+    size_t n;
+    int rc;
+};
+
+/*
+ * Build n deferreds, link i's callback returning link i+1 and then adding
+ * one, and fire them from the outermost in: each outer one fires, gets the
+ * next (still unfired) back from its callback and waits on it.  Then the
+ * innermost fires with 0, and its result must travel out through the
+ * n - 1 waits, gaining one at each: the outermost ends with n - 1.  Then
+ * every deferred is unreffed.  A library that recursed along the chain
+ * would overflow the small stack this runs on.
+ */
+static void *chain_deep_thread(void *p)
+{
+    struct deep_job *job = p;
+    size_t n = job->n;
+    deferred_t **d = malloc(n * sizeof *d);
+    deferred_value_t r;
+    size_t made = 0;
+
+    job->rc = -1;
+    if (!d) {
+        wrong("chain-deep", "cannot allocate the array of %zu links", n);
+        return NULL;
+    }
+    for (made = 0; made < n; made++) {
+        d[made] = deferred_new();
+        if (!d[made]) {
+            wrong("chain-deep", "deferred_new() gave NULL");
+            goto out_unref;
+        }
+    }
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (deferred_add_callback(d[i], return_next, d[i + 1]) != 0 ||
+            deferred_add_callback(d[i], add_one, NULL) != 0) {
+            wrong("chain-deep", "deferred_add_callback() failed");
+            goto out_unref;
+        }
+    }
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (deferred_callback(d[i], deferred_value_of_int(0)) != 0) {
+            wrong("chain-deep", "deferred_callback() failed on link %zu", i);
+            goto out_unref;
+        }
+    }
+    deferred_callback(d[n - 1], deferred_value_of_int(0));
+    r = deferred_result_take(d[0]);
+    if (deferred_value_int(r) != (intptr_t)(n - 1)) {
+        wrong("chain-deep", "got %ld, expected %zu",
+              (long)deferred_value_int(r), n - 1);
+        deferred_value_release(r);
+        goto out_unref;
+    }
+    job->rc = 0;
+out_unref:
+    for (size_t i = 0; i < made; i++)
+        deferred_unref(d[i]);
+    free(d);
+    return NULL;
+}
+
+/* The stack chain-deep runs on: far less than a recursion over its links
+ * would need, even at a few bytes per link. */
+#define DEEP_STACK_BYTES (512u * 1024u)
+
+static int run_chain_deep(size_t links)
+{
+    struct deep_job job = {links < 2 ? 2 : links, -1};
+    pthread_attr_t attr;
+    pthread_t thread;
+    int rc;
+
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, DEEP_STACK_BYTES);
+    rc = pthread_create(&thread, &attr, chain_deep_thread, &job);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        /* No thread: run on the main stack rather than not at all. */
+        chain_deep_thread(&job);
+        return job.rc;
+    }
+    pthread_join(thread, NULL);
+    return job.rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* The table of workloads                                              */
+/* ------------------------------------------------------------------ */
+
+/* A workload or floor runs ops operations and returns 0, or -1 after
+ * printing what was wrong with a result. */
+typedef int (*bench_fn)(size_t ops);
+
+typedef struct workload {
+    const char *name;
+    bench_fn run;
+    bench_fn floor;      /* NULL: no floor, the ratio is "-" */
+    double target_ratio; /* 0: no target */
+    size_t ops;          /* operations per run */
+    size_t quick_ops;    /* the same with --quick */
+    int max_runs;        /* at most this many timed runs (0: --runs) */
+    const char *unit;    /* what one operation is */
+    const char *note;    /* printed under the table, or NULL */
+} workload_t;
+
+static const workload_t workloads[] = {
+    {"chain10", run_chain10, floor_chain10, 2.0, 500000, 20000, 0, "op",
+     "chain10: new, 10 x add_callback(x+1) while pending, fire 0, take result, "
+     "unref; floor: malloc + 10 indirect calls + free"},
+    {"chain10-after", run_chain10_after, floor_chain10, 0.0, 500000, 20000, 0, "op",
+     "chain10-after: deferred_succeed(0), then 10 x add_callback(x+1) "
+     "running at once; same floor as chain10"},
+    {"chain-deep", run_chain_deep, NULL, 0.0, 1000000, 100000, 3, "link",
+     "chain-deep: ns and allocations per link; each link's callback returns "
+     "the next deferred, the innermost fires last; run on a 512 KiB stack"},
+};
+
+#define N_WORKLOADS (sizeof workloads / sizeof workloads[0])
+
+/* What was measured for one workload. */
+typedef struct result {
+    bool ran;
+    double ns;       /* median ns per op */
+    double floor_ns; /* median ns per op of the floor, or NAN */
+    double ratio;    /* median of the runs' workload/floor ratios, or NAN */
+    double allocs;   /* allocations per op, from the counting run */
+    size_t ops;
+    int runs;
+} result_t;
+
+static result_t results[N_WORKLOADS];
+
+/* Time one run of fn over ops operations, in ns per op; -1 on a wrong
+ * result. */
+static double time_run(bench_fn fn, size_t ops)
+{
+    uint64_t t0 = now_ns();
+
+    if (fn(ops) != 0)
+        return -1.0;
+    return (double)(now_ns() - t0) / (double)ops;
+}
+
+/*
+ * Measure one workload: a counting run (untimed, also the warm-up), a
+ * warm-up of the floor, then the timed runs, workload and floor
+ * interleaved so that both see the same machine state.  The ratio is taken
+ * run by run (each workload run over the floor run after it) and its
+ * median kept.  Returns 0 or -1 on a wrong result.
+ */
+static int measure(const workload_t *w, result_t *res)
+{
+    size_t ops = opt.quick ? w->quick_ops : w->ops;
+    int runs = w->max_runs && w->max_runs < opt.runs ? w->max_runs : opt.runs;
+    double *ns = calloc((size_t)runs, sizeof *ns);
+    double *floor_ns = calloc((size_t)runs, sizeof *floor_ns);
+    double *ratio = calloc((size_t)runs, sizeof *ratio);
+    uint64_t before;
+    int rc = -1;
+
+    res->ops = ops;
+    res->runs = runs;
+    res->floor_ns = NAN;
+    res->ratio = NAN;
+    if (!ns || !floor_ns || !ratio) {
+        fprintf(stderr, "deferred-bench: out of memory\n");
+        goto out_free;
+    }
+
+    use_counting_allocator(true);
+    before = counts.allocs;
+    rc = w->run(ops);
+    res->allocs = (double)(counts.allocs - before) / (double)ops;
+    use_counting_allocator(false);
+    if (rc != 0)
+        goto out_free;
+    if (w->floor && w->floor(ops) != 0) {
+        rc = -1;
+        goto out_free;
+    }
+
+    for (int i = 0; i < runs; i++) {
+        ns[i] = time_run(w->run, ops);
+        if (ns[i] < 0)
+            goto out_fail;
+        if (w->floor) {
+            floor_ns[i] = time_run(w->floor, ops);
+            if (floor_ns[i] < 0)
+                goto out_fail;
+            ratio[i] = ns[i] / floor_ns[i];
+        }
+    }
+    res->ns = median(ns, runs);
+    if (w->floor) {
+        res->floor_ns = median(floor_ns, runs);
+        res->ratio = median(ratio, runs);
+    }
+    res->ran = true;
+    rc = 0;
+    goto out_free;
+out_fail:
+    rc = -1;
+out_free:
+    free(ns);
+    free(floor_ns);
+    free(ratio);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Memory figures                                                      */
+/* ------------------------------------------------------------------ */
+
+typedef struct memory_figure {
+    size_t requested; /* bytes asked of malloc, still held */
+    size_t usable;    /* malloc_usable_size() of the same blocks, or 0 */
+    size_t allocs;    /* allocations made */
+    bool exact;       /* false when the tracking could not follow a block */
+} memory_figure_t;
+
+/* Sum the blocks tracked since track_begin(). */
+static void track_begin(void)
+{
+    track.on = true;
+    track.overflow = false;
+    track.n = 0;
+}
+
+static memory_figure_t track_end(uint64_t allocs_before)
+{
+    memory_figure_t m = {0, 0, (size_t)(counts.allocs - allocs_before), true};
+
+    for (size_t i = 0; i < track.n; i++) {
+        m.requested += track.block[i].size;
+#if defined(BENCH_HAVE_USABLE_SIZE)
+        m.usable += malloc_usable_size(track.block[i].ptr);
+#endif
+    }
+    m.exact = !track.overflow;
+    track.on = false;
+    return m;
+}
+
+/*
+ * The bytes a pending deferred holds: allocated by deferred_new() alone,
+ * and by deferred_new() plus one deferred_add_callback(), measured through
+ * the allocator hook while the deferred is alive.  Returns 0 or -1.
+ */
+static int measure_pending(memory_figure_t *bare, memory_figure_t *one_cb)
+{
+    deferred_t *d;
+    uint64_t before;
+    int rc = 0;
+
+    use_counting_allocator(true);
+
+    before = counts.allocs;
+    track_begin();
+    d = deferred_new();
+    *bare = track_end(before);
+    deferred_unref(d);
+
+    before = counts.allocs;
+    track_begin();
+    d = deferred_new();
+    if (!d || deferred_add_callback(d, add_one, NULL) != 0)
+        rc = -1;
+    *one_cb = track_end(before);
+    deferred_unref(d);
+
+    use_counting_allocator(false);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Peers                                                               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A peer is another runtime running the same workloads from a script in
+ * bench/peers/.  The script prints one "name<TAB>ns_per_op" line per
+ * workload on its standard output.
+ */
+#define PEER_MAX_FIGURES 8
+
+typedef struct peer {
+    const char *id;     /* "node", "twisted": used in the tsv lines */
+    const char *label;  /* "Node Promise": used in the sentences */
+    const char *script; /* file name in the peers directory */
+    double goal;        /* DESIGN's goal for our chain10 speed-up, or 0 */
+    bool found;         /* the runtime is installed */
+    bool ran;           /* the script ran and exited 0 */
+    char why[256];      /* why it did not run */
+    size_t n;
+    struct {
+        char name[32];
+        double ns;
+    } fig[PEER_MAX_FIGURES];
+} peer_t;
+
+static peer_t peers[] = {
+    {"node", "Node Promise", "chain10.js", 5.0, false, false, "", 0, {{"", 0}}},
+    {"twisted", "Twisted Deferred", "twisted_bench.py", 100.0, false, false, "",
+     0, {{"", 0}}},
+};
+
+#define N_PEERS (sizeof peers / sizeof peers[0])
+
+static bool is_file(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Look for an executable called name along $PATH; the full path is left in
+ * buf. */
+static bool find_in_path(const char *name, char *buf, size_t size)
+{
+    const char *path = getenv("PATH");
+
+    while (path && *path) {
+        const char *end = strchr(path, ':');
+        size_t len = end ? (size_t)(end - path) : strlen(path);
+        int n = snprintf(buf, size, "%.*s/%s", (int)(len ? len : 1),
+                         len ? path : ".", name);
+
+        if (n > 0 && (size_t)n < size && access(buf, X_OK) == 0 && is_file(buf))
+            return true;
+        path = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
+/* True when dir holds at least one of the peer scripts. */
+static bool is_peers_dir(const char *dir)
+{
+    char path[PATH_MAX];
+
+    for (size_t i = 0; i < N_PEERS; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, peers[i].script);
+        if (is_file(path))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Where the peer scripts are: --peers-dir, else the directory compiled in
+ * as BENCH_PEERS_DIR, else bench/peers under the current directory, else
+ * next to the binary (its directory's peers/, or ../../bench/peers from
+ * it, which covers libtool's .libs/), looked up from argv[0] and from
+ * /proc/self/exe.  NULL when none holds a script.
+ */
+static const char *locate_peers_dir(void)
+{
+    static char buf[PATH_MAX];
+    char base[PATH_MAX];
+    const char *from[2];
+    ssize_t len;
+
+    if (opt.peers_dir)
+        return opt.peers_dir;
+#if defined(BENCH_PEERS_DIR)
+    if (is_peers_dir(BENCH_PEERS_DIR))
+        return BENCH_PEERS_DIR;
+#endif
+    if (is_peers_dir("bench/peers"))
+        return "bench/peers";
+
+    from[0] = opt.argv0;
+    len = readlink("/proc/self/exe", base, sizeof base - 1);
+    base[len > 0 ? len : 0] = '\0';
+    from[1] = base;
+    for (int i = 0; i < 2; i++) {
+        const char *slash;
+        int dirlen;
+
+        if (!from[i] || !(slash = strrchr(from[i], '/')))
+            continue;
+        dirlen = (int)(slash - from[i]);
+        snprintf(buf, sizeof buf, "%.*s/peers", dirlen, from[i]);
+        if (is_peers_dir(buf))
+            return buf;
+        snprintf(buf, sizeof buf, "%.*s/../../bench/peers", dirlen, from[i]);
+        if (is_peers_dir(buf))
+            return buf;
+        snprintf(buf, sizeof buf, "%.*s/../bench/peers", dirlen, from[i]);
+        if (is_peers_dir(buf))
+            return buf;
+    }
+    return NULL;
+}
+
+/*
+ * Run argv, its standard output captured into out (NUL-terminated, cut at
+ * size - 1) and its standard error passed through (or dropped when quiet).
+ * Returns the exit status, or -1 when it could not run.
+ */
+static int run_capture(char *const argv[], char *out, size_t size, bool quiet)
+{
+    int fd[2];
+    size_t used = 0;
+    pid_t pid;
+    int status;
+
+    if (pipe(fd) != 0)
+        return -1;
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    if (pid < 0) {
+        close(fd[0]);
+        close(fd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(fd[1], STDOUT_FILENO);
+        close(fd[0]);
+        close(fd[1]);
+        if (quiet && !freopen("/dev/null", "w", stderr))
+            _exit(127);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    close(fd[1]);
+    for (;;) {
+        char sink[256];
+        char *dst = used + 1 < size ? out + used : sink;
+        size_t room = used + 1 < size ? size - 1 - used : sizeof sink;
+        ssize_t n = read(fd[0], dst, room);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (dst != sink)
+            used += (size_t)n;
+    }
+    out[used] = '\0';
+    close(fd[0]);
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Parse the "name<TAB>ns" lines of a peer's output into p->fig. */
+static void parse_peer_output(peer_t *p, char *text)
+{
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        char *tab = strchr(line, '\t');
+        char *end;
+        double ns;
+
+        if (!tab || p->n == PEER_MAX_FIGURES)
+            continue;
+        *tab = '\0';
+        ns = strtod(tab + 1, &end);
+        if (end == tab + 1 || !(ns > 0))
+            continue;
+        snprintf(p->fig[p->n].name, sizeof p->fig[p->n].name, "%s", line);
+        p->fig[p->n].ns = ns;
+        p->n++;
+    }
+}
+
+/* Say why peer p did not run. */
+static void peer_why(peer_t *p, const char *fmt, ...)
+    DEFERRED_PRINTF(2, 3);
+static void peer_why(peer_t *p, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(p->why, sizeof p->why, fmt, ap);
+    va_end(ap);
+}
+
+/* Run one peer's script with the interpreter at interp. */
+static void run_peer(peer_t *p, const char *interp, const char *dir)
+{
+    char script[PATH_MAX];
+    char out[4096];
+    char *argv[4];
+    int argc = 0, rc, n;
+
+    n = snprintf(script, sizeof script, "%s/%s", dir, p->script);
+    if (n < 0 || (size_t)n >= sizeof script || !is_file(script)) {
+        peer_why(p, "%s not found", script);
+        return;
+    }
+    argv[argc++] = (char *)interp;
+    argv[argc++] = script;
+    if (opt.quick)
+        argv[argc++] = (char *)"--quick";
+    argv[argc] = NULL;
+    rc = run_capture(argv, out, sizeof out, false);
+    if (rc != 0) {
+        peer_why(p, "%s %s exited with status %d", interp,
+                 script, rc);
+        return;
+    }
+    parse_peer_output(p, out);
+    p->ran = p->n > 0;
+    if (!p->ran)
+        peer_why(p, "%s printed no figures", script);
+}
+
+/*
+ * Run every installed peer.  Node is "node" (or "nodejs") along $PATH;
+ * Twisted is looked for in /usr/bin/python3 (Debian's python3-twisted),
+ * then in the python3 along $PATH.
+ */
+static void run_peers(void)
+{
+    const char *dir = locate_peers_dir();
+    char interp[PATH_MAX];
+
+    for (size_t i = 0; i < N_PEERS; i++) {
+        peer_t *p = &peers[i];
+
+        if (!dir) {
+            peer_why(p,
+                     "peer scripts not found (use --peers-dir DIR)");
+            continue;
+        }
+        if (strcmp(p->id, "node") == 0) {
+            p->found = find_in_path("node", interp, sizeof interp) ||
+                       find_in_path("nodejs", interp, sizeof interp);
+            if (!p->found)
+                peer_why(p, "node not found on PATH");
+        } else {
+            char check[PATH_MAX + 32];
+            char *argv[4] = {interp, (char *)"-c", (char *)"import twisted", NULL};
+
+            snprintf(interp, sizeof interp, "/usr/bin/python3");
+            p->found = is_file(interp) &&
+                       run_capture(argv, check, sizeof check, true) == 0;
+            if (!p->found && find_in_path("python3", interp, sizeof interp))
+                p->found = run_capture(argv, check, sizeof check, true) == 0;
+            if (!p->found)
+                peer_why(p,
+                         "no python3 with Twisted found (python3-twisted)");
+        }
+        if (p->found)
+            run_peer(p, interp, dir);
+    }
+}
+
+/* What one operation of a peer's workload is, for the labels. */
+static const char *peer_unit(const char *name)
+{
+    if (strcmp(name, "gather") == 0)
+        return "elem";
+    if (strcmp(name, "stream") == 0 || strcmp(name, "multifire") == 0)
+        return "row";
+    return "op";
+}
+
+/* Our figure for a workload of the given name, or NAN. */
+static double our_ns(const char *name)
+{
+    for (size_t i = 0; i < N_WORKLOADS; i++)
+        if (results[i].ran && strcmp(workloads[i].name, name) == 0)
+            return results[i].ns;
+    return NAN;
+}
+
+static void print_peers(void)
+{
+    bool any = false;
+
+    printf("\nPeers (same machine, same run; speed-up = peer ns / our ns):\n");
+    for (size_t i = 0; i < N_PEERS; i++) {
+        const peer_t *p = &peers[i];
+
+        if (!p->ran) {
+            printf("  %-8s not run: %s\n", p->id, p->why);
+            continue;
+        }
+        any = true;
+        for (size_t k = 0; k < p->n; k++) {
+            double ours = our_ns(p->fig[k].name);
+
+            printf("  %-8s %-14s %10.1f ns/%-4s", p->id, p->fig[k].name,
+                   p->fig[k].ns, peer_unit(p->fig[k].name));
+            if (isnan(ours)) {
+                printf("   (no libdeferred %s workload yet)\n", p->fig[k].name);
+                continue;
+            }
+            printf("   ours %8.1f   %s: %.1fx %s than %s", ours,
+                   p->fig[k].name,
+                   p->fig[k].ns >= ours ? p->fig[k].ns / ours : ours / p->fig[k].ns,
+                   p->fig[k].ns >= ours ? "faster" : "slower", p->label);
+            if (p->goal > 0 && strcmp(p->fig[k].name, "chain10") == 0)
+                printf(" (goal: %.0fx)", p->goal);
+            putchar('\n');
+        }
+    }
+    if (any && opt.quick)
+        printf("  (--quick: the peers ran small sizes once, cold; their figures "
+               "are a smoke test, not a measure)\n");
+}
+
+static void print_peers_tsv(void)
+{
+    for (size_t i = 0; i < N_PEERS; i++) {
+        if (!peers[i].ran) {
+            fprintf(stderr, "deferred-bench: peer %s not run: %s\n", peers[i].id,
+                    peers[i].why);
+            continue;
+        }
+        for (size_t k = 0; k < peers[i].n; k++)
+            printf("peer:%s:%s\t%.1f\n", peers[i].id, peers[i].fig[k].name,
+                   peers[i].fig[k].ns);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Output                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Format x with the given precision, or "-" when it is not a number. */
+static const char *fmt_num(char *buf, size_t size, double x, int prec,
+                           const char *suffix)
+{
+    if (isnan(x) || x <= 0)
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, "%.*f%s", prec, x, suffix);
+    return buf;
+}
+
+static void print_table(void)
+{
+    char a[32], b[32], c[32];
+
+    printf("%-15s %10s %12s %8s %8s %10s\n", "workload", "ns/op", "floor ns/op",
+           "ratio", "target", "allocs/op");
+    for (size_t i = 0; i < N_WORKLOADS; i++) {
+        const workload_t *w = &workloads[i];
+        const result_t *r = &results[i];
+
+        if (!r->ran)
+            continue;
+        printf("%-15s %10.1f %12s %8s %8s %10.2f\n", w->name, r->ns,
+               fmt_num(a, sizeof a, r->floor_ns, 1, ""),
+               fmt_num(b, sizeof b, r->ratio, 2, "x"),
+               fmt_num(c, sizeof c, w->target_ratio, 1, "x"), r->allocs);
+    }
+    printf("\n");
+    for (size_t i = 0; i < N_WORKLOADS; i++) {
+        if (results[i].ran && workloads[i].note)
+            printf("  %s (%zu %ss per run, %d runs).\n", workloads[i].note,
+                   results[i].ops, workloads[i].unit, results[i].runs);
+    }
+}
+
+static void print_tsv(void)
+{
+    char a[32], b[32], c[32];
+
+    for (size_t i = 0; i < N_WORKLOADS; i++) {
+        const workload_t *w = &workloads[i];
+        const result_t *r = &results[i];
+
+        if (!r->ran)
+            continue;
+        printf("%s\t%.2f\t%s\t%s\t%s\t%.2f\n", w->name, r->ns,
+               fmt_num(a, sizeof a, r->floor_ns, 2, ""),
+               fmt_num(b, sizeof b, r->ratio, 3, ""),
+               fmt_num(c, sizeof c, w->target_ratio, 2, ""), r->allocs);
+    }
+}
+
+static void print_memory(const memory_figure_t *bare, const memory_figure_t *one_cb)
+{
+    printf("\nMemory (through the allocator hook):\n");
+#if defined(BENCH_HAVE_USABLE_SIZE)
+    printf("  pending deferred with one callback: %zu bytes requested "
+           "(%zu bytes malloc_usable_size), %zu allocation%s%s\n",
+           one_cb->requested, one_cb->usable, one_cb->allocs,
+           one_cb->allocs == 1 ? "" : "s", one_cb->exact ? "" : " (inexact)");
+    printf("  pending deferred, no callback:      %zu bytes requested "
+           "(%zu bytes malloc_usable_size), %zu allocation%s\n",
+           bare->requested, bare->usable, bare->allocs,
+           bare->allocs == 1 ? "" : "s");
+#else
+    printf("  pending deferred with one callback: %zu bytes requested, "
+           "%zu allocations\n", one_cb->requested, one_cb->allocs);
+    printf("  pending deferred, no callback:      %zu bytes requested, "
+           "%zu allocations\n", bare->requested, bare->allocs);
+#endif
+    for (size_t i = 0; i < N_WORKLOADS; i++) {
+        if (results[i].ran && strcmp(workloads[i].name, "chain10") == 0)
+            printf("  allocations per chain10: %.2f (target: at most 1)\n",
+                   results[i].allocs);
+    }
+}
+
+static void print_memory_tsv(const memory_figure_t *bare,
+                             const memory_figure_t *one_cb)
+{
+    printf("mem:pending_deferred_1cb_bytes\t%zu\n", one_cb->requested);
+#if defined(BENCH_HAVE_USABLE_SIZE)
+    printf("mem:pending_deferred_1cb_usable_bytes\t%zu\n", one_cb->usable);
+#endif
+    printf("mem:pending_deferred_1cb_allocs\t%zu\n", one_cb->allocs);
+    printf("mem:pending_deferred_bytes\t%zu\n", bare->requested);
+}
+
+/* ------------------------------------------------------------------ */
+/* main                                                                */
+/* ------------------------------------------------------------------ */
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: deferred-bench [--quick] [--tsv] [--runs N] [--only NAME]\n"
+            "                      [--peers-dir DIR] [--no-peers]\n"
+            "  --quick          small sizes and 3 runs (a smoke test)\n"
+            "  --tsv            tab-separated lines: name, ns/op, floor ns/op,\n"
+            "                   ratio, target ratio, allocs/op; then\n"
+            "                   mem:<figure>\\t<value> and peer:<peer>:<name>\\t<ns>\n"
+            "  --runs N         timed runs of each workload and floor (default 7)\n"
+            "  --only NAME      run only this workload\n"
+            "  --peers-dir DIR  where chain10.js and twisted_bench.py are\n"
+            "  --no-peers       do not run Node or Twisted\n"
+            "Workloads:");
+    for (size_t i = 0; i < N_WORKLOADS; i++)
+        fprintf(to, " %s", workloads[i].name);
+    fprintf(to, "\nExit status: 0, or 1 when a computed result is wrong.\n");
+}
+
+static int parse_args(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+
+        if (strcmp(a, "--quick") == 0) {
+            opt.quick = true;
+        } else if (strcmp(a, "--tsv") == 0) {
+            opt.tsv = true;
+        } else if (strcmp(a, "--no-peers") == 0) {
+            opt.peers = false;
+        } else if (strcmp(a, "--runs") == 0 && i + 1 < argc) {
+            opt.runs = atoi(argv[++i]);
+            if (opt.runs < 1 || opt.runs > 1000) {
+                fprintf(stderr, "deferred-bench: --runs wants 1 to 1000\n");
+                return -1;
+            }
+        } else if (strcmp(a, "--only") == 0 && i + 1 < argc) {
+            opt.only = argv[++i];
+        } else if (strcmp(a, "--peers-dir") == 0 && i + 1 < argc) {
+            opt.peers_dir = argv[++i];
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        } else {
+            fprintf(stderr, "deferred-bench: unknown argument %s\n", a);
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (opt.runs == 0)
+        opt.runs = opt.quick ? 3 : 7;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    memory_figure_t bare, one_cb;
+    bool ok = true;
+    bool any = false;
+
+    opt.argv0 = argv[0];
+    if (parse_args(argc, argv) != 0)
+        return 2;
+
+    if (!opt.tsv) {
+        printf("libdeferred %s benchmark%s: %d timed runs of each workload and "
+               "its floor, interleaved;\nmedians reported, ratio = median of the "
+               "per-run workload/floor ratios\n\n",
+               deferred_version(), opt.quick ? " (--quick: small sizes)" : "",
+               opt.runs);
+        fflush(stdout);
+    }
+
+    if (measure_pending(&bare, &one_cb) != 0) {
+        fprintf(stderr, "deferred-bench: could not make a pending deferred "
+                        "with one callback\n");
+        ok = false;
+    }
+
+    for (size_t i = 0; i < N_WORKLOADS; i++) {
+        if (opt.only && strcmp(opt.only, workloads[i].name) != 0)
+            continue;
+        any = true;
+        if (measure(&workloads[i], &results[i]) != 0)
+            ok = false;
+    }
+    if (!any) {
+        fprintf(stderr, "deferred-bench: no workload called %s\n", opt.only);
+        return 2;
+    }
+
+    if (opt.peers)
+        run_peers();
+
+    if (opt.tsv) {
+        print_tsv();
+        print_memory_tsv(&bare, &one_cb);
+        if (opt.peers)
+            print_peers_tsv();
+    } else {
+        print_table();
+        print_memory(&bare, &one_cb);
+        if (opt.peers)
+            print_peers();
+        else
+            printf("\nPeers: not run (--no-peers).\n");
+    }
+
+    if (!ok) {
+        fprintf(stderr, "deferred-bench: a workload computed a wrong result\n");
+        return 1;
+    }
+    return 0;
+}
