@@ -1,0 +1,20 @@
+/*
+ * t/header-alone.h: what the header compile tests share.  Each
+ * t/header-NAME.c includes one public header alone and defines
+ * deferred_test_header_NAME(), which returns 1 when a type that header
+ * declares is usable.  Included after the public header under test.
+ */
+#ifndef DEFERRED_TEST_HEADER_ALONE_H
+#define DEFERRED_TEST_HEADER_ALONE_H
+
+#define DEFERRED_TEST_HEADER_COMMON_TYPE deferred_malloc_fn
+#define DEFERRED_TEST_HEADER_VALUE_TYPE deferred_value_t
+#define DEFERRED_TEST_HEADER_FAILURE_TYPE deferred_domain_t
+#define DEFERRED_TEST_HEADER_CORE_TYPE deferred_report_t
+
+int deferred_test_header_common(void);
+int deferred_test_header_value(void);
+int deferred_test_header_failure(void);
+int deferred_test_header_core(void);
+
+#endif /* DEFERRED_TEST_HEADER_ALONE_H */

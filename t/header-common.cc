@@ -1,0 +1,2 @@
+// t/header-common.cc: <deferred/common.h> compiles alone as C++.
+#include "header-common.c"
