@@ -2,7 +2,7 @@
  * deferred.h: the umbrella header of libdeferred.
  *
  * Includes every layer that needs nothing beyond libc: values and failures,
- * the deferred core and multi-fire deferreds.  Each layer's header can also be included alone.
+ * the deferred core, multi-fire deferreds and processes.  Each layer's header can also be included alone.
  * Optional parts (the libev binding, the database producers) have headers of
  * their own and are not included here.
  */
@@ -14,5 +14,6 @@
 #include "deferred/failure.h"
 #include "deferred/core.h"
 #include "deferred/multi.h"
+#include "deferred/process.h"
 
 #endif /* DEFERRED_H */

@@ -35,6 +35,14 @@ DEFERRED_HIDDEN void deferred__release_deferred(void *ptr);
 /* The static ENOMEM failure every constructor falls back to (failure.c). */
 DEFERRED_HIDDEN extern deferred_failure_t deferred__failure_enomem;
 
+/* Add a context frame in front of the others: the process adds frames as
+ * a failure travels up from the stage that failed towards the producer,
+ * so the first frame stays the one nearest the input (failure.c). */
+DEFERRED_HIDDEN int deferred__failure_push_context(deferred_failure_t *f,
+                                                   const char *stage,
+                                                   const char *item_fmt, ...)
+    DEFERRED_PRINTF(3, 4);
+
 /* Report through the hook (core.c). */
 DEFERRED_HIDDEN void deferred__report(deferred_report_t kind,
                                       const deferred_failure_t *f);

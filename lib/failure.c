@@ -303,32 +303,24 @@ deferred_failure_t *deferred_failure_find(const deferred_failure_t *f,
     return NULL;
 }
 
-int deferred_failure_add_context(deferred_failure_t *f, const char *stage,
-                                 const char *item_fmt, ...)
+/* Make a frame for stage and the formatted item; NULL when out of memory. */
+static struct frame *frame_vmake(const char *stage, const char *item_fmt, va_list ap)
 {
     char *item = NULL;
     size_t stage_len, item_len = 0;
     struct frame *fr;
 
-    if (!f || !stage)
-        return -EINVAL;
-    if (f == &deferred__failure_enomem)
-        return -ENOMEM;
     if (item_fmt) {
-        va_list ap;
-
-        va_start(ap, item_fmt);
         item = deferred__vasprintf(item_fmt, ap);
-        va_end(ap);
         if (!item)
-            return -ENOMEM;
+            return NULL;
         item_len = strlen(item) + 1;
     }
     stage_len = strlen(stage) + 1;
     fr = deferred__malloc(sizeof(*fr) + stage_len + item_len);
     if (!fr) {
         deferred__free(item);
-        return -ENOMEM;
+        return NULL;
     }
     memcpy(fr->stage, stage, stage_len);
     fr->item = NULL;
@@ -338,11 +330,52 @@ int deferred_failure_add_context(deferred_failure_t *f, const char *stage,
         deferred__free(item);
     }
     fr->next = NULL;
+    return fr;
+}
+
+int deferred_failure_add_context(deferred_failure_t *f, const char *stage,
+                                 const char *item_fmt, ...)
+{
+    struct frame *fr;
+    va_list ap;
+
+    if (!f || !stage)
+        return -EINVAL;
+    if (f == &deferred__failure_enomem)
+        return -ENOMEM;
+    va_start(ap, item_fmt);
+    fr = frame_vmake(stage, item_fmt, ap);
+    va_end(ap);
+    if (!fr)
+        return -ENOMEM;
     if (f->frames_tail)
         f->frames_tail->next = fr;
     else
         f->frames = fr;
     f->frames_tail = fr;
+    f->nframes++;
+    return 0;
+}
+
+int deferred__failure_push_context(deferred_failure_t *f, const char *stage,
+                                   const char *item_fmt, ...)
+{
+    struct frame *fr;
+    va_list ap;
+
+    if (!f || !stage)
+        return -EINVAL;
+    if (f == &deferred__failure_enomem)
+        return -ENOMEM;
+    va_start(ap, item_fmt);
+    fr = frame_vmake(stage, item_fmt, ap);
+    va_end(ap);
+    if (!fr)
+        return -ENOMEM;
+    fr->next = f->frames;
+    f->frames = fr;
+    if (!f->frames_tail)
+        f->frames_tail = fr;
     f->nframes++;
     return 0;
 }

@@ -78,3 +78,102 @@ deferred_value_t deferred_value_strdup(const char *s)
         return deferred_value_failure(NULL);
     return deferred_value_make(copy, deferred_free);
 }
+
+struct deferred_array {
+    size_t n;
+    size_t cap;
+    deferred_value_t *items;
+};
+
+deferred_array_t *deferred_array_new(size_t capacity)
+{
+    deferred_array_t *a = deferred__malloc(sizeof(*a));
+
+    if (!a)
+        return NULL;
+    a->n = 0;
+    a->cap = capacity;
+    a->items = NULL;
+    if (capacity > SIZE_MAX / sizeof(*a->items))
+        goto out_free_array;
+    if (capacity) {
+        a->items = deferred__malloc(capacity * sizeof(*a->items));
+        if (!a->items)
+            goto out_free_array;
+    }
+    return a;
+
+out_free_array:
+    deferred__free(a);
+    return NULL;
+}
+
+void deferred_array_free(deferred_array_t *a)
+{
+    size_t i;
+
+    if (!a)
+        return;
+    for (i = 0; i < a->n; i++)
+        deferred_value_release(a->items[i]);
+    deferred__free(a->items);
+    deferred__free(a);
+}
+
+static void array_release(void *ptr)
+{
+    deferred_array_free(ptr);
+}
+
+int deferred_array_append(deferred_array_t *a, deferred_value_t v)
+{
+    if (!a) {
+        deferred_value_release(v);
+        return -EINVAL;
+    }
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 8;
+        deferred_value_t *items;
+
+        if (cap > SIZE_MAX / sizeof(*items) ||
+            !(items = deferred__realloc(a->items, cap * sizeof(*items)))) {
+            deferred_value_release(v);
+            return -ENOMEM;
+        }
+        a->items = items;
+        a->cap = cap;
+    }
+    a->items[a->n++] = v;
+    return 0;
+}
+
+size_t deferred_array_size(const deferred_array_t *a)
+{
+    return a ? a->n : 0;
+}
+
+deferred_value_t deferred_array_get(const deferred_array_t *a, size_t i)
+{
+    return a && i < a->n ? a->items[i] : deferred_value_none();
+}
+
+deferred_value_t deferred_array_take(deferred_array_t *a, size_t i)
+{
+    deferred_value_t v = deferred_array_get(a, i);
+
+    if (a && i < a->n)
+        a->items[i] = deferred_value_none();
+    return v;
+}
+
+deferred_value_t deferred_value_array(deferred_array_t *a)
+{
+    if (!a)
+        return deferred_value_failure(NULL);
+    return deferred_value_make(a, array_release);
+}
+
+deferred_array_t *deferred_value_get_array(deferred_value_t v)
+{
+    return v.release == array_release ? v.ptr : NULL;
+}

@@ -129,6 +129,42 @@ DEFERRED_EXPORT bool deferred_value_is_deferred(deferred_value_t v);
  * returned from a callback as it is. */
 DEFERRED_EXPORT deferred_value_t deferred_value_strdup(const char *s);
 
+/*
+ * Arrays of values: what gather, collect and batch deliver.  An array owns
+ * its elements; freeing it releases each of them.  As a value it is
+ * released with deferred_array_free().
+ */
+typedef struct deferred_array deferred_array_t;
+
+/* A new empty array with room for capacity elements (it grows as needed).
+ * NULL on allocation failure. */
+DEFERRED_EXPORT deferred_array_t *deferred_array_new(size_t capacity);
+
+/* Free a and release every element it still holds.  NULL is a no-op. */
+DEFERRED_EXPORT void deferred_array_free(deferred_array_t *a);
+
+/* Append v (taken).  Returns 0, -EINVAL (NULL a; v released), -ENOMEM (v
+ * released, a unchanged). */
+DEFERRED_EXPORT int deferred_array_append(deferred_array_t *a, deferred_value_t v);
+
+/* The number of elements (0 for NULL). */
+DEFERRED_EXPORT size_t deferred_array_size(const deferred_array_t *a);
+
+/* Element i, borrowed (the array keeps it); the empty value when i is out
+ * of range. */
+DEFERRED_EXPORT deferred_value_t deferred_array_get(const deferred_array_t *a, size_t i);
+
+/* Element i moved out to the caller; the array keeps the empty value in
+ * its place.  The empty value when i is out of range. */
+DEFERRED_EXPORT deferred_value_t deferred_array_take(deferred_array_t *a, size_t i);
+
+/* A value owning a (released with deferred_array_free()).  NULL a gives an
+ * ENOMEM failure value, so a failed deferred_array_new() can be passed in. */
+DEFERRED_EXPORT deferred_value_t deferred_value_array(deferred_array_t *a);
+
+/* The array held by v (borrowed), or NULL when v is not an array value. */
+DEFERRED_EXPORT deferred_array_t *deferred_value_get_array(deferred_value_t v);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,900 @@
+/*
+ * process.c: deferred_process, the engine that moves items from producers
+ * through processors to a consumer.
+ *
+ * Events are plain function calls down the stages: a producer's emit calls
+ * the next stage's handle, which may emit to the one after it, and so on,
+ * so one item costs one indirect call per stage and no allocation.  Flow
+ * control, cancel and failure go back up the same way.
+ *
+ * The design decision to know: everything that ends the stream is settled
+ * only when the outermost stage call returns.  The process counts how deep
+ * its stage calls are nested (depth); a cancel or a failure only records
+ * what happened, the calls on the stack unwind (each delivery adding its
+ * context frame to a failure as it passes), and settle() then cancels the
+ * producers and delivers finish downstream, exactly once.  So no stage is
+ * ever told "finish" while it is still inside its own handle, and nothing
+ * is delivered after a cancel.  The same discipline keeps producers from
+ * nesting: a resume that arrives while the producer is inside its resume
+ * operation only lets its loop go on.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "deferred-private.h"
+
+/* A group of a consumer's stream handed to a subordinate consumer. */
+struct route {
+    struct route *up;
+    deferred_stage_t *sub;
+    uint32_t depth; /* groups opened inside it that it did not delegate */
+};
+
+struct deferred_stage {
+    const deferred_stage_ops_t *ops;
+    void *data;
+    deferred_process_t *p;
+    deferred_stage_t *down; /* the stage this one emits to */
+    uint32_t index;         /* position in the process, from 0 */
+    unsigned flags;
+    uint32_t paused;        /* producer: pause count */
+    uint32_t held;          /* pauses this stage holds on the producers */
+    uint64_t items;         /* handed (consumer) or emitted (producer) */
+    bool producer;
+    bool in_resume;
+    bool resume_again;
+    bool cancelled;
+    bool finished;
+    struct route *routes; /* consumer: delegated groups, innermost first */
+};
+
+struct deferred_process {
+    uint32_t refs;
+    unsigned flags;
+    deferred_stage_t **stages;
+    size_t n, cap;
+    size_t nproducers;
+    size_t producers_done;
+    deferred_t *done;
+    uint32_t depth;          /* stage calls on the stack */
+    uint32_t level;          /* deliveries on the stack */
+    uint32_t framed;         /* the level down to which the failure has frames */
+    uint32_t held;           /* the process's own pauses */
+    size_t finishing;        /* while finishing: index of the stage at it */
+    deferred_failure_t *failure;
+    deferred_value_t outcome; /* the producers' end value */
+    bool running;
+    bool cancelling;
+    bool finished;
+    bool in_finish;
+};
+
+static void settle(deferred_process_t *p);
+
+/* ---- stages ------------------------------------------------------------ */
+
+deferred_stage_t *deferred_stage_new(const deferred_stage_ops_t *ops, void *data,
+                                     unsigned flags)
+{
+    deferred_stage_t *st;
+
+    if (!ops || (!ops->handle && !ops->resume))
+        goto out_destroy;
+    st = deferred__malloc(sizeof(*st));
+    if (!st)
+        goto out_destroy;
+    memset(st, 0, sizeof(*st));
+    st->ops = ops;
+    st->data = data;
+    st->flags = flags;
+    return st;
+
+out_destroy:
+    if (ops && ops->destroy)
+        ops->destroy(data);
+    return NULL;
+}
+
+void *deferred_stage_data(const deferred_stage_t *st)
+{
+    return st ? st->data : NULL;
+}
+
+const char *deferred_stage_name(const deferred_stage_t *st)
+{
+    return st && st->ops->name ? st->ops->name : "stage";
+}
+
+uint64_t deferred_stage_items(const deferred_stage_t *st)
+{
+    return st ? st->items : 0;
+}
+
+static void route_pop(deferred_stage_t *st);
+
+void deferred_stage_free(deferred_stage_t *st)
+{
+    if (!st)
+        return;
+    while (st->routes)
+        route_pop(st);
+    if (st->ops->destroy)
+        st->ops->destroy(st->data);
+    deferred__free(st);
+}
+
+/* ---- the process ------------------------------------------------------- */
+
+deferred_process_t *deferred_process_new(unsigned flags)
+{
+    deferred_process_t *p = deferred__malloc(sizeof(*p));
+
+    if (!p)
+        return NULL;
+    memset(p, 0, sizeof(*p));
+    p->refs = 1;
+    p->flags = flags;
+    return p;
+}
+
+deferred_process_t *deferred_process_ref(deferred_process_t *p)
+{
+    if (p)
+        p->refs++;
+    return p;
+}
+
+void deferred_process_unref(deferred_process_t *p)
+{
+    size_t i;
+
+    if (!p || --p->refs)
+        return;
+    for (i = 0; i < p->n; i++)
+        deferred_stage_free(p->stages[i]);
+    deferred__free(p->stages);
+    deferred_failure_unref(p->failure);
+    deferred_value_release(p->outcome);
+    deferred_unref(p->done);
+    deferred__free(p);
+}
+
+int deferred_process_add(deferred_process_t *p, deferred_stage_t *st)
+{
+    bool producer;
+
+    if (!p || !st)
+        goto out_einval;
+    if (p->running || p->done || p->finished) {
+        deferred_stage_free(st);
+        return -EBUSY;
+    }
+    if (st->p)
+        return -EINVAL; /* already in a process: not ours to free */
+    producer = st->ops->resume && !st->ops->handle;
+    /* Producers first; nothing after the consumer (a stage without
+     * resume that is not a processor is only known as the consumer once
+     * the process runs, so only order is checked here). */
+    if (producer && p->n > p->nproducers)
+        goto out_einval;
+    if (!producer && !st->ops->handle)
+        goto out_einval;
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 4;
+        deferred_stage_t **stages = deferred__realloc(p->stages, cap * sizeof(*stages));
+
+        if (!stages) {
+            deferred_stage_free(st);
+            return -ENOMEM;
+        }
+        p->stages = stages;
+        p->cap = cap;
+    }
+    st->p = p;
+    st->producer = producer;
+    st->index = (uint32_t)p->n;
+    p->stages[p->n++] = st;
+    if (producer)
+        p->nproducers++;
+    return 0;
+
+out_einval:
+    deferred_stage_free(st);
+    return -EINVAL;
+}
+
+static void process_cancel_cb(deferred_t *d, void *arg)
+{
+    (void)d;
+    deferred_process_cancel(arg);
+}
+
+static void process_unref_cb(void *arg)
+{
+    deferred_process_unref(arg);
+}
+
+/* Enter and leave a stage call; leaving the outermost one settles what the
+ * calls left pending.  The process holds itself across the call. */
+static void enter(deferred_process_t *p)
+{
+    p->refs++;
+    p->depth++;
+}
+
+static void leave(deferred_process_t *p)
+{
+    if (--p->depth == 0)
+        settle(p);
+    deferred_process_unref(p);
+}
+
+static bool producer_blocked(const deferred_stage_t *st)
+{
+    const deferred_process_t *p = st->p;
+
+    return st->paused || st->cancelled || st->finished || p->cancelling ||
+           p->failure || p->finished || !p->running;
+}
+
+/* Run a producer's resume operation, never nested: a resume asked for
+ * while it runs only lets its loop go on, or runs it again afterwards. */
+static void call_resume(deferred_stage_t *st, deferred_stage_t *by)
+{
+    if (st->in_resume) {
+        st->resume_again = true;
+        return;
+    }
+    st->in_resume = true;
+    do {
+        st->resume_again = false;
+        st->ops->resume(st, by);
+    } while (st->resume_again && !producer_blocked(st));
+    st->in_resume = false;
+}
+
+static void pause_producers(deferred_process_t *p, deferred_stage_t *by)
+{
+    size_t i;
+
+    for (i = 0; i < p->nproducers; i++) {
+        deferred_stage_t *pr = p->stages[i];
+
+        if (pr->paused++ == 0 && pr->ops->pause && !pr->cancelled && !pr->finished)
+            pr->ops->pause(pr, by);
+    }
+}
+
+static void resume_producers(deferred_process_t *p, deferred_stage_t *by)
+{
+    size_t i;
+
+    for (i = 0; i < p->nproducers; i++) {
+        deferred_stage_t *pr = p->stages[i];
+
+        if (pr->paused && --pr->paused == 0 && !producer_blocked(pr))
+            call_resume(pr, by);
+    }
+}
+
+deferred_t *deferred_process_run(deferred_process_t *p)
+{
+    const char *missing = NULL;
+    deferred_t *d;
+    size_t i;
+
+    if (!p)
+        return deferred_fail(deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, EINVAL,
+                                                  "deferred_process_run: NULL process"));
+    if (p->done || p->running || p->finished)
+        missing = "the process was run already";
+    else if (p->nproducers == 0)
+        missing = "the process has no producer";
+    else if (p->n == p->nproducers)
+        missing = "the process has no consumer";
+    if (missing)
+        return deferred_fail(deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, EINVAL,
+                                                  "%s", missing));
+    d = deferred_new_cancellable(process_cancel_cb, deferred_process_ref(p),
+                                 process_unref_cb);
+    if (!d)
+        return NULL;
+    for (i = 0; i < p->n; i++)
+        p->stages[i]->down = i + 1 < p->n ? p->stages[i + 1] : NULL;
+    /* Producers all feed the first stage after them. */
+    for (i = 0; i < p->nproducers; i++)
+        p->stages[i]->down = p->stages[p->nproducers];
+    p->done = d;
+    p->running = true;
+    p->refs++; /* held until finish is delivered */
+    if (p->flags & DEFERRED_PROCESS_PAUSED) {
+        p->held++;
+        for (i = 0; i < p->nproducers; i++)
+            p->stages[i]->paused++;
+    }
+    enter(p);
+    for (i = p->nproducers; i < p->n && !p->failure; i++) {
+        deferred_stage_t *st = p->stages[i], *sub = NULL;
+        deferred_failure_t *f;
+
+        if (!st->ops->start)
+            continue;
+        f = st->ops->start(st, p->stages[0], deferred_value_none(), &sub);
+        deferred_stage_free(sub); /* the whole stream has no parent */
+        if (f) {
+            deferred_failure_add_context(f, deferred_stage_name(st), "starting");
+            p->failure = f;
+        }
+    }
+    for (i = 0; i < p->nproducers; i++)
+        if (!producer_blocked(p->stages[i]))
+            call_resume(p->stages[i], NULL);
+    deferred_ref(d);
+    leave(p);
+    return d;
+}
+
+/* ---- failure and finish ------------------------------------------------ */
+
+/* Add the frame of st handling item to the failure in flight.  Frames are
+ * put in front as the failure travels up towards the producer, so the
+ * first frame is the input's and the story reads from the consumer back. */
+static void add_frame(deferred_stage_t *st, deferred_value_t item)
+{
+    deferred_process_t *p = st->p;
+    char desc[256];
+    char where[64];
+
+    desc[0] = '\0';
+    if (st->ops->describe)
+        st->ops->describe(st, item, desc, sizeof(desc));
+    if (st->producer)
+        snprintf(where, sizeof(where), "item %llu emitted",
+                 (unsigned long long)st->items);
+    else
+        snprintf(where, sizeof(where), "item %llu", (unsigned long long)st->items);
+    deferred__failure_push_context(p->failure, deferred_stage_name(st), "%s%s%s",
+                                   where, desc[0] ? ": " : "", desc);
+}
+
+/* st failed with f (taken) while holding item. */
+static void fail(deferred_stage_t *st, deferred_failure_t *f, deferred_value_t item)
+{
+    deferred_process_t *p = st->p;
+
+    if (p->failure || p->finished) {
+        deferred_failure_unref(f); /* the first failure tells the story */
+        return;
+    }
+    p->failure = f;
+    p->framed = p->level;
+    add_frame(st, item);
+}
+
+static deferred_stage_t *target_of(deferred_stage_t *st)
+{
+    return st->routes ? st->routes->sub : st;
+}
+
+static void route_pop(deferred_stage_t *st)
+{
+    struct route *r = st->routes;
+    deferred_stage_t *sub = r->sub;
+
+    st->routes = r->up;
+    if (sub->held && sub->p && !sub->p->finished) {
+        sub->p->held += 0;
+        while (sub->held) {
+            sub->held--;
+            resume_producers(sub->p, sub);
+        }
+    }
+    sub->p = NULL;
+    deferred_stage_free(sub);
+    deferred__free(r);
+}
+
+/* Deliver item to stage to (or the subordinate it delegates to). */
+static int deliver(deferred_stage_t *to, deferred_stage_t *from,
+                   deferred_value_t tag, deferred_value_t item)
+{
+    deferred_process_t *p = to->p;
+    deferred_stage_t *t = target_of(to);
+    deferred_failure_t *f;
+
+    p->level++;
+    t->items++;
+    if (t->flags & DEFERRED_STAGE_AUTOPAUSE) {
+        t->held++;
+        pause_producers(p, t);
+    }
+    f = t->ops->handle(t, from, tag, &item);
+    if (DEFERRED_UNLIKELY(f != NULL))
+        fail(t, f, item);
+    else if (DEFERRED_UNLIKELY(p->failure != NULL) && p->framed >= p->level) {
+        /* A failure from further down passes through t. */
+        p->framed = p->level - 1;
+        add_frame(t, item);
+    }
+    deferred_value_release(item);
+    p->level--;
+    return p->failure || p->cancelling ? -ECANCELED : 0;
+}
+
+/* May st send downstream now?  Producers stop at a cancel or failure;
+ * while finishing, only the stage whose finish runs may still emit. */
+static bool may_emit(const deferred_stage_t *st)
+{
+    const deferred_process_t *p = st->p;
+
+    if (!p || !st->down || !p->running || p->failure)
+        return false;
+    if (p->in_finish)
+        return st->index == p->finishing;
+    if (p->cancelling || p->finished)
+        return false;
+    return !(st->producer && (st->cancelled || st->finished));
+}
+
+int deferred_stage_emit_tagged(deferred_stage_t *self, deferred_value_t tag,
+                               deferred_value_t item)
+{
+    deferred_process_t *p;
+    int rc;
+
+    if (!self || !self->p || !self->down) {
+        deferred_value_release(item);
+        return -EINVAL;
+    }
+    if (!may_emit(self)) {
+        deferred_value_release(item);
+        return -ECANCELED;
+    }
+    p = self->p;
+    enter(p);
+    if (self->producer)
+        self->items++;
+    rc = deliver(self->down, self, tag, item);
+    if (rc < 0 && self->producer && p->failure && p->framed > 0) {
+        p->framed = 0;
+        add_frame(self, deferred_value_none());
+    }
+    leave(p);
+    return rc;
+}
+
+int deferred_stage_emit(deferred_stage_t *self, deferred_value_t item)
+{
+    return deferred_stage_emit_tagged(self, deferred_value_none(), item);
+}
+
+/* A group opens at stage to. */
+static void deliver_start(deferred_stage_t *to, deferred_stage_t *from,
+                          deferred_value_t tag)
+{
+    deferred_process_t *p = to->p;
+
+    while (to && !p->failure) {
+        deferred_stage_t *t = target_of(to), *sub = NULL;
+        deferred_failure_t *f = NULL;
+        bool consumer = to->down == NULL;
+
+        if (t->ops->start)
+            f = t->ops->start(t, from, tag, &sub);
+        if (f) {
+            deferred_stage_free(sub);
+            fail(t, f, tag);
+            return;
+        }
+        if (sub) {
+            struct route *r;
+
+            if (!consumer) {
+                deferred_stage_free(sub);
+                fail(t, deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, EINVAL,
+                                             "only the consumer may hand back a "
+                                             "subordinate consumer"), tag);
+                return;
+            }
+            r = deferred__malloc(sizeof(*r));
+            if (!r || !sub->ops->handle) {
+                deferred__free(r);
+                deferred_stage_free(sub);
+                fail(t, r ? deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, EINVAL,
+                                                 "a subordinate must be a consumer")
+                          : deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL),
+                     tag);
+                return;
+            }
+            sub->p = p;
+            sub->index = to->index;
+            r->sub = sub;
+            r->depth = 0;
+            r->up = to->routes;
+            to->routes = r;
+            if (sub->ops->start) {
+                deferred_stage_t *ignored = NULL;
+
+                f = sub->ops->start(sub, from, tag, &ignored);
+                deferred_stage_free(ignored);
+                if (f) {
+                    fail(sub, f, tag);
+                    return;
+                }
+            }
+            return;
+        }
+        if (to->routes)
+            to->routes->depth++;
+        if (consumer)
+            return;
+        from = to;
+        to = to->down;
+    }
+}
+
+/* A group closes at stage to with outcome (taken). */
+static void deliver_end(deferred_stage_t *to, deferred_stage_t *from,
+                        deferred_value_t tag, deferred_value_t outcome)
+{
+    deferred_process_t *p = to->p;
+
+    while (to) {
+        deferred_stage_t *t = target_of(to);
+        bool consumer = to->down == NULL;
+        deferred_value_t out = outcome;
+
+        if (to->routes && to->routes->depth == 0) {
+            /* The delegated group ends: the subordinate's result goes to
+             * the parent (or the next subordinate out) as an item. */
+            struct route *r = to->routes;
+            deferred_stage_t *parent;
+            deferred_failure_t *f;
+
+            if (t->ops->finish)
+                out = t->ops->finish(t, from, tag, outcome);
+            r->sub = NULL;
+            to->routes = r->up;
+            deferred__free(r);
+            if (t->held && !p->finished)
+                while (t->held) {
+                    t->held--;
+                    resume_producers(p, t);
+                }
+            t->p = NULL;
+            deferred_stage_free(t);
+            if (deferred_value_is_failure(out) && !p->failure) {
+                fail(to, deferred_value_take_failure(out), tag);
+                return;
+            }
+            parent = target_of(to);
+            parent->items++;
+            f = parent->ops->handle(parent, from, tag, &out);
+            if (f)
+                fail(parent, f, out);
+            deferred_value_release(out);
+            return;
+        }
+        if (to->routes)
+            to->routes->depth--;
+        if (t->ops->finish) {
+            p->in_finish = p->in_finish; /* groups: emits allowed as usual */
+            out = t->ops->finish(t, from, tag, outcome);
+        }
+        if (consumer || p->failure) {
+            deferred_value_release(out);
+            return;
+        }
+        outcome = out;
+        from = to;
+        to = to->down;
+    }
+    deferred_value_release(outcome);
+}
+
+int deferred_stage_start(deferred_stage_t *self, deferred_value_t tag)
+{
+    deferred_process_t *p;
+
+    if (!self || !self->p || !self->down)
+        return -EINVAL;
+    if (!may_emit(self))
+        return -ECANCELED;
+    p = self->p;
+    enter(p);
+    deliver_start(self->down, self, tag);
+    leave(p);
+    return p->failure || p->cancelling ? -ECANCELED : 0;
+}
+
+int deferred_stage_end(deferred_stage_t *self, deferred_value_t tag,
+                       deferred_value_t outcome)
+{
+    deferred_process_t *p;
+    int rc;
+
+    if (!self || !self->p || !self->down) {
+        deferred_value_release(outcome);
+        return -EINVAL;
+    }
+    if (!may_emit(self)) {
+        deferred_value_release(outcome);
+        return -ECANCELED;
+    }
+    p = self->p;
+    enter(p);
+    deliver_end(self->down, self, tag, outcome);
+    rc = p->failure || p->cancelling ? -ECANCELED : 0;
+    leave(p);
+    return rc;
+}
+
+int deferred_stage_finish(deferred_stage_t *self, deferred_value_t outcome)
+{
+    deferred_process_t *p;
+
+    if (!self || !self->p || !self->producer) {
+        deferred_value_release(outcome);
+        return -EINVAL;
+    }
+    p = self->p;
+    if (self->finished || self->cancelled || p->finished) {
+        deferred_value_release(outcome);
+        return -EALREADY;
+    }
+    enter(p);
+    self->finished = true;
+    p->producers_done++;
+    if (deferred_value_is_failure(outcome)) {
+        if (!p->failure) {
+            p->failure = deferred_value_take_failure(outcome);
+            p->framed = 0;
+            add_frame(self, deferred_value_none());
+        } else {
+            deferred_value_release(outcome);
+        }
+    } else {
+        deferred_value_release(p->outcome);
+        p->outcome = outcome;
+    }
+    leave(p);
+    return 0;
+}
+
+int deferred_stage_fail(deferred_stage_t *self, deferred_failure_t *f)
+{
+    deferred_process_t *p;
+    uint32_t i;
+
+    if (!self || !self->p || !f) {
+        deferred_failure_unref(f);
+        return -EINVAL;
+    }
+    p = self->p;
+    if (p->failure || p->finished || !p->running) {
+        deferred_failure_unref(f);
+        return -EALREADY;
+    }
+    enter(p);
+    p->failure = f;
+    p->framed = 0;
+    /* Nothing is on the stack to add frames as it unwinds: add them all,
+     * from self back to the producers. */
+    add_frame(self, deferred_value_none());
+    for (i = self->index; i-- > 0;)
+        add_frame(p->stages[i], deferred_value_none());
+    leave(p);
+    return 0;
+}
+
+static void cancel_producers(deferred_process_t *p, deferred_stage_t *by)
+{
+    size_t i;
+
+    for (i = 0; i < p->nproducers; i++) {
+        deferred_stage_t *pr = p->stages[i];
+
+        if (pr->cancelled || pr->finished)
+            continue;
+        pr->cancelled = true;
+        if (pr->ops->cancel)
+            pr->ops->cancel(pr, by);
+    }
+}
+
+/* The end of the stream, once the stage calls have unwound: cancel the
+ * producers if it failed or was cancelled, then finish every stage after
+ * them in order, and fire the process's deferred with the consumer's
+ * result. */
+static void settle(deferred_process_t *p)
+{
+    deferred_value_t outcome;
+    deferred_t *done;
+    size_t i;
+
+    if (p->finished || !p->running || p->in_finish)
+        return;
+    if (!p->failure && !p->cancelling && p->producers_done < p->nproducers)
+        return;
+    p->in_finish = true;
+    p->depth++;
+    if (p->failure || p->cancelling)
+        cancel_producers(p, NULL);
+    if (p->failure) {
+        outcome = deferred_value_failure(p->failure);
+        p->failure = NULL;
+    } else if (p->cancelling) {
+        outcome = deferred_value_failure(deferred_failure_new(
+            DEFERRED_DOMAIN_LIBRARY, ECANCELED, "the process was cancelled"));
+    } else {
+        outcome = p->outcome;
+        p->outcome = deferred_value_none();
+    }
+    for (i = p->nproducers; i < p->n; i++) {
+        deferred_stage_t *st = p->stages[i];
+
+        /* Groups left open end with the stream. */
+        while (st->routes) {
+            deferred_stage_t *sub = st->routes->sub;
+
+            if (sub->ops->finish)
+                deferred_value_release(sub->ops->finish(
+                    sub, p->stages[0], deferred_value_none(),
+                    deferred_value_failure(deferred_failure_new(
+                        DEFERRED_DOMAIN_LIBRARY, ECANCELED,
+                        "the stream ended inside this group"))));
+            route_pop(st);
+        }
+        p->finishing = i;
+        if (st->ops->finish)
+            outcome = st->ops->finish(st, p->stages[0], deferred_value_none(), outcome);
+        if (p->failure) {
+            /* What a finish flushed downstream failed. */
+            deferred_value_release(outcome);
+            outcome = deferred_value_failure(p->failure);
+            p->failure = NULL;
+        }
+    }
+    p->finished = true;
+    p->in_finish = false;
+    p->depth--;
+    if (deferred_value_is_deferred(outcome)) {
+        deferred_value_release(outcome);
+        outcome = deferred_value_failure(deferred_failure_new(
+            DEFERRED_DOMAIN_LIBRARY, EINVAL, "a finish returned a deferred"));
+    }
+    /* The deferred holds the process (its canceller's argument); the
+     * process lets go of the deferred once it fired, so neither keeps the
+     * other alive. */
+    done = p->done;
+    p->done = NULL;
+    deferred_callback(done, outcome);
+    deferred_unref(done);
+    deferred_process_unref(p); /* the reference held while running */
+}
+
+/* ---- flow control ------------------------------------------------------ */
+
+int deferred_stage_pause(deferred_stage_t *self)
+{
+    deferred_process_t *p;
+
+    if (!self || !self->p || self->producer)
+        return -EINVAL;
+    p = self->p;
+    enter(p);
+    self->held++;
+    pause_producers(p, self);
+    leave(p);
+    return 0;
+}
+
+int deferred_stage_resume(deferred_stage_t *self)
+{
+    deferred_process_t *p;
+
+    if (!self || !self->p || self->producer || self->held == 0)
+        return -EINVAL;
+    p = self->p;
+    enter(p);
+    self->held--;
+    resume_producers(p, self);
+    leave(p);
+    return 0;
+}
+
+int deferred_stage_cancel(deferred_stage_t *self)
+{
+    deferred_process_t *p;
+
+    if (!self || !self->p)
+        return -EINVAL;
+    p = self->p;
+    if (p->cancelling || p->finished)
+        return 0;
+    enter(p);
+    p->cancelling = true;
+    cancel_producers(p, self->producer ? NULL : self);
+    leave(p);
+    return 0;
+}
+
+bool deferred_stage_is_paused(const deferred_stage_t *self)
+{
+    size_t i;
+
+    if (!self || !self->p)
+        return false;
+    if (self->producer)
+        return producer_blocked(self);
+    for (i = 0; i < self->p->nproducers; i++)
+        if (self->p->stages[i]->paused)
+            return true;
+    return false;
+}
+
+int deferred_process_pause(deferred_process_t *p)
+{
+    if (!p)
+        return -EINVAL;
+    p->held++;
+    if (p->running) {
+        enter(p);
+        pause_producers(p, NULL);
+        leave(p);
+    } else {
+        size_t i;
+
+        for (i = 0; i < p->nproducers; i++)
+            p->stages[i]->paused++;
+    }
+    return 0;
+}
+
+int deferred_process_resume(deferred_process_t *p)
+{
+    if (!p || p->held == 0)
+        return -EINVAL;
+    p->held--;
+    if (p->running) {
+        enter(p);
+        resume_producers(p, NULL);
+        leave(p);
+    } else {
+        size_t i;
+
+        for (i = 0; i < p->nproducers; i++)
+            p->stages[i]->paused--;
+    }
+    return 0;
+}
+
+int deferred_process_cancel(deferred_process_t *p)
+{
+    if (!p)
+        return -EINVAL;
+    if (!p->running || p->cancelling || p->finished)
+        return 0;
+    enter(p);
+    p->cancelling = true;
+    cancel_producers(p, NULL);
+    leave(p);
+    return 0;
+}
+
+bool deferred_process_is_paused(const deferred_process_t *p)
+{
+    size_t i;
+
+    if (!p)
+        return false;
+    for (i = 0; i < p->nproducers; i++)
+        if (p->stages[i]->paused)
+            return true;
+    return false;
+}
+
+bool deferred_process_is_finished(const deferred_process_t *p)
+{
+    return p && p->finished;
+}

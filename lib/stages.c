@@ -1,0 +1,740 @@
+/*
+ * stages.c: the built-in stages of deferred_process.
+ *
+ * Producers: an array, a multi-fire deferred.  Processors: map (which may
+ * wait on a deferred per item), filter, batch.  Consumers: collect,
+ * reduce, and one feeding a multi-fire deferred.  Each is written only
+ * against the public stage interface of process.h, as a user's stage
+ * would be.
+ *
+ * The design decision to know: a stage that hands a callback to a
+ * deferred (from_multi, map, to_multi) may be freed before that deferred
+ * lets go of the callback, so such stages keep their state in a small
+ * refcounted block: the stage holds one reference, each callback another,
+ * and a freed stage only detaches itself from the block.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "deferred-private.h"
+
+/* State shared between a stage and the callbacks it handed out. */
+struct shared {
+    uint32_t refs;
+    deferred_stage_t *self; /* NULL once the stage is gone */
+};
+
+static void shared_unref(void *arg)
+{
+    struct shared *sh = arg;
+
+    if (--sh->refs == 0)
+        deferred__free(sh);
+}
+
+/* ---- array producer ----------------------------------------------------- */
+
+struct array_producer {
+    deferred_value_t *items;
+    size_t n;
+    size_t next;
+};
+
+static void array_resume(deferred_stage_t *self, deferred_stage_t *by)
+{
+    struct array_producer *ap = deferred_stage_data(self);
+
+    (void)by;
+    while (ap->next < ap->n && !deferred_stage_is_paused(self)) {
+        deferred_value_t v = ap->items[ap->next];
+
+        ap->items[ap->next++] = deferred_value_none();
+        if (deferred_stage_emit(self, v) < 0)
+            return;
+    }
+    if (ap->next == ap->n)
+        deferred_stage_finish(self, deferred_value_none());
+}
+
+static int array_describe(deferred_stage_t *self, deferred_value_t item,
+                          char *buf, size_t size)
+{
+    struct array_producer *ap = deferred_stage_data(self);
+
+    (void)item;
+    return snprintf(buf, size, "element %zu of %zu", ap->next ? ap->next - 1 : 0,
+                    ap->n);
+}
+
+static void array_destroy(void *data)
+{
+    struct array_producer *ap = data;
+    size_t i;
+
+    for (i = ap->next; i < ap->n; i++)
+        deferred_value_release(ap->items[i]);
+    deferred__free(ap->items);
+    deferred__free(ap);
+}
+
+static const deferred_stage_ops_t array_ops = {
+    .name = "array",
+    .resume = array_resume,
+    .describe = array_describe,
+    .destroy = array_destroy,
+};
+
+deferred_stage_t *deferred_stage_array(const deferred_value_t *items, size_t n)
+{
+    struct array_producer *ap;
+    size_t i;
+
+    if (!items && n)
+        return NULL;
+    ap = deferred__malloc(sizeof(*ap));
+    if (!ap)
+        goto out_release;
+    ap->items = deferred__malloc((n ? n : 1) * sizeof(*ap->items));
+    if (!ap->items) {
+        deferred__free(ap);
+        goto out_release;
+    }
+    if (n)
+        memcpy(ap->items, items, n * sizeof(*items));
+    ap->n = n;
+    ap->next = 0;
+    return deferred_stage_new(&array_ops, ap, 0);
+
+out_release:
+    for (i = 0; i < n; i++)
+        deferred_value_release(items[i]);
+    return NULL;
+}
+
+/* ---- producer from a multi-fire deferred --------------------------------- */
+
+struct from_multi {
+    struct shared *sh;
+    deferred_t *multi;
+    deferred_value_t end;  /* the end's outcome, if it came before we ran */
+    bool ended;
+    bool started;
+    bool paused;           /* we hold a pause on multi */
+};
+
+static struct from_multi *from_multi_of(struct shared *sh)
+{
+    return sh->self ? deferred_stage_data(sh->self) : NULL;
+}
+
+static deferred_value_t from_multi_row(deferred_value_t v, void *arg)
+{
+    struct shared *sh = arg;
+
+    if (sh->self)
+        deferred_stage_emit(sh->self, v);
+    else
+        deferred_value_release(v);
+    return deferred_value_none();
+}
+
+static deferred_value_t from_multi_end(deferred_value_t v, void *arg)
+{
+    struct shared *sh = arg;
+    struct from_multi *fm = from_multi_of(sh);
+
+    if (!fm) {
+        deferred_value_release(v);
+    } else if (!fm->started) {
+        fm->end = v;
+        fm->ended = true;
+    } else {
+        fm->ended = true;
+        deferred_stage_finish(sh->self, v);
+    }
+    return deferred_value_none();
+}
+
+static void from_multi_resume(deferred_stage_t *self, deferred_stage_t *by)
+{
+    struct from_multi *fm = deferred_stage_data(self);
+
+    (void)by;
+    if (!fm->started) {
+        fm->started = true;
+        if (fm->ended) {
+            deferred_value_t v = fm->end;
+
+            fm->end = deferred_value_none();
+            deferred_stage_finish(self, v);
+            return;
+        }
+    }
+    if (fm->paused) {
+        fm->paused = false;
+        deferred_unpause(fm->multi);
+    }
+}
+
+static void from_multi_pause(deferred_stage_t *self, deferred_stage_t *by)
+{
+    struct from_multi *fm = deferred_stage_data(self);
+
+    (void)by;
+    if (!fm->paused && fm->started) {
+        fm->paused = true;
+        deferred_pause(fm->multi);
+    }
+}
+
+static void from_multi_cancel(deferred_stage_t *self, deferred_stage_t *by)
+{
+    struct from_multi *fm = deferred_stage_data(self);
+
+    (void)by;
+    deferred_cancel(fm->multi);
+}
+
+static int from_multi_describe(deferred_stage_t *self, deferred_value_t item,
+                               char *buf, size_t size)
+{
+    (void)item;
+    return snprintf(buf, size, "row %llu of a multi-fire deferred",
+                    (unsigned long long)deferred_stage_items(self));
+}
+
+static void from_multi_destroy(void *data)
+{
+    struct from_multi *fm = data;
+
+    fm->sh->self = NULL;
+    shared_unref(fm->sh);
+    if (fm->paused)
+        deferred_unpause(fm->multi);
+    deferred_value_release(fm->end);
+    deferred_unref(fm->multi);
+    deferred__free(fm);
+}
+
+static const deferred_stage_ops_t from_multi_ops = {
+    .name = "multi-fire producer",
+    .resume = from_multi_resume,
+    .pause = from_multi_pause,
+    .cancel = from_multi_cancel,
+    .describe = from_multi_describe,
+    .destroy = from_multi_destroy,
+};
+
+deferred_stage_t *deferred_stage_from_multi(deferred_t *multi)
+{
+    struct from_multi *fm;
+    struct shared *sh;
+    deferred_stage_t *st;
+    deferred_t *end;
+    int rc;
+
+    if (!deferred_is_multi(multi))
+        return NULL;
+    fm = deferred__malloc(sizeof(*fm));
+    sh = deferred__malloc(sizeof(*sh));
+    if (!fm || !sh) {
+        deferred__free(fm);
+        deferred__free(sh);
+        return NULL;
+    }
+    memset(fm, 0, sizeof(*fm));
+    sh->refs = 1;
+    sh->self = NULL;
+    fm->sh = sh;
+    fm->multi = deferred_ref(multi);
+    /* Rows wait in the multi-fire deferred until the process runs. */
+    fm->paused = true;
+    deferred_pause(multi);
+    st = deferred_stage_new(&from_multi_ops, fm, 0);
+    if (!st)
+        return NULL;
+    sh->self = st;
+    sh->refs++;
+    rc = deferred_add_callback_full(multi, from_multi_row, sh, shared_unref);
+    if (rc == 0) {
+        end = deferred_end(multi);
+        sh->refs++;
+        rc = deferred_add_both_full(end, from_multi_end, sh, shared_unref);
+        deferred_unref(end);
+    }
+    if (rc < 0) {
+        deferred_stage_free(st);
+        return NULL;
+    }
+    return st;
+}
+
+/* ---- map ------------------------------------------------------------------ */
+
+struct map {
+    struct shared *sh;
+    const char *name;
+    deferred_fn fn;
+    void *arg;
+    deferred_stage_ops_t ops; /* a copy, to carry the name */
+};
+
+static deferred_value_t map_resolved(deferred_value_t v, void *arg)
+{
+    struct shared *sh = arg;
+    deferred_stage_t *self = sh->self;
+
+    if (!self) {
+        deferred_value_release(v);
+        return deferred_value_none();
+    }
+    if (deferred_value_is_failure(v))
+        deferred_stage_fail(self, deferred_value_take_failure(v));
+    else
+        deferred_stage_emit(self, v);
+    deferred_stage_resume(self);
+    return deferred_value_none();
+}
+
+static deferred_failure_t *map_handle(deferred_stage_t *self, deferred_stage_t *from,
+                                      deferred_value_t tag, deferred_value_t *item)
+{
+    struct map *m = deferred_stage_data(self);
+    deferred_value_t v = *item, r;
+
+    (void)from;
+    *item = deferred_value_none();
+    r = m->fn(v, m->arg);
+    if (DEFERRED_UNLIKELY(r.release != NULL)) {
+        if (deferred_value_is_failure(r))
+            return deferred_value_take_failure(r);
+        if (deferred_value_is_deferred(r)) {
+            /* Wait for it, holding the producers so one item at a time is
+             * in flight and order is kept. */
+            deferred_t *d = r.ptr;
+
+            deferred_stage_pause(self);
+            m->sh->refs++;
+            if (deferred_add_both_full(d, map_resolved, m->sh, shared_unref) < 0) {
+                deferred_stage_resume(self);
+                deferred_unref(d);
+                return deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
+            }
+            deferred_unref(d);
+            return NULL;
+        }
+    }
+    deferred_stage_emit_tagged(self, tag, r);
+    return NULL;
+}
+
+static void map_destroy(void *data)
+{
+    struct map *m = data;
+
+    m->sh->self = NULL;
+    shared_unref(m->sh);
+    deferred__free(m);
+}
+
+deferred_stage_t *deferred_stage_map(const char *name, deferred_fn fn, void *arg)
+{
+    struct map *m;
+    struct shared *sh;
+    deferred_stage_t *st;
+
+    if (!fn)
+        return NULL;
+    m = deferred__malloc(sizeof(*m));
+    if (!m)
+        return NULL;
+    m->sh = deferred__malloc(sizeof(*m->sh));
+    if (!m->sh) {
+        deferred__free(m);
+        return NULL;
+    }
+    m->sh->refs = 1;
+    m->sh->self = NULL;
+    m->fn = fn;
+    m->arg = arg;
+    memset(&m->ops, 0, sizeof(m->ops));
+    m->ops.name = name ? name : "map";
+    m->ops.handle = map_handle;
+    m->ops.destroy = map_destroy;
+    sh = m->sh;
+    st = deferred_stage_new(&m->ops, m, 0);
+    if (st)
+        sh->self = st;
+    return st;
+}
+
+/* ---- filter ---------------------------------------------------------------- */
+
+struct filter {
+    deferred_pred_fn keep;
+    void *arg;
+    deferred_stage_ops_t ops;
+};
+
+static deferred_failure_t *filter_handle(deferred_stage_t *self,
+                                         deferred_stage_t *from,
+                                         deferred_value_t tag,
+                                         deferred_value_t *item)
+{
+    struct filter *fl = deferred_stage_data(self);
+
+    (void)from;
+    if (fl->keep(*item, fl->arg)) {
+        deferred_value_t v = *item;
+
+        *item = deferred_value_none();
+        deferred_stage_emit_tagged(self, tag, v);
+    }
+    return NULL;
+}
+
+static void plain_free(void *data)
+{
+    deferred__free(data);
+}
+
+deferred_stage_t *deferred_stage_filter(const char *name, deferred_pred_fn keep,
+                                        void *arg)
+{
+    struct filter *fl;
+
+    if (!keep)
+        return NULL;
+    fl = deferred__malloc(sizeof(*fl));
+    if (!fl)
+        return NULL;
+    fl->keep = keep;
+    fl->arg = arg;
+    memset(&fl->ops, 0, sizeof(fl->ops));
+    fl->ops.name = name ? name : "filter";
+    fl->ops.handle = filter_handle;
+    fl->ops.destroy = plain_free;
+    return deferred_stage_new(&fl->ops, fl, 0);
+}
+
+/* ---- batch ------------------------------------------------------------------ */
+
+struct batch {
+    size_t n;
+    deferred_array_t *cur;
+};
+
+static deferred_failure_t *batch_flush(deferred_stage_t *self, struct batch *b,
+                                       deferred_value_t tag)
+{
+    deferred_array_t *a = b->cur;
+
+    b->cur = NULL;
+    if (a)
+        deferred_stage_emit_tagged(self, tag, deferred_value_array(a));
+    return NULL;
+}
+
+static deferred_failure_t *batch_handle(deferred_stage_t *self, deferred_stage_t *from,
+                                        deferred_value_t tag, deferred_value_t *item)
+{
+    struct batch *b = deferred_stage_data(self);
+
+    (void)from;
+    if (!b->cur && !(b->cur = deferred_array_new(b->n)))
+        return deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
+    /* The array has room for n: appending cannot fail. */
+    deferred_array_append(b->cur, *item);
+    *item = deferred_value_none();
+    if (deferred_array_size(b->cur) == b->n)
+        return batch_flush(self, b, tag);
+    return NULL;
+}
+
+static deferred_value_t batch_finish(deferred_stage_t *self, deferred_stage_t *from,
+                                     deferred_value_t tag, deferred_value_t outcome)
+{
+    struct batch *b = deferred_stage_data(self);
+
+    (void)from;
+    if (deferred_value_is_failure(outcome)) {
+        deferred_array_free(b->cur);
+        b->cur = NULL;
+    } else {
+        batch_flush(self, b, tag);
+    }
+    return outcome;
+}
+
+static void batch_destroy(void *data)
+{
+    struct batch *b = data;
+
+    deferred_array_free(b->cur);
+    deferred__free(b);
+}
+
+static const deferred_stage_ops_t batch_ops = {
+    .name = "batch",
+    .handle = batch_handle,
+    .finish = batch_finish,
+    .destroy = batch_destroy,
+};
+
+deferred_stage_t *deferred_stage_batch(size_t n)
+{
+    struct batch *b;
+
+    if (n == 0)
+        return NULL;
+    b = deferred__malloc(sizeof(*b));
+    if (!b)
+        return NULL;
+    b->n = n;
+    b->cur = NULL;
+    return deferred_stage_new(&batch_ops, b, 0);
+}
+
+/* ---- collect ------------------------------------------------------------------ */
+
+struct collect {
+    deferred_array_t *items;
+};
+
+static deferred_failure_t *collect_handle(deferred_stage_t *self, deferred_stage_t *from,
+                                          deferred_value_t tag, deferred_value_t *item)
+{
+    struct collect *c = deferred_stage_data(self);
+
+    (void)from;
+    (void)tag;
+    if (!c->items && !(c->items = deferred_array_new(16)))
+        return deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
+    if (deferred_array_append(c->items, *item) < 0) {
+        *item = deferred_value_none();
+        return deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
+    }
+    *item = deferred_value_none();
+    return NULL;
+}
+
+static deferred_value_t collect_finish(deferred_stage_t *self, deferred_stage_t *from,
+                                       deferred_value_t tag, deferred_value_t outcome)
+{
+    struct collect *c = deferred_stage_data(self);
+    deferred_array_t *a;
+
+    (void)from;
+    (void)tag;
+    if (deferred_value_is_failure(outcome))
+        return outcome;
+    deferred_value_release(outcome);
+    a = c->items ? c->items : deferred_array_new(0);
+    c->items = NULL;
+    return deferred_value_array(a);
+}
+
+static void collect_destroy(void *data)
+{
+    struct collect *c = data;
+
+    deferred_array_free(c->items);
+    deferred__free(c);
+}
+
+static const deferred_stage_ops_t collect_ops = {
+    .name = "collect",
+    .handle = collect_handle,
+    .finish = collect_finish,
+    .destroy = collect_destroy,
+};
+
+deferred_stage_t *deferred_stage_collect(void)
+{
+    struct collect *c = deferred__malloc(sizeof(*c));
+
+    if (!c)
+        return NULL;
+    c->items = NULL;
+    return deferred_stage_new(&collect_ops, c, 0);
+}
+
+/* ---- reduce -------------------------------------------------------------------- */
+
+struct reduce {
+    deferred_fold_fn fn;
+    void *arg;
+    deferred_value_t acc;
+};
+
+static deferred_failure_t *reduce_handle(deferred_stage_t *self, deferred_stage_t *from,
+                                         deferred_value_t tag, deferred_value_t *item)
+{
+    struct reduce *r = deferred_stage_data(self);
+    deferred_value_t acc;
+
+    (void)from;
+    (void)tag;
+    acc = r->fn(r->acc, *item, r->arg);
+    *item = deferred_value_none();
+    r->acc = deferred_value_none();
+    if (DEFERRED_UNLIKELY(acc.release != NULL)) {
+        if (deferred_value_is_failure(acc))
+            return deferred_value_take_failure(acc);
+        if (deferred_value_is_deferred(acc)) {
+            deferred_value_release(acc);
+            return deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, EINVAL,
+                                        "a reduce function returned a deferred");
+        }
+    }
+    r->acc = acc;
+    return NULL;
+}
+
+static deferred_value_t reduce_finish(deferred_stage_t *self, deferred_stage_t *from,
+                                      deferred_value_t tag, deferred_value_t outcome)
+{
+    struct reduce *r = deferred_stage_data(self);
+    deferred_value_t acc = r->acc;
+
+    (void)from;
+    (void)tag;
+    if (deferred_value_is_failure(outcome))
+        return outcome;
+    deferred_value_release(outcome);
+    r->acc = deferred_value_none();
+    return acc;
+}
+
+static void reduce_destroy(void *data)
+{
+    struct reduce *r = data;
+
+    deferred_value_release(r->acc);
+    deferred__free(r);
+}
+
+static const deferred_stage_ops_t reduce_ops = {
+    .name = "reduce",
+    .handle = reduce_handle,
+    .finish = reduce_finish,
+    .destroy = reduce_destroy,
+};
+
+deferred_stage_t *deferred_stage_reduce(deferred_fold_fn fn, deferred_value_t init,
+                                        void *arg)
+{
+    struct reduce *r;
+
+    if (!fn || deferred_value_is_deferred(init)) {
+        deferred_value_release(init);
+        return NULL;
+    }
+    r = deferred__malloc(sizeof(*r));
+    if (!r) {
+        deferred_value_release(init);
+        return NULL;
+    }
+    r->fn = fn;
+    r->arg = arg;
+    r->acc = init;
+    return deferred_stage_new(&reduce_ops, r, 0);
+}
+
+/* ---- consumer feeding a multi-fire deferred ------------------------------------- */
+
+struct to_multi {
+    deferred_t *multi;
+    bool holding; /* we hold a pause on our producers for the multi */
+};
+
+static void to_multi_flow(deferred_t *multi, bool paused, void *arg)
+{
+    deferred_stage_t *self = arg;
+    struct to_multi *tm = deferred_stage_data(self);
+
+    (void)multi;
+    if (paused && !tm->holding) {
+        tm->holding = true;
+        deferred_stage_pause(self);
+    } else if (!paused && tm->holding) {
+        tm->holding = false;
+        deferred_stage_resume(self);
+    }
+}
+
+static deferred_failure_t *to_multi_start(deferred_stage_t *self, deferred_stage_t *from,
+                                          deferred_value_t tag, deferred_stage_t **sub)
+{
+    struct to_multi *tm = deferred_stage_data(self);
+
+    (void)from;
+    (void)sub;
+    if (deferred_value_is_none(tag))
+        deferred_set_flow(tm->multi, to_multi_flow, self);
+    return NULL;
+}
+
+static deferred_failure_t *to_multi_handle(deferred_stage_t *self, deferred_stage_t *from,
+                                           deferred_value_t tag, deferred_value_t *item)
+{
+    struct to_multi *tm = deferred_stage_data(self);
+    deferred_value_t v = *item;
+    int rc;
+
+    (void)from;
+    (void)tag;
+    *item = deferred_value_none();
+    rc = deferred_emit(tm->multi, v);
+    if (rc == -EALREADY)
+        deferred_stage_cancel(self); /* the multi-fire deferred ended */
+    else if (rc < 0)
+        return deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, -rc,
+                                    "could not emit into the multi-fire deferred");
+    return NULL;
+}
+
+static deferred_value_t to_multi_finish(deferred_stage_t *self, deferred_stage_t *from,
+                                        deferred_value_t tag, deferred_value_t outcome)
+{
+    struct to_multi *tm = deferred_stage_data(self);
+    deferred_failure_t *f = deferred_value_get_failure(outcome);
+
+    (void)from;
+    (void)tag;
+    deferred_set_flow(tm->multi, NULL, NULL);
+    deferred_failure_ref(f);
+    deferred_finish(tm->multi, outcome);
+    return f ? deferred_value_failure(f) : deferred_value_none();
+}
+
+static void to_multi_destroy(void *data)
+{
+    struct to_multi *tm = data;
+
+    deferred_set_flow(tm->multi, NULL, NULL);
+    deferred_unref(tm->multi);
+    deferred__free(tm);
+}
+
+static const deferred_stage_ops_t to_multi_ops = {
+    .name = "multi-fire consumer",
+    .start = to_multi_start,
+    .handle = to_multi_handle,
+    .finish = to_multi_finish,
+    .destroy = to_multi_destroy,
+};
+
+deferred_stage_t *deferred_stage_to_multi(deferred_t *multi)
+{
+    struct to_multi *tm;
+
+    if (!deferred_is_multi(multi))
+        return NULL;
+    tm = deferred__malloc(sizeof(*tm));
+    if (!tm)
+        return NULL;
+    tm->multi = deferred_ref(multi);
+    tm->holding = false;
+    return deferred_stage_new(&to_multi_ops, tm, 0);
+}
