@@ -11,10 +11,12 @@
 #define DEFERRED_TEST_HEADER_VALUE_TYPE deferred_value_t
 #define DEFERRED_TEST_HEADER_FAILURE_TYPE deferred_domain_t
 #define DEFERRED_TEST_HEADER_CORE_TYPE deferred_report_t
+#define DEFERRED_TEST_HEADER_MULTI_TYPE deferred_flow_fn
 
 int deferred_test_header_common(void);
 int deferred_test_header_value(void);
 int deferred_test_header_failure(void);
 int deferred_test_header_core(void);
+int deferred_test_header_multi(void);
 
 #endif /* DEFERRED_TEST_HEADER_ALONE_H */

@@ -27,7 +27,8 @@ static int headers_main(const char *lang)
     int failures = 0;
 
     if (!deferred_test_header_common() || !deferred_test_header_value() ||
-        !deferred_test_header_failure() || !deferred_test_header_core())
+        !deferred_test_header_failure() || !deferred_test_header_core() ||
+        !deferred_test_header_multi())
         failures++;
     if (!deferred_value_is_none(none) || deferred_value_is_none(three) ||
         deferred_value_int(three) != 3 || made.ptr != (void *)&none)

@@ -1,0 +1,2 @@
+// t/header-multi.cc: <deferred/multi.h> compiles alone as C++.
+#include "header-multi.c"
