@@ -12,11 +12,15 @@
 #define DEFERRED_TEST_HEADER_FAILURE_TYPE deferred_domain_t
 #define DEFERRED_TEST_HEADER_CORE_TYPE deferred_report_t
 #define DEFERRED_TEST_HEADER_MULTI_TYPE deferred_flow_fn
+#define DEFERRED_TEST_HEADER_PROCESS_TYPE deferred_pred_fn
+#define DEFERRED_TEST_HEADER_COMBINATORS_TYPE deferred_indexed_t
 
 int deferred_test_header_common(void);
 int deferred_test_header_value(void);
 int deferred_test_header_failure(void);
 int deferred_test_header_core(void);
 int deferred_test_header_multi(void);
+int deferred_test_header_process(void);
+int deferred_test_header_combinators(void);
 
 #endif /* DEFERRED_TEST_HEADER_ALONE_H */
