@@ -471,16 +471,16 @@ static deferred_t *combine(enum mode mode, deferred_t *const *inputs, size_t n,
         goto out_free_combo; /* on_result_freed dropped R's reference */
     c->result = r;
 
-    /* Pause everything, then append: nothing runs until all are in. */
-    for (paused = 0; paused < n; paused++) {
-        if (deferred_pause(inputs[paused]) < 0) {
-            err = EINVAL;
-            goto out_abort;
-        }
-    }
+    /* Pause each input, then append its pair: nothing runs until all
+     * are in (one pass, so each input is touched twice in all). */
     for (attached = 0; attached < n; attached++) {
         struct slot *s = &c->slots[attached];
 
+        if (deferred_pause(inputs[attached]) < 0) {
+            err = EINVAL;
+            goto out_abort;
+        }
+        paused++;
         c->refs++; /* the pair's */
         s->input = deferred_ref(inputs[attached]);
         if (deferred_add_both(inputs[attached], on_outcome, s) < 0) {

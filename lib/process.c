@@ -62,6 +62,7 @@ struct deferred_process {
     uint32_t held;           /* the process's own pauses */
     size_t finishing;        /* while finishing: index of the stage at it */
     deferred_failure_t *failure;
+    deferred_t *finish_wait;  /* what a suspended finish waits on */
     deferred_value_t outcome; /* the producers' end value */
     bool running;
     bool cancelling;
@@ -411,9 +412,9 @@ static int deliver(deferred_stage_t *to, deferred_stage_t *from,
     f = t->ops->handle(t, from, tag, &item);
     if (DEFERRED_UNLIKELY(f != NULL))
         fail(t, f, item);
-    else if (DEFERRED_UNLIKELY(p->failure != NULL) && p->framed >= p->level) {
+    else if (DEFERRED_UNLIKELY(p->failure != NULL) && p->framed > p->level) {
         /* A failure from further down passes through t. */
-        p->framed = p->level - 1;
+        p->framed = p->level;
         add_frame(t, item);
     }
     deferred_value_release(item);
@@ -702,37 +703,45 @@ static void cancel_producers(deferred_process_t *p, deferred_stage_t *by)
     }
 }
 
-/* The end of the stream, once the stage calls have unwound: cancel the
- * producers if it failed or was cancelled, then finish every stage after
- * them in order, and fire the process's deferred with the consumer's
- * result. */
-static void settle(deferred_process_t *p)
-{
-    deferred_value_t outcome;
-    deferred_t *done;
-    size_t i;
+static void finish_from(deferred_process_t *p, size_t i, deferred_value_t outcome);
 
-    if (p->finished || !p->running || p->in_finish)
-        return;
-    if (!p->failure && !p->cancelling && p->producers_done < p->nproducers)
-        return;
-    p->in_finish = true;
+/* A stage's finish returned a deferred: the finish goes on from the next
+ * stage with its result. */
+static deferred_value_t finish_resumed(deferred_value_t v, void *arg)
+{
+    deferred_process_t *p = arg;
+
+    p->finish_wait = NULL;
+    finish_from(p, p->finishing + 1, v);
+    return deferred_value_none();
+}
+
+static void process_unref_destroy(void *arg)
+{
+    deferred_process_unref(arg);
+}
+
+/*
+ * Finish the stages from index i on with outcome (taken), in order.  A
+ * stage whose finish returns a deferred (work still in flight, such as an
+ * asynchronous map) suspends the sequence until that deferred fires; the
+ * stage may still emit meanwhile.  At the end the process's deferred fires
+ * with the consumer's result.
+ */
+static void finish_from(deferred_process_t *p, size_t i, deferred_value_t outcome)
+{
+    deferred_t *done;
+
     p->depth++;
-    if (p->failure || p->cancelling)
-        cancel_producers(p, NULL);
-    if (p->failure) {
-        outcome = deferred_value_failure(p->failure);
-        p->failure = NULL;
-    } else if (p->cancelling) {
-        outcome = deferred_value_failure(deferred_failure_new(
-            DEFERRED_DOMAIN_LIBRARY, ECANCELED, "the process was cancelled"));
-    } else {
-        outcome = p->outcome;
-        p->outcome = deferred_value_none();
-    }
-    for (i = p->nproducers; i < p->n; i++) {
+    for (; i < p->n; i++) {
         deferred_stage_t *st = p->stages[i];
 
+        if (p->failure) {
+            /* What a finish flushed downstream failed. */
+            deferred_value_release(outcome);
+            outcome = deferred_value_failure(p->failure);
+            p->failure = NULL;
+        }
         /* Groups left open end with the stream. */
         while (st->routes) {
             deferred_stage_t *sub = st->routes->sub;
@@ -748,21 +757,30 @@ static void settle(deferred_process_t *p)
         p->finishing = i;
         if (st->ops->finish)
             outcome = st->ops->finish(st, p->stages[0], deferred_value_none(), outcome);
-        if (p->failure) {
-            /* What a finish flushed downstream failed. */
-            deferred_value_release(outcome);
-            outcome = deferred_value_failure(p->failure);
-            p->failure = NULL;
+        if (DEFERRED_UNLIKELY(deferred_value_is_deferred(outcome))) {
+            deferred_t *wait = outcome.ptr;
+
+            p->finish_wait = wait;
+            p->refs++;
+            if (deferred_add_both_full(wait, finish_resumed, p, process_unref_destroy) == 0) {
+                deferred_unref(wait);
+                p->depth--;
+                return;
+            }
+            p->finish_wait = NULL;
+            deferred_unref(wait);
+            outcome = deferred_value_failure(
+                deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL));
         }
+    }
+    if (p->failure) {
+        deferred_value_release(outcome);
+        outcome = deferred_value_failure(p->failure);
+        p->failure = NULL;
     }
     p->finished = true;
     p->in_finish = false;
     p->depth--;
-    if (deferred_value_is_deferred(outcome)) {
-        deferred_value_release(outcome);
-        outcome = deferred_value_failure(deferred_failure_new(
-            DEFERRED_DOMAIN_LIBRARY, EINVAL, "a finish returned a deferred"));
-    }
     /* The deferred holds the process (its canceller's argument); the
      * process lets go of the deferred once it fired, so neither keeps the
      * other alive. */
@@ -771,6 +789,36 @@ static void settle(deferred_process_t *p)
     deferred_callback(done, outcome);
     deferred_unref(done);
     deferred_process_unref(p); /* the reference held while running */
+}
+
+/* The end of the stream, once the stage calls have unwound: cancel the
+ * producers if it failed or was cancelled, then finish every stage after
+ * them in order. */
+static void settle(deferred_process_t *p)
+{
+    deferred_value_t outcome;
+
+    if (p->finished || !p->running || p->in_finish)
+        return;
+    if (!p->failure && !p->cancelling && p->producers_done < p->nproducers)
+        return;
+    p->in_finish = true;
+    if (p->failure || p->cancelling) {
+        p->depth++;
+        cancel_producers(p, NULL);
+        p->depth--;
+    }
+    if (p->failure) {
+        outcome = deferred_value_failure(p->failure);
+        p->failure = NULL;
+    } else if (p->cancelling) {
+        outcome = deferred_value_failure(deferred_failure_new(
+            DEFERRED_DOMAIN_LIBRARY, ECANCELED, "the process was cancelled"));
+    } else {
+        outcome = p->outcome;
+        p->outcome = deferred_value_none();
+    }
+    finish_from(p, p->nproducers, outcome);
 }
 
 /* ---- flow control ------------------------------------------------------ */
@@ -873,6 +921,8 @@ int deferred_process_cancel(deferred_process_t *p)
 {
     if (!p)
         return -EINVAL;
+    if (p->finish_wait)
+        return deferred_cancel(p->finish_wait);
     if (!p->running || p->cancelling || p->finished)
         return 0;
     enter(p);

@@ -273,11 +273,27 @@ deferred_stage_t *deferred_stage_from_multi(deferred_t *multi)
 
 struct map {
     struct shared *sh;
-    const char *name;
     deferred_fn fn;
     void *arg;
+    unsigned inflight;        /* items waiting on a deferred */
+    deferred_t *drain;        /* the end of the stream waits on this */
+    deferred_value_t final;   /* ... to pass this on */
     deferred_stage_ops_t ops; /* a copy, to carry the name */
 };
+
+/* The last item in flight is done: let the end of the stream go on. */
+static void map_settle(struct map *m)
+{
+    if (--m->inflight == 0 && m->drain) {
+        deferred_t *drain = m->drain;
+        deferred_value_t v = m->final;
+
+        m->drain = NULL;
+        m->final = deferred_value_none();
+        deferred_callback(drain, v);
+        deferred_unref(drain);
+    }
+}
 
 static deferred_value_t map_resolved(deferred_value_t v, void *arg)
 {
@@ -293,6 +309,7 @@ static deferred_value_t map_resolved(deferred_value_t v, void *arg)
     else
         deferred_stage_emit(self, v);
     deferred_stage_resume(self);
+    map_settle(deferred_stage_data(self));
     return deferred_value_none();
 }
 
@@ -314,9 +331,11 @@ static deferred_failure_t *map_handle(deferred_stage_t *self, deferred_stage_t *
             deferred_t *d = r.ptr;
 
             deferred_stage_pause(self);
+            m->inflight++;
             m->sh->refs++;
             if (deferred_add_both_full(d, map_resolved, m->sh, shared_unref) < 0) {
                 deferred_stage_resume(self);
+                m->inflight--;
                 deferred_unref(d);
                 return deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
             }
@@ -328,10 +347,28 @@ static deferred_failure_t *map_handle(deferred_stage_t *self, deferred_stage_t *
     return NULL;
 }
 
+/* At the end of the stream, wait for the items still in flight. */
+static deferred_value_t map_finish(deferred_stage_t *self, deferred_stage_t *from,
+                                   deferred_value_t tag, deferred_value_t outcome)
+{
+    struct map *m = deferred_stage_data(self);
+
+    (void)from;
+    if (!m->inflight || !deferred_value_is_none(tag) || m->drain)
+        return outcome;
+    m->drain = deferred_new();
+    if (!m->drain)
+        return outcome;
+    m->final = outcome;
+    return deferred_value_deferred(deferred_ref(m->drain));
+}
+
 static void map_destroy(void *data)
 {
     struct map *m = data;
 
+    deferred_value_release(m->final);
+    deferred_unref(m->drain);
     m->sh->self = NULL;
     shared_unref(m->sh);
     deferred__free(m);
@@ -357,9 +394,13 @@ deferred_stage_t *deferred_stage_map(const char *name, deferred_fn fn, void *arg
     m->sh->self = NULL;
     m->fn = fn;
     m->arg = arg;
+    m->inflight = 0;
+    m->drain = NULL;
+    m->final = deferred_value_none();
     memset(&m->ops, 0, sizeof(m->ops));
     m->ops.name = name ? name : "map";
     m->ops.handle = map_handle;
+    m->ops.finish = map_finish;
     m->ops.destroy = map_destroy;
     sh = m->sh;
     st = deferred_stage_new(&m->ops, m, 0);

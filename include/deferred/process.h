@@ -101,7 +101,10 @@ typedef struct deferred_stage_ops {
      * the end value or the failure.  Returns what goes on downstream: for a
      * processor the outcome for the next stage, for the consumer the
      * process's result, for a subordinate the item handed to its parent.
-     * NULL finish passes outcome on unchanged. */
+     * At the end of the stream (empty tag) a finish may instead return a
+     * deferred, when work is still in flight: the stages after it are
+     * finished once it fires, with its result, and the stage may emit
+     * until then.  NULL finish passes outcome on unchanged. */
     deferred_value_t (*finish)(deferred_stage_t *self, deferred_stage_t *from,
                                deferred_value_t tag, deferred_value_t outcome);
 
