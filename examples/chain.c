@@ -12,6 +12,10 @@
  *     errback prints the failure's story and recovers, and the chain goes
  *     on on the success path.
  *
+ * A report hook catches what the library reports (a failure nobody handled,
+ * and in debug mode a second fire); none is expected but the second fire
+ * of scene 3 in debug mode.
+ *
  * Every step is checked: the program exits 0 only when everything happened
  * as expected, so "make check" running it is a real test.  It uses only the
  * public header <deferred.h>.
@@ -31,6 +35,23 @@ static int problems;
             problems++;                                                  \
         }                                                                \
     } while (0)
+
+/* What the library reported through the hook. */
+static int unhandled_reports;
+static int already_fired_reports;
+
+static void report(deferred_report_t kind, const deferred_failure_t *f,
+                   void *arg)
+{
+    (void)arg;
+    if (kind == DEFERRED_REPORT_UNHANDLED)
+        unhandled_reports++;
+    else if (kind == DEFERRED_REPORT_ALREADY_FIRED)
+        already_fired_reports++;
+    printf("  report hook: %s: %s\n",
+           kind == DEFERRED_REPORT_UNHANDLED ? "unhandled failure" : "fired twice",
+           deferred_failure_message(f));
+}
 
 /* What the callbacks record, so that main can check the order of events. */
 struct trace {
@@ -164,8 +185,10 @@ static void scene_cancel(void)
     EXPECT(t.cancelled == 1);
     EXPECT(t.steps == 1);
     EXPECT(deferred_value_int(deferred_result(d)) == -1);
-    /* The work finishing late is refused: the deferred has fired. */
+    /* The work finishing late is refused: the deferred has fired.  In
+     * debug mode the report hook also hears of it, with both sites. */
     EXPECT(deferred_callback(d, deferred_value_of_int(5)) == -EALREADY);
+    EXPECT(already_fired_reports == (deferred_get_debug() ? 1 : 0));
     deferred_unref(d);
 }
 
@@ -240,10 +263,13 @@ int main(void)
 {
     printf("libdeferred %s: a chain with chaining, pause, cancel and recovery\n",
            deferred_version());
+    deferred_set_report_hook(report, NULL);
     scene_chaining();
     scene_pause();
     scene_cancel();
     scene_recover();
+    EXPECT(unhandled_reports == 0);
+    deferred_set_report_hook(NULL, NULL);
     if (problems != 0) {
         printf("chain: %d unexpected outcomes\n", problems);
         return 1;
