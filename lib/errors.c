@@ -6,8 +6,6 @@
  * same with UV_ERRNO_MAP).  Codes are looked up by absolute value, so an
  * action's negative return and a failure's positive code give one answer.
  */
-#include <string.h>
-
 #include "deferred-private.h"
 
 #define DEFERRED_CODE_MAP(X)                                                   \
@@ -41,7 +39,7 @@ const char *deferred_strerror(int code)
         DEFERRED_CODE_MAP(X)
 #undef X
     default:
-        return strerror(code);
+        return "unknown error";
     }
 }
 

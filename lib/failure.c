@@ -70,9 +70,12 @@ const char *deferred_domain_name(deferred_domain_t domain)
 static const char *default_message(deferred_domain_t domain, int code,
                                    char *buf, size_t size)
 {
-    if (domain == DEFERRED_DOMAIN_LIBRARY || domain == DEFERRED_DOMAIN_SYSTEM)
+    if (domain == DEFERRED_DOMAIN_LIBRARY)
         return deferred_strerror(code);
-    snprintf(buf, size, "%s error %d", deferred_domain_name(domain), code);
+    if (domain == DEFERRED_DOMAIN_SYSTEM)
+        snprintf(buf, size, "%s", strerror(code));
+    else
+        snprintf(buf, size, "%s error %d", deferred_domain_name(domain), code);
     return buf;
 }
 

@@ -64,9 +64,9 @@ DEFERRED_EXPORT const char *deferred_version(void);
  * codes the library produces, like libuv's uv_strerror() and
  * uv_err_name().  The code may be given positive (as in a failure) or
  * negative (as returned by an action).  For a code outside the table,
- * deferred_strerror() falls back to the C library's strerror() text and
- * deferred_err_name() returns "EUNKNOWN".  Both return static strings and
- * never NULL.
+ * deferred_strerror() returns "unknown error" and deferred_err_name()
+ * returns "EUNKNOWN".  Both return static strings, never NULL, and are
+ * thread-safe.
  */
 DEFERRED_EXPORT const char *deferred_strerror(int code);
 DEFERRED_EXPORT const char *deferred_err_name(int code);
