@@ -486,6 +486,196 @@ static int floor_multifire(size_t ops)
 }
 
 /* ------------------------------------------------------------------ */
+/* stream: 1,000,000 rows through a deferred_process                   */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The input of both sides, made once outside the timed region and kept
+ * for the life of the program: rows 0 .. n - 1 as deferred values (for
+ * deferred_stage_array(), which copies them) and as a plain int array (for
+ * the floor).  It grows when a run asks for more rows.
+ */
+static struct {
+    deferred_value_t *values;
+    int *ints;
+    size_t n;
+} stream_in;
+
+static int stream_input(size_t n)
+{
+    if (n > stream_in.n) {
+        deferred_value_t *v = realloc(stream_in.values, n * sizeof *v);
+        int *ints;
+
+        if (!v)
+            return -1;
+        stream_in.values = v;
+        ints = realloc(stream_in.ints, n * sizeof *ints);
+        if (!ints)
+            return -1;
+        stream_in.ints = ints;
+        for (size_t i = stream_in.n; i < n; i++) {
+            stream_in.values[i] = deferred_value_of_int((intptr_t)i);
+            stream_in.ints[i] = (int)i;
+        }
+        stream_in.n = n;
+    }
+    return 0;
+}
+
+/* The sum of 2x + 1 over the rows x = 0 .. n - 1 with 2x % 3 != 0, that is
+ * x % 3 != 0: all rows give n^2, the m = ceil(n / 3) multiples of 3 give
+ * 3m(m - 1) + m. */
+static int64_t stream_expected(size_t rows)
+{
+    int64_t n = (int64_t)rows, m = (n + 2) / 3;
+
+    return n * n - 3 * m * (m - 1) - m;
+}
+
+/* The stages' functions: map x * 2 (row_double above), filter x % 3 != 0,
+ * map x + 1 (add_one above), and the fold acc + x. */
+static bool stream_keep(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    return deferred_value_int(v) % 3 != 0;
+}
+
+static deferred_value_t stream_add(deferred_value_t acc, deferred_value_t v,
+                                   void *arg)
+{
+    (void)arg;
+    return deferred_value_of_int(deferred_value_int(acc) + deferred_value_int(v));
+}
+
+/*
+ * stream on libdeferred: build the process (array producer of rows
+ * 0 .. ops - 1, map x * 2, filter x % 3 != 0, map x + 1, reduce with +),
+ * run it, take and check its result, free it.  All of it is timed,
+ * building included: deferred_stage_array() copies the input array (one
+ * allocation of ops values) and the stages allocate their state, a fixed
+ * cost spread over the rows.  The rows themselves allocate nothing.
+ */
+static int run_stream(size_t ops)
+{
+    deferred_process_t *p;
+    deferred_t *d;
+    deferred_value_t r;
+    int rc = -1;
+
+    if (stream_input(ops) != 0)
+        return wrong("stream", "cannot allocate the input of %zu rows", ops);
+    p = deferred_process_new(0);
+    if (!p)
+        return wrong("stream", "deferred_process_new() gave NULL");
+    if (deferred_process_add(p, deferred_stage_array(stream_in.values, ops)) != 0 ||
+        deferred_process_add(p, deferred_stage_map("x*2", row_double, NULL)) != 0 ||
+        deferred_process_add(p, deferred_stage_filter("x%3!=0", stream_keep,
+                                                      NULL)) != 0 ||
+        deferred_process_add(p, deferred_stage_map("x+1", add_one, NULL)) != 0 ||
+        deferred_process_add(p, deferred_stage_reduce(stream_add,
+                                                      deferred_value_of_int(0),
+                                                      NULL)) != 0) {
+        wrong("stream", "could not build the process");
+        goto out_process;
+    }
+    d = deferred_process_run(p);
+    if (!d) {
+        wrong("stream", "deferred_process_run() gave NULL");
+        goto out_process;
+    }
+    if (!deferred_has_result(d)) {
+        wrong("stream", "the process did not finish");
+        goto out_deferred;
+    }
+    r = deferred_result_take(d);
+    if (r.release != NULL || deferred_value_int(r) != stream_expected(ops)) {
+        wrong("stream", "sum %lld, expected %lld",
+              (long long)deferred_value_int(r), (long long)stream_expected(ops));
+        deferred_value_release(r);
+        goto out_deferred;
+    }
+    rc = 0;
+out_deferred:
+    deferred_unref(d);
+out_process:
+    deferred_process_unref(p);
+    return rc;
+}
+
+/*
+ * The floor of stream: the loop a C programmer would write over an int
+ * array, the four operations chosen at run time and called through
+ * function pointers (map, filter, map, fold), set up once per run in a
+ * malloc'd struct that escapes; as for the other floors the pointers come
+ * from a volatile table and the functions are noinline, so the four calls
+ * per row stay indirect calls.  It reads the input in place (no copy).
+ */
+typedef intptr_t (*floor_map_fn)(intptr_t x, void *arg);
+typedef bool (*floor_keep_fn)(intptr_t x, void *arg);
+typedef intptr_t (*floor_fold_fn)(intptr_t acc, intptr_t x, void *arg);
+
+struct floor_pipeline {
+    floor_map_fn map1;
+    floor_keep_fn keep;
+    floor_map_fn map2;
+    floor_fold_fn fold;
+    void *arg[4];
+};
+
+static BENCH_NOINLINE bool floor_keep_not3(intptr_t x, void *arg)
+{
+    (void)arg;
+    return x % 3 != 0;
+}
+
+static BENCH_NOINLINE intptr_t floor_fold_add(intptr_t acc, intptr_t x, void *arg)
+{
+    (void)arg;
+    return acc + x;
+}
+
+static floor_map_fn volatile floor_stream_maps[2] = {floor_row_double,
+                                                     floor_row_add_one};
+static floor_keep_fn volatile floor_stream_keep = floor_keep_not3;
+static floor_fold_fn volatile floor_stream_fold = floor_fold_add;
+
+static int floor_stream(size_t ops)
+{
+    struct floor_pipeline *f;
+    const int *in;
+    intptr_t acc = 0;
+
+    if (stream_input(ops) != 0)
+        return wrong("stream floor", "cannot allocate the input");
+    in = stream_in.ints;
+    f = malloc(sizeof *f);
+    if (!f)
+        return wrong("stream floor", "malloc failed");
+    f->map1 = floor_stream_maps[0];
+    f->keep = floor_stream_keep;
+    f->map2 = floor_stream_maps[1];
+    f->fold = floor_stream_fold;
+    for (int k = 0; k < 4; k++)
+        f->arg[k] = NULL;
+    BENCH_ESCAPE(f);
+    for (size_t i = 0; i < ops; i++) {
+        intptr_t v = f->map1(in[i], f->arg[0]);
+
+        if (!f->keep(v, f->arg[1]))
+            continue;
+        v = f->map2(v, f->arg[2]);
+        acc = f->fold(acc, v, f->arg[3]);
+    }
+    BENCH_ESCAPE(f);
+    free(f);
+    if (acc != stream_expected(ops))
+        return wrong("stream floor", "sum %lld, expected %lld", (long long)acc,
+                     (long long)stream_expected(ops));
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* chain-deep: 1,000,000 chained deferreds                             */
 /* ------------------------------------------------------------------ */
 
@@ -615,6 +805,11 @@ static const workload_t workloads[] = {
      "multifire: one multi-fire deferred, 3 callbacks (x+1, x*2, sum), rows "
      "emitted one by one, then finished; floor: a loop of 3 indirect calls "
      "per row"},
+    {"stream", run_stream, floor_stream, 4.0, 1000000, 20000, 0, "row",
+     "stream: deferred_process of array producer (copies the input), map x*2, "
+     "filter x%3!=0, map x+1, reduce sum; building, running and freeing the "
+     "process are all timed; floor: a loop over an int array of 4 indirect "
+     "calls per row (map, filter, map, fold)"},
     {"chain-deep", run_chain_deep, NULL, 0.0, 1000000, 100000, 3, "link",
      "chain-deep: ns and allocations per link; each link's callback returns "
      "the next deferred, the innermost fires last; run on a 512 KiB stack"},
