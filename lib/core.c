@@ -48,7 +48,9 @@ enum link_kind {
     LINK_BOTH,   /* runs on either */
     LINK_PAIR_CB,
     LINK_PAIR_EB,
-    LINK_DEAD /* a continue entry whose outer deferred is gone */
+    LINK_DEAD, /* a continue entry whose outer deferred is gone */
+    LINK_KIND = 0x7f,
+    LINK_FULL = 0x80 /* flag: the argument is a struct full_arg to destroy */
 };
 
 struct link {
@@ -205,9 +207,9 @@ static void full_arg_destroy(struct full_arg *fa)
 
 /* Called once per pair when it ran, was skipped or is dropped: destroys the
  * arguments of a _full pair.  Plain entries own nothing. */
-static inline void link_dispose(struct link l)
+static inline void link_dispose(uint8_t kind, struct link l)
 {
-    if (DEFERRED_UNLIKELY(l.fn == full_cb || l.fn == full_eb))
+    if (DEFERRED_UNLIKELY(kind & LINK_FULL))
         full_arg_destroy(l.arg);
 }
 
@@ -295,8 +297,7 @@ static void free_deferred(deferred_t *d)
     /* A multi-fire chain keeps all its entries; a single-shot one only
      * those not reached yet. */
     for (i = (d->flags & F_MULTI) ? 0 : d->pos; i < d->n; i++)
-        if (d->kinds[i] != LINK_PAIR_EB)
-            link_dispose(d->links[i]);
+        link_dispose(d->kinds[i], d->links[i]);
     if (d->chained_to)
         unchain(d);
     if (d->links != d->inline_links)
@@ -376,11 +377,12 @@ static inline bool idle_with_result(const deferred_t *d)
     return (d->flags & F_CALLED) && !d->paused && !d->chained_to;
 }
 
-/* Append entries and, when d can run, run them. */
-static int append(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
-                  deferred_fn fn2, void *arg2)
+/* Append entries and, when d can run, run them.  kind1 may carry
+ * LINK_FULL; the second half of a pair never does (the first disposes). */
+static int append_slow(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
+                       deferred_fn fn2, void *arg2)
 {
-    uint32_t need = kind1 == LINK_PAIR_CB ? 2 : 1;
+    uint32_t need = (kind1 & LINK_KIND) == LINK_PAIR_CB ? 2 : 1;
 
     if (DEFERRED_UNLIKELY(d->n + need > d->cap) && reserve(d, need) < 0)
         return -ENOMEM;
@@ -398,6 +400,23 @@ static int append(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
     if (idle_with_result(d))
         run(d);
     return 0;
+}
+
+/* The common case inline: one entry, room for it, nothing to run. */
+static inline int append(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
+                         deferred_fn fn2, void *arg2)
+{
+    uint32_t n = d->n;
+
+    if (DEFERRED_LIKELY(kind1 != LINK_PAIR_CB && n < d->cap &&
+                        !(d->flags & (F_CALLED | F_MULTI)))) {
+        d->links[n].fn = fn1;
+        d->links[n].arg = arg1;
+        d->kinds[n] = kind1;
+        d->n = n + 1;
+        return 0;
+    }
+    return append_slow(d, fn1, arg1, kind1, fn2, arg2);
 }
 
 int deferred_add_callbacks(deferred_t *d, deferred_fn cb, void *cb_arg,
@@ -460,13 +479,13 @@ int deferred_add_callbacks_full(deferred_t *d, deferred_fn cb, void *cb_arg,
     fa->eb_arg = eb_arg;
     fa->eb_destroy = eb_destroy;
     if (!eb)
-        rc = append(d, full_cb, fa, LINK_CB, NULL, NULL);
+        rc = append_slow(d, full_cb, fa, LINK_CB | LINK_FULL, NULL, NULL);
     else if (!cb)
-        rc = append(d, full_eb, fa, LINK_EB, NULL, NULL);
+        rc = append_slow(d, full_eb, fa, LINK_EB | LINK_FULL, NULL, NULL);
     else if (cb == eb && cb_arg == eb_arg)
-        rc = append(d, full_cb, fa, LINK_BOTH, NULL, NULL);
+        rc = append_slow(d, full_cb, fa, LINK_BOTH | LINK_FULL, NULL, NULL);
     else
-        rc = append(d, full_cb, fa, LINK_PAIR_CB, full_eb, fa);
+        rc = append_slow(d, full_cb, fa, LINK_PAIR_CB | LINK_FULL, full_eb, fa);
     if (rc < 0)
         full_arg_destroy(fa);
     return rc;
@@ -578,10 +597,10 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
 
 /* Entries of a single-shot chain are used once; a multi-fire chain keeps
  * its entries for the next row. */
-static inline void consumed(const deferred_t *d, struct link l)
+static inline void consumed(const deferred_t *d, uint8_t kind, struct link l)
 {
-    if (!(d->flags & F_MULTI))
-        link_dispose(l);
+    if (DEFERRED_UNLIKELY(kind & LINK_FULL) && !(d->flags & F_MULTI))
+        full_arg_destroy(l.arg);
 }
 
 static bool multi_step(deferred_t *d);
@@ -621,42 +640,48 @@ static void run(deferred_t *d)
     while (stack) {
         deferred_t *cur = stack, *outer = NULL;
 
-        while (cur->pos < cur->n && !cur->paused && !cur->chained_to) {
+        for (;;) {
             uint32_t i = cur->pos;
-            bool failed = cur->result.release == deferred__release_failure;
+            uint8_t kind;
+            bool failed;
             struct link l;
             deferred_value_t r;
 
-            switch (cur->kinds[i]) {
-            case LINK_CB:
-                cur->pos = i + 1;
-                if (failed) {
-                    consumed(cur, cur->links[i]);
+            if (i >= cur->n || cur->paused || cur->chained_to)
+                break;
+            kind = cur->kinds[i];
+            failed = cur->result.release == deferred__release_failure;
+            l = cur->links[i];
+            cur->pos = i + 1;
+            if (DEFERRED_LIKELY(kind == LINK_CB)) {
+                if (failed)
+                    continue; /* nothing to dispose: not a _full entry */
+            } else {
+                switch (kind & LINK_KIND) {
+                case LINK_CB:
+                    if (failed) {
+                        consumed(cur, kind, l);
+                        continue;
+                    }
+                    break;
+                case LINK_EB:
+                    if (!failed) {
+                        consumed(cur, kind, l);
+                        continue;
+                    }
+                    break;
+                case LINK_PAIR_CB:
+                    cur->pos = i + 2;
+                    if (failed)
+                        l = cur->links[i + 1];
+                    break;
+                case LINK_BOTH:
+                    if (l.fn == continue_fn)
+                        outer = l.arg;
+                    break;
+                default: /* LINK_DEAD, or the second half of a pair */
                     continue;
                 }
-                l = cur->links[i];
-                break;
-            case LINK_EB:
-                cur->pos = i + 1;
-                if (!failed) {
-                    consumed(cur, cur->links[i]);
-                    continue;
-                }
-                l = cur->links[i];
-                break;
-            case LINK_PAIR_CB:
-                cur->pos = i + 2;
-                l = cur->links[failed ? i + 1 : i];
-                break;
-            case LINK_BOTH:
-                cur->pos = i + 1;
-                l = cur->links[i];
-                if (l.fn == continue_fn)
-                    outer = l.arg;
-                break;
-            default: /* LINK_DEAD, or the second half of a pair */
-                cur->pos = i + 1;
-                continue;
             }
             if (outer) {
                 /* Hand the result to the outer deferred waiting here, and
@@ -670,7 +695,7 @@ static void run(deferred_t *d)
             r = cur->result;
             cur->result = deferred_value_none();
             r = l.fn(r, l.arg);
-            consumed(cur, l);
+            consumed(cur, kind, l);
             if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred)) {
                 if (chain_on(cur, r.ptr)) {
                     if (cur->flags & F_MULTI)
