@@ -5,13 +5,14 @@
  * This file holds the table of workloads (DESIGN section 11), the code of
  * each workload and of its floor, a counting allocator installed through
  * deferred_set_allocator(), the memory figures, and the launcher of the
- * peers (the same workloads on Node's Promise and on Twisted's Deferred,
- * run as child processes from bench/peers/).  Each workload and its floor
- * run several times, interleaved (workload, floor, workload, floor, ...),
- * and the median nanoseconds per operation of each are reported.  The
- * figure that counts is the ratio: the median of the per-run ratios (each
- * workload run divided by the floor run right after it), which a noisy
- * machine disturbs less than a ratio of two medians.  A workload verifies
+ * peers (the same workloads on Node's Promise, Node's object-mode streams,
+ * RxJS and Twisted's Deferred, run as child processes from bench/peers/).
+ * Each workload and its floor run several times, interleaved (workload,
+ * floor, workload, floor, ...), and the median nanoseconds per operation of
+ * each are reported.  The figure that counts is the ratio: the median of
+ * the per-run ratios (each workload run divided by the floor run right
+ * after it), which a noisy machine disturbs less than a ratio of two
+ * medians.  A workload verifies
  * every result it computes and the program exits 1 if one is wrong; it
  * never fails on a timing.
  *
@@ -1000,6 +1001,9 @@ typedef struct peer {
 
 static peer_t peers[] = {
     {"node", "Node Promise", "chain10.js", 5.0, false, false, "", 0, {{"", 0}}},
+    {"node-streams", "Node object-mode streams", "stream_node.js", 0.0, false,
+     false, "", 0, {{"", 0}}},
+    {"rxjs", "RxJS", "stream_rxjs.js", 0.0, false, false, "", 0, {{"", 0}}},
     {"twisted", "Twisted Deferred", "twisted_bench.py", 100.0, false, false, "",
      0, {{"", 0}}},
 };
@@ -1202,6 +1206,13 @@ static void run_peer(peer_t *p, const char *interp, const char *dir)
                  script, rc);
         return;
     }
+    /* A script whose runtime lacks a package (RxJS) says so with one
+     * "skip<TAB>reason" line. */
+    if (strncmp(out, "skip\t", 5) == 0) {
+        out[strcspn(out, "\n")] = '\0';
+        peer_why(p, "%s", out + 5);
+        return;
+    }
     parse_peer_output(p, out);
     p->ran = p->n > 0;
     if (!p->ran)
@@ -1209,7 +1220,8 @@ static void run_peer(peer_t *p, const char *interp, const char *dir)
 }
 
 /*
- * Run every installed peer.  Node is "node" (or "nodejs") along $PATH;
+ * Run every installed peer.  The .js scripts (Promise, object-mode
+ * streams, RxJS) run on "node" (or "nodejs") along $PATH;
  * Twisted is looked for in /usr/bin/python3 (Debian's python3-twisted),
  * then in the python3 along $PATH.
  */
@@ -1226,7 +1238,7 @@ static void run_peers(void)
                      "peer scripts not found (use --peers-dir DIR)");
             continue;
         }
-        if (strcmp(p->id, "node") == 0) {
+        if (strstr(p->script, ".js")) {
             p->found = find_in_path("node", interp, sizeof interp) ||
                        find_in_path("nodejs", interp, sizeof interp);
             if (!p->found)
@@ -1277,14 +1289,14 @@ static void print_peers(void)
         const peer_t *p = &peers[i];
 
         if (!p->ran) {
-            printf("  %-8s not run: %s\n", p->id, p->why);
+            printf("  %-12s not run: %s\n", p->id, p->why);
             continue;
         }
         any = true;
         for (size_t k = 0; k < p->n; k++) {
             double ours = our_ns(p->fig[k].name);
 
-            printf("  %-8s %-14s %10.1f ns/%-4s", p->id, p->fig[k].name,
+            printf("  %-12s %-14s %10.1f ns/%-4s", p->id, p->fig[k].name,
                    p->fig[k].ns, peer_unit(p->fig[k].name));
             if (isnan(ours)) {
                 printf("   (no libdeferred %s workload yet)\n", p->fig[k].name);
@@ -1426,7 +1438,7 @@ static void usage(FILE *to)
             "                   mem:<figure>\\t<value> and peer:<peer>:<name>\\t<ns>\n"
             "  --runs N         timed runs of each workload and floor (default 7)\n"
             "  --only NAME      run only this workload\n"
-            "  --peers-dir DIR  where chain10.js and twisted_bench.py are\n"
+            "  --peers-dir DIR  where the peer scripts (bench/peers) are\n"
             "  --no-peers       do not run Node or Twisted\n"
             "Workloads:");
     for (size_t i = 0; i < N_WORKLOADS; i++)

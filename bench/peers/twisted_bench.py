@@ -8,6 +8,11 @@ and prints one "name<TAB>ns_per_op" line for each on standard output:
   gather   N pending Deferreds, gatherResults over them, each fired in
            turn, the list summed; ns per element.
 
+There is no stream figure: Twisted has no stream pipeline to compare
+deferred_process with (its IProducer/IConsumer pair moves bytes between
+transports, with no map, filter or reduce), so the stream workload is
+compared with Node's object-mode streams and RxJS only.
+
 Every workload runs once untimed to warm up, then RUNS times; the median is
 printed.  A wrong result exits with status 1.
 Usage: /usr/bin/python3 twisted_bench.py [--quick]  (--quick: small sizes)
