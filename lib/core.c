@@ -150,16 +150,29 @@ void deferred_set_report_hook(deferred_report_fn hook, void *arg)
 
 void deferred__report(deferred_report_t kind, const deferred_failure_t *f)
 {
-    char buf[1024];
+    char buf[1024], line[1200], *p;
+    const char *q;
 
     if (report_hook) {
         report_hook(kind, f, report_arg);
         return;
     }
     deferred_failure_story(f, buf, sizeof(buf));
+    /* One line: each newline and the indentation after it become " | ". */
+    for (p = line, q = buf; *q && p < line + sizeof(line) - 4; q++) {
+        if (*q != '\n') {
+            *p++ = *q;
+            continue;
+        }
+        while (q[1] == ' ')
+            q++;
+        memcpy(p, " | ", 3);
+        p += 3;
+    }
+    *p = '\0';
     fprintf(stderr, "deferred: %s: %s\n",
             kind == DEFERRED_REPORT_UNHANDLED ? "unhandled failure" : "misuse",
-            buf);
+            line);
 }
 
 void deferred_set_debug(bool on)

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static intptr_t result_int(deferred_t *d)
 {
@@ -1841,6 +1842,39 @@ START_TEST(test_set_allocator_partial_einval)
 }
 END_TEST
 
+/* The default report hook writes one line to stderr, the whole story on it. */
+START_TEST(test_default_hook_one_line)
+{
+    int fds[2], saved;
+    char out[2048];
+    ssize_t n;
+    deferred_t *d = deferred_new();
+    deferred_failure_t *f = deferred_failure_new(DEFERRED_DOMAIN_USER, 3, "bad row");
+
+    deferred_failure_add_context(f, "stage one", "item %d", 4);
+    ck_assert_int_eq(pipe(fds), 0);
+    fflush(stderr);
+    saved = dup(2);
+    dup2(fds[1], 2);
+    deferred_set_report_hook(NULL, NULL);
+    deferred_errback(d, deferred_failure_wrap(f, DEFERRED_DOMAIN_LIBRARY, EIO, "outer"));
+    deferred_unref(d);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(fds[1]);
+    n = read(fds[0], out, sizeof(out) - 1);
+    close(fds[0]);
+    ck_assert_int_gt(n, 0);
+    out[n] = '\0';
+    ck_assert_ptr_nonnull(strstr(out, "unhandled failure"));
+    ck_assert_ptr_nonnull(strstr(out, "outer"));
+    ck_assert_ptr_nonnull(strstr(out, "bad row"));
+    ck_assert_ptr_nonnull(strstr(out, "in stage one: item 4"));
+    ck_assert_ptr_eq(strchr(out, '\n'), out + n - 1); /* one line */
+}
+END_TEST
+
 static Suite *core_suite(void)
 {
     Suite *s = suite_create("core");
@@ -1916,6 +1950,7 @@ static Suite *core_suite(void)
     tcase_add_test(rn, test_many_callbacks);
     tcase_add_test(rn, test_return_new_deferred);
     tcase_add_test(rn, test_library_codes);
+    tcase_add_test(rn, test_default_hook_one_line);
     tcase_add_test(rn, test_set_allocator_partial_einval);
 
     suite_add_tcase(s, tc);
