@@ -60,6 +60,7 @@
 #endif
 
 #include "deferred.h"
+#include "deferred/combinators.h"
 
 #if defined(__GNUC__)
 #define BENCH_NOINLINE __attribute__((noinline))
@@ -677,6 +678,168 @@ static int floor_stream(size_t ops)
 }
 
 /* ------------------------------------------------------------------ */
+/* gather: n pending deferreds gathered, each fired, the array summed  */
+/* ------------------------------------------------------------------ */
+
+/*
+ * One operation is one element.  A run makes ops / n gathers of n inputs
+ * each (n is capped at ops, for --quick): n pending deferreds, gathered,
+ * each fired with its index, the gathered array read and summed, then
+ * everything unref'd.  The input pointer array is allocated once per run
+ * on both sides.
+ */
+static int run_gather(size_t ops, size_t n, const char *name)
+{
+    deferred_t **in;
+    size_t rounds;
+
+    if (n > ops)
+        n = ops;
+    rounds = ops / n;
+    in = malloc(n * sizeof *in);
+    if (!in)
+        return wrong(name, "malloc failed");
+    for (size_t round = 0; round < rounds; round++) {
+        deferred_t *g;
+        deferred_value_t v;
+        deferred_array_t *a;
+        intptr_t sum = 0;
+        size_t size;
+
+        for (size_t i = 0; i < n; i++) {
+            in[i] = deferred_new();
+            if (!in[i]) {
+                while (i-- > 0)
+                    deferred_unref(in[i]);
+                free(in);
+                return wrong(name, "deferred_new() gave NULL");
+            }
+        }
+        g = deferred_gather(in, n, 0);
+        if (!g) {
+            for (size_t i = 0; i < n; i++)
+                deferred_unref(in[i]);
+            free(in);
+            return wrong(name, "deferred_gather() gave NULL");
+        }
+        for (size_t i = 0; i < n; i++)
+            deferred_callback(in[i], deferred_value_of_int((intptr_t)i));
+        v = deferred_result_take(g);
+        a = deferred_value_get_array(v);
+        size = deferred_array_size(a);
+        for (size_t i = 0; i < size; i++)
+            sum += deferred_value_int(deferred_array_get(a, i));
+        deferred_value_release(v);
+        deferred_unref(g);
+        for (size_t i = 0; i < n; i++)
+            deferred_unref(in[i]);
+        if (size != n || sum != (intptr_t)(n * (n - 1) / 2)) {
+            free(in);
+            return wrong(name, "got %zu values summing to %ld, expected %zu "
+                         "summing to %ld", size, (long)sum, n,
+                         (long)(n * (n - 1) / 2));
+        }
+    }
+    free(in);
+    return 0;
+}
+
+/*
+ * The floor: what a C programmer would write for "n results that arrive
+ * later, collected in order, then summed".  A pending result needs
+ * storage, so each is a malloc'd slot holding its value, the callback to
+ * run when it arrives (loaded from a volatile table: an indirect call the
+ * compiler cannot inline) and where to deliver; the collector is one array
+ * and a countdown.  Firing a slot is the indirect call, which stores into
+ * the collector and counts down; then the sum, then every block freed.
+ */
+struct floor_gather;
+struct floor_pending;
+typedef void (*floor_fire_fn)(struct floor_pending *p, intptr_t v);
+
+struct floor_pending {
+    intptr_t value;
+    floor_fire_fn fire;
+    struct floor_gather *owner;
+    size_t index;
+};
+
+struct floor_gather {
+    intptr_t *collector;
+    size_t remaining;
+};
+
+static BENCH_NOINLINE void floor_gather_store(struct floor_pending *p, intptr_t v)
+{
+    p->value = v;
+    p->owner->collector[p->index] = v;
+    p->owner->remaining--;
+}
+
+static floor_fire_fn volatile floor_gather_fire = floor_gather_store;
+
+static int floor_gather(size_t ops, size_t n, const char *name)
+{
+    struct floor_pending **in;
+    size_t rounds;
+
+    if (n > ops)
+        n = ops;
+    rounds = ops / n;
+    in = malloc(n * sizeof *in);
+    if (!in)
+        return wrong(name, "malloc failed");
+    for (size_t round = 0; round < rounds; round++) {
+        struct floor_gather g;
+        intptr_t sum = 0;
+
+        g.collector = malloc(n * sizeof *g.collector);
+        g.remaining = n;
+        if (!g.collector) {
+            free(in);
+            return wrong(name, "malloc failed");
+        }
+        for (size_t i = 0; i < n; i++) {
+            in[i] = malloc(sizeof *in[i]);
+            if (!in[i]) {
+                while (i-- > 0)
+                    free(in[i]);
+                free(g.collector);
+                free(in);
+                return wrong(name, "malloc failed");
+            }
+            in[i]->value = 0;
+            in[i]->fire = floor_gather_fire;
+            in[i]->owner = &g;
+            in[i]->index = i;
+            BENCH_ESCAPE(in[i]);
+        }
+        for (size_t i = 0; i < n; i++)
+            in[i]->fire(in[i], (intptr_t)i);
+        BENCH_ESCAPE(g.collector);
+        for (size_t i = 0; i < n; i++)
+            sum += g.collector[i];
+        for (size_t i = 0; i < n; i++)
+            free(in[i]);
+        free(g.collector);
+        if (g.remaining != 0 || sum != (intptr_t)(n * (n - 1) / 2)) {
+            free(in);
+            return wrong(name, "floor summed %ld, expected %ld", (long)sum,
+                         (long)(n * (n - 1) / 2));
+        }
+    }
+    free(in);
+    return 0;
+}
+
+static int run_gather_10k(size_t ops) { return run_gather(ops, 10000, "gather-10k"); }
+static int run_gather_100k(size_t ops) { return run_gather(ops, 100000, "gather-100k"); }
+static int run_gather_1m(size_t ops) { return run_gather(ops, 1000000, "gather-1m"); }
+static int floor_gather_10k(size_t ops) { return floor_gather(ops, 10000, "gather-10k floor"); }
+static int floor_gather_100k(size_t ops) { return floor_gather(ops, 100000, "gather-100k floor"); }
+static int floor_gather_1m(size_t ops) { return floor_gather(ops, 1000000, "gather-1m floor"); }
+
+/* ------------------------------------------------------------------ */
 /* chain-deep: 1,000,000 chained deferreds                             */
 /* ------------------------------------------------------------------ */
 
@@ -811,6 +974,15 @@ static const workload_t workloads[] = {
      "filter x%3!=0, map x+1, reduce sum; building, running and freeing the "
      "process are all timed; floor: a loop over an int array of 4 indirect "
      "calls per row (map, filter, map, fold)"},
+    {"gather-10k", run_gather_10k, floor_gather_10k, 3.0, 1000000, 20000, 0, "elem",
+     "gather-N: N pending deferreds made, gathered, each fired with its "
+     "index, the array read and summed, all unref'd (ops/N rounds); floor: N "
+     "malloc'd slots, one indirect call each storing into a collector and "
+     "counting down, the sum, the frees"},
+    {"gather-100k", run_gather_100k, floor_gather_100k, 3.0, 1000000, 20000, 0,
+     "elem", NULL},
+    {"gather-1m", run_gather_1m, floor_gather_1m, 3.0, 2000000, 20000, 0, "elem",
+     NULL},
     {"chain-deep", run_chain_deep, NULL, 0.0, 1000000, 100000, 3, "link",
      "chain-deep: ns and allocations per link; each link's callback returns "
      "the next deferred, the innermost fires last; run on a 512 KiB stack"},

@@ -37,17 +37,16 @@ enum mode { MODE_GATHER, MODE_LIST, MODE_RACE };
 
 struct combo;
 
-/* One input.  input is a reference held on it while its result has not
- * arrived, NULL once it has (or when the pair was never appended), or
- * DETACHED once the reference was let go with the pair still pending. */
+/* One input.  input is a reference held on it (on its end, for a
+ * multi-fire input) while its result has not arrived, NULL once it has (or
+ * when the pair was never appended), or DETACHED once the reference was
+ * let go with the pair still pending.  v is the outcome collected for it
+ * (gather, list) until the array is delivered; while building, it may
+ * instead be a held mark (see held_mark()). */
 struct slot {
     struct combo *owner;
     deferred_t *input;
-};
-
-struct deferred_results {
-    size_t n;
-    deferred_value_t v[];
+    deferred_value_t v;
 };
 
 struct combo {
@@ -56,6 +55,8 @@ struct combo {
     size_t remaining; /* gather, list: outcomes still to come */
     size_t failed;    /* race: failures seen */
     size_t cancel_next; /* next slot the cancel loops look at */
+    size_t inited;    /* slots initialised so far (all, once built) */
+    size_t pending;   /* slots whose input is a reference still held */
     unsigned flags;
     unsigned busy;    /* loops over the slots under way: no detaching */
     enum mode mode;
@@ -63,7 +64,7 @@ struct combo {
     bool aborted;     /* building failed: every pair passes through */
     bool detached;
     deferred_t *result;                  /* R, weak: NULL once freed */
-    deferred_results_t *results;         /* gather, list: until fired */
+    deferred_array_t *array;             /* gather, list: until fired */
     deferred_indexed_t *indexed;         /* race, list on success */
     deferred_failure_t **failures;       /* race: inside this block */
     struct slot slots[];
@@ -72,17 +73,15 @@ struct combo {
 static char detached_marker;
 #define DETACHED ((deferred_t *)(void *)&detached_marker)
 
-/* ---- result values ----------------------------------------------------- */
-
-static void results_release(void *ptr)
+/* While building, an input that had fired already is paused so that its
+ * pair runs only once every pair is in place; its slot's v then holds the
+ * input with this release function (a no-op), the mark to unpause it. */
+static void held_mark(void *ptr)
 {
-    deferred_results_t *r = ptr;
-    size_t i;
-
-    for (i = 0; i < r->n; i++)
-        deferred_value_release(r->v[i]);
-    deferred__free(r);
+    (void)ptr;
 }
+
+/* ---- result values ----------------------------------------------------- */
 
 static void indexed_release(void *ptr)
 {
@@ -92,87 +91,55 @@ static void indexed_release(void *ptr)
     deferred__free(x);
 }
 
-deferred_results_t *deferred_value_get_results(deferred_value_t v)
-{
-    return v.release == results_release ? v.ptr : NULL;
-}
-
-size_t deferred_results_count(const deferred_results_t *r)
-{
-    return r ? r->n : 0;
-}
-
-deferred_value_t deferred_results_get(const deferred_results_t *r, size_t i)
-{
-    if (!r || i >= r->n)
-        return deferred_value_none();
-    return r->v[i];
-}
-
-deferred_value_t deferred_results_take(deferred_results_t *r, size_t i)
-{
-    deferred_value_t v;
-
-    if (!r || i >= r->n)
-        return deferred_value_none();
-    v = r->v[i];
-    r->v[i] = deferred_value_none();
-    return v;
-}
-
-const deferred_value_t *deferred_results_array(const deferred_results_t *r)
-{
-    return r && r->n ? r->v : NULL;
-}
-
 deferred_indexed_t *deferred_value_get_indexed(deferred_value_t v)
 {
     return v.release == indexed_release ? v.ptr : NULL;
 }
 
-/* A results array of n empty values; NULL on allocation failure. */
-static deferred_results_t *results_new(size_t n)
+/* The collected outcomes moved into the array made at build time, in
+ * input order (the array has room for all: no append can fail), as the
+ * value R fires with. */
+static deferred_value_t take_array(struct combo *c)
 {
-    deferred_results_t *r;
-    size_t i;
+    deferred_array_t *a = c->array;
+    struct slot *s = c->slots, *e = s + c->n;
 
-    if (n > (SIZE_MAX - sizeof(*r)) / sizeof(r->v[0]))
-        return NULL;
-    r = deferred__malloc(sizeof(*r) + n * sizeof(r->v[0]));
-    if (!r)
-        return NULL;
-    r->n = n;
-    for (i = 0; i < n; i++)
-        r->v[i] = deferred_value_none();
-    return r;
+    c->array = NULL;
+    for (; s < e; s++) {
+        deferred_array_append(a, s->v);
+        s->v = deferred_value_none();
+    }
+    return deferred_value_array(a);
 }
 
 /* ---- the combo's life -------------------------------------------------- */
 
+static void drop_collected(struct combo *c);
+
 static void combo_unref(struct combo *c)
 {
-    size_t i;
-
     if (--c->refs)
         return;
-    if (c->results)
-        results_release(c->results);
-    if (c->indexed)
-        indexed_release(c->indexed);
-    if (c->failures)
-        for (i = 0; i < c->n; i++)
-            deferred_failure_unref(c->failures[i]);
+    drop_collected(c);
     deferred__free(c);
 }
 
-/* Drop what was collected for a result that will never be delivered. */
+/* Drop what was collected for a result that will never be delivered.
+ * Slot values can be alive only while the array is (take_array() empties
+ * them), so a delivered gather costs no pass here. */
 static void drop_collected(struct combo *c)
 {
     size_t i;
 
-    if (c->results) {
-        results_release(c->results);
-        c->results = NULL;
+    if (c->array) {
+        deferred_array_free(c->array);
+        c->array = NULL;
+        for (i = 0; i < c->inited; i++) {
+            if (c->slots[i].v.release == held_mark)
+                continue; /* the building loop still needs it */
+            deferred_value_release(c->slots[i].v);
+            c->slots[i].v = deferred_value_none();
+        }
     }
     if (c->indexed) {
         indexed_release(c->indexed);
@@ -214,8 +181,10 @@ static void detach_inputs(struct combo *c)
 {
     size_t i;
 
+    if (!c->pending)
+        return; /* every result arrived: nothing to let go, no pass */
     c->refs++;
-    for (i = 0; i < c->n; i++) {
+    for (i = 0; i < c->inited && c->pending; i++) {
         struct slot *s = &c->slots[i];
         deferred_t *in = s->input;
 
@@ -226,6 +195,7 @@ static void detach_inputs(struct combo *c)
             continue;
         if (s->input == in) {
             s->input = DETACHED;
+            c->pending--;
             deferred_unref(in);
         }
     }
@@ -258,7 +228,7 @@ static void cancel_inputs(struct combo *c)
 {
     c->refs++;
     c->busy++;
-    while (c->cancel_next < c->n) {
+    while (c->cancel_next < c->inited) {
         struct slot *s = &c->slots[c->cancel_next++];
 
         if (s->input && s->input != DETACHED)
@@ -310,10 +280,9 @@ static deferred_value_t deliver_list(struct combo *c, size_t i, deferred_value_t
             drop_collected(c);
             finish(c, v);
         } else {
-            c->results->v[i] = v;
+            c->slots[i].v = v;
             if (--c->remaining == 0) {
-                v = deferred_value_make(c->results, results_release);
-                c->results = NULL;
+                v = take_array(c);
                 drop_collected(c);
                 finish(c, v);
             }
@@ -334,10 +303,9 @@ static deferred_value_t deliver_list(struct combo *c, size_t i, deferred_value_t
         drop_collected(c);
         finish(c, deferred_value_failure(deferred_failure_first_error(i, f)));
     } else {
-        c->results->v[i] = deferred_value_failure(f);
+        c->slots[i].v = deferred_value_failure(f);
         if (--c->remaining == 0) {
-            v = deferred_value_make(c->results, results_release);
-            c->results = NULL;
+            v = take_array(c);
             drop_collected(c);
             finish(c, v);
         }
@@ -385,6 +353,8 @@ static deferred_value_t on_outcome(deferred_value_t v, void *arg)
     size_t i = (size_t)(s - c->slots);
 
     s->input = NULL;
+    if (held != DETACHED)
+        c->pending--;
     if (c->aborted) {
         /* pass through */
     } else if (c->mode == MODE_RACE) {
@@ -402,12 +372,30 @@ static deferred_value_t on_outcome(deferred_value_t v, void *arg)
 
 /* ---- building ---------------------------------------------------------- */
 
+/* Unpause, in input order, the inputs held while building (slots first to
+ * last, when first <= last). */
+static void resume_held(struct combo *c, size_t first, size_t last)
+{
+    size_t i;
+
+    for (i = first; i <= last && i < c->inited; i++) {
+        struct slot *s = &c->slots[i];
+
+        if (s->v.release == held_mark) {
+            deferred_t *in = s->v.ptr;
+
+            s->v = deferred_value_none();
+            deferred_unpause(in);
+        }
+    }
+}
+
 static deferred_t *combine(enum mode mode, deferred_t *const *inputs, size_t n,
                            unsigned flags)
 {
     struct combo *c;
     deferred_t *r;
-    size_t i, size, paused = 0, attached = 0;
+    size_t i, size, attached = 0, held_first = SIZE_MAX, held_last = 0;
     int err = ENOMEM;
 
     if ((n > 0 && !inputs) ||
@@ -422,10 +410,9 @@ static deferred_t *combine(enum mode mode, deferred_t *const *inputs, size_t n,
         if (mode == MODE_RACE) {
             r = deferred_fail(deferred_failure_group(NULL, 0));
         } else {
-            deferred_results_t *empty = results_new(0);
+            deferred_array_t *empty = deferred_array_new(0);
 
-            r = empty ? deferred_succeed(deferred_value_make(empty, results_release))
-                      : NULL;
+            r = empty ? deferred_succeed(deferred_value_array(empty)) : NULL;
         }
         if (!r)
             errno = ENOMEM;
@@ -449,8 +436,8 @@ static deferred_t *combine(enum mode mode, deferred_t *const *inputs, size_t n,
         c->failures = (deferred_failure_t **)(void *)(c->slots + n);
         memset(c->failures, 0, n * sizeof(*c->failures));
     } else {
-        c->results = results_new(n);
-        if (!c->results)
+        c->array = deferred_array_new(n);
+        if (!c->array)
             goto out_free_combo;
     }
     if (mode == MODE_RACE || (flags & DEFERRED_FIRE_ON_SUCCESS)) {
@@ -460,10 +447,6 @@ static deferred_t *combine(enum mode mode, deferred_t *const *inputs, size_t n,
         c->indexed->index = 0;
         c->indexed->value = deferred_value_none();
     }
-    for (i = 0; i < n; i++) {
-        c->slots[i].owner = c;
-        c->slots[i].input = NULL;
-    }
 
     c->refs++; /* R's */
     r = deferred_new_cancellable(on_cancel, c, on_result_freed);
@@ -471,41 +454,62 @@ static deferred_t *combine(enum mode mode, deferred_t *const *inputs, size_t n,
         goto out_free_combo; /* on_result_freed dropped R's reference */
     c->result = r;
 
-    /* Pause each input, then append its pair: nothing runs until all
-     * are in (one pass, so each input is touched twice in all). */
+    /*
+     * One pass: each slot is initialised and its pair appended.  An input
+     * still unfired cannot run the pair now (nothing here runs user
+     * code), so only inputs that had fired are paused first and resumed,
+     * in input order, once every pair is in place.  A multi-fire input is
+     * waited on through its end, as chaining on one does.
+     */
     for (attached = 0; attached < n; attached++) {
         struct slot *s = &c->slots[attached];
+        deferred_t *in = inputs[attached];
 
-        if (deferred_pause(inputs[attached]) < 0) {
-            err = EINVAL;
-            goto out_abort;
+        s->owner = c;
+        s->input = NULL;
+        s->v = deferred_value_none();
+        c->inited = attached + 1;
+        in = deferred_is_multi(in) ? deferred_end(in) : deferred_ref(in);
+        if (deferred_has_fired(in)) {
+            if (deferred_pause(in) < 0) {
+                deferred_unref(in);
+                err = EINVAL;
+                goto out_abort;
+            }
+            s->v = deferred_value_make(in, held_mark);
+            if (held_first == SIZE_MAX)
+                held_first = attached;
+            held_last = attached;
         }
-        paused++;
         c->refs++; /* the pair's */
-        s->input = deferred_ref(inputs[attached]);
-        if (deferred_add_both(inputs[attached], on_outcome, s) < 0) {
+        c->pending++;
+        s->input = in;
+        if (deferred_add_both(in, on_outcome, s) < 0) {
             s->input = NULL;
-            deferred_unref(inputs[attached]);
+            c->pending--;
             c->refs--;
+            if (s->v.release == held_mark) {
+                s->v = deferred_value_none();
+                deferred_unpause(in);
+            }
+            deferred_unref(in);
             goto out_abort;
         }
     }
-    for (i = 0; i < n; i++)
-        deferred_unpause(inputs[i]);
+    resume_held(c, held_first, held_last);
     c->busy--;
     settle(c);
     combo_unref(c);
     return r;
 
 out_abort:
-    /* The pairs in place pass everything through; detach them, let the
-     * inputs go on, and free R unfired. */
+    /* The pairs in place pass everything through; let the inputs go on,
+     * detach the pairs, and free R unfired. */
     c->aborted = true;
     c->done = true;
+    resume_held(c, held_first, held_last);
     c->busy--;
     settle(c);
-    for (i = 0; i < paused; i++)
-        deferred_unpause(inputs[i]);
     deferred_unref(r);
     combo_unref(c);
     errno = err;

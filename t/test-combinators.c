@@ -1,8 +1,7 @@
 /*
- * test-combinators.c: gather, list, race, lock, semaphore and queue.
+ * test-combinators.c: gather, list, race, merge, lock, semaphore and queue.
  *
- * The acceptance scenarios C01 to C08 (ACCEPTANCE.md; C07, merge, waits
- * for multi-fire deferreds and is not here), then the cases of Twisted's
+ * The acceptance scenarios C01 to C08 (ACCEPTANCE.md), then the cases of Twisted's
  * test_defer.py for DeferredList, gatherResults, race, DeferredLock,
  * DeferredSemaphore and DeferredQueue, in spirit, then bad input and the
  * out-of-memory loops.
@@ -215,7 +214,7 @@ START_TEST(test_C01_gather)
 {
     deferred_t *in[2], *g;
     deferred_value_t v;
-    deferred_results_t *r;
+    deferred_array_t *r;
     deferred_failure_t *f;
 
     /* [1, 2] gives [1, 2]. */
@@ -228,11 +227,11 @@ START_TEST(test_C01_gather)
     ck_assert(!deferred_has_fired(g));
     deferred_callback(in[1], tracked(2));
     v = take_and_drop(g);
-    r = deferred_value_get_results(v);
+    r = deferred_value_get_array(v);
     ck_assert_ptr_nonnull(r);
-    ck_assert_uint_eq(deferred_results_count(r), 2);
-    ck_assert_int_eq(num(deferred_results_get(r, 0)), 1);
-    ck_assert_int_eq(num(deferred_results_get(r, 1)), 2);
+    ck_assert_uint_eq(deferred_array_size(r), 2);
+    ck_assert_int_eq(num(deferred_array_get(r, 0)), 1);
+    ck_assert_int_eq(num(deferred_array_get(r, 1)), 2);
     ck_assert_int_eq(released, 0);
     deferred_value_release(v);
     ck_assert_int_eq(released, 2);
@@ -291,7 +290,7 @@ START_TEST(test_C02_list_order)
 {
     deferred_t *in[4], *l;
     deferred_value_t v;
-    deferred_results_t *r;
+    deferred_array_t *r;
     int order[4] = {2, 0, 3, 1}, i;
 
     for (i = 0; i < 4; i++)
@@ -305,19 +304,19 @@ START_TEST(test_C02_list_order)
             deferred_callback(in[order[i]], tracked(10 + order[i]));
     }
     v = take_and_drop(l);
-    r = deferred_value_get_results(v);
-    ck_assert_uint_eq(deferred_results_count(r), 4);
+    r = deferred_value_get_array(v);
+    ck_assert_uint_eq(deferred_array_size(r), 4);
     for (i = 0; i < 3; i++) {
-        ck_assert(!deferred_value_is_failure(deferred_results_get(r, i)));
-        ck_assert_int_eq(num(deferred_results_get(r, i)), 10 + i);
+        ck_assert(!deferred_value_is_failure(deferred_array_get(r, i)));
+        ck_assert_int_eq(num(deferred_array_get(r, i)), 10 + i);
     }
-    ck_assert(deferred_failure_is(deferred_value_get_failure(deferred_results_get(r, 3)),
+    ck_assert(deferred_failure_is(deferred_value_get_failure(deferred_array_get(r, 3)),
                                   DEFERRED_DOMAIN_USER, 33));
-    ck_assert_ptr_nonnull(deferred_results_array(r));
+    ck_assert_ptr_nonnull(r);
     /* A value moved out is the caller's. */
-    deferred_value_release(deferred_results_take(r, 0));
+    deferred_value_release(deferred_array_take(r, 0));
     ck_assert_int_eq(released, 1);
-    ck_assert(deferred_value_is_none(deferred_results_get(r, 0)));
+    ck_assert(deferred_value_is_none(deferred_array_get(r, 0)));
     deferred_value_release(v);
     ck_assert_int_eq(released, 3);
     for (i = 0; i < 4; i++)
@@ -377,9 +376,9 @@ START_TEST(test_C03_list_fire_on_one)
     deferred_errback(in[1], user_failure(2));
     deferred_errback(in[0], user_failure(1));
     v = take_and_drop(l);
-    ck_assert_uint_eq(deferred_results_count(deferred_value_get_results(v)), 2);
+    ck_assert_uint_eq(deferred_array_size(deferred_value_get_array(v)), 2);
     ck_assert_int_eq(deferred_failure_code(deferred_value_get_failure(
-                         deferred_results_get(deferred_value_get_results(v), 0))), 1);
+                         deferred_array_get(deferred_value_get_array(v), 0))), 1);
     deferred_value_release(v);
     for (i = 0; i < 2; i++)
         deferred_unref(in[i]);
@@ -399,17 +398,17 @@ START_TEST(test_C04_empty_inputs)
     d = deferred_gather(NULL, 0, 0);
     ck_assert(deferred_has_result(d));
     v = take_and_drop(d);
-    ck_assert_ptr_nonnull(deferred_value_get_results(v));
-    ck_assert_uint_eq(deferred_results_count(deferred_value_get_results(v)), 0);
-    ck_assert_ptr_null(deferred_results_array(deferred_value_get_results(v)));
+    ck_assert_ptr_nonnull(deferred_value_get_array(v));
+    ck_assert_uint_eq(deferred_array_size(deferred_value_get_array(v)), 0);
+    ck_assert(deferred_value_is_none(deferred_array_get(deferred_value_get_array(v), 0)));
     deferred_value_release(v);
 
     for (i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
         d = deferred_list(NULL, 0, flags[i]);
         ck_assert(deferred_has_result(d));
         v = take_and_drop(d);
-        ck_assert_uint_eq(deferred_results_count(deferred_value_get_results(v)), 0);
-        ck_assert_ptr_nonnull(deferred_value_get_results(v));
+        ck_assert_uint_eq(deferred_array_size(deferred_value_get_array(v)), 0);
+        ck_assert_ptr_nonnull(deferred_value_get_array(v));
         deferred_value_release(v);
     }
 
@@ -561,7 +560,7 @@ START_TEST(test_gather_already_fired)
 {
     deferred_t *in[3], *g;
     deferred_value_t v;
-    deferred_results_t *r;
+    deferred_array_t *r;
 
     in[0] = deferred_succeed(tracked(1));
     in[1] = deferred_new();
@@ -570,10 +569,10 @@ START_TEST(test_gather_already_fired)
     ck_assert(!deferred_has_fired(g));
     deferred_callback(in[1], deferred_value_of_int(2));
     v = take_and_drop(g);
-    r = deferred_value_get_results(v);
-    ck_assert_int_eq(num(deferred_results_get(r, 0)), 1);
-    ck_assert_int_eq(num(deferred_results_get(r, 1)), 2);
-    ck_assert_int_eq(num(deferred_results_get(r, 2)), 3);
+    r = deferred_value_get_array(v);
+    ck_assert_int_eq(num(deferred_array_get(r, 0)), 1);
+    ck_assert_int_eq(num(deferred_array_get(r, 1)), 2);
+    ck_assert_int_eq(num(deferred_array_get(r, 2)), 3);
     deferred_value_release(v);
     deferred_unref(in[0]);
     deferred_unref(in[1]);
@@ -642,14 +641,14 @@ START_TEST(test_gather_same_input_twice)
 {
     deferred_t *d = deferred_new(), *in[2] = {d, d}, *g;
     deferred_value_t v;
-    deferred_results_t *r;
+    deferred_array_t *r;
 
     g = deferred_gather(in, 2, 0);
     deferred_callback(d, tracked(5));
     v = take_and_drop(g);
-    r = deferred_value_get_results(v);
-    ck_assert_int_eq(num(deferred_results_get(r, 0)), 5);
-    ck_assert(deferred_value_is_none(deferred_results_get(r, 1)));
+    r = deferred_value_get_array(v);
+    ck_assert_int_eq(num(deferred_array_get(r, 0)), 5);
+    ck_assert(deferred_value_is_none(deferred_array_get(r, 1)));
     deferred_value_release(v);
     ck_assert_int_eq(released, 1);
     deferred_unref(d);
@@ -700,7 +699,7 @@ START_TEST(test_list_consume_errors)
 {
     deferred_t *in[2], *l;
     deferred_value_t v;
-    deferred_results_t *r;
+    deferred_array_t *r;
 
     in[0] = deferred_new();
     in[1] = deferred_new();
@@ -708,9 +707,9 @@ START_TEST(test_list_consume_errors)
     deferred_errback(in[0], user_failure(1));
     deferred_callback(in[1], deferred_value_of_int(2));
     v = take_and_drop(l);
-    r = deferred_value_get_results(v);
-    ck_assert(deferred_value_is_failure(deferred_results_get(r, 0)));
-    ck_assert_int_eq(num(deferred_results_get(r, 1)), 2);
+    r = deferred_value_get_array(v);
+    ck_assert(deferred_value_is_failure(deferred_array_get(r, 0)));
+    ck_assert_int_eq(num(deferred_array_get(r, 1)), 2);
     deferred_value_release(v);
     /* Not consumed: the input still holds its failure. */
     deferred_add_errback(in[0], record_drop, NULL);
@@ -737,7 +736,7 @@ START_TEST(test_list_cancel)
     deferred_t *in[2], *l;
     int cancels[2] = {0, 0};
     deferred_value_t v;
-    deferred_results_t *r;
+    deferred_array_t *r;
 
     in[0] = deferred_new_cancellable(count_canceller, &cancels[0], NULL);
     in[1] = deferred_new_cancellable(succeed_canceller, &cancels[1], NULL);
@@ -746,11 +745,11 @@ START_TEST(test_list_cancel)
     ck_assert_int_eq(cancels[0], 1);
     ck_assert_int_eq(cancels[1], 1);
     v = take_and_drop(l);
-    r = deferred_value_get_results(v);
+    r = deferred_value_get_array(v);
     ck_assert_ptr_nonnull(r);
-    ck_assert_int_eq(deferred_failure_code(deferred_value_get_failure(deferred_results_get(r, 0))),
+    ck_assert_int_eq(deferred_failure_code(deferred_value_get_failure(deferred_array_get(r, 0))),
                      ECANCELED);
-    ck_assert_int_eq(num(deferred_results_get(r, 1)), 99);
+    ck_assert_int_eq(num(deferred_array_get(r, 1)), 99);
     deferred_value_release(v);
     deferred_unref(in[0]);
     deferred_unref(in[1]);
@@ -786,7 +785,7 @@ START_TEST(test_list_reentrant)
     deferred_add_callback(in[0], fire_arg, in[1]);
     deferred_callback(in[0], deferred_value_of_int(1));
     ck_assert(deferred_has_result(l));
-    ck_assert_uint_eq(deferred_results_count(deferred_value_get_results(deferred_result(l))), 2);
+    ck_assert_uint_eq(deferred_array_size(deferred_value_get_array(deferred_result(l))), 2);
     deferred_unref(l);
     deferred_unref(in[0]);
     deferred_unref(in[1]);
@@ -1159,14 +1158,13 @@ END_TEST
 
 static deferred_value_t sum_results(deferred_value_t v, void *arg)
 {
-    deferred_results_t *r = deferred_value_get_results(v);
-    const deferred_value_t *a = deferred_results_array(r);
-    size_t i, n = deferred_results_count(r);
+    deferred_array_t *r = deferred_value_get_array(v);
+    size_t i, n = deferred_array_size(r);
     intptr_t sum = 0;
 
     (void)arg;
     for (i = 0; i < n; i++)
-        sum += deferred_value_int(a[i]);
+        sum += deferred_value_int(deferred_array_get(r, i));
     deferred_value_release(v);
     return deferred_value_of_int(sum);
 }
@@ -1322,6 +1320,502 @@ static bool oom_queue(void)
     return enomem;
 }
 
+/* ---- merge ------------------------------------------------------------- */
+
+/* The stream's end, recorded when it fires. */
+static struct {
+    int fired;
+    bool failure;
+    int code;
+    bool none;
+} end_seen;
+
+static deferred_value_t record_end(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    end_seen.fired++;
+    end_seen.failure = deferred_value_is_failure(v);
+    end_seen.code = deferred_failure_code(deferred_value_get_failure(v));
+    end_seen.none = deferred_value_is_none(v);
+    deferred_value_release(v);
+    return deferred_value_none();
+}
+
+/* Watch the end of stream s (the reference on the end is dropped: the
+ * stream keeps it). */
+static void watch_end(deferred_t *s)
+{
+    deferred_t *end = deferred_end(s);
+
+    ck_assert_ptr_nonnull(end);
+    ck_assert_int_eq(deferred_add_both(end, record_end, NULL), 0);
+    deferred_unref(end);
+}
+
+/* A source's flow hook: records the last state it was told and how many
+ * times it was told to stop. */
+struct source {
+    bool paused;
+    int pauses, resumes;
+};
+
+static void source_flow(deferred_t *d, bool paused, void *arg)
+{
+    struct source *src = arg;
+
+    (void)d;
+    src->paused = paused;
+    if (paused)
+        src->pauses++;
+    else
+        src->resumes++;
+}
+
+/* A per-row callback that waits on *arg (a deferred) for the row 100. */
+static deferred_value_t wait_on_100(deferred_value_t v, void *arg)
+{
+    if (num(v) == 100) {
+        deferred_value_release(v);
+        return deferred_value_deferred(deferred_ref(arg));
+    }
+    return v;
+}
+
+START_TEST(test_C07_merge_three_deferreds)
+{
+    deferred_t *in[3], *m;
+    int i;
+
+    memset(&end_seen, 0, sizeof(end_seen));
+    for (i = 0; i < 3; i++)
+        in[i] = deferred_new();
+    m = deferred_merge(in, 3);
+    ck_assert_ptr_nonnull(m);
+    ck_assert(deferred_is_multi(m));
+    ck_assert(deferred_is_paused(m)); /* returned paused */
+    ck_assert_int_eq(deferred_add_callback(m, record_drop, NULL), 0);
+    watch_end(m);
+    ck_assert_int_eq(deferred_unpause(m), 0);
+    ck_assert(!deferred_is_paused(m));
+
+    /* Results come out in arrival order, whatever the input order. */
+    deferred_callback(in[2], tracked(12));
+    ck_assert_int_eq(seen.n, 1);
+    ck_assert_int_eq(seen.value[0], 12);
+    deferred_callback(in[0], tracked(10));
+    ck_assert_int_eq(seen.n, 2);
+    ck_assert_int_eq(seen.value[1], 10);
+    ck_assert_int_eq(end_seen.fired, 0);
+    ck_assert(!deferred_has_fired(m));
+    deferred_callback(in[1], tracked(11));
+    ck_assert_int_eq(seen.n, 3);
+    ck_assert_int_eq(seen.value[2], 11);
+    /* It ends after the last, once, with the empty value. */
+    ck_assert_int_eq(end_seen.fired, 1);
+    ck_assert(!end_seen.failure);
+    ck_assert(end_seen.none);
+    ck_assert(deferred_has_fired(m));
+    ck_assert_int_eq(released, 3); /* each row released by record_drop */
+    /* The values moved: the inputs' chains go on with the empty value. */
+    deferred_add_callback(in[0], record, NULL);
+    ck_assert(seen.none[3]);
+    deferred_unref(m);
+    for (i = 0; i < 3; i++)
+        deferred_unref(in[i]);
+}
+END_TEST
+
+/* Inputs that fired before the call wait in their inputs until the
+ * stream is unpaused, then come out in input order. */
+START_TEST(test_merge_already_fired)
+{
+    deferred_t *in[3], *m;
+    int i;
+
+    memset(&end_seen, 0, sizeof(end_seen));
+    for (i = 0; i < 3; i++)
+        in[i] = deferred_new();
+    deferred_callback(in[2], tracked(2));
+    deferred_callback(in[0], tracked(0));
+    m = deferred_merge(in, 3);
+    ck_assert_ptr_nonnull(m);
+    deferred_add_callback(m, record_drop, NULL);
+    watch_end(m);
+    ck_assert_int_eq(seen.n, 0);
+    ck_assert(deferred_is_paused(in[0])); /* held: the stream is paused */
+    deferred_unpause(m);
+    ck_assert_int_eq(seen.n, 2);
+    ck_assert_int_eq(seen.value[0], 0);
+    ck_assert_int_eq(seen.value[1], 2);
+    ck_assert(!deferred_is_paused(in[0]));
+    ck_assert_int_eq(end_seen.fired, 0);
+    deferred_callback(in[1], tracked(1));
+    ck_assert_int_eq(seen.n, 3);
+    ck_assert_int_eq(end_seen.fired, 1);
+    deferred_unref(m);
+    for (i = 0; i < 3; i++)
+        deferred_unref(in[i]);
+}
+END_TEST
+
+/* Two multi-fire inputs and a single-shot one, interleaved; the stream
+ * holds rows back (a waiting row, then a pause): every input is paused,
+ * the multi-fire ones queue their rows and tell their sources to stop. */
+START_TEST(test_merge_interleaved_backpressure)
+{
+    deferred_t *in[3], *m, *gate;
+    struct source src[2];
+    int i;
+
+    memset(&end_seen, 0, sizeof(end_seen));
+    memset(src, 0, sizeof(src));
+    in[0] = deferred_new_multi();
+    in[1] = deferred_new_multi();
+    in[2] = deferred_new();
+    deferred_set_flow(in[0], source_flow, &src[0]);
+    deferred_set_flow(in[1], source_flow, &src[1]);
+    gate = deferred_new();
+    m = deferred_merge(in, 3);
+    ck_assert_ptr_nonnull(m);
+    /* Held while the stream is paused after the call. */
+    ck_assert(src[0].paused && src[1].paused);
+    deferred_add_callback(m, wait_on_100, gate);
+    deferred_add_callback(m, record_drop, NULL);
+    watch_end(m);
+    deferred_unpause(m);
+    ck_assert(!src[0].paused && !src[1].paused);
+
+    /* Interleaved as emitted. */
+    deferred_emit(in[0], tracked(1));
+    deferred_emit(in[1], tracked(2));
+    deferred_emit(in[0], tracked(3));
+    ck_assert_int_eq(seen.n, 3);
+    ck_assert_int_eq(seen.value[0], 1);
+    ck_assert_int_eq(seen.value[1], 2);
+    ck_assert_int_eq(seen.value[2], 3);
+
+    /* Row 100 waits on gate: the stream blocks and holds every input. */
+    deferred_emit(in[1], tracked(100));
+    ck_assert_int_eq(seen.n, 3);
+    ck_assert(deferred_is_paused(m));
+    ck_assert(src[0].paused && src[1].paused);
+    ck_assert(deferred_is_paused(in[0]) && deferred_is_paused(in[1]));
+    ck_assert(deferred_is_paused(in[2]));
+    /* What the inputs give meanwhile waits inside them. */
+    ck_assert_int_eq(deferred_emit(in[0], tracked(4)), 0);
+    ck_assert_int_eq(deferred_emit(in[0], tracked(5)), 0);
+    deferred_callback(in[2], tracked(6));
+    ck_assert_uint_eq(deferred_queued(in[0]), 2);
+    ck_assert_uint_eq(deferred_queued(m), 0);
+    ck_assert_int_eq(seen.n, 3);
+
+    /* The gate opens: the waiting row goes on, then the held rows, in
+     * input order; the sources are told to go on. */
+    deferred_callback(gate, deferred_value_of_int(100));
+    ck_assert_int_eq(seen.n, 7);
+    ck_assert_int_eq(seen.value[3], 100);
+    ck_assert_int_eq(seen.value[4], 4);
+    ck_assert_int_eq(seen.value[5], 5);
+    ck_assert_int_eq(seen.value[6], 6);
+    ck_assert(!src[0].paused && !src[1].paused);
+    ck_assert(!deferred_is_paused(in[0]));
+
+    /* deferred_pause() on the stream holds the inputs too; pauses count. */
+    deferred_pause(m);
+    deferred_pause(m);
+    ck_assert(src[0].paused && src[1].paused);
+    deferred_emit(in[1], tracked(7));
+    ck_assert_int_eq(seen.n, 7);
+    deferred_unpause(m);
+    ck_assert(src[1].paused);
+    deferred_unpause(m);
+    ck_assert_int_eq(seen.n, 8);
+    ck_assert_int_eq(seen.value[7], 7);
+    ck_assert(!src[0].paused && !src[1].paused);
+
+    /* The end of one input does not end the stream; the last one does. A
+     * final value of an input is not a row. */
+    deferred_finish(in[0], tracked(1000));
+    ck_assert_int_eq(end_seen.fired, 0);
+    ck_assert_int_eq(seen.n, 8);
+    deferred_emit(in[1], tracked(8));
+    ck_assert_int_eq(seen.n, 9);
+    deferred_finish(in[1], deferred_value_none());
+    ck_assert_int_eq(end_seen.fired, 1);
+    ck_assert(!end_seen.failure);
+    deferred_unref(m);
+    deferred_unref(gate);
+    for (i = 0; i < 3; i++)
+        deferred_unref(in[i]);
+}
+END_TEST
+
+/* Cancelling the stream cancels the inputs that have not ended, once;
+ * it ends with ECANCELED; later results are released. */
+START_TEST(test_merge_cancel)
+{
+    deferred_t *in[3], *m;
+    int cancels[3] = {0, 0, 0}, i;
+
+    memset(&end_seen, 0, sizeof(end_seen));
+    in[0] = deferred_new_cancellable(count_canceller, &cancels[0], NULL);
+    in[1] = deferred_new_cancellable(count_canceller, &cancels[1], NULL);
+    in[2] = deferred_new_multi_cancellable(count_canceller, &cancels[2], NULL);
+    m = deferred_merge(in, 3);
+    deferred_add_callback(m, record_drop, NULL);
+    watch_end(m);
+    deferred_unpause(m);
+    deferred_callback(in[1], tracked(1));
+    ck_assert_int_eq(seen.n, 1);
+    deferred_cancel(m);
+    ck_assert_int_eq(cancels[0], 1);
+    ck_assert_int_eq(cancels[1], 0); /* it had fired */
+    ck_assert_int_eq(cancels[2], 1);
+    ck_assert_int_eq(seen.n, 1); /* the inputs' ECANCELED are not rows */
+    ck_assert_int_eq(end_seen.fired, 1);
+    ck_assert(end_seen.failure);
+    ck_assert_int_eq(end_seen.code, ECANCELED);
+    deferred_cancel(m); /* idempotent */
+    ck_assert_int_eq(cancels[0] + cancels[2], 2);
+    /* The inputs' failures were taken by the merge: none is reported. */
+    for (i = 0; i < 3; i++)
+        deferred_unref(in[i]);
+    deferred_unref(m);
+
+    /* Cancelling while the stream is paused: the held inputs are let go. */
+    memset(cancels, 0, sizeof(cancels));
+    memset(&end_seen, 0, sizeof(end_seen));
+    in[0] = deferred_new_cancellable(count_canceller, &cancels[0], NULL);
+    in[1] = deferred_new();
+    deferred_callback(in[1], tracked(5));
+    released = 0;
+    m = deferred_merge(in, 2);
+    watch_end(m);
+    deferred_cancel(m);
+    ck_assert_int_eq(cancels[0], 1);
+    ck_assert_int_eq(end_seen.fired, 1);
+    ck_assert_int_eq(end_seen.code, ECANCELED);
+    ck_assert_int_eq(released, 1); /* in[1]'s value, never a row */
+    ck_assert(!deferred_is_paused(in[0]) && !deferred_is_paused(in[1]));
+    deferred_unref(m);
+    deferred_unref(in[0]);
+    deferred_unref(in[1]);
+}
+END_TEST
+
+static deferred_value_t recover_row(deferred_value_t v, void *arg)
+{
+    deferred_failure_t *f = deferred_value_get_failure(v);
+    int *recovered = arg;
+
+    (*recovered)++;
+    ck_assert_ptr_nonnull(f);
+    /* The failure names the input it came from. */
+    ck_assert_uint_ge(deferred_failure_context_size(f), 1);
+    ck_assert_str_eq(deferred_failure_context_stage(f, deferred_failure_context_size(f) - 1),
+                     "merge");
+    ck_assert_str_eq(deferred_failure_context_item(f, deferred_failure_context_size(f) - 1),
+                     "input 1");
+    deferred_value_release(v);
+    return deferred_value_of_int(-1);
+}
+
+/* Failures are rows: an errback recovers them one by one; one that
+ * nothing recovers ends the stream failed and cancels the others. */
+START_TEST(test_merge_failure)
+{
+    deferred_t *in[3], *m;
+    int cancels[3] = {0, 0, 0}, recovered = 0, i;
+    deferred_t *end;
+    deferred_value_t v;
+
+    memset(&end_seen, 0, sizeof(end_seen));
+    in[0] = deferred_new();
+    in[1] = deferred_new();
+    in[2] = deferred_new_multi();
+    m = deferred_merge(in, 3);
+    deferred_add_errback(m, recover_row, &recovered);
+    deferred_add_callback(m, record_drop, NULL);
+    watch_end(m);
+    deferred_unpause(m);
+    deferred_errback(in[1], user_failure(5));
+    ck_assert_int_eq(recovered, 1);
+    ck_assert_int_eq(seen.n, 1);
+    ck_assert_int_eq(seen.value[0], -1);
+    deferred_callback(in[0], tracked(0));
+    deferred_emit(in[2], tracked(2));
+    deferred_finish(in[2], deferred_value_none());
+    ck_assert_int_eq(seen.n, 3);
+    ck_assert_int_eq(end_seen.fired, 1);
+    ck_assert(!end_seen.failure);
+    deferred_unref(m);
+    for (i = 0; i < 3; i++)
+        deferred_unref(in[i]);
+
+    /* Unrecovered: the stream fails with it; the others are cancelled. */
+    memset(&seen, 0, sizeof(seen));
+    in[0] = deferred_new_cancellable(count_canceller, &cancels[0], NULL);
+    in[1] = deferred_new();
+    in[2] = deferred_new_multi_cancellable(count_canceller, &cancels[2], NULL);
+    m = deferred_merge(in, 3);
+    deferred_add_callback(m, record, NULL);
+    end = deferred_end(m);
+    deferred_unpause(m);
+    deferred_emit(in[2], tracked(2));
+    deferred_errback(in[1], user_failure(9));
+    ck_assert_int_eq(seen.n, 1);
+    ck_assert_int_eq(cancels[0], 1);
+    ck_assert_int_eq(cancels[2], 1);
+    v = deferred_result_take(end);
+    ck_assert(deferred_failure_is(deferred_value_get_failure(v), DEFERRED_DOMAIN_USER, 9));
+    deferred_value_release(v);
+    ck_assert_int_eq(deferred_emit(m, tracked(3)), -EALREADY);
+    deferred_unref(end);
+    deferred_unref(m);
+    for (i = 0; i < 3; i++)
+        deferred_unref(in[i]);
+
+    /* A multi-fire input that fails gives its failure as a row. */
+    memset(&seen, 0, sizeof(seen));
+    memset(&end_seen, 0, sizeof(end_seen));
+    in[0] = deferred_new_multi();
+    in[1] = deferred_new_multi();
+    m = deferred_merge(in, 2);
+    deferred_add_both(m, record_drop, NULL);
+    watch_end(m);
+    deferred_unpause(m);
+    deferred_finish(in[1], deferred_value_failure(user_failure(4)));
+    ck_assert_int_eq(seen.n, 1);
+    ck_assert(seen.failure[0]);
+    ck_assert_int_eq(seen.code[0], 4);
+    deferred_finish(in[0], deferred_value_none());
+    ck_assert_int_eq(end_seen.fired, 1);
+    ck_assert(!end_seen.failure);
+    deferred_unref(m);
+    deferred_unref(in[0]);
+    deferred_unref(in[1]);
+}
+END_TEST
+
+/* No inputs: a stream that has ended already, with the empty value. */
+START_TEST(test_merge_empty)
+{
+    deferred_t *m, *end;
+
+    memset(&end_seen, 0, sizeof(end_seen));
+    m = deferred_merge(NULL, 0);
+    ck_assert_ptr_nonnull(m);
+    ck_assert(deferred_is_multi(m));
+    ck_assert(deferred_has_fired(m));
+    end = deferred_end(m);
+    ck_assert(deferred_has_result(end));
+    ck_assert(deferred_value_is_none(deferred_result(end)));
+    ck_assert_int_eq(deferred_emit(m, tracked(1)), -EALREADY);
+    ck_assert_int_eq(deferred_unpause(m), 0);
+    deferred_unref(end);
+    deferred_unref(m);
+
+    /* Bad input. */
+    errno = 0;
+    ck_assert_ptr_null(deferred_merge(NULL, 1));
+    ck_assert_int_eq(errno, EINVAL);
+    {
+        deferred_t *in[2] = {deferred_new(), NULL};
+
+        errno = 0;
+        ck_assert_ptr_null(deferred_merge(in, 2));
+        ck_assert_int_eq(errno, EINVAL);
+        deferred_add_callback(in[0], record, NULL);
+        deferred_callback(in[0], tracked(1));
+        ck_assert_int_eq(seen.value[0], 1); /* untouched */
+        deferred_unref(in[0]);
+    }
+}
+END_TEST
+
+/* The stream dropped before it ended: the inputs go on, uncancelled; what
+ * they deliver later is released; nothing leaks or is reported. */
+START_TEST(test_merge_dropped_early)
+{
+    deferred_t *in[3], *m;
+    int cancels = 0, i;
+
+    in[0] = deferred_new_cancellable(count_canceller, &cancels, NULL);
+    in[1] = deferred_new_multi();
+    in[2] = deferred_new();
+    m = deferred_merge(in, 3);
+    deferred_add_callback(m, record_drop, NULL);
+    deferred_unpause(m);
+    deferred_pause(m); /* held when it goes */
+    deferred_unref(m);
+    ck_assert_int_eq(cancels, 0);
+    ck_assert(!deferred_is_paused(in[0]) && !deferred_is_paused(in[1]));
+    deferred_callback(in[0], tracked(0));
+    deferred_emit(in[1], tracked(1));
+    deferred_finish(in[1], tracked(2));
+    deferred_errback(in[2], user_failure(3));
+    ck_assert_int_eq(seen.n, 0);
+    ck_assert_int_eq(released, 3);
+    for (i = 0; i < 3; i++)
+        deferred_unref(in[i]);
+}
+END_TEST
+
+/* Out of memory anywhere in a merge: ENOMEM surfaces, nothing leaks. */
+static bool oom_merge(void)
+{
+    deferred_t *in[3] = {NULL, NULL, NULL}, *m = NULL, *end = NULL, *gate = NULL;
+    deferred_value_t v;
+    bool enomem = false;
+    int i;
+
+    memset(&seen, 0, sizeof(seen));
+    in[0] = deferred_new();
+    in[1] = deferred_new_multi();
+    in[2] = deferred_new();
+    gate = deferred_new();
+    if (!in[0] || !in[1] || !in[2] || !gate) {
+        enomem = true;
+        goto out;
+    }
+    /* in[2]'s chain is full, so the merge's pair needs an allocation. */
+    for (i = 0; i < 10; i++)
+        deferred_add_both(in[2], pass, NULL);
+    deferred_callback(in[0], tracked_or_note(0, &enomem));
+    m = deferred_merge(in, 3);
+    if (!m) {
+        ck_assert_int_eq(errno, ENOMEM);
+        enomem = true;
+        v = deferred_result_take(in[0]); /* nothing was taken */
+        ck_assert(!deferred_is_paused(in[0]));
+        if (deferred_value_is_failure(v))
+            enomem = true;
+        deferred_value_release(v);
+        goto out;
+    }
+    if (deferred_add_callback(m, wait_on_100, gate) < 0 ||
+        deferred_add_both(m, record_drop, NULL) < 0)
+        enomem = true;
+    end = deferred_end(m);
+    deferred_unpause(m);
+    deferred_emit(in[1], tracked_or_note(100, &enomem));
+    deferred_emit(in[1], tracked_or_note(1, &enomem));
+    deferred_errback(in[2], user_failure(2));
+    deferred_callback(gate, deferred_value_none());
+    deferred_finish(in[1], deferred_value_none());
+    v = deferred_result_take(end);
+    if (deferred_value_is_failure(v) && has_enomem(deferred_value_get_failure(v)))
+        enomem = true;
+    deferred_value_release(v);
+out:
+    deferred_unref(end);
+    deferred_unref(m);
+    deferred_unref(gate);
+    for (i = 0; i < 3; i++)
+        deferred_unref(in[i]);
+    return enomem;
+}
+
 static void oom_loop(int which)
 {
     unsigned long n, surfaced = 0;
@@ -1335,7 +1829,8 @@ static void oom_loop(int which)
         case 0: enomem = oom_gather(false); break;
         case 1: enomem = oom_gather(true); break;
         case 2: enomem = oom_semaphore(); break;
-        default: enomem = oom_queue(); break;
+        case 3: enomem = oom_queue(); break;
+        default: enomem = oom_merge(); break;
         }
         ck_assert_msg(live == 0, "leak with allocation %lu failed", n);
         ck_assert_int_eq(other_reports, 0);
@@ -1362,6 +1857,12 @@ static void oom_loop(int which)
 START_TEST(test_oom_gather)
 {
     oom_loop(0);
+}
+END_TEST
+
+START_TEST(test_oom_merge)
+{
+    oom_loop(4);
 }
 END_TEST
 
@@ -1398,6 +1899,7 @@ static Suite *combinators_suite(void)
     tcase_add_test(tc, test_C04_empty_inputs);
     tcase_add_test(tc, test_C05_race);
     tcase_add_test(tc, test_C06_cancel_gather);
+    tcase_add_test(tc, test_C07_merge_three_deferreds);
     tcase_add_test(tc, test_C08_semaphore_queue);
     tcase_add_test(tc, test_gather_already_fired);
     tcase_add_test(tc, test_gather_failure_releases_values);
@@ -1421,6 +1923,13 @@ static Suite *combinators_suite(void)
     tcase_add_test(tc, test_oom_race);
     tcase_add_test(tc, test_oom_semaphore);
     tcase_add_test(tc, test_oom_queue);
+    tcase_add_test(tc, test_merge_already_fired);
+    tcase_add_test(tc, test_merge_interleaved_backpressure);
+    tcase_add_test(tc, test_merge_cancel);
+    tcase_add_test(tc, test_merge_failure);
+    tcase_add_test(tc, test_merge_empty);
+    tcase_add_test(tc, test_merge_dropped_early);
+    tcase_add_test(tc, test_oom_merge);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -9,6 +9,9 @@
  *    DeferredList).
  *  - deferred_race(): the first success, the others cancelled; a failure
  *    group when every input fails (Twisted's race).
+ *  - deferred_merge(): single-shot and multi-fire deferreds merged into
+ *    one multi-fire deferred that emits each result as it arrives, with
+ *    backpressure (Twisted has no equivalent).
  *  - deferred_lock_t, deferred_semaphore_t, deferred_queue_t: FIFO waiters
  *    served by deferreds (Twisted's DeferredLock, DeferredSemaphore and
  *    DeferredQueue).
@@ -19,7 +22,10 @@
  * input and appends one callback/errback pair to its chain.  It drops its
  * reference on an input when that input's result reaches the pair, or when
  * the combinator's deferred has fired or is freed (nobody can cancel
- * through it any more).  An input may appear more than once.
+ * through it any more).  An input may appear more than once.  A
+ * multi-fire input (multi.h) takes part through its end (deferred_end()):
+ * its outcome is the stream's final value or failure, as when a callback
+ * returns a multi-fire deferred.
  *
  * What each input's own chain sees after the pair (values move, failures
  * are shared):
@@ -69,42 +75,23 @@ extern "C" {
 /* ---- results ----------------------------------------------------------- */
 
 /*
- * The value a gather or list fires with: an array of n values, one per
- * input, in input order.  It travels as a plain value whose release
- * function releases every value still in it and frees the array.
- * deferred_value_get_results() recognizes it.
+ * gather and list fire with a deferred_array_t value (value.h), the type
+ * the process's collect and batch stages deliver too: element i is input
+ * i's outcome, in input order whatever the firing order.  Read it with
+ * deferred_value_get_array(), deferred_array_size(), deferred_array_get()
+ * (borrowed) and deferred_array_take() (moved out, the empty value left in
+ * its place); releasing the value releases every element still in it.
+ * For a list an element may be a failure value (test it with
+ * deferred_value_is_failure()); it holds a reference of its own.
  */
-typedef struct deferred_results deferred_results_t;
-
-/* The results held by v (borrowed: v still owns them), or NULL when v is
- * not a results value. */
-DEFERRED_EXPORT deferred_results_t *deferred_value_get_results(deferred_value_t v);
-
-/* The number of values (the number of inputs); 0 for NULL r. */
-DEFERRED_EXPORT size_t deferred_results_count(const deferred_results_t *r);
-
-/*
- * Value i, borrowed (r keeps it): a plain value, or for a list a failure
- * value (test it with deferred_value_is_failure()).  The empty value when
- * i is out of range, r is NULL, or the value was taken.
- */
-DEFERRED_EXPORT deferred_value_t deferred_results_get(const deferred_results_t *r,
-                                                      size_t i);
-
-/* Value i moved to the caller (r keeps the empty value in its place).  The
- * empty value when i is out of range or r is NULL. */
-DEFERRED_EXPORT deferred_value_t deferred_results_take(deferred_results_t *r,
-                                                       size_t i);
-
-/* The values as a borrowed array of deferred_results_count() entries (for
- * a fast loop); NULL when r is NULL or empty. */
-DEFERRED_EXPORT const deferred_value_t *deferred_results_array(const deferred_results_t *r);
 
 /*
  * The value a race, or a list with DEFERRED_FIRE_ON_SUCCESS, fires with:
  * which input won and its value.  It travels as a plain value whose release
  * function releases value and frees the struct.  The fields may be read and
- * the value moved out (leave deferred_value_none() in its place).
+ * the value moved out (leave deferred_value_none() in its place).  It is
+ * not an array: one outcome and the index of the input that gave it,
+ * which an array of n outcomes could only say by a scan.
  */
 typedef struct deferred_indexed {
     size_t index;
@@ -124,8 +111,9 @@ DEFERRED_EXPORT deferred_indexed_t *deferred_value_get_indexed(deferred_value_t 
 
 /*
  * Gather: a new deferred (one reference, the caller's) that fires with a
- * results value holding every input's value in input order, once all have
- * succeeded, whatever order they fire in.
+ * deferred_array_t value holding every input's value in input order
+ * (deferred_array_size() == n), once all have succeeded, whatever order
+ * they fire in.
  *
  * Fail-fast: the first input to fail (in firing order; in input order for
  * inputs that had failed before the call) makes it fail at once with
@@ -138,33 +126,35 @@ DEFERRED_EXPORT deferred_indexed_t *deferred_value_get_indexed(deferred_value_t 
  * flags: 0 or DEFERRED_CONSUME_ERRORS (see the header comment).
  *
  * No inputs (n == 0, inputs may then be NULL): it fires at once with an
- * empty results value (count 0).
+ * empty array value (size 0).
  *
- * Cost: two allocations for the whole call (the state with one slot per
- * input, and the results array) besides the deferred itself; none per
- * input when every input fires.
+ * Cost: a constant number of allocations for the whole call (the state
+ * with one slot per input, the array, and the deferred itself), none per
+ * input when every input fires; each input's result costs O(1) (one
+ * plain callback/errback pair per input, no scan), and the array is
+ * filled in one pass when the last one arrives.
  */
 DEFERRED_EXPORT deferred_t *deferred_gather(deferred_t *const *inputs, size_t n,
                                             unsigned flags);
 
 /*
- * List: a new deferred that fires with a results value holding every
- * input's outcome in input order, whatever order they fire in: a plain
- * value, or a failure value (a reference of its own, so the results can be
+ * List: a new deferred that fires with a deferred_array_t value whose
+ * element i is input i's outcome, whatever order they fire in: a plain
+ * value, or a failure value (a reference of its own, so the array can be
  * freed and the input kept or the reverse).  Without flags it never fails.
  *
  * flags, any combination of:
  *  - DEFERRED_FIRE_ON_SUCCESS: the first input to succeed makes it fire at
  *    once with an indexed value (deferred_value_get_indexed(): the input's
  *    index and value).  Later values are released.  If every input fails,
- *    it still fires, with the results holding every failure (as Twisted's
+ *    it still fires, with the array holding every failure (as Twisted's
  *    fireOnOneCallback does);
  *  - DEFERRED_FIRE_ON_FAILURE: the first input to fail makes it fail at
  *    once with deferred_failure_first_error(index, that failure), as
  *    deferred_gather() does;
  *  - DEFERRED_CONSUME_ERRORS (see the header comment).
  *
- * No inputs: it fires at once with an empty results value, whatever the
+ * No inputs: it fires at once with an empty array value, whatever the
  * flags (Twisted's DeferredList never fires when empty with
  * fireOnOneCallback; that wart is fixed).
  */
@@ -189,6 +179,73 @@ DEFERRED_EXPORT deferred_t *deferred_list(deferred_t *const *inputs, size_t n,
  * input can ever succeed.
  */
 DEFERRED_EXPORT deferred_t *deferred_race(deferred_t *const *inputs, size_t n);
+
+/* ---- merge ------------------------------------------------------------- */
+
+/*
+ * Merge: a new multi-fire deferred (multi.h; one reference, the caller's),
+ * the "stream", that emits every input's results as rows, in the order
+ * they arrive, and ends after the last input has ended.
+ *
+ *  - A single-shot input gives one row: its result.  A multi-fire input
+ *    gives each of its rows as it is emitted (the rows of several streams
+ *    are interleaved as they come); its end gives no row when it ends with
+ *    a value (that value is released), and one row when it ends failed.
+ *  - Failures are rows.  An input's failure, or a failed row or failed
+ *    end of a multi-fire input, is emitted as a failure row, with a
+ *    context frame ("merge", "input <index>") added.  An errback in the
+ *    stream's chain may recover it, row by row, and the stream goes on;
+ *    one that no errback recovers ends the stream failed with it, as any
+ *    multi-fire deferred does (multi.h), and the inputs that have not
+ *    ended are cancelled.
+ *  - The stream ends with the empty value once every input has ended and
+ *    every row has gone through its chain.
+ *  - It is returned PAUSED (pause count 1), so that no row reaches it
+ *    before its chain is in place: add the per-row callbacks, then call
+ *    deferred_unpause() once.  Rows of inputs that fired before the call
+ *    wait in their inputs until then, and are emitted in input order.
+ *  - Backpressure: whenever the stream holds rows back (it is paused, or
+ *    a row's callback waits on a deferred), every input that has not
+ *    ended is paused with deferred_pause() (a multi-fire input then
+ *    queues its rows and tells its own source, through its own flow hook,
+ *    to stop); when the stream takes rows again they are unpaused, in
+ *    input order.  The stream's flow hook (deferred_set_flow()) is the
+ *    merge's: do not replace it.  The inputs' flow hooks are left alone.
+ *  - Cancelling the stream (deferred_cancel(), or cancelling its end)
+ *    cancels every input that has not ended, once, in input order; their
+ *    results are released and the stream ends with ECANCELED.  (As for
+ *    any multi-fire deferred, while a row's callback waits on a deferred
+ *    the cancel goes to that deferred instead.)
+ *  - Dropping the stream's last reference before it ended lets the inputs
+ *    go on, uncancelled; what they deliver later is released.  Keep the
+ *    stream's reference while it runs: its end alone does not keep it.
+ *
+ * Inputs: the array and the deferreds are borrowed.  The merge holds a
+ * reference on each input (and on a multi-fire input's end) until it has
+ * ended or the stream is over.  It appends one pair to each single-shot
+ * input, and to a multi-fire input one per-row pair and one pair on its
+ * end; after them the input's chain continues with the empty value (the
+ * merge takes every value and handles every failure, which is never
+ * reported as unhandled on the input).  Holding the stream back pauses
+ * the inputs' whole chains, the callbacks after the merge's pair too.
+ * An input listed twice is merged twice: the second pair sees what the
+ * first left, the empty value.
+ *
+ * No inputs (n == 0; inputs may then be NULL): a stream that has ended
+ * already, with the empty value (still returned with a pause count of 1,
+ * which deferred_unpause() may lift or not: nothing is left to run).
+ *
+ * Allocation: one block of state for the whole call, the stream, and one
+ * callback argument per pair (single-shot: one, multi-fire: two).  Rows
+ * cost nothing while the stream is idle; while it holds rows back they
+ * queue in the inputs.  A row the stream cannot queue (out of memory)
+ * ends the stream with an ENOMEM failure after the rows it holds, and the
+ * inputs are cancelled.
+ *
+ * NULL and errno: EINVAL (NULL inputs with n > 0, a NULL entry), ENOMEM;
+ * the inputs are then as the header comment above says.
+ */
+DEFERRED_EXPORT deferred_t *deferred_merge(deferred_t *const *inputs, size_t n);
 
 /* ---- lock and semaphore ----------------------------------------------- */
 
