@@ -14,7 +14,9 @@
 #define DEFERRED_LIKELY(x) __builtin_expect(!!(x), 1)
 #define DEFERRED_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define DEFERRED_HIDDEN __attribute__((visibility("hidden")))
+#define DEFERRED_NOINLINE __attribute__((noinline))
 #else
+#define DEFERRED_NOINLINE
 #define DEFERRED_LIKELY(x) (x)
 #define DEFERRED_UNLIKELY(x) (x)
 #define DEFERRED_HIDDEN

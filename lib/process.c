@@ -22,55 +22,18 @@
 #include <string.h>
 
 #include "deferred-private.h"
+#include "process-private.h"
 
-/* A group of a consumer's stream handed to a subordinate consumer. */
-struct route {
-    struct route *up;
-    deferred_stage_t *sub;
-    uint32_t depth; /* groups opened inside it that it did not delegate */
-};
-
-struct deferred_stage {
-    const deferred_stage_ops_t *ops;
-    void *data;
-    deferred_process_t *p;
-    deferred_stage_t *down; /* the stage this one emits to */
-    uint32_t index;         /* position in the process, from 0 */
-    unsigned flags;
-    uint32_t paused;        /* producer: pause count */
-    uint32_t held;          /* pauses this stage holds on the producers */
-    uint64_t items;         /* handed (consumer) or emitted (producer) */
-    bool producer;
-    bool in_resume;
-    bool resume_again;
-    bool cancelled;
-    bool finished;
-    struct route *routes; /* consumer: delegated groups, innermost first */
-};
-
-struct deferred_process {
-    uint32_t refs;
-    unsigned flags;
-    deferred_stage_t **stages;
-    size_t n, cap;
-    size_t nproducers;
-    size_t producers_done;
-    deferred_t *done;
-    uint32_t depth;          /* stage calls on the stack */
-    uint32_t level;          /* deliveries on the stack */
-    uint32_t framed;         /* the level down to which the failure has frames */
-    uint32_t held;           /* the process's own pauses */
-    size_t finishing;        /* while finishing: index of the stage at it */
-    deferred_failure_t *failure;
-    deferred_t *finish_wait;  /* what a suspended finish waits on */
-    deferred_value_t outcome; /* the producers' end value */
-    bool running;
-    bool cancelling;
-    bool finished;
-    bool in_finish;
-};
 
 static void settle(deferred_process_t *p);
+
+/* The one flag the per-item path reads, kept in step with the states it
+ * sums up. */
+static inline void update_open(deferred_process_t *p)
+{
+    p->open = p->running && !p->failure && !p->cancelling && !p->finished &&
+              !p->in_finish;
+}
 
 /* ---- stages ------------------------------------------------------------ */
 
@@ -216,27 +179,22 @@ static void process_unref_cb(void *arg)
 }
 
 /* Enter and leave a stage call; leaving the outermost one settles what the
- * calls left pending.  The process holds itself across the call. */
-static void enter(deferred_process_t *p)
+ * calls left pending.  The outermost call holds a reference across it (a
+ * settle may drop the process's own); inner calls are covered by it. */
+static inline void enter(deferred_process_t *p)
 {
-    p->refs++;
-    p->depth++;
+    if (p->depth++ == 0)
+        p->refs++;
 }
 
-static void leave(deferred_process_t *p)
+static inline void leave(deferred_process_t *p)
 {
-    if (--p->depth == 0)
+    if (--p->depth == 0) {
         settle(p);
-    deferred_process_unref(p);
+        deferred_process_unref(p);
+    }
 }
 
-static bool producer_blocked(const deferred_stage_t *st)
-{
-    const deferred_process_t *p = st->p;
-
-    return st->paused || st->cancelled || st->finished || p->cancelling ||
-           p->failure || p->finished || !p->running;
-}
 
 /* Run a producer's resume operation, never nested: a resume asked for
  * while it runs only lets its loop go on, or runs it again afterwards. */
@@ -250,7 +208,7 @@ static void call_resume(deferred_stage_t *st, deferred_stage_t *by)
     do {
         st->resume_again = false;
         st->ops->resume(st, by);
-    } while (st->resume_again && !producer_blocked(st));
+    } while (st->resume_again && !deferred__producer_blocked(st));
     st->in_resume = false;
 }
 
@@ -273,7 +231,7 @@ static void resume_producers(deferred_process_t *p, deferred_stage_t *by)
     for (i = 0; i < p->nproducers; i++) {
         deferred_stage_t *pr = p->stages[i];
 
-        if (pr->paused && --pr->paused == 0 && !producer_blocked(pr))
+        if (pr->paused && --pr->paused == 0 && !deferred__producer_blocked(pr))
             call_resume(pr, by);
     }
 }
@@ -307,6 +265,7 @@ deferred_t *deferred_process_run(deferred_process_t *p)
         p->stages[i]->down = p->stages[p->nproducers];
     p->done = d;
     p->running = true;
+    update_open(p);
     p->refs++; /* held until finish is delivered */
     if (p->flags & DEFERRED_PROCESS_PAUSED) {
         p->held++;
@@ -325,10 +284,11 @@ deferred_t *deferred_process_run(deferred_process_t *p)
         if (f) {
             deferred_failure_add_context(f, deferred_stage_name(st), "starting");
             p->failure = f;
+            update_open(p);
         }
     }
     for (i = 0; i < p->nproducers; i++)
-        if (!producer_blocked(p->stages[i]))
+        if (!deferred__producer_blocked(p->stages[i]))
             call_resume(p->stages[i], NULL);
     deferred_ref(d);
     leave(p);
@@ -368,6 +328,7 @@ static void fail(deferred_stage_t *st, deferred_failure_t *f, deferred_value_t i
         return;
     }
     p->failure = f;
+    update_open(p);
     p->framed = p->level;
     add_frame(st, item);
 }
@@ -396,16 +357,18 @@ static void route_pop(deferred_stage_t *st)
 }
 
 /* Deliver item to stage to (or the subordinate it delegates to). */
-static int deliver(deferred_stage_t *to, deferred_stage_t *from,
-                   deferred_value_t tag, deferred_value_t item)
+/* Deliver item to stage to (or the subordinate it delegates to).  This is
+ * the per-item path: one indirect call, a few counters, no allocation. */
+static inline int deliver(deferred_process_t *p, deferred_stage_t *to,
+                          deferred_stage_t *from, deferred_value_t tag,
+                          deferred_value_t item)
 {
-    deferred_process_t *p = to->p;
-    deferred_stage_t *t = target_of(to);
+    deferred_stage_t *t = DEFERRED_LIKELY(!to->routes) ? to : to->routes->sub;
     deferred_failure_t *f;
 
     p->level++;
     t->items++;
-    if (t->flags & DEFERRED_STAGE_AUTOPAUSE) {
+    if (DEFERRED_UNLIKELY(t->flags & DEFERRED_STAGE_AUTOPAUSE)) {
         t->held++;
         pause_producers(p, t);
     }
@@ -417,9 +380,10 @@ static int deliver(deferred_stage_t *to, deferred_stage_t *from,
         p->framed = p->level;
         add_frame(t, item);
     }
-    deferred_value_release(item);
+    if (item.release)
+        item.release(item.ptr);
     p->level--;
-    return p->failure || p->cancelling ? -ECANCELED : 0;
+    return DEFERRED_LIKELY(p->open) || (!p->failure && !p->cancelling) ? 0 : -ECANCELED;
 }
 
 /* May st send downstream now?  Producers stop at a cancel or failure;
@@ -437,8 +401,10 @@ static bool may_emit(const deferred_stage_t *st)
     return !(st->producer && (st->cancelled || st->finished));
 }
 
-int deferred_stage_emit_tagged(deferred_stage_t *self, deferred_value_t tag,
-                               deferred_value_t item)
+/* The general emit: the first call on the stack, a stream that is ending,
+ * a consumer with subordinates or autopause. */
+static DEFERRED_NOINLINE int emit_slow(deferred_stage_t *self, deferred_value_t tag,
+                                       deferred_value_t item)
 {
     deferred_process_t *p;
     int rc;
@@ -447,21 +413,76 @@ int deferred_stage_emit_tagged(deferred_stage_t *self, deferred_value_t tag,
         deferred_value_release(item);
         return -EINVAL;
     }
+    p = self->p;
     if (!may_emit(self)) {
         deferred_value_release(item);
         return -ECANCELED;
     }
-    p = self->p;
     enter(p);
-    if (self->producer)
-        self->items++;
-    rc = deliver(self->down, self, tag, item);
+    self->items += self->producer;
+    rc = deliver(p, self->down, self, tag, item);
     if (rc < 0 && self->producer && p->failure && p->framed > 0) {
         p->framed = 0;
         add_frame(self, deferred_value_none());
     }
     leave(p);
     return rc;
+}
+
+/* What follows a handle that failed, or after which the stream no longer
+ * flows: frames for the failure, the item released, the levels undone. */
+static DEFERRED_NOINLINE int emit_unwind(deferred_process_t *p, deferred_stage_t *self,
+                                         deferred_stage_t *to, deferred_value_t item,
+                                         deferred_failure_t *f)
+{
+    int rc;
+
+    if (f)
+        fail(to, f, item);
+    else if (p->failure && p->framed > p->level) {
+        p->framed = p->level;
+        add_frame(to, item);
+    }
+    deferred_value_release(item);
+    p->level--;
+    rc = p->failure || p->cancelling ? -ECANCELED : 0;
+    if (rc < 0 && self->producer && p->failure && p->framed > 0) {
+        p->framed = 0;
+        add_frame(self, deferred_value_none());
+    }
+    leave(p);
+    return rc;
+}
+
+/*
+ * The per-item path.  When the stream flows, the call is nested in another
+ * stage call (as a producer's resume loop or a processor's handle is), and
+ * the next stage is a plain one, an item costs the checks below and one
+ * indirect call; everything else takes emit_slow().
+ */
+int deferred_stage_emit_tagged(deferred_stage_t *self, deferred_value_t tag,
+                               deferred_value_t item)
+{
+    deferred_process_t *p;
+    deferred_stage_t *to;
+    deferred_failure_t *f;
+
+    if (DEFERRED_UNLIKELY(!self || !(to = self->down) || !(p = self->p) || !p->open ||
+                          !p->depth || self->cancelled || self->finished || to->routes ||
+                          (to->flags & DEFERRED_STAGE_AUTOPAUSE)))
+        return emit_slow(self, tag, item);
+    p->depth++;
+    p->level++;
+    self->items += self->producer;
+    to->items++;
+    f = to->ops->handle(to, self, tag, &item);
+    if (DEFERRED_UNLIKELY(f != NULL || !p->open))
+        return emit_unwind(p, self, to, item, f);
+    if (item.release)
+        item.release(item.ptr);
+    p->level--;
+    p->depth--; /* never the outermost: no settle here */
+    return 0;
 }
 
 int deferred_stage_emit(deferred_stage_t *self, deferred_value_t item)
@@ -649,6 +670,7 @@ int deferred_stage_finish(deferred_stage_t *self, deferred_value_t outcome)
     if (deferred_value_is_failure(outcome)) {
         if (!p->failure) {
             p->failure = deferred_value_take_failure(outcome);
+            update_open(p);
             p->framed = 0;
             add_frame(self, deferred_value_none());
         } else {
@@ -678,6 +700,7 @@ int deferred_stage_fail(deferred_stage_t *self, deferred_failure_t *f)
     }
     enter(p);
     p->failure = f;
+    update_open(p);
     p->framed = 0;
     /* Nothing is on the stack to add frames as it unwinds: add them all,
      * from self back to the producers. */
@@ -780,6 +803,7 @@ static void finish_from(deferred_process_t *p, size_t i, deferred_value_t outcom
     }
     p->finished = true;
     p->in_finish = false;
+    update_open(p);
     p->depth--;
     /* The deferred holds the process (its canceller's argument); the
      * process lets go of the deferred once it fired, so neither keeps the
@@ -803,6 +827,7 @@ static void settle(deferred_process_t *p)
     if (!p->failure && !p->cancelling && p->producers_done < p->nproducers)
         return;
     p->in_finish = true;
+    update_open(p);
     if (p->failure || p->cancelling) {
         p->depth++;
         cancel_producers(p, NULL);
@@ -862,6 +887,7 @@ int deferred_stage_cancel(deferred_stage_t *self)
         return 0;
     enter(p);
     p->cancelling = true;
+    update_open(p);
     cancel_producers(p, self->producer ? NULL : self);
     leave(p);
     return 0;
@@ -874,7 +900,7 @@ bool deferred_stage_is_paused(const deferred_stage_t *self)
     if (!self || !self->p)
         return false;
     if (self->producer)
-        return producer_blocked(self);
+        return deferred__producer_blocked(self);
     for (i = 0; i < self->p->nproducers; i++)
         if (self->p->stages[i]->paused)
             return true;
@@ -927,6 +953,7 @@ int deferred_process_cancel(deferred_process_t *p)
         return 0;
     enter(p);
     p->cancelling = true;
+    update_open(p);
     cancel_producers(p, NULL);
     leave(p);
     return 0;

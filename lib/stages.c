@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "deferred-private.h"
+#include "process-private.h"
 
 /* State shared between a stage and the callbacks it handed out. */
 struct shared {
@@ -42,10 +43,10 @@ struct array_producer {
 
 static void array_resume(deferred_stage_t *self, deferred_stage_t *by)
 {
-    struct array_producer *ap = deferred_stage_data(self);
+    struct array_producer *ap = STAGE_DATA(self);
 
     (void)by;
-    while (ap->next < ap->n && !deferred_stage_is_paused(self)) {
+    while (ap->next < ap->n && !deferred__producer_blocked(self)) {
         deferred_value_t v = ap->items[ap->next];
 
         ap->items[ap->next++] = deferred_value_none();
@@ -59,7 +60,7 @@ static void array_resume(deferred_stage_t *self, deferred_stage_t *by)
 static int array_describe(deferred_stage_t *self, deferred_value_t item,
                           char *buf, size_t size)
 {
-    struct array_producer *ap = deferred_stage_data(self);
+    struct array_producer *ap = STAGE_DATA(self);
 
     (void)item;
     return snprintf(buf, size, "element %zu of %zu", ap->next ? ap->next - 1 : 0,
@@ -157,7 +158,7 @@ static deferred_value_t from_multi_end(deferred_value_t v, void *arg)
 
 static void from_multi_resume(deferred_stage_t *self, deferred_stage_t *by)
 {
-    struct from_multi *fm = deferred_stage_data(self);
+    struct from_multi *fm = STAGE_DATA(self);
 
     (void)by;
     if (!fm->started) {
@@ -178,7 +179,7 @@ static void from_multi_resume(deferred_stage_t *self, deferred_stage_t *by)
 
 static void from_multi_pause(deferred_stage_t *self, deferred_stage_t *by)
 {
-    struct from_multi *fm = deferred_stage_data(self);
+    struct from_multi *fm = STAGE_DATA(self);
 
     (void)by;
     if (!fm->paused && fm->started) {
@@ -189,7 +190,7 @@ static void from_multi_pause(deferred_stage_t *self, deferred_stage_t *by)
 
 static void from_multi_cancel(deferred_stage_t *self, deferred_stage_t *by)
 {
-    struct from_multi *fm = deferred_stage_data(self);
+    struct from_multi *fm = STAGE_DATA(self);
 
     (void)by;
     deferred_cancel(fm->multi);
@@ -309,14 +310,14 @@ static deferred_value_t map_resolved(deferred_value_t v, void *arg)
     else
         deferred_stage_emit(self, v);
     deferred_stage_resume(self);
-    map_settle(deferred_stage_data(self));
+    map_settle(STAGE_DATA(self));
     return deferred_value_none();
 }
 
 static deferred_failure_t *map_handle(deferred_stage_t *self, deferred_stage_t *from,
                                       deferred_value_t tag, deferred_value_t *item)
 {
-    struct map *m = deferred_stage_data(self);
+    struct map *m = STAGE_DATA(self);
     deferred_value_t v = *item, r;
 
     (void)from;
@@ -351,7 +352,7 @@ static deferred_failure_t *map_handle(deferred_stage_t *self, deferred_stage_t *
 static deferred_value_t map_finish(deferred_stage_t *self, deferred_stage_t *from,
                                    deferred_value_t tag, deferred_value_t outcome)
 {
-    struct map *m = deferred_stage_data(self);
+    struct map *m = STAGE_DATA(self);
 
     (void)from;
     if (!m->inflight || !deferred_value_is_none(tag) || m->drain)
@@ -422,7 +423,7 @@ static deferred_failure_t *filter_handle(deferred_stage_t *self,
                                          deferred_value_t tag,
                                          deferred_value_t *item)
 {
-    struct filter *fl = deferred_stage_data(self);
+    struct filter *fl = STAGE_DATA(self);
 
     (void)from;
     if (fl->keep(*item, fl->arg)) {
@@ -479,7 +480,7 @@ static deferred_failure_t *batch_flush(deferred_stage_t *self, struct batch *b,
 static deferred_failure_t *batch_handle(deferred_stage_t *self, deferred_stage_t *from,
                                         deferred_value_t tag, deferred_value_t *item)
 {
-    struct batch *b = deferred_stage_data(self);
+    struct batch *b = STAGE_DATA(self);
 
     (void)from;
     if (!b->cur && !(b->cur = deferred_array_new(b->n)))
@@ -495,7 +496,7 @@ static deferred_failure_t *batch_handle(deferred_stage_t *self, deferred_stage_t
 static deferred_value_t batch_finish(deferred_stage_t *self, deferred_stage_t *from,
                                      deferred_value_t tag, deferred_value_t outcome)
 {
-    struct batch *b = deferred_stage_data(self);
+    struct batch *b = STAGE_DATA(self);
 
     (void)from;
     if (deferred_value_is_failure(outcome)) {
@@ -545,7 +546,7 @@ struct collect {
 static deferred_failure_t *collect_handle(deferred_stage_t *self, deferred_stage_t *from,
                                           deferred_value_t tag, deferred_value_t *item)
 {
-    struct collect *c = deferred_stage_data(self);
+    struct collect *c = STAGE_DATA(self);
 
     (void)from;
     (void)tag;
@@ -562,7 +563,7 @@ static deferred_failure_t *collect_handle(deferred_stage_t *self, deferred_stage
 static deferred_value_t collect_finish(deferred_stage_t *self, deferred_stage_t *from,
                                        deferred_value_t tag, deferred_value_t outcome)
 {
-    struct collect *c = deferred_stage_data(self);
+    struct collect *c = STAGE_DATA(self);
     deferred_array_t *a;
 
     (void)from;
@@ -611,7 +612,7 @@ struct reduce {
 static deferred_failure_t *reduce_handle(deferred_stage_t *self, deferred_stage_t *from,
                                          deferred_value_t tag, deferred_value_t *item)
 {
-    struct reduce *r = deferred_stage_data(self);
+    struct reduce *r = STAGE_DATA(self);
     deferred_value_t acc;
 
     (void)from;
@@ -635,7 +636,7 @@ static deferred_failure_t *reduce_handle(deferred_stage_t *self, deferred_stage_
 static deferred_value_t reduce_finish(deferred_stage_t *self, deferred_stage_t *from,
                                       deferred_value_t tag, deferred_value_t outcome)
 {
-    struct reduce *r = deferred_stage_data(self);
+    struct reduce *r = STAGE_DATA(self);
     deferred_value_t acc = r->acc;
 
     (void)from;
@@ -692,7 +693,7 @@ struct to_multi {
 static void to_multi_flow(deferred_t *multi, bool paused, void *arg)
 {
     deferred_stage_t *self = arg;
-    struct to_multi *tm = deferred_stage_data(self);
+    struct to_multi *tm = STAGE_DATA(self);
 
     (void)multi;
     if (paused && !tm->holding) {
@@ -707,7 +708,7 @@ static void to_multi_flow(deferred_t *multi, bool paused, void *arg)
 static deferred_failure_t *to_multi_start(deferred_stage_t *self, deferred_stage_t *from,
                                           deferred_value_t tag, deferred_stage_t **sub)
 {
-    struct to_multi *tm = deferred_stage_data(self);
+    struct to_multi *tm = STAGE_DATA(self);
 
     (void)from;
     (void)sub;
@@ -719,7 +720,7 @@ static deferred_failure_t *to_multi_start(deferred_stage_t *self, deferred_stage
 static deferred_failure_t *to_multi_handle(deferred_stage_t *self, deferred_stage_t *from,
                                            deferred_value_t tag, deferred_value_t *item)
 {
-    struct to_multi *tm = deferred_stage_data(self);
+    struct to_multi *tm = STAGE_DATA(self);
     deferred_value_t v = *item;
     int rc;
 
@@ -738,7 +739,7 @@ static deferred_failure_t *to_multi_handle(deferred_stage_t *self, deferred_stag
 static deferred_value_t to_multi_finish(deferred_stage_t *self, deferred_stage_t *from,
                                         deferred_value_t tag, deferred_value_t outcome)
 {
-    struct to_multi *tm = deferred_stage_data(self);
+    struct to_multi *tm = STAGE_DATA(self);
     deferred_failure_t *f = deferred_value_get_failure(outcome);
 
     (void)from;
