@@ -1,0 +1,344 @@
+/*
+ * ev-lines.c: a process producer that reads lines from an fd with ev_io
+ * (deferred_ev_lines(), deferred/ev.h).
+ *
+ * The stage owns one fixed buffer (max_line + 1 bytes, at least 4 KiB),
+ * an ev_io watcher on the fd and an ev_idle watcher.  Its pump, run only
+ * from those watchers' callbacks (so never inside the resume that starts
+ * it: ev.pod's "avoiding finishing before returning"), emits every
+ * complete line in the buffer while the process is not paused, then reads
+ * once more, at most what fits.  Pausing stops both watchers, so while the
+ * consumer is slow nothing is read: the kernel's pipe or socket buffer
+ * fills and holds the writer back, and memory stays bounded.  Resuming
+ * starts the io watcher and, when lines are already buffered, the idle
+ * watcher that emits them from the loop.
+ *
+ * The one thing to know: an emit or a finish may end the stream and make
+ * the process free its stages from inside the call (the process's result
+ * fires and its callbacks may drop the last reference).  The pump marks
+ * itself running (in_pump); destroy then only stops the watchers and
+ * leaves the memory to the pump, which frees it on its way out (hiredis'
+ * REDIS_IN_CALLBACK).
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ev-private.h"
+
+#define LINES_DEFAULT_MAX 65536u
+#define LINES_MIN_BUFFER 4096u
+
+struct lines {
+    struct ev_loop *loop;
+    int fd;
+    ev_io io;
+    ev_idle idle;
+    deferred_stage_t *self;
+    size_t max_line;
+    size_t cap;    /* size of buf */
+    size_t start;  /* first unconsumed byte */
+    size_t len;    /* unconsumed bytes from start */
+    uint64_t line_no; /* lines emitted */
+    bool eof;
+    bool done;     /* finished or cancelled: nothing more to do */
+    bool in_pump;
+    bool destroyed; /* destroy ran during the pump: free on the way out */
+    char buf[];
+};
+
+static void lines_stop(struct lines *l)
+{
+    ev_io_stop(l->loop, &l->io);
+    ev_idle_stop(l->loop, &l->idle);
+}
+
+/* Finish the producer with outcome; true when l was freed meanwhile. */
+static bool lines_finish(struct lines *l, deferred_value_t outcome)
+{
+    l->done = true;
+    lines_stop(l);
+    deferred_stage_finish(l->self, outcome);
+    return l->destroyed;
+}
+
+static bool lines_too_long(struct lines *l)
+{
+    return lines_finish(l, deferred_value_failure(deferred_failure_new(
+        DEFERRED_DOMAIN_LIBRARY, EMSGSIZE,
+        "line %llu of fd %d is longer than %zu bytes",
+        (unsigned long long)l->line_no + 1, l->fd, l->max_line)));
+}
+
+/* Emit the n bytes at the start of the buffer as a line, consuming skip
+ * bytes; true when l was freed meanwhile or the stream ended. */
+static bool lines_emit(struct lines *l, size_t n, size_t skip)
+{
+    deferred_value_t v;
+    char *line = l->buf + l->start;
+
+    line[n] = '\0';
+    v = deferred_value_strdup(line);
+    l->start += skip;
+    l->len -= skip;
+    if (deferred_value_is_failure(v)) {
+        lines_finish(l, v); /* out of memory: the stream fails */
+        return true;
+    }
+    l->line_no++;
+    if (deferred_stage_emit(l->self, v) < 0) {
+        l->done = true;
+        lines_stop(l);
+        return true;
+    }
+    return l->destroyed;
+}
+
+/*
+ * Emit what the buffer holds and read at most once; stop when paused,
+ * when the fd has nothing more for now, or at the end.  After it returns,
+ * l may be marked destroyed (lines_pump() frees it).
+ */
+static void lines_pump_body(struct lines *l)
+{
+    bool did_read = false;
+    ssize_t n;
+
+    while (!l->done) {
+        char *nl;
+
+        if (deferred_stage_is_paused(l->self)) {
+            lines_stop(l);
+            return;
+        }
+        nl = l->len ? memchr(l->buf + l->start, '\n', l->len) : NULL;
+        if (nl) {
+            size_t n_line = (size_t)(nl - (l->buf + l->start));
+
+            if (n_line > l->max_line) {
+                lines_too_long(l);
+                return;
+            }
+            if (lines_emit(l, n_line, n_line + 1))
+                return;
+            continue;
+        }
+        if (l->len > l->max_line) {
+            lines_too_long(l);
+            return;
+        }
+        if (l->eof) {
+            if (l->len > 0) {
+                if (l->start + l->len == l->cap) {
+                    /* Room for the NUL. */
+                    memmove(l->buf, l->buf + l->start, l->len);
+                    l->start = 0;
+                }
+                if (lines_emit(l, l->len, l->len))
+                    return;
+                continue;
+            }
+            lines_finish(l, deferred_value_none());
+            return;
+        }
+        if (did_read) {
+            /* Wait for the loop: the io watcher fires again if more is
+             * there (one read per wake-up, so a fast writer cannot starve
+             * the loop). */
+            ev_idle_stop(l->loop, &l->idle);
+            return;
+        }
+        if (l->start > 0) {
+            memmove(l->buf, l->buf + l->start, l->len);
+            l->start = 0;
+        }
+        n = read(l->fd, l->buf + l->len, l->cap - l->len);
+        did_read = true;
+        if (n > 0) {
+            l->len += (size_t)n;
+        } else if (n == 0) {
+            l->eof = true;
+        } else if (errno == EINTR) {
+            did_read = false;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            ev_idle_stop(l->loop, &l->idle);
+            return;
+        } else {
+            int e = errno;
+
+            lines_finish(l, deferred_value_failure(deferred_failure_new(
+                DEFERRED_DOMAIN_SYSTEM, e, "reading line %llu of fd %d: %s",
+                (unsigned long long)l->line_no + 1, l->fd, strerror(e))));
+            return;
+        }
+    }
+}
+
+static void lines_pump(struct lines *l)
+{
+    l->in_pump = true;
+    lines_pump_body(l);
+    l->in_pump = false;
+    if (l->destroyed)
+        deferred_free(l);
+}
+
+static void lines_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    lines_pump(w->data);
+}
+
+static void lines_idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)revents;
+    ev_idle_stop(loop, w);
+    lines_pump(w->data);
+}
+
+/* Producer operations. */
+static void lines_resume(deferred_stage_t *self, deferred_stage_t *by)
+{
+    struct lines *l = deferred_stage_data(self);
+
+    (void)by;
+    l->self = self;
+    if (l->done)
+        return;
+    ev_io_start(l->loop, &l->io);
+    if (l->len > 0 || l->eof)
+        ev_idle_start(l->loop, &l->idle);
+}
+
+static void lines_pause(deferred_stage_t *self, deferred_stage_t *by)
+{
+    struct lines *l = deferred_stage_data(self);
+
+    (void)by;
+    lines_stop(l);
+}
+
+static void lines_cancel(deferred_stage_t *self, deferred_stage_t *by)
+{
+    struct lines *l = deferred_stage_data(self);
+
+    (void)by;
+    l->done = true;
+    lines_stop(l);
+}
+
+static int lines_describe(deferred_stage_t *self, deferred_value_t item,
+                          char *buf, size_t size)
+{
+    struct lines *l = deferred_stage_data(self);
+
+    (void)item;
+    return snprintf(buf, size, "line %llu of fd %d",
+                    (unsigned long long)l->line_no, l->fd);
+}
+
+static void lines_destroy(void *data)
+{
+    struct lines *l = data;
+
+    lines_stop(l);
+    if (l->in_pump)
+        l->destroyed = true;
+    else
+        deferred_free(l);
+}
+
+static const deferred_stage_ops_t lines_ops = {
+    "lines",
+    lines_resume,
+    lines_pause,
+    lines_cancel,
+    NULL,
+    NULL,
+    NULL,
+    lines_describe,
+    lines_destroy,
+};
+
+deferred_stage_t *deferred_ev_lines(struct ev_loop *loop, int fd, size_t max_line)
+{
+    struct lines *l;
+    size_t cap;
+    int flags;
+
+    if (!loop || fd < 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    flags = fcntl(fd, F_GETFL);
+    if (flags == -1)
+        return NULL; /* errno EBADF */
+    if (max_line == 0)
+        max_line = LINES_DEFAULT_MAX;
+    if (max_line > ((size_t)-1) / 2 - sizeof *l) {
+        errno = EINVAL;
+        return NULL;
+    }
+    cap = max_line + 1 < LINES_MIN_BUFFER ? LINES_MIN_BUFFER : max_line + 1;
+    l = deferred_malloc(sizeof *l + cap);
+    if (!l) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    memset(l, 0, sizeof *l);
+    if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1) {
+        deferred_free(l);
+        return NULL;
+    }
+    l->loop = loop;
+    l->fd = fd;
+    l->max_line = max_line;
+    l->cap = cap;
+    ev_io_init(&l->io, lines_io_cb, fd, EV_READ);
+    l->io.data = l;
+    ev_idle_init(&l->idle, lines_idle_cb);
+    l->idle.data = l;
+    l->self = deferred_stage_new(&lines_ops, l, 0);
+    if (!l->self) {
+        errno = ENOMEM;
+        return NULL; /* l freed by lines_destroy */
+    }
+    return l->self;
+}
+
+static struct lines *lines_of(const deferred_stage_t *st)
+{
+    if (!st || deferred_stage_name(st) != lines_ops.name)
+        return NULL;
+    return deferred_stage_data(st);
+}
+
+size_t deferred_ev_lines_buffered(const deferred_stage_t *st)
+{
+    struct lines *l = lines_of(st);
+
+    return l ? l->len : 0;
+}
+
+size_t deferred_ev_lines_capacity(const deferred_stage_t *st)
+{
+    struct lines *l = lines_of(st);
+
+    return l ? l->cap : 0;
+}
+
+bool deferred_ev_lines_is_reading(const deferred_stage_t *st)
+{
+    struct lines *l = lines_of(st);
+
+    return l ? ev_is_active(&l->io) != 0 : false;
+}
+
+uint64_t deferred_ev_lines_count(const deferred_stage_t *st)
+{
+    struct lines *l = lines_of(st);
+
+    return l ? l->line_no : 0;
+}

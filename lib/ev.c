@@ -1,0 +1,480 @@
+/*
+ * ev.c: the libev binding's time, timeouts, fd readiness and cross-thread
+ * firing (deferred/ev.h); the thread pool is in ev-pool.c and the line
+ * producer in ev-lines.c.
+ *
+ * Every watcher lives inside a library struct and points back to it
+ * through its data field (as hiredis' adapters/libev.h does).  The design
+ * decision to know: a watcher never holds a reference on the deferred it
+ * fires.  The deferred owns the struct instead (as its canceller's or
+ * callback's argument, with a destroy function), and freeing the deferred
+ * stops the watcher.  So a watcher never keeps a deferred alive that
+ * nobody wants, its callback always finds its deferred alive, and a
+ * cancelled or freed deferred leaves nothing for the loop to wait for.
+ *
+ * Cross-thread firing goes through one mailbox per loop (one ev_async, a
+ * mutex-protected FIFO of messages allocated on the loop thread), found
+ * through a small registry: firing from another thread never allocates.
+ */
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ev-private.h"
+
+deferred_t *deferred__ev_failed(int code, const char *fmt, ...)
+{
+    deferred_failure_t *f;
+    va_list ap;
+
+    va_start(ap, fmt);
+    f = deferred_failure_newv_at(__FILE__, __LINE__, DEFERRED_DOMAIN_LIBRARY,
+                                 code, fmt, ap);
+    va_end(ap);
+    return deferred_fail(f);
+}
+
+/* A delay is valid when it is finite and not negative. */
+static bool bad_delay(double seconds)
+{
+    return !(seconds >= 0.0) || isinf(seconds);
+}
+
+/* ---- later ------------------------------------------------------------- */
+
+struct later {
+    ev_timer timer;
+    struct ev_loop *loop;
+    deferred_t *d; /* borrowed: d owns this struct */
+};
+
+static void later_fired(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct later *t = w->data;
+
+    (void)loop;
+    (void)revents;
+    /* A one-shot timer is stopped already.  d is alive: freeing it would
+     * have stopped the timer.  Its chain may free it (and t) inside. */
+    deferred_callback(t->d, deferred_value_none());
+}
+
+static void later_cancel(deferred_t *d, void *arg)
+{
+    struct later *t = arg;
+
+    (void)d;
+    ev_timer_stop(t->loop, &t->timer);
+}
+
+static void later_destroy(void *arg)
+{
+    struct later *t = arg;
+
+    ev_timer_stop(t->loop, &t->timer);
+    deferred_free(t);
+}
+
+deferred_t *deferred_ev_later(struct ev_loop *loop, double seconds)
+{
+    struct later *t;
+    deferred_t *d;
+
+    if (!loop)
+        return deferred__ev_failed(EINVAL, "deferred_ev_later: NULL loop");
+    if (bad_delay(seconds))
+        return deferred__ev_failed(EINVAL, "deferred_ev_later: invalid delay %g s "
+                                   "(must be finite and >= 0)", seconds);
+    t = deferred_malloc(sizeof *t);
+    if (!t)
+        return NULL;
+    t->loop = loop;
+    ev_timer_init(&t->timer, later_fired, seconds, 0.0);
+    t->timer.data = t;
+    d = deferred_new_cancellable(later_cancel, t, later_destroy);
+    if (!d)
+        return NULL; /* t freed by later_destroy */
+    t->d = d;
+    ev_timer_start(loop, &t->timer);
+    return d;
+}
+
+/* ---- timeouts ---------------------------------------------------------- */
+
+struct timeout {
+    ev_timer timer;
+    struct ev_loop *loop;
+    deferred_t *d; /* borrowed: d owns this struct through its chain */
+    double seconds;
+    bool timed_out;
+    deferred_ev_timeout_fn hook;
+    void *arg;
+    deferred_destroy_fn destroy;
+};
+
+static void timeout_fired(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct timeout *t = w->data;
+
+    (void)loop;
+    (void)revents;
+    t->timed_out = true;
+    /* May run the chain, which reaches timeout_outcome() and frees t. */
+    deferred_cancel(t->d);
+}
+
+/*
+ * The callback pair added by add_timeout, both halves in one function
+ * (Twisted adds convertCancelled and cancelTimeout, one after the other).
+ * It stops the timer whatever the result, and converts only when the
+ * timer fired.
+ */
+static deferred_value_t timeout_outcome(deferred_value_t v, void *arg)
+{
+    struct timeout *t = arg;
+    deferred_failure_t *f;
+
+    ev_timer_stop(t->loop, &t->timer);
+    if (!t->timed_out)
+        return v;
+    if (t->hook)
+        return t->hook(v, t->seconds, t->arg);
+    f = deferred_value_get_failure(v);
+    if (!f || !deferred_failure_is(f, DEFERRED_DOMAIN_ANY, ECANCELED))
+        return v;
+    f = deferred_value_take_failure(v);
+    return deferred_value_failure(deferred_failure_wrap(
+        f, DEFERRED_DOMAIN_LIBRARY, ETIMEDOUT, "timed out after %g s", t->seconds));
+}
+
+static void timeout_destroy(void *arg)
+{
+    struct timeout *t = arg;
+
+    ev_timer_stop(t->loop, &t->timer);
+    if (t->destroy)
+        t->destroy(t->arg);
+    deferred_free(t);
+}
+
+int deferred_ev_add_timeout_full(deferred_t *d, struct ev_loop *loop, double seconds,
+                                 deferred_ev_timeout_fn on_timeout, void *arg,
+                                 deferred_destroy_fn destroy)
+{
+    struct timeout *t;
+
+    if (!d || !loop || deferred_is_multi(d) || bad_delay(seconds)) {
+        if (destroy)
+            destroy(arg);
+        return -EINVAL;
+    }
+    t = deferred_malloc(sizeof *t);
+    if (!t) {
+        if (destroy)
+            destroy(arg);
+        return -ENOMEM;
+    }
+    t->loop = loop;
+    t->d = d;
+    t->seconds = seconds;
+    t->timed_out = false;
+    t->hook = on_timeout;
+    t->arg = arg;
+    t->destroy = destroy;
+    ev_timer_init(&t->timer, timeout_fired, seconds, 0.0);
+    t->timer.data = t;
+    /* Started first: if d already has a result, adding the pair runs it,
+     * which stops the timer and frees t before the add returns; on error
+     * the add has freed t (stopping the timer) too.  t is not touched
+     * after it. */
+    ev_timer_start(loop, &t->timer);
+    return deferred_add_both_full(d, timeout_outcome, t, timeout_destroy);
+}
+
+int deferred_ev_add_timeout(deferred_t *d, struct ev_loop *loop, double seconds)
+{
+    return deferred_ev_add_timeout_full(d, loop, seconds, NULL, NULL, NULL);
+}
+
+/* ---- fd readiness ------------------------------------------------------ */
+
+struct io_wait {
+    ev_io io;
+    struct ev_loop *loop;
+    deferred_t *d; /* borrowed: d owns this struct */
+};
+
+static void io_wait_ready(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct io_wait *t = w->data;
+
+    (void)revents;
+    ev_io_stop(loop, &t->io);
+    deferred_callback(t->d, deferred_value_of_int(t->io.fd));
+}
+
+static void io_wait_cancel(deferred_t *d, void *arg)
+{
+    struct io_wait *t = arg;
+
+    (void)d;
+    ev_io_stop(t->loop, &t->io);
+}
+
+static void io_wait_destroy(void *arg)
+{
+    struct io_wait *t = arg;
+
+    ev_io_stop(t->loop, &t->io);
+    deferred_free(t);
+}
+
+static deferred_t *io_wait_new(struct ev_loop *loop, int fd, int events,
+                               const char *what)
+{
+    struct io_wait *t;
+    deferred_t *d;
+
+    if (!loop)
+        return deferred__ev_failed(EINVAL, "%s: NULL loop", what);
+    if (fd < 0)
+        return deferred__ev_failed(EINVAL, "%s: invalid fd %d", what, fd);
+    if (fcntl(fd, F_GETFD) == -1)
+        return deferred_fail(deferred_failure_new(DEFERRED_DOMAIN_SYSTEM, errno,
+                                                  "%s: fd %d: %s", what, fd,
+                                                  strerror(errno)));
+    t = deferred_malloc(sizeof *t);
+    if (!t)
+        return NULL;
+    t->loop = loop;
+    ev_io_init(&t->io, io_wait_ready, fd, events);
+    t->io.data = t;
+    d = deferred_new_cancellable(io_wait_cancel, t, io_wait_destroy);
+    if (!d)
+        return NULL;
+    t->d = d;
+    ev_io_start(loop, &t->io);
+    return d;
+}
+
+deferred_t *deferred_ev_readable(struct ev_loop *loop, int fd)
+{
+    return io_wait_new(loop, fd, EV_READ, "deferred_ev_readable");
+}
+
+deferred_t *deferred_ev_writable(struct ev_loop *loop, int fd)
+{
+    return io_wait_new(loop, fd, EV_WRITE, "deferred_ev_writable");
+}
+
+/* ---- the mailbox of a loop ----------------------------------------------- */
+
+/* The mailboxes of every loop in the process; loops run on different
+ * threads, so the list has its own lock. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static deferred__ev_mailbox_t *registry;
+
+static void mailbox_wake(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    deferred__ev_mailbox_drain(w->data);
+}
+
+deferred__ev_mailbox_t *deferred__ev_mailbox_get(struct ev_loop *loop)
+{
+    deferred__ev_mailbox_t *mb;
+
+    pthread_mutex_lock(&registry_lock);
+    for (mb = registry; mb; mb = mb->next_box)
+        if (mb->loop == loop)
+            break;
+    pthread_mutex_unlock(&registry_lock);
+    if (mb) {
+        mb->refs++;
+        return mb;
+    }
+    mb = deferred_malloc(sizeof *mb);
+    if (!mb)
+        return NULL;
+    memset(mb, 0, sizeof *mb);
+    if (pthread_mutex_init(&mb->lock, NULL) != 0) {
+        deferred_free(mb);
+        return NULL;
+    }
+    mb->loop = loop;
+    mb->refs = 1;
+    ev_async_init(&mb->async, mailbox_wake);
+    mb->async.data = mb;
+    ev_async_start(loop, &mb->async);
+    ev_unref(loop); /* the watcher alone does not keep the loop running */
+    pthread_mutex_lock(&registry_lock);
+    mb->next_box = registry;
+    registry = mb;
+    pthread_mutex_unlock(&registry_lock);
+    return mb;
+}
+
+void deferred__ev_mailbox_put(deferred__ev_mailbox_t *mb)
+{
+    deferred__ev_mailbox_t **pp;
+
+    if (--mb->refs > 0)
+        return;
+    pthread_mutex_lock(&registry_lock);
+    for (pp = &registry; *pp; pp = &(*pp)->next_box)
+        if (*pp == mb) {
+            *pp = mb->next_box;
+            break;
+        }
+    pthread_mutex_unlock(&registry_lock);
+    /* pending is 0 (each expected message holds a reference): undo the
+     * ev_unref before stopping, as ev.pod asks. */
+    ev_ref(mb->loop);
+    ev_async_stop(mb->loop, &mb->async);
+    pthread_mutex_destroy(&mb->lock);
+    deferred_free(mb);
+}
+
+void deferred__ev_mailbox_expect(deferred__ev_mailbox_t *mb)
+{
+    mb->refs++;
+    if (mb->pending++ == 0)
+        ev_ref(mb->loop);
+}
+
+void deferred__ev_mailbox_done(deferred__ev_mailbox_t *mb)
+{
+    if (--mb->pending == 0)
+        ev_unref(mb->loop);
+    deferred__ev_mailbox_put(mb);
+}
+
+void deferred__ev_mailbox_post(deferred__ev_mailbox_t *mb, deferred__ev_msg_t *m)
+{
+    bool was_empty;
+
+    m->next = NULL;
+    pthread_mutex_lock(&mb->lock);
+    was_empty = mb->head == NULL;
+    if (was_empty)
+        mb->head = m;
+    else
+        mb->tail->next = m;
+    mb->tail = m;
+    /* Only the post that made the queue non-empty wakes the loop: the
+     * drain takes the whole queue, so later posts ride on that wake-up.
+     * It is sent under the lock: once the lock is released the loop
+     * thread may deliver m and free the mailbox. */
+    if (was_empty)
+        ev_async_send(mb->loop, &mb->async);
+    pthread_mutex_unlock(&mb->lock);
+}
+
+void deferred__ev_mailbox_drain(deferred__ev_mailbox_t *mb)
+{
+    deferred__ev_msg_t *m, *next;
+
+    mb->refs++; /* a delivery may drop the last other reference */
+    for (;;) {
+        pthread_mutex_lock(&mb->lock);
+        m = mb->head;
+        mb->head = mb->tail = NULL;
+        pthread_mutex_unlock(&mb->lock);
+        if (!m)
+            break;
+        for (; m; m = next) {
+            next = m->next;
+            m->deliver(m); /* calls deferred__ev_mailbox_done() */
+        }
+    }
+    deferred__ev_mailbox_put(mb);
+}
+
+/* ---- remote handles ---------------------------------------------------- */
+
+enum remote_kind { REMOTE_VALUE, REMOTE_DROP };
+
+struct deferred_ev_remote {
+    deferred__ev_msg_t msg; /* first: the message is the handle */
+    deferred__ev_mailbox_t *mb;
+    deferred_t *d; /* a reference */
+    deferred_value_t v;
+    int kind;
+};
+
+static void remote_deliver(deferred__ev_msg_t *m)
+{
+    deferred_ev_remote_t *r = (deferred_ev_remote_t *)m;
+    deferred__ev_mailbox_t *mb = r->mb;
+    deferred_t *d = r->d;
+
+    if (r->kind == REMOTE_DROP)
+        deferred_cancel(d);
+    else if (deferred_has_fired(d))
+        deferred_value_release(r->v); /* cancelled or fired meanwhile */
+    else
+        deferred_callback(d, r->v);
+    deferred_free(r);
+    deferred_unref(d);
+    deferred__ev_mailbox_done(mb);
+}
+
+deferred_ev_remote_t *deferred_ev_remote_new(struct ev_loop *loop, deferred_t *d)
+{
+    deferred_ev_remote_t *r;
+
+    if (!loop || !d) {
+        errno = EINVAL;
+        return NULL;
+    }
+    r = deferred_malloc(sizeof *r);
+    if (!r) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    r->mb = deferred__ev_mailbox_get(loop);
+    if (!r->mb) {
+        deferred_free(r);
+        errno = ENOMEM;
+        return NULL;
+    }
+    deferred__ev_mailbox_expect(r->mb);
+    deferred__ev_mailbox_put(r->mb); /* expect holds the reference */
+    r->msg.deliver = remote_deliver;
+    r->d = deferred_ref(d);
+    r->v = deferred_value_none();
+    r->kind = REMOTE_VALUE;
+    return r;
+}
+
+int deferred_ev_remote_callback(deferred_ev_remote_t *r, deferred_value_t v)
+{
+    if (!r) {
+        deferred_value_release(v);
+        return -EINVAL;
+    }
+    r->v = v;
+    r->kind = REMOTE_VALUE;
+    deferred__ev_mailbox_post(r->mb, &r->msg);
+    return 0;
+}
+
+int deferred_ev_remote_errback(deferred_ev_remote_t *r, deferred_failure_t *f)
+{
+    if (!f)
+        f = deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, EINVAL,
+                                 "deferred_ev_remote_errback: NULL failure");
+    return deferred_ev_remote_callback(r, deferred_value_failure(f));
+}
+
+void deferred_ev_remote_drop(deferred_ev_remote_t *r)
+{
+    if (!r)
+        return;
+    r->kind = REMOTE_DROP;
+    deferred__ev_mailbox_post(r->mb, &r->msg);
+}
