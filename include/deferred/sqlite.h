@@ -1,0 +1,85 @@
+/*
+ * deferred/sqlite.h: SQLite query results as producers of rows
+ * (libdeferred-sqlite, pkg-config module deferred-sqlite).
+ *
+ * A query is a producer stage for deferred_process (see process.h): it
+ * emits one deferred_row_t value (see row.h) per result row and finishes
+ * at the end of the result.  It steps the statement from libev watchers
+ * on the loop you give, a bounded batch of rows per loop iteration, so the
+ * loop stays responsive during a long query; the producer never emits
+ * before its resume returns.
+ *
+ *  - Parameters are bound (sqlite3_bind_*), never pasted into the SQL.
+ *    They are copied when the query is made.
+ *  - Pause stops stepping (the watchers stop); resume goes on.
+ *  - Cancel interrupts the statement (sqlite3_interrupt() if it is inside
+ *    sqlite3_step) and finalizes it.
+ *  - Errors (bad SQL, a wrong number of parameters, SQLITE_BUSY,
+ *    SQLITE_LOCKED, any failing step) fail the stream with a failure of
+ *    domain DEFERRED_DOMAIN_SQLITE whose code is SQLite's extended result
+ *    code and whose message is sqlite3_errmsg()'s; its context names the
+ *    query (stage "sqlite query", item: the SQL).  A wrong parameter count
+ *    is SQLITE_RANGE.  The producer describes its current item as
+ *    "row N of <sql>".
+ *  - Busy databases: the library does not retry.  A busy timeout set with
+ *    sqlite3_busy_timeout() applies (and blocks the loop while SQLite
+ *    waits); without one, a busy or locked database fails at once.
+ *
+ * The connection is borrowed: it must stay open until the stage is freed
+ * (when its process is freed).  A process belongs to one thread: use the
+ * connection from that thread alone, or open it in serialized mode.
+ */
+#ifndef DEFERRED_SQLITE_H
+#define DEFERRED_SQLITE_H
+
+#include <sqlite3.h>
+
+#include "process.h"
+#include "row.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ev_loop;
+
+/* Rows a query steps per loop iteration unless told otherwise. */
+#define DEFERRED_SQLITE_BATCH 256
+
+/*
+ * A producer stage emitting the rows of sql run on db with params[0..n-1]
+ * bound to its parameters in order.  The statement is prepared here; a
+ * preparation or binding error is not returned but becomes the stream's
+ * failure when the process runs.  loop and db are borrowed; sql and
+ * params are copied.  Add the stage to a process (which takes it) or free
+ * it with deferred_stage_free().  NULL on allocation failure or when
+ * loop, db or sql is NULL, or params is NULL with n > 0.
+ */
+DEFERRED_EXPORT deferred_stage_t *deferred_sqlite_query(struct ev_loop *loop, sqlite3 *db,
+                                                        const char *sql,
+                                                        const deferred_param_t *params,
+                                                        size_t n);
+
+/*
+ * Set how many rows st (a deferred_sqlite_query() stage) steps per loop
+ * iteration (at least 1).  Returns 0 or -EINVAL.
+ */
+DEFERRED_EXPORT int deferred_sqlite_set_batch(deferred_stage_t *st, unsigned rows);
+
+/*
+ * Run a query for one row or none, as a plain deferred (a new reference):
+ * it fires with the first row (a deferred_value_row() value; the rest of
+ * the result is not read) or with the empty value when there is no row,
+ * or fails as a query stream would.  Cancelling it cancels the query.  It
+ * never fires before this returns.  NULL on allocation failure.
+ */
+DEFERRED_EXPORT deferred_t *deferred_sqlite_query_one(struct ev_loop *loop, sqlite3 *db,
+                                                      const char *sql,
+                                                      const deferred_param_t *params,
+                                                      size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DEFERRED_SQLITE_H */

@@ -1,0 +1,506 @@
+/*
+ * sqlite.c: SQLite query results as producers of rows, on libev
+ * (libdeferred-sqlite).
+ *
+ * A query stage prepares and binds its statement when it is made, and
+ * steps it from two libev watchers once its process resumes it: an
+ * ev_check runs one batch of at most `batch` sqlite3_step() calls per loop
+ * iteration (after the loop polled, so other watchers get their turn
+ * between batches), and an ev_idle keeps the loop from blocking in its
+ * poll while rows remain.  Pause stops both watchers; resume starts them;
+ * resume itself never steps, so the producer never emits before its
+ * resume returns.
+ *
+ * The design decision to know: everything that can end the statement (the
+ * end of the result, an error, a cancel from inside a consumer's handle)
+ * may happen in the middle of the batch loop, through the emit call.  So
+ * the loop re-reads the statement pointer after each emit, cancel
+ * finalizes at once unless a sqlite3_step() is on the stack (then it
+ * interrupts it and the loop finalizes when the step returns), and the
+ * stage's state is only freed by its destroy, which the process calls
+ * when nothing of the stage is on the stack any more.
+ *
+ * Written against the public interfaces of process.h and row.h only, as
+ * any user's producer would be; allocation goes through deferred_malloc().
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <ev.h>
+
+#include "deferred/sqlite.h"
+
+struct sq {
+    struct ev_loop *loop;
+    sqlite3 *db;
+    sqlite3_stmt *stmt;      /* NULL once finalized */
+    char *sql;
+    deferred_stage_t *self;
+    deferred_row_shape_t *shape;
+    deferred_failure_t *failure; /* a preparation error, for the first run */
+    int ncols;
+    /* Per column, for one row: the type and the bytes of text and blobs. */
+    void *colmem;            /* one block: ptrs, then types, then lens */
+    const void **ptrs;
+    int *types;
+    int *lens;
+    unsigned batch;
+    uint64_t row;            /* rows emitted */
+    bool in_step;
+    bool cancelled;
+    bool watching;
+    ev_idle idle;
+    ev_check check;
+};
+
+/* ---- failures ------------------------------------------------------------ */
+
+/* A failure of domain SQLite with code and message, its context naming the
+ * query. */
+static deferred_failure_t *sq_failure(struct sq *q, int code, const char *msg)
+{
+    deferred_failure_t *f;
+
+    f = deferred_failure_new(DEFERRED_DOMAIN_SQLITE, code, "%s",
+                             msg ? msg : sqlite3_errstr(code));
+    deferred_failure_add_context(f, "sqlite query", "%s", q->sql);
+    return f;
+}
+
+static deferred_failure_t *sq_db_failure(struct sq *q)
+{
+    return sq_failure(q, sqlite3_extended_errcode(q->db), sqlite3_errmsg(q->db));
+}
+
+/* ---- watchers ------------------------------------------------------------ */
+
+static void sq_watch(struct sq *q, bool on)
+{
+    if (on == q->watching)
+        return;
+    q->watching = on;
+    if (on) {
+        ev_check_start(q->loop, &q->check);
+        ev_idle_start(q->loop, &q->idle);
+    } else {
+        ev_check_stop(q->loop, &q->check);
+        ev_idle_stop(q->loop, &q->idle);
+    }
+}
+
+static void sq_finalize(struct sq *q)
+{
+    sq_watch(q, false);
+    if (q->stmt) {
+        sqlite3_finalize(q->stmt);
+        q->stmt = NULL;
+    }
+}
+
+/* The statement ended (outcome taken: the empty value or a failure). */
+static void sq_end(struct sq *q, deferred_value_t outcome)
+{
+    sq_finalize(q);
+    deferred_stage_finish(q->self, outcome);
+}
+
+/* ---- rows ------------------------------------------------------------------- */
+
+/* The current result row of q's statement as a row; NULL on allocation
+ * failure. */
+static deferred_row_t *sq_make_row(struct sq *q)
+{
+    sqlite3_stmt *st = q->stmt;
+    deferred_row_t *row;
+    size_t bytes = 0;
+    int i;
+
+    for (i = 0; i < q->ncols; i++) {
+        int t = sqlite3_column_type(st, i);
+
+        q->types[i] = t;
+        if (t == SQLITE_TEXT) {
+            q->ptrs[i] = sqlite3_column_text(st, i);
+            q->lens[i] = sqlite3_column_bytes(st, i);
+            bytes += (size_t)q->lens[i] + 1;
+        } else if (t == SQLITE_BLOB) {
+            q->ptrs[i] = sqlite3_column_blob(st, i);
+            q->lens[i] = sqlite3_column_bytes(st, i);
+            bytes += (size_t)q->lens[i] + 1;
+        }
+    }
+    row = deferred_row_alloc(q->shape, bytes);
+    if (!row)
+        return NULL;
+    for (i = 0; i < q->ncols; i++) {
+        switch (q->types[i]) {
+        case SQLITE_INTEGER:
+            deferred_row_set_int(row, (size_t)i, sqlite3_column_int64(st, i));
+            break;
+        case SQLITE_FLOAT:
+            deferred_row_set_double(row, (size_t)i, sqlite3_column_double(st, i));
+            break;
+        case SQLITE_TEXT:
+            deferred_row_set_text(row, (size_t)i, q->ptrs[i], (size_t)q->lens[i]);
+            break;
+        case SQLITE_BLOB:
+            deferred_row_set_blob(row, (size_t)i, q->ptrs[i], (size_t)q->lens[i]);
+            break;
+        default:
+            break;
+        }
+    }
+    return row;
+}
+
+/* One batch of steps.  Runs from the check watcher, never from resume. */
+static void sq_run(struct sq *q)
+{
+    unsigned n;
+
+    if (q->failure) {
+        deferred_failure_t *f = q->failure;
+
+        q->failure = NULL;
+        sq_end(q, deferred_value_failure(f));
+        return;
+    }
+    for (n = 0; n < q->batch; n++) {
+        deferred_row_t *row;
+        int rc;
+
+        if (!q->stmt || deferred_stage_is_paused(q->self))
+            return;
+        q->in_step = true;
+        rc = sqlite3_step(q->stmt);
+        q->in_step = false;
+        if (q->cancelled) {
+            /* Cancelled while stepping: the step was interrupted. */
+            sq_finalize(q);
+            return;
+        }
+        if (rc == SQLITE_ROW) {
+            row = sq_make_row(q);
+            if (!row) {
+                sq_end(q, deferred_value_failure(
+                              sq_failure(q, SQLITE_NOMEM, "out of memory making a row")));
+                return;
+            }
+            q->row++;
+            if (deferred_stage_emit(q->self, deferred_value_row(row)) < 0)
+                return;
+        } else if (rc == SQLITE_DONE) {
+            sq_end(q, deferred_value_none());
+            return;
+        } else {
+            sq_end(q, deferred_value_failure(sq_db_failure(q)));
+            return;
+        }
+    }
+}
+
+static void sq_check_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    sq_run(w->data);
+}
+
+static void sq_idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    /* Only there to keep the loop from blocking while rows remain. */
+    (void)loop;
+    (void)w;
+    (void)revents;
+}
+
+/* ---- the stage --------------------------------------------------------------- */
+
+static void sq_resume(deferred_stage_t *self, deferred_stage_t *by)
+{
+    struct sq *q = deferred_stage_data(self);
+
+    (void)by;
+    if (!q->cancelled && (q->stmt || q->failure))
+        sq_watch(q, true);
+}
+
+static void sq_pause(deferred_stage_t *self, deferred_stage_t *by)
+{
+    struct sq *q = deferred_stage_data(self);
+
+    (void)by;
+    sq_watch(q, false);
+}
+
+static void sq_cancel(deferred_stage_t *self, deferred_stage_t *by)
+{
+    struct sq *q = deferred_stage_data(self);
+
+    (void)by;
+    q->cancelled = true;
+    sq_watch(q, false);
+    if (q->in_step)
+        sqlite3_interrupt(q->db); /* the batch loop finalizes after it */
+    else
+        sq_finalize(q);
+}
+
+static int sq_describe(deferred_stage_t *self, deferred_value_t item, char *buf,
+                       size_t size)
+{
+    struct sq *q = deferred_stage_data(self);
+
+    (void)item;
+    return snprintf(buf, size, "row %llu of %s", (unsigned long long)q->row, q->sql);
+}
+
+static void sq_destroy(void *data)
+{
+    struct sq *q = data;
+
+    sq_finalize(q);
+    deferred_failure_unref(q->failure);
+    deferred_row_shape_unref(q->shape);
+    deferred_free(q->colmem);
+    deferred_free(q);
+}
+
+static const deferred_stage_ops_t sq_ops = {
+    .name = "sqlite query",
+    .resume = sq_resume,
+    .pause = sq_pause,
+    .cancel = sq_cancel,
+    .describe = sq_describe,
+    .destroy = sq_destroy,
+};
+
+/* Bind params[0..n-1]; 0 or an SQLite code (q->failure set). */
+static int sq_bind(struct sq *q, const deferred_param_t *params, size_t n)
+{
+    int want = sqlite3_bind_parameter_count(q->stmt);
+    size_t i;
+
+    if ((size_t)want != n) {
+        char msg[128];
+
+        snprintf(msg, sizeof(msg), "the query takes %d parameter%s, %zu given", want,
+                 want == 1 ? "" : "s", n);
+        q->failure = sq_failure(q, SQLITE_RANGE, msg);
+        return SQLITE_RANGE;
+    }
+    for (i = 0; i < n; i++) {
+        const deferred_param_t *p = &params[i];
+        int col = (int)i + 1, rc;
+
+        switch (p->type) {
+        case DEFERRED_ROW_NULL:
+            rc = sqlite3_bind_null(q->stmt, col);
+            break;
+        case DEFERRED_ROW_INTEGER:
+            rc = sqlite3_bind_int64(q->stmt, col, p->u.i);
+            break;
+        case DEFERRED_ROW_DOUBLE:
+            rc = sqlite3_bind_double(q->stmt, col, p->u.d);
+            break;
+        case DEFERRED_ROW_TEXT:
+            rc = sqlite3_bind_text64(q->stmt, col, p->u.s.p ? p->u.s.p : "",
+                                     p->u.s.len, SQLITE_TRANSIENT, SQLITE_UTF8);
+            break;
+        case DEFERRED_ROW_BLOB:
+            rc = sqlite3_bind_blob64(q->stmt, col, p->u.s.p ? p->u.s.p : "",
+                                     p->u.s.len, SQLITE_TRANSIENT);
+            break;
+        default:
+            rc = SQLITE_MISUSE;
+            break;
+        }
+        if (rc != SQLITE_OK) {
+            char msg[160];
+
+            snprintf(msg, sizeof(msg), "binding parameter %zu: %s", i + 1,
+                     sqlite3_errstr(rc));
+            q->failure = sq_failure(q, rc, msg);
+            return rc;
+        }
+    }
+    return SQLITE_OK;
+}
+
+/* Prepare q's statement and its per-column arrays; on an SQLite error
+ * q->failure is set and 0 returned; -ENOMEM on allocation failure. */
+static int sq_prepare(struct sq *q, const deferred_param_t *params, size_t n)
+{
+    const char **names;
+    int rc, i;
+
+    rc = sqlite3_prepare_v2(q->db, q->sql, -1, &q->stmt, NULL);
+    if (rc != SQLITE_OK) {
+        q->failure = sq_db_failure(q);
+        sqlite3_finalize(q->stmt);
+        q->stmt = NULL;
+        return 0;
+    }
+    if (!q->stmt) {
+        /* Only a comment or white space: an empty result. */
+        q->shape = deferred_row_shape_new(0, NULL);
+        return q->shape ? 0 : -ENOMEM;
+    }
+    if (sq_bind(q, params, n) != SQLITE_OK) {
+        sqlite3_finalize(q->stmt);
+        q->stmt = NULL;
+        return 0;
+    }
+    q->ncols = sqlite3_column_count(q->stmt);
+    /* One block for the three per-column arrays. */
+    q->colmem = deferred_malloc((size_t)(q->ncols ? q->ncols : 1) *
+                                (sizeof(void *) + 2 * sizeof(int)));
+    names = deferred_malloc((size_t)(q->ncols ? q->ncols : 1) * sizeof(char *));
+    if (!q->colmem || !names) {
+        deferred_free(names);
+        return -ENOMEM;
+    }
+    q->ptrs = q->colmem;
+    q->types = (int *)(q->ptrs + q->ncols);
+    q->lens = q->types + q->ncols;
+    for (i = 0; i < q->ncols; i++)
+        names[i] = sqlite3_column_name(q->stmt, i);
+    q->shape = deferred_row_shape_new((size_t)q->ncols, names);
+    deferred_free(names);
+    return q->shape ? 0 : -ENOMEM;
+}
+
+deferred_stage_t *deferred_sqlite_query(struct ev_loop *loop, sqlite3 *db, const char *sql,
+                                        const deferred_param_t *params, size_t n)
+{
+    deferred_stage_t *st;
+    struct sq *q;
+    size_t len;
+
+    if (!loop || !db || !sql || (!params && n))
+        return NULL;
+    len = strlen(sql);
+    q = deferred_malloc(sizeof(*q) + len + 1);
+    if (!q)
+        return NULL;
+    memset(q, 0, sizeof(*q));
+    q->sql = (char *)(q + 1);
+    memcpy(q->sql, sql, len + 1);
+    q->loop = loop;
+    q->db = db;
+    q->batch = DEFERRED_SQLITE_BATCH;
+    ev_check_init(&q->check, sq_check_cb);
+    ev_idle_init(&q->idle, sq_idle_cb);
+    q->check.data = q;
+    q->idle.data = q;
+    if (sq_prepare(q, params, n) < 0) {
+        sq_destroy(q);
+        return NULL;
+    }
+    st = deferred_stage_new(&sq_ops, q, 0); /* destroys q on failure */
+    if (st)
+        q->self = st;
+    return st;
+}
+
+int deferred_sqlite_set_batch(deferred_stage_t *st, unsigned rows)
+{
+    struct sq *q;
+
+    if (!st || rows == 0 || deferred_stage_name(st) != sq_ops.name)
+        return -EINVAL;
+    q = deferred_stage_data(st);
+    q->batch = rows;
+    return 0;
+}
+
+/* ---- one row or none ------------------------------------------------------------ */
+
+/* The consumer of deferred_sqlite_query_one(): keeps the first row and
+ * cancels the query. */
+struct first {
+    deferred_value_t row;
+    bool have;
+};
+
+static deferred_failure_t *first_handle(deferred_stage_t *self, deferred_stage_t *from,
+                                        deferred_value_t tag, deferred_value_t *item)
+{
+    struct first *fr = deferred_stage_data(self);
+
+    (void)from;
+    (void)tag;
+    if (!fr->have) {
+        fr->have = true;
+        fr->row = *item;
+        *item = deferred_value_none();
+        deferred_stage_cancel(self);
+    }
+    return NULL;
+}
+
+static deferred_value_t first_finish(deferred_stage_t *self, deferred_stage_t *from,
+                                     deferred_value_t tag, deferred_value_t outcome)
+{
+    struct first *fr = deferred_stage_data(self);
+    deferred_value_t row = fr->row;
+
+    (void)from;
+    (void)tag;
+    if (!fr->have)
+        return outcome;
+    /* The cancel that followed the row is ours, not a failure. */
+    deferred_value_release(outcome);
+    fr->row = deferred_value_none();
+    return row;
+}
+
+static void first_destroy(void *data)
+{
+    struct first *fr = data;
+
+    deferred_value_release(fr->row);
+    deferred_free(fr);
+}
+
+static const deferred_stage_ops_t first_ops = {
+    .name = "first row",
+    .handle = first_handle,
+    .finish = first_finish,
+    .destroy = first_destroy,
+};
+
+deferred_t *deferred_sqlite_query_one(struct ev_loop *loop, sqlite3 *db, const char *sql,
+                                      const deferred_param_t *params, size_t n)
+{
+    deferred_process_t *p;
+    deferred_stage_t *query, *first;
+    struct first *fr;
+    deferred_t *d;
+
+    p = deferred_process_new(0);
+    if (!p)
+        return NULL;
+    fr = deferred_malloc(sizeof(*fr));
+    if (!fr) {
+        deferred_process_unref(p);
+        return NULL;
+    }
+    fr->row = deferred_value_none();
+    fr->have = false;
+    query = deferred_sqlite_query(loop, db, sql, params, n);
+    first = deferred_stage_new(&first_ops, fr, 0); /* frees fr on failure */
+    if (!query || !first) {
+        deferred_stage_free(query);
+        deferred_stage_free(first);
+        deferred_process_unref(p);
+        return NULL;
+    }
+    if (deferred_process_add(p, query) < 0 || deferred_process_add(p, first) < 0) {
+        deferred_process_unref(p); /* the process took and freed them */
+        return NULL;
+    }
+    d = deferred_process_run(p);
+    deferred_process_unref(p);
+    return d;
+}

@@ -1,0 +1,700 @@
+/*
+ * test-sqlite.c: SQLite query producers (ACCEPTANCE D01, D02), the row
+ * value, one-row queries, bound parameters, busy and locked databases,
+ * wrong parameter counts, and every allocation failing in turn.
+ *
+ * Every test runs on a real database file in a temporary directory, made
+ * once for the suite (100,000 rows in table t), on a real libev loop.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <deferred/sqlite.h>
+
+#include "testutil.h"
+
+#define NROWS 100000
+
+static char dir[256];
+static char path[300];
+static struct ev_loop *loop;
+static sqlite3 *db;
+
+/* ---- the database ------------------------------------------------------- */
+
+static void exec_ok(sqlite3 *h, const char *sql)
+{
+    char *err = NULL;
+
+    if (sqlite3_exec(h, sql, NULL, NULL, &err) != SQLITE_OK) {
+        fprintf(stderr, "test-sqlite: %s: %s\n", sql, err ? err : "?");
+        sqlite3_free(err);
+        abort();
+    }
+}
+
+static void make_database(void)
+{
+    sqlite3 *h;
+
+    snprintf(dir, sizeof(dir), "%s/test-sqlite.XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(dir))
+        abort();
+    snprintf(path, sizeof(path), "%s/t.db", dir);
+    if (sqlite3_open(path, &h) != SQLITE_OK)
+        abort();
+    exec_ok(h, "CREATE TABLE t (i INTEGER PRIMARY KEY, s TEXT, d REAL, b BLOB);"
+               "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
+               " WHERE x < 100000)"
+               " INSERT INTO t SELECT x, 'row ' || x, x * 0.5,"
+               " CASE WHEN x % 10 = 0 THEN NULL ELSE x'00ff' END FROM c;");
+    sqlite3_close(h);
+}
+
+static void remove_database(void)
+{
+    char name[400];
+
+    unlink(path);
+    snprintf(name, sizeof(name), "%s-journal", path);
+    unlink(name);
+    rmdir(dir);
+}
+
+static void setup(void)
+{
+    tu_setup();
+    loop = ev_loop_new(EVFLAG_AUTO);
+    ck_assert_ptr_nonnull(loop);
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+}
+
+static void teardown(void)
+{
+    /* Every statement was finalized. */
+    ck_assert_ptr_null(sqlite3_next_stmt(db, NULL));
+    ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+    ev_loop_destroy(loop);
+    tu_teardown();
+}
+
+/* ---- a consumer that checks rows ----------------------------------------- */
+
+struct check {
+    deferred_stage_t *self;
+    long rows;
+    int64_t last;
+    bool in_order;
+    bool text_ok;
+    long pause_at;   /* pause itself after this many rows (0: never) */
+    long cancel_at;  /* cancel after this many rows (0: never) */
+    bool keep;       /* keep every 1000th row */
+    deferred_array_t *kept;
+    long finishes;
+};
+
+static deferred_failure_t *check_handle(deferred_stage_t *self, deferred_stage_t *from,
+                                        deferred_value_t tag, deferred_value_t *item)
+{
+    struct check *c = deferred_stage_data(self);
+    deferred_row_t *row = deferred_value_get_row(*item);
+    int64_t i;
+    char want[32];
+
+    (void)from;
+    (void)tag;
+    ck_assert_ptr_nonnull(row);
+    i = deferred_row_int(row, 0);
+    if (i != c->last + 1)
+        c->in_order = false;
+    snprintf(want, sizeof(want), "row %lld", (long long)i);
+    if (!deferred_row_text(row, 1) || strcmp(deferred_row_text(row, 1), want) != 0)
+        c->text_ok = false;
+    c->last = i;
+    c->rows++;
+    if (c->keep && c->rows % 1000 == 0) {
+        deferred_array_append(c->kept, *item);
+        *item = deferred_value_none();
+    }
+    if (c->pause_at && c->rows == c->pause_at)
+        deferred_stage_pause(self);
+    if (c->cancel_at && c->rows == c->cancel_at)
+        deferred_stage_cancel(self);
+    return NULL;
+}
+
+static deferred_value_t check_finish(deferred_stage_t *self, deferred_stage_t *from,
+                                     deferred_value_t tag, deferred_value_t outcome)
+{
+    struct check *c = deferred_stage_data(self);
+
+    (void)from;
+    (void)tag;
+    c->finishes++;
+    return outcome;
+}
+
+static const deferred_stage_ops_t check_ops = {
+    .name = "checker",
+    .handle = check_handle,
+    .finish = check_finish,
+};
+
+static deferred_stage_t *check_stage(struct check *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->in_order = true;
+    c->text_ok = true;
+    c->self = deferred_stage_new(&check_ops, c, 0);
+    return c->self;
+}
+
+/* Run query -> checker; returns the process's deferred. */
+static deferred_t *run_query(struct check *c, const char *sql,
+                             const deferred_param_t *params, size_t n,
+                             deferred_process_t **pp)
+{
+    deferred_process_t *p = deferred_process_new(0);
+    deferred_stage_t *q = deferred_sqlite_query(loop, db, sql, params, n);
+    deferred_t *d;
+
+    ck_assert_ptr_nonnull(q);
+    ck_assert_int_eq(deferred_process_add(p, q), 0);
+    ck_assert_int_eq(deferred_process_add(p, check_stage(c)), 0);
+    d = deferred_process_run(p);
+    if (pp)
+        *pp = p;
+    else
+        deferred_process_unref(p);
+    return d;
+}
+
+/* The failure d ended with (borrowed), or NULL. */
+static deferred_failure_t *failure_of(deferred_t *d)
+{
+    return deferred_value_get_failure(deferred_result(d));
+}
+
+static int loop_iterations;
+static void count_iteration(struct ev_loop *l, ev_prepare *w, int revents)
+{
+    (void)l;
+    (void)w;
+    (void)revents;
+    loop_iterations++;
+}
+
+/* ---- D01 ----------------------------------------------------------------- */
+
+START_TEST(test_D01_every_row_in_order)
+{
+    struct check c;
+    deferred_t *d;
+    ev_prepare prep;
+    size_t allocs_before;
+
+    ev_prepare_init(&prep, count_iteration);
+    ev_prepare_start(loop, &prep);
+    ev_unref(loop); /* the counter alone does not keep the loop running */
+    loop_iterations = 0;
+    d = run_query(&c, "SELECT i, s, d, b FROM t WHERE i > ? ORDER BY i",
+                  DEFERRED_PARAMS(deferred_param_int(0)), NULL);
+    /* Nothing is emitted before the loop runs. */
+    ck_assert_int_eq(c.rows, 0);
+    ck_assert(!deferred_has_fired(d));
+    allocs_before = tu_total();
+    ev_run(loop, 0);
+    ck_assert(deferred_has_fired(d));
+    ck_assert_ptr_null(failure_of(d));
+    ck_assert_int_eq(c.rows, NROWS);
+    ck_assert_int_eq(c.last, NROWS);
+    ck_assert(c.in_order);
+    ck_assert(c.text_ok);
+    ck_assert_int_eq(c.finishes, 1);
+    /* A bounded batch per loop iteration: the loop turned many times. */
+    ck_assert_int_ge(loop_iterations, NROWS / DEFERRED_SQLITE_BATCH);
+    /* Rows are recycled: a handful of allocations for 100,000 rows. */
+    ck_assert_uint_lt(tu_total() - allocs_before, 64);
+    ev_ref(loop);
+    ev_prepare_stop(loop, &prep);
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_D01_rows_by_name_and_type)
+{
+    struct check c;
+    deferred_t *d;
+    size_t i;
+
+    d = run_query(&c, "SELECT i, s, d, b FROM t WHERE i <= 30 ORDER BY i", NULL, 0, NULL);
+    c.keep = false;
+    ev_run(loop, 0);
+    ck_assert_int_eq(c.rows, 30);
+    deferred_unref(d);
+
+    /* Keep rows: they stay valid after the query ended. */
+    d = run_query(&c, "SELECT i, s, d, b FROM t ORDER BY i", NULL, 0, NULL);
+    c.keep = true;
+    c.kept = deferred_array_new(0);
+    ev_run(loop, 0);
+    ck_assert_uint_eq(deferred_array_size(c.kept), NROWS / 1000);
+    for (i = 0; i < deferred_array_size(c.kept); i++) {
+        deferred_row_t *row = deferred_value_get_row(deferred_array_get(c.kept, i));
+        int64_t want = (int64_t)(i + 1) * 1000;
+        size_t len = 0;
+
+        ck_assert_uint_eq(deferred_row_columns(row), 4);
+        ck_assert_str_eq(deferred_row_name(row, 2), "d");
+        ck_assert_int_eq(deferred_row_find(row, "s"), 1);
+        ck_assert_int_eq(deferred_row_find(row, "nope"), -1);
+        ck_assert_int_eq(deferred_row_int_named(row, "i"), want);
+        ck_assert(deferred_row_type(row, 0) == DEFERRED_ROW_INTEGER);
+        ck_assert(deferred_row_type(row, 1) == DEFERRED_ROW_TEXT);
+        ck_assert(deferred_row_type(row, 2) == DEFERRED_ROW_DOUBLE);
+        ck_assert(deferred_row_double_named(row, "d") == (double)want * 0.5);
+        /* Every 10th b is NULL: so is every 1000th. */
+        ck_assert(deferred_row_is_null_named(row, "b"));
+        ck_assert_ptr_null(deferred_row_blob(row, 3, &len));
+        ck_assert_uint_eq(len, 0);
+        ck_assert(deferred_row_is_null(row, 99));
+        ck_assert_int_eq(deferred_row_int(row, 99), 0);
+        ck_assert_ptr_null(deferred_row_text(row, 0));
+    }
+    {
+        /* A standalone copy carries its names. */
+        deferred_row_t *copy =
+            deferred_row_copy(deferred_value_get_row(deferred_array_get(c.kept, 0)));
+
+        ck_assert_ptr_nonnull(copy);
+        ck_assert_str_eq(deferred_row_text_named(copy, "s"), "row 1000");
+        ck_assert_str_eq(deferred_row_name(copy, 3), "b");
+        deferred_row_free(copy);
+    }
+    deferred_array_free(c.kept);
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_D01_parameters_bound)
+{
+    static const unsigned char blob[] = {0, 1, 2, 0xff};
+    deferred_t *d;
+    deferred_row_t *row;
+    size_t len = 0;
+    const unsigned char *b;
+
+    d = deferred_sqlite_query_one(
+        loop, db, "SELECT ? AS a, ? AS b, ? AS c, ? AS d, ? AS e",
+        DEFERRED_PARAMS(deferred_param_int(-42), deferred_param_double(2.5),
+                        deferred_param_text("it's \"quoted\"; DROP TABLE t"),
+                        deferred_param_blob(blob, sizeof(blob)), deferred_param_null()));
+    ck_assert(!deferred_has_fired(d)); /* never before it returns */
+    ev_run(loop, 0);
+    ck_assert(deferred_has_fired(d));
+    row = deferred_value_get_row(deferred_result(d));
+    ck_assert_ptr_nonnull(row);
+    ck_assert_int_eq(deferred_row_int(row, 0), -42);
+    ck_assert(deferred_row_double_named(row, "b") == 2.5);
+    ck_assert_str_eq(deferred_row_text(row, 2), "it's \"quoted\"; DROP TABLE t");
+    b = deferred_row_blob_named(row, "d", &len);
+    ck_assert_uint_eq(len, 4);
+    ck_assert_mem_eq(b, blob, 4);
+    ck_assert(deferred_row_type(row, 3) == DEFERRED_ROW_BLOB);
+    ck_assert(deferred_row_is_null(row, 4));
+    deferred_unref(d);
+
+    /* No row: the empty value. */
+    d = deferred_sqlite_query_one(loop, db, "SELECT i FROM t WHERE i = ?",
+                                  DEFERRED_PARAMS(deferred_param_int(-1)));
+    ev_run(loop, 0);
+    ck_assert(deferred_has_fired(d));
+    ck_assert(deferred_value_is_none(deferred_result(d)));
+    deferred_unref(d);
+
+    /* Many rows: the first; the rest is not read. */
+    d = deferred_sqlite_query_one(loop, db, "SELECT i FROM t ORDER BY i DESC", NULL, 0);
+    ev_run(loop, 0);
+    ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0),
+                     NROWS);
+    deferred_unref(d);
+}
+END_TEST
+
+/* Pause stops stepping: a timer looks while the consumer holds a pause. */
+struct pause_look {
+    struct check *c;
+    long seen;
+    int looks;
+    ev_timer timer;
+};
+
+static void pause_look_cb(struct ev_loop *l, ev_timer *w, int revents)
+{
+    struct pause_look *pl = w->data;
+
+    (void)l;
+    (void)revents;
+    if (pl->c->rows < pl->c->pause_at)
+        return; /* not there yet (a slow machine, valgrind) */
+    if (pl->looks++ == 0) {
+        pl->seen = pl->c->rows;
+        ck_assert(deferred_stage_is_paused(pl->c->self));
+        return; /* look again after another interval */
+    }
+    /* Nothing moved while paused. */
+    ck_assert_int_eq(pl->c->rows, pl->seen);
+    ev_timer_stop(l, w);
+    deferred_stage_resume(pl->c->self);
+}
+
+START_TEST(test_D01_pause_stops_stepping)
+{
+    struct check c;
+    struct pause_look pl;
+    deferred_t *d;
+
+    d = run_query(&c, "SELECT i, s FROM t ORDER BY i", NULL, 0, NULL);
+    c.pause_at = 1000;
+    memset(&pl, 0, sizeof(pl));
+    pl.c = &c;
+    ev_timer_init(&pl.timer, pause_look_cb, 0.02, 0.02);
+    pl.timer.data = &pl;
+    ev_timer_start(loop, &pl.timer);
+    ev_run(loop, 0);
+    ck_assert_int_eq(pl.looks, 2);
+    ck_assert_int_eq(pl.seen, 1000); /* it stopped at once, mid-batch */
+    ck_assert_int_eq(c.rows, NROWS);
+    ck_assert(c.in_order);
+    ck_assert_ptr_null(failure_of(d));
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_D01_cancel_finalizes)
+{
+    struct check c;
+    deferred_t *d;
+    deferred_failure_t *f;
+
+    d = run_query(&c, "SELECT i, s FROM t ORDER BY i", NULL, 0, NULL);
+    c.cancel_at = 10;
+    ev_run(loop, 0);
+    ck_assert_int_eq(c.rows, 10);
+    f = failure_of(d);
+    ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_LIBRARY, ECANCELED));
+    /* The statement is finalized now, not when the process is freed. */
+    ck_assert_ptr_null(sqlite3_next_stmt(db, NULL));
+    deferred_unref(d);
+}
+END_TEST
+
+/* An SQL function that cancels the process from inside sqlite3_step. */
+static deferred_process_t *cancel_target;
+static void cancel_at_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    if (sqlite3_value_int64(argv[0]) == 5000 && cancel_target)
+        deferred_process_cancel(cancel_target);
+    sqlite3_result_int(ctx, 1);
+}
+
+START_TEST(test_D01_cancel_interrupts_step)
+{
+    struct check c;
+    deferred_t *d;
+    deferred_process_t *p;
+
+    ck_assert_int_eq(sqlite3_create_function(db, "cancel_at", 1, SQLITE_UTF8, NULL,
+                                             cancel_at_fn, NULL, NULL),
+                     SQLITE_OK);
+    /* The rows 1..4999 are emitted; the step that reaches 5000 is
+     * interrupted inside SQLite. */
+    d = run_query(&c, "SELECT i, s FROM t WHERE cancel_at(i) ORDER BY i", NULL, 0, &p);
+    cancel_target = p;
+    ev_run(loop, 0);
+    cancel_target = NULL;
+    ck_assert_int_eq(c.rows, 4999);
+    ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_LIBRARY, ECANCELED));
+    ck_assert_ptr_null(sqlite3_next_stmt(db, NULL));
+    deferred_process_unref(p);
+    deferred_unref(d);
+}
+END_TEST
+
+/* ---- D02 and other failures ------------------------------------------------ */
+
+/* f's story contains s. */
+static bool story_has(const deferred_failure_t *f, const char *s)
+{
+    char *story = deferred_failure_story_alloc(f);
+    bool yes = story && strstr(story, s);
+
+    deferred_free(story);
+    return yes;
+}
+
+/* The context names the query. */
+static bool context_has(const deferred_failure_t *f, const char *stage, const char *item)
+{
+    size_t i;
+
+    for (i = 0; i < deferred_failure_context_size(f); i++) {
+        const char *st = deferred_failure_context_stage(f, i);
+        const char *it = deferred_failure_context_item(f, i);
+
+        if (st && strcmp(st, stage) == 0 && it && strstr(it, item))
+            return true;
+    }
+    return false;
+}
+
+START_TEST(test_D02_bad_sql)
+{
+    struct check c;
+    deferred_t *d;
+    deferred_failure_t *f;
+    static const char sql[] = "SELEC i FROM t";
+
+    d = run_query(&c, sql, NULL, 0, NULL);
+    ck_assert(!deferred_has_fired(d));
+    ev_run(loop, 0);
+    f = failure_of(d);
+    ck_assert_ptr_nonnull(f);
+    ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_SQLITE, SQLITE_ERROR));
+    ck_assert_ptr_nonnull(strstr(deferred_failure_message(f), "syntax error"));
+    ck_assert(context_has(f, "sqlite query", sql));
+    ck_assert(story_has(f, sql));
+    ck_assert(story_has(f, "sqlite"));
+    ck_assert_int_eq(c.rows, 0);
+    ck_assert_int_eq(c.finishes, 1);
+    deferred_unref(d);
+
+    d = run_query(&c, "SELECT x FROM nowhere", NULL, 0, NULL);
+    ev_run(loop, 0);
+    f = failure_of(d);
+    ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_SQLITE, SQLITE_ERROR));
+    ck_assert_ptr_nonnull(strstr(deferred_failure_message(f), "no such table: nowhere"));
+    ck_assert(context_has(f, "sqlite query", "SELECT x FROM nowhere"));
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_D02_error_mid_stream_names_row)
+{
+    struct check c;
+    deferred_t *d;
+    deferred_failure_t *f;
+
+    /* abs() of the smallest integer overflows at row 3. */
+    d = run_query(&c,
+                  "SELECT i, s FROM t WHERE i <= 5 AND"
+                  " abs(CASE WHEN i = 3 THEN -9223372036854775807 - 1 ELSE i END) > 0"
+                  " ORDER BY i",
+                  NULL, 0, NULL);
+    ev_run(loop, 0);
+    f = failure_of(d);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(deferred_failure_domain(f), DEFERRED_DOMAIN_SQLITE);
+    ck_assert_ptr_nonnull(strstr(deferred_failure_message(f), "integer overflow"));
+    ck_assert_int_eq(c.rows, 2);
+    /* The producer's frame: "row 2 of <sql>" (the last row it emitted). */
+    ck_assert(story_has(f, "row 2 of SELECT i, s FROM t"));
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_wrong_parameter_counts)
+{
+    struct check c;
+    deferred_t *d;
+    deferred_failure_t *f;
+    static const char sql[] = "SELECT i FROM t WHERE i BETWEEN ? AND ?";
+
+    d = run_query(&c, sql, DEFERRED_PARAMS(deferred_param_int(1)), NULL);
+    ev_run(loop, 0);
+    f = failure_of(d);
+    ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_SQLITE, SQLITE_RANGE));
+    ck_assert_ptr_nonnull(strstr(deferred_failure_message(f), "takes 2 parameters, 1 given"));
+    ck_assert(context_has(f, "sqlite query", sql));
+    deferred_unref(d);
+
+    d = run_query(&c, "SELECT 1",
+                  DEFERRED_PARAMS(deferred_param_int(1), deferred_param_int(2)), NULL);
+    ev_run(loop, 0);
+    ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_SQLITE, SQLITE_RANGE));
+    deferred_unref(d);
+
+    /* Bad arguments: no stage. */
+    ck_assert_ptr_null(deferred_sqlite_query(NULL, db, "SELECT 1", NULL, 0));
+    ck_assert_ptr_null(deferred_sqlite_query(loop, NULL, "SELECT 1", NULL, 0));
+    ck_assert_ptr_null(deferred_sqlite_query(loop, db, NULL, NULL, 0));
+    ck_assert_ptr_null(deferred_sqlite_query(loop, db, "SELECT ?", NULL, 1));
+    ck_assert_int_eq(deferred_sqlite_set_batch(NULL, 10), -EINVAL);
+}
+END_TEST
+
+START_TEST(test_busy_and_locked)
+{
+    sqlite3 *other;
+    deferred_t *d;
+    deferred_failure_t *f;
+    struct check c;
+    deferred_process_t *p;
+
+    /* Busy: another connection holds an exclusive lock (no busy timeout). */
+    ck_assert_int_eq(sqlite3_open(path, &other), SQLITE_OK);
+    exec_ok(other, "BEGIN EXCLUSIVE");
+    d = deferred_sqlite_query_one(loop, db, "SELECT count(*) FROM t", NULL, 0);
+    ev_run(loop, 0);
+    f = failure_of(d);
+    ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_SQLITE, SQLITE_BUSY));
+    ck_assert_ptr_nonnull(strstr(deferred_failure_message(f), "locked"));
+    ck_assert(context_has(f, "sqlite query", "SELECT count(*) FROM t"));
+    deferred_unref(d);
+    exec_ok(other, "ROLLBACK");
+    sqlite3_close(other);
+
+    /* Locked: dropping a table that a paused stream on the same
+     * connection still reads. */
+    d = run_query(&c, "SELECT i, s FROM t ORDER BY i", NULL, 0, &p);
+    c.pause_at = 1;
+    ev_run(loop, EVRUN_ONCE);
+    ev_run(loop, EVRUN_NOWAIT);
+    ck_assert_int_eq(c.rows, 1);
+    {
+        deferred_t *drop = deferred_sqlite_query_one(loop, db, "DROP TABLE t", NULL, 0);
+
+        ev_run(loop, 0);
+        f = failure_of(drop);
+        ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_SQLITE, SQLITE_LOCKED));
+        ck_assert(context_has(f, "sqlite query", "DROP TABLE t"));
+        deferred_unref(drop);
+    }
+    deferred_process_cancel(p);
+    ck_assert(deferred_has_fired(d));
+    deferred_process_unref(p);
+    deferred_unref(d);
+}
+END_TEST
+
+/* Cancelling a query that has not run yet, and freeing an unrun stage. */
+START_TEST(test_cancel_before_run_and_free)
+{
+    deferred_stage_t *st = deferred_sqlite_query(loop, db, "SELECT 1", NULL, 0);
+    deferred_t *d;
+
+    ck_assert_ptr_nonnull(st);
+    ck_assert_int_eq(deferred_sqlite_set_batch(st, 1), 0);
+    deferred_stage_free(st);
+    d = deferred_sqlite_query_one(loop, db, "SELECT i FROM t", NULL, 0);
+    deferred_cancel(d);
+    ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_LIBRARY, ECANCELED));
+    ev_run(loop, 0);
+    deferred_unref(d);
+}
+END_TEST
+
+/* ---- out of memory ------------------------------------------------------------ */
+
+START_TEST(test_failing_allocator)
+{
+    unsigned long n;
+    int ok = 0, enomem = 0;
+
+    for (n = 1; n < 200; n++) {
+        struct check c;
+        deferred_process_t *p;
+        deferred_stage_t *q, *k;
+        deferred_t *d;
+
+        tu_fail_at(n);
+        p = deferred_process_new(0);
+        q = deferred_sqlite_query(loop, db, "SELECT i, s, d FROM t WHERE i <= ?",
+                                  DEFERRED_PARAMS(deferred_param_int(600)));
+        k = check_stage(&c);
+        if (!p || !q || !k) {
+            deferred_stage_free(q);
+            deferred_stage_free(k);
+            deferred_process_unref(p);
+            enomem++;
+            ck_assert_uint_eq(tu_live(), 0);
+            continue;
+        }
+        if (deferred_process_add(p, q) < 0) {
+            deferred_stage_free(k);
+            k = NULL;
+        }
+        if (!k || deferred_process_add(p, k) < 0) {
+            deferred_process_unref(p);
+            enomem++;
+            ck_assert_uint_eq(tu_live(), 0);
+            continue;
+        }
+        d = deferred_process_run(p);
+        deferred_process_unref(p);
+        if (!d) {
+            ev_run(loop, 0);
+            enomem++;
+            ck_assert_uint_eq(tu_live(), 0);
+            continue;
+        }
+        ev_run(loop, 0);
+        ck_assert(deferred_has_fired(d));
+        if (failure_of(d)) {
+            ck_assert(deferred_failure_find(failure_of(d), DEFERRED_DOMAIN_ANY, ENOMEM) ||
+                      deferred_failure_find(failure_of(d), DEFERRED_DOMAIN_SQLITE,
+                                            SQLITE_NOMEM));
+            enomem++;
+        } else {
+            ck_assert_int_eq(c.rows, 600);
+            ck_assert(c.in_order);
+            ok++;
+        }
+        deferred_unref(d);
+        if (tu_live() != 0)
+            fprintf(stderr, "test_failing_allocator: leak at allocation %lu\n", n);
+        ck_assert_uint_eq(tu_live(), 0);
+        if (!tu_failure_injected())
+            break;
+    }
+    tu_fail_at(0);
+    ck_assert_int_gt(enomem, 3);
+    ck_assert_int_ge(ok, 1);
+}
+END_TEST
+
+static Suite *sqlite_suite(void)
+{
+    Suite *s = suite_create("sqlite");
+    TCase *tc = tcase_create("sqlite");
+
+    tcase_add_unchecked_fixture(tc, make_database, remove_database);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_D01_every_row_in_order);
+    tcase_add_test(tc, test_D01_rows_by_name_and_type);
+    tcase_add_test(tc, test_D01_parameters_bound);
+    tcase_add_test(tc, test_D01_pause_stops_stepping);
+    tcase_add_test(tc, test_D01_cancel_finalizes);
+    tcase_add_test(tc, test_D01_cancel_interrupts_step);
+    tcase_add_test(tc, test_D02_bad_sql);
+    tcase_add_test(tc, test_D02_error_mid_stream_names_row);
+    tcase_add_test(tc, test_wrong_parameter_counts);
+    tcase_add_test(tc, test_busy_and_locked);
+    tcase_add_test(tc, test_cancel_before_run_and_free);
+    tcase_add_test(tc, test_failing_allocator);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run_suite(sqlite_suite());
+}
