@@ -265,6 +265,7 @@ static const deferred_stage_ops_t lines_ops = {
 deferred_stage_t *deferred_ev_lines(struct ev_loop *loop, int fd, size_t max_line)
 {
     struct lines *l;
+    deferred_stage_t *st;
     size_t cap;
     int flags;
 
@@ -300,12 +301,13 @@ deferred_stage_t *deferred_ev_lines(struct ev_loop *loop, int fd, size_t max_lin
     l->io.data = l;
     ev_idle_init(&l->idle, lines_idle_cb);
     l->idle.data = l;
-    l->self = deferred_stage_new(&lines_ops, l, 0);
-    if (!l->self) {
+    st = deferred_stage_new(&lines_ops, l, 0);
+    if (!st) {
         errno = ENOMEM;
         return NULL; /* l freed by lines_destroy */
     }
-    return l->self;
+    l->self = st;
+    return st;
 }
 
 static struct lines *lines_of(const deferred_stage_t *st)
