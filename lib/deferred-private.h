@@ -15,8 +15,10 @@
 #define DEFERRED_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define DEFERRED_HIDDEN __attribute__((visibility("hidden")))
 #define DEFERRED_NOINLINE __attribute__((noinline))
+#define DEFERRED_ALWAYS_INLINE __attribute__((always_inline))
 #else
 #define DEFERRED_NOINLINE
+#define DEFERRED_ALWAYS_INLINE
 #define DEFERRED_LIKELY(x) (x)
 #define DEFERRED_UNLIKELY(x) (x)
 #define DEFERRED_HIDDEN

@@ -26,6 +26,7 @@ struct deferred_stage {
     uint32_t held;          /* pauses this stage holds on the producers */
     uint64_t items;         /* handed (consumer) or emitted (producer) */
     bool producer;
+    bool fast;            /* emits may take the per-item fast path */
     bool in_resume;
     bool resume_again;
     bool cancelled;
@@ -61,6 +62,53 @@ struct deferred_process {
 static inline bool deferred__producer_blocked(const deferred_stage_t *st)
 {
     return st->paused || st->cancelled || st->finished || !st->p->open;
+}
+
+/* Recompute every stage's fast flag: it has a next stage without
+ * subordinates or autopause, and (a producer) is neither cancelled nor
+ * finished.  Called whenever one of those changes (process.c). */
+DEFERRED_HIDDEN void deferred__refresh_fast(deferred_process_t *p);
+
+/* The slow halves of deferred__emit() (process.c). */
+DEFERRED_HIDDEN DEFERRED_NOINLINE int deferred__emit_slow(deferred_stage_t *self,
+                                                          deferred_value_t tag,
+                                                          deferred_value_t item);
+DEFERRED_HIDDEN DEFERRED_NOINLINE int deferred__emit_unwind(deferred_process_t *p,
+                                                            deferred_stage_t *self,
+                                                            deferred_stage_t *to,
+                                                            deferred_value_t item,
+                                                            deferred_failure_t *f);
+
+/*
+ * deferred_stage_emit_tagged(), the per-item path.  When the stream flows,
+ * the call is nested in another stage call (as a producer's resume loop or
+ * a processor's handle is) and the next stage is a plain one, an item
+ * costs the checks below and one indirect call; everything else (the
+ * outermost call, a stream that is ending, subordinates, autopause, a
+ * failure) takes the slow halves.
+ */
+static inline DEFERRED_ALWAYS_INLINE int deferred__emit(deferred_stage_t *self, deferred_value_t tag,
+                                 deferred_value_t item)
+{
+    deferred_process_t *p;
+    deferred_stage_t *to;
+    deferred_failure_t *f;
+
+    if (DEFERRED_UNLIKELY(!self || !self->fast || !(p = self->p)->open || !p->depth))
+        return deferred__emit_slow(self, tag, item);
+    to = self->down;
+    p->depth++;
+    p->level++;
+    self->items += self->producer;
+    to->items++;
+    f = to->ops->handle(to, self, tag, &item);
+    if (DEFERRED_UNLIKELY(f != NULL || !p->open))
+        return deferred__emit_unwind(p, self, to, item, f);
+    if (item.release)
+        item.release(item.ptr);
+    p->level--;
+    p->depth--; /* never the outermost: no settle here */
+    return 0;
 }
 
 /* deferred_stage_data() for the library's own stages. */

@@ -263,6 +263,7 @@ deferred_t *deferred_process_run(deferred_process_t *p)
     /* Producers all feed the first stage after them. */
     for (i = 0; i < p->nproducers; i++)
         p->stages[i]->down = p->stages[p->nproducers];
+    deferred__refresh_fast(p);
     p->done = d;
     p->running = true;
     update_open(p);
@@ -338,12 +339,27 @@ static deferred_stage_t *target_of(deferred_stage_t *st)
     return st->routes ? st->routes->sub : st;
 }
 
+void deferred__refresh_fast(deferred_process_t *p)
+{
+    size_t i;
+
+    for (i = 0; i < p->n; i++) {
+        deferred_stage_t *st = p->stages[i], *to = st->down;
+
+        st->fast = to && !to->routes && !(to->flags & DEFERRED_STAGE_AUTOPAUSE) &&
+                   !st->cancelled && !st->finished;
+    }
+}
+
 static void route_pop(deferred_stage_t *st)
 {
     struct route *r = st->routes;
     deferred_stage_t *sub = r->sub;
 
     st->routes = r->up;
+    /* Not while the process is being freed: its stages go one by one. */
+    if (st->p && st->p->running && !st->p->finished)
+        deferred__refresh_fast(st->p);
     if (sub->held && sub->p && !sub->p->finished) {
         sub->p->held += 0;
         while (sub->held) {
@@ -403,8 +419,8 @@ static bool may_emit(const deferred_stage_t *st)
 
 /* The general emit: the first call on the stack, a stream that is ending,
  * a consumer with subordinates or autopause. */
-static DEFERRED_NOINLINE int emit_slow(deferred_stage_t *self, deferred_value_t tag,
-                                       deferred_value_t item)
+int deferred__emit_slow(deferred_stage_t *self, deferred_value_t tag,
+                        deferred_value_t item)
 {
     deferred_process_t *p;
     int rc;
@@ -431,9 +447,9 @@ static DEFERRED_NOINLINE int emit_slow(deferred_stage_t *self, deferred_value_t 
 
 /* What follows a handle that failed, or after which the stream no longer
  * flows: frames for the failure, the item released, the levels undone. */
-static DEFERRED_NOINLINE int emit_unwind(deferred_process_t *p, deferred_stage_t *self,
-                                         deferred_stage_t *to, deferred_value_t item,
-                                         deferred_failure_t *f)
+int deferred__emit_unwind(deferred_process_t *p, deferred_stage_t *self,
+                          deferred_stage_t *to, deferred_value_t item,
+                          deferred_failure_t *f)
 {
     int rc;
 
@@ -454,35 +470,12 @@ static DEFERRED_NOINLINE int emit_unwind(deferred_process_t *p, deferred_stage_t
     return rc;
 }
 
-/*
- * The per-item path.  When the stream flows, the call is nested in another
- * stage call (as a producer's resume loop or a processor's handle is), and
- * the next stage is a plain one, an item costs the checks below and one
- * indirect call; everything else takes emit_slow().
- */
+/* The per-item path is deferred__emit() in process-private.h, inlined
+ * into the built-in stages; this is its exported form. */
 int deferred_stage_emit_tagged(deferred_stage_t *self, deferred_value_t tag,
                                deferred_value_t item)
 {
-    deferred_process_t *p;
-    deferred_stage_t *to;
-    deferred_failure_t *f;
-
-    if (DEFERRED_UNLIKELY(!self || !(to = self->down) || !(p = self->p) || !p->open ||
-                          !p->depth || self->cancelled || self->finished || to->routes ||
-                          (to->flags & DEFERRED_STAGE_AUTOPAUSE)))
-        return emit_slow(self, tag, item);
-    p->depth++;
-    p->level++;
-    self->items += self->producer;
-    to->items++;
-    f = to->ops->handle(to, self, tag, &item);
-    if (DEFERRED_UNLIKELY(f != NULL || !p->open))
-        return emit_unwind(p, self, to, item, f);
-    if (item.release)
-        item.release(item.ptr);
-    p->level--;
-    p->depth--; /* never the outermost: no settle here */
-    return 0;
+    return deferred__emit(self, tag, item);
 }
 
 int deferred_stage_emit(deferred_stage_t *self, deferred_value_t item)
@@ -534,6 +527,7 @@ static void deliver_start(deferred_stage_t *to, deferred_stage_t *from,
             r->depth = 0;
             r->up = to->routes;
             to->routes = r;
+            deferred__refresh_fast(p);
             if (sub->ops->start) {
                 deferred_stage_t *ignored = NULL;
 
@@ -577,6 +571,7 @@ static void deliver_end(deferred_stage_t *to, deferred_stage_t *from,
                 out = t->ops->finish(t, from, tag, outcome);
             r->sub = NULL;
             to->routes = r->up;
+            deferred__refresh_fast(p);
             deferred__free(r);
             if (t->held && !p->finished)
                 while (t->held) {
@@ -666,6 +661,7 @@ int deferred_stage_finish(deferred_stage_t *self, deferred_value_t outcome)
     }
     enter(p);
     self->finished = true;
+    self->fast = false;
     p->producers_done++;
     if (deferred_value_is_failure(outcome)) {
         if (!p->failure) {
@@ -721,6 +717,7 @@ static void cancel_producers(deferred_process_t *p, deferred_stage_t *by)
         if (pr->cancelled || pr->finished)
             continue;
         pr->cancelled = true;
+        pr->fast = false;
         if (pr->ops->cancel)
             pr->ops->cancel(pr, by);
     }

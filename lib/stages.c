@@ -50,7 +50,7 @@ static void array_resume(deferred_stage_t *self, deferred_stage_t *by)
         deferred_value_t v = ap->items[ap->next];
 
         ap->items[ap->next++] = deferred_value_none();
-        if (deferred_stage_emit(self, v) < 0)
+        if (deferred__emit(self, deferred_value_none(), v) < 0)
             return;
     }
     if (ap->next == ap->n)
@@ -133,7 +133,7 @@ static deferred_value_t from_multi_row(deferred_value_t v, void *arg)
     struct shared *sh = arg;
 
     if (sh->self)
-        deferred_stage_emit(sh->self, v);
+        deferred__emit(sh->self, deferred_value_none(), v);
     else
         deferred_value_release(v);
     return deferred_value_none();
@@ -308,7 +308,7 @@ static deferred_value_t map_resolved(deferred_value_t v, void *arg)
     if (deferred_value_is_failure(v))
         deferred_stage_fail(self, deferred_value_take_failure(v));
     else
-        deferred_stage_emit(self, v);
+        deferred__emit(self, deferred_value_none(), v);
     deferred_stage_resume(self);
     map_settle(STAGE_DATA(self));
     return deferred_value_none();
@@ -344,7 +344,7 @@ static deferred_failure_t *map_handle(deferred_stage_t *self, deferred_stage_t *
             return NULL;
         }
     }
-    deferred_stage_emit_tagged(self, tag, r);
+    deferred__emit(self, tag, r);
     return NULL;
 }
 
@@ -430,7 +430,7 @@ static deferred_failure_t *filter_handle(deferred_stage_t *self,
         deferred_value_t v = *item;
 
         *item = deferred_value_none();
-        deferred_stage_emit_tagged(self, tag, v);
+        deferred__emit(self, tag, v);
     }
     return NULL;
 }
@@ -473,7 +473,7 @@ static deferred_failure_t *batch_flush(deferred_stage_t *self, struct batch *b,
 
     b->cur = NULL;
     if (a)
-        deferred_stage_emit_tagged(self, tag, deferred_value_array(a));
+        deferred__emit(self, tag, deferred_value_array(a));
     return NULL;
 }
 
