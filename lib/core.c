@@ -108,8 +108,10 @@ struct deferred {
     deferred_canceller_fn canceller;
     void *canceller_arg;
     struct deferred_ext *ext;
-    struct link inline_links[DEFERRED_INLINE_LINKS];
+    /* The kinds first: with the header and the first entries they share a
+     * cache line, so a short chain touches two lines, not three. */
     uint8_t inline_kinds[DEFERRED_INLINE_LINKS];
+    struct link inline_links[DEFERRED_INLINE_LINKS];
 };
 
 /* A callback argument with destroy functions (the _full calls). */
