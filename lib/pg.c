@@ -1,10 +1,1012 @@
 /*
- * pg.c: PostgreSQL query results as producers of rows (being written).
+ * pg.c: PostgreSQL connections and query results as producers of rows, on
+ * libev (libdeferred-pg).
+ *
+ * A connection (deferred_pg_t) owns the PGconn, one ev_io watcher on its
+ * socket and a FIFO of queries.  The head of the FIFO is the query on the
+ * wire: it is sent with PQsendQueryParams() in single-row mode as soon as
+ * the one before it ended, and its rows are read from the socket while
+ * its process wants them.  The watcher's events are recomputed from the
+ * state after every step (pg_update_io()): read while the head is draining
+ * or is started and not paused, write while libpq has output to flush.
+ * Not reading is the backpressure: libpq stops pulling from the socket,
+ * the kernel buffers fill, the server blocks in its send.
+ *
+ * The design decision to know: a query (struct pgq) is shared between its
+ * stage and its connection, each holding a reference, because either may
+ * go first.  A stage freed while its query is on the wire (a cancelled or
+ * abandoned process) leaves the query to the connection, which sends the
+ * cancel request and drains the rest of the result in the background
+ * before it sends the next query; and a connection closed or lost while
+ * queries wait leaves each query with its failure, delivered to its stage
+ * from the query's own idle watcher.  Everything a stage is told (rows,
+ * the end, failures) goes through pg_process() or that idle watcher,
+ * never through resume, so the producer never emits before its resume
+ * returns.  Callbacks into the process may close or drop the connection:
+ * each entry point holds a reference on the connection (and the query)
+ * while it works.
+ *
+ * Written against the public interfaces of process.h and row.h only;
+ * allocation goes through deferred_malloc().
  */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ev.h>
+
 #include "deferred/pg.h"
 
-DEFERRED_EXPORT int deferred_pg_placeholder(void);
-int deferred_pg_placeholder(void)
+/* Type OIDs (server/catalog/pg_type_d.h, stable across versions). */
+#define OID_BYTEA 17
+#define OID_INT8 20
+#define OID_INT2 21
+#define OID_INT4 23
+#define OID_OID 26
+#define OID_FLOAT4 700
+#define OID_FLOAT8 701
+
+struct pgq;
+
+struct pgconnect {
+    deferred_pg_t *c; /* NULL once handed out or abandoned */
+    deferred_t *d;    /* borrowed: this block lives as long as d */
+};
+
+struct deferred_pg {
+    uint32_t refs;
+    struct ev_loop *loop;
+    PGconn *conn;            /* NULL once closed or lost */
+    ev_io io;
+    int io_fd;
+    int io_events;
+    struct pgq *head, *tail; /* the queue; head is on the wire when sent */
+    struct pgconnect *connecting;
+    char where[160];         /* "host:port/dbname", for messages */
+};
+
+struct pgq {
+    uint32_t refs;           /* the stage's and the queue's */
+    deferred_pg_t *c;        /* a reference */
+    struct pgq *next;
+    deferred_stage_t *self;  /* NULL once the stage is gone */
+    char *sql;
+    int nparams;
+    const char **values;
+    int *lengths;
+    int *formats;
+    deferred_row_shape_t *shape;
+    int ncols;
+    deferred_row_type_t *types;
+    deferred_failure_t *failure; /* to deliver at the end */
+    uint64_t row;
+    bool queued;
+    bool sent;
+    bool started;            /* resumed at least once */
+    bool paused;
+    bool draining;           /* results are read and dropped */
+    bool ended;              /* told its stage how it ended */
+    ev_idle kick;
+};
+
+static void pg_update_io(deferred_pg_t *c);
+static void pg_pump(deferred_pg_t *c);
+static void pg_process(deferred_pg_t *c);
+
+/* ---- failures ------------------------------------------------------------- */
+
+int deferred_pg_sqlstate(const char *s)
 {
-    return 0;
+    int code = 0, i;
+
+    if (!s || strlen(s) != 5)
+        return 0;
+    for (i = 0; i < 5; i++) {
+        char ch = s[i];
+
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'Z')))
+            return 0;
+        code |= ((ch - '0') & 0x3f) << (6 * i);
+    }
+    return (1 << 30) | code;
+}
+
+/* Copy msg without its trailing newlines into buf. */
+static const char *trimmed(const char *msg, char *buf, size_t size)
+{
+    size_t len;
+
+    snprintf(buf, size, "%s", msg && *msg ? msg : "unknown error");
+    len = strlen(buf);
+    while (len && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
+        buf[--len] = '\0';
+    return buf;
+}
+
+static deferred_failure_t *pgq_context(struct pgq *q, deferred_failure_t *f)
+{
+    deferred_failure_add_context(f, "postgres query", "%s", q->sql);
+    return f;
+}
+
+/* A failure from a result (or, with res NULL, from the connection). */
+static deferred_failure_t *pg_result_failure(struct pgq *q, const PGresult *res)
+{
+    deferred_pg_t *c = q->c;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    char msg[1024];
+    bool lost = !c->conn || PQstatus(c->conn) == CONNECTION_BAD;
+    int code;
+
+    trimmed(res ? PQresultErrorMessage(res) : c->conn ? PQerrorMessage(c->conn) : NULL,
+            msg, sizeof(msg));
+    code = lost ? ECONNRESET : deferred_pg_sqlstate(state);
+    if (!code)
+        code = EPROTO;
+    if (lost)
+        return pgq_context(q, deferred_failure_new(DEFERRED_DOMAIN_POSTGRES, code,
+                                                   "connection to %s lost: %s",
+                                                   c->where, msg));
+    if (state)
+        return pgq_context(q, deferred_failure_new(DEFERRED_DOMAIN_POSTGRES, code,
+                                                   "%s (SQLSTATE %s)", msg, state));
+    return pgq_context(q, deferred_failure_new(DEFERRED_DOMAIN_POSTGRES, code, "%s", msg));
+}
+
+/* ---- queries: references and the queue ---------------------------------------- */
+
+static void pgq_unref(struct pgq *q)
+{
+    deferred_pg_t *c;
+
+    if (--q->refs > 0)
+        return;
+    c = q->c;
+    ev_idle_stop(c->loop, &q->kick);
+    deferred_failure_unref(q->failure);
+    deferred_row_shape_unref(q->shape);
+    deferred_free(q->types);
+    deferred_free(q);
+    deferred_pg_unref(c);
+}
+
+/* Take q off the queue (it is the head, or not sent). */
+static void pgq_dequeue(struct pgq *q)
+{
+    deferred_pg_t *c = q->c;
+    struct pgq **pp;
+
+    if (!q->queued)
+        return;
+    for (pp = &c->head; *pp; pp = &(*pp)->next) {
+        if (*pp == q) {
+            *pp = q->next;
+            break;
+        }
+    }
+    c->tail = NULL;
+    for (pp = &c->head; *pp; pp = &(*pp)->next)
+        c->tail = *pp;
+    q->next = NULL;
+    q->queued = false;
+    q->sent = false;
+    pgq_unref(q);
+}
+
+/* Tell q's stage how it ended: with q->failure, or the empty value. */
+static void pgq_end(struct pgq *q)
+{
+    deferred_failure_t *f = q->failure;
+
+    if (q->ended || !q->self || !q->started)
+        return;
+    q->ended = true;
+    q->failure = NULL;
+    ev_idle_stop(q->c->loop, &q->kick);
+    deferred_stage_finish(q->self, f ? deferred_value_failure(f) : deferred_value_none());
+}
+
+/* q cannot run: keep f (taken) for its stage, off the queue. */
+static void pgq_fail(struct pgq *q, deferred_failure_t *f)
+{
+    if (!q->failure)
+        q->failure = f;
+    else
+        deferred_failure_unref(f);
+    if (q->self && q->started && !q->ended)
+        ev_idle_start(q->c->loop, &q->kick);
+}
+
+/* ---- the connection's socket ----------------------------------------------------- */
+
+static void pg_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+
+static void pg_update_io(deferred_pg_t *c)
+{
+    struct pgq *q = c->head;
+    int events = 0, fd;
+
+    if (c->conn && !c->connecting) {
+        if (q && q->sent &&
+            (q->draining || (q->started && !q->paused && q->self)))
+            events |= EV_READ;
+        if (q && q->sent && PQisnonblocking(c->conn) && PQflush(c->conn) == 1)
+            events |= EV_WRITE;
+    }
+    fd = c->conn ? PQsocket(c->conn) : -1;
+    if (events == c->io_events && fd == c->io_fd)
+        return;
+    if (c->io_events)
+        ev_io_stop(c->loop, &c->io);
+    c->io_events = events;
+    c->io_fd = fd;
+    if (events && fd >= 0) {
+        ev_io_set(&c->io, fd, events);
+        ev_io_start(c->loop, &c->io);
+    } else {
+        c->io_events = 0;
+    }
+}
+
+/* The connection is gone (closed or lost): every query fails with f's
+ * code and message (f taken); the head keeps the failure it has. */
+static void pg_shut(deferred_pg_t *c, int code, const char *msg)
+{
+    if (c->io_events)
+        ev_io_stop(c->loop, &c->io);
+    c->io_events = 0;
+    c->io_fd = -1;
+    if (c->conn) {
+        PQfinish(c->conn);
+        c->conn = NULL;
+    }
+    while (c->head) {
+        struct pgq *q = c->head;
+
+        q->refs++;
+        pgq_fail(q, pgq_context(q, deferred_failure_new(DEFERRED_DOMAIN_POSTGRES, code,
+                                                        "%s", msg)));
+        pgq_dequeue(q);
+        pgq_unref(q);
+    }
+}
+
+static void pg_lost(deferred_pg_t *c)
+{
+    char msg[512], text[800];
+
+    trimmed(c->conn ? PQerrorMessage(c->conn) : NULL, msg, sizeof(msg));
+    snprintf(text, sizeof(text), "connection to %s lost: %s", c->where, msg);
+    pg_shut(c, ECONNRESET, text);
+}
+
+/* Send the head of the queue if nothing is on the wire. */
+static void pg_pump(deferred_pg_t *c)
+{
+    while (c->head && !c->head->sent && c->conn) {
+        struct pgq *q = c->head;
+
+        if (!q->self) {
+            pgq_dequeue(q); /* abandoned before it was sent */
+            continue;
+        }
+        if (!PQsendQueryParams(c->conn, q->sql, q->nparams, NULL, q->values, q->lengths,
+                               q->formats, 0)) {
+            if (PQstatus(c->conn) == CONNECTION_BAD) {
+                pg_lost(c);
+                return;
+            }
+            q->refs++;
+            pgq_fail(q, pg_result_failure(q, NULL));
+            pgq_dequeue(q);
+            pgq_unref(q);
+            continue;
+        }
+        PQsetSingleRowMode(c->conn);
+        q->sent = true;
+    }
+    pg_update_io(c);
+}
+
+/* ---- rows ---------------------------------------------------------------------------- */
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* The shape and column types of q's result, from its first row. */
+static int pgq_describe_result(struct pgq *q, const PGresult *res)
+{
+    const char **names;
+    int i;
+
+    q->ncols = PQnfields(res);
+    names = deferred_malloc((size_t)(q->ncols ? q->ncols : 1) * sizeof(char *));
+    q->types = deferred_malloc((size_t)(q->ncols ? q->ncols : 1) * sizeof(*q->types));
+    if (!names || !q->types) {
+        deferred_free(names);
+        return -ENOMEM;
+    }
+    for (i = 0; i < q->ncols; i++) {
+        names[i] = PQfname(res, i);
+        switch (PQftype(res, i)) {
+        case OID_INT2:
+        case OID_INT4:
+        case OID_INT8:
+        case OID_OID:
+            q->types[i] = DEFERRED_ROW_INTEGER;
+            break;
+        case OID_FLOAT4:
+        case OID_FLOAT8:
+            q->types[i] = DEFERRED_ROW_DOUBLE;
+            break;
+        case OID_BYTEA:
+            q->types[i] = DEFERRED_ROW_BLOB;
+            break;
+        default:
+            q->types[i] = DEFERRED_ROW_TEXT;
+            break;
+        }
+    }
+    q->shape = deferred_row_shape_new((size_t)q->ncols, names);
+    deferred_free(names);
+    return q->shape ? 0 : -ENOMEM;
+}
+
+static deferred_row_t *pgq_make_row(struct pgq *q, const PGresult *res)
+{
+    deferred_row_t *row;
+    size_t bytes = 0;
+    int i;
+
+    if (!q->shape && pgq_describe_result(q, res) < 0)
+        return NULL;
+    for (i = 0; i < q->ncols; i++)
+        bytes += (size_t)PQgetlength(res, 0, i) + 1;
+    row = deferred_row_alloc(q->shape, bytes);
+    if (!row)
+        return NULL;
+    for (i = 0; i < q->ncols; i++) {
+        const char *s;
+        size_t len;
+
+        if (PQgetisnull(res, 0, i))
+            continue;
+        s = PQgetvalue(res, 0, i);
+        len = (size_t)PQgetlength(res, 0, i);
+        switch (q->types[i]) {
+        case DEFERRED_ROW_INTEGER:
+            deferred_row_set_int(row, (size_t)i, strtoll(s, NULL, 10));
+            break;
+        case DEFERRED_ROW_DOUBLE:
+            deferred_row_set_double(row, (size_t)i, strtod(s, NULL));
+            break;
+        case DEFERRED_ROW_BLOB:
+            if (len >= 2 && s[0] == '\\' && s[1] == 'x') {
+                /* Hex bytea: decode into a scratch area at the row's end. */
+                unsigned char buf[256], *out = buf, *heap = NULL;
+                size_t n = (len - 2) / 2, k;
+
+                if (n > sizeof(buf) && !(out = heap = deferred_malloc(n))) {
+                    deferred_row_free(row);
+                    return NULL;
+                }
+                for (k = 0; k < n; k++)
+                    out[k] = (unsigned char)(hexval(s[2 + 2 * k]) << 4 |
+                                             hexval(s[3 + 2 * k]));
+                deferred_row_set_blob(row, (size_t)i, out, n);
+                deferred_free(heap);
+            } else {
+                deferred_row_set_blob(row, (size_t)i, s, len);
+            }
+            break;
+        default:
+            deferred_row_set_text(row, (size_t)i, s, len);
+            break;
+        }
+    }
+    return row;
+}
+
+/* ---- reading results --------------------------------------------------------------------- */
+
+/* May the head's results be read now? */
+static bool pg_wants(const deferred_pg_t *c)
+{
+    const struct pgq *q = c->head;
+
+    return q && q->sent && c->conn &&
+           (q->draining ||
+            (q->self && q->started && !q->paused && !deferred_stage_is_paused(q->self)));
+}
+
+/* Read what libpq has (without touching the socket): emit rows, end the
+ * query at its last result, send the next one. */
+static void pg_process(deferred_pg_t *c)
+{
+    while (pg_wants(c)) {
+        struct pgq *q = c->head;
+        PGresult *res;
+
+        if (PQisBusy(c->conn))
+            break; /* wait for the socket */
+        res = PQgetResult(c->conn);
+        if (!res) {
+            /* The query is over. */
+            q->refs++;
+            pgq_dequeue(q);
+            if (PQstatus(c->conn) == CONNECTION_BAD && !q->failure)
+                q->failure = pg_result_failure(q, NULL);
+            if (q->draining) {
+                deferred_failure_unref(q->failure);
+                q->failure = NULL;
+                q->ended = true;
+            }
+            pgq_end(q);
+            pgq_unref(q);
+            if (c->conn && PQstatus(c->conn) == CONNECTION_BAD) {
+                pg_lost(c);
+                return;
+            }
+            pg_pump(c);
+            continue;
+        }
+        switch (PQresultStatus(res)) {
+        case PGRES_SINGLE_TUPLE:
+            if (!q->draining && !q->failure) {
+                deferred_row_t *row = pgq_make_row(q, res);
+
+                PQclear(res);
+                if (!row) {
+                    q->failure = pgq_context(
+                        q, deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM,
+                                                "out of memory making a row"));
+                    continue;
+                }
+                q->row++;
+                q->refs++;
+                deferred_stage_emit(q->self, deferred_value_row(row));
+                pgq_unref(q);
+                continue;
+            }
+            break;
+        case PGRES_TUPLES_OK:
+        case PGRES_COMMAND_OK:
+        case PGRES_EMPTY_QUERY:
+            break;
+        default:
+            if (!q->failure && !q->draining)
+                q->failure = pg_result_failure(q, res);
+            break;
+        }
+        PQclear(res);
+    }
+    pg_update_io(c);
+}
+
+static void pg_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    deferred_pg_t *c = w->data;
+
+    (void)loop;
+    deferred_pg_ref(c);
+    if ((revents & EV_WRITE) && c->conn && PQflush(c->conn) < 0) {
+        pg_lost(c);
+        goto out;
+    }
+    if ((revents & EV_READ) && c->conn && !PQconsumeInput(c->conn)) {
+        /* The head fails with libpq's message; pg_lost() fails the rest. */
+        struct pgq *q = c->head;
+
+        if (q && q->sent && !q->failure && !q->draining)
+            q->failure = pg_result_failure(q, NULL);
+        pg_lost(c);
+        goto out;
+    }
+    pg_process(c);
+out:
+    deferred_pg_unref(c);
+}
+
+/* A query's idle watcher: deliver rows libpq already holds after a resume,
+ * or the failure of a query that never reached the wire. */
+static void pgq_kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    struct pgq *q = w->data;
+    deferred_pg_t *c = q->c;
+
+    (void)revents;
+    ev_idle_stop(loop, w);
+    deferred_pg_ref(c);
+    q->refs++;
+    if (!q->queued)
+        pgq_end(q);
+    else if (c->head == q)
+        pg_process(c);
+    pgq_unref(q);
+    deferred_pg_unref(c);
+}
+
+/* ---- the stage ------------------------------------------------------------------------------ */
+
+static void pgq_resume(deferred_stage_t *self, deferred_stage_t *by)
+{
+    struct pgq *q = deferred_stage_data(self);
+
+    (void)by;
+    q->started = true;
+    q->paused = false;
+    ev_idle_start(q->c->loop, &q->kick);
+    pg_update_io(q->c);
+}
+
+static void pgq_pause(deferred_stage_t *self, deferred_stage_t *by)
+{
+    struct pgq *q = deferred_stage_data(self);
+
+    (void)by;
+    q->paused = true;
+    ev_idle_stop(q->c->loop, &q->kick);
+    pg_update_io(q->c);
+}
+
+/* Stop q for good: drop it if it waits, cancel and drain it if it is on
+ * the wire. */
+static void pgq_abandon(struct pgq *q)
+{
+    deferred_pg_t *c = q->c;
+
+    q->ended = true;
+    ev_idle_stop(c->loop, &q->kick);
+    if (!q->queued)
+        return;
+    if (!q->sent) {
+        pgq_dequeue(q);
+        return;
+    }
+    if (!q->draining) {
+        PGcancel *cancel = PQgetCancel(c->conn);
+        char err[256];
+
+        q->draining = true;
+        if (cancel) {
+            PQcancel(cancel, err, sizeof(err)); /* blocks briefly */
+            PQfreeCancel(cancel);
+        }
+    }
+    pg_update_io(c);
+}
+
+static void pgq_cancel(deferred_stage_t *self, deferred_stage_t *by)
+{
+    struct pgq *q = deferred_stage_data(self);
+    deferred_pg_t *c = q->c;
+
+    (void)by;
+    deferred_pg_ref(c);
+    pgq_abandon(q);
+    deferred_pg_unref(c);
+}
+
+static int pgq_describe_item(deferred_stage_t *self, deferred_value_t item, char *buf,
+                             size_t size)
+{
+    struct pgq *q = deferred_stage_data(self);
+
+    (void)item;
+    return snprintf(buf, size, "row %llu of %s", (unsigned long long)q->row, q->sql);
+}
+
+static void pgq_destroy(void *data)
+{
+    struct pgq *q = data;
+    deferred_pg_t *c = q->c;
+
+    deferred_pg_ref(c);
+    q->self = NULL;
+    pgq_abandon(q);
+    pgq_unref(q);
+    pg_pump(c);
+    deferred_pg_unref(c);
+}
+
+static const deferred_stage_ops_t pgq_ops = {
+    .name = "postgres query",
+    .resume = pgq_resume,
+    .pause = pgq_pause,
+    .cancel = pgq_cancel,
+    .describe = pgq_describe_item,
+    .destroy = pgq_destroy,
+};
+
+/* Copy sql and the parameters (as text, blobs binary) into one block
+ * after the query. */
+static struct pgq *pgq_new(deferred_pg_t *c, const char *sql,
+                           const deferred_param_t *params, size_t n)
+{
+    size_t i, bytes = strlen(sql) + 1;
+    struct pgq *q;
+    char *p;
+
+    for (i = 0; i < n; i++) {
+        if (params[i].type == DEFERRED_ROW_TEXT || params[i].type == DEFERRED_ROW_BLOB)
+            bytes += params[i].u.s.len + 1;
+        else
+            bytes += 32;
+    }
+    q = deferred_malloc(sizeof(*q) + n * (sizeof(char *) + 2 * sizeof(int)) + bytes);
+    if (!q)
+        return NULL;
+    memset(q, 0, sizeof(*q));
+    q->values = (const char **)(q + 1);
+    q->lengths = (int *)(q->values + n);
+    q->formats = q->lengths + n;
+    p = (char *)(q->formats + n);
+    q->nparams = (int)n;
+    for (i = 0; i < n; i++) {
+        const deferred_param_t *pa = &params[i];
+        int len;
+
+        q->formats[i] = 0;
+        q->lengths[i] = 0;
+        switch (pa->type) {
+        case DEFERRED_ROW_NULL:
+            q->values[i] = NULL;
+            continue;
+        case DEFERRED_ROW_INTEGER:
+            len = snprintf(p, 32, "%lld", (long long)pa->u.i);
+            break;
+        case DEFERRED_ROW_DOUBLE:
+            len = snprintf(p, 32, "%.17g", pa->u.d);
+            break;
+        case DEFERRED_ROW_BLOB:
+            q->formats[i] = 1;
+            /* fall through */
+        default:
+            len = (int)pa->u.s.len;
+            if (len)
+                memcpy(p, pa->u.s.p, (size_t)len);
+            p[len] = '\0';
+            break;
+        }
+        q->values[i] = p;
+        q->lengths[i] = len;
+        p += len + 1;
+    }
+    q->sql = p;
+    memcpy(q->sql, sql, strlen(sql) + 1);
+    q->refs = 1;
+    q->c = deferred_pg_ref(c);
+    ev_idle_init(&q->kick, pgq_kick_cb);
+    q->kick.data = q;
+    return q;
+}
+
+deferred_stage_t *deferred_pg_query(deferred_pg_t *c, const char *sql,
+                                    const deferred_param_t *params, size_t n)
+{
+    deferred_stage_t *st;
+    struct pgq *q;
+
+    if (!c || !sql || (!params && n) || n > 65535)
+        return NULL;
+    q = pgq_new(c, sql, params, n);
+    if (!q)
+        return NULL;
+    st = deferred_stage_new(&pgq_ops, q, 0); /* destroys q on failure */
+    if (!st)
+        return NULL;
+    q->self = st;
+    if (!c->conn || c->connecting) {
+        q->failure = pgq_context(q, deferred_failure_new(
+                                        DEFERRED_DOMAIN_POSTGRES, ENOTCONN,
+                                        "query against a closed connection to %s",
+                                        c->where));
+        return st;
+    }
+    q->refs++;
+    q->queued = true;
+    if (c->tail)
+        c->tail->next = q;
+    else
+        c->head = q;
+    c->tail = q;
+    pg_pump(c);
+    return st;
+}
+
+/* ---- one row or none ---------------------------------------------------------------------- */
+
+struct first {
+    deferred_value_t row;
+    bool have;
+};
+
+static deferred_failure_t *first_handle(deferred_stage_t *self, deferred_stage_t *from,
+                                        deferred_value_t tag, deferred_value_t *item)
+{
+    struct first *fr = deferred_stage_data(self);
+
+    (void)from;
+    (void)tag;
+    if (!fr->have) {
+        fr->have = true;
+        fr->row = *item;
+        *item = deferred_value_none();
+        deferred_stage_cancel(self);
+    }
+    return NULL;
+}
+
+static deferred_value_t first_finish(deferred_stage_t *self, deferred_stage_t *from,
+                                     deferred_value_t tag, deferred_value_t outcome)
+{
+    struct first *fr = deferred_stage_data(self);
+    deferred_value_t row = fr->row;
+
+    (void)from;
+    (void)tag;
+    if (!fr->have)
+        return outcome;
+    deferred_value_release(outcome);
+    fr->row = deferred_value_none();
+    return row;
+}
+
+static void first_destroy(void *data)
+{
+    struct first *fr = data;
+
+    deferred_value_release(fr->row);
+    deferred_free(fr);
+}
+
+static const deferred_stage_ops_t first_ops = {
+    .name = "first row",
+    .handle = first_handle,
+    .finish = first_finish,
+    .destroy = first_destroy,
+};
+
+deferred_t *deferred_pg_query_one(deferred_pg_t *c, const char *sql,
+                                  const deferred_param_t *params, size_t n)
+{
+    deferred_stage_t *query, *first;
+    deferred_process_t *p;
+    struct first *fr;
+    deferred_t *d;
+
+    p = deferred_process_new(0);
+    if (!p)
+        return NULL;
+    fr = deferred_malloc(sizeof(*fr));
+    if (!fr) {
+        deferred_process_unref(p);
+        return NULL;
+    }
+    fr->row = deferred_value_none();
+    fr->have = false;
+    query = deferred_pg_query(c, sql, params, n);
+    first = deferred_stage_new(&first_ops, fr, 0);
+    if (!query || !first) {
+        deferred_stage_free(query);
+        deferred_stage_free(first);
+        deferred_process_unref(p);
+        return NULL;
+    }
+    if (deferred_process_add(p, query) < 0 || deferred_process_add(p, first) < 0) {
+        deferred_process_unref(p);
+        return NULL;
+    }
+    d = deferred_process_run(p);
+    deferred_process_unref(p);
+    return d;
+}
+
+/* ---- connections ------------------------------------------------------------------------------ */
+
+static deferred_pg_t *pg_alloc(struct ev_loop *loop)
+{
+    deferred_pg_t *c = deferred_malloc(sizeof(*c));
+
+    if (!c)
+        return NULL;
+    memset(c, 0, sizeof(*c));
+    c->refs = 1;
+    c->loop = loop;
+    c->io_fd = -1;
+    ev_init(&c->io, pg_io_cb);
+    c->io.data = c;
+    return c;
+}
+
+deferred_pg_t *deferred_pg_ref(deferred_pg_t *c)
+{
+    if (c)
+        c->refs++;
+    return c;
+}
+
+void deferred_pg_unref(deferred_pg_t *c)
+{
+    if (!c || --c->refs > 0)
+        return;
+    /* Every query holds a reference: none is left. */
+    if (c->io_events)
+        ev_io_stop(c->loop, &c->io);
+    if (c->conn)
+        PQfinish(c->conn);
+    deferred_free(c);
+}
+
+void deferred_pg_close(deferred_pg_t *c)
+{
+    char msg[256];
+
+    if (!c || !c->conn || c->connecting)
+        return;
+    deferred_pg_ref(c);
+    snprintf(msg, sizeof(msg), "the connection to %s was closed", c->where);
+    pg_shut(c, ENOTCONN, msg);
+    deferred_pg_unref(c);
+}
+
+bool deferred_pg_is_open(const deferred_pg_t *c)
+{
+    return c && c->conn && !c->connecting && PQstatus(c->conn) == CONNECTION_OK;
+}
+
+PGconn *deferred_pg_conn(const deferred_pg_t *c)
+{
+    return c ? c->conn : NULL;
+}
+
+static void pg_value_release(void *ptr)
+{
+    deferred_pg_unref(ptr);
+}
+
+deferred_pg_t *deferred_value_get_pg(deferred_value_t v)
+{
+    return v.release == pg_value_release ? v.ptr : NULL;
+}
+
+static void pg_describe_server(deferred_pg_t *c)
+{
+    const char *host = PQhost(c->conn), *port = PQport(c->conn), *db = PQdb(c->conn);
+
+    snprintf(c->where, sizeof(c->where), "%s%s%s/%s", host ? host : "?",
+             port && *port ? ":" : "", port ? port : "", db ? db : "?");
+}
+
+/* Stop connecting and free c (the deferred stays). */
+static void pg_connect_abandon(struct pgconnect *op)
+{
+    deferred_pg_t *c = op->c;
+
+    if (!c)
+        return;
+    op->c = NULL;
+    c->connecting = NULL;
+    if (c->io_events)
+        ev_io_stop(c->loop, &c->io);
+    c->io_events = 0;
+    deferred_pg_unref(c);
+}
+
+static void pg_connect_step(deferred_pg_t *c, PostgresPollingStatusType st)
+{
+    struct pgconnect *op = c->connecting;
+    int events = 0;
+
+    switch (st) {
+    case PGRES_POLLING_READING:
+        events = EV_READ;
+        break;
+    case PGRES_POLLING_WRITING:
+        events = EV_WRITE;
+        break;
+    case PGRES_POLLING_OK: {
+        deferred_t *d = op->d;
+
+        op->c = NULL;
+        c->connecting = NULL;
+        if (c->io_events)
+            ev_io_stop(c->loop, &c->io);
+        c->io_events = 0;
+        c->io_fd = -1;
+        PQsetnonblocking(c->conn, 1);
+        pg_describe_server(c);
+        ev_set_cb(&c->io, pg_io_cb);
+        deferred_callback(d, deferred_value_make(c, pg_value_release));
+        return;
+    }
+    default: {
+        deferred_t *d = op->d;
+        char msg[512];
+        deferred_failure_t *f;
+
+        trimmed(PQerrorMessage(c->conn), msg, sizeof(msg));
+        f = deferred_failure_new(DEFERRED_DOMAIN_POSTGRES, ECONNREFUSED,
+                                 "could not connect to %s: %s", c->where, msg);
+        deferred_failure_add_context(f, "postgres connect", "%s", c->where);
+        pg_connect_abandon(op);
+        deferred_errback(d, f);
+        return;
+    }
+    }
+    if (c->io_events)
+        ev_io_stop(c->loop, &c->io);
+    c->io_fd = PQsocket(c->conn);
+    c->io_events = events;
+    ev_io_set(&c->io, c->io_fd, events);
+    ev_io_start(c->loop, &c->io);
+}
+
+static void pg_connect_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    deferred_pg_t *c = w->data;
+
+    (void)loop;
+    (void)revents;
+    pg_connect_step(c, PQconnectPoll(c->conn));
+}
+
+static void pg_connect_cancel(deferred_t *d, void *arg)
+{
+    (void)d;
+    pg_connect_abandon(arg);
+}
+
+static void pg_connect_destroy(void *arg)
+{
+    struct pgconnect *op = arg;
+
+    pg_connect_abandon(op);
+    deferred_free(op);
+}
+
+deferred_t *deferred_pg_connect(struct ev_loop *loop, const char *conninfo)
+{
+    struct pgconnect *op;
+    deferred_pg_t *c;
+    deferred_t *d;
+
+    if (!loop || !conninfo)
+        return NULL;
+    op = deferred_malloc(sizeof(*op));
+    if (!op)
+        return NULL;
+    op->c = NULL;
+    d = deferred_new_cancellable(pg_connect_cancel, op, pg_connect_destroy);
+    if (!d)
+        return NULL;
+    op->d = d;
+    c = pg_alloc(loop);
+    if (!c) {
+        deferred_errback(d, deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL));
+        return d;
+    }
+    c->conn = PQconnectStart(conninfo);
+    if (c->conn)
+        pg_describe_server(c);
+    else
+        snprintf(c->where, sizeof(c->where), "the server");
+    op->c = c;
+    c->connecting = op;
+    ev_set_cb(&c->io, pg_connect_cb);
+    if (!c->conn || PQstatus(c->conn) == CONNECTION_BAD) {
+        pg_connect_step(c, PGRES_POLLING_FAILED);
+        return d;
+    }
+    /* PQconnectStart() behaves as if PQconnectPoll() had said WRITING. */
+    pg_connect_step(c, PGRES_POLLING_WRITING);
+    return d;
 }

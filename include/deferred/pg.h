@@ -1,6 +1,36 @@
 /*
- * deferred/pg.h: PostgreSQL (libpq) connections and query results as
- * producers of rows (libdeferred-pg).  Being written (issue 7).
+ * deferred/pg.h: PostgreSQL connections and query results as producers
+ * of rows, on libev (libdeferred-pg, pkg-config module deferred-pg).
+ *
+ * Connecting is non-blocking (PQconnectStart/PQconnectPoll driven by an
+ * ev_io watcher) and gives a deferred connection.  A query
+ * (PQsendQueryParams, parameters bound, never pasted) is a producer stage
+ * for deferred_process (see process.h) that emits one deferred_row_t
+ * value (see row.h) per result row in single-row mode
+ * (PQsetSingleRowMode): rows stream as they arrive.
+ *
+ *  - Pause stops reading the socket (the read watcher stops), so the
+ *    kernel buffers fill and backpressure reaches the server; resume
+ *    reads again.  Rows libpq already buffered are emitted after resume,
+ *    from a loop watcher, never inside resume.
+ *  - Cancel sends a cancel request (PQcancel(), which blocks briefly while
+ *    it connects to the server) and drains the rest of the result in the
+ *    background; the connection is then free for the next query.
+ *  - Several queries on one connection run one after the other, in the
+ *    order they were made.  A stream holds its connection until it ends:
+ *    a per-row query made on the same connection as the stream it serves
+ *    waits behind it, so give such queries a second connection.
+ *  - Failures have domain DEFERRED_DOMAIN_POSTGRES.  A server error's code
+ *    is deferred_pg_sqlstate() of its SQLSTATE (the message is the
+ *    server's, with the SQLSTATE); a lost connection is ECONNRESET (the
+ *    message says what libpq or the server said); a query on a closed
+ *    connection is ENOTCONN; a refused connect is ECONNREFUSED.  The
+ *    context names the query (stage "postgres query", item: the SQL); the
+ *    producer describes its current item as "row N of <sql>".
+ *  - Parameters are sent as text (integers and doubles formatted exactly),
+ *    blobs in binary.  A wrong parameter count is the server's error.
+ *
+ * A connection belongs to the thread of its loop.
  */
 #ifndef DEFERRED_PG_H
 #define DEFERRED_PG_H
@@ -9,5 +39,76 @@
 
 #include "process.h"
 #include "row.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ev_loop;
+typedef struct deferred_pg deferred_pg_t;
+
+/*
+ * Connect to the server conninfo names (a libpq connection string or
+ * URI) without blocking, on loop (borrowed; it must outlive the
+ * connection).  Returns a new reference to a deferred that fires with a
+ * connection value (deferred_value_get_pg(); the value owns one reference,
+ * released with deferred_pg_unref()), or fails with ECONNREFUSED (domain
+ * postgres, libpq's message).  Cancelling it (or dropping its last
+ * reference) abandons the attempt.  NULL on allocation failure or NULL
+ * arguments.
+ */
+DEFERRED_EXPORT deferred_t *deferred_pg_connect(struct ev_loop *loop, const char *conninfo);
+
+/* The connection held by v (borrowed), or NULL when v is not one. */
+DEFERRED_EXPORT deferred_pg_t *deferred_value_get_pg(deferred_value_t v);
+
+/* References.  The last unref closes the connection (queries hold a
+ * reference until they end).  unref(NULL) is a no-op. */
+DEFERRED_EXPORT deferred_pg_t *deferred_pg_ref(deferred_pg_t *c);
+DEFERRED_EXPORT void deferred_pg_unref(deferred_pg_t *c);
+
+/* Close now: the running query and the queued ones fail with ENOTCONN,
+ * later queries too.  Idempotent; NULL is a no-op. */
+DEFERRED_EXPORT void deferred_pg_close(deferred_pg_t *c);
+
+/* True while the connection is usable (not closed, not lost). */
+DEFERRED_EXPORT bool deferred_pg_is_open(const deferred_pg_t *c);
+
+/* The libpq connection (borrowed; NULL once closed).  Do not run queries
+ * on it yourself while the library's queries run. */
+DEFERRED_EXPORT PGconn *deferred_pg_conn(const deferred_pg_t *c);
+
+/*
+ * A producer stage emitting the rows of sql with params[0..n-1] for $1..$n.
+ * It queues the query on c now (it is sent when the queries before it
+ * ended) and takes a reference on c.  sql and params are copied.  Errors
+ * (a closed connection among them) become the stream's failure when the
+ * process runs.  Add the stage to a process or free it with
+ * deferred_stage_free() (a sent query is then cancelled).  NULL on
+ * allocation failure, NULL c or sql, or NULL params with n > 0.
+ */
+DEFERRED_EXPORT deferred_stage_t *deferred_pg_query(deferred_pg_t *c, const char *sql,
+                                                    const deferred_param_t *params,
+                                                    size_t n);
+
+/*
+ * One row or none, as a plain deferred (a new reference): the first row
+ * (the rest of the result is drained), the empty value when there is no
+ * row, or the failure.  Never fires before it returns.  NULL on
+ * allocation failure.
+ */
+DEFERRED_EXPORT deferred_t *deferred_pg_query_one(deferred_pg_t *c, const char *sql,
+                                                  const deferred_param_t *params,
+                                                  size_t n);
+
+/* The failure code of a five-character SQLSTATE ("42601"), for
+ * deferred_failure_is(f, DEFERRED_DOMAIN_POSTGRES, code); 0 for a NULL or
+ * malformed one.  Codes are positive and above 0x10000, apart from the
+ * errno values the layer uses. */
+DEFERRED_EXPORT int deferred_pg_sqlstate(const char *sqlstate);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* DEFERRED_PG_H */
