@@ -61,6 +61,10 @@
 
 #include "deferred.h"
 #include "deferred/combinators.h"
+#ifdef BENCH_EV
+#include <ev.h>
+#include "deferred/ev.h"
+#endif
 
 #if defined(__GNUC__)
 #define BENCH_NOINLINE __attribute__((noinline))
@@ -938,6 +942,183 @@ static int run_chain_deep(size_t links)
     return job.rc;
 }
 
+#ifdef BENCH_EV
+/* ------------------------------------------------------------------ */
+/* cross-thread: deferreds fired from another thread, run on the loop  */
+/* ------------------------------------------------------------------ */
+
+/*
+ * One producer thread fires n remote handles (deferred/ev.h), each bound
+ * to a deferred with one callback (sum += x) made on the loop thread; the
+ * loop thread runs ev_run() until every deferred was delivered.  Making
+ * the deferreds and handles, the firing and the delivery are all timed.
+ */
+struct ct_run {
+    size_t n;
+    deferred_ev_remote_t **remotes;
+};
+
+static int64_t ct_sum;
+
+static deferred_value_t ct_add(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    ct_sum += deferred_value_int(v);
+    return v;
+}
+
+static void *ct_fire(void *arg)
+{
+    struct ct_run *r = arg;
+    size_t i;
+
+    for (i = 0; i < r->n; i++)
+        deferred_ev_remote_callback(r->remotes[i], deferred_value_of_int((intptr_t)i));
+    return NULL;
+}
+
+static int run_cross_thread(size_t n)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct ct_run r;
+    pthread_t t;
+    size_t i;
+
+    r.n = n;
+    r.remotes = malloc(n * sizeof *r.remotes);
+    if (!loop || !r.remotes)
+        return wrong("cross-thread", "out of memory");
+    ct_sum = 0;
+    for (i = 0; i < n; i++) {
+        deferred_t *d = deferred_new();
+
+        if (!d || deferred_add_callback(d, ct_add, NULL) != 0 ||
+            !(r.remotes[i] = deferred_ev_remote_new(loop, d)))
+            return wrong("cross-thread", "out of memory");
+        deferred_unref(d); /* the handle holds it until delivery */
+    }
+    if (pthread_create(&t, NULL, ct_fire, &r) != 0)
+        return wrong("cross-thread", "pthread_create failed");
+    ev_run(loop, 0); /* returns once every handle was delivered */
+    pthread_join(t, NULL);
+    free(r.remotes);
+    ev_loop_destroy(loop);
+    if (ct_sum != (int64_t)n * ((int64_t)n - 1) / 2)
+        return wrong("cross-thread", "sum %lld", (long long)ct_sum);
+    return 0;
+}
+
+/*
+ * The floor: what a C programmer would write by hand: n nodes (an
+ * integer and a next pointer) malloc'ed on the loop thread, a producer
+ * thread pushing each onto a mutex-protected queue and waking the loop
+ * with ev_async_send() when the queue was empty, and the ev_async callback
+ * on the loop thread taking the whole queue and calling an indirect
+ * function on each node, then freeing it.
+ */
+struct ct_node {
+    struct ct_node *next;
+    intptr_t x;
+};
+
+struct ct_floor {
+    pthread_mutex_t lock;
+    struct ct_node *head, *tail;
+    ev_async async;
+    struct ev_loop *loop;
+    struct ct_node **nodes;
+    size_t n, done;
+};
+
+static BENCH_NOINLINE void ct_floor_add(intptr_t x, void *arg)
+{
+    *(int64_t *)arg += x;
+}
+
+static void (*volatile ct_floor_fn)(intptr_t, void *) = ct_floor_add;
+
+static void *ct_floor_fire(void *arg)
+{
+    struct ct_floor *f = arg;
+    size_t i;
+
+    for (i = 0; i < f->n; i++) {
+        struct ct_node *m = f->nodes[i];
+        bool was_empty;
+
+        m->next = NULL;
+        pthread_mutex_lock(&f->lock);
+        was_empty = f->head == NULL;
+        if (was_empty)
+            f->head = m;
+        else
+            f->tail->next = m;
+        f->tail = m;
+        if (was_empty)
+            ev_async_send(f->loop, &f->async);
+        pthread_mutex_unlock(&f->lock);
+    }
+    return NULL;
+}
+
+static void ct_floor_drain(struct ev_loop *loop, ev_async *w, int revents)
+{
+    struct ct_floor *f = w->data;
+    void (*fn)(intptr_t, void *) = ct_floor_fn;
+    struct ct_node *m, *next;
+
+    (void)revents;
+    pthread_mutex_lock(&f->lock);
+    m = f->head;
+    f->head = f->tail = NULL;
+    pthread_mutex_unlock(&f->lock);
+    for (; m; m = next) {
+        next = m->next;
+        fn(m->x, &ct_sum);
+        free(m);
+        f->done++;
+    }
+    if (f->done == f->n)
+        ev_async_stop(loop, w);
+}
+
+static int floor_cross_thread(size_t n)
+{
+    struct ct_floor f;
+    pthread_t t;
+    size_t i;
+
+    memset(&f, 0, sizeof f);
+    pthread_mutex_init(&f.lock, NULL);
+    f.loop = ev_loop_new(EVFLAG_AUTO);
+    f.n = n;
+    f.nodes = malloc(n * sizeof *f.nodes);
+    if (!f.loop || !f.nodes)
+        return wrong("cross-thread floor", "out of memory");
+    ct_sum = 0;
+    for (i = 0; i < n; i++) {
+        f.nodes[i] = malloc(sizeof *f.nodes[i]);
+        if (!f.nodes[i])
+            return wrong("cross-thread floor", "out of memory");
+        f.nodes[i]->x = (intptr_t)i;
+        BENCH_ESCAPE(f.nodes[i]);
+    }
+    ev_async_init(&f.async, ct_floor_drain);
+    f.async.data = &f;
+    ev_async_start(f.loop, &f.async);
+    if (pthread_create(&t, NULL, ct_floor_fire, &f) != 0)
+        return wrong("cross-thread floor", "pthread_create failed");
+    ev_run(f.loop, 0);
+    pthread_join(t, NULL);
+    free(f.nodes);
+    ev_loop_destroy(f.loop);
+    pthread_mutex_destroy(&f.lock);
+    if (ct_sum != (int64_t)n * ((int64_t)n - 1) / 2)
+        return wrong("cross-thread floor", "sum %lld", (long long)ct_sum);
+    return 0;
+}
+#endif /* BENCH_EV */
+
 /* ------------------------------------------------------------------ */
 /* The table of workloads                                              */
 /* ------------------------------------------------------------------ */
@@ -986,6 +1167,13 @@ static const workload_t workloads[] = {
     {"chain-deep", run_chain_deep, NULL, 0.0, 1000000, 100000, 3, "link",
      "chain-deep: ns and allocations per link; each link's callback returns "
      "the next deferred, the innermost fires last; run on a 512 KiB stack"},
+#ifdef BENCH_EV
+    {"cross-thread", run_cross_thread, floor_cross_thread, 2.0, 1000000, 20000, 0, "op",
+     "cross-thread: 1 producer thread fires deferred_ev_remote handles (made on "
+     "the loop thread with one callback, sum += x) delivered on the loop thread "
+     "through its mailbox (ev_async); floor: malloc'ed nodes through a "
+     "mutex-protected queue + ev_async, an indirect call and a free per node"},
+#endif
 };
 
 #define N_WORKLOADS (sizeof workloads / sizeof workloads[0])
