@@ -855,7 +855,7 @@ bool deferred_is_paused(const deferred_t *d)
 
 static int multi_cancel(deferred_t *d);
 
-int deferred_cancel(deferred_t *d)
+int deferred_cancel_at(deferred_t *d, const char *file, int line)
 {
     if (!d)
         return -EINVAL;
@@ -874,11 +874,16 @@ int deferred_cancel(deferred_t *d)
     else
         d->flags |= F_SUPPRESS;
     if (!(d->flags & F_CALLED))
-        fire(d, deferred_value_failure(deferred_failure_new(
-                    DEFERRED_DOMAIN_LIBRARY, ECANCELED, "deferred cancelled")),
-             __FILE__, __LINE__);
+        fire(d, deferred_value_failure(deferred_failure_new_at(
+                    file, line, DEFERRED_DOMAIN_LIBRARY, ECANCELED, "deferred cancelled")),
+             file, line);
     deferred_unref(d);
     return 0;
+}
+
+int (deferred_cancel)(deferred_t *d)
+{
+    return deferred_cancel_at(d, __FILE__, __LINE__);
 }
 
 /* ---- results ----------------------------------------------------------- */

@@ -1875,6 +1875,31 @@ START_TEST(test_default_hook_one_line)
 }
 END_TEST
 
+/* Debug mode: a fire after a cancel names the cancel's site as the first
+ * fire; the ECANCELED failure was made there too. */
+START_TEST(test_debug_cancel_site)
+{
+    deferred_t *d;
+    int cancel_line;
+
+    deferred_set_debug(true);
+    d = deferred_new_cancellable(tu_canceller_count, &tu_fail_calls, NULL);
+    deferred_add_errback(d, tu_record, TAG(1));
+    cancel_line = __LINE__ + 1;
+    deferred_cancel(d);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(deferred_failure_line(tu_log.e[0].failure), cancel_line);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), -EALREADY);
+    ck_assert_int_eq(tu_reports.already_fired, 1);
+    ck_assert(tu_contains_number(tu_reports.last_message, cancel_line));
+    ck_assert_ptr_nonnull(strstr(tu_reports.last_message, "test-core.c"));
+    ck_assert_ptr_null(strstr(tu_reports.last_message, "lib/core.c"));
+    /* The function form works too. */
+    ck_assert_int_eq((deferred_cancel)(NULL), -EINVAL);
+    deferred_unref(d);
+}
+END_TEST
+
 static Suite *core_suite(void)
 {
     Suite *s = suite_create("core");
@@ -1951,6 +1976,7 @@ static Suite *core_suite(void)
     tcase_add_test(rn, test_return_new_deferred);
     tcase_add_test(rn, test_library_codes);
     tcase_add_test(rn, test_default_hook_one_line);
+    tcase_add_test(rn, test_debug_cancel_site);
     tcase_add_test(rn, test_set_allocator_partial_einval);
 
     suite_add_tcase(s, tc);

@@ -173,6 +173,12 @@ DEFERRED_EXPORT bool deferred_is_paused(const deferred_t *d);
  */
 DEFERRED_EXPORT int deferred_cancel(deferred_t *d);
 
+/* deferred_cancel() recording the caller's site in debug mode (as the
+ * first fire site, when the cancel fires d).  deferred_cancel() itself is
+ * a real function too: (deferred_cancel)(d), or its address. */
+DEFERRED_EXPORT int deferred_cancel_at(deferred_t *d, const char *file, int line);
+#define deferred_cancel(d) deferred_cancel_at((d), __FILE__, __LINE__)
+
 /* True once d was fired (by a callback, an errback or a cancel). */
 DEFERRED_EXPORT bool deferred_has_fired(const deferred_t *d);
 
