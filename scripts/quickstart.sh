@@ -25,6 +25,6 @@ echo "== quickstart: building"
 make -j"$jobs"
 make -j"$jobs" examples/chain
 
-echo "== quickstart: running the flagship example, build/examples/chain"
-./examples/chain
+echo "== quickstart: running the flagship example, build/examples/orders"
+./examples/orders
 echo "== quickstart: done.  Next: scripts/test-all.sh runs the whole test suite."
