@@ -40,7 +40,8 @@ struct sq {
     deferred_failure_t *failure; /* a preparation error, for the first run */
     int ncols;
     /* Per column, for one row: the type and the bytes of text and blobs. */
-    void *colmem;            /* one block: ptrs, then types, then lens */
+    void *colmem;            /* one block: vals, ptrs, then types, lens */
+    sqlite3_value **vals;
     const void **ptrs;
     int *types;
     int *lens;
@@ -115,17 +116,22 @@ static deferred_row_t *sq_make_row(struct sq *q)
     size_t bytes = 0;
     int i;
 
+    /* One sqlite3_column_value() per column: each sqlite3_column_*() call
+     * takes the connection's mutex, the sqlite3_value_*() calls on the
+     * value it returns do not. */
     for (i = 0; i < q->ncols; i++) {
-        int t = sqlite3_column_type(st, i);
+        sqlite3_value *v = sqlite3_column_value(st, i);
+        int t = sqlite3_value_type(v);
 
+        q->vals[i] = v;
         q->types[i] = t;
         if (t == SQLITE_TEXT) {
-            q->ptrs[i] = sqlite3_column_text(st, i);
-            q->lens[i] = sqlite3_column_bytes(st, i);
+            q->ptrs[i] = sqlite3_value_text(v);
+            q->lens[i] = sqlite3_value_bytes(v);
             bytes += (size_t)q->lens[i] + 1;
         } else if (t == SQLITE_BLOB) {
-            q->ptrs[i] = sqlite3_column_blob(st, i);
-            q->lens[i] = sqlite3_column_bytes(st, i);
+            q->ptrs[i] = sqlite3_value_blob(v);
+            q->lens[i] = sqlite3_value_bytes(v);
             bytes += (size_t)q->lens[i] + 1;
         }
     }
@@ -135,10 +141,10 @@ static deferred_row_t *sq_make_row(struct sq *q)
     for (i = 0; i < q->ncols; i++) {
         switch (q->types[i]) {
         case SQLITE_INTEGER:
-            deferred_row_set_int(row, (size_t)i, sqlite3_column_int64(st, i));
+            deferred_row_set_int(row, (size_t)i, sqlite3_value_int64(q->vals[i]));
             break;
         case SQLITE_FLOAT:
-            deferred_row_set_double(row, (size_t)i, sqlite3_column_double(st, i));
+            deferred_row_set_double(row, (size_t)i, sqlite3_value_double(q->vals[i]));
             break;
         case SQLITE_TEXT:
             deferred_row_set_text(row, (size_t)i, q->ptrs[i], (size_t)q->lens[i]);
@@ -354,13 +360,14 @@ static int sq_prepare(struct sq *q, const deferred_param_t *params, size_t n)
     q->ncols = sqlite3_column_count(q->stmt);
     /* One block for the three per-column arrays. */
     q->colmem = deferred_malloc((size_t)(q->ncols ? q->ncols : 1) *
-                                (sizeof(void *) + 2 * sizeof(int)));
+                                (2 * sizeof(void *) + 2 * sizeof(int)));
     names = deferred_malloc((size_t)(q->ncols ? q->ncols : 1) * sizeof(char *));
     if (!q->colmem || !names) {
         deferred_free(names);
         return -ENOMEM;
     }
-    q->ptrs = q->colmem;
+    q->vals = q->colmem;
+    q->ptrs = (const void **)(q->vals + q->ncols);
     q->types = (int *)(q->ptrs + q->ncols);
     q->lens = q->types + q->ncols;
     for (i = 0; i < q->ncols; i++)
