@@ -2,7 +2,7 @@
 # t/pg-harness.sh: a throwaway PostgreSQL server, as the tests make one
 # (t/pg-harness.c), for trying examples/orders-pg by hand.
 #
-#   t/pg-harness.sh start        prints the directory and a connection string
+#   t/pg-harness.sh start        prints dir=... and conninfo=... (for eval)
 #   t/pg-harness.sh stop DIR     stops that server and removes DIR
 #
 # It runs initdb into a new directory under /tmp and starts postgres
@@ -33,8 +33,8 @@ start)
     as "$bindir/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync >> "$dir/log" 2>&1
     as "$bindir/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
         -o "-c listen_addresses='' -k $dir -p 5432 -c fsync=off" start >> "$dir/log" 2>&1
-    echo "dir=$dir"
-    echo "conninfo=host=$dir port=5432 user=postgres dbname=postgres"
+    echo "dir='$dir'"
+    echo "conninfo='host=$dir port=5432 user=postgres dbname=postgres'"
     ;;
 stop)
     dir=${2:?usage: $0 stop DIR}
