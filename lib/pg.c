@@ -801,7 +801,13 @@ deferred_t *deferred_pg_query_one(deferred_pg_t *c, const char *sql,
         deferred_process_unref(p);
         return NULL;
     }
-    if (deferred_process_add(p, query) < 0 || deferred_process_add(p, first) < 0) {
+    /* deferred_process_add() takes its stage even when it fails. */
+    if (deferred_process_add(p, query) < 0) {
+        deferred_stage_free(first);
+        deferred_process_unref(p);
+        return NULL;
+    }
+    if (deferred_process_add(p, first) < 0) {
         deferred_process_unref(p);
         return NULL;
     }

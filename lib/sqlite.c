@@ -503,8 +503,14 @@ deferred_t *deferred_sqlite_query_one(struct ev_loop *loop, sqlite3 *db, const c
         deferred_process_unref(p);
         return NULL;
     }
-    if (deferred_process_add(p, query) < 0 || deferred_process_add(p, first) < 0) {
-        deferred_process_unref(p); /* the process took and freed them */
+    /* deferred_process_add() takes its stage even when it fails. */
+    if (deferred_process_add(p, query) < 0) {
+        deferred_stage_free(first);
+        deferred_process_unref(p);
+        return NULL;
+    }
+    if (deferred_process_add(p, first) < 0) {
+        deferred_process_unref(p);
         return NULL;
     }
     d = deferred_process_run(p);

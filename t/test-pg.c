@@ -714,6 +714,51 @@ START_TEST(test_abandoned_stream)
 }
 END_TEST
 
+/* Every allocation of a query's life failing in turn: each run ends (with
+ * its rows or an ENOMEM failure), nothing leaks, the connection goes on. */
+START_TEST(test_failing_allocator)
+{
+    size_t base = tu_live();
+    unsigned long n;
+    int ok = 0, enomem = 0;
+
+    for (n = 1; n < 200; n++) {
+        deferred_t *d;
+
+        tu_fail_at(n);
+        d = deferred_pg_query_one(conn, "SELECT g, 'x' || g FROM generate_series(1, $1) g",
+                                  DEFERRED_PARAMS(deferred_param_int(3)));
+        if (!d) {
+            enomem++;
+        } else {
+            wait_for(d);
+            ck_assert(deferred_has_fired(d));
+            if (failure_of(d)) {
+                ck_assert(deferred_failure_find(failure_of(d), DEFERRED_DOMAIN_ANY, ENOMEM));
+                enomem++;
+            } else {
+                ck_assert_int_eq(
+                    deferred_row_int(deferred_value_get_row(deferred_result(d)), 0), 1);
+                ok++;
+            }
+            deferred_unref(d);
+        }
+        /* Let a cancelled query drain. */
+        while (tu_live() != base && ev_run(loop, EVRUN_ONCE))
+            ;
+        if (tu_live() != base)
+            fprintf(stderr, "test_failing_allocator: %zu blocks left at allocation %lu\n",
+                    tu_live() - base, n);
+        ck_assert_uint_eq(tu_live(), base);
+        if (!tu_failure_injected())
+            break;
+    }
+    tu_fail_at(0);
+    ck_assert_int_gt(enomem, 3);
+    ck_assert_int_ge(ok, 1);
+}
+END_TEST
+
 static Suite *pg_suite(void)
 {
     Suite *s = suite_create("postgres");
@@ -735,6 +780,7 @@ static Suite *pg_suite(void)
     tcase_add_test(tc, test_closed_connection);
     tcase_add_test(tc, test_refused_connection);
     tcase_add_test(tc, test_abandoned_stream);
+    tcase_add_test(tc, test_failing_allocator);
     suite_add_tcase(s, tc);
     return s;
 }
