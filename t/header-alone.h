@@ -15,6 +15,7 @@
 #define DEFERRED_TEST_HEADER_PROCESS_TYPE deferred_pred_fn
 #define DEFERRED_TEST_HEADER_COMBINATORS_TYPE deferred_indexed_t
 #define DEFERRED_TEST_HEADER_EV_TYPE deferred_ev_job_fn
+#define DEFERRED_TEST_HEADER_ROW_TYPE deferred_param_t
 
 int deferred_test_header_common(void);
 int deferred_test_header_value(void);
@@ -24,5 +25,6 @@ int deferred_test_header_multi(void);
 int deferred_test_header_process(void);
 int deferred_test_header_combinators(void);
 int deferred_test_header_ev(void);
+int deferred_test_header_row(void);
 
 #endif /* DEFERRED_TEST_HEADER_ALONE_H */
