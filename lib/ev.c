@@ -98,6 +98,9 @@ deferred_t *deferred_ev_later(struct ev_loop *loop, double seconds)
     if (!d)
         return NULL; /* t freed by later_destroy */
     t->d = d;
+    /* The delay counts from now, not from the loop's cached time, which
+     * may be stale when the loop has been busy. */
+    ev_now_update(loop);
     ev_timer_start(loop, &t->timer);
     return d;
 }
@@ -189,7 +192,8 @@ int deferred_ev_add_timeout_full(deferred_t *d, struct ev_loop *loop, double sec
     /* Started first: if d already has a result, adding the pair runs it,
      * which stops the timer and frees t before the add returns; on error
      * the add has freed t (stopping the timer) too.  t is not touched
-     * after it. */
+     * after it.  The delay counts from now (see deferred_ev_later()). */
+    ev_now_update(loop);
     ev_timer_start(loop, &t->timer);
     return deferred_add_both_full(d, timeout_outcome, t, timeout_destroy);
 }
