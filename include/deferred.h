@@ -2,7 +2,9 @@
  * deferred.h: the umbrella header of libdeferred.
  *
  * Includes every layer that needs nothing beyond libc: values and failures,
- * the deferred core, multi-fire deferreds and processes.  Each layer's header can also be included alone.
+ * the deferred core, multi-fire deferreds, processes and the row value
+ * that the database producers emit.  Each layer's header can also be
+ * included alone.
  * Optional parts (the libev binding, the database producers) have headers of
  * their own and are not included here.
  */
@@ -15,5 +17,6 @@
 #include "deferred/core.h"
 #include "deferred/multi.h"
 #include "deferred/process.h"
+#include "deferred/row.h"
 
 #endif /* DEFERRED_H */
