@@ -55,7 +55,9 @@ typedef struct deferred_pg deferred_pg_t;
  * released with deferred_pg_unref()), or fails with ECONNREFUSED (domain
  * postgres, libpq's message).  Cancelling it (or dropping its last
  * reference) abandons the attempt.  NULL on allocation failure or NULL
- * arguments.
+ * arguments.  As with libpq's own PQconnectStart(), a host name is resolved
+ * before it returns (blocking); give hostaddr= or a socket directory to
+ * avoid that.
  */
 DEFERRED_EXPORT deferred_t *deferred_pg_connect(struct ev_loop *loop, const char *conninfo);
 
