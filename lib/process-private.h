@@ -69,6 +69,9 @@ static inline bool deferred__producer_blocked(const deferred_stage_t *st)
  * finished.  Called whenever one of those changes (process.c). */
 DEFERRED_HIDDEN void deferred__refresh_fast(deferred_process_t *p);
 
+/* leave() of the outermost call: settle, drop its reference (process.c). */
+DEFERRED_HIDDEN DEFERRED_NOINLINE void deferred__settle_unref(deferred_process_t *p);
+
 /* The slow halves of deferred__emit() (process.c). */
 DEFERRED_HIDDEN DEFERRED_NOINLINE int deferred__emit_slow(deferred_stage_t *self,
                                                           deferred_value_t tag,
@@ -81,11 +84,9 @@ DEFERRED_HIDDEN DEFERRED_NOINLINE int deferred__emit_unwind(deferred_process_t *
 
 /*
  * deferred_stage_emit_tagged(), the per-item path.  When the stream flows,
- * the call is nested in another stage call (as a producer's resume loop or
- * a processor's handle is) and the next stage is a plain one, an item
- * costs the checks below and one indirect call; everything else (the
- * outermost call, a stream that is ending, subordinates, autopause, a
- * failure) takes the slow halves.
+ * and the next stage is a plain one, an item costs the checks below and one
+ * indirect call; everything else (a stream that is ending, subordinates,
+ * autopause, a failure) takes the slow halves.
  */
 static inline DEFERRED_ALWAYS_INLINE int deferred__emit(deferred_stage_t *self, deferred_value_t tag,
                                  deferred_value_t item)
@@ -94,10 +95,11 @@ static inline DEFERRED_ALWAYS_INLINE int deferred__emit(deferred_stage_t *self, 
     deferred_stage_t *to;
     deferred_failure_t *f;
 
-    if (DEFERRED_UNLIKELY(!self || !self->fast || !(p = self->p)->open || !p->depth))
+    if (DEFERRED_UNLIKELY(!self || !self->fast || !(p = self->p)->open))
         return deferred__emit_slow(self, tag, item);
     to = self->down;
-    p->depth++;
+    if (p->depth++ == 0)
+        p->refs++; /* the outermost call holds the process (see leave()) */
     p->level++;
     self->items += self->producer;
     to->items++;
@@ -107,7 +109,8 @@ static inline DEFERRED_ALWAYS_INLINE int deferred__emit(deferred_stage_t *self, 
     if (item.release)
         item.release(item.ptr);
     p->level--;
-    p->depth--; /* never the outermost: no settle here */
+    if (DEFERRED_UNLIKELY(--p->depth == 0))
+        deferred__settle_unref(p);
     return 0;
 }
 

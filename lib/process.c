@@ -187,12 +187,16 @@ static inline void enter(deferred_process_t *p)
         p->refs++;
 }
 
+void deferred__settle_unref(deferred_process_t *p)
+{
+    settle(p);
+    deferred_process_unref(p);
+}
+
 static inline void leave(deferred_process_t *p)
 {
-    if (--p->depth == 0) {
-        settle(p);
-        deferred_process_unref(p);
-    }
+    if (--p->depth == 0)
+        deferred__settle_unref(p);
 }
 
 
