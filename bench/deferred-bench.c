@@ -1923,9 +1923,12 @@ static const char *peer_unit(const char *name)
     return "op";
 }
 
-/* Our figure for a workload of the given name, or NAN. */
+/* Our figure for a workload of the given name, or NAN.  The peers' gather
+ * gathers 100,000 promises or Deferreds: it compares with gather-100k. */
 static double our_ns(const char *name)
 {
+    if (strcmp(name, "gather") == 0)
+        name = "gather-100k";
     for (size_t i = 0; i < N_WORKLOADS; i++)
         if (results[i].ran && strcmp(workloads[i].name, name) == 0)
             return results[i].ns;

@@ -42,7 +42,9 @@ static bool find_bindir(char *buf, size_t size)
         if (access(path, X_OK) != 0)
             continue;
         best = v;
-        snprintf(buf, size, "/usr/lib/postgresql/%s/bin", e->d_name);
+        /* The version directory's name is a number: short, never cut. */
+        if ((size_t)snprintf(buf, size, "/usr/lib/postgresql/%.32s/bin", e->d_name) >= size)
+            best = -1;
     }
     closedir(d);
     return best >= 0;
