@@ -3,7 +3,8 @@
 #
 # Installs what is missing (scripts/install-deps.sh), generates the build
 # system, configures out of tree in ./build, builds the library and the
-# examples, and runs the flagship example, examples/chain.
+# examples, and runs the flagship example, examples/orders: an orders
+# report streamed from an embedded SQLite database it creates.
 set -eu
 
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ cd build
 
 echo "== quickstart: building"
 make -j"$jobs"
-make -j"$jobs" examples/chain
+make -j"$jobs" examples/orders
 
 echo "== quickstart: running the flagship example, build/examples/orders"
 ./examples/orders
