@@ -724,96 +724,10 @@ deferred_stage_t *deferred_pg_query(deferred_pg_t *c, const char *sql,
 
 /* ---- one row or none ---------------------------------------------------------------------- */
 
-struct first {
-    deferred_value_t row;
-    bool have;
-};
-
-static deferred_failure_t *first_handle(deferred_stage_t *self, deferred_stage_t *from,
-                                        deferred_value_t tag, deferred_value_t *item)
-{
-    struct first *fr = deferred_stage_data(self);
-
-    (void)from;
-    (void)tag;
-    if (!fr->have) {
-        fr->have = true;
-        fr->row = *item;
-        *item = deferred_value_none();
-        deferred_stage_cancel(self);
-    }
-    return NULL;
-}
-
-static deferred_value_t first_finish(deferred_stage_t *self, deferred_stage_t *from,
-                                     deferred_value_t tag, deferred_value_t outcome)
-{
-    struct first *fr = deferred_stage_data(self);
-    deferred_value_t row = fr->row;
-
-    (void)from;
-    (void)tag;
-    if (!fr->have)
-        return outcome;
-    deferred_value_release(outcome);
-    fr->row = deferred_value_none();
-    return row;
-}
-
-static void first_destroy(void *data)
-{
-    struct first *fr = data;
-
-    deferred_value_release(fr->row);
-    deferred_free(fr);
-}
-
-static const deferred_stage_ops_t first_ops = {
-    .name = "first row",
-    .handle = first_handle,
-    .finish = first_finish,
-    .destroy = first_destroy,
-};
-
 deferred_t *deferred_pg_query_one(deferred_pg_t *c, const char *sql,
                                   const deferred_param_t *params, size_t n)
 {
-    deferred_stage_t *query, *first;
-    deferred_process_t *p;
-    struct first *fr;
-    deferred_t *d;
-
-    p = deferred_process_new(0);
-    if (!p)
-        return NULL;
-    fr = deferred_malloc(sizeof(*fr));
-    if (!fr) {
-        deferred_process_unref(p);
-        return NULL;
-    }
-    fr->row = deferred_value_none();
-    fr->have = false;
-    query = deferred_pg_query(c, sql, params, n);
-    first = deferred_stage_new(&first_ops, fr, 0);
-    if (!query || !first) {
-        deferred_stage_free(query);
-        deferred_stage_free(first);
-        deferred_process_unref(p);
-        return NULL;
-    }
-    /* deferred_process_add() takes its stage even when it fails. */
-    if (deferred_process_add(p, query) < 0) {
-        deferred_stage_free(first);
-        deferred_process_unref(p);
-        return NULL;
-    }
-    if (deferred_process_add(p, first) < 0) {
-        deferred_process_unref(p);
-        return NULL;
-    }
-    d = deferred_process_run(p);
-    deferred_process_unref(p);
-    return d;
+    return deferred_process_first(deferred_pg_query(c, sql, params, n));
 }
 
 /* ---- connections ------------------------------------------------------------------------------ */

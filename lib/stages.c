@@ -780,3 +780,92 @@ deferred_stage_t *deferred_stage_to_multi(deferred_t *multi)
     tm->holding = false;
     return deferred_stage_new(&to_multi_ops, tm, 0);
 }
+
+/* ---- the first item, and a process that runs for it -------------------------------- */
+
+/* Keeps the first item and cancels the stream: a query for one row. */
+struct first {
+    deferred_value_t item;
+    bool have;
+};
+
+static deferred_failure_t *first_handle(deferred_stage_t *self, deferred_stage_t *from,
+                                        deferred_value_t tag, deferred_value_t *item)
+{
+    struct first *fr = STAGE_DATA(self);
+
+    (void)from;
+    (void)tag;
+    if (!fr->have) {
+        fr->have = true;
+        fr->item = *item;
+        *item = deferred_value_none();
+        deferred_stage_cancel(self);
+    }
+    return NULL;
+}
+
+static deferred_value_t first_finish(deferred_stage_t *self, deferred_stage_t *from,
+                                     deferred_value_t tag, deferred_value_t outcome)
+{
+    struct first *fr = STAGE_DATA(self);
+    deferred_value_t item = fr->item;
+
+    (void)from;
+    (void)tag;
+    if (!fr->have)
+        return outcome;
+    /* The cancel that followed the item is ours, not a failure. */
+    deferred_value_release(outcome);
+    fr->item = deferred_value_none();
+    return item;
+}
+
+static void first_destroy(void *data)
+{
+    struct first *fr = data;
+
+    deferred_value_release(fr->item);
+    deferred__free(fr);
+}
+
+static const deferred_stage_ops_t first_ops = {
+    .name = "first",
+    .handle = first_handle,
+    .finish = first_finish,
+    .destroy = first_destroy,
+};
+
+deferred_stage_t *deferred_stage_first(void)
+{
+    struct first *fr = deferred__malloc(sizeof(*fr));
+
+    if (!fr)
+        return NULL;
+    fr->item = deferred_value_none();
+    fr->have = false;
+    return deferred_stage_new(&first_ops, fr, 0);
+}
+
+deferred_t *deferred_process_first(deferred_stage_t *producer)
+{
+    deferred_process_t *p;
+    deferred_t *d;
+
+    if (!producer)
+        return NULL;
+    p = deferred_process_new(0);
+    if (!p) {
+        deferred_stage_free(producer);
+        return NULL;
+    }
+    /* deferred_process_add() takes its stage, also when it fails. */
+    if (deferred_process_add(p, producer) < 0 ||
+        deferred_process_add(p, deferred_stage_first()) < 0) {
+        deferred_process_unref(p);
+        return NULL;
+    }
+    d = deferred_process_run(p);
+    deferred_process_unref(p);
+    return d;
+}

@@ -1000,6 +1000,33 @@ START_TEST(test_process_oom)
 }
 END_TEST
 
+/* deferred_process_first: the first item, the producer cancelled after it. */
+START_TEST(test_process_first)
+{
+    struct src s;
+    deferred_t *d;
+    deferred_value_t r;
+
+    d = deferred_process_first(src_stage(&s, 10, true));
+    ck_assert_ptr_nonnull(d);
+    r = take(d);
+    ck_assert_int_eq(deferred_value_int(r), 0);
+    ck_assert_int_eq(s.cancels, 1);
+    ck_assert_int_eq(s.next, 1); /* nothing after the first */
+    deferred_unref(d);
+
+    d = deferred_process_first(array_of(5, 0));
+    r = take(d);
+    ck_assert(deferred_value_is_none(r)); /* no item: the empty value */
+    deferred_unref(d);
+
+    d = deferred_process_first(array_of(7, 3));
+    ck_assert_int_eq(deferred_value_int(take(d)), 7);
+    deferred_unref(d);
+    ck_assert_ptr_null(deferred_process_first(NULL));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("process");
@@ -1025,6 +1052,7 @@ int main(void)
     tcase_add_test(tc, test_process_cancel_from_handle);
     tcase_add_test(tc, test_process_producer_fails);
     tcase_add_test(tc, test_process_oom);
+    tcase_add_test(tc, test_process_first);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -286,6 +286,20 @@ DEFERRED_EXPORT deferred_stage_t *deferred_stage_reduce(deferred_fold_fn fn,
                                                         deferred_value_t init,
                                                         void *arg);
 
+/* Consumer keeping the first item and cancelling the stream after it; the
+ * process's result is that item, or the producers' end value (the empty
+ * value, usually) when there was none, or the failure. */
+DEFERRED_EXPORT deferred_stage_t *deferred_stage_first(void);
+
+/*
+ * Run producer (taken) into deferred_stage_first(): the returned deferred
+ * (a new reference) fires with the first item, or with the empty value
+ * when the producer had none, or fails.  The producer is cancelled after
+ * the first item.  NULL when producer is NULL or on allocation failure
+ * (producer freed).  Items may flow before this returns.
+ */
+DEFERRED_EXPORT deferred_t *deferred_process_first(deferred_stage_t *producer);
+
 /* Consumer feeding a multi-fire deferred (a reference is taken): each item
  * is emitted into it, the stream's end finishes it, and its backpressure
  * (a waiting row, a pause) pauses the producers.  The process's result is
