@@ -387,6 +387,16 @@ static int reserve(deferred_t *d, uint32_t need)
 
 static void run(deferred_t *d);
 
+/* Drop a reference the runner took: the common case, not the last one,
+ * without a call. */
+static inline void unref_inline(deferred_t *d)
+{
+    if (DEFERRED_LIKELY(d->refs > 1))
+        d->refs--;
+    else
+        deferred_unref(d);
+}
+
 static inline bool idle_with_result(const deferred_t *d)
 {
     return (d->flags & F_CALLED) && !d->paused && !d->chained_to;
@@ -394,11 +404,66 @@ static inline bool idle_with_result(const deferred_t *d)
 
 /* Append entries and, when d can run, run them.  kind1 may carry
  * LINK_FULL; the second half of a pair never does (the first disposes). */
+/* Entries of a single-shot chain are used once; a multi-fire chain keeps
+ * its entries for the next row. */
+static inline void consumed(const deferred_t *d, uint8_t kind, struct link l)
+{
+    if (DEFERRED_UNLIKELY(kind & LINK_FULL) && !(d->flags & F_MULTI))
+        full_arg_destroy(l.arg);
+}
+
+static bool chain_on(deferred_t *cur, deferred_t *inner);
+
+/*
+ * A pair added to a deferred that has its result, is idle and has nothing
+ * pending runs at once: this is that one step of the runner, without
+ * storing the pair.  Entries the callback adds on the way, or a deferred it
+ * returns, go to the runner afterwards, as they would have.
+ */
+static void run_one(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
+                    deferred_fn fn2, void *arg2)
+{
+    uint8_t kind = kind1 & LINK_KIND;
+    bool failed = d->result.release == deferred__release_failure;
+    struct link l;
+    deferred_value_t r;
+
+    l.fn = fn1;
+    l.arg = arg1;
+    if ((kind == LINK_CB && failed) || (kind == LINK_EB && !failed)) {
+        consumed(d, kind1, l);
+        return;
+    }
+    if (kind == LINK_PAIR_CB && failed) {
+        l.fn = fn2;
+        l.arg = arg2;
+    }
+    d->refs++;
+    d->flags |= F_RUNNING;
+    r = d->result;
+    d->result = deferred_value_none();
+    r = l.fn(r, l.arg);
+    consumed(d, kind1, l);
+    if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
+        chain_on(d, r.ptr);
+    else
+        d->result = r;
+    d->flags &= ~F_RUNNING;
+    if (d->pos < d->n && idle_with_result(d))
+        run(d);
+    unref_inline(d);
+}
+
 static int append_slow(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
                        deferred_fn fn2, void *arg2)
 {
     uint32_t need = (kind1 & LINK_KIND) == LINK_PAIR_CB ? 2 : 1;
 
+    if (idle_with_result(d) && d->pos == d->n && fn1 != continue_fn &&
+        !(d->flags & (F_RUNNING | F_MULTI))) {
+        run_one(d, fn1, arg1, kind1, fn2, arg2);
+        return 0;
+    }
     if (DEFERRED_UNLIKELY(d->n + need > d->cap) && reserve(d, need) < 0)
         return -ENOMEM;
     d->links[d->n].fn = fn1;
@@ -610,13 +675,6 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
     return true;
 }
 
-/* Entries of a single-shot chain are used once; a multi-fire chain keeps
- * its entries for the next row. */
-static inline void consumed(const deferred_t *d, uint8_t kind, struct link l)
-{
-    if (DEFERRED_UNLIKELY(kind & LINK_FULL) && !(d->flags & F_MULTI))
-        full_arg_destroy(l.arg);
-}
 
 static bool multi_step(deferred_t *d);
 static void flow_update(deferred_t *d);
@@ -739,7 +797,7 @@ static void run(deferred_t *d)
         }
         stack = cur->next;
         cur->flags &= ~F_RUNNING;
-        deferred_unref(cur);
+        unref_inline(cur);
     }
 }
 
