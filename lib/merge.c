@@ -166,10 +166,10 @@ static void slot_ended(struct merge *m, struct mslot *s)
     }
 }
 
-/* The pair of a single-shot input (both halves). */
-static deferred_value_t on_single(deferred_value_t v, void *arg)
+/* v (taken) is a row of input s: emitted, unless s is done.  With ended,
+ * s has no more rows.  Returns what the input's own chain goes on with. */
+static deferred_value_t slot_row(struct mslot *s, deferred_value_t v, bool ended)
 {
-    struct mslot *s = arg;
     struct merge *m = s->owner;
 
     if (m->aborted)
@@ -179,26 +179,22 @@ static deferred_value_t on_single(deferred_value_t v, void *arg)
         deferred_value_release(v);
     else
         deliver(m, (size_t)(s - m->slots), v);
-    slot_ended(m, s);
+    if (ended)
+        slot_ended(m, s);
     merge_unref(m);
     return deferred_value_none();
+}
+
+/* The pair of a single-shot input (both halves). */
+static deferred_value_t on_single(deferred_value_t v, void *arg)
+{
+    return slot_row(arg, v, true);
 }
 
 /* The per-row pair of a multi-fire input (both halves). */
 static deferred_value_t on_row(deferred_value_t v, void *arg)
 {
-    struct mslot *s = arg;
-    struct merge *m = s->owner;
-
-    if (m->aborted)
-        return v;
-    m->refs++;
-    if (s->done)
-        deferred_value_release(v);
-    else
-        deliver(m, (size_t)(s - m->slots), v);
-    merge_unref(m);
-    return deferred_value_none();
+    return slot_row(arg, v, false);
 }
 
 /* The pair on a multi-fire input's end (both halves): a failed end is
