@@ -43,8 +43,8 @@ struct deferred_process {
     size_t producers_done;
     deferred_t *done;
     uint32_t depth;          /* stage calls on the stack */
-    uint32_t level;          /* deliveries on the stack */
-    uint32_t framed;         /* the level down to which the failure has frames */
+    uint32_t framed;         /* the depth down to which the failure has frames:
+                                a handle runs at the depth of its call */
     uint32_t held;           /* the process's own pauses */
     size_t finishing;        /* while finishing: index of the stage at it */
     deferred_failure_t *failure;
@@ -100,7 +100,6 @@ static inline DEFERRED_ALWAYS_INLINE int deferred__emit(deferred_stage_t *self, 
     to = self->down;
     if (p->depth++ == 0)
         p->refs++; /* the outermost call holds the process (see leave()) */
-    p->level++;
     self->items += self->producer;
     to->items++;
     f = to->ops->handle(to, self, tag, &item);
@@ -108,7 +107,6 @@ static inline DEFERRED_ALWAYS_INLINE int deferred__emit(deferred_stage_t *self, 
         return deferred__emit_unwind(p, self, to, item, f);
     if (item.release)
         item.release(item.ptr);
-    p->level--;
     if (DEFERRED_UNLIKELY(--p->depth == 0))
         deferred__settle_unref(p);
     return 0;

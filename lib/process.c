@@ -334,7 +334,7 @@ static void fail(deferred_stage_t *st, deferred_failure_t *f, deferred_value_t i
     }
     p->failure = f;
     update_open(p);
-    p->framed = p->level;
+    p->framed = p->depth;
     add_frame(st, item);
 }
 
@@ -386,7 +386,6 @@ static inline int deliver(deferred_process_t *p, deferred_stage_t *to,
     deferred_stage_t *t = DEFERRED_LIKELY(!to->routes) ? to : to->routes->sub;
     deferred_failure_t *f;
 
-    p->level++;
     t->items++;
     if (DEFERRED_UNLIKELY(t->flags & DEFERRED_STAGE_AUTOPAUSE)) {
         t->held++;
@@ -395,14 +394,13 @@ static inline int deliver(deferred_process_t *p, deferred_stage_t *to,
     f = t->ops->handle(t, from, tag, &item);
     if (DEFERRED_UNLIKELY(f != NULL))
         fail(t, f, item);
-    else if (DEFERRED_UNLIKELY(p->failure != NULL) && p->framed > p->level) {
+    else if (DEFERRED_UNLIKELY(p->failure != NULL) && p->framed > p->depth) {
         /* A failure from further down passes through t. */
-        p->framed = p->level;
+        p->framed = p->depth;
         add_frame(t, item);
     }
     if (item.release)
         item.release(item.ptr);
-    p->level--;
     return DEFERRED_LIKELY(p->open) || (!p->failure && !p->cancelling) ? 0 : -ECANCELED;
 }
 
@@ -450,7 +448,7 @@ int deferred__emit_slow(deferred_stage_t *self, deferred_value_t tag,
 }
 
 /* What follows a handle that failed, or after which the stream no longer
- * flows: frames for the failure, the item released, the levels undone. */
+ * flows: frames for the failure, the item released, the depth undone. */
 int deferred__emit_unwind(deferred_process_t *p, deferred_stage_t *self,
                           deferred_stage_t *to, deferred_value_t item,
                           deferred_failure_t *f)
@@ -459,12 +457,11 @@ int deferred__emit_unwind(deferred_process_t *p, deferred_stage_t *self,
 
     if (f)
         fail(to, f, item);
-    else if (p->failure && p->framed > p->level) {
-        p->framed = p->level;
+    else if (p->failure && p->framed > p->depth) {
+        p->framed = p->depth;
         add_frame(to, item);
     }
     deferred_value_release(item);
-    p->level--;
     rc = p->failure || p->cancelling ? -ECANCELED : 0;
     if (rc < 0 && self->producer && p->failure && p->framed > 0) {
         p->framed = 0;
