@@ -24,10 +24,7 @@
 #include <string.h>
 
 #include "deferred-private.h"
-
-#ifndef DEFERRED_INLINE_LINKS
-#define DEFERRED_INLINE_LINKS 10
-#endif
+#include "core-private.h"
 
 #ifndef DEFERRED_DEBUG_DEFAULT
 #define DEFERRED_DEBUG_DEFAULT 0
@@ -38,81 +35,6 @@
 #else
 #define THREAD_LOCAL _Thread_local
 #endif
-
-/* What a chain entry does.  A pair added with both halves takes two
- * consecutive entries, PAIR_CB then PAIR_EB: the runner picks one and
- * steps over both. */
-enum link_kind {
-    LINK_CB = 1, /* runs on a value, skipped on a failure */
-    LINK_EB,     /* runs on a failure, skipped on a value */
-    LINK_BOTH,   /* runs on either */
-    LINK_PAIR_CB,
-    LINK_PAIR_EB,
-    LINK_DEAD, /* a continue entry whose outer deferred is gone */
-    LINK_KIND = 0x7f,
-    LINK_FULL = 0x80 /* flag: the argument is a struct full_arg to destroy */
-};
-
-struct link {
-    deferred_fn fn;
-    void *arg;
-};
-
-/* Flags of a deferred. */
-enum {
-    F_CALLED = 1u << 0,    /* fired: result is set (or moved on) */
-    F_RUNNING = 1u << 1,   /* on a runner's stack */
-    F_CANCELLED = 1u << 2, /* cancel began: the canceller has run */
-    F_SUPPRESS = 1u << 3,  /* swallow one later fire (cancel, no canceller) */
-    F_MULTI = 1u << 4,     /* multi-fire: entries are kept, one run per row */
-    F_ROW = 1u << 5        /* multi-fire: a row is in flight in the chain */
-};
-
-/* The state of a multi-fire deferred.  Queued rows wait in a ring. */
-struct multi {
-    deferred_t *end;           /* the end deferred (a reference) */
-    deferred_value_t *queue;   /* ring of rows waiting for their turn */
-    size_t qhead, qlen, qcap;
-    uint64_t rows;             /* rows accepted */
-    uint64_t row;              /* number of the row in flight or last run */
-    deferred_value_t final;    /* the end value, once finish was called */
-    bool closing;              /* finish called: end when the queue drains */
-    bool ended;
-    bool flow_paused;          /* what the flow hook was last told */
-    deferred_flow_fn flow;
-    void *flow_arg;
-};
-
-/* The rarely needed parts, allocated only when used. */
-struct deferred_ext {
-    deferred_destroy_fn canceller_destroy;
-    const char *new_file;
-    const char *fire_file;
-    int new_line;
-    int fire_line;
-    struct multi *multi;
-};
-
-struct deferred {
-    uint32_t refs;
-    uint32_t paused; /* the user's pause count */
-    uint32_t flags;
-    uint32_t pos;    /* next entry to run */
-    uint32_t n;      /* entries in use */
-    uint32_t cap;    /* entries that fit in links */
-    deferred_value_t result;
-    deferred_t *chained_to; /* the deferred this one waits on (a reference) */
-    deferred_t *next;       /* runner stack or free list */
-    struct link *links;
-    uint8_t *kinds;
-    deferred_canceller_fn canceller;
-    void *canceller_arg;
-    struct deferred_ext *ext;
-    /* The kinds first: with the header and the first entries they share a
-     * cache line, so a short chain touches two lines, not three. */
-    uint8_t inline_kinds[DEFERRED_INLINE_LINKS];
-    struct link inline_links[DEFERRED_INLINE_LINKS];
-};
 
 /* A callback argument with destroy functions (the _full calls). */
 struct full_arg {
@@ -281,8 +203,6 @@ deferred_t *deferred_ref(deferred_t *d)
     return d;
 }
 
-static void multi_free(struct multi *m);
-
 /* Stop d waiting on the deferred it is chained to: turn d's continue entry
  * in that deferred's chain into a dead one, and drop d's reference. */
 static void unchain(deferred_t *d)
@@ -319,7 +239,7 @@ static void free_deferred(deferred_t *d)
         deferred__free(d->links);
     if (d->ext) {
         if (d->ext->multi)
-            multi_free(d->ext->multi);
+            deferred__multi_free(d->ext->multi);
         if (d->ext->canceller_destroy)
             d->ext->canceller_destroy(d->canceller_arg);
         deferred__free(d->ext);
@@ -676,8 +596,6 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
 }
 
 
-static bool multi_step(deferred_t *d);
-static void flow_update(deferred_t *d);
 
 /*
  * The chain runner.
@@ -772,7 +690,7 @@ static void run(deferred_t *d)
             if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred)) {
                 if (chain_on(cur, r.ptr)) {
                     if (cur->flags & F_MULTI)
-                        flow_update(cur);
+                        deferred__flow_update(cur);
                     break;
                 }
             } else {
@@ -790,7 +708,7 @@ static void run(deferred_t *d)
         if (outer)
             continue; /* already on the stack below: resume it there */
         if (DEFERRED_UNLIKELY(cur->flags & F_MULTI)) {
-            if (multi_step(cur))
+            if (deferred__multi_step(cur))
                 continue; /* the next row is loaded: run it */
         } else if (cur->pos == cur->n) {
             cur->pos = cur->n = 0;
@@ -893,7 +811,7 @@ int deferred_pause(deferred_t *d)
         return -EINVAL;
     d->paused++;
     if (DEFERRED_UNLIKELY(d->flags & F_MULTI))
-        flow_update(d);
+        deferred__flow_update(d);
     return 0;
 }
 
@@ -911,14 +829,12 @@ bool deferred_is_paused(const deferred_t *d)
     return d && (d->paused || d->chained_to);
 }
 
-static int multi_cancel(deferred_t *d);
-
 int deferred_cancel_at(deferred_t *d, const char *file, int line)
 {
     if (!d)
         return -EINVAL;
     if (DEFERRED_UNLIKELY(d->flags & F_MULTI))
-        return multi_cancel(d);
+        return deferred__multi_cancel(d);
     /* A fired deferred that waits passes the cancel to what it waits on,
      * down to the innermost: a loop, not a recursion. */
     while ((d->flags & F_CALLED) && d->chained_to)
@@ -976,320 +892,13 @@ deferred_value_t deferred_result_take(deferred_t *d)
     return v;
 }
 
-/* ---- multi-fire -------------------------------------------------------- *
- *
- * A multi-fire deferred reuses the runner: a row is loaded as the result
- * with pos at 0, the runner takes it through the kept entries, and when it
- * stops at the end of the chain multi_step() retires the row and loads the
- * next queued one in the same loop.  So rows emitted from inside
- * callbacks, or released by a chained deferred firing, never nest.
- */
-
-static void multi_free(struct multi *m)
+/* The runner and fire for multi.c, which drives rows through them. */
+void deferred__run(deferred_t *d)
 {
-    size_t i;
-
-    for (i = 0; i < m->qlen; i++)
-        deferred_value_release(m->queue[(m->qhead + i) % m->qcap]);
-    deferred__free(m->queue);
-    deferred_value_release(m->final);
-    /* The end may outlive the stream: it must not cancel a freed one. */
-    m->end->canceller = NULL;
-    deferred_unref(m->end);
-    deferred__free(m);
+    run(d);
 }
 
-static void end_cancel(deferred_t *end, void *arg)
+int deferred__fire(deferred_t *d, deferred_value_t v, const char *file, int line)
 {
-    (void)end;
-    deferred_cancel(arg);
-}
-
-deferred_t *deferred_new_multi_at(const char *file, int line,
-                                  deferred_canceller_fn canceller, void *arg,
-                                  deferred_destroy_fn destroy)
-{
-    deferred_t *d = deferred_new_at(file, line, canceller, arg, destroy);
-    struct multi *m;
-
-    if (!d)
-        return NULL;
-    if (!d->ext) {
-        d->ext = deferred__malloc(sizeof(*d->ext));
-        if (!d->ext)
-            goto out_unref;
-        memset(d->ext, 0, sizeof(*d->ext));
-    }
-    m = deferred__malloc(sizeof(*m));
-    if (!m)
-        goto out_unref;
-    memset(m, 0, sizeof(*m));
-    m->end = deferred_new_at(file, line, end_cancel, d, NULL);
-    if (!m->end) {
-        deferred__free(m);
-        goto out_unref;
-    }
-    d->ext->multi = m;
-    d->flags |= F_MULTI;
-    return d;
-
-out_unref:
-    deferred_unref(d);
-    return NULL;
-}
-
-bool deferred_is_multi(const deferred_t *d)
-{
-    return d && (d->flags & F_MULTI);
-}
-
-static struct multi *multi_of(const deferred_t *d)
-{
-    return d && (d->flags & F_MULTI) ? d->ext->multi : NULL;
-}
-
-/* Tell the flow hook about a change between "takes rows" and "holds them
- * back".  Returns true when the hook ran (it may have changed anything). */
-static bool flow_tell(deferred_t *d)
-{
-    struct multi *m = d->ext->multi;
-    bool blocked = d->paused || d->chained_to;
-    bool paused;
-
-    if (m->ended || !m->flow)
-        return false;
-    if (!m->flow_paused && blocked)
-        paused = true;
-    else if (m->flow_paused && !blocked && m->qlen == 0)
-        paused = false;
-    else
-        return false;
-    m->flow_paused = paused;
-    d->refs++;
-    m->flow(d, paused, m->flow_arg);
-    deferred_unref(d);
-    return true;
-}
-
-static void flow_update(deferred_t *d)
-{
-    flow_tell(d);
-}
-
-/* End the stream now with v (taken): queued rows and a row in flight are
- * released, the end deferred fires. */
-static void end_stream(deferred_t *d, deferred_value_t v)
-{
-    struct multi *m = d->ext->multi;
-    deferred_t *end = m->end;
-
-    m->ended = true;
-    while (m->qlen) {
-        deferred_value_release(m->queue[m->qhead]);
-        m->qhead = (m->qhead + 1) % m->qcap;
-        m->qlen--;
-    }
-    if (d->flags & F_ROW) {
-        deferred_value_release(d->result);
-        d->result = deferred_value_none();
-        d->flags &= ~F_ROW;
-        d->pos = d->n;
-    }
-    /* Callers that end with the finish value moved it out already. */
-    deferred_value_release(m->final);
-    m->final = deferred_value_none();
-    end->refs++;
-    fire(end, v, __FILE__, __LINE__);
-    deferred_unref(end);
-}
-
-/* Run the source's cancel, once. */
-static void cancel_source(deferred_t *d)
-{
-    if (d->flags & F_CANCELLED)
-        return;
-    d->flags |= F_CANCELLED;
-    if (d->canceller)
-        d->canceller(d, d->canceller_arg);
-}
-
-/* A row's chain ended in failure f (taken) that nothing recovered: the
- * stream fails with it, naming the row, and the source is cancelled. */
-static void fail_row(deferred_t *d, deferred_failure_t *f)
-{
-    struct multi *m = d->ext->multi;
-
-    deferred_failure_add_context(f, "multi-fire deferred", "row %llu",
-                                 (unsigned long long)m->row);
-    m->ended = true; /* refuse what the source emits while it cancels */
-    cancel_source(d);
-    end_stream(d, deferred_value_failure(f));
-}
-
-static bool multi_step(deferred_t *d)
-{
-    struct multi *m = d->ext->multi;
-
-    if (d->paused || d->chained_to)
-        return false;
-    if (d->flags & F_ROW) {
-        deferred_value_t r = d->result;
-
-        d->result = deferred_value_none();
-        d->flags &= ~F_ROW;
-        if (r.release == deferred__release_failure) {
-            fail_row(d, r.ptr);
-            return false;
-        }
-        deferred_value_release(r);
-    }
-    for (;;) {
-        if (m->ended || d->paused || d->chained_to)
-            return false;
-        if (m->qlen) {
-            d->result = m->queue[m->qhead];
-            m->qhead = (m->qhead + 1) % m->qcap;
-            m->qlen--;
-            m->row++;
-            d->pos = 0;
-            d->flags |= F_ROW;
-            return true;
-        }
-        if (m->closing) {
-            deferred_value_t v = m->final;
-
-            m->final = deferred_value_none();
-            end_stream(d, v);
-            return false;
-        }
-        if (!flow_tell(d))
-            return false;
-    }
-}
-
-static int enqueue(struct multi *m, deferred_value_t v)
-{
-    if (m->qlen == m->qcap) {
-        size_t cap = m->qcap ? m->qcap * 2 : 16, i;
-        deferred_value_t *q = deferred__malloc(cap * sizeof(*q));
-
-        if (!q)
-            return -ENOMEM;
-        for (i = 0; i < m->qlen; i++)
-            q[i] = m->queue[(m->qhead + i) % m->qcap];
-        deferred__free(m->queue);
-        m->queue = q;
-        m->qcap = cap;
-        m->qhead = 0;
-    }
-    m->queue[(m->qhead + m->qlen) % m->qcap] = v;
-    m->qlen++;
-    return 0;
-}
-
-int deferred_emit(deferred_t *d, deferred_value_t v)
-{
-    struct multi *m = multi_of(d);
-
-    if (!m || v.release == deferred__release_deferred) {
-        deferred_value_release(v);
-        return -EINVAL;
-    }
-    if (m->ended || m->closing) {
-        deferred_value_release(v);
-        return -EALREADY;
-    }
-    if (!(d->flags & (F_ROW | F_RUNNING)) && m->qlen == 0 && !d->paused &&
-        !d->chained_to) {
-        m->rows++;
-        m->row = m->rows;
-        d->result = v;
-        d->pos = 0;
-        d->flags |= F_ROW;
-        run(d);
-        return 0;
-    }
-    if (enqueue(m, v) < 0) {
-        deferred_value_release(v);
-        return -ENOMEM;
-    }
-    m->rows++;
-    return 0;
-}
-
-int deferred_finish(deferred_t *d, deferred_value_t v)
-{
-    struct multi *m = multi_of(d);
-
-    if (!m || v.release == deferred__release_deferred) {
-        deferred_value_release(v);
-        return -EINVAL;
-    }
-    if (m->ended || m->closing) {
-        deferred_value_release(v);
-        return -EALREADY;
-    }
-    m->closing = true;
-    if (!(d->flags & (F_ROW | F_RUNNING)) && m->qlen == 0)
-        end_stream(d, v);
-    else
-        m->final = v; /* the runner ends the stream when the rows are done */
-    return 0;
-}
-
-static int multi_cancel(deferred_t *d)
-{
-    struct multi *m = d->ext->multi;
-
-    if (m->ended)
-        return 0;
-    if (d->chained_to)
-        return deferred_cancel(d->chained_to); /* the row's wait, not the stream */
-    if (d->flags & F_CANCELLED)
-        return 0;
-    d->refs++;
-    cancel_source(d);
-    if (!m->ended) {
-        deferred_value_t v = m->final;
-
-        m->final = deferred_value_none();
-        if (!m->closing)
-            v = deferred_value_failure(deferred_failure_new(
-                DEFERRED_DOMAIN_LIBRARY, ECANCELED, "stream cancelled"));
-        end_stream(d, v);
-    }
-    deferred_unref(d);
-    return 0;
-}
-
-deferred_t *deferred_end(deferred_t *d)
-{
-    struct multi *m = multi_of(d);
-
-    return m ? deferred_ref(m->end) : NULL;
-}
-
-int deferred_set_flow(deferred_t *d, deferred_flow_fn fn, void *arg)
-{
-    struct multi *m = multi_of(d);
-
-    if (!m)
-        return -EINVAL;
-    m->flow = fn;
-    m->flow_arg = arg;
-    return 0;
-}
-
-size_t deferred_queued(const deferred_t *d)
-{
-    struct multi *m = multi_of(d);
-
-    return m ? m->qlen : 0;
-}
-
-uint64_t deferred_rows(const deferred_t *d)
-{
-    struct multi *m = multi_of(d);
-
-    return m ? m->rows : 0;
+    return fire(d, v, file, line);
 }

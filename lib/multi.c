@@ -1,0 +1,326 @@
+/*
+ * multi.c: multi-fire deferreds, one value per row (deferred/multi.h).
+ *
+ * The design decision to know: a multi-fire deferred reuses the core's
+ * chain runner rather than having one of its own.  A row is loaded as the
+ * deferred's result with the runner's position at 0; the runner takes it
+ * through the kept entries (a multi-fire chain does not consume them), and
+ * when it stops at the end of the chain it calls deferred__multi_step(),
+ * which retires the row and loads the next queued one in the same loop.
+ * So rows emitted from inside callbacks, or released when a chained
+ * deferred fires, never nest, and backpressure is the runner's own notion
+ * of waiting.
+ */
+#include <string.h>
+
+#include "deferred-private.h"
+#include "core-private.h"
+
+void deferred__multi_free(struct multi *m)
+{
+    size_t i;
+
+    for (i = 0; i < m->qlen; i++)
+        deferred_value_release(m->queue[(m->qhead + i) % m->qcap]);
+    deferred__free(m->queue);
+    deferred_value_release(m->final);
+    /* The end may outlive the stream: it must not cancel a freed one. */
+    m->end->canceller = NULL;
+    deferred_unref(m->end);
+    deferred__free(m);
+}
+
+static void end_cancel(deferred_t *end, void *arg)
+{
+    (void)end;
+    deferred_cancel(arg);
+}
+
+deferred_t *deferred_new_multi_at(const char *file, int line,
+                                  deferred_canceller_fn canceller, void *arg,
+                                  deferred_destroy_fn destroy)
+{
+    deferred_t *d = deferred_new_at(file, line, canceller, arg, destroy);
+    struct multi *m;
+
+    if (!d)
+        return NULL;
+    if (!d->ext) {
+        d->ext = deferred__malloc(sizeof(*d->ext));
+        if (!d->ext)
+            goto out_unref;
+        memset(d->ext, 0, sizeof(*d->ext));
+    }
+    m = deferred__malloc(sizeof(*m));
+    if (!m)
+        goto out_unref;
+    memset(m, 0, sizeof(*m));
+    m->end = deferred_new_at(file, line, end_cancel, d, NULL);
+    if (!m->end) {
+        deferred__free(m);
+        goto out_unref;
+    }
+    d->ext->multi = m;
+    d->flags |= F_MULTI;
+    return d;
+
+out_unref:
+    deferred_unref(d);
+    return NULL;
+}
+
+bool deferred_is_multi(const deferred_t *d)
+{
+    return d && (d->flags & F_MULTI);
+}
+
+static struct multi *multi_of(const deferred_t *d)
+{
+    return d && (d->flags & F_MULTI) ? d->ext->multi : NULL;
+}
+
+/* Tell the flow hook about a change between "takes rows" and "holds them
+ * back".  Returns true when the hook ran (it may have changed anything). */
+static bool flow_tell(deferred_t *d)
+{
+    struct multi *m = d->ext->multi;
+    bool blocked = d->paused || d->chained_to;
+    bool paused;
+
+    if (m->ended || !m->flow)
+        return false;
+    if (!m->flow_paused && blocked)
+        paused = true;
+    else if (m->flow_paused && !blocked && m->qlen == 0)
+        paused = false;
+    else
+        return false;
+    m->flow_paused = paused;
+    d->refs++;
+    m->flow(d, paused, m->flow_arg);
+    deferred_unref(d);
+    return true;
+}
+
+void deferred__flow_update(deferred_t *d)
+{
+    flow_tell(d);
+}
+
+/* End the stream now with v (taken): queued rows and a row in flight are
+ * released, the end deferred fires. */
+static void end_stream(deferred_t *d, deferred_value_t v)
+{
+    struct multi *m = d->ext->multi;
+    deferred_t *end = m->end;
+
+    m->ended = true;
+    while (m->qlen) {
+        deferred_value_release(m->queue[m->qhead]);
+        m->qhead = (m->qhead + 1) % m->qcap;
+        m->qlen--;
+    }
+    if (d->flags & F_ROW) {
+        deferred_value_release(d->result);
+        d->result = deferred_value_none();
+        d->flags &= ~F_ROW;
+        d->pos = d->n;
+    }
+    /* Callers that end with the finish value moved it out already. */
+    deferred_value_release(m->final);
+    m->final = deferred_value_none();
+    end->refs++;
+    deferred__fire(end, v, __FILE__, __LINE__);
+    deferred_unref(end);
+}
+
+/* Run the source's cancel, once. */
+static void cancel_source(deferred_t *d)
+{
+    if (d->flags & F_CANCELLED)
+        return;
+    d->flags |= F_CANCELLED;
+    if (d->canceller)
+        d->canceller(d, d->canceller_arg);
+}
+
+/* A row's chain ended in failure f (taken) that nothing recovered: the
+ * stream fails with it, naming the row, and the source is cancelled. */
+static void fail_row(deferred_t *d, deferred_failure_t *f)
+{
+    struct multi *m = d->ext->multi;
+
+    deferred_failure_add_context(f, "multi-fire deferred", "row %llu",
+                                 (unsigned long long)m->row);
+    m->ended = true; /* refuse what the source emits while it cancels */
+    cancel_source(d);
+    end_stream(d, deferred_value_failure(f));
+}
+
+bool deferred__multi_step(deferred_t *d)
+{
+    struct multi *m = d->ext->multi;
+
+    if (d->paused || d->chained_to)
+        return false;
+    if (d->flags & F_ROW) {
+        deferred_value_t r = d->result;
+
+        d->result = deferred_value_none();
+        d->flags &= ~F_ROW;
+        if (r.release == deferred__release_failure) {
+            fail_row(d, r.ptr);
+            return false;
+        }
+        deferred_value_release(r);
+    }
+    for (;;) {
+        if (m->ended || d->paused || d->chained_to)
+            return false;
+        if (m->qlen) {
+            d->result = m->queue[m->qhead];
+            m->qhead = (m->qhead + 1) % m->qcap;
+            m->qlen--;
+            m->row++;
+            d->pos = 0;
+            d->flags |= F_ROW;
+            return true;
+        }
+        if (m->closing) {
+            deferred_value_t v = m->final;
+
+            m->final = deferred_value_none();
+            end_stream(d, v);
+            return false;
+        }
+        if (!flow_tell(d))
+            return false;
+    }
+}
+
+static int enqueue(struct multi *m, deferred_value_t v)
+{
+    if (m->qlen == m->qcap) {
+        size_t cap = m->qcap ? m->qcap * 2 : 16, i;
+        deferred_value_t *q = deferred__malloc(cap * sizeof(*q));
+
+        if (!q)
+            return -ENOMEM;
+        for (i = 0; i < m->qlen; i++)
+            q[i] = m->queue[(m->qhead + i) % m->qcap];
+        deferred__free(m->queue);
+        m->queue = q;
+        m->qcap = cap;
+        m->qhead = 0;
+    }
+    m->queue[(m->qhead + m->qlen) % m->qcap] = v;
+    m->qlen++;
+    return 0;
+}
+
+int deferred_emit(deferred_t *d, deferred_value_t v)
+{
+    struct multi *m = multi_of(d);
+
+    if (!m || v.release == deferred__release_deferred) {
+        deferred_value_release(v);
+        return -EINVAL;
+    }
+    if (m->ended || m->closing) {
+        deferred_value_release(v);
+        return -EALREADY;
+    }
+    if (!(d->flags & (F_ROW | F_RUNNING)) && m->qlen == 0 && !d->paused &&
+        !d->chained_to) {
+        m->rows++;
+        m->row = m->rows;
+        d->result = v;
+        d->pos = 0;
+        d->flags |= F_ROW;
+        deferred__run(d);
+        return 0;
+    }
+    if (enqueue(m, v) < 0) {
+        deferred_value_release(v);
+        return -ENOMEM;
+    }
+    m->rows++;
+    return 0;
+}
+
+int deferred_finish(deferred_t *d, deferred_value_t v)
+{
+    struct multi *m = multi_of(d);
+
+    if (!m || v.release == deferred__release_deferred) {
+        deferred_value_release(v);
+        return -EINVAL;
+    }
+    if (m->ended || m->closing) {
+        deferred_value_release(v);
+        return -EALREADY;
+    }
+    m->closing = true;
+    if (!(d->flags & (F_ROW | F_RUNNING)) && m->qlen == 0)
+        end_stream(d, v);
+    else
+        m->final = v; /* the runner ends the stream when the rows are done */
+    return 0;
+}
+
+int deferred__multi_cancel(deferred_t *d)
+{
+    struct multi *m = d->ext->multi;
+
+    if (m->ended)
+        return 0;
+    if (d->chained_to)
+        return deferred_cancel(d->chained_to); /* the row's wait, not the stream */
+    if (d->flags & F_CANCELLED)
+        return 0;
+    d->refs++;
+    cancel_source(d);
+    if (!m->ended) {
+        deferred_value_t v = m->final;
+
+        m->final = deferred_value_none();
+        if (!m->closing)
+            v = deferred_value_failure(deferred_failure_new(
+                DEFERRED_DOMAIN_LIBRARY, ECANCELED, "stream cancelled"));
+        end_stream(d, v);
+    }
+    deferred_unref(d);
+    return 0;
+}
+
+deferred_t *deferred_end(deferred_t *d)
+{
+    struct multi *m = multi_of(d);
+
+    return m ? deferred_ref(m->end) : NULL;
+}
+
+int deferred_set_flow(deferred_t *d, deferred_flow_fn fn, void *arg)
+{
+    struct multi *m = multi_of(d);
+
+    if (!m)
+        return -EINVAL;
+    m->flow = fn;
+    m->flow_arg = arg;
+    return 0;
+}
+
+size_t deferred_queued(const deferred_t *d)
+{
+    struct multi *m = multi_of(d);
+
+    return m ? m->qlen : 0;
+}
+
+uint64_t deferred_rows(const deferred_t *d)
+{
+    struct multi *m = multi_of(d);
+
+    return m ? m->rows : 0;
+}
