@@ -307,7 +307,8 @@ deferred_failure_t *deferred_failure_find(const deferred_failure_t *f,
 }
 
 /* Make a frame for stage and the formatted item; NULL when out of memory. */
-static struct frame *frame_vmake(const char *stage, const char *item_fmt, va_list ap)
+static struct frame *DEFERRED_PRINTF(2, 0) frame_vmake(const char *stage,
+                                                      const char *item_fmt, va_list ap)
 {
     char *item = NULL;
     size_t stage_len, item_len = 0;
@@ -336,51 +337,58 @@ static struct frame *frame_vmake(const char *stage, const char *item_fmt, va_lis
     return fr;
 }
 
-int deferred_failure_add_context(deferred_failure_t *f, const char *stage,
-                                 const char *item_fmt, ...)
+/* Add a frame to f, after the others (front false) or before them. */
+static int DEFERRED_PRINTF(4, 0) frame_add(deferred_failure_t *f, bool front,
+                                           const char *stage, const char *item_fmt,
+                                           va_list ap)
 {
     struct frame *fr;
-    va_list ap;
 
     if (!f || !stage)
         return -EINVAL;
     if (f == &deferred__failure_enomem)
         return -ENOMEM;
-    va_start(ap, item_fmt);
     fr = frame_vmake(stage, item_fmt, ap);
-    va_end(ap);
     if (!fr)
         return -ENOMEM;
-    if (f->frames_tail)
-        f->frames_tail->next = fr;
-    else
+    if (front) {
+        fr->next = f->frames;
         f->frames = fr;
-    f->frames_tail = fr;
+        if (!f->frames_tail)
+            f->frames_tail = fr;
+    } else {
+        if (f->frames_tail)
+            f->frames_tail->next = fr;
+        else
+            f->frames = fr;
+        f->frames_tail = fr;
+    }
     f->nframes++;
     return 0;
+}
+
+int deferred_failure_add_context(deferred_failure_t *f, const char *stage,
+                                 const char *item_fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, item_fmt);
+    rc = frame_add(f, false, stage, item_fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 int deferred__failure_push_context(deferred_failure_t *f, const char *stage,
                                    const char *item_fmt, ...)
 {
-    struct frame *fr;
     va_list ap;
+    int rc;
 
-    if (!f || !stage)
-        return -EINVAL;
-    if (f == &deferred__failure_enomem)
-        return -ENOMEM;
     va_start(ap, item_fmt);
-    fr = frame_vmake(stage, item_fmt, ap);
+    rc = frame_add(f, true, stage, item_fmt, ap);
     va_end(ap);
-    if (!fr)
-        return -ENOMEM;
-    fr->next = f->frames;
-    f->frames = fr;
-    if (!f->frames_tail)
-        f->frames_tail = fr;
-    f->nframes++;
-    return 0;
+    return rc;
 }
 
 size_t deferred_failure_context_size(const deferred_failure_t *f)

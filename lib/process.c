@@ -364,8 +364,8 @@ static void route_pop(deferred_stage_t *st)
     /* Not while the process is being freed: its stages go one by one. */
     if (st->p && st->p->running && !st->p->finished)
         deferred__refresh_fast(st->p);
+    /* Pauses the subordinate still holds on the producers go with it. */
     if (sub->held && sub->p && !sub->p->finished) {
-        sub->p->held += 0;
         while (sub->held) {
             sub->held--;
             resume_producers(sub->p, sub);
@@ -564,23 +564,12 @@ static void deliver_end(deferred_stage_t *to, deferred_stage_t *from,
         if (to->routes && to->routes->depth == 0) {
             /* The delegated group ends: the subordinate's result goes to
              * the parent (or the next subordinate out) as an item. */
-            struct route *r = to->routes;
             deferred_stage_t *parent;
             deferred_failure_t *f;
 
             if (t->ops->finish)
                 out = t->ops->finish(t, from, tag, outcome);
-            r->sub = NULL;
-            to->routes = r->up;
-            deferred__refresh_fast(p);
-            deferred__free(r);
-            if (t->held && !p->finished)
-                while (t->held) {
-                    t->held--;
-                    resume_producers(p, t);
-                }
-            t->p = NULL;
-            deferred_stage_free(t);
+            route_pop(to);
             if (deferred_value_is_failure(out) && !p->failure) {
                 fail(to, deferred_value_take_failure(out), tag);
                 return;
@@ -595,10 +584,8 @@ static void deliver_end(deferred_stage_t *to, deferred_stage_t *from,
         }
         if (to->routes)
             to->routes->depth--;
-        if (t->ops->finish) {
-            p->in_finish = p->in_finish; /* groups: emits allowed as usual */
+        if (t->ops->finish)
             out = t->ops->finish(t, from, tag, outcome);
-        }
         if (consumer || p->failure) {
             deferred_value_release(out);
             return;
