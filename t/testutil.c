@@ -369,3 +369,31 @@ int tu_run_suite(Suite *s)
     srunner_free(sr);
     return failed ? 1 : 0;
 }
+
+/* ---- depth ---- */
+
+struct tu_small_call {
+    void (*fn)(void *);
+    void *arg;
+};
+
+static void *tu_small_thread(void *p)
+{
+    struct tu_small_call *call = p;
+
+    call->fn(call->arg);
+    return NULL;
+}
+
+void tu_run_small_stack(void (*fn)(void *), void *arg)
+{
+    struct tu_small_call call = {fn, arg};
+    pthread_attr_t attr;
+    pthread_t th;
+
+    ck_assert_int_eq(pthread_attr_init(&attr), 0);
+    ck_assert_int_eq(pthread_attr_setstacksize(&attr, TU_SMALL_STACK), 0);
+    ck_assert_int_eq(pthread_create(&th, &attr, tu_small_thread, &call), 0);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    pthread_attr_destroy(&attr);
+}

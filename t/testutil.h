@@ -141,6 +141,15 @@ void tu_canceller_fire(deferred_t *d, void *arg);
 /* True when s contains the decimal n, not as part of a longer number. */
 bool tu_contains_number(const char *s, long n);
 
+/* ---- depth ---- */
+
+/* The stack every "no recursion that grows with input" test runs on. */
+#define TU_SMALL_STACK (256 * 1024)
+/* Run fn(arg) on a new thread with a TU_SMALL_STACK stack and wait for
+ * it: a recursion that grows with input overflows it and crashes the
+ * test.  Fails the test if the thread cannot be made. */
+void tu_run_small_stack(void (*fn)(void *), void *arg);
+
 /* ---- the fixture ---- */
 
 void tu_setup(void);
