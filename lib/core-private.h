@@ -64,6 +64,8 @@ struct deferred_ext {
     int new_line;
     int fire_line;
     struct multi *multi;
+    deferred__inputs_fn inputs; /* what a combinator's result holds */
+    void *inputs_arg;
 };
 
 struct deferred {

@@ -185,6 +185,8 @@ deferred_t *deferred_new_at(const char *file, int line,
         d->ext->fire_file = NULL;
         d->ext->fire_line = 0;
         d->ext->multi = NULL;
+        d->ext->inputs = NULL;
+        d->ext->inputs_arg = NULL;
     }
     return d;
 
@@ -194,6 +196,15 @@ out_destroy:
     if (destroy)
         destroy(arg);
     return NULL;
+}
+
+int deferred__set_inputs(deferred_t *d, deferred__inputs_fn fn, void *arg)
+{
+    if (!d || !d->ext)
+        return -EINVAL;
+    d->ext->inputs = fn;
+    d->ext->inputs_arg = arg;
+    return 0;
 }
 
 deferred_t *deferred_ref(deferred_t *d)

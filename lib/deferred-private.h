@@ -47,6 +47,18 @@ DEFERRED_HIDDEN int deferred__failure_push_context(deferred_failure_t *f,
                                                    const char *item_fmt, ...)
     DEFERRED_PRINTF(3, 4);
 
+/* What a deferred holds references on besides its chain, for the cycle
+ * check of deferred_chain_to() (core.c): a combinator's result deferred
+ * names its inputs.  fn(arg, visit, ctx) calls visit(input, ctx) for each
+ * input it still holds a reference on.  Set once, on a deferred made with
+ * a canceller destroy function (so that its rare part exists); returns
+ * -EINVAL otherwise.  fn must not run callbacks or change references. */
+typedef void (*deferred__visit_fn)(deferred_t *input, void *ctx);
+typedef void (*deferred__inputs_fn)(void *arg, deferred__visit_fn visit,
+                                    void *ctx);
+DEFERRED_HIDDEN int deferred__set_inputs(deferred_t *d, deferred__inputs_fn fn,
+                                         void *arg);
+
 /* Report through the hook (core.c). */
 DEFERRED_HIDDEN void deferred__report(deferred_report_t kind,
                                       const deferred_failure_t *f);
