@@ -1,136 +1,144 @@
 /*
  * merge.c: several deferreds, single-shot or multi-fire, merged into one
- * multi-fire deferred (the "stream") that emits each result as it arrives.
+ * multi-fire deferred (the "stream") that emits each result as it
+ * arrives: a mode of the fan-in engine (fanin.c).
  *
- * State: one block holding a slot per input and a weak pointer to the
- * stream.  Each single-shot input gets one _full pair (its destroy drops a
- * reference on the block); each multi-fire input gets one per-row pair and
- * one pair on its end deferred.  A slot holds a reference on its input
- * (and on the input's end) until the input has ended, so that cancelling
- * the stream can reach it; no reference goes from an input to the stream,
- * so there is no cycle.  The block is freed when the stream is gone and
- * every pair has run or been dropped.
+ * The engine owns the block, the reference on each input's end (on the
+ * input itself when single-shot) and its pair there, the cancel loop and
+ * the letting go.  This file adds, for a multi-fire input, a reference on
+ * the input and one plain per-row pair on it; the block outlives every
+ * row that pair can see, because rows stop when the input ends, and the
+ * input's end (which the input keeps alive) holds the engine's pair or its
+ * sentinel until then.  No allocation per input.
  *
- * Backpressure: the stream's flow hook is the merge's.  When the stream
- * holds rows back (paused, or a row waits on a deferred) every input that
- * has not ended is paused with deferred_pause(), so its rows queue inside
- * it and its own flow hook tells its source to stop; when the stream takes
- * rows again the inputs are unpaused in input order.  The inputs' own flow
- * hooks are left alone: they belong to their sources.
+ * The design decision to know is backpressure at O(1) per row.  The
+ * stream's flow hook only records whether the stream holds rows back.  A
+ * row that arrives while it does is emitted all the same (the stream
+ * queues it), and then the input that delivered it, if it is a multi-fire
+ * one, is paused ("held") and put on a list: its next rows queue inside it
+ * and its own flow hook tells its source to stop.  When the stream takes
+ * rows again, the held inputs are unpaused in the order they were held,
+ * until the stream holds again.  So an event costs the same whatever the
+ * number of inputs: only an input that delivers while the stream is held
+ * is ever paused, once per such row.
  *
  * The stream is made paused (the caller unpauses it once its chain is in
- * place), so its inputs start held and no row, not even one of an input
- * that fired before the call, reaches an empty chain.
+ * place): inputs whose result was already there are held while building,
+ * in input order, and resumed in that order by the caller's unpause.
  */
 #include <errno.h>
 #include <string.h>
 
-#include "deferred-private.h"
+#include "fanin-private.h"
 #include "deferred/combinators.h"
 #include "deferred/multi.h"
 
-struct merge;
+#define NONE SIZE_MAX
 
 struct mslot {
-    struct merge *owner;
-    deferred_t *input; /* a reference until the input ended; then NULL */
-    deferred_t *end;   /* multi-fire input: a reference on its end */
-    bool held;         /* paused by the merge (input, and end) */
-    bool done;         /* ended, or let go: later results are dropped */
+    deferred_t *stream; /* a multi-fire input: a reference until the slot is over */
+    deferred_t *held;   /* what the merge paused (the slot holds it), or NULL */
+    size_t next;        /* the held list */
+    bool listed;
 };
 
-struct merge {
-    size_t refs;    /* the stream's, one per pair that may run, temps */
-    size_t n;
-    size_t inited;  /* slots set up so far */
-    size_t left;    /* inputs that have not ended */
-    deferred_t *out; /* the stream, weak: NULL once freed */
-    bool holding;   /* the stream holds rows back: inputs are held */
-    bool done;      /* the stream is over or gone: results are dropped */
-    bool aborted;   /* building failed: every pair passes through */
-    struct mslot slots[];
+struct mstate {
+    bool holding;       /* the stream holds rows back */
+    size_t left;        /* inputs that have not ended */
+    size_t head, tail;  /* the held list, in the order held */
+    struct mslot ms[];
 };
 
-static void merge_unref(struct merge *m)
+#define MSTATE(f) ((struct mstate *)(f)->mode)
+
+/* ---- holding ----------------------------------------------------------- */
+
+/* Pause d (what slot i waits on, or its stream) and list the slot. */
+static int hold(struct fanin *f, size_t i, deferred_t *d)
 {
-    if (--m->refs == 0)
-        deferred__free(m);
-}
+    struct mstate *m = MSTATE(f);
+    struct mslot *s = &m->ms[i];
 
-static void pair_destroy(void *arg)
-{
-    struct mslot *s = arg;
-
-    merge_unref(s->owner);
-}
-
-/* Let the inputs of s go on: resume them if held (input first, so its
- * queued rows go before its end). */
-static void slot_unhold(struct mslot *s)
-{
-    deferred_t *in = s->input, *end = s->end;
-
-    if (!s->held)
-        return;
-    s->held = false;
-    deferred_ref(in);
-    deferred_ref(end);
-    deferred_unpause(in);
-    if (end)
-        deferred_unpause(end);
-    deferred_unref(in);
-    deferred_unref(end);
-}
-
-/* s is over (ended, or the merge let it go): resume it, drop the
- * references on it. */
-static void slot_release(struct mslot *s)
-{
-    deferred_t *in, *end;
-
-    if (s->done)
-        return;
-    s->done = true;
-    slot_unhold(s);
-    in = s->input;
-    end = s->end;
-    s->input = s->end = NULL;
-    deferred_unref(end);
-    deferred_unref(in);
-}
-
-/* Stop: results arriving from now on are released.  With cancel, every
- * input that has not ended is cancelled (once, in input order); then all
- * are let go. */
-static void merge_stop(struct merge *m, bool cancel)
-{
-    size_t i;
-
-    m->done = true;
-    m->refs++;
-    for (i = 0; i < m->inited; i++) {
-        struct mslot *s = &m->slots[i];
-
-        if (s->done)
-            continue;
-        if (cancel) {
-            deferred_t *in = deferred_ref(s->input);
-
-            deferred_cancel(in);
-            deferred_unref(in);
-        }
-        slot_release(s);
+    if (s->held || deferred_pause(d) < 0)
+        return s->held ? 0 : -EINVAL;
+    s->held = d;
+    if (!s->listed) {
+        s->listed = true;
+        s->next = NONE;
+        if (m->tail == NONE)
+            m->head = i;
+        else
+            m->ms[m->tail].next = i;
+        m->tail = i;
     }
-    merge_unref(m);
+    return 0;
+}
+
+/* Unpause what slot i holds, if anything.  Rows may run. */
+static void unhold(struct fanin *f, size_t i)
+{
+    struct mslot *s = &MSTATE(f)->ms[i];
+    deferred_t *d = s->held;
+
+    if (!d)
+        return;
+    s->held = NULL;
+    deferred_ref(d);
+    deferred_unpause(d);
+    deferred_unref(d);
+}
+
+/* Unpause the held inputs in the order held, until the stream holds rows
+ * back again (a row that blocked it), or all of them when it is over. */
+static void release_held(struct fanin *f, bool all)
+{
+    struct mstate *m = MSTATE(f);
+
+    f->refs++;
+    while ((all || !m->holding) && m->head != NONE) {
+        size_t i = m->head;
+
+        m->head = m->ms[i].next;
+        if (m->head == NONE)
+            m->tail = NONE;
+        m->ms[i].listed = false;
+        unhold(f, i);
+    }
+    deferred__fanin_unref(f);
+}
+
+/* The stream's flow hook: O(1) unless it resumes, and then O(held). */
+static void merge_flow(deferred_t *out, bool paused, void *arg)
+{
+    struct fanin *f = arg;
+
+    (void)out;
+    MSTATE(f)->holding = paused;
+    if (!paused)
+        release_held(f, false);
+}
+
+/* ---- rows -------------------------------------------------------------- */
+
+/* Stop: results arriving from now on are released; every input that has
+ * not ended is cancelled (once, in input order), then the held ones are
+ * resumed and all are let go. */
+static void merge_stop(struct fanin *f)
+{
+    f->done = true;
+    f->refs++;
+    deferred__fanin_cancel_inputs(f);
+    release_held(f, true);
+    deferred__fanin_unref(f);
 }
 
 /* The stream could not take a row (out of memory): it ends failed with
  * ENOMEM after the rows it holds, and the inputs are cancelled. */
-static void merge_fail_enomem(struct merge *m)
+static void merge_fail_enomem(struct fanin *f)
 {
-    deferred_t *out = deferred_ref(m->out);
+    deferred_t *out = deferred_ref(f->out);
 
-    merge_stop(m, true);
+    merge_stop(f);
     if (out)
         deferred_finish(out, deferred_value_failure(deferred_failure_new(
                                  DEFERRED_DOMAIN_LIBRARY, ENOMEM,
@@ -139,136 +147,132 @@ static void merge_fail_enomem(struct merge *m)
 }
 
 /* Emit v (taken) from input i as the stream's next row. */
-static void deliver(struct merge *m, size_t i, deferred_value_t v)
+static void deliver(struct fanin *f, size_t i, deferred_value_t v)
 {
-    deferred_failure_t *f;
+    deferred_failure_t *fl;
 
-    if (m->done || !m->out) {
+    if (f->done || !f->out) {
         deferred_value_release(v);
         return;
     }
-    f = deferred_value_get_failure(v);
-    if (f)
-        deferred_failure_add_context(f, "merge", "input %zu", i);
-    if (deferred_emit(m->out, v) == -ENOMEM)
-        merge_fail_enomem(m);
-}
-
-/* Input s ended. */
-static void slot_ended(struct merge *m, struct mslot *s)
-{
-    if (s->done)
-        return;
-    slot_release(s);
-    if (--m->left == 0 && !m->done && m->out) {
-        m->done = true;
-        deferred_finish(m->out, deferred_value_none());
-    }
-}
-
-/* v (taken) is a row of input s: emitted, unless s is done.  With ended,
- * s has no more rows.  Returns what the input's own chain goes on with. */
-static deferred_value_t slot_row(struct mslot *s, deferred_value_t v, bool ended)
-{
-    struct merge *m = s->owner;
-
-    if (m->aborted)
-        return v;
-    m->refs++;
-    if (s->done)
-        deferred_value_release(v);
-    else
-        deliver(m, (size_t)(s - m->slots), v);
-    if (ended)
-        slot_ended(m, s);
-    merge_unref(m);
-    return deferred_value_none();
-}
-
-/* The pair of a single-shot input (both halves). */
-static deferred_value_t on_single(deferred_value_t v, void *arg)
-{
-    return slot_row(arg, v, true);
+    fl = deferred_value_get_failure(v);
+    if (fl)
+        deferred_failure_add_context(fl, "merge", "input %zu", i);
+    if (deferred_emit(f->out, v) == -ENOMEM)
+        merge_fail_enomem(f);
 }
 
 /* The per-row pair of a multi-fire input (both halves). */
 static deferred_value_t on_row(deferred_value_t v, void *arg)
 {
-    return slot_row(arg, v, false);
-}
+    struct fanin_slot *s = arg;
+    struct fanin *f = s->owner;
+    struct mstate *m = MSTATE(f);
+    size_t i = (size_t)(s - f->slots);
 
-/* The pair on a multi-fire input's end (both halves): a failed end is
- * emitted as a row; a final value is not a row, and is released. */
-static deferred_value_t on_end(deferred_value_t v, void *arg)
-{
-    struct mslot *s = arg;
-    struct merge *m = s->owner;
-
-    if (m->aborted)
+    if (f->aborted)
         return v;
-    m->refs++;
-    if (!s->done && deferred_value_is_failure(v))
-        deliver(m, (size_t)(s - m->slots), v);
-    else
+    if (f->done || !FANIN_HELD(s)) {
         deferred_value_release(v);
-    slot_ended(m, s);
-    merge_unref(m);
+        return deferred_value_none();
+    }
+    f->refs++;
+    deliver(f, i, v);
+    /* The stream holds rows back (it did, or this row made it): this
+     * input's next rows wait in it. */
+    if (m->holding && !f->done && FANIN_HELD(s) && m->ms[i].stream)
+        hold(f, i, m->ms[i].stream);
+    deferred__fanin_unref(f);
     return deferred_value_none();
 }
 
-/* The stream's flow hook: hold or resume every input that has not ended.
- * Either loop stops when a nested call (from an input's flow hook, or a
- * row that made the stream block again) turned the state over; that call
- * has taken care of the slots. */
-static void merge_flow(deferred_t *out, bool paused, void *arg)
+/* What ends slot i reached the engine's pair: a single-shot input's
+ * result (a row), or a multi-fire input's end (a row only when failed). */
+static deferred_value_t merge_outcome(struct fanin *f, size_t i, deferred_value_t v)
 {
-    struct merge *m = arg;
-    size_t i;
+    struct mstate *m = MSTATE(f);
 
-    (void)out;
-    m->refs++;
-    m->holding = paused;
-    for (i = 0; i < m->inited && m->holding == paused; i++) {
-        struct mslot *s = &m->slots[i];
-
-        if (s->done)
-            continue;
-        if (!paused) {
-            slot_unhold(s);
-        } else if (!s->held) {
-            s->held = true;
-            /* The end first: pausing a stream runs its source's flow
-             * hook, which may end it; its end then waits too. */
-            if (s->end)
-                deferred_pause(s->end);
-            deferred_pause(s->input);
-        }
+    if (!m->ms[i].stream || deferred_value_is_failure(v))
+        deliver(f, i, v);
+    else
+        deferred_value_release(v);
+    if (--m->left == 0 && !f->done && f->out) {
+        f->done = true;
+        deferred_finish(f->out, deferred_value_none());
     }
-    merge_unref(m);
+    return deferred_value_none();
 }
 
-/* The stream's canceller (also run when a row's failure ends it). */
+/* ---- the engine's hooks ------------------------------------------------ */
+
+static int merge_hold(struct fanin *f, size_t i, deferred_t *w)
+{
+    return hold(f, i, w);
+}
+
+/* A multi-fire input: a reference on it and the per-row pair. */
+static int merge_attach(struct fanin *f, size_t i, deferred_t *in, deferred_t *w)
+{
+    struct mslot *s = &MSTATE(f)->ms[i];
+
+    (void)w;
+    if (!deferred_is_multi(in))
+        return 0;
+    s->stream = deferred_ref(in);
+    return deferred_add_both(in, on_row, &f->slots[i]);
+}
+
+static void merge_over(struct fanin *f, size_t i)
+{
+    struct mslot *s = &MSTATE(f)->ms[i];
+    deferred_t *stream = s->stream;
+
+    unhold(f, i);
+    s->stream = NULL;
+    deferred_unref(stream);
+}
+
+/* The build failed, or the stream is gone: resume what is held. */
+static void merge_release_all(struct fanin *f)
+{
+    release_held(f, true);
+}
+
+static void merge_visit(struct fanin *f, deferred__visit_fn visit, void *ctx)
+{
+    struct mstate *m = MSTATE(f);
+    size_t i;
+
+    for (i = 0; i < f->inited; i++)
+        if (m->ms[i].stream)
+            visit(m->ms[i].stream, ctx);
+}
+
+static const struct fanin_ops merge_ops = {
+    .outcome = merge_outcome,
+    .hold = merge_hold,
+    .attach = merge_attach,
+    .over = merge_over,
+    .drop = merge_release_all,
+    .abort = merge_release_all,
+    .visit = merge_visit,
+};
+
+/* The stream's canceller (also run when a row's failure ends it): the
+ * inputs that have not ended are cancelled, their results released. */
 static void merge_cancel(deferred_t *out, void *arg)
 {
     (void)out;
-    merge_stop(arg, true);
-}
-
-/* The stream is being freed. */
-static void merge_out_freed(void *arg)
-{
-    struct merge *m = arg;
-
-    m->out = NULL;
-    merge_stop(m, false);
-    merge_unref(m);
+    merge_stop(arg);
 }
 
 deferred_t *deferred_merge(deferred_t *const *inputs, size_t n)
 {
-    struct merge *m;
+    struct fanin *f;
+    struct mstate *m;
     deferred_t *out;
     size_t i;
+    int rc;
 
     if (n > 0 && !inputs) {
         errno = EINVAL;
@@ -280,62 +284,40 @@ deferred_t *deferred_merge(deferred_t *const *inputs, size_t n)
             return NULL;
         }
     }
-    if (n > (SIZE_MAX - sizeof(*m)) / sizeof(m->slots[0]))
-        goto out_enomem;
-    m = deferred__malloc(sizeof(*m) + n * sizeof(m->slots[0]));
-    if (!m)
-        goto out_enomem;
-    memset(m, 0, sizeof(*m));
-    m->refs = 2; /* ours while building, and the stream's */
-    m->n = n;
+    if (n > (SIZE_MAX - sizeof(*m)) / sizeof(m->ms[0])) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    f = deferred__fanin_new(n, sizeof(*m) + n * sizeof(m->ms[0]), &merge_ops, false);
+    if (!f)
+        return NULL;
+    m = MSTATE(f);
     m->left = n;
-    out = deferred_new_multi_cancellable(merge_cancel, m, merge_out_freed);
+    m->head = m->tail = NONE;
+    f->refs++; /* the stream's */
+    out = deferred_new_multi_cancellable(merge_cancel, f, deferred__fanin_out_freed);
     if (!out) {
-        merge_unref(m); /* merge_out_freed dropped the stream's */
-        goto out_enomem;
+        /* The destroy function dropped the stream's reference. */
+        f->building = false;
+        f->busy--;
+        deferred__fanin_unref(f);
+        errno = ENOMEM;
+        return NULL;
     }
-    m->out = out;
-    deferred_set_flow(out, merge_flow, m);
-    deferred_pause(out); /* the caller's to lift; the hook holds the inputs */
+    deferred__fanin_set_out(f, out);
+    deferred_set_flow(out, merge_flow, f);
+    deferred_pause(out); /* the caller's to lift; the hook records it */
 
-    for (i = 0; i < n; i++) {
-        struct mslot *s = &m->slots[i];
-        deferred_t *in = inputs[i];
-
-        s->owner = m;
-        s->input = deferred_ref(in);
-        s->end = deferred_is_multi(in) ? deferred_end(in) : NULL;
-        s->held = false;
-        s->done = false;
-        m->inited = i + 1;
-        if (m->holding) {
-            s->held = true;
-            if (s->end)
-                deferred_pause(s->end);
-            deferred_pause(in);
-        }
-        m->refs++;
-        if (deferred_add_both_full(in, s->end ? on_row : on_single, s,
-                                   pair_destroy) < 0)
-            goto out_abort;
-        if (s->end) {
-            m->refs++;
-            if (deferred_add_both_full(s->end, on_end, s, pair_destroy) < 0)
-                goto out_abort;
-        }
-    }
-    if (n == 0)
+    rc = deferred__fanin_attach(f, inputs);
+    if (rc == 0 && n == 0) {
+        f->done = true;
         deferred_finish(out, deferred_value_none());
-    merge_unref(m);
+    }
+    deferred__fanin_built(f);
+    if (rc < 0) {
+        deferred_unref(out);
+        errno = -rc;
+        return NULL;
+    }
     return out;
-
-out_abort:
-    /* The pairs in place pass everything through; let the inputs go. */
-    m->aborted = true;
-    merge_stop(m, false);
-    deferred_unref(out);
-    merge_unref(m);
-out_enomem:
-    errno = ENOMEM;
-    return NULL;
 }

@@ -245,7 +245,7 @@ START_TEST(test_C01_gather)
     memset(&seen, 0, sizeof(seen));
     in[0] = deferred_new();
     in[1] = deferred_new();
-    g = deferred_gather(in, 2, 0);
+    g = deferred_gather(in, 2, DEFERRED_KEEP_ERRORS);
     deferred_add_both(g, record, NULL);
     deferred_errback(in[1], user_failure(7));
     ck_assert_int_eq(seen.n, 1);
@@ -259,7 +259,7 @@ START_TEST(test_C01_gather)
     ck_assert_int_eq(seen.n, 1);
     ck_assert_int_eq(released, 1);
     deferred_value_release(take_and_drop(g));
-    /* Without consume-errors the input keeps its failure. */
+    /* With DEFERRED_KEEP_ERRORS the input keeps its failure. */
     deferred_add_errback(in[1], record_drop, NULL);
     ck_assert_int_eq(seen.n, 2);
     ck_assert(seen.failure[1]);
@@ -477,7 +477,7 @@ START_TEST(test_C06_cancel_gather)
 
     for (i = 0; i < 3; i++)
         in[i] = deferred_new_cancellable(count_canceller, &cancels[i], NULL);
-    g = deferred_gather(in, 3, 0);
+    g = deferred_gather(in, 3, DEFERRED_KEEP_ERRORS);
     deferred_callback(in[1], tracked(1));
     deferred_cancel(g);
     ck_assert_int_eq(cancels[0], 1);
@@ -492,8 +492,8 @@ START_TEST(test_C06_cancel_gather)
     deferred_cancel(g);            /* idempotent */
     ck_assert_int_eq(cancels[0] + cancels[2], 2);
     deferred_value_release(take_and_drop(g));
-    /* Without consume-errors the inputs keep their ECANCELED: dropping
-     * them unhandled reports both (as Twisted logs them). */
+    /* With DEFERRED_KEEP_ERRORS the inputs keep their ECANCELED:
+     * dropping them unhandled reports both (as Twisted logs them). */
     expected_unhandled = 2;
     for (i = 0; i < 3; i++)
         deferred_unref(in[i]);
@@ -703,7 +703,7 @@ START_TEST(test_list_consume_errors)
 
     in[0] = deferred_new();
     in[1] = deferred_new();
-    l = deferred_list(in, 2, 0);
+    l = deferred_list(in, 2, DEFERRED_KEEP_ERRORS);
     deferred_errback(in[0], user_failure(1));
     deferred_callback(in[1], deferred_value_of_int(2));
     v = take_and_drop(l);
@@ -711,7 +711,7 @@ START_TEST(test_list_consume_errors)
     ck_assert(deferred_value_is_failure(deferred_array_get(r, 0)));
     ck_assert_int_eq(num(deferred_array_get(r, 1)), 2);
     deferred_value_release(v);
-    /* Not consumed: the input still holds its failure. */
+    /* Kept: the input still holds its failure. */
     deferred_add_errback(in[0], record_drop, NULL);
     ck_assert_int_eq(seen.n, 1);
     ck_assert_int_eq(seen.code[0], 1);
@@ -1459,8 +1459,9 @@ START_TEST(test_merge_already_fired)
 END_TEST
 
 /* Two multi-fire inputs and a single-shot one, interleaved; the stream
- * holds rows back (a waiting row, then a pause): every input is paused,
- * the multi-fire ones queue their rows and tell their sources to stop. */
+ * holds rows back (a waiting row, then a pause): an input that delivers a
+ * row meanwhile is held (paused: the multi-fire ones queue their next rows
+ * and tell their sources to stop); the others are left alone. */
 START_TEST(test_merge_interleaved_backpressure)
 {
     deferred_t *in[3], *m, *gate;
@@ -1477,8 +1478,8 @@ START_TEST(test_merge_interleaved_backpressure)
     gate = deferred_new();
     m = deferred_merge(in, 3);
     ck_assert_ptr_nonnull(m);
-    /* Held while the stream is paused after the call. */
-    ck_assert(src[0].paused && src[1].paused);
+    /* Nothing delivered yet: nothing held, though the stream is paused. */
+    ck_assert(!src[0].paused && !src[1].paused);
     deferred_add_callback(m, wait_on_100, gate);
     deferred_add_callback(m, record_drop, NULL);
     watch_end(m);
@@ -1493,53 +1494,63 @@ START_TEST(test_merge_interleaved_backpressure)
     ck_assert_int_eq(seen.value[0], 1);
     ck_assert_int_eq(seen.value[1], 2);
     ck_assert_int_eq(seen.value[2], 3);
+    ck_assert_int_eq(src[0].pauses + src[1].pauses, 0);
 
-    /* Row 100 waits on gate: the stream blocks and holds every input. */
+    /* Row 100 waits on gate: the stream blocks; the input that gave it is
+     * held, the others are not touched. */
     deferred_emit(in[1], tracked(100));
     ck_assert_int_eq(seen.n, 3);
     ck_assert(deferred_is_paused(m));
-    ck_assert(src[0].paused && src[1].paused);
-    ck_assert(deferred_is_paused(in[0]) && deferred_is_paused(in[1]));
-    ck_assert(deferred_is_paused(in[2]));
-    /* What the inputs give meanwhile waits inside them. */
+    ck_assert(src[1].paused && !src[0].paused);
+    ck_assert(deferred_is_paused(in[1]) && !deferred_is_paused(in[0]));
+    /* What the inputs give meanwhile: in[0]'s first row goes to the
+     * stream's queue and holds in[0], whose next row waits inside it; the
+     * single-shot input's one row is queued in the stream. */
     ck_assert_int_eq(deferred_emit(in[0], tracked(4)), 0);
+    ck_assert(src[0].paused);
     ck_assert_int_eq(deferred_emit(in[0], tracked(5)), 0);
+    ck_assert_int_eq(deferred_emit(in[1], tracked(55)), 0);
     deferred_callback(in[2], tracked(6));
-    ck_assert_uint_eq(deferred_queued(in[0]), 2);
-    ck_assert_uint_eq(deferred_queued(m), 0);
+    ck_assert_uint_eq(deferred_queued(in[0]), 1);
+    ck_assert_uint_eq(deferred_queued(in[1]), 1);
+    ck_assert_uint_eq(deferred_queued(m), 2);
     ck_assert_int_eq(seen.n, 3);
 
-    /* The gate opens: the waiting row goes on, then the held rows, in
-     * input order; the sources are told to go on. */
+    /* The gate opens: the waiting row goes on, then the rows the stream
+     * queued, then the held inputs in the order they were held; the
+     * sources are told to go on. */
     deferred_callback(gate, deferred_value_of_int(100));
-    ck_assert_int_eq(seen.n, 7);
+    ck_assert_int_eq(seen.n, 8);
     ck_assert_int_eq(seen.value[3], 100);
     ck_assert_int_eq(seen.value[4], 4);
-    ck_assert_int_eq(seen.value[5], 5);
-    ck_assert_int_eq(seen.value[6], 6);
+    ck_assert_int_eq(seen.value[5], 6);
+    ck_assert_int_eq(seen.value[6], 55);
+    ck_assert_int_eq(seen.value[7], 5);
     ck_assert(!src[0].paused && !src[1].paused);
-    ck_assert(!deferred_is_paused(in[0]));
+    ck_assert(!deferred_is_paused(in[0]) && !deferred_is_paused(in[1]));
 
-    /* deferred_pause() on the stream holds the inputs too; pauses count. */
+    /* deferred_pause() on the stream: an input that delivers is held;
+     * pauses count. */
     deferred_pause(m);
     deferred_pause(m);
-    ck_assert(src[0].paused && src[1].paused);
+    ck_assert(!src[0].paused && !src[1].paused);
     deferred_emit(in[1], tracked(7));
-    ck_assert_int_eq(seen.n, 7);
+    ck_assert(src[1].paused && !src[0].paused);
+    ck_assert_int_eq(seen.n, 8);
     deferred_unpause(m);
     ck_assert(src[1].paused);
     deferred_unpause(m);
-    ck_assert_int_eq(seen.n, 8);
-    ck_assert_int_eq(seen.value[7], 7);
+    ck_assert_int_eq(seen.n, 9);
+    ck_assert_int_eq(seen.value[8], 7);
     ck_assert(!src[0].paused && !src[1].paused);
 
     /* The end of one input does not end the stream; the last one does. A
      * final value of an input is not a row. */
     deferred_finish(in[0], tracked(1000));
     ck_assert_int_eq(end_seen.fired, 0);
-    ck_assert_int_eq(seen.n, 8);
-    deferred_emit(in[1], tracked(8));
     ck_assert_int_eq(seen.n, 9);
+    deferred_emit(in[1], tracked(8));
+    ck_assert_int_eq(seen.n, 10);
     deferred_finish(in[1], deferred_value_none());
     ck_assert_int_eq(end_seen.fired, 1);
     ck_assert(!end_seen.failure);

@@ -105,9 +105,12 @@ DEFERRED_EXPORT deferred_indexed_t *deferred_value_get_indexed(deferred_value_t 
 /* ---- gather, list, race ------------------------------------------------ */
 
 /* Flags of gather and list. */
-#define DEFERRED_CONSUME_ERRORS 0x1u  /* inputs' chains see no failure after */
+#define DEFERRED_CONSUME_ERRORS 0x1u  /* the default: failures move (kept for
+                                       * compatibility; not with KEEP_ERRORS) */
 #define DEFERRED_FIRE_ON_SUCCESS 0x2u /* list: fire with the first success */
 #define DEFERRED_FIRE_ON_FAILURE 0x4u /* list: fail with the first failure */
+#define DEFERRED_KEEP_ERRORS 0x8u     /* Twisted's way: an input's chain keeps
+                                       * its failure (shared) after the pair */
 
 /*
  * Gather: a new deferred (one reference, the caller's) that fires with a
