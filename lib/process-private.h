@@ -24,6 +24,7 @@ struct deferred_stage {
     unsigned flags;
     uint32_t paused;        /* producer: pause count */
     uint32_t held;          /* pauses this stage holds on the producers */
+    uint32_t groups;        /* groups it opened downstream and not closed */
     uint64_t items;         /* handed (consumer) or emitted (producer) */
     bool producer;
     bool fast;            /* emits may take the per-item fast path */

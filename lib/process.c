@@ -42,7 +42,7 @@ deferred_stage_t *deferred_stage_new(const deferred_stage_ops_t *ops, void *data
 {
     deferred_stage_t *st;
 
-    if (!ops || (!ops->handle && !ops->resume))
+    if (!ops || (!ops->handle && !ops->resume) || (flags & ~DEFERRED_STAGE_AUTOPAUSE))
         goto out_destroy;
     st = deferred__malloc(sizeof(*st));
     if (!st)
@@ -91,8 +91,13 @@ void deferred_stage_free(deferred_stage_t *st)
 
 deferred_process_t *deferred_process_new(unsigned flags)
 {
-    deferred_process_t *p = deferred__malloc(sizeof(*p));
+    deferred_process_t *p;
 
+    if (flags & ~DEFERRED_PROCESS_PAUSED) {
+        errno = EINVAL;
+        return NULL;
+    }
+    p = deferred__malloc(sizeof(*p));
     if (!p)
         return NULL;
     memset(p, 0, sizeof(*p));
@@ -145,8 +150,11 @@ int deferred_process_add(deferred_process_t *p, deferred_stage_t *st)
         goto out_einval;
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 4;
-        deferred_stage_t **stages = deferred__realloc(p->stages, cap * sizeof(*stages));
+        deferred_stage_t **stages = NULL;
 
+        /* Stage indices are 32 bits; the array's size must not wrap. */
+        if (cap <= UINT32_MAX && cap <= SIZE_MAX / sizeof(*stages))
+            stages = deferred__realloc(p->stages, cap * sizeof(*stages));
         if (!stages) {
             deferred_stage_free(st);
             return -ENOMEM;
@@ -220,6 +228,11 @@ static void pause_producers(deferred_process_t *p, deferred_stage_t *by)
 {
     size_t i;
 
+    /* Before the process runs, pauses are only counted (p->held and each
+     * stage's held): run() hands their sum to every producer, so that a
+     * producer added after a pause is paused too. */
+    if (!p->running)
+        return;
     for (i = 0; i < p->nproducers; i++) {
         deferred_stage_t *pr = p->stages[i];
 
@@ -232,6 +245,8 @@ static void resume_producers(deferred_process_t *p, deferred_stage_t *by)
 {
     size_t i;
 
+    if (!p->running)
+        return;
     for (i = 0; i < p->nproducers; i++) {
         deferred_stage_t *pr = p->stages[i];
 
@@ -244,6 +259,7 @@ deferred_t *deferred_process_run(deferred_process_t *p)
 {
     const char *missing = NULL;
     deferred_t *d;
+    uint64_t pauses;
     size_t i;
 
     if (!p)
@@ -268,15 +284,19 @@ deferred_t *deferred_process_run(deferred_process_t *p)
     for (i = 0; i < p->nproducers; i++)
         p->stages[i]->down = p->stages[p->nproducers];
     deferred__refresh_fast(p);
+    if (p->flags & DEFERRED_PROCESS_PAUSED)
+        p->held++;
+    /* The pauses counted before the run (the process's own and its
+     * stages') now apply to every producer. */
+    pauses = p->held;
+    for (i = p->nproducers; i < p->n; i++)
+        pauses += p->stages[i]->held;
+    for (i = 0; i < p->nproducers; i++)
+        p->stages[i]->paused = (uint32_t)(pauses > UINT32_MAX ? UINT32_MAX : pauses);
     p->done = d;
     p->running = true;
     update_open(p);
     p->refs++; /* held until finish is delivered */
-    if (p->flags & DEFERRED_PROCESS_PAUSED) {
-        p->held++;
-        for (i = 0; i < p->nproducers; i++)
-            p->stages[i]->paused++;
-    }
     enter(p);
     for (i = p->nproducers; i < p->n && !p->failure; i++) {
         deferred_stage_t *st = p->stages[i], *sub = NULL;
@@ -308,19 +328,34 @@ deferred_t *deferred_process_run(deferred_process_t *p)
 static void add_frame(deferred_stage_t *st, deferred_value_t item)
 {
     deferred_process_t *p = st->p;
-    char desc[256];
+    char small[256], *desc = small, *big = NULL;
     char where[64];
+    int n = 0;
 
-    desc[0] = '\0';
-    if (st->ops->describe)
-        st->ops->describe(st, item, desc, sizeof(desc));
-    if (st->producer)
+    small[0] = '\0';
+    if (st->ops->describe) {
+        n = st->ops->describe(st, item, small, sizeof(small));
+        /* A longer description (the whole SQL of a query) is not cut. */
+        if (n >= (int)sizeof(small) && (big = deferred__malloc((size_t)n + 1))) {
+            big[0] = '\0';
+            if (st->ops->describe(st, item, big, (size_t)n + 1) >= 0)
+                desc = big;
+        }
+        if (n < 0)
+            small[0] = '\0';
+    }
+    if (st->producer && st->items == 0)
+        where[0] = '\0'; /* nothing emitted yet: no item to name */
+    else if (st->producer)
         snprintf(where, sizeof(where), "item %llu emitted",
                  (unsigned long long)st->items);
     else
         snprintf(where, sizeof(where), "item %llu", (unsigned long long)st->items);
+    if (!where[0] && !desc[0])
+        snprintf(where, sizeof(where), "before its first item");
     deferred__failure_push_context(p->failure, deferred_stage_name(st), "%s%s%s",
-                                   where, desc[0] ? ": " : "", desc);
+                                   where, where[0] && desc[0] ? ": " : "", desc);
+    deferred__free(big);
 }
 
 /* st failed with f (taken) while holding item. */
@@ -550,6 +585,26 @@ static void deliver_start(deferred_stage_t *to, deferred_stage_t *from,
     }
 }
 
+/* t's finish for the end of a group.  Only the stream's end may wait on
+ * a deferred: one returned here is a mistake, reported as a failure
+ * (the deferred is let go). */
+static deferred_value_t group_finish(deferred_stage_t *t, deferred_stage_t *from,
+                                     deferred_value_t tag, deferred_value_t outcome)
+{
+    deferred_value_t out = t->ops->finish(t, from, tag, outcome);
+
+    if (DEFERRED_UNLIKELY(deferred_value_is_deferred(out))) {
+        deferred_value_release(out);
+        out = deferred_value_failure(deferred_failure_new_at(
+            NULL, 0, DEFERRED_DOMAIN_LIBRARY, EINVAL,
+            "%s returned a deferred from the finish of a group (only the "
+            "stream's end may wait)", deferred_stage_name(t)));
+        if (!t->p->failure)
+            fail(t, deferred_failure_ref(deferred_value_get_failure(out)), tag);
+    }
+    return out;
+}
+
 /* A group closes at stage to with outcome (taken). */
 static void deliver_end(deferred_stage_t *to, deferred_stage_t *from,
                         deferred_value_t tag, deferred_value_t outcome)
@@ -568,10 +623,13 @@ static void deliver_end(deferred_stage_t *to, deferred_stage_t *from,
             deferred_failure_t *f;
 
             if (t->ops->finish)
-                out = t->ops->finish(t, from, tag, outcome);
+                out = group_finish(t, from, tag, outcome);
             route_pop(to);
-            if (deferred_value_is_failure(out) && !p->failure) {
-                fail(to, deferred_value_take_failure(out), tag);
+            if (deferred_value_is_failure(out)) {
+                if (!p->failure)
+                    fail(to, deferred_value_take_failure(out), tag);
+                else
+                    deferred_value_release(out);
                 return;
             }
             parent = target_of(to);
@@ -585,7 +643,7 @@ static void deliver_end(deferred_stage_t *to, deferred_stage_t *from,
         if (to->routes)
             to->routes->depth--;
         if (t->ops->finish)
-            out = t->ops->finish(t, from, tag, outcome);
+            out = group_finish(t, from, tag, outcome);
         if (consumer || p->failure) {
             deferred_value_release(out);
             return;
@@ -601,8 +659,10 @@ int deferred_stage_start(deferred_stage_t *self, deferred_value_t tag)
 {
     deferred_process_t *p;
 
-    if (!self || !self->p || !self->down)
+    if (!self || !self->p || !self->down || self->groups == UINT32_MAX)
         return -EINVAL;
+    /* Counted even when it is not delivered, so that its end matches. */
+    self->groups++;
     if (!may_emit(self))
         return -ECANCELED;
     p = self->p;
@@ -622,6 +682,19 @@ int deferred_stage_end(deferred_stage_t *self, deferred_value_t tag,
         deferred_value_release(outcome);
         return -EINVAL;
     }
+    if (self->groups == 0) {
+        /* Consumers would close a group of someone else's: the stream's
+         * structure is broken, so the stream fails. */
+        deferred_value_release(outcome);
+        if (may_emit(self))
+            deferred_stage_fail(self, deferred_failure_new_at(
+                                          NULL, 0, DEFERRED_DOMAIN_LIBRARY, EINVAL,
+                                          "deferred_stage_end: %s ended a group it "
+                                          "never opened",
+                                          deferred_stage_name(self)));
+        return -EINVAL;
+    }
+    self->groups--;
     if (!may_emit(self)) {
         deferred_value_release(outcome);
         return -ECANCELED;
@@ -637,6 +710,7 @@ int deferred_stage_end(deferred_stage_t *self, deferred_value_t tag,
 int deferred_stage_finish(deferred_stage_t *self, deferred_value_t outcome)
 {
     deferred_process_t *p;
+    int rc = 0;
 
     if (!self || !self->p || !self->producer) {
         deferred_value_release(outcome);
@@ -651,6 +725,16 @@ int deferred_stage_finish(deferred_stage_t *self, deferred_value_t outcome)
     self->finished = true;
     self->fast = false;
     p->producers_done++;
+    if (DEFERRED_UNLIKELY(deferred_value_is_deferred(outcome))) {
+        /* A producer finishes when its work is done: an outcome still in
+         * flight is a mistake, and the stream fails rather than hang. */
+        deferred_value_release(outcome);
+        outcome = deferred_value_failure(deferred_failure_new_at(
+            NULL, 0, DEFERRED_DOMAIN_LIBRARY, EINVAL,
+            "deferred_stage_finish: %s finished with a deferred (a producer's "
+            "outcome is a value or a failure)", deferred_stage_name(self)));
+        rc = -EINVAL;
+    }
     if (deferred_value_is_failure(outcome)) {
         if (!p->failure) {
             p->failure = deferred_value_take_failure(outcome);
@@ -665,7 +749,7 @@ int deferred_stage_finish(deferred_stage_t *self, deferred_value_t outcome)
         p->outcome = outcome;
     }
     leave(p);
-    return 0;
+    return rc;
 }
 
 int deferred_stage_fail(deferred_stage_t *self, deferred_failure_t *f)
@@ -689,8 +773,9 @@ int deferred_stage_fail(deferred_stage_t *self, deferred_failure_t *f)
     /* Nothing is on the stack to add frames as it unwinds: add them all,
      * from self back to the producers. */
     add_frame(self, deferred_value_none());
-    for (i = self->index; i-- > 0;)
-        add_frame(p->stages[i], deferred_value_none());
+    if (!self->producer)
+        for (i = self->index; i-- > 0;)
+            add_frame(p->stages[i], deferred_value_none());
     leave(p);
     return 0;
 }
@@ -718,8 +803,11 @@ static void finish_from(deferred_process_t *p, size_t i, deferred_value_t outcom
 static deferred_value_t finish_resumed(deferred_value_t v, void *arg)
 {
     deferred_process_t *p = arg;
+    deferred_t *wait = p->finish_wait;
 
+    /* Our reference on it goes (it holds itself while it runs us). */
     p->finish_wait = NULL;
+    deferred_unref(wait);
     finish_from(p, p->finishing + 1, v);
     return deferred_value_none();
 }
@@ -768,10 +856,11 @@ static void finish_from(deferred_process_t *p, size_t i, deferred_value_t outcom
         if (DEFERRED_UNLIKELY(deferred_value_is_deferred(outcome))) {
             deferred_t *wait = outcome.ptr;
 
+            /* The process owns the reference the finish handed over until
+             * the deferred fired (finish_resumed() lets it go). */
             p->finish_wait = wait;
             p->refs++;
             if (deferred_add_both_full(wait, finish_resumed, p, process_unref_destroy) == 0) {
-                deferred_unref(wait);
                 p->depth--;
                 return;
             }
@@ -837,7 +926,7 @@ int deferred_stage_pause(deferred_stage_t *self)
 {
     deferred_process_t *p;
 
-    if (!self || !self->p || self->producer)
+    if (!self || !self->p || self->producer || self->held == UINT32_MAX)
         return -EINVAL;
     p = self->p;
     enter(p);
@@ -894,18 +983,14 @@ bool deferred_stage_is_paused(const deferred_stage_t *self)
 
 int deferred_process_pause(deferred_process_t *p)
 {
-    if (!p)
+    if (!p || p->held == UINT32_MAX)
         return -EINVAL;
     p->held++;
+    /* Before the run only the count changes (see pause_producers()). */
     if (p->running) {
         enter(p);
         pause_producers(p, NULL);
         leave(p);
-    } else {
-        size_t i;
-
-        for (i = 0; i < p->nproducers; i++)
-            p->stages[i]->paused++;
     }
     return 0;
 }
@@ -919,11 +1004,6 @@ int deferred_process_resume(deferred_process_t *p)
         enter(p);
         resume_producers(p, NULL);
         leave(p);
-    } else {
-        size_t i;
-
-        for (i = 0; i < p->nproducers; i++)
-            p->stages[i]->paused--;
     }
     return 0;
 }
@@ -950,6 +1030,15 @@ bool deferred_process_is_paused(const deferred_process_t *p)
 
     if (!p)
         return false;
+    if (!p->running && !p->finished) {
+        /* Not applied to the producers yet (see deferred_process_run()). */
+        if (p->held || (p->flags & DEFERRED_PROCESS_PAUSED))
+            return true;
+        for (i = p->nproducers; i < p->n; i++)
+            if (p->stages[i]->held)
+                return true;
+        return false;
+    }
     for (i = 0; i < p->nproducers; i++)
         if (p->stages[i]->paused)
             return true;

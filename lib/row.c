@@ -60,10 +60,18 @@ deferred_row_shape_t *deferred_row_shape_new(size_t ncols, const char *const *na
     size_t i, bytes = 0;
     char *p;
 
-    if (ncols > UINT32_MAX || (ncols && !names))
+    if (ncols > UINT32_MAX || (ncols && !names) ||
+        ncols > (SIZE_MAX - sizeof(*sh)) / sizeof(char *))
         return NULL;
-    for (i = 0; i < ncols; i++)
-        bytes += (names[i] ? strlen(names[i]) : 0) + 1;
+    for (i = 0; i < ncols; i++) {
+        size_t len = names[i] ? strlen(names[i]) : 0;
+
+        if (len >= SIZE_MAX - bytes)
+            return NULL;
+        bytes += len + 1;
+    }
+    if (bytes > SIZE_MAX - sizeof(*sh) - ncols * sizeof(char *))
+        return NULL;
     sh = deferred__malloc(sizeof(*sh) + ncols * sizeof(char *) + bytes);
     if (!sh)
         return NULL;
@@ -99,12 +107,17 @@ static size_t row_header(size_t ncols)
     return sizeof(deferred_row_t) + ncols * sizeof(struct column);
 }
 
+/* The largest data a row may have: its block (header, columns, data and
+ * the room's growth) must not wrap, nor exceed what an object may be. */
+#define ROW_MAX_BYTES ((size_t)PTRDIFF_MAX / 2)
+
 deferred_row_t *deferred_row_alloc(deferred_row_shape_t *shape, size_t bytes)
 {
     deferred_row_t *row;
     size_t i;
 
-    if (!shape)
+    /* A shape's ncols is at most UINT32_MAX: its header cannot wrap. */
+    if (!shape || bytes > ROW_MAX_BYTES)
         return NULL;
     row = shape->spare;
     if (row && row->room >= bytes) {
@@ -114,6 +127,9 @@ deferred_row_t *deferred_row_alloc(deferred_row_shape_t *shape, size_t bytes)
          * block that fits them all. */
         size_t room = bytes < 64 ? 64 : bytes + bytes / 2;
 
+        if (shape->ncols > (SIZE_MAX - sizeof(deferred_row_t) - room) /
+                               sizeof(struct column))
+            return NULL;
         row = deferred__malloc(row_header(shape->ncols) + room);
         if (!row)
             return NULL;
@@ -153,9 +169,10 @@ static int set_bytes(deferred_row_t *row, size_t i, deferred_row_type_t type,
 {
     struct column *c;
 
-    if (!row || i >= row->ncols || (!p && len))
+    if (!row || i >= row->ncols || (!p && len) || len > ROW_MAX_BYTES)
         return -EINVAL;
-    if (row->room - row->used < len + 1)
+    /* used <= room always; the bytes and their NUL must fit. */
+    if (len >= row->room - row->used)
         return -ENOSPC;
     c = &row->cols[i];
     c->type = type;
@@ -228,8 +245,13 @@ deferred_row_t *deferred_row_copy(const deferred_row_t *row)
     for (i = 0; i < row->ncols; i++)
         names += strlen(row->names[i]) + 1;
     /* One block: header and columns, the name pointers (aligned: the
-     * header's size is a multiple of a pointer's), the data, the names. */
+     * header's size is a multiple of a pointer's), the data, the names.
+     * Each part exists already; their sum must not wrap either. */
     head = row_header(row->ncols);
+    if (row->ncols > SIZE_MAX / sizeof(char *) ||
+        names > SIZE_MAX - head - row->used ||
+        row->ncols * sizeof(char *) > SIZE_MAX - head - row->used - names)
+        return NULL;
     copy = deferred__malloc(head + row->ncols * sizeof(char *) + row->used + names);
     if (!copy)
         return NULL;

@@ -35,6 +35,8 @@ struct sq {
     sqlite3 *db;
     sqlite3_stmt *stmt;      /* NULL once finalized */
     char *sql;
+    const char *file;        /* the user's call that made the query */
+    int line;
     deferred_stage_t *self;
     deferred_row_shape_t *shape;
     deferred_failure_t *failure; /* a preparation error, for the first run */
@@ -47,6 +49,9 @@ struct sq {
     int *lens;
     unsigned batch;
     uint64_t row;            /* rows emitted */
+    bool empty;              /* the SQL has no statement: no row */
+    bool ended;              /* told its stage how it ended */
+    bool step_failed;        /* the step to row + 1 failed */
     bool in_step;
     bool cancelled;
     bool watching;
@@ -56,16 +61,14 @@ struct sq {
 
 /* ---- failures ------------------------------------------------------------ */
 
-/* A failure of domain SQLite with code and message, its context naming the
- * query. */
+/* A failure of domain SQLite with code and message.  The query is named
+ * once, by the producer's frame (sq_describe()), which the process adds
+ * as the failure leaves the stage; the site is the user's call that made
+ * the query. */
 static deferred_failure_t *sq_failure(struct sq *q, int code, const char *msg)
 {
-    deferred_failure_t *f;
-
-    f = deferred_failure_new(DEFERRED_DOMAIN_SQLITE, code, "%s",
-                             msg ? msg : sqlite3_errstr(code));
-    deferred_failure_add_context(f, "sqlite query", "%s", q->sql);
-    return f;
+    return deferred_failure_new_at(q->file, q->line, DEFERRED_DOMAIN_SQLITE, code, "%s",
+                                   msg ? msg : sqlite3_errstr(code));
 }
 
 static deferred_failure_t *sq_db_failure(struct sq *q)
@@ -102,6 +105,7 @@ static void sq_finalize(struct sq *q)
 static void sq_end(struct sq *q, deferred_value_t outcome)
 {
     sq_finalize(q);
+    q->ended = true;
     deferred_stage_finish(q->self, outcome);
 }
 
@@ -171,6 +175,11 @@ static void sq_run(struct sq *q)
         sq_end(q, deferred_value_failure(f));
         return;
     }
+    if (q->empty && !q->ended) {
+        /* Only a comment or white space: no row. */
+        sq_end(q, deferred_value_none());
+        return;
+    }
     for (n = 0; n < q->batch; n++) {
         deferred_row_t *row;
         int rc;
@@ -199,6 +208,7 @@ static void sq_run(struct sq *q)
             sq_end(q, deferred_value_none());
             return;
         } else {
+            q->step_failed = true;
             sq_end(q, deferred_value_failure(sq_db_failure(q)));
             return;
         }
@@ -227,7 +237,7 @@ static void sq_resume(deferred_stage_t *self, deferred_stage_t *by)
     struct sq *q = deferred_stage_data(self);
 
     (void)by;
-    if (!q->cancelled && (q->stmt || q->failure))
+    if (!q->cancelled && !q->ended && (q->stmt || q->failure || q->empty))
         sq_watch(q, true);
 }
 
@@ -258,7 +268,12 @@ static int sq_describe(deferred_stage_t *self, deferred_value_t item, char *buf,
     struct sq *q = deferred_stage_data(self);
 
     (void)item;
-    return snprintf(buf, size, "row %llu of %s", (unsigned long long)q->row, q->sql);
+    /* The row at fault: none before the first step, the one a failed
+     * step was reaching, else the last one emitted. */
+    if (q->row == 0 && !q->step_failed)
+        return snprintf(buf, size, "%s", q->sql);
+    return snprintf(buf, size, "row %llu of %s",
+                    (unsigned long long)(q->row + (q->step_failed ? 1 : 0)), q->sql);
 }
 
 static void sq_destroy(void *data)
@@ -287,6 +302,24 @@ static int sq_bind(struct sq *q, const deferred_param_t *params, size_t n)
     int want = sqlite3_bind_parameter_count(q->stmt);
     size_t i;
 
+    for (i = 0; i < n; i++) {
+        const deferred_param_t *p = &params[i];
+
+        if ((p->type == DEFERRED_ROW_TEXT || p->type == DEFERRED_ROW_BLOB) && !p->u.s.p &&
+            p->u.s.len) {
+            q->failure = deferred_failure_new_at(
+                q->file, q->line, DEFERRED_DOMAIN_LIBRARY, EINVAL,
+                "parameter %zu: NULL %s with length %zu", i + 1,
+                p->type == DEFERRED_ROW_TEXT ? "text" : "blob", p->u.s.len);
+            return SQLITE_MISUSE;
+        }
+        if ((unsigned)p->type > (unsigned)DEFERRED_ROW_BLOB) {
+            q->failure = deferred_failure_new_at(q->file, q->line, DEFERRED_DOMAIN_LIBRARY,
+                                                 EINVAL, "parameter %zu: unknown type %d",
+                                                 i + 1, (int)p->type);
+            return SQLITE_MISUSE;
+        }
+    }
     if ((size_t)want != n) {
         char msg[128];
 
@@ -348,7 +381,17 @@ static int sq_prepare(struct sq *q, const deferred_param_t *params, size_t n)
         return 0;
     }
     if (!q->stmt) {
-        /* Only a comment or white space: an empty result. */
+        /* Only a comment or white space: an empty result (it takes no
+         * parameter). */
+        q->empty = true;
+        if (n) {
+            char msg[128];
+
+            snprintf(msg, sizeof(msg), "the query has no statement and takes no "
+                                       "parameter, %zu given", n);
+            q->failure = sq_failure(q, SQLITE_RANGE, msg);
+            return 0;
+        }
         q->shape = deferred_row_shape_new(0, NULL);
         return q->shape ? 0 : -ENOMEM;
     }
@@ -377,8 +420,9 @@ static int sq_prepare(struct sq *q, const deferred_param_t *params, size_t n)
     return q->shape ? 0 : -ENOMEM;
 }
 
-deferred_stage_t *deferred_sqlite_query(struct ev_loop *loop, sqlite3 *db, const char *sql,
-                                        const deferred_param_t *params, size_t n)
+deferred_stage_t *deferred_sqlite_query_at(const char *file, int line, struct ev_loop *loop,
+                                           sqlite3 *db, const char *sql,
+                                           const deferred_param_t *params, size_t n)
 {
     deferred_stage_t *st;
     struct sq *q;
@@ -387,10 +431,14 @@ deferred_stage_t *deferred_sqlite_query(struct ev_loop *loop, sqlite3 *db, const
     if (!loop || !db || !sql || (!params && n))
         return NULL;
     len = strlen(sql);
+    if (len > SIZE_MAX - sizeof(*q) - 1)
+        return NULL;
     q = deferred_malloc(sizeof(*q) + len + 1);
     if (!q)
         return NULL;
     memset(q, 0, sizeof(*q));
+    q->file = file;
+    q->line = line;
     q->sql = (char *)(q + 1);
     memcpy(q->sql, sql, len + 1);
     q->loop = loop;
@@ -423,8 +471,25 @@ int deferred_sqlite_set_batch(deferred_stage_t *st, unsigned rows)
 
 /* ---- one row or none ------------------------------------------------------------ */
 
-deferred_t *deferred_sqlite_query_one(struct ev_loop *loop, sqlite3 *db, const char *sql,
-                                      const deferred_param_t *params, size_t n)
+deferred_t *deferred_sqlite_query_one_at(const char *file, int line, struct ev_loop *loop,
+                                         sqlite3 *db, const char *sql,
+                                         const deferred_param_t *params, size_t n)
 {
-    return deferred_process_first(deferred_sqlite_query(loop, db, sql, params, n));
+    return deferred_process_first(
+        deferred_sqlite_query_at(file, line, loop, db, sql, params, n));
+}
+
+/* The functions behind the macros, for callers without them (bindings,
+ * pointers to functions): their failures name no site of the caller's. */
+deferred_stage_t *(deferred_sqlite_query)(struct ev_loop *loop, sqlite3 *db,
+                                          const char *sql,
+                                          const deferred_param_t *params, size_t n)
+{
+    return deferred_sqlite_query_at(NULL, 0, loop, db, sql, params, n);
+}
+
+deferred_t *(deferred_sqlite_query_one)(struct ev_loop *loop, sqlite3 *db, const char *sql,
+                                        const deferred_param_t *params, size_t n)
+{
+    return deferred_sqlite_query_one_at(NULL, 0, loop, db, sql, params, n);
 }

@@ -272,20 +272,33 @@ deferred_stage_t *deferred_stage_from_multi(deferred_t *multi)
 
 /* ---- map ------------------------------------------------------------------ */
 
+/*
+ * What fn returned for each item, in order, until it can go downstream: a
+ * plain result goes at once unless results are queued before it; a
+ * deferred result (the map owns a reference until it fired) holds the
+ * producers paused and the results behind it queued.  The queue is only
+ * allocated when a result has to wait.
+ */
 struct map {
     struct shared *sh;
     deferred_fn fn;
     void *arg;
-    unsigned inflight;        /* items waiting on a deferred */
+    deferred_value_t *queue;  /* a ring of results */
+    size_t head, len, cap;
+    bool waiting;             /* the head is a deferred we wait on */
+    bool holding;             /* we hold a pause on the producers */
+    bool pumping;
     deferred_t *drain;        /* the end of the stream waits on this */
     deferred_value_t final;   /* ... to pass this on */
     deferred_stage_ops_t ops; /* a copy, to carry the name */
 };
 
-/* The last item in flight is done: let the end of the stream go on. */
-static void map_settle(struct map *m)
+static deferred_value_t map_resolved(deferred_value_t v, void *arg);
+
+/* Nothing is queued any more: let the end of the stream go on. */
+static void map_drained(struct map *m)
 {
-    if (--m->inflight == 0 && m->drain) {
+    if (m->drain) {
         deferred_t *drain = m->drain;
         deferred_value_t v = m->final;
 
@@ -296,22 +309,102 @@ static void map_settle(struct map *m)
     }
 }
 
+/* Send the queued results that are ready, in order; start waiting on the
+ * first deferred among them. */
+static void map_pump(deferred_stage_t *self, struct map *m)
+{
+    if (m->pumping)
+        return;
+    m->pumping = true;
+again:
+    while (m->len && !m->waiting) {
+        deferred_value_t v = m->queue[m->head];
+
+        if (deferred_value_is_deferred(v)) {
+            deferred_t *d = v.ptr;
+
+            m->waiting = true;
+            m->sh->refs++;
+            /* The queue keeps its reference on d until d fired. */
+            if (deferred_add_both_full(d, map_resolved, m->sh, shared_unref) < 0) {
+                m->waiting = false;
+                m->queue[m->head] = deferred_value_failure(deferred_failure_new_at(
+                    NULL, 0, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
+                    "out of memory waiting on a map's deferred"));
+                deferred_unref(d);
+            }
+            continue;
+        }
+        m->queue[m->head] = deferred_value_none();
+        m->head = (m->head + 1) % m->cap;
+        m->len--;
+        if (deferred_value_is_failure(v))
+            deferred_stage_fail(self, deferred_value_take_failure(v));
+        else
+            deferred__emit(self, deferred_value_none(), v);
+    }
+    if (!m->len && m->holding) {
+        /* The producers go on: what they send meanwhile is queued by
+         * map_handle() (the pump is ours) and sent here. */
+        m->holding = false;
+        deferred_stage_resume(self);
+        goto again;
+    }
+    if (!m->len)
+        map_drained(m);
+    m->pumping = false;
+}
+
 static deferred_value_t map_resolved(deferred_value_t v, void *arg)
 {
     struct shared *sh = arg;
     deferred_stage_t *self = sh->self;
+    struct map *m;
+    deferred_value_t d;
 
     if (!self) {
         deferred_value_release(v);
         return deferred_value_none();
     }
-    if (deferred_value_is_failure(v))
-        deferred_stage_fail(self, deferred_value_take_failure(v));
-    else
-        deferred__emit(self, deferred_value_none(), v);
-    deferred_stage_resume(self);
-    map_settle(STAGE_DATA(self));
+    m = STAGE_DATA(self);
+    if (!m->waiting) {
+        /* Abandoned (map_abandon()): nothing waits for it any more. */
+        deferred_value_release(v);
+        return deferred_value_none();
+    }
+    /* The head is the deferred that fired: its result takes its place
+     * (our reference on it goes; the deferred is held while it runs us). */
+    d = m->queue[m->head];
+    m->queue[m->head] = deferred_value_is_deferred(v) ? deferred_value_failure(NULL) : v;
+    m->waiting = false;
+    deferred_value_release(d);
+    map_pump(self, m);
     return deferred_value_none();
+}
+
+/* Queue r (taken); 0 or -ENOMEM (r released). */
+static int map_push(struct map *m, deferred_value_t r)
+{
+    if (m->len == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 4, i;
+        deferred_value_t *q = NULL;
+
+        if (cap <= SIZE_MAX / 2 / sizeof(*q))
+            q = deferred__malloc(cap * sizeof(*q));
+        if (!q) {
+            deferred_value_release(r);
+            return -ENOMEM;
+        }
+        for (i = 0; i < m->len; i++)
+            q[i] = m->queue[(m->head + i) % m->cap];
+        deferred__free(m->queue);
+        m->queue = q;
+        m->head = 0;
+        m->cap = cap;
+    }
+    m->queue[(m->head + m->len) % m->cap] = r;
+    m->len++;
+    return 0;
 }
 
 static deferred_failure_t *map_handle(deferred_stage_t *self, deferred_stage_t *from,
@@ -323,43 +416,73 @@ static deferred_failure_t *map_handle(deferred_stage_t *self, deferred_stage_t *
     (void)from;
     *item = deferred_value_none();
     r = m->fn(v, m->arg);
-    if (DEFERRED_UNLIKELY(r.release != NULL)) {
-        if (deferred_value_is_failure(r))
-            return deferred_value_take_failure(r);
-        if (deferred_value_is_deferred(r)) {
-            /* Wait for it, holding the producers so one item at a time is
-             * in flight and order is kept. */
-            deferred_t *d = r.ptr;
-
-            deferred_stage_pause(self);
-            m->inflight++;
-            m->sh->refs++;
-            if (deferred_add_both_full(d, map_resolved, m->sh, shared_unref) < 0) {
-                deferred_stage_resume(self);
-                m->inflight--;
-                deferred_unref(d);
-                return deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
-            }
-            deferred_unref(d);
+    if (DEFERRED_LIKELY(m->len == 0)) {
+        if (DEFERRED_LIKELY(r.release == NULL) || !deferred_value_is_deferred(r)) {
+            if (deferred_value_is_failure(r))
+                return deferred_value_take_failure(r);
+            deferred__emit(self, tag, r);
             return NULL;
         }
+    } else if (deferred_value_is_failure(r) && !m->waiting) {
+        return deferred_value_take_failure(r);
     }
-    deferred__emit(self, tag, r);
+    /* A deferred, or a result behind one: it waits its turn (a failure
+     * in the queue fails the stream when its turn comes). */
+    if (map_push(m, r) < 0)
+        return deferred_failure_new_at(NULL, 0, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
+                                       "out of memory queueing a map's result");
+    if (!m->holding) {
+        /* One item in flight: the producers wait for it. */
+        m->holding = true;
+        deferred_stage_pause(self);
+    }
+    map_pump(self, m);
     return NULL;
 }
 
-/* At the end of the stream, wait for the items still in flight. */
+/* Drop the queued results: a deferred among them is cancelled (its
+ * callback finds nothing waiting) and let go. */
+static void map_abandon(struct map *m)
+{
+    deferred_value_t *q = m->queue;
+    size_t head = m->head, len = m->len, cap = m->cap, i;
+
+    m->queue = NULL;
+    m->head = m->len = m->cap = 0;
+    m->waiting = false;
+    for (i = 0; i < len; i++) {
+        deferred_value_t v = q[(head + i) % cap];
+
+        if (deferred_value_is_deferred(v))
+            deferred_cancel(v.ptr);
+        deferred_value_release(v);
+    }
+    deferred__free(q);
+}
+
+/* At the end of the stream, wait for the results still queued; when the
+ * stream failed or was cancelled, nobody wants them: they are dropped. */
 static deferred_value_t map_finish(deferred_stage_t *self, deferred_stage_t *from,
                                    deferred_value_t tag, deferred_value_t outcome)
 {
     struct map *m = STAGE_DATA(self);
 
     (void)from;
-    if (!m->inflight || !deferred_value_is_none(tag) || m->drain)
+    if (m->len && deferred_value_is_none(tag) && deferred_value_is_failure(outcome)) {
+        map_abandon(m);
+        if (m->holding) {
+            m->holding = false;
+            deferred_stage_resume(self);
+        }
+        return outcome;
+    }
+    if (!m->len || !deferred_value_is_none(tag) || m->drain)
         return outcome;
     m->drain = deferred_new();
-    if (!m->drain)
-        return outcome;
+    if (!m->drain) {
+        deferred_value_release(outcome);
+        return deferred_value_failure(NULL);
+    }
     m->final = outcome;
     return deferred_value_deferred(deferred_ref(m->drain));
 }
@@ -368,9 +491,10 @@ static void map_destroy(void *data)
 {
     struct map *m = data;
 
+    m->sh->self = NULL;
+    map_abandon(m);
     deferred_value_release(m->final);
     deferred_unref(m->drain);
-    m->sh->self = NULL;
     shared_unref(m->sh);
     deferred__free(m);
 }
@@ -386,6 +510,7 @@ deferred_stage_t *deferred_stage_map(const char *name, deferred_fn fn, void *arg
     m = deferred__malloc(sizeof(*m));
     if (!m)
         return NULL;
+    memset(m, 0, sizeof(*m));
     m->sh = deferred__malloc(sizeof(*m->sh));
     if (!m->sh) {
         deferred__free(m);
@@ -395,10 +520,8 @@ deferred_stage_t *deferred_stage_map(const char *name, deferred_fn fn, void *arg
     m->sh->self = NULL;
     m->fn = fn;
     m->arg = arg;
-    m->inflight = 0;
     m->drain = NULL;
     m->final = deferred_value_none();
-    memset(&m->ops, 0, sizeof(m->ops));
     m->ops.name = name ? name : "map";
     m->ops.handle = map_handle;
     m->ops.finish = map_finish;
@@ -464,6 +587,11 @@ deferred_stage_t *deferred_stage_filter(const char *name, deferred_pred_fn keep,
 struct batch {
     size_t n;
     deferred_array_t *cur;
+    deferred_value_t tag; /* the current items' tag, when it is a plain one */
+    uint64_t first;       /* the number of the current batch's first item */
+    uint64_t sent_first;  /* ... and of the batch last sent, and its last */
+    uint64_t sent_last;
+    bool sent_failed;     /* the stream failed while the last one was sent */
 };
 
 static deferred_failure_t *batch_flush(deferred_stage_t *self, struct batch *b,
@@ -472,9 +600,45 @@ static deferred_failure_t *batch_flush(deferred_stage_t *self, struct batch *b,
     deferred_array_t *a = b->cur;
 
     b->cur = NULL;
-    if (a)
-        deferred__emit(self, tag, deferred_value_array(a));
+    if (a) {
+        b->sent_first = b->first;
+        b->sent_last = b->first + deferred_array_size(a) - 1;
+        b->sent_failed = deferred__emit(self, tag, deferred_value_array(a)) < 0;
+    }
     return NULL;
+}
+
+/* A group opens: the items before it are a batch of their own (sent with
+ * their tag when it is a plain value, else the empty value). */
+static deferred_failure_t *batch_start(deferred_stage_t *self, deferred_stage_t *from,
+                                       deferred_value_t tag, deferred_stage_t **sub)
+{
+    struct batch *b = STAGE_DATA(self);
+
+    (void)from;
+    (void)tag;
+    (void)sub;
+    return batch_flush(self, b, b->tag);
+}
+
+/* Describe the batch being sent (or, between batches, the one being
+ * filled) by the numbers of the items in it. */
+static int batch_describe(deferred_stage_t *self, deferred_value_t item, char *buf,
+                          size_t size)
+{
+    struct batch *b = STAGE_DATA(self);
+
+    (void)item;
+    if (b->sent_failed)
+        return snprintf(buf, size, "in the batch of items %llu to %llu",
+                        (unsigned long long)b->sent_first,
+                        (unsigned long long)b->sent_last);
+    if (b->cur && deferred_array_size(b->cur))
+        return snprintf(buf, size, "a batch from item %llu",
+                        (unsigned long long)b->first);
+    if (size)
+        buf[0] = '\0';
+    return 0;
 }
 
 static deferred_failure_t *batch_handle(deferred_stage_t *self, deferred_stage_t *from,
@@ -483,8 +647,12 @@ static deferred_failure_t *batch_handle(deferred_stage_t *self, deferred_stage_t
     struct batch *b = STAGE_DATA(self);
 
     (void)from;
-    if (!b->cur && !(b->cur = deferred_array_new(b->n)))
-        return deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
+    if (!b->cur) {
+        if (!(b->cur = deferred_array_new(b->n)))
+            return deferred_failure_new_at(NULL, 0, DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
+        b->first = deferred_stage_items(self);
+        b->tag = tag.release ? deferred_value_none() : tag;
+    }
     /* The array has room for n: appending cannot fail. */
     deferred_array_append(b->cur, *item);
     *item = deferred_value_none();
@@ -499,10 +667,12 @@ static deferred_value_t batch_finish(deferred_stage_t *self, deferred_stage_t *f
     struct batch *b = STAGE_DATA(self);
 
     (void)from;
-    if (deferred_value_is_failure(outcome)) {
+    if (deferred_value_is_failure(outcome) && deferred_value_is_none(tag)) {
+        /* The stream failed: nothing downstream wants the rest. */
         deferred_array_free(b->cur);
         b->cur = NULL;
     } else {
+        /* A group's end (whatever its outcome) or the stream's. */
         batch_flush(self, b, tag);
     }
     return outcome;
@@ -518,7 +688,9 @@ static void batch_destroy(void *data)
 
 static const deferred_stage_ops_t batch_ops = {
     .name = "batch",
+    .start = batch_start,
     .handle = batch_handle,
+    .describe = batch_describe,
     .finish = batch_finish,
     .destroy = batch_destroy,
 };
@@ -532,16 +704,52 @@ deferred_stage_t *deferred_stage_batch(size_t n)
     b = deferred__malloc(sizeof(*b));
     if (!b)
         return NULL;
+    memset(b, 0, sizeof(*b));
     b->n = n;
     b->cur = NULL;
+    b->tag = deferred_value_none();
     return deferred_stage_new(&batch_ops, b, 0);
 }
 
 /* ---- collect ------------------------------------------------------------------ */
 
+/*
+ * The consumers below (collect, reduce, first) count the groups they are
+ * in: their start runs for the whole stream (or, as a subordinate, for
+ * their own group) and for every group inside it, and their finish for
+ * every end.  Only the end of the outermost is theirs: a group's end
+ * inside the stream is not the end of the stream.
+ */
+static deferred_failure_t *depth_start(uint32_t *depth)
+{
+    if (*depth == UINT32_MAX)
+        return deferred_failure_new_at(NULL, 0, DEFERRED_DOMAIN_LIBRARY, EOVERFLOW,
+                                       "groups nested too deep");
+    ++*depth;
+    return NULL;
+}
+
+/* Count the end of a group: true when it is the end of the outermost. */
+static bool depth_end(uint32_t *depth)
+{
+    return *depth == 0 || --*depth == 0;
+}
+
 struct collect {
     deferred_array_t *items;
+    uint32_t depth;
 };
+
+static deferred_failure_t *collect_start(deferred_stage_t *self, deferred_stage_t *from,
+                                         deferred_value_t tag, deferred_stage_t **sub)
+{
+    struct collect *c = STAGE_DATA(self);
+
+    (void)from;
+    (void)tag;
+    (void)sub;
+    return depth_start(&c->depth);
+}
 
 static deferred_failure_t *collect_handle(deferred_stage_t *self, deferred_stage_t *from,
                                           deferred_value_t tag, deferred_value_t *item)
@@ -568,6 +776,10 @@ static deferred_value_t collect_finish(deferred_stage_t *self, deferred_stage_t 
 
     (void)from;
     (void)tag;
+    if (!depth_end(&c->depth)) {
+        deferred_value_release(outcome);
+        return deferred_value_none();
+    }
     if (deferred_value_is_failure(outcome))
         return outcome;
     deferred_value_release(outcome);
@@ -586,6 +798,7 @@ static void collect_destroy(void *data)
 
 static const deferred_stage_ops_t collect_ops = {
     .name = "collect",
+    .start = collect_start,
     .handle = collect_handle,
     .finish = collect_finish,
     .destroy = collect_destroy,
@@ -598,6 +811,7 @@ deferred_stage_t *deferred_stage_collect(void)
     if (!c)
         return NULL;
     c->items = NULL;
+    c->depth = 0;
     return deferred_stage_new(&collect_ops, c, 0);
 }
 
@@ -607,7 +821,19 @@ struct reduce {
     deferred_fold_fn fn;
     void *arg;
     deferred_value_t acc;
+    uint32_t depth;
 };
+
+static deferred_failure_t *reduce_start(deferred_stage_t *self, deferred_stage_t *from,
+                                        deferred_value_t tag, deferred_stage_t **sub)
+{
+    struct reduce *r = STAGE_DATA(self);
+
+    (void)from;
+    (void)tag;
+    (void)sub;
+    return depth_start(&r->depth);
+}
 
 static deferred_failure_t *reduce_handle(deferred_stage_t *self, deferred_stage_t *from,
                                          deferred_value_t tag, deferred_value_t *item)
@@ -641,6 +867,10 @@ static deferred_value_t reduce_finish(deferred_stage_t *self, deferred_stage_t *
 
     (void)from;
     (void)tag;
+    if (!depth_end(&r->depth)) {
+        deferred_value_release(outcome);
+        return deferred_value_none();
+    }
     if (deferred_value_is_failure(outcome))
         return outcome;
     deferred_value_release(outcome);
@@ -658,6 +888,7 @@ static void reduce_destroy(void *data)
 
 static const deferred_stage_ops_t reduce_ops = {
     .name = "reduce",
+    .start = reduce_start,
     .handle = reduce_handle,
     .finish = reduce_finish,
     .destroy = reduce_destroy,
@@ -680,6 +911,7 @@ deferred_stage_t *deferred_stage_reduce(deferred_fold_fn fn, deferred_value_t in
     r->fn = fn;
     r->arg = arg;
     r->acc = init;
+    r->depth = 0;
     return deferred_stage_new(&reduce_ops, r, 0);
 }
 
@@ -786,8 +1018,20 @@ deferred_stage_t *deferred_stage_to_multi(deferred_t *multi)
 /* Keeps the first item and cancels the stream: a query for one row. */
 struct first {
     deferred_value_t item;
+    uint32_t depth;
     bool have;
 };
+
+static deferred_failure_t *first_start(deferred_stage_t *self, deferred_stage_t *from,
+                                       deferred_value_t tag, deferred_stage_t **sub)
+{
+    struct first *fr = STAGE_DATA(self);
+
+    (void)from;
+    (void)tag;
+    (void)sub;
+    return depth_start(&fr->depth);
+}
 
 static deferred_failure_t *first_handle(deferred_stage_t *self, deferred_stage_t *from,
                                         deferred_value_t tag, deferred_value_t *item)
@@ -813,6 +1057,10 @@ static deferred_value_t first_finish(deferred_stage_t *self, deferred_stage_t *f
 
     (void)from;
     (void)tag;
+    if (!depth_end(&fr->depth)) {
+        deferred_value_release(outcome);
+        return deferred_value_none();
+    }
     if (!fr->have)
         return outcome;
     /* The cancel that followed the item is ours, not a failure. */
@@ -831,6 +1079,7 @@ static void first_destroy(void *data)
 
 static const deferred_stage_ops_t first_ops = {
     .name = "first",
+    .start = first_start,
     .handle = first_handle,
     .finish = first_finish,
     .destroy = first_destroy,
@@ -843,6 +1092,7 @@ deferred_stage_t *deferred_stage_first(void)
     if (!fr)
         return NULL;
     fr->item = deferred_value_none();
+    fr->depth = 0;
     fr->have = false;
     return deferred_stage_new(&first_ops, fr, 0);
 }

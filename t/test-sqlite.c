@@ -504,8 +504,10 @@ START_TEST(test_D02_error_mid_stream_names_row)
     ck_assert_int_eq(deferred_failure_domain(f), DEFERRED_DOMAIN_SQLITE);
     ck_assert_ptr_nonnull(strstr(deferred_failure_message(f), "integer overflow"));
     ck_assert_int_eq(c.rows, 2);
-    /* The producer's frame: "row 2 of <sql>" (the last row it emitted). */
-    ck_assert(story_has(f, "row 2 of SELECT i, s FROM t"));
+    /* The producer's frame names the row whose step failed: row 3 (two
+     * were emitted before it). */
+    ck_assert(story_has(f, "row 3 of SELECT i, s FROM t"));
+    ck_assert(!story_has(f, "row 2 of"));
     deferred_unref(d);
 }
 END_TEST
@@ -670,10 +672,142 @@ START_TEST(test_failing_allocator)
 }
 END_TEST
 
+/* ---- contracts at the edges (issue 12) ------------------------------------------ */
+
+/* f's story, for messages (freed by the caller). */
+static char *story_of(const deferred_failure_t *f)
+{
+    char *story = deferred_failure_story_alloc(f);
+
+    ck_assert_ptr_nonnull(story);
+    return story;
+}
+
+/* How many times needle occurs in hay. */
+static int occurrences(const char *hay, const char *needle)
+{
+    int n = 0;
+
+    while ((hay = strstr(hay, needle)) != NULL) {
+        n++;
+        hay += strlen(needle);
+    }
+    return n;
+}
+
+START_TEST(test_statement_without_sql_finishes)
+{
+    static const char *const blanks[] = {"-- nothing", "   ", "", "/* c */ \n -- x"};
+    struct check c;
+    deferred_t *d;
+    size_t i;
+
+    for (i = 0; i < sizeof(blanks) / sizeof(blanks[0]); i++) {
+        d = deferred_sqlite_query_one(loop, db, blanks[i], NULL, 0);
+        ck_assert_ptr_nonnull(d);
+        ev_run(loop, 0);
+        ck_assert_msg(deferred_has_fired(d), "'%s' never finished", blanks[i]);
+        ck_assert(deferred_value_is_none(deferred_result(d)));
+        deferred_unref(d);
+
+        d = run_query(&c, blanks[i], NULL, 0, NULL);
+        ev_run(loop, 0);
+        ck_assert(deferred_has_fired(d));
+        ck_assert_ptr_null(failure_of(d));
+        ck_assert_int_eq(c.rows, 0);
+        ck_assert_int_eq(c.finishes, 1);
+        deferred_unref(d);
+    }
+    /* Parameters given to no statement: an error, not silence. */
+    d = deferred_sqlite_query_one(loop, db, "-- nothing",
+                                  DEFERRED_PARAMS(deferred_param_int(1)));
+    ev_run(loop, 0);
+    ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_SQLITE, SQLITE_RANGE));
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_bad_parameters_are_einval)
+{
+    deferred_t *d;
+    deferred_failure_t *f;
+    deferred_param_t bad;
+
+    /* A blob {NULL, 5}: not 5 bytes read from somewhere. */
+    d = deferred_sqlite_query_one(loop, db, "SELECT length(?)",
+                                  DEFERRED_PARAMS(deferred_param_blob(NULL, 5)));
+    ev_run(loop, 0);
+    f = failure_of(d);
+    ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_LIBRARY, EINVAL));
+    ck_assert_ptr_nonnull(strstr(deferred_failure_message(f), "parameter 1"));
+    deferred_unref(d);
+
+    bad.type = DEFERRED_ROW_TEXT;
+    bad.u.s.p = NULL;
+    bad.u.s.len = (size_t)-1;
+    d = deferred_sqlite_query_one(loop, db, "SELECT ?, ?",
+                                  DEFERRED_PARAMS(deferred_param_int(1), bad));
+    ev_run(loop, 0);
+    f = failure_of(d);
+    ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_LIBRARY, EINVAL));
+    ck_assert_ptr_nonnull(strstr(deferred_failure_message(f), "parameter 2"));
+    deferred_unref(d);
+
+    /* A blob of length 0 with NULL data is an empty blob. */
+    d = deferred_sqlite_query_one(loop, db, "SELECT length(?)",
+                                  DEFERRED_PARAMS(deferred_param_blob(NULL, 0)));
+    ev_run(loop, 0);
+    ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0), 0);
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_failure_context_reads_well)
+{
+    deferred_t *d;
+    deferred_failure_t *f;
+    char *story;
+    char sql[600];
+    int line;
+
+    /* Bad SQL: the SQL once, no row named, the site is this file. */
+    line = __LINE__ + 1;
+    d = deferred_sqlite_query_one(loop, db, "SELEC 1", NULL, 0);
+    ev_run(loop, 0);
+    f = failure_of(d);
+    ck_assert_ptr_nonnull(f);
+    story = story_of(f);
+    ck_assert_msg(occurrences(story, "SELEC 1") == 1, "%s", story);
+    ck_assert_msg(!strstr(story, "row 0"), "%s", story);
+    ck_assert_msg(strstr(deferred_failure_file(f), "test-sqlite.c") != NULL, "%s",
+                  deferred_failure_file(f));
+    ck_assert_int_eq(deferred_failure_line(f), line);
+    deferred_free(story);
+    deferred_unref(d);
+
+    /* A long statement is named whole. */
+    snprintf(sql, sizeof(sql), "SELECT i FROM t WHERE i > 0 /*%0400d*/ AND nosuch = 1", 0);
+    d = deferred_sqlite_query_one(loop, db, sql, NULL, 0);
+    ev_run(loop, 0);
+    story = story_of(failure_of(d));
+    ck_assert_msg(strstr(story, "AND nosuch = 1") != NULL, "%s", story);
+    deferred_free(story);
+    deferred_unref(d);
+}
+END_TEST
+
 static Suite *sqlite_suite(void)
 {
     Suite *s = suite_create("sqlite");
     TCase *tc = tcase_create("sqlite");
+    TCase *tcc = tcase_create("contracts");
+
+    tcase_add_unchecked_fixture(tcc, make_database, remove_database);
+    tcase_add_checked_fixture(tcc, setup, teardown);
+    tcase_add_test(tcc, test_statement_without_sql_finishes);
+    tcase_add_test(tcc, test_bad_parameters_are_einval);
+    tcase_add_test(tcc, test_failure_context_reads_well);
+    suite_add_tcase(s, tcc);
 
     tcase_add_unchecked_fixture(tc, make_database, remove_database);
     tcase_add_checked_fixture(tc, setup, teardown);

@@ -132,14 +132,18 @@ DEFERRED_EXPORT void deferred_row_shape_unref(deferred_row_shape_t *shape);
 /*
  * A new row of shape, every column NULL, with room for bytes bytes of
  * text and blob data (each text or blob needs its length + 1).  Reuses the
- * shape's spare row when it is large enough.  NULL on allocation failure.
+ * shape's spare row when it is large enough.  NULL on allocation failure,
+ * NULL shape, or bytes above PTRDIFF_MAX / 2 (no block that large can be
+ * made).
  */
 DEFERRED_EXPORT deferred_row_t *deferred_row_alloc(deferred_row_shape_t *shape,
                                                    size_t bytes);
 
-/* Set column i.  Text and blob bytes are copied into the row's room.
- * Return 0, -EINVAL (NULL row, i out of range), -ENOSPC (not enough room
- * left: the column stays NULL). */
+/* Set column i.  Text and blob bytes (len of them, at s or p, borrowed)
+ * are copied into the row's room, with a NUL after them.
+ * Return 0, -EINVAL (NULL row, i out of range, NULL data with a non-zero
+ * len, len above PTRDIFF_MAX / 2), -ENOSPC (not enough room left: the
+ * column stays as it was). */
 DEFERRED_EXPORT int deferred_row_set_int(deferred_row_t *row, size_t i, int64_t x);
 DEFERRED_EXPORT int deferred_row_set_double(deferred_row_t *row, size_t i, double x);
 DEFERRED_EXPORT int deferred_row_set_text(deferred_row_t *row, size_t i,

@@ -18,9 +18,11 @@
  *    SQLITE_LOCKED, any failing step) fail the stream with a failure of
  *    domain DEFERRED_DOMAIN_SQLITE whose code is SQLite's extended result
  *    code and whose message is sqlite3_errmsg()'s; its context names the
- *    query (stage "sqlite query", item: the SQL).  A wrong parameter count
- *    is SQLITE_RANGE.  The producer describes its current item as
- *    "row N of <sql>".
+ *    query once (stage "sqlite query", item: the SQL, or "row N of <sql>"
+ *    once rows were stepped).  A wrong parameter count is SQLITE_RANGE.
+ *    The producer describes its current item as "row N of <sql>": the
+ *    last row it emitted, or the row a failing step was reaching (a step
+ *    that fails after rows 1 and 2 names row 3).
  *  - Busy databases: the library does not retry.  A busy timeout set with
  *    sqlite3_busy_timeout() applies (and blocks the loop while SQLite
  *    waits); without one, a busy or locked database fails at once.
@@ -50,15 +52,29 @@ struct ev_loop;
  * A producer stage emitting the rows of sql run on db with params[0..n-1]
  * bound to its parameters in order.  The statement is prepared here; a
  * preparation or binding error is not returned but becomes the stream's
- * failure when the process runs.  loop and db are borrowed; sql and
- * params are copied.  Add the stage to a process (which takes it) or free
- * it with deferred_stage_free().  NULL on allocation failure or when
- * loop, db or sql is NULL, or params is NULL with n > 0.
+ * failure when the process runs.  SQL that is only a comment or white
+ * space has no row (and takes no parameter).  A text or blob parameter
+ * with NULL data and a non-zero length, or of an unknown type, is an
+ * EINVAL failure (library domain) naming the parameter.  loop and db are
+ * borrowed; sql and params are copied.  Add the stage to a process (which
+ * takes it) or free it with deferred_stage_free().  NULL on allocation
+ * failure or when loop, db or sql is NULL, or params is NULL with n > 0.
+ *
+ * A macro: the failures the query makes record the file and line of this
+ * call (deferred_failure_file()).  The function of the same name (taken
+ * with its name in parentheses, or through a pointer) records none.
  */
-DEFERRED_EXPORT deferred_stage_t *deferred_sqlite_query(struct ev_loop *loop, sqlite3 *db,
-                                                        const char *sql,
-                                                        const deferred_param_t *params,
-                                                        size_t n);
+#define deferred_sqlite_query(...) \
+    deferred_sqlite_query_at(__FILE__, __LINE__, __VA_ARGS__)
+DEFERRED_EXPORT deferred_stage_t *deferred_sqlite_query_at(const char *file, int line,
+                                                           struct ev_loop *loop,
+                                                           sqlite3 *db, const char *sql,
+                                                           const deferred_param_t *params,
+                                                           size_t n);
+DEFERRED_EXPORT deferred_stage_t *(deferred_sqlite_query)(struct ev_loop *loop, sqlite3 *db,
+                                                          const char *sql,
+                                                          const deferred_param_t *params,
+                                                          size_t n);
 
 /*
  * Set how many rows st (a deferred_sqlite_query() stage) steps per loop
@@ -73,10 +89,17 @@ DEFERRED_EXPORT int deferred_sqlite_set_batch(deferred_stage_t *st, unsigned row
  * or fails as a query stream would.  Cancelling it cancels the query.  It
  * never fires before this returns.  NULL on allocation failure.
  */
-DEFERRED_EXPORT deferred_t *deferred_sqlite_query_one(struct ev_loop *loop, sqlite3 *db,
-                                                      const char *sql,
-                                                      const deferred_param_t *params,
-                                                      size_t n);
+#define deferred_sqlite_query_one(...) \
+    deferred_sqlite_query_one_at(__FILE__, __LINE__, __VA_ARGS__)
+DEFERRED_EXPORT deferred_t *deferred_sqlite_query_one_at(const char *file, int line,
+                                                         struct ev_loop *loop, sqlite3 *db,
+                                                         const char *sql,
+                                                         const deferred_param_t *params,
+                                                         size_t n);
+DEFERRED_EXPORT deferred_t *(deferred_sqlite_query_one)(struct ev_loop *loop, sqlite3 *db,
+                                                        const char *sql,
+                                                        const deferred_param_t *params,
+                                                        size_t n);
 
 #ifdef __cplusplus
 }
