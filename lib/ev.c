@@ -130,6 +130,49 @@ static void timeout_fired(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /*
+ * Whether f is what a cancel leaves: ECANCELED itself, or a failure that
+ * has one among its causes or, for a failure group, among its members'
+ * (a gather's first-error wrapping ECANCELED, a race's group of them, a
+ * process's or a stage's wrapper).  Iterative: the cause chain in a loop,
+ * the groups through a small stack of fixed depth (groups nested deeper
+ * than that are not searched).
+ */
+#define CANCEL_SEARCH_DEPTH 16
+
+static bool from_cancel(const deferred_failure_t *f)
+{
+    struct {
+        const deferred_failure_t *group;
+        size_t next;
+    } stack[CANCEL_SEARCH_DEPTH];
+    size_t depth = 0;
+
+    for (;;) {
+        for (; f; f = deferred_failure_cause(f)) {
+            if (deferred_failure_is(f, DEFERRED_DOMAIN_ANY, ECANCELED))
+                return true;
+            if (deferred_failure_group_size(f) > 0 && depth < CANCEL_SEARCH_DEPTH) {
+                stack[depth].group = f;
+                stack[depth].next = 0;
+                depth++;
+                break;
+            }
+        }
+        f = NULL;
+        while (!f && depth > 0) {
+            size_t i = stack[depth - 1].next++;
+
+            if (i >= deferred_failure_group_size(stack[depth - 1].group))
+                depth--;
+            else
+                f = deferred_failure_group_get(stack[depth - 1].group, i);
+        }
+        if (!f)
+            return false;
+    }
+}
+
+/*
  * The callback pair added by add_timeout, both halves in one function
  * (Twisted adds convertCancelled and cancelTimeout, one after the other).
  * It stops the timer whatever the result, and converts only when the
@@ -146,7 +189,7 @@ static deferred_value_t timeout_outcome(deferred_value_t v, void *arg)
     if (t->hook)
         return t->hook(v, t->seconds, t->arg);
     f = deferred_value_get_failure(v);
-    if (!f || !deferred_failure_is(f, DEFERRED_DOMAIN_ANY, ECANCELED))
+    if (!f || !from_cancel(f))
         return v;
     f = deferred_value_take_failure(v);
     return deferred_value_failure(deferred_failure_wrap(

@@ -19,6 +19,7 @@
 
 #include <ev.h>
 #include <deferred/ev.h>
+#include <deferred/combinators.h>
 
 #include <fcntl.h>
 #include <math.h>
@@ -233,6 +234,143 @@ START_TEST(test_E02_timeout_hook)
     ck_assert_int_eq(deferred_value_int(deferred_result(d)), 42);
     ck_assert_int_eq(hook_destroyed, 1);
     deferred_unref(d);
+}
+END_TEST
+
+/* ---- timeouts on combinators and processes ----------------------------- */
+
+/* The final failure of d after its timeout fired: ETIMEDOUT, and the
+ * failure the cancel left as its cause (checked by the caller). */
+static const deferred_failure_t *timed_out_cause(deferred_t *d)
+{
+    const deferred_failure_t *f;
+
+    ck_assert(deferred_has_result(d));
+    f = deferred_value_get_failure(deferred_result(d));
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(deferred_failure_code(f), ETIMEDOUT);
+    ck_assert_int_eq(deferred_failure_domain(f), DEFERRED_DOMAIN_LIBRARY);
+    ck_assert_ptr_nonnull(deferred_failure_cause(f));
+    return deferred_failure_cause(f);
+}
+
+START_TEST(test_timeout_gather_list_race)
+{
+    deferred_t *in[2], *g;
+    const deferred_failure_t *c;
+    int which;
+
+    for (which = 0; which < 3; which++) {
+        in[0] = deferred_new();
+        in[1] = deferred_new();
+        if (which == 0)
+            g = deferred_gather(in, 2, 0);
+        else if (which == 1)
+            g = deferred_list(in, 2, DEFERRED_FIRE_ON_FAILURE);
+        else
+            g = deferred_race(in, 2);
+        ck_assert_ptr_nonnull(g);
+        ck_assert_int_eq(deferred_ev_add_timeout(g, loop, 0.001), 0);
+        ev_run(loop, 0);
+        c = timed_out_cause(g);
+        if (which < 2) {
+            /* Never a bare first-error of ECANCELED: it is the cause. */
+            ck_assert_int_eq(deferred_failure_code(c), DEFERRED_EFIRSTERROR);
+            ck_assert_int_eq(deferred_failure_index(c), 0);
+            ck_assert_int_eq(deferred_failure_code(deferred_failure_cause(c)), ECANCELED);
+        } else {
+            ck_assert_int_eq(deferred_failure_code(c), DEFERRED_EGROUP);
+            ck_assert_uint_eq(deferred_failure_group_size(c), 2);
+            ck_assert_int_eq(deferred_failure_code(deferred_failure_group_get(c, 1)),
+                             ECANCELED);
+        }
+        deferred_value_release(deferred_result_take(g));
+        deferred_unref(g);
+        deferred_unref(in[0]);
+        deferred_unref(in[1]);
+    }
+
+    /* A race of gathers: the ECANCELED is found inside the group's
+     * members' causes. */
+    {
+        deferred_t *a = deferred_new(), *b = deferred_new(), *ga, *gb, *r, *rin[2];
+
+        ga = deferred_gather(&a, 1, 0);
+        gb = deferred_gather(&b, 1, 0);
+        rin[0] = ga;
+        rin[1] = gb;
+        r = deferred_race(rin, 2);
+        ck_assert_int_eq(deferred_ev_add_timeout(r, loop, 0.001), 0);
+        ev_run(loop, 0);
+        c = timed_out_cause(r);
+        ck_assert_int_eq(deferred_failure_code(c), DEFERRED_EGROUP);
+        deferred_value_release(deferred_result_take(r));
+        deferred_unref(r);
+        deferred_unref(ga);
+        deferred_unref(gb);
+        deferred_unref(a);
+        deferred_unref(b);
+    }
+
+    /* A failure that is not the cancel's passes unchanged, timer or not. */
+    {
+        deferred_t *x = deferred_new(), *l;
+
+        l = deferred_list(&x, 1, DEFERRED_FIRE_ON_FAILURE);
+        ck_assert_int_eq(deferred_ev_add_timeout(l, loop, 10.0), 0);
+        deferred_errback(x, deferred_failure_new(DEFERRED_DOMAIN_USER, 4, NULL));
+        ev_run(loop, 0);
+        ck_assert_int_eq(result_code(l), DEFERRED_EFIRSTERROR);
+        deferred_value_release(deferred_result_take(l));
+        deferred_unref(l);
+        deferred_unref(x);
+    }
+}
+END_TEST
+
+/* A map stage waiting on a gather when the process's timeout fires. */
+static deferred_value_t map_wait_gather(deferred_value_t v, void *arg)
+{
+    deferred_t *pending = arg, *g;
+
+    deferred_value_release(v);
+    g = deferred_gather(&pending, 1, 0);
+    ck_assert_ptr_nonnull(g);
+    return deferred_value_deferred(g);
+}
+
+START_TEST(test_timeout_process)
+{
+    deferred_t *src, *pending, *done;
+    deferred_process_t *p;
+    const deferred_failure_t *c;
+    int finished;
+
+    /* The source still open, or finished with the map's item in flight
+     * (the process then waits in the map's finish). */
+    for (finished = 0; finished < 2; finished++) {
+        src = deferred_new_multi();
+        pending = deferred_new();
+        p = deferred_process_new(0);
+        ck_assert_int_eq(deferred_process_add(p, deferred_stage_from_multi(src)), 0);
+        ck_assert_int_eq(deferred_process_add(
+                             p, deferred_stage_map("wait", map_wait_gather, pending)), 0);
+        ck_assert_int_eq(deferred_process_add(p, deferred_stage_collect()), 0);
+        done = deferred_process_run(p);
+        ck_assert_ptr_nonnull(done);
+        ck_assert_int_eq(deferred_emit(src, deferred_value_of_int(1)), 0);
+        if (finished)
+            deferred_finish(src, deferred_value_none());
+        ck_assert_int_eq(deferred_ev_add_timeout(done, loop, 0.001), 0);
+        ev_run(loop, 0);
+        c = timed_out_cause(done);
+        ck_assert_ptr_nonnull(deferred_failure_find(c, DEFERRED_DOMAIN_ANY, ECANCELED));
+        deferred_value_release(deferred_result_take(done));
+        deferred_unref(done);
+        deferred_process_unref(p);
+        deferred_unref(pending);
+        deferred_unref(src);
+    }
 }
 END_TEST
 
@@ -1209,6 +1347,8 @@ static Suite *ev_suite(void)
     tcase_add_test(tc, test_E02_other_cancel_stays_ecanceled);
     tcase_add_test(tc, test_E02_freed_deferred_stops_timer);
     tcase_add_test(tc, test_E02_timeout_hook);
+    tcase_add_test(tc, test_timeout_gather_list_race);
+    tcase_add_test(tc, test_timeout_process);
     tcase_add_test(tc, test_E03_errback_before_sees_ecanceled);
     tcase_add_test(tc, test_fd_readable_writable);
     tcase_add_test(tc, test_bad_input);

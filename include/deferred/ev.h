@@ -64,8 +64,13 @@ typedef deferred_value_t (*deferred_ev_timeout_fn)(deferred_value_t outcome,
 /*
  * Give d a timeout on loop (Twisted's Deferred.addTimeout).  If d has no
  * result after seconds, d is cancelled; then, at this point of its chain,
- * an ECANCELED failure becomes an ETIMEDOUT failure (library domain, its
- * message naming the timeout, its cause the ECANCELED failure).  Anything
+ * a failure that the cancel left becomes an ETIMEDOUT failure (library
+ * domain, its message naming the timeout, its cause that failure): an
+ * ECANCELED failure, or one with an ECANCELED among its causes or its
+ * group members, such as the first-error wrapping ECANCELED of a
+ * cancelled gather, the failure group of a cancelled race or a process's
+ * failure.  (A deferred_list() without flags fires with its outcomes, not
+ * a failure: they pass unchanged, the cancelled ones ECANCELED.)  Anything
  * else passes unchanged; in particular an ECANCELED from a cancel that was
  * not the timer's stays ECANCELED.  Callbacks added to d before this call
  * see the ECANCELED; those added after see the ETIMEDOUT.  When the
