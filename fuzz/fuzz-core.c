@@ -408,6 +408,15 @@ static void op_new_cancellable(fz_reader_t *r)
     set_slot(s, d);
 }
 
+/* The flags of gather and list the input may set (unknown bits are an
+ * error the combinators must report, not something to fuzz). */
+#ifdef DEFERRED_KEEP_ERRORS
+#define GATHER_FLAGS (DEFERRED_CONSUME_ERRORS | DEFERRED_KEEP_ERRORS)
+#else
+#define GATHER_FLAGS DEFERRED_CONSUME_ERRORS
+#endif
+#define LIST_FLAGS (GATHER_FLAGS | DEFERRED_FIRE_ON_SUCCESS | DEFERRED_FIRE_ON_FAILURE)
+
 static void op_combine(fz_reader_t *r)
 {
     uint8_t kind = fz_byte(r), mask = fz_byte(r), flags = fz_byte(r);
@@ -424,10 +433,10 @@ static void op_combine(fz_reader_t *r)
         in[n++] = in[0]; /* an input listed twice */
     switch (kind % 4) {
     case 0:
-        out = deferred_gather(in, n, flags & DEFERRED_CONSUME_ERRORS);
+        out = deferred_gather(in, n, flags & GATHER_FLAGS);
         break;
     case 1:
-        out = deferred_list(in, n, flags & 7u);
+        out = deferred_list(in, n, flags & LIST_FLAGS);
         break;
     case 2:
         out = deferred_race(in, n);

@@ -11,18 +11,24 @@
 #   e. distcheck:  make distcheck in the plain build
 #   f. bench:      make bench BENCH_ARGS=--quick in the plain build, when
 #                  bench/deferred-bench.c exists
+#   g. fuzz:       make fuzz-run: each libFuzzer harness (fuzz/) for
+#                  FUZZ_SECONDS (default 60) seconds on its seed corpus,
+#                  when clang's fuzzer runtime is present (else skipped);
+#                  a crash fails the stage, a time-out only warns
 # After each "make check" it prints every t/*.log and examples/*.log, so
 # that the Check summaries are visible.  Every stage runs even when an
 # earlier one failed; the script exits non-zero if any failed.
 #
 # Environment: JOBS (default 2) is the make parallelism; STAGES (default
-# "a b c d e f") picks the stages to run.
+# "a b c d e f g") picks the stages to run; FUZZ_SECONDS (default 60) is
+# the time of each fuzz harness in stage g.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 top=$(pwd)
 jobs=${JOBS:-2}
-stages=${STAGES:-a b c d e f}
+stages=${STAGES:-a b c d e f g}
+fuzz_seconds=${FUZZ_SECONDS:-60}
 
 echo "== test-all: installing what is missing"
 scripts/install-deps.sh
@@ -111,6 +117,7 @@ run_stage() {
 plain=$top/build-test-plain
 asan=$top/build-test-asan
 tsan=$top/build-test-tsan
+fuzzdir=$top/build-test-fuzz
 
 stage_plain() {
     configure_in "$plain" && make_check "$plain"
@@ -137,6 +144,38 @@ stage_bench() {
     (cd "$plain" && make bench BENCH_ARGS=--quick)
 }
 
+# fuzzer_runtime: true when clang links -fsanitize=fuzzer (its libFuzzer
+# runtime is installed).
+fuzzer_runtime() {
+    local tmp status=0
+    command -v clang >/dev/null 2>&1 || return 1
+    tmp=$(mktemp -d) || return 1
+    printf '%s\n' '#include <stddef.h>' '#include <stdint.h>' \
+        'int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);' \
+        'int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { return (int)(n && !d[0]); }' \
+        > "$tmp/t.c"
+    clang -fsanitize=fuzzer,address,undefined "$tmp/t.c" -o "$tmp/t" >/dev/null 2>&1 || status=1
+    rm -rf "$tmp"
+    return "$status"
+}
+# Each harness runs FUZZ_SECONDS seconds (make fuzz-run bounds each run's
+# wall clock at twice that plus a minute).  make fuzz-run exits non-zero
+# on a crash only: a time-out is a warning.  The crashing input is kept in
+# build-test-fuzz/fuzz/artifacts/<harness>/ and its log printed.
+stage_fuzz() {
+    local status=0
+    configure_in "$fuzzdir" FUZZ_CC=clang && (cd "$fuzzdir" && make -j"$jobs" fuzz) || return 1
+    (cd "$fuzzdir" && make fuzz-run FUZZ_SECONDS="$fuzz_seconds") || status=$?
+    if test "$status" -ne 0 &&
+        grep -l -E 'unexpected memory mapping|Shadow memory range interleaves' \
+            "$fuzzdir"/fuzz/fuzz-*.log >/dev/null 2>&1; then
+        echo "test-all: the sanitizer could not map its memory: again with ASLR off (setarch -R)"
+        status=0
+        (cd "$fuzzdir" && setarch "$(uname -m)" -R make fuzz-run FUZZ_SECONDS="$fuzz_seconds") || status=$?
+    fi
+    return "$status"
+}
+
 for s in $stages; do
     case $s in
         a) run_stage "a. plain make check" stage_plain ;;
@@ -151,7 +190,16 @@ for s in $stages; do
                 results+=("SKIP  f. bench (bench/deferred-bench.c does not exist yet)")
             fi
             ;;
-        *) echo "test-all: unknown stage '$s' (stages are a b c d e f)" >&2; exit 2 ;;
+        g)
+            if fuzzer_runtime; then
+                run_stage "g. make fuzz-run FUZZ_SECONDS=$fuzz_seconds (clang libFuzzer)" stage_fuzz
+            else
+                echo
+                echo "== test-all: stage g. fuzz: SKIPPED: clang with its libFuzzer runtime is not installed"
+                results+=("SKIP  g. fuzz (clang's libFuzzer runtime is not installed)")
+            fi
+            ;;
+        *) echo "test-all: unknown stage '$s' (stages are a b c d e f g)" >&2; exit 2 ;;
     esac
 done
 
