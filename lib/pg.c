@@ -29,6 +29,8 @@
  * Written against the public interfaces of process.h and row.h only;
  * allocation goes through deferred_malloc().
  */
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +53,8 @@ struct pgq;
 struct pgconnect {
     deferred_pg_t *c; /* NULL once handed out or abandoned */
     deferred_t *d;    /* borrowed: this block lives as long as d */
+    const char *file; /* the user's call that connects */
+    int line;
 };
 
 struct deferred_pg {
@@ -71,6 +75,8 @@ struct pgq {
     struct pgq *next;
     deferred_stage_t *self;  /* NULL once the stage is gone */
     char *sql;
+    const char *file;        /* the user's call that made the query */
+    int line;
     int nparams;
     const char **values;
     int *lengths;
@@ -86,6 +92,7 @@ struct pgq {
     bool paused;
     bool draining;           /* results are read and dropped */
     bool ended;              /* told its stage how it ended */
+    bool failed;             /* ... with a failure of its own */
     ev_idle kick;
 };
 
@@ -111,6 +118,181 @@ int deferred_pg_sqlstate(const char *s)
     return (1 << 30) | code;
 }
 
+/* PostgreSQL's condition names of the SQLSTATEs a program meets most
+ * (PostgreSQL manual, appendix A), for messages. */
+static const struct condition {
+    char state[6];
+    const char *name;
+} conditions[] = {
+    {"00000", "successful_completion"},
+    {"01000", "warning"},
+    {"02000", "no_data"},
+    {"08000", "connection_exception"},
+    {"08001", "sqlclient_unable_to_establish_sqlconnection"},
+    {"08003", "connection_does_not_exist"},
+    {"08004", "sqlserver_rejected_establishment_of_sqlconnection"},
+    {"08006", "connection_failure"},
+    {"08007", "transaction_resolution_unknown"},
+    {"08P01", "protocol_violation"},
+    {"0A000", "feature_not_supported"},
+    {"0B000", "invalid_transaction_initiation"},
+    {"0L000", "invalid_grantor"},
+    {"0P000", "invalid_role_specification"},
+    {"20000", "case_not_found"},
+    {"21000", "cardinality_violation"},
+    {"22000", "data_exception"},
+    {"22001", "string_data_right_truncation"},
+    {"22003", "numeric_value_out_of_range"},
+    {"22004", "null_value_not_allowed"},
+    {"22007", "invalid_datetime_format"},
+    {"22008", "datetime_field_overflow"},
+    {"22012", "division_by_zero"},
+    {"22021", "character_not_in_repertoire"},
+    {"22023", "invalid_parameter_value"},
+    {"22025", "invalid_escape_sequence"},
+    {"22026", "string_data_length_mismatch"},
+    {"2201B", "invalid_regular_expression"},
+    {"22P02", "invalid_text_representation"},
+    {"22P05", "untranslatable_character"},
+    {"23000", "integrity_constraint_violation"},
+    {"23001", "restrict_violation"},
+    {"23502", "not_null_violation"},
+    {"23503", "foreign_key_violation"},
+    {"23505", "unique_violation"},
+    {"23514", "check_violation"},
+    {"23P01", "exclusion_violation"},
+    {"24000", "invalid_cursor_state"},
+    {"25000", "invalid_transaction_state"},
+    {"25001", "active_sql_transaction"},
+    {"25006", "read_only_sql_transaction"},
+    {"25P01", "no_active_sql_transaction"},
+    {"25P02", "in_failed_sql_transaction"},
+    {"26000", "invalid_sql_statement_name"},
+    {"27000", "triggered_data_change_violation"},
+    {"28000", "invalid_authorization_specification"},
+    {"28P01", "invalid_password"},
+    {"2D000", "invalid_transaction_termination"},
+    {"34000", "invalid_cursor_name"},
+    {"38000", "external_routine_exception"},
+    {"39000", "external_routine_invocation_exception"},
+    {"3B000", "savepoint_exception"},
+    {"3D000", "invalid_catalog_name"},
+    {"3F000", "invalid_schema_name"},
+    {"40000", "transaction_rollback"},
+    {"40001", "serialization_failure"},
+    {"40002", "transaction_integrity_constraint_violation"},
+    {"40003", "statement_completion_unknown"},
+    {"40P01", "deadlock_detected"},
+    {"42000", "syntax_error_or_access_rule_violation"},
+    {"42501", "insufficient_privilege"},
+    {"42601", "syntax_error"},
+    {"42602", "invalid_name"},
+    {"42611", "invalid_column_definition"},
+    {"42622", "name_too_long"},
+    {"42701", "duplicate_column"},
+    {"42702", "ambiguous_column"},
+    {"42703", "undefined_column"},
+    {"42704", "undefined_object"},
+    {"42710", "duplicate_object"},
+    {"42723", "duplicate_function"},
+    {"42725", "ambiguous_function"},
+    {"42803", "grouping_error"},
+    {"42804", "datatype_mismatch"},
+    {"42809", "wrong_object_type"},
+    {"42830", "invalid_foreign_key"},
+    {"42846", "cannot_coerce"},
+    {"42883", "undefined_function"},
+    {"42939", "reserved_name"},
+    {"42P01", "undefined_table"},
+    {"42P02", "undefined_parameter"},
+    {"42P03", "duplicate_cursor"},
+    {"42P04", "duplicate_database"},
+    {"42P06", "duplicate_schema"},
+    {"42P07", "duplicate_table"},
+    {"42P08", "ambiguous_parameter"},
+    {"42P09", "ambiguous_alias"},
+    {"42P10", "invalid_column_reference"},
+    {"42P18", "indeterminate_datatype"},
+    {"44000", "with_check_option_violation"},
+    {"53000", "insufficient_resources"},
+    {"53100", "disk_full"},
+    {"53200", "out_of_memory"},
+    {"53300", "too_many_connections"},
+    {"54000", "program_limit_exceeded"},
+    {"54001", "statement_too_complex"},
+    {"54011", "too_many_columns"},
+    {"54023", "too_many_arguments"},
+    {"55000", "object_not_in_prerequisite_state"},
+    {"55006", "object_in_use"},
+    {"55P03", "lock_not_available"},
+    {"57000", "operator_intervention"},
+    {"57014", "query_canceled"},
+    {"57P01", "admin_shutdown"},
+    {"57P02", "crash_shutdown"},
+    {"57P03", "cannot_connect_now"},
+    {"57P04", "database_dropped"},
+    {"57P05", "idle_session_timeout"},
+    {"58000", "system_error"},
+    {"58030", "io_error"},
+    {"72000", "snapshot_too_old"},
+    {"F0000", "config_file_error"},
+    {"HV000", "fdw_error"},
+    {"P0001", "raise_exception"},
+    {"P0002", "no_data_found"},
+    {"P0003", "too_many_rows"},
+    {"XX000", "internal_error"},
+    {"XX001", "data_corrupted"},
+    {"XX002", "index_corrupted"},
+};
+
+const char *deferred_pg_condition_name(const char *sqlstate)
+{
+    size_t i;
+
+    if (!deferred_pg_sqlstate(sqlstate))
+        return NULL;
+    for (i = 0; i < sizeof(conditions) / sizeof(conditions[0]); i++)
+        if (memcmp(conditions[i].state, sqlstate, 5) == 0)
+            return conditions[i].name;
+    return NULL;
+}
+
+const char *deferred_pg_failure_sqlstate(const deferred_failure_t *f, char buf[6])
+{
+    for (; f; f = deferred_failure_cause(f)) {
+        int code = deferred_failure_code(f), i;
+
+        if (deferred_failure_domain(f) != DEFERRED_DOMAIN_POSTGRES || code < (1 << 30))
+            continue;
+        for (i = 0; i < 5; i++)
+            buf[i] = (char)(((code >> (6 * i)) & 0x3f) + '0');
+        buf[5] = '\0';
+        if (deferred_pg_sqlstate(buf) == code)
+            return buf;
+    }
+    return NULL;
+}
+
+/* "42601 syntax_error" (or the SQLSTATE alone, or its class's name) for
+ * messages, in buf. */
+static const char *state_text(const char *state, char *buf, size_t size)
+{
+    const char *name = deferred_pg_condition_name(state);
+    char class_state[6];
+
+    if (!name && deferred_pg_sqlstate(state)) {
+        memcpy(class_state, state, 2);
+        memcpy(class_state + 2, "000", 4);
+        name = deferred_pg_condition_name(class_state);
+        if (name) {
+            snprintf(buf, size, "%s, class %s", state, name);
+            return buf;
+        }
+    }
+    snprintf(buf, size, "%s%s%s", state, name ? " " : "", name ? name : "");
+    return buf;
+}
+
 /* Copy msg without its trailing newlines into buf. */
 static const char *trimmed(const char *msg, char *buf, size_t size)
 {
@@ -123,34 +305,70 @@ static const char *trimmed(const char *msg, char *buf, size_t size)
     return buf;
 }
 
-static deferred_failure_t *pgq_context(struct pgq *q, deferred_failure_t *f)
+/* A failure of q's, recorded at the site of the user's call that made
+ * the query.  The query itself is named once, by the producer's frame
+ * (pgq_describe_item()), which the process adds as the failure leaves
+ * the stage. */
+static deferred_failure_t *pgq_failure(struct pgq *q, int code, const char *fmt, ...)
+    DEFERRED_PRINTF(3, 4);
+static deferred_failure_t *pgq_failure(struct pgq *q, int code, const char *fmt, ...)
 {
-    deferred_failure_add_context(f, "postgres query", "%s", q->sql);
+    deferred_failure_t *f;
+    va_list ap;
+
+    va_start(ap, fmt);
+    f = deferred_failure_newv_at(q->file, q->line, DEFERRED_DOMAIN_POSTGRES, code, fmt, ap);
+    va_end(ap);
     return f;
 }
 
-/* A failure from a result (or, with res NULL, from the connection). */
+/* The server's error in res as a failure: its primary message (and
+ * detail and hint), its SQLSTATE and condition name; code: the
+ * SQLSTATE's.  NULL when res carries no SQLSTATE. */
+static deferred_failure_t *pg_server_failure(const char *file, int line, const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *primary, *detail, *hint;
+    char msg[1024], st[96];
+
+    if (!deferred_pg_sqlstate(state))
+        return NULL;
+    primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+    trimmed(primary ? primary : PQresultErrorMessage(res), msg, sizeof(msg));
+    return deferred_failure_new_at(file, line, DEFERRED_DOMAIN_POSTGRES,
+                                   deferred_pg_sqlstate(state), "%s%s%s%s%s (%s)", msg,
+                                   detail ? "; " : "", detail ? detail : "",
+                                   hint ? "; hint: " : "", hint ? hint : "",
+                                   state_text(state, st, sizeof(st)));
+}
+
+/* A failure from a result (or, with res NULL, from the connection).  A
+ * lost connection is ECONNRESET; when the server said why (a shutdown's
+ * 57P01), its error is the cause. */
 static deferred_failure_t *pg_result_failure(struct pgq *q, const PGresult *res)
 {
     deferred_pg_t *c = q->c;
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    deferred_failure_t *server = pg_server_failure(q->file, q->line, res);
     char msg[1024];
+    const char *severity = res ? PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED) : NULL;
     bool lost = !c->conn || PQstatus(c->conn) == CONNECTION_BAD;
-    int code;
 
+    /* A FATAL or PANIC error ends the session: the connection goes. */
+    if (severity && (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0))
+        lost = true;
+    if (lost && server)
+        return deferred_failure_wrap_at(q->file, q->line, server, DEFERRED_DOMAIN_POSTGRES,
+                                        ECONNRESET, "connection to %s lost (the server's "
+                                        "error follows)", c->where);
+    if (server)
+        return server;
     trimmed(res ? PQresultErrorMessage(res) : c->conn ? PQerrorMessage(c->conn) : NULL,
             msg, sizeof(msg));
-    code = lost ? ECONNRESET : deferred_pg_sqlstate(state);
-    if (!code)
-        code = EPROTO;
     if (lost)
-        return pgq_context(q, deferred_failure_new(DEFERRED_DOMAIN_POSTGRES, code,
-                                                   "connection to %s lost: %s",
-                                                   c->where, msg));
-    if (state)
-        return pgq_context(q, deferred_failure_new(DEFERRED_DOMAIN_POSTGRES, code,
-                                                   "%s (SQLSTATE %s)", msg, state));
-    return pgq_context(q, deferred_failure_new(DEFERRED_DOMAIN_POSTGRES, code, "%s", msg));
+        return pgq_failure(q, ECONNRESET, "connection to %s lost: %s", c->where, msg);
+    return pgq_failure(q, EPROTO, "%s", msg);
 }
 
 /* ---- queries: references and the queue ---------------------------------------- */
@@ -202,6 +420,7 @@ static void pgq_end(struct pgq *q)
         return;
     q->ended = true;
     q->failure = NULL;
+    q->failed = f != NULL;
     ev_idle_stop(q->c->loop, &q->kick);
     deferred_stage_finish(q->self, f ? deferred_value_failure(f) : deferred_value_none());
 }
@@ -264,8 +483,7 @@ static void pg_shut(deferred_pg_t *c, int code, const char *msg)
         struct pgq *q = c->head;
 
         q->refs++;
-        pgq_fail(q, pgq_context(q, deferred_failure_new(DEFERRED_DOMAIN_POSTGRES, code,
-                                                        "%s", msg)));
+        pgq_fail(q, pgq_failure(q, code, "%s", msg));
         pgq_dequeue(q);
         pgq_unref(q);
     }
@@ -465,9 +683,9 @@ static void pg_process(deferred_pg_t *c)
 
                 PQclear(res);
                 if (!row) {
-                    q->failure = pgq_context(
-                        q, deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM,
-                                                "out of memory making a row"));
+                    q->failure = deferred_failure_new_at(q->file, q->line,
+                                                         DEFERRED_DOMAIN_LIBRARY, ENOMEM,
+                                                         "out of memory making a row");
                     continue;
                 }
                 q->row++;
@@ -502,11 +720,26 @@ static void pg_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         goto out;
     }
     if ((revents & EV_READ) && c->conn && !PQconsumeInput(c->conn)) {
-        /* The head fails with libpq's message; pg_lost() fails the rest. */
+        /* The head fails with what the server said last, when it said why
+         * it closed (a shutdown's 57P01, parsed from what libpq read before
+         * the end), else with libpq's message; pg_lost() fails the rest. */
         struct pgq *q = c->head;
 
-        if (q && q->sent && !q->failure && !q->draining)
-            q->failure = pg_result_failure(q, NULL);
+        if (q && q->sent && !q->failure && !q->draining) {
+            PGresult *res, *said = NULL;
+            int n;
+
+            for (n = 0; n < 100000 && (res = PQgetResult(c->conn)) != NULL; n++) {
+                if (PQresultErrorField(res, PG_DIAG_SQLSTATE)) {
+                    PQclear(said);
+                    said = res;
+                } else {
+                    PQclear(res);
+                }
+            }
+            q->failure = pg_result_failure(q, said);
+            PQclear(said);
+        }
         pg_lost(c);
         goto out;
     }
@@ -601,7 +834,12 @@ static int pgq_describe_item(deferred_stage_t *self, deferred_value_t item, char
     struct pgq *q = deferred_stage_data(self);
 
     (void)item;
-    return snprintf(buf, size, "row %llu of %s", (unsigned long long)q->row, q->sql);
+    /* No row before the first; the row the result failed at (after the
+     * rows emitted); else the last one emitted. */
+    if (q->row == 0)
+        return snprintf(buf, size, "%s", q->sql);
+    return snprintf(buf, size, "row %llu of %s",
+                    (unsigned long long)(q->row + (q->failed ? 1 : 0)), q->sql);
 }
 
 static void pgq_destroy(void *data)
@@ -626,22 +864,64 @@ static const deferred_stage_ops_t pgq_ops = {
     .destroy = pgq_destroy,
 };
 
-/* Copy sql and the parameters (as text, blobs binary) into one block
- * after the query. */
-static struct pgq *pgq_new(deferred_pg_t *c, const char *sql,
-                           const deferred_param_t *params, size_t n)
+/* Check params[0..n-1]: NULL with n > 0 is the caller's error (NULL
+ * returned), a text or blob with NULL data and a non-zero length or of an
+ * unknown type is written into msg.  Returns the bytes the copies need,
+ * or 0 with msg set (or SIZE_MAX when the sizes would wrap). */
+static size_t pg_params_size(const char *sql, const deferred_param_t *params, size_t n,
+                             char *msg, size_t size)
 {
     size_t i, bytes = strlen(sql) + 1;
+
+    msg[0] = '\0';
+    for (i = 0; i < n; i++) {
+        const deferred_param_t *pa = &params[i];
+        size_t len = 32;
+
+        switch (pa->type) {
+        case DEFERRED_ROW_NULL:
+        case DEFERRED_ROW_INTEGER:
+        case DEFERRED_ROW_DOUBLE:
+            break;
+        case DEFERRED_ROW_TEXT:
+        case DEFERRED_ROW_BLOB:
+            len = pa->u.s.len;
+            if (!pa->u.s.p && len) {
+                snprintf(msg, size, "parameter %zu: NULL %s with length %zu", i + 1,
+                         pa->type == DEFERRED_ROW_TEXT ? "text" : "blob", len);
+                return 0;
+            }
+            /* libpq takes lengths as int. */
+            if (len > INT_MAX - 1) {
+                snprintf(msg, size, "parameter %zu: length %zu is more than libpq "
+                         "takes", i + 1, len);
+                return 0;
+            }
+            break;
+        default:
+            snprintf(msg, size, "parameter %zu: unknown type %d", i + 1, (int)pa->type);
+            return 0;
+        }
+        if (len + 1 > SIZE_MAX - bytes)
+            return SIZE_MAX;
+        bytes += len + 1;
+    }
+    return bytes;
+}
+
+/* Copy sql and the parameters (as text, blobs binary) into one block
+ * after the query; bytes is what pg_params_size() said.  With bad set the
+ * parameters are not copied: the query only carries the failure. */
+static struct pgq *pgq_new(deferred_pg_t *c, const char *sql,
+                           const deferred_param_t *params, size_t n, size_t bytes)
+{
+    size_t i, head = sizeof(struct pgq) + n * (sizeof(char *) + 2 * sizeof(int));
     struct pgq *q;
     char *p;
 
-    for (i = 0; i < n; i++) {
-        if (params[i].type == DEFERRED_ROW_TEXT || params[i].type == DEFERRED_ROW_BLOB)
-            bytes += params[i].u.s.len + 1;
-        else
-            bytes += 32;
-    }
-    q = deferred_malloc(sizeof(*q) + n * (sizeof(char *) + 2 * sizeof(int)) + bytes);
+    if (bytes > SIZE_MAX - head)
+        return NULL;
+    q = deferred_malloc(head + bytes);
     if (!q)
         return NULL;
     memset(q, 0, sizeof(*q));
@@ -670,7 +950,7 @@ static struct pgq *pgq_new(deferred_pg_t *c, const char *sql,
             q->formats[i] = 1;
             /* fall through */
         default:
-            len = (int)pa->u.s.len;
+            len = (int)pa->u.s.len; /* checked by pg_params_size() */
             if (len)
                 memcpy(p, pa->u.s.p, (size_t)len);
             p[len] = '\0';
@@ -689,26 +969,40 @@ static struct pgq *pgq_new(deferred_pg_t *c, const char *sql,
     return q;
 }
 
-deferred_stage_t *deferred_pg_query(deferred_pg_t *c, const char *sql,
-                                    const deferred_param_t *params, size_t n)
+deferred_stage_t *deferred_pg_query_at(const char *file, int line, deferred_pg_t *c,
+                                       const char *sql, const deferred_param_t *params,
+                                       size_t n)
 {
     deferred_stage_t *st;
     struct pgq *q;
+    char bad[160];
+    size_t bytes;
 
     if (!c || !sql || (!params && n) || n > 65535)
         return NULL;
-    q = pgq_new(c, sql, params, n);
+    bytes = pg_params_size(sql, params, n, bad, sizeof(bad));
+    if (bytes == SIZE_MAX)
+        return NULL;
+    if (bad[0])
+        q = pgq_new(c, sql, NULL, 0, strlen(sql) + 1);
+    else
+        q = pgq_new(c, sql, params, n, bytes);
     if (!q)
         return NULL;
+    q->file = file;
+    q->line = line;
     st = deferred_stage_new(&pgq_ops, q, 0); /* destroys q on failure */
     if (!st)
         return NULL;
     q->self = st;
+    if (bad[0]) {
+        q->failure = deferred_failure_new_at(file, line, DEFERRED_DOMAIN_LIBRARY, EINVAL,
+                                             "%s", bad);
+        return st;
+    }
     if (!c->conn || c->connecting) {
-        q->failure = pgq_context(q, deferred_failure_new(
-                                        DEFERRED_DOMAIN_POSTGRES, ENOTCONN,
-                                        "query against a closed connection to %s",
-                                        c->where));
+        q->failure = pgq_failure(q, ENOTCONN, "query against a closed connection to %s",
+                                 c->where);
         return st;
     }
     q->refs++;
@@ -724,10 +1018,25 @@ deferred_stage_t *deferred_pg_query(deferred_pg_t *c, const char *sql,
 
 /* ---- one row or none ---------------------------------------------------------------------- */
 
-deferred_t *deferred_pg_query_one(deferred_pg_t *c, const char *sql,
-                                  const deferred_param_t *params, size_t n)
+deferred_t *deferred_pg_query_one_at(const char *file, int line, deferred_pg_t *c,
+                                     const char *sql, const deferred_param_t *params,
+                                     size_t n)
 {
-    return deferred_process_first(deferred_pg_query(c, sql, params, n));
+    return deferred_process_first(deferred_pg_query_at(file, line, c, sql, params, n));
+}
+
+/* The functions behind the macros, for callers without them: their
+ * failures name no site of the caller's. */
+deferred_stage_t *(deferred_pg_query)(deferred_pg_t *c, const char *sql,
+                                      const deferred_param_t *params, size_t n)
+{
+    return deferred_pg_query_at(NULL, 0, c, sql, params, n);
+}
+
+deferred_t *(deferred_pg_query_one)(deferred_pg_t *c, const char *sql,
+                                    const deferred_param_t *params, size_t n)
+{
+    return deferred_pg_query_one_at(NULL, 0, c, sql, params, n);
 }
 
 /* ---- connections ------------------------------------------------------------------------------ */
@@ -798,6 +1107,34 @@ deferred_pg_t *deferred_value_get_pg(deferred_value_t v)
     return v.release == pg_value_release ? v.ptr : NULL;
 }
 
+/* A verbose server error ("FATAL:  3D000: database ... does not exist")
+ * names its SQLSTATE after the severity: copy it into state.  Cut the
+ * verbose LOCATION line from msg. */
+static bool pg_message_state(char *msg, char state[6])
+{
+    static const char *const severities[] = {"FATAL:  ", "ERROR:  ", "PANIC:  "};
+    char *loc = strstr(msg, "\nLOCATION:");
+    size_t i;
+
+    if (loc)
+        *loc = '\0';
+    for (i = 0; i < sizeof(severities) / sizeof(severities[0]); i++) {
+        const char *at = strstr(msg, severities[i]);
+
+        if (!at)
+            continue;
+        at += strlen(severities[i]);
+        memcpy(state, at, 5);
+        state[5] = '\0';
+        if (strlen(at) > 6 && at[5] == ':' && deferred_pg_sqlstate(state)) {
+            /* "FATAL:  3D000: text" reads "FATAL:  text" after this. */
+            memmove((char *)at, at + 7, strlen(at + 7) + 1);
+            return true;
+        }
+    }
+    return false;
+}
+
 static void pg_describe_server(deferred_pg_t *c)
 {
     const char *host = PQhost(c->conn), *port = PQport(c->conn), *db = PQdb(c->conn);
@@ -843,6 +1180,7 @@ static void pg_connect_step(deferred_pg_t *c, PostgresPollingStatusType st)
         c->io_events = 0;
         c->io_fd = -1;
         PQsetnonblocking(c->conn, 1);
+        PQsetErrorVerbosity(c->conn, PQERRORS_DEFAULT);
         pg_describe_server(c);
         ev_set_cb(&c->io, pg_io_cb);
         deferred_callback(d, deferred_value_make(c, pg_value_release));
@@ -850,12 +1188,22 @@ static void pg_connect_step(deferred_pg_t *c, PostgresPollingStatusType st)
     }
     default: {
         deferred_t *d = op->d;
-        char msg[512];
+        char msg[512], state[6], stext[96];
         deferred_failure_t *f;
+        int code = ECONNREFUSED;
 
-        trimmed(PQerrorMessage(c->conn), msg, sizeof(msg));
-        f = deferred_failure_new(DEFERRED_DOMAIN_POSTGRES, ECONNREFUSED,
-                                 "could not connect to %s: %s", c->where, msg);
+        trimmed(c->conn ? PQerrorMessage(c->conn) : "out of memory", msg, sizeof(msg));
+        /* The server refused us itself (no such database, bad password,
+         * too many connections): its SQLSTATE is the code. */
+        if (pg_message_state(msg, state)) {
+            code = deferred_pg_sqlstate(state);
+            f = deferred_failure_new_at(op->file, op->line, DEFERRED_DOMAIN_POSTGRES, code,
+                                        "could not connect to %s: %s (%s)", c->where, msg,
+                                        state_text(state, stext, sizeof(stext)));
+        } else {
+            f = deferred_failure_new_at(op->file, op->line, DEFERRED_DOMAIN_POSTGRES, code,
+                                        "could not connect to %s: %s", c->where, msg);
+        }
         deferred_failure_add_context(f, "postgres connect", "%s", c->where);
         pg_connect_abandon(op);
         deferred_errback(d, f);
@@ -893,11 +1241,14 @@ static void pg_connect_destroy(void *arg)
     deferred_free(op);
 }
 
-deferred_t *deferred_pg_connect(struct ev_loop *loop, const char *conninfo)
+deferred_t *deferred_pg_connect_at(const char *file, int line, struct ev_loop *loop,
+                                   const char *conninfo)
 {
     struct pgconnect *op;
+    PQconninfoOption *opts;
     deferred_pg_t *c;
     deferred_t *d;
+    char *err = NULL;
 
     if (!loop || !conninfo)
         return NULL;
@@ -905,18 +1256,38 @@ deferred_t *deferred_pg_connect(struct ev_loop *loop, const char *conninfo)
     if (!op)
         return NULL;
     op->c = NULL;
+    op->file = file;
+    op->line = line;
     d = deferred_new_cancellable(pg_connect_cancel, op, pg_connect_destroy);
     if (!d)
         return NULL;
     op->d = d;
+    /* A malformed conninfo is the caller's mistake, not a refusal. */
+    opts = PQconninfoParse(conninfo, &err);
+    if (!opts) {
+        char msg[512];
+
+        if (err)
+            trimmed(err, msg, sizeof(msg));
+        deferred_errback(d, err ? deferred_failure_new_at(file, line, DEFERRED_DOMAIN_LIBRARY,
+                                                          EINVAL, "bad conninfo: %s", msg)
+                                : deferred_failure_new_at(file, line, DEFERRED_DOMAIN_LIBRARY,
+                                                          ENOMEM, NULL));
+        PQfreemem(err);
+        return d;
+    }
+    PQconninfoFree(opts);
     c = pg_alloc(loop);
     if (!c) {
         deferred_errback(d, deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL));
         return d;
     }
     c->conn = PQconnectStart(conninfo);
-    if (c->conn)
+    if (c->conn) {
+        /* Verbose errors carry the server's SQLSTATE (pg_message_state()). */
+        PQsetErrorVerbosity(c->conn, PQERRORS_VERBOSE);
         pg_describe_server(c);
+    }
     else
         snprintf(c->where, sizeof(c->where), "the server");
     op->c = c;
@@ -929,4 +1300,9 @@ deferred_t *deferred_pg_connect(struct ev_loop *loop, const char *conninfo)
     /* PQconnectStart() behaves as if PQconnectPoll() had said WRITING. */
     pg_connect_step(c, PGRES_POLLING_WRITING);
     return d;
+}
+
+deferred_t *(deferred_pg_connect)(struct ev_loop *loop, const char *conninfo)
+{
+    return deferred_pg_connect_at(NULL, 0, loop, conninfo);
 }

@@ -674,10 +674,12 @@ START_TEST(test_refused_connection)
     deferred_unref(d);
     rmdir(dir);
 
-    /* A bad connection string. */
+    /* A bad connection string: the caller's mistake, with libpq's words. */
     d = deferred_pg_connect(loop, "this is not a conninfo");
     wait_for(d);
-    ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_POSTGRES, ECONNREFUSED));
+    f = failure_of(d);
+    ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_LIBRARY, EINVAL));
+    ck_assert_ptr_nonnull(strstr(deferred_failure_message(f), "this"));
     deferred_unref(d);
 
     /* Cancelling a connect abandons it. */
@@ -759,10 +761,202 @@ START_TEST(test_failing_allocator)
 }
 END_TEST
 
+/* ---- contracts at the edges (issue 12) ------------------------------------------- */
+
+static int occurrences(const char *hay, const char *needle)
+{
+    int n = 0;
+
+    while ((hay = strstr(hay, needle)) != NULL) {
+        n++;
+        hay += strlen(needle);
+    }
+    return n;
+}
+
+START_TEST(test_bad_parameters_are_einval)
+{
+    deferred_t *d;
+    deferred_failure_t *f;
+    deferred_param_t bad;
+
+    /* {NULL, 5}: no copy from NULL. */
+    d = deferred_pg_query_one(conn, "SELECT $1::text",
+                              DEFERRED_PARAMS(deferred_param_blob(NULL, 5)));
+    ck_assert_ptr_nonnull(d);
+    wait_for(d);
+    f = failure_of(d);
+    ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_LIBRARY, EINVAL));
+    ck_assert_ptr_nonnull(strstr(deferred_failure_message(f), "parameter 1"));
+    deferred_unref(d);
+
+    /* A text of length (size_t)-1: the size sum would wrap. */
+    bad.type = DEFERRED_ROW_TEXT;
+    bad.u.s.p = "abc";
+    bad.u.s.len = (size_t)-1;
+    d = deferred_pg_query_one(conn, "SELECT $1::int, $2::text",
+                              DEFERRED_PARAMS(deferred_param_int(1), bad));
+    if (d) {
+        wait_for(d);
+        f = failure_of(d);
+        ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_LIBRARY, EINVAL));
+        ck_assert_ptr_nonnull(strstr(deferred_failure_message(f), "parameter 2"));
+        deferred_unref(d);
+    }
+    bad.u.s.len = (size_t)-1 / 2;
+    d = deferred_pg_query_one(conn, "SELECT $1::text", &bad, 1);
+    ck_assert_ptr_nonnull(d);
+    wait_for(d);
+    ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_LIBRARY, EINVAL));
+    deferred_unref(d);
+
+    /* The connection is still good. */
+    d = deferred_pg_query_one(conn, "SELECT length($1::bytea)",
+                              DEFERRED_PARAMS(deferred_param_blob(NULL, 0)));
+    wait_for(d);
+    ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0), 0);
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_failures_explain_themselves)
+{
+    struct check c;
+    deferred_t *d;
+    deferred_failure_t *f;
+    char state[6], *story;
+    int line;
+
+    /* The SQLSTATE as its five characters and its condition name. */
+    line = __LINE__ + 1;
+    d = run_query(&c, conn, "SELECT g, 1 / (4 - g) FROM generate_series(1, 10) g", NULL, 0);
+    wait_for(d);
+    f = failure_of(d);
+    ck_assert_ptr_nonnull(f);
+    story = deferred_failure_story_alloc(f);
+    ck_assert_msg(strstr(deferred_failure_message(f), "22012 division_by_zero") != NULL,
+                  "%s", story);
+    ck_assert_str_eq(deferred_pg_failure_sqlstate(f, state), "22012");
+    /* The failing row is named by its number (rows 1 to 3 came), the SQL
+     * once. */
+    ck_assert_msg(strstr(story, "row 4 of SELECT g") != NULL, "%s", story);
+    ck_assert_msg(occurrences(story, "generate_series(1, 10)") == 1, "%s", story);
+    /* The site is the call that made the query (run_query() here). */
+    ck_assert_msg(strstr(deferred_failure_file(f), "test-pg.c") != NULL, "%s",
+                  deferred_failure_file(f));
+    ck_assert_int_gt(deferred_failure_line(f), 0);
+    deferred_free(story);
+    deferred_unref(d);
+    (void)line;
+
+    /* Bad SQL: no row is named. */
+    d = deferred_pg_query_one(conn, "SELEC 1", NULL, 0);
+    line = __LINE__ - 1;
+    wait_for(d);
+    f = failure_of(d);
+    story = deferred_failure_story_alloc(f);
+    ck_assert_msg(!strstr(story, "row 0") && occurrences(story, "SELEC 1") == 1, "%s", story);
+    ck_assert_msg(strstr(deferred_failure_message(f), "42601 syntax_error") != NULL, "%s",
+                  story);
+    ck_assert_int_eq(deferred_failure_line(f), line);
+    deferred_free(story);
+    deferred_unref(d);
+
+    ck_assert_str_eq(deferred_pg_condition_name("57P01"), "admin_shutdown");
+    ck_assert_ptr_null(deferred_pg_condition_name("5"));
+    ck_assert_ptr_null(deferred_pg_failure_sqlstate(NULL, state));
+}
+END_TEST
+
+START_TEST(test_connect_failures_say_why)
+{
+    char info[600];
+    deferred_t *d;
+    deferred_failure_t *f;
+    char *story;
+
+    /* A missing database: the server's own code, not ECONNREFUSED. */
+    snprintf(info, sizeof(info), "%s dbname=no_such_db", server.conninfo);
+    d = deferred_pg_connect(loop, info);
+    wait_for(d);
+    f = failure_of(d);
+    ck_assert_ptr_nonnull(f);
+    story = deferred_failure_story_alloc(f);
+    ck_assert_msg(deferred_failure_is(f, DEFERRED_DOMAIN_POSTGRES, deferred_pg_sqlstate("3D000")),
+                  "%s", story);
+    ck_assert_msg(strstr(deferred_failure_message(f), "no_such_db") != NULL, "%s", story);
+    ck_assert_msg(strstr(deferred_failure_message(f), "3D000 invalid_catalog_name") != NULL,
+                  "%s", story);
+    ck_assert_msg(!strstr(story, "LOCATION"), "%s", story);
+    deferred_free(story);
+    deferred_unref(d);
+
+    /* A malformed one: EINVAL with libpq's message. */
+    d = deferred_pg_connect(loop, "host=/tmp port");
+    wait_for(d);
+    f = failure_of(d);
+    ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_LIBRARY, EINVAL));
+    ck_assert_ptr_nonnull(strstr(deferred_failure_message(f), "port"));
+    deferred_unref(d);
+}
+END_TEST
+
+static void stop_fast_cb(struct ev_loop *l, ev_timer *w, int revents)
+{
+    (void)l;
+    (void)revents;
+    pgh_stop(w->data, false); /* fast: the server says why it goes */
+}
+
+START_TEST(test_shutdown_shows_server_message)
+{
+    struct pgh own;
+    struct check c;
+    deferred_pg_t *c2;
+    deferred_t *d;
+    deferred_failure_t *f;
+    char state[6], *story;
+    ev_timer stop;
+
+    ck_assert_int_eq(pgh_start(&own), 0);
+    c2 = connect_to(own.conninfo);
+    /* The server goes while the query waits in it (whether the query
+     * started or not, the backend says why it terminates). */
+    d = run_query(&c, c2, "SELECT pg_sleep(60)", NULL, 0);
+    ev_timer_init(&stop, stop_fast_cb, 0.2, 0.);
+    stop.data = &own;
+    ev_timer_start(loop, &stop);
+    wait_for(d);
+    ev_timer_stop(loop, &stop);
+    f = failure_of(d);
+    ck_assert_ptr_nonnull(f);
+    story = deferred_failure_story_alloc(f);
+    ck_assert_msg(deferred_failure_is(f, DEFERRED_DOMAIN_POSTGRES, ECONNRESET), "%s", story);
+    ck_assert_msg(strstr(story, "terminating connection due to administrator command") != NULL,
+                  "%s", story);
+    ck_assert_msg(!strstr(story, "terminated abnormally"), "%s", story);
+    ck_assert_msg(deferred_pg_failure_sqlstate(f, state) != NULL, "%s", story);
+    ck_assert_str_eq(state, "57P01");
+    deferred_free(story);
+    deferred_unref(d);
+    deferred_pg_unref(c2);
+    pgh_stop(&own, true);
+}
+END_TEST
+
 static Suite *pg_suite(void)
 {
     Suite *s = suite_create("postgres");
     TCase *tc = tcase_create("postgres");
+    TCase *tcc = tcase_create("contracts");
+
+    tcase_add_checked_fixture(tcc, setup, teardown);
+    tcase_set_timeout(tcc, 300);
+    tcase_add_test(tcc, test_bad_parameters_are_einval);
+    tcase_add_test(tcc, test_failures_explain_themselves);
+    tcase_add_test(tcc, test_connect_failures_say_why);
+    tcase_add_test(tcc, test_shutdown_shows_server_message);
+    suite_add_tcase(s, tcc);
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 300);

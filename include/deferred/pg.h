@@ -21,14 +21,25 @@
  *    a per-row query made on the same connection as the stream it serves
  *    waits behind it, so give such queries a second connection.
  *  - Failures have domain DEFERRED_DOMAIN_POSTGRES.  A server error's code
- *    is deferred_pg_sqlstate() of its SQLSTATE (the message is the
- *    server's, with the SQLSTATE); a lost connection is ECONNRESET (the
- *    message says what libpq or the server said); a query on a closed
- *    connection is ENOTCONN; a refused connect is ECONNREFUSED.  The
- *    context names the query (stage "postgres query", item: the SQL); the
- *    producer describes its current item as "row N of <sql>".
+ *    is deferred_pg_sqlstate() of its SQLSTATE; the message is the
+ *    server's (with its detail and hint), then the SQLSTATE and its
+ *    condition name: "division by zero (22012 division_by_zero)".  A lost
+ *    connection is ECONNRESET; when the server said why (a shutdown's
+ *    57P01), the server's error is its cause and its message is shown.  A
+ *    query on a closed connection is ENOTCONN.  A connect the server
+ *    refuses itself (a missing database, 3D000) has the server's SQLSTATE
+ *    as its code; one that reaches no server is ECONNREFUSED; a malformed
+ *    conninfo is EINVAL (library domain, libpq's message).  The query is
+ *    named once, by the producer's frame (stage "postgres query"): the SQL,
+ *    or "row N of <sql>" once rows came, N being the row the result failed
+ *    at (a server error after rows 1 to 3 names row 4) or, for a failure
+ *    downstream, the last row emitted.  Failures record the file and line
+ *    of the call that made the query or the connection.
  *  - Parameters are sent as text (integers and doubles formatted exactly),
- *    blobs in binary.  A wrong parameter count is the server's error.
+ *    blobs in binary.  A wrong parameter count is the server's error; a
+ *    text or blob with NULL data and a non-zero length, one longer than
+ *    libpq takes (INT_MAX - 1), or an unknown type is an EINVAL failure
+ *    (library domain) naming the parameter.
  *
  * A connection belongs to the thread of its loop.
  */
@@ -52,14 +63,25 @@ typedef struct deferred_pg deferred_pg_t;
  * URI) without blocking, on loop (borrowed; it must outlive the
  * connection).  Returns a new reference to a deferred that fires with a
  * connection value (deferred_value_get_pg(); the value owns one reference,
- * released with deferred_pg_unref()), or fails with ECONNREFUSED (domain
- * postgres, libpq's message).  Cancelling it (or dropping its last
- * reference) abandons the attempt.  NULL on allocation failure or NULL
- * arguments.  As with libpq's own PQconnectStart(), a host name is resolved
- * before it returns (blocking); give hostaddr= or a socket directory to
- * avoid that.
+ * released with deferred_pg_unref()), or fails: ECONNREFUSED (domain
+ * postgres, libpq's message) when no server answers, the server's SQLSTATE
+ * code when it refuses (deferred_pg_sqlstate("3D000") for a missing
+ * database), EINVAL (library domain, libpq's message) for a malformed
+ * conninfo.  Cancelling it (or dropping its last reference) abandons the
+ * attempt.  NULL on allocation failure or NULL arguments.  As with libpq's
+ * own PQconnectStart(), a host name is resolved before it returns
+ * (blocking); give hostaddr= or a socket directory to avoid that.
+ *
+ * deferred_pg_connect(), deferred_pg_query() and deferred_pg_query_one()
+ * are macros recording the caller's file and line in the failures they
+ * make; the functions of the same names (in parentheses, or through a
+ * pointer) record none.
  */
-DEFERRED_EXPORT deferred_t *deferred_pg_connect(struct ev_loop *loop, const char *conninfo);
+#define deferred_pg_connect(...) deferred_pg_connect_at(__FILE__, __LINE__, __VA_ARGS__)
+DEFERRED_EXPORT deferred_t *deferred_pg_connect_at(const char *file, int line,
+                                                   struct ev_loop *loop,
+                                                   const char *conninfo);
+DEFERRED_EXPORT deferred_t *(deferred_pg_connect)(struct ev_loop *loop, const char *conninfo);
 
 /* The connection held by v (borrowed), or NULL when v is not one. */
 DEFERRED_EXPORT deferred_pg_t *deferred_value_get_pg(deferred_value_t v);
@@ -89,9 +111,14 @@ DEFERRED_EXPORT PGconn *deferred_pg_conn(const deferred_pg_t *c);
  * deferred_stage_free() (a sent query is then cancelled).  NULL on
  * allocation failure, NULL c or sql, or NULL params with n > 0.
  */
-DEFERRED_EXPORT deferred_stage_t *deferred_pg_query(deferred_pg_t *c, const char *sql,
-                                                    const deferred_param_t *params,
-                                                    size_t n);
+#define deferred_pg_query(...) deferred_pg_query_at(__FILE__, __LINE__, __VA_ARGS__)
+DEFERRED_EXPORT deferred_stage_t *deferred_pg_query_at(const char *file, int line,
+                                                       deferred_pg_t *c, const char *sql,
+                                                       const deferred_param_t *params,
+                                                       size_t n);
+DEFERRED_EXPORT deferred_stage_t *(deferred_pg_query)(deferred_pg_t *c, const char *sql,
+                                                      const deferred_param_t *params,
+                                                      size_t n);
 
 /*
  * One row or none, as a plain deferred (a new reference): the first row
@@ -99,15 +126,34 @@ DEFERRED_EXPORT deferred_stage_t *deferred_pg_query(deferred_pg_t *c, const char
  * row, or the failure.  Never fires before it returns.  NULL on
  * allocation failure.
  */
-DEFERRED_EXPORT deferred_t *deferred_pg_query_one(deferred_pg_t *c, const char *sql,
-                                                  const deferred_param_t *params,
-                                                  size_t n);
+#define deferred_pg_query_one(...) deferred_pg_query_one_at(__FILE__, __LINE__, __VA_ARGS__)
+DEFERRED_EXPORT deferred_t *deferred_pg_query_one_at(const char *file, int line,
+                                                     deferred_pg_t *c, const char *sql,
+                                                     const deferred_param_t *params,
+                                                     size_t n);
+DEFERRED_EXPORT deferred_t *(deferred_pg_query_one)(deferred_pg_t *c, const char *sql,
+                                                    const deferred_param_t *params,
+                                                    size_t n);
 
 /* The failure code of a five-character SQLSTATE ("42601"), for
  * deferred_failure_is(f, DEFERRED_DOMAIN_POSTGRES, code); 0 for a NULL or
  * malformed one.  Codes are positive and above 0x10000, apart from the
  * errno values the layer uses. */
 DEFERRED_EXPORT int deferred_pg_sqlstate(const char *sqlstate);
+
+/* PostgreSQL's condition name of a five-character SQLSTATE
+ * ("division_by_zero" for "22012"; a static string), or NULL when it is
+ * malformed or not among the common ones the library knows. */
+DEFERRED_EXPORT const char *deferred_pg_condition_name(const char *sqlstate);
+
+/*
+ * The SQLSTATE of a PostgreSQL failure: of f or, first found, of one of
+ * its causes (a lost connection's cause is what the server said), written
+ * into buf as five characters and a NUL.  Returns buf, or NULL when no
+ * failure of the chain has a code made by deferred_pg_sqlstate().
+ */
+DEFERRED_EXPORT const char *deferred_pg_failure_sqlstate(const deferred_failure_t *f,
+                                                         char buf[6]);
 
 #ifdef __cplusplus
 }
