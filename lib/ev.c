@@ -450,6 +450,7 @@ struct deferred_ev_remote {
     deferred__ev_mailbox_t *mb;
     deferred_t *d; /* a reference */
     deferred_value_t v;
+    deferred_value_t refused; /* a deferred given to callback: released here */
     int kind;
 };
 
@@ -465,6 +466,9 @@ static void remote_deliver(deferred__ev_msg_t *m)
         deferred_value_release(r->v); /* cancelled or fired meanwhile */
     else
         deferred_callback(d, r->v);
+    /* A deferred belongs to its own thread's loop: it is let go here, on
+     * the loop thread, like any value that crossed. */
+    deferred_value_release(r->refused);
     deferred_free(r);
     deferred_unref(d);
     deferred__ev_mailbox_done(mb);
@@ -474,7 +478,8 @@ deferred_ev_remote_t *deferred_ev_remote_new(struct ev_loop *loop, deferred_t *d
 {
     deferred_ev_remote_t *r;
 
-    if (!loop || !d) {
+    /* A remote fires d once: a multi-fire deferred has no single firing. */
+    if (!loop || !d || deferred_is_multi(d)) {
         errno = EINVAL;
         return NULL;
     }
@@ -494,20 +499,36 @@ deferred_ev_remote_t *deferred_ev_remote_new(struct ev_loop *loop, deferred_t *d
     r->msg.deliver = remote_deliver;
     r->d = deferred_ref(d);
     r->v = deferred_value_none();
+    r->refused = deferred_value_none();
     r->kind = REMOTE_VALUE;
     return r;
 }
 
 int deferred_ev_remote_callback(deferred_ev_remote_t *r, deferred_value_t v)
 {
+    int rc = 0;
+
     if (!r) {
         deferred_value_release(v);
         return -EINVAL;
     }
+    if (deferred_value_is_deferred(v)) {
+        /* A deferred cannot fire r's deferred (nor be touched on this
+         * thread): r's deferred fails instead, so that it still fires, and
+         * v is released on the loop thread.  The failure is the one
+         * allocation a remote may make; without memory it is the static
+         * ENOMEM failure. */
+        r->refused = v;
+        v = deferred_value_failure(deferred_failure_new_at(
+            NULL, 0, DEFERRED_DOMAIN_LIBRARY, EINVAL,
+            "deferred_ev_remote_callback: a remote fires with a value or a "
+            "failure, not a deferred"));
+        rc = -EINVAL;
+    }
     r->v = v;
     r->kind = REMOTE_VALUE;
     deferred__ev_mailbox_post(r->mb, &r->msg);
-    return 0;
+    return rc;
 }
 
 int deferred_ev_remote_errback(deferred_ev_remote_t *r, deferred_failure_t *f)

@@ -1330,11 +1330,80 @@ START_TEST(test_oom_lines)
 }
 END_TEST
 
+/* ---- contracts at the edges (issue 12) ------------------------------------ */
+
+/* Item 3 waits on a timer whose deferred only the map holds. */
+static deferred_value_t map_later(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    if (deferred_value_int(v) == 3)
+        return deferred_value_deferred(deferred_ev_later(loop, 0.05));
+    return v;
+}
+
+START_TEST(test_map_holds_timer_deferred)
+{
+    deferred_value_t items[5];
+    deferred_process_t *p = deferred_process_new(0);
+    deferred_array_t *a;
+    deferred_t *d;
+    int i;
+
+    for (i = 0; i < 5; i++)
+        items[i] = deferred_value_of_int(i + 1);
+    ck_assert_int_eq(deferred_process_add(p, deferred_stage_array(items, 5)), 0);
+    ck_assert_int_eq(deferred_process_add(p, deferred_stage_map("later", map_later, NULL)), 0);
+    ck_assert_int_eq(deferred_process_add(p, deferred_stage_collect()), 0);
+    d = deferred_process_run(p);
+    deferred_process_unref(p);
+    ck_assert(!deferred_has_fired(d));
+    /* The timer keeps the loop running until the process is done. */
+    ev_run(loop, 0);
+    ck_assert(deferred_has_fired(d));
+    a = deferred_value_get_array(deferred_result(d));
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_eq(deferred_array_size(a), 5);
+    ck_assert(deferred_value_is_none(deferred_array_get(a, 2))); /* the timer's value */
+    ck_assert_int_eq(deferred_value_int(deferred_array_get(a, 3)), 4);
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_remote_refuses_deferreds_and_multi)
+{
+    deferred_t *d = deferred_new(), *m = deferred_new_multi();
+    deferred_ev_remote_t *r;
+
+    /* A deferred value: a clear error, and the target still fires. */
+    r = deferred_ev_remote_new(loop, d);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(deferred_ev_remote_callback(r, deferred_value_deferred(deferred_new())),
+                     -EINVAL);
+    ev_run(loop, 0);
+    ck_assert(deferred_has_fired(d));
+    ck_assert(deferred_failure_is(deferred_value_get_failure(deferred_result(d)),
+                                  DEFERRED_DOMAIN_LIBRARY, EINVAL));
+    deferred_unref(d);
+
+    /* A multi-fire deferred has no single firing. */
+    errno = 0;
+    ck_assert_ptr_null(deferred_ev_remote_new(loop, m));
+    ck_assert_int_eq(errno, EINVAL);
+    deferred_unref(m);
+}
+END_TEST
+
 static Suite *ev_suite(void)
 {
     Suite *s = suite_create("ev");
     TCase *tc = tcase_create("ev");
     TCase *stress = tcase_create("stress");
+    TCase *tcc = tcase_create("contracts");
+
+    tcase_add_checked_fixture(tcc, setup, teardown);
+    tcase_add_test(tcc, test_map_holds_timer_deferred);
+    tcase_add_test(tcc, test_remote_refuses_deferreds_and_multi);
+    suite_add_tcase(s, tcc);
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);

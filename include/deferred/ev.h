@@ -175,7 +175,8 @@ DEFERRED_EXPORT uint64_t deferred_ev_lines_count(const deferred_stage_t *st);
 typedef struct deferred_ev_remote deferred_ev_remote_t;
 
 /* A remote handle for d (a reference is taken) on loop.  NULL on
- * allocation failure or NULL loop or d (errno ENOMEM or EINVAL). */
+ * allocation failure (errno ENOMEM), or NULL loop or d or a multi-fire d
+ * (errno EINVAL: a remote fires its deferred once). */
 DEFERRED_EXPORT deferred_ev_remote_t *deferred_ev_remote_new(struct ev_loop *loop,
                                                              deferred_t *d);
 
@@ -183,7 +184,10 @@ DEFERRED_EXPORT deferred_ev_remote_t *deferred_ev_remote_new(struct ev_loop *loo
  * From any thread: fire r's deferred with v (taken) / fail it with f
  * (taken; NULL f is taken as an EINVAL failure) on the loop thread, soon
  * after (never before this returns when called on the loop thread).
- * Consumes r.  Returns 0, or -EINVAL for NULL r (v or f released).
+ * Consumes r.  Returns 0, or -EINVAL for NULL r (v or f released), or
+ * -EINVAL when v is a deferred: r is consumed all the same, its deferred
+ * then fails with EINVAL (so it still fires), and v is released on the
+ * loop thread.
  */
 DEFERRED_EXPORT int deferred_ev_remote_callback(deferred_ev_remote_t *r,
                                                 deferred_value_t v);
