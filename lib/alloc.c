@@ -94,3 +94,8 @@ const char *deferred_version(void)
 {
     return DEFERRED_VERSION_STRING;
 }
+
+unsigned long deferred_version_number(void)
+{
+    return DEFERRED_VERSION_NUMBER;
+}

@@ -38,7 +38,10 @@ enum {
     F_CANCELLED = 1u << 2, /* cancel began: the canceller has run */
     F_SUPPRESS = 1u << 3,  /* swallow one later fire (cancel, no canceller) */
     F_MULTI = 1u << 4,     /* multi-fire: entries are kept, one run per row */
-    F_ROW = 1u << 5        /* multi-fire: a row is in flight in the chain */
+    F_ROW = 1u << 5,       /* multi-fire: a row is in flight in the chain */
+    F_LATER_RUN = 1u << 6, /* queued to run once the nesting unwinds */
+    F_LATER_CANCEL = 1u << 7, /* queued to be cancelled likewise */
+    F_VISIT = 1u << 8      /* seen by the cycle check under way */
 };
 
 /* The state of a multi-fire deferred.  Queued rows wait in a ring. */
@@ -75,9 +78,11 @@ struct deferred {
     uint32_t pos;    /* next entry to run */
     uint32_t n;      /* entries in use */
     uint32_t cap;    /* entries that fit in links */
+    uint32_t waiters; /* continue entries of other deferreds in this chain */
+    uint32_t wait_idx; /* while waiting: where its continue entry sits */
     deferred_value_t result;
     deferred_t *chained_to; /* the deferred this one waits on (a reference) */
-    deferred_t *next;       /* runner stack or free list */
+    deferred_t *next;       /* runner stack, later queue or free list */
     struct link *links;
     uint8_t *kinds;
     deferred_canceller_fn canceller;

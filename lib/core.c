@@ -18,6 +18,25 @@
  * for the same reason: the last deferred_unref() queues deferreds on a
  * per-thread list and frees them in a loop, whatever releases they
  * trigger.
+ *
+ * Two rules keep weak pointers and nesting safe.
+ *
+ * A deferred whose count reached zero is dying: it may wait on free_list
+ * while other frees run, and until its canceller's destroy function has run
+ * a combinator (or an inner deferred's continue entry) may still point at
+ * it.  A dying deferred is inert: firing it releases the value, cancelling,
+ * running or referencing it does nothing, and a continue entry that reaches
+ * it is dead.  So nothing can bring its count back from zero and queue it
+ * a second time.
+ *
+ * Callbacks that fire, cancel or unpause other deferreds start runners of
+ * their own, nested in C.  Past NEST_MAX nested runners on a thread, the
+ * work is queued instead (the "later" queue) and the runner at depth
+ * NEST_MAX does it as soon as the callback that asked for it returns.  So
+ * a chain of chain_to() links, a lock handed from waiter to waiter, or a
+ * gather of a gather of a million levels run in bounded stack, and only a
+ * callback that many levels deep sees its fire take effect after it
+ * returns rather than before.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +72,15 @@ static void *report_arg;
 /* Deferreds whose last reference went while another was being freed. */
 static THREAD_LOCAL deferred_t *free_list;
 static THREAD_LOCAL bool freeing;
+
+/* Runners and cancels nested on this thread, and the work queued past
+ * NEST_MAX of them (see the file comment). */
+#ifndef DEFERRED_NEST_MAX
+#define DEFERRED_NEST_MAX 32
+#endif
+#define NEST_MAX DEFERRED_NEST_MAX
+static THREAD_LOCAL unsigned nest;
+static THREAD_LOCAL deferred_t *later_head, *later_tail;
 
 #if defined(__GNUC__)
 __attribute__((constructor)) static void read_environment(void)
@@ -166,6 +194,8 @@ deferred_t *deferred_new_at(const char *file, int line,
     d->pos = 0;
     d->n = 0;
     d->cap = DEFERRED_INLINE_LINKS;
+    d->waiters = 0;
+    d->wait_idx = 0;
     d->result.ptr = NULL;
     d->result.release = NULL;
     d->chained_to = NULL;
@@ -209,24 +239,34 @@ int deferred__set_inputs(deferred_t *d, deferred__inputs_fn fn, void *arg)
 
 deferred_t *deferred_ref(deferred_t *d)
 {
-    if (d)
+    if (d && d->refs) /* a dying deferred stays dying */
         d->refs++;
     return d;
 }
 
+static inline bool is_continue(const deferred_t *inner, uint32_t i,
+                               const deferred_t *outer)
+{
+    return inner->kinds[i] == LINK_BOTH && inner->links[i].fn == continue_fn &&
+           inner->links[i].arg == outer;
+}
+
 /* Stop d waiting on the deferred it is chained to: turn d's continue entry
- * in that deferred's chain into a dead one, and drop d's reference. */
+ * in that deferred's chain into a dead one (found where d recorded it, so
+ * freeing many waiters of one deferred is linear), and drop d's
+ * reference. */
 static void unchain(deferred_t *d)
 {
     deferred_t *inner = d->chained_to;
-    uint32_t i;
+    uint32_t i = d->wait_idx;
 
     d->chained_to = NULL;
-    for (i = inner->pos; i < inner->n; i++) {
-        if (inner->links[i].fn == continue_fn && inner->links[i].arg == d) {
-            inner->kinds[i] = LINK_DEAD;
-            break;
-        }
+    if (!(i >= inner->pos && i < inner->n && is_continue(inner, i, d)))
+        for (i = inner->pos; i < inner->n && !is_continue(inner, i, d); i++)
+            ;
+    if (i < inner->n) {
+        inner->kinds[i] = LINK_DEAD;
+        inner->waiters--;
     }
     deferred_unref(inner);
 }
@@ -260,7 +300,7 @@ static void free_deferred(deferred_t *d)
 
 void deferred_unref(deferred_t *d)
 {
-    if (!d || --d->refs)
+    if (!d || !d->refs || --d->refs)
         return;
     if (freeing) {
         d->next = free_list;
@@ -290,8 +330,14 @@ static int reserve(deferred_t *d, uint32_t need)
         return 0;
     /* Safe while d runs: the runner holds no index across a callback. */
     if (d->pos > 0 && live + need <= d->cap && !(d->flags & F_MULTI)) {
+        uint32_t i;
+
         memmove(d->links, d->links + d->pos, live * sizeof(*d->links));
         memmove(d->kinds, d->kinds + d->pos, live);
+        /* The outers waiting here find their continue entries moved. */
+        for (i = 0; d->waiters && i < live; i++)
+            if (d->kinds[i] == LINK_BOTH && d->links[i].fn == continue_fn)
+                ((deferred_t *)d->links[i].arg)->wait_idx -= d->pos;
         d->pos = 0;
         d->n = live;
         return 0;
@@ -345,10 +391,71 @@ static inline void consumed(const deferred_t *d, uint8_t kind, struct link l)
 
 static bool chain_on(deferred_t *cur, deferred_t *inner);
 
+/* ---- nesting ----------------------------------------------------------- */
+
+static void run_stack(deferred_t *d);
+static void cancel_now(deferred_t *d, const char *file, int line);
+
+/* Queue d for what (F_LATER_RUN, F_LATER_CANCEL), holding a reference. */
+static void later(deferred_t *d, uint32_t what)
+{
+    if (!(d->flags & (F_LATER_RUN | F_LATER_CANCEL))) {
+        d->refs++;
+        d->next = NULL;
+        if (later_tail)
+            later_tail->next = d;
+        else
+            later_head = d;
+        later_tail = d;
+    }
+    d->flags |= what;
+}
+
+/* Do the queued work, in order, one level deeper than the runner at
+ * NEST_MAX that calls it: what that work queues in turn is done by this
+ * same loop. */
+static DEFERRED_NOINLINE void drain(void)
+{
+    deferred_t *d;
+
+    while ((d = later_head)) {
+        uint32_t what = d->flags & (F_LATER_RUN | F_LATER_CANCEL);
+
+        later_head = d->next;
+        if (!later_head)
+            later_tail = NULL;
+        d->next = NULL;
+        d->flags &= ~(F_LATER_RUN | F_LATER_CANCEL);
+        nest++;
+        if (what & F_LATER_CANCEL)
+            cancel_now(d, NULL, 0);
+        if ((what & F_LATER_RUN) && !(d->flags & F_RUNNING))
+            run_stack(d);
+        nest--;
+        deferred_unref(d);
+    }
+}
+
+/* After user code returned in a frame: the runner at NEST_MAX does what
+ * was queued meanwhile. */
+static inline void drain_if_due(void)
+{
+    if (DEFERRED_UNLIKELY(nest == NEST_MAX) && later_head)
+        drain();
+}
+
+/* Leave a frame entered with nest++: nothing queued may outlive it. */
+static inline void leave(void)
+{
+    drain_if_due();
+    nest--;
+}
+
 /*
  * A pair added to a deferred that has its result, is idle and has nothing
  * pending runs at once: this is that one step of the runner, without
- * storing the pair.  Entries the callback adds on the way, or a deferred it
+ * storing the pair.  It is no runner frame of its own (it runs one callback
+ * inside its caller's frame), so it does not count in nest.  Entries the callback adds on the way, or a deferred it
  * returns, go to the runner afterwards, as they would have.
  */
 static void run_one(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
@@ -391,7 +498,7 @@ static int append_slow(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1
     uint32_t need = (kind1 & LINK_KIND) == LINK_PAIR_CB ? 2 : 1;
 
     if (idle_with_result(d) && d->pos == d->n && fn1 != continue_fn &&
-        !(d->flags & (F_RUNNING | F_MULTI))) {
+        !(d->flags & (F_RUNNING | F_MULTI | F_LATER_RUN)) && d->refs) {
         run_one(d, fn1, arg1, kind1, fn2, arg2);
         return 0;
     }
@@ -546,6 +653,13 @@ static deferred_value_t chain_to_fn(deferred_value_t v, void *arg)
 {
     deferred_t *target = arg;
 
+    if (deferred_has_fired(target) && !(target->flags & F_SUPPRESS)) {
+        /* Twisted raises AlreadyCalledError into the chain: so do we. */
+        deferred_value_release(v);
+        return deferred_value_failure(deferred_failure_new_at(
+            NULL, 0, DEFERRED_DOMAIN_LIBRARY, EALREADY,
+            "deferred_chain_to: the target deferred had already fired"));
+    }
     if (deferred_value_is_failure(v))
         deferred_errback(target, deferred_value_take_failure(v));
     else
@@ -558,10 +672,104 @@ static void unref_destroy(void *arg)
     deferred_unref(arg);
 }
 
+/* ---- the cycle check --------------------------------------------------- */
+
+/* A walk over what deferreds hold: visited ones are flagged F_VISIT and
+ * listed in seen, which is also the queue of the walk. */
+struct walk {
+    deferred_t **seen;
+    size_t n, cap;
+    deferred_t *want;
+    deferred_t *first[32];
+    bool found, nomem;
+};
+
+static void walk_visit(deferred_t *d, void *ctx)
+{
+    struct walk *w = ctx;
+
+    if (!d || (d->flags & F_VISIT) || w->found || w->nomem)
+        return;
+    if (d == w->want) {
+        w->found = true;
+        return;
+    }
+    if (w->n == w->cap) {
+        size_t cap = w->cap * 2;
+        deferred_t **seen;
+
+        if (cap > SIZE_MAX / sizeof(*seen)) {
+            w->nomem = true;
+            return;
+        }
+        seen = deferred__malloc(cap * sizeof(*seen));
+        if (!seen) {
+            w->nomem = true;
+            return;
+        }
+        memcpy(seen, w->seen, w->n * sizeof(*seen));
+        if (w->seen != w->first)
+            deferred__free(w->seen);
+        w->seen = seen;
+        w->cap = cap;
+    }
+    d->flags |= F_VISIT;
+    w->seen[w->n++] = d;
+}
+
+/*
+ * Whether from holds want, directly or through others: what a deferred
+ * waits on, a combinator's inputs, a stream's end and, with targets, the
+ * deferreds its pending chain_to() entries will fire.  1 when it does, 0
+ * when not, -ENOMEM.  Iterative, linear in what it visits.
+ */
+static int holds(deferred_t *from, deferred_t *want, bool targets)
+{
+    struct walk w;
+    size_t k;
+
+    w.seen = w.first;
+    w.n = 0;
+    w.cap = sizeof(w.first) / sizeof(w.first[0]);
+    w.want = want;
+    w.found = w.nomem = false;
+    walk_visit(from, &w);
+    for (k = 0; k < w.n && !w.found && !w.nomem; k++) {
+        deferred_t *d = w.seen[k];
+        struct deferred_ext *x = d->ext;
+        uint32_t i;
+
+        walk_visit(d->chained_to, &w);
+        if (x && x->multi)
+            walk_visit(x->multi->end, &w);
+        if (x && x->inputs)
+            x->inputs(x->inputs_arg, walk_visit, &w);
+        if (!targets)
+            continue;
+        for (i = (d->flags & F_MULTI) ? 0 : d->pos; i < d->n; i++) {
+            struct full_arg *fa = d->links[i].arg;
+
+            if ((d->kinds[i] & LINK_FULL) && fa->cb == chain_to_fn)
+                walk_visit(fa->cb_arg, &w);
+        }
+    }
+    for (k = 0; k < w.n; k++)
+        w.seen[k]->flags &= ~F_VISIT;
+    if (w.seen != w.first)
+        deferred__free(w.seen);
+    return w.found ? 1 : w.nomem ? -ENOMEM : 0;
+}
+
 int deferred_chain_to(deferred_t *d, deferred_t *target)
 {
-    if (!d || !target || d == target)
+    int rc;
+
+    if (!d || !target || d == target || !d->refs || !target->refs)
         return -EINVAL;
+    /* d will hold target: refuse a cycle that nothing could free. */
+    rc = holds(target, d, true);
+    if (rc != 0)
+        return rc > 0 ? -EDEADLK : rc;
     return deferred_add_both_full(d, chain_to_fn, deferred_ref(target),
                                   unref_destroy);
 }
@@ -573,11 +781,24 @@ int deferred_chain_to(deferred_t *d, deferred_t *target)
  */
 static bool chain_on(deferred_t *cur, deferred_t *inner)
 {
+    int rc;
+
     if (DEFERRED_UNLIKELY(inner == cur)) {
         deferred_unref(inner);
         cur->result = deferred_value_failure(deferred_failure_new(
             DEFERRED_DOMAIN_LIBRARY, EDEADLK,
             "a callback returned the deferred it was called from"));
+        return false;
+    }
+    /* cur would wait on inner: a deadlock when inner waits on cur, which
+     * needs something to wait on cur, or inner to be a combinator's. */
+    if (DEFERRED_UNLIKELY(cur->waiters || (inner->ext && inner->ext->inputs)) &&
+        (rc = holds(inner, cur, false)) != 0) {
+        deferred_unref(inner);
+        cur->result = deferred_value_failure(deferred_failure_new(
+            DEFERRED_DOMAIN_LIBRARY, rc > 0 ? EDEADLK : ENOMEM,
+            rc > 0 ? "a callback returned a deferred that waits on the one it was called from"
+                   : "out of memory while chaining deferreds"));
         return false;
     }
     if (DEFERRED_UNLIKELY(inner->flags & F_MULTI)) {
@@ -587,7 +808,7 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
         deferred_unref(inner);
         inner = end;
     }
-    if (idle_with_result(inner) && !(inner->flags & F_RUNNING)) {
+    if (idle_with_result(inner) && !(inner->flags & (F_RUNNING | F_LATER_RUN))) {
         /* inner's chain has run to its end: its result moves to cur and
          * inner keeps the empty value. */
         cur->result = inner->result;
@@ -603,6 +824,8 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
         return false;
     }
     cur->chained_to = inner;
+    cur->wait_idx = inner->n - 1;
+    inner->waiters++;
     return true;
 }
 
@@ -630,10 +853,21 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
  */
 static void run(deferred_t *d)
 {
+    if (d->flags & (F_RUNNING | F_LATER_RUN) || !d->refs)
+        return; /* the runner that has it will see the new work; or dying */
+    if (DEFERRED_UNLIKELY(nest >= NEST_MAX)) {
+        later(d, F_LATER_RUN);
+        return;
+    }
+    nest++;
+    run_stack(d);
+    leave();
+}
+
+static void run_stack(deferred_t *d)
+{
     deferred_t *stack;
 
-    if (d->flags & F_RUNNING)
-        return; /* the runner that has it will see the new work */
     d->refs++;
     d->flags |= F_RUNNING;
     d->next = NULL;
@@ -678,8 +912,12 @@ static void run(deferred_t *d)
                         l = cur->links[i + 1];
                     break;
                 case LINK_BOTH:
-                    if (l.fn == continue_fn)
+                    if (l.fn == continue_fn) {
+                        cur->waiters--;
+                        if (DEFERRED_UNLIKELY(!((deferred_t *)l.arg)->refs))
+                            continue; /* a dying outer: a dead entry */
                         outer = l.arg;
+                    }
                     break;
                 default: /* LINK_DEAD, or the second half of a pair */
                     continue;
@@ -697,6 +935,7 @@ static void run(deferred_t *d)
             r = cur->result;
             cur->result = deferred_value_none();
             r = l.fn(r, l.arg);
+            drain_if_due();
             consumed(cur, kind, l);
             if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred)) {
                 if (chain_on(cur, r.ptr)) {
@@ -709,7 +948,7 @@ static void run(deferred_t *d)
             }
         }
 
-        if (outer && !(outer->flags & F_RUNNING)) {
+        if (outer && !(outer->flags & (F_RUNNING | F_LATER_RUN))) {
             outer->refs++;
             outer->flags |= F_RUNNING;
             outer->next = stack;
@@ -717,7 +956,7 @@ static void run(deferred_t *d)
             continue;
         }
         if (outer)
-            continue; /* already on the stack below: resume it there */
+            continue; /* on the stack below, or queued: it resumes there */
         if (DEFERRED_UNLIKELY(cur->flags & F_MULTI)) {
             if (deferred__multi_step(cur))
                 continue; /* the next row is loaded: run it */
@@ -750,6 +989,11 @@ static void report_already_fired(deferred_t *d, const char *file, int line)
 
 static int fire(deferred_t *d, deferred_value_t v, const char *file, int line)
 {
+    if (DEFERRED_UNLIKELY(!d->refs)) {
+        /* Dying, reached through a weak pointer: nobody can see a result. */
+        deferred_value_release(v);
+        return 0;
+    }
     if (DEFERRED_UNLIKELY(d->flags & F_MULTI))
         return deferred_finish(d, v);
     if (DEFERRED_UNLIKELY(d->flags & F_CALLED)) {
@@ -840,18 +1084,21 @@ bool deferred_is_paused(const deferred_t *d)
     return d && (d->paused || d->chained_to);
 }
 
-int deferred_cancel_at(deferred_t *d, const char *file, int line)
+/* The cancel itself, in a frame already counted in nest. */
+static void cancel_now(deferred_t *d, const char *file, int line)
 {
-    if (!d)
-        return -EINVAL;
-    if (DEFERRED_UNLIKELY(d->flags & F_MULTI))
-        return deferred__multi_cancel(d);
+    if (!d->refs)
+        return;
+    if (DEFERRED_UNLIKELY(d->flags & F_MULTI)) {
+        deferred__multi_cancel(d);
+        return;
+    }
     /* A fired deferred that waits passes the cancel to what it waits on,
      * down to the innermost: a loop, not a recursion. */
     while ((d->flags & F_CALLED) && d->chained_to)
         d = d->chained_to;
     if (d->flags & (F_CALLED | F_CANCELLED))
-        return 0;
+        return;
     d->flags |= F_CANCELLED;
     d->refs++;
     if (d->canceller)
@@ -863,6 +1110,22 @@ int deferred_cancel_at(deferred_t *d, const char *file, int line)
                     file, line, DEFERRED_DOMAIN_LIBRARY, ECANCELED, "deferred cancelled")),
              file, line);
     deferred_unref(d);
+}
+
+int deferred_cancel_at(deferred_t *d, const char *file, int line)
+{
+    if (!d)
+        return -EINVAL;
+    if (!d->refs)
+        return 0; /* dying: nothing left to cancel */
+    if (DEFERRED_UNLIKELY(nest >= NEST_MAX) && !(d->flags & F_RUNNING)) {
+        /* Too deep: cancel as soon as the callback that asked returns. */
+        later(d, F_LATER_CANCEL);
+        return 0;
+    }
+    nest++;
+    cancel_now(d, file, line);
+    leave();
     return 0;
 }
 

@@ -83,7 +83,20 @@ struct deferred_array {
     size_t n;
     size_t cap;
     deferred_value_t *items;
+    struct deferred_array *next; /* on the thread's list of arrays to free */
 };
+
+#if defined(__GNUC__)
+#define THREAD_LOCAL __thread __attribute__((tls_model("initial-exec")))
+#else
+#define THREAD_LOCAL _Thread_local
+#endif
+
+/* Arrays whose release came while another array was being freed: freed
+ * by that loop, so an array of an array of ... (a gather of gathers) is
+ * freed in constant stack. */
+static THREAD_LOCAL struct deferred_array *free_arrays;
+static THREAD_LOCAL bool freeing_arrays;
 
 deferred_array_t *deferred_array_new(size_t capacity)
 {
@@ -94,6 +107,7 @@ deferred_array_t *deferred_array_new(size_t capacity)
     a->n = 0;
     a->cap = capacity;
     a->items = NULL;
+    a->next = NULL;
     if (capacity > SIZE_MAX / sizeof(*a->items))
         goto out_free_array;
     if (capacity) {
@@ -114,10 +128,20 @@ void deferred_array_free(deferred_array_t *a)
 
     if (!a)
         return;
-    for (i = 0; i < a->n; i++)
-        deferred_value_release(a->items[i]);
-    deferred__free(a->items);
-    deferred__free(a);
+    if (freeing_arrays) {
+        a->next = free_arrays;
+        free_arrays = a;
+        return;
+    }
+    freeing_arrays = true;
+    for (; a; a = free_arrays) {
+        free_arrays = a->next;
+        for (i = 0; i < a->n; i++)
+            deferred_value_release(a->items[i]);
+        deferred__free(a->items);
+        deferred__free(a);
+    }
+    freeing_arrays = false;
 }
 
 static void array_release(void *ptr)

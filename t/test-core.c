@@ -1829,6 +1829,26 @@ START_TEST(test_library_codes)
 }
 END_TEST
 
+/* The numeric version, at compile time and at run time. */
+#if !DEFERRED_CHECK_VERSION(0, 1, 0) || DEFERRED_CHECK_VERSION(99, 0, 0)
+#error "DEFERRED_CHECK_VERSION is wrong"
+#endif
+START_TEST(test_version_number)
+{
+    char s[32];
+
+    ck_assert_uint_eq(deferred_version_number(), DEFERRED_VERSION_NUMBER);
+    snprintf(s, sizeof s, "%lu.%lu.%lu", deferred_version_number() >> 16,
+             (deferred_version_number() >> 8) & 0xff,
+             deferred_version_number() & 0xff);
+    ck_assert_str_eq(s, deferred_version());
+    ck_assert(DEFERRED_CHECK_VERSION(DEFERRED_VERSION_MAJOR, DEFERRED_VERSION_MINOR,
+                                     DEFERRED_VERSION_PATCH));
+    ck_assert(!DEFERRED_CHECK_VERSION(DEFERRED_VERSION_MAJOR, DEFERRED_VERSION_MINOR,
+                                      DEFERRED_VERSION_PATCH + 1));
+}
+END_TEST
+
 START_TEST(test_set_allocator_partial_einval)
 {
     deferred_failure_t *f;
@@ -1977,6 +1997,7 @@ static Suite *core_suite(void)
     tcase_add_test(rn, test_library_codes);
     tcase_add_test(rn, test_default_hook_one_line);
     tcase_add_test(rn, test_debug_cancel_site);
+    tcase_add_test(rn, test_version_number);
     tcase_add_test(rn, test_set_allocator_partial_einval);
 
     suite_add_tcase(s, tc);

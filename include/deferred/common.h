@@ -48,8 +48,24 @@ extern "C" {
 #define DEFERRED_VERSION_PATCH 0
 #define DEFERRED_VERSION_STRING "0.1.0"
 
+/* The version as one number, 0xMMmmpp (major, minor, patch, a byte each),
+ * for comparisons in the preprocessor: 0.1.0 is 0x000100. */
+#define DEFERRED_VERSION_NUMBER                                              \
+    ((DEFERRED_VERSION_MAJOR << 16) | (DEFERRED_VERSION_MINOR << 8) |        \
+     DEFERRED_VERSION_PATCH)
+
+/* True when the headers are at least version major.minor.patch:
+ * #if DEFERRED_CHECK_VERSION(0, 2, 0) ... #endif */
+#define DEFERRED_CHECK_VERSION(major, minor, patch)                          \
+    (DEFERRED_VERSION_NUMBER >= (((major) << 16) | ((minor) << 8) | (patch)))
+
 /* The version of the library actually linked, as "MAJOR.MINOR.PATCH". */
 DEFERRED_EXPORT const char *deferred_version(void);
+
+/* The version of the library actually linked, as DEFERRED_VERSION_NUMBER
+ * reads for its headers: a program built against newer headers than the
+ * library it runs with can tell. */
+DEFERRED_EXPORT unsigned long deferred_version_number(void);
 
 /*
  * Codes of the library's own failures, beyond the errno values it also uses
