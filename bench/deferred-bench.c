@@ -844,6 +844,188 @@ static int floor_gather_100k(size_t ops) { return floor_gather(ops, 100000, "gat
 static int floor_gather_1m(size_t ops) { return floor_gather(ops, 1000000, "gather-1m floor"); }
 
 /* ------------------------------------------------------------------ */
+/* merge: rows of K multi-fire inputs merged into one stream            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * One operation is one row.  K multi-fire inputs (made, merged, ended and
+ * freed in every run, so their cost is spread over the rows) emit rows
+ * 0 .. ops - 1 round robin (row r from input r % K).  The stream's chain
+ * sums the rows, synchronously (merge-K) or through an asynchronous step
+ * (merge-async-K): a callback that returns a pending deferred for each
+ * row, which the driver fires right after the emit.  While that deferred
+ * is pending the stream holds rows back, so the merge applies its
+ * backpressure once per row.  The sum is checked.
+ */
+static deferred_t *merge_gate;
+
+static deferred_value_t merge_async_step(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    deferred_value_release(v); /* the driver fires the gate with the row */
+    merge_gate = deferred_new();
+    if (!merge_gate)
+        return deferred_value_failure(NULL);
+    return deferred_value_deferred(deferred_ref(merge_gate));
+}
+
+static int run_merge(size_t ops, size_t k, bool async, const char *name)
+{
+    deferred_t **in, *m, *end = NULL;
+    int64_t sum = 0;
+    int rc = -1;
+    size_t i;
+
+    if (k > ops)
+        k = ops ? ops : 1;
+    in = malloc(k * sizeof *in);
+    if (!in)
+        return wrong(name, "malloc failed");
+    for (i = 0; i < k; i++) {
+        in[i] = deferred_new_multi();
+        if (!in[i]) {
+            while (i-- > 0)
+                deferred_unref(in[i]);
+            free(in);
+            return wrong(name, "deferred_new_multi() gave NULL");
+        }
+    }
+    m = deferred_merge(in, k);
+    if (!m) {
+        wrong(name, "deferred_merge() gave NULL");
+        goto out_inputs;
+    }
+    end = deferred_end(m);
+    if ((async && deferred_add_callback(m, merge_async_step, NULL) != 0) ||
+        deferred_add_callback(m, row_sum, &sum) != 0 || deferred_unpause(m) != 0) {
+        wrong(name, "could not set up the stream");
+        goto out_unref;
+    }
+    for (size_t r = 0; r < ops; r++) {
+        if (deferred_emit(in[r % k], deferred_value_of_int((intptr_t)r)) != 0) {
+            wrong(name, "deferred_emit() failed on row %zu", r);
+            goto out_unref;
+        }
+        if (async) {
+            deferred_t *g = merge_gate;
+
+            merge_gate = NULL;
+            if (!g) {
+                wrong(name, "row %zu did not reach the asynchronous step", r);
+                goto out_unref;
+            }
+            deferred_callback(g, deferred_value_of_int((intptr_t)r));
+            deferred_unref(g);
+        }
+    }
+    for (i = 0; i < k; i++)
+        deferred_finish(in[i], deferred_value_none());
+    if (!deferred_has_result(end) ||
+        sum != (int64_t)ops * ((int64_t)ops - 1) / 2) {
+        wrong(name, "sum %lld, expected %lld (ended: %d)", (long long)sum,
+              (long long)ops * ((long long)ops - 1) / 2, (int)deferred_has_result(end));
+        goto out_unref;
+    }
+    rc = 0;
+out_unref:
+    deferred_unref(end);
+    deferred_unref(m);
+out_inputs:
+    for (i = 0; i < k; i++)
+        deferred_unref(in[i]);
+    free(in);
+    return rc;
+}
+
+/*
+ * The floor: K sources, each a malloc'd struct holding the consumer's
+ * function pointer (from a volatile table) and where it sums; a row is
+ * one indirect call.  With the asynchronous step, a row also makes a
+ * pending completion (a malloc'd struct with its callback), which the
+ * driver completes (an indirect call) and frees.
+ */
+struct floor_msource;
+typedef void (*floor_mrow_fn)(struct floor_msource *s, intptr_t v);
+
+struct floor_msource {
+    floor_mrow_fn row;
+    int64_t *sum;
+};
+
+struct floor_mpending {
+    floor_mrow_fn done;
+    struct floor_msource *src;
+    intptr_t v;
+};
+
+static BENCH_NOINLINE void floor_merge_row(struct floor_msource *s, intptr_t v)
+{
+    *s->sum += v;
+}
+
+static floor_mrow_fn volatile floor_merge_rows = floor_merge_row;
+
+static int floor_merge(size_t ops, size_t k, bool async, const char *name)
+{
+    struct floor_msource **src;
+    int64_t sum = 0;
+    size_t i;
+
+    if (k > ops)
+        k = ops ? ops : 1;
+    src = malloc(k * sizeof *src);
+    if (!src)
+        return wrong(name, "malloc failed");
+    for (i = 0; i < k; i++) {
+        src[i] = malloc(sizeof *src[i]);
+        if (!src[i]) {
+            while (i-- > 0)
+                free(src[i]);
+            free(src);
+            return wrong(name, "malloc failed");
+        }
+        src[i]->row = floor_merge_rows;
+        src[i]->sum = &sum;
+        BENCH_ESCAPE(src[i]);
+    }
+    for (size_t r = 0; r < ops; r++) {
+        struct floor_msource *s = src[r % k];
+
+        if (async) {
+            struct floor_mpending *p = malloc(sizeof *p);
+
+            if (!p)
+                return wrong(name, "malloc failed");
+            p->done = floor_merge_rows;
+            p->src = s;
+            p->v = (intptr_t)r;
+            BENCH_ESCAPE(p);
+            p->done(p->src, p->v);
+            free(p);
+        } else {
+            s->row(s, (intptr_t)r);
+        }
+    }
+    for (i = 0; i < k; i++)
+        free(src[i]);
+    free(src);
+    if (sum != (int64_t)ops * ((int64_t)ops - 1) / 2)
+        return wrong(name, "floor summed %lld", (long long)sum);
+    return 0;
+}
+
+static int run_merge_2(size_t ops) { return run_merge(ops, 2, false, "merge-2"); }
+static int run_merge_10k(size_t ops) { return run_merge(ops, 10000, false, "merge-10k"); }
+static int run_merge_async_2(size_t ops) { return run_merge(ops, 2, true, "merge-async-2"); }
+static int run_merge_async_100(size_t ops) { return run_merge(ops, 100, true, "merge-async-100"); }
+static int run_merge_async_10k(size_t ops) { return run_merge(ops, 10000, true, "merge-async-10k"); }
+static int floor_merge_2(size_t ops) { return floor_merge(ops, 2, false, "merge-2 floor"); }
+static int floor_merge_10k(size_t ops) { return floor_merge(ops, 10000, false, "merge-10k floor"); }
+static int floor_merge_async_2(size_t ops) { return floor_merge(ops, 2, true, "merge-async-2 floor"); }
+static int floor_merge_async_100(size_t ops) { return floor_merge(ops, 100, true, "merge-async-100 floor"); }
+static int floor_merge_async_10k(size_t ops) { return floor_merge(ops, 10000, true, "merge-async-10k floor"); }
+
+/* ------------------------------------------------------------------ */
 /* chain-deep: 1,000,000 chained deferreds                             */
 /* ------------------------------------------------------------------ */
 
@@ -1440,6 +1622,19 @@ static const workload_t workloads[] = {
      "elem", NULL},
     {"gather-1m", run_gather_1m, floor_gather_1m, 3.0, 2000000, 20000, 0, "elem",
      NULL},
+    {"merge-2", run_merge_2, floor_merge_2, 0.0, 1000000, 20000, 0, "row",
+     "merge-K: K multi-fire inputs merged, rows emitted round robin, the stream "
+     "sums them; merge-async-K: the same with an asynchronous step per row (a "
+     "callback returning a pending deferred, fired by the driver), so the stream "
+     "holds rows back once per row; floor: K malloc'd sources, one indirect call "
+     "per row (async: plus a malloc'd completion called and freed)"},
+    {"merge-10k", run_merge_10k, floor_merge_10k, 0.0, 1000000, 20000, 0, "row", NULL},
+    {"merge-async-2", run_merge_async_2, floor_merge_async_2, 0.0, 1000000, 20000, 0,
+     "row", NULL},
+    {"merge-async-100", run_merge_async_100, floor_merge_async_100, 0.0, 1000000, 20000,
+     0, "row", NULL},
+    {"merge-async-10k", run_merge_async_10k, floor_merge_async_10k, 0.0, 1000000, 20000,
+     0, "row", NULL},
     {"chain-deep", run_chain_deep, NULL, 0.0, 1000000, 100000, 3, "link",
      "chain-deep: ns and allocations per link; each link's callback returns "
      "the next deferred, the innermost fires last; run on a 512 KiB stack"},

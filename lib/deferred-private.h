@@ -59,6 +59,11 @@ typedef void (*deferred__inputs_fn)(void *arg, deferred__visit_fn visit,
 DEFERRED_HIDDEN int deferred__set_inputs(deferred_t *d, deferred__inputs_fn fn,
                                          void *arg);
 
+/* Make the empty array a hold n empty values (n at most its capacity) and
+ * return them, for a combinator that fills them by index (gather.c);
+ * NULL when a is not empty or n exceeds its capacity (value.c). */
+DEFERRED_HIDDEN deferred_value_t *deferred__array_fill(deferred_array_t *a, size_t n);
+
 /* Report through the hook (core.c). */
 DEFERRED_HIDDEN void deferred__report(deferred_report_t kind,
                                       const deferred_failure_t *f);

@@ -191,7 +191,8 @@ void deferred__fanin_cancel_inputs(struct fanin *f)
 
 /* ---- the pair ---------------------------------------------------------- */
 
-/* The pair every slot gets (both halves): its input's result arrived. */
+/* The pair every slot gets (both halves): its input's result arrived.
+ * The per-input path of every fan-in: kept short. */
 static deferred_value_t on_outcome(deferred_value_t v, void *arg)
 {
     struct fanin_slot *s = arg;
@@ -200,17 +201,19 @@ static deferred_value_t on_outcome(deferred_value_t v, void *arg)
     size_t i = (size_t)(s - f->slots);
 
     s->input = NULL;
-    if (held != FANIN_DETACHED)
+    if (DEFERRED_LIKELY(held != FANIN_DETACHED))
         f->pending--;
-    if (!f->aborted)
+    if (DEFERRED_LIKELY(!f->aborted))
         v = f->ops->outcome(f, i, v);
-    if (held != FANIN_DETACHED) {
+    if (DEFERRED_LIKELY(held != FANIN_DETACHED)) {
         if (f->ops->over)
             f->ops->over(f, i);
         deferred_unref(held); /* the input's runner holds its own */
     }
-    try_detach(f);
-    deferred__fanin_unref(f); /* the pair's reference */
+    if (DEFERRED_UNLIKELY(f->done))
+        try_detach(f);
+    if (--f->refs == 0) /* the pair's reference */
+        deferred__free(f);
     return v;
 }
 

@@ -6,8 +6,8 @@
  * the cancel loop and the letting go; this file says what an outcome does
  * in each mode.  The mode's part of the block:
  *  - gather and list: the array out fires with, made at build time with
- *    room for every input, and one value per input (its outcome, until
- *    the array is filled in one pass when the last one arrives);
+ *    one empty value per input; each outcome is stored at its index as it
+ *    arrives, so the last one fires out with the array as it is;
  *  - race: one failure per input (the group, if every input fails);
  *  - race, and a list with DEFERRED_FIRE_ON_SUCCESS: the indexed value,
  *    allocated at build time so that a win cannot fail.
@@ -27,7 +27,7 @@ struct combo {
     size_t failed;                 /* race: failures seen */
     deferred_array_t *array;       /* gather, list: until fired */
     deferred_indexed_t *indexed;   /* race, list on success: until fired */
-    deferred_value_t *values;      /* gather, list: one per input */
+    deferred_value_t *values;      /* gather, list: the array's elements */
     deferred_failure_t **failures; /* race: one per input */
 };
 
@@ -48,38 +48,28 @@ deferred_indexed_t *deferred_value_get_indexed(deferred_value_t v)
     return v.release == indexed_release ? v.ptr : NULL;
 }
 
-/* The collected outcomes moved into the array made at build time, in
- * input order (the array has room for all: no append can fail), as the
- * value out fires with. */
+/* The array of outcomes, every element in place, as the value out fires
+ * with. */
 static deferred_value_t take_array(struct fanin *f)
 {
     struct combo *c = COMBO(f);
     deferred_array_t *a = c->array;
-    deferred_value_t *v = c->values, *e = v + f->n;
 
     c->array = NULL;
-    for (; v < e; v++) {
-        deferred_array_append(a, *v);
-        *v = deferred_value_none();
-    }
+    c->values = NULL;
     return deferred_value_array(a);
 }
 
-/* Drop what was collected for a result that will never be delivered.
- * Values can be alive only while the array is (take_array() empties
- * them), so a delivered gather costs no pass here. */
+/* Drop what was collected for a result that will never be delivered. */
 static void drop_collected(struct fanin *f)
 {
     struct combo *c = COMBO(f);
     size_t i;
 
     if (c->array) {
-        deferred_array_free(c->array);
+        deferred_array_free(c->array); /* and the outcomes in it */
         c->array = NULL;
-        for (i = 0; i < f->n; i++) {
-            deferred_value_release(c->values[i]);
-            c->values[i] = deferred_value_none();
-        }
+        c->values = NULL;
     }
     if (c->indexed) {
         indexed_release(c->indexed);
@@ -236,8 +226,8 @@ static deferred_t *combine(enum mode mode, deferred_t *const *inputs, size_t n,
     }
 
     head = (sizeof(*c) + align - 1) / align * align;
-    per = mode == MODE_RACE ? sizeof(deferred_failure_t *) : sizeof(deferred_value_t);
-    if (n > (SIZE_MAX - head) / per)
+    per = mode == MODE_RACE ? sizeof(deferred_failure_t *) : 0;
+    if (per && n > (SIZE_MAX - head) / per)
         goto out_enomem;
     f = deferred__fanin_new(n, head + n * per, &combo_ops, true);
     if (!f)
@@ -249,11 +239,10 @@ static deferred_t *combine(enum mode mode, deferred_t *const *inputs, size_t n,
     if (mode == MODE_RACE) {
         c->failures = (deferred_failure_t **)(void *)((char *)c + head);
     } else {
-        c->values = (deferred_value_t *)(void *)((char *)c + head);
-        /* Zeroed by the engine: each already the empty value. */
         c->array = deferred_array_new(n);
         if (!c->array)
             goto out_free;
+        c->values = deferred__array_fill(c->array, n);
     }
     if (mode == MODE_RACE || (flags & DEFERRED_FIRE_ON_SUCCESS)) {
         c->indexed = deferred__malloc(sizeof(*c->indexed));

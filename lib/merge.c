@@ -136,14 +136,15 @@ static void merge_stop(struct fanin *f)
  * ENOMEM after the rows it holds, and the inputs are cancelled. */
 static void merge_fail_enomem(struct fanin *f)
 {
-    deferred_t *out = deferred_ref(f->out);
-
+    f->refs++;
     merge_stop(f);
-    if (out)
-        deferred_finish(out, deferred_value_failure(deferred_failure_new(
-                                 DEFERRED_DOMAIN_LIBRARY, ENOMEM,
-                                 "out of memory while merging a row")));
-    deferred_unref(out);
+    /* The weak pointer, read again: the cancels may have freed the
+     * stream (no reference is taken on it: it may be dying). */
+    if (f->out)
+        deferred_finish(f->out, deferred_value_failure(deferred_failure_new(
+                                    DEFERRED_DOMAIN_LIBRARY, ENOMEM,
+                                    "out of memory while merging a row")));
+    deferred__fanin_unref(f);
 }
 
 /* Emit v (taken) from input i as the stream's next row. */

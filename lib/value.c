@@ -149,6 +149,18 @@ static void array_release(void *ptr)
     deferred_array_free(ptr);
 }
 
+deferred_value_t *deferred__array_fill(deferred_array_t *a, size_t n)
+{
+    size_t i;
+
+    if (a->n != 0 || n > a->cap)
+        return NULL;
+    for (i = 0; i < n; i++)
+        a->items[i] = deferred_value_none();
+    a->n = n;
+    return a->items;
+}
+
 int deferred_array_append(deferred_array_t *a, deferred_value_t v)
 {
     if (!a) {

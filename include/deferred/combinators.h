@@ -27,33 +27,46 @@
  * its outcome is the stream's final value or failure, as when a callback
  * returns a multi-fire deferred.
  *
- * What each input's own chain sees after the pair (values move, failures
- * are shared):
+ * What each input's own chain sees after the pair (values and failures
+ * move):
  *  - a value is taken by the combinator, and the input's chain continues
  *    with the empty value, as an inner deferred's chain does after
  *    chaining.  A value the combinator drops (a race loser, a failed
  *    gather's other results, anything arriving after the combinator has
  *    fired or been freed) is released exactly once;
- *  - a failure is shared (failures are refcounted): the combinator holds a
- *    reference and the input's chain keeps the failure, so it is reported
- *    as unhandled if nothing handles it there (as in Twisted), unless
- *    DEFERRED_CONSUME_ERRORS is given: the input's chain then continues
- *    with the empty value (Twisted replaces the failure by None).
- *    deferred_race() always consumes: its inputs' chains continue with the
- *    empty value whatever their outcome.
+ *  - a failure moves the same way by default: the combinator takes it
+ *    (into its first-error, its array or its group, or drops it once it
+ *    has fired) and the input's chain continues with the empty value, so
+ *    a failure the combinator reports is not reported a second time as
+ *    unhandled on the input (Twisted's consumeErrors=True; the old flag
+ *    DEFERRED_CONSUME_ERRORS asks for it explicitly).  With
+ *    DEFERRED_KEEP_ERRORS (gather and list) a failure is shared instead, as
+ *    in Twisted by default: the combinator holds a reference and the
+ *    input's chain keeps the failure, which is reported as unhandled if
+ *    nothing handles it there.  deferred_race() and deferred_merge() always
+ *    move: their inputs' chains continue with the empty value whatever
+ *    their outcome.
  *
  * Firing.  The pairs run when the inputs fire, so the combinator's deferred
  * may fire before its constructor returns (when inputs had fired before it
  * was built, or when there are none); callbacks added to it afterwards run
  * at once, as on any fired deferred.  Inputs fired before the call are
- * seen in input order.
+ * seen in input order, as in Twisted: their pairs are appended once every
+ * other pair is in place, first to last, so an input listed twice is seen
+ * at its first index first (its later entries see what its chain went on
+ * with, the empty value by default).  An input that fired but is paused,
+ * or whose chain is running, is seen when its chain reaches the pair.
  *
  * Cancelling the combinator's deferred before it fires cancels each input
- * whose result it has not seen yet, once, in input order; the combinator
+ * whose result it has not seen yet exactly once, in input order, also when
+ * a canceller fires another input or cancels the combinator again (the
+ * loop goes on where it was); the combinator
  * then fires as the results of those cancels dictate (gather: a first-error
  * wrapping ECANCELED; list: every outcome, the cancelled ones ECANCELED;
  * race: a failure group).  Once it has fired, cancelling it does nothing
- * to the inputs.
+ * to the inputs.  With deferred_ev_add_timeout() (ev.h) on the combinator's
+ * deferred, the failure a timed-out cancel leaves becomes ETIMEDOUT, its
+ * cause the first-error or group above.
  *
  * Bad input and allocation failure.  The constructors return NULL and set
  * errno: EINVAL when inputs is NULL while n > 0, when an entry of inputs
@@ -116,7 +129,8 @@ DEFERRED_EXPORT deferred_indexed_t *deferred_value_get_indexed(deferred_value_t 
  * Gather: a new deferred (one reference, the caller's) that fires with a
  * deferred_array_t value holding every input's value in input order
  * (deferred_array_size() == n), once all have succeeded, whatever order
- * they fire in.
+ * they fire in.  The callbacks of the returned deferred may run before
+ * this returns (when every input had fired, or one had failed).
  *
  * Fail-fast: the first input to fail (in firing order; in input order for
  * inputs that had failed before the call) makes it fail at once with
@@ -126,7 +140,10 @@ DEFERRED_EXPORT deferred_indexed_t *deferred_value_get_indexed(deferred_value_t 
  * far, and any that arrive later, are released.  Inputs still pending are
  * not cancelled (as in Twisted).
  *
- * flags: 0 or DEFERRED_CONSUME_ERRORS (see the header comment).
+ * flags: 0 (failures move into the gather: the failure it reports is
+ * reported nowhere else), DEFERRED_CONSUME_ERRORS (the same, explicitly) or
+ * DEFERRED_KEEP_ERRORS (each failed input keeps its failure too, as in
+ * Twisted); see the header comment.  Both at once is EINVAL.
  *
  * No inputs (n == 0, inputs may then be NULL): it fires at once with an
  * empty array value (size 0).
@@ -135,7 +152,10 @@ DEFERRED_EXPORT deferred_indexed_t *deferred_value_get_indexed(deferred_value_t 
  * with one slot per input, the array, and the deferred itself), none per
  * input when every input fires; each input's result costs O(1) (one
  * plain callback/errback pair per input, no scan), and the array is
- * filled in one pass when the last one arrives.
+ * filled in one pass when the last one arrives.  An input still pending
+ * when the gather is settled without it (it failed fast, or its deferred
+ * was freed first) costs one small pass-through entry in its chain, which
+ * lets the state go whether or not that input ever fires.
  */
 DEFERRED_EXPORT deferred_t *deferred_gather(deferred_t *const *inputs, size_t n,
                                             unsigned flags);
@@ -155,7 +175,13 @@ DEFERRED_EXPORT deferred_t *deferred_gather(deferred_t *const *inputs, size_t n,
  *  - DEFERRED_FIRE_ON_FAILURE: the first input to fail makes it fail at
  *    once with deferred_failure_first_error(index, that failure), as
  *    deferred_gather() does;
- *  - DEFERRED_CONSUME_ERRORS (see the header comment).
+ *  - DEFERRED_KEEP_ERRORS: each failed input's chain keeps its failure
+ *    after the pair (shared with the array or the first-error), as in
+ *    Twisted; without it the failure moves into the list (the default,
+ *    also asked by DEFERRED_CONSUME_ERRORS; not both).  See the header
+ *    comment.
+ *
+ * The callbacks of the returned deferred may run before this returns.
  *
  * No inputs: it fires at once with an empty array value, whatever the
  * flags (Twisted's DeferredList never fires when empty with
@@ -175,7 +201,12 @@ DEFERRED_EXPORT deferred_t *deferred_list(deferred_t *const *inputs, size_t n,
  * DEFERRED_EGROUP) holding each input's failure at its index.
  *
  * The inputs' chains continue with the empty value after the race's pair,
- * whatever their outcome (Twisted's race consumes every result too).
+ * whatever their outcome (Twisted's race consumes every result too): a
+ * loser's failure, the ECANCELED of its cancel included, is never
+ * reported as unhandled, and the late fire of a loser without a canceller
+ * is swallowed (core.h).  When an input had succeeded before the call,
+ * the race fires before this returns, and the others are cancelled once
+ * every pair is in place.
  *
  * No inputs: it fails at once with an empty failure group (code
  * DEFERRED_EGROUP, size 0): "every input failed" holds vacuously, and no
@@ -205,15 +236,22 @@ DEFERRED_EXPORT deferred_t *deferred_race(deferred_t *const *inputs, size_t n);
  *    every row has gone through its chain.
  *  - It is returned PAUSED (pause count 1), so that no row reaches it
  *    before its chain is in place: add the per-row callbacks, then call
- *    deferred_unpause() once.  Rows of inputs that fired before the call
- *    wait in their inputs until then, and are emitted in input order.
- *  - Backpressure: whenever the stream holds rows back (it is paused, or
- *    a row's callback waits on a deferred), every input that has not
- *    ended is paused with deferred_pause() (a multi-fire input then
- *    queues its rows and tells its own source, through its own flow hook,
- *    to stop); when the stream takes rows again they are unpaused, in
- *    input order.  The stream's flow hook (deferred_set_flow()) is the
- *    merge's: do not replace it.  The inputs' flow hooks are left alone.
+ *    deferred_unpause() once (rows may run before it returns).  Rows of
+ *    inputs that fired before the call wait in their inputs until then
+ *    (each is paused once, however often it is listed), and are emitted
+ *    in input order, after any row that reached the paused stream
+ *    meanwhile.
+ *  - Backpressure, at O(1) per row whatever the number of inputs:
+ *    whenever the stream holds rows back (it is paused, or a row's
+ *    callback waits on a deferred), a row an input delivers is queued in
+ *    the stream, and that input, if it is a multi-fire one that has not
+ *    ended, is then paused with deferred_pause() (it queues its next rows
+ *    and tells its own source, through its own flow hook, to stop).  The
+ *    other inputs are left alone.  When the stream takes rows again, its
+ *    queued rows go first, then the inputs it paused are unpaused, in the
+ *    order they were paused, until it holds rows back again.  The stream's
+ *    flow hook (deferred_set_flow()) is the merge's: do not replace it.
+ *    The inputs' flow hooks are left alone.
  *  - Cancelling the stream (deferred_cancel(), or cancelling its end)
  *    cancels every input that has not ended, once, in input order; their
  *    results are released and the stream ends with ECANCELED.  (As for
@@ -229,21 +267,24 @@ DEFERRED_EXPORT deferred_t *deferred_race(deferred_t *const *inputs, size_t n);
  * input, and to a multi-fire input one per-row pair and one pair on its
  * end; after them the input's chain continues with the empty value (the
  * merge takes every value and handles every failure, which is never
- * reported as unhandled on the input).  Holding the stream back pauses
- * the inputs' whole chains, the callbacks after the merge's pair too.
- * An input listed twice is merged twice: the second pair sees what the
- * first left, the empty value.
+ * reported as unhandled on the input).  An input held back is paused
+ * whole: the callbacks after the merge's pair wait too.  An input listed
+ * twice is merged twice: the second pair sees what the first left, the
+ * empty value (for one that fired before the call, right after the
+ * first).
  *
  * No inputs (n == 0; inputs may then be NULL): a stream that has ended
  * already, with the empty value (still returned with a pause count of 1,
  * which deferred_unpause() may lift or not: nothing is left to run).
  *
- * Allocation: one block of state for the whole call, the stream, and one
- * callback argument per pair (single-shot: one, multi-fire: two).  Rows
- * cost nothing while the stream is idle; while it holds rows back they
- * queue in the inputs.  A row the stream cannot queue (out of memory)
- * ends the stream with an ENOMEM failure after the rows it holds, and the
- * inputs are cancelled.
+ * Allocation: one block of state for the whole call and the stream; no
+ * allocation per input (plain pairs; an input still pending when the
+ * stream is over early costs one small pass-through entry in its chain).
+ * Rows cost nothing while the stream is idle; while it holds rows back,
+ * one row per held input waits in the stream's queue and the rest in the
+ * inputs.  A row the stream cannot queue (out of memory) ends the stream
+ * with an ENOMEM failure after the rows it holds, and the inputs are
+ * cancelled.
  *
  * NULL and errno: EINVAL (NULL inputs with n > 0, a NULL entry), ENOMEM;
  * the inputs are then as the header comment above says.
