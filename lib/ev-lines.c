@@ -65,8 +65,8 @@ static bool lines_finish(struct lines *l, deferred_value_t outcome)
 
 static bool lines_too_long(struct lines *l)
 {
-    return lines_finish(l, deferred_value_failure(deferred_failure_new(
-        DEFERRED_DOMAIN_LIBRARY, EMSGSIZE,
+    return lines_finish(l, deferred_value_failure(deferred_stage_failure(
+        l->self, DEFERRED_DOMAIN_LIBRARY, EMSGSIZE,
         "line %llu of fd %d is longer than %zu bytes",
         (unsigned long long)l->line_no + 1, l->fd, l->max_line)));
 }
@@ -167,8 +167,8 @@ static void lines_pump_body(struct lines *l)
         } else {
             int e = errno;
 
-            lines_finish(l, deferred_value_failure(deferred_failure_new(
-                DEFERRED_DOMAIN_SYSTEM, e, "reading line %llu of fd %d: %s",
+            lines_finish(l, deferred_value_failure(deferred_stage_failure(
+                l->self, DEFERRED_DOMAIN_SYSTEM, e, "reading line %llu of fd %d: %s",
                 (unsigned long long)l->line_no + 1, l->fd, strerror(e))));
             return;
         }

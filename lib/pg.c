@@ -1022,7 +1022,8 @@ deferred_t *deferred_pg_query_one_at(const char *file, int line, deferred_pg_t *
                                      const char *sql, const deferred_param_t *params,
                                      size_t n)
 {
-    return deferred_process_first(deferred_pg_query_at(file, line, c, sql, params, n));
+    return deferred_process_first_at(file, line,
+                                     deferred_pg_query_at(file, line, c, sql, params, n));
 }
 
 /* The functions behind the macros, for callers without them: their

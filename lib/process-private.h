@@ -51,6 +51,8 @@ struct deferred_process {
     deferred_failure_t *failure;
     deferred_t *finish_wait;  /* what a suspended finish waits on */
     deferred_value_t outcome; /* the producers' end value */
+    const char *file;        /* the user's deferred_process_run() call */
+    int line;
     bool open;               /* items may flow: running, no end under way */
     bool running;
     bool cancelling;

@@ -18,6 +18,7 @@
  * nesting: a resume that arrives while the producer is inside its resume
  * operation only lets its loop go on.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,6 +27,41 @@
 
 
 static void settle(deferred_process_t *p);
+
+/* A failure the process makes itself (library domain), recorded at the
+ * user's deferred_process_run() call. */
+static deferred_failure_t *process_failure(const deferred_process_t *p, int code,
+                                           const char *fmt, ...) DEFERRED_PRINTF(3, 4);
+static deferred_failure_t *process_failure(const deferred_process_t *p, int code,
+                                           const char *fmt, ...)
+{
+    deferred_failure_t *f;
+    va_list ap;
+
+    va_start(ap, fmt);
+    f = deferred_failure_newv_at(p ? p->file : NULL, p ? p->line : 0,
+                                 DEFERRED_DOMAIN_LIBRARY, code, fmt, ap);
+    va_end(ap);
+    return f;
+}
+
+deferred_failure_t *deferred_stage_failure(const deferred_stage_t *st, deferred_domain_t domain,
+                                           int code, const char *fmt, ...)
+{
+    const deferred_process_t *p = st ? st->p : NULL;
+    deferred_failure_t *f;
+    va_list ap;
+
+    va_start(ap, fmt);
+    f = deferred_failure_newv_at(p ? p->file : NULL, p ? p->line : 0, domain, code, fmt, ap);
+    va_end(ap);
+    return f;
+}
+
+deferred_t *(deferred_process_run)(deferred_process_t *p)
+{
+    return deferred_process_run_at(NULL, 0, p);
+}
 
 /* The one flag the per-item path reads, kept in step with the states it
  * sums up. */
@@ -255,7 +291,7 @@ static void resume_producers(deferred_process_t *p, deferred_stage_t *by)
     }
 }
 
-deferred_t *deferred_process_run(deferred_process_t *p)
+deferred_t *deferred_process_run_at(const char *file, int line, deferred_process_t *p)
 {
     const char *missing = NULL;
     deferred_t *d;
@@ -263,8 +299,9 @@ deferred_t *deferred_process_run(deferred_process_t *p)
     size_t i;
 
     if (!p)
-        return deferred_fail(deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, EINVAL,
-                                                  "deferred_process_run: NULL process"));
+        return deferred_fail(deferred_failure_new_at(file, line, DEFERRED_DOMAIN_LIBRARY,
+                                                     EINVAL,
+                                                     "deferred_process_run: NULL process"));
     if (p->done || p->running || p->finished)
         missing = "the process was run already";
     else if (p->nproducers == 0)
@@ -272,8 +309,12 @@ deferred_t *deferred_process_run(deferred_process_t *p)
     else if (p->n == p->nproducers)
         missing = "the process has no consumer";
     if (missing)
-        return deferred_fail(deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, EINVAL,
-                                                  "%s", missing));
+        return deferred_fail(deferred_failure_new_at(file, line, DEFERRED_DOMAIN_LIBRARY,
+                                                     EINVAL, "%s", missing));
+    /* What the process fails with on its own (a cancel, a misuse, no
+     * memory) names this call: the user's code, not the library's. */
+    p->file = file;
+    p->line = line;
     d = deferred_new_cancellable(process_cancel_cb, deferred_process_ref(p),
                                  process_unref_cb);
     if (!d)
@@ -542,7 +583,7 @@ static void deliver_start(deferred_stage_t *to, deferred_stage_t *from,
 
             if (!consumer) {
                 deferred_stage_free(sub);
-                fail(t, deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, EINVAL,
+                fail(t, process_failure(p, EINVAL,
                                              "only the consumer may hand back a "
                                              "subordinate consumer"), tag);
                 return;
@@ -551,9 +592,9 @@ static void deliver_start(deferred_stage_t *to, deferred_stage_t *from,
             if (!r || !sub->ops->handle) {
                 deferred__free(r);
                 deferred_stage_free(sub);
-                fail(t, r ? deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, EINVAL,
+                fail(t, r ? process_failure(p, EINVAL,
                                                  "a subordinate must be a consumer")
-                          : deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL),
+                          : process_failure(p, ENOMEM, NULL),
                      tag);
                 return;
             }
@@ -595,8 +636,8 @@ static deferred_value_t group_finish(deferred_stage_t *t, deferred_stage_t *from
 
     if (DEFERRED_UNLIKELY(deferred_value_is_deferred(out))) {
         deferred_value_release(out);
-        out = deferred_value_failure(deferred_failure_new_at(
-            NULL, 0, DEFERRED_DOMAIN_LIBRARY, EINVAL,
+        out = deferred_value_failure(process_failure(
+            t->p, EINVAL,
             "%s returned a deferred from the finish of a group (only the "
             "stream's end may wait)", deferred_stage_name(t)));
         if (!t->p->failure)
@@ -687,8 +728,8 @@ int deferred_stage_end(deferred_stage_t *self, deferred_value_t tag,
          * structure is broken, so the stream fails. */
         deferred_value_release(outcome);
         if (may_emit(self))
-            deferred_stage_fail(self, deferred_failure_new_at(
-                                          NULL, 0, DEFERRED_DOMAIN_LIBRARY, EINVAL,
+            deferred_stage_fail(self, process_failure(
+                                          self->p, EINVAL,
                                           "deferred_stage_end: %s ended a group it "
                                           "never opened",
                                           deferred_stage_name(self)));
@@ -729,8 +770,8 @@ int deferred_stage_finish(deferred_stage_t *self, deferred_value_t outcome)
         /* A producer finishes when its work is done: an outcome still in
          * flight is a mistake, and the stream fails rather than hang. */
         deferred_value_release(outcome);
-        outcome = deferred_value_failure(deferred_failure_new_at(
-            NULL, 0, DEFERRED_DOMAIN_LIBRARY, EINVAL,
+        outcome = deferred_value_failure(process_failure(
+            p, EINVAL,
             "deferred_stage_finish: %s finished with a deferred (a producer's "
             "outcome is a value or a failure)", deferred_stage_name(self)));
         rc = -EINVAL;
@@ -845,8 +886,8 @@ static void finish_from(deferred_process_t *p, size_t i, deferred_value_t outcom
             if (sub->ops->finish)
                 deferred_value_release(sub->ops->finish(
                     sub, p->stages[0], deferred_value_none(),
-                    deferred_value_failure(deferred_failure_new(
-                        DEFERRED_DOMAIN_LIBRARY, ECANCELED,
+                    deferred_value_failure(process_failure(
+                        p, ECANCELED,
                         "the stream ended inside this group"))));
             route_pop(st);
         }
@@ -867,7 +908,7 @@ static void finish_from(deferred_process_t *p, size_t i, deferred_value_t outcom
             p->finish_wait = NULL;
             deferred_unref(wait);
             outcome = deferred_value_failure(
-                deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL));
+                process_failure(p, ENOMEM, NULL));
         }
     }
     if (p->failure) {
@@ -911,8 +952,8 @@ static void settle(deferred_process_t *p)
         outcome = deferred_value_failure(p->failure);
         p->failure = NULL;
     } else if (p->cancelling) {
-        outcome = deferred_value_failure(deferred_failure_new(
-            DEFERRED_DOMAIN_LIBRARY, ECANCELED, "the process was cancelled"));
+        outcome = deferred_value_failure(process_failure(
+            p, ECANCELED, "the process was cancelled"));
     } else {
         outcome = p->outcome;
         p->outcome = deferred_value_none();

@@ -475,8 +475,8 @@ deferred_t *deferred_sqlite_query_one_at(const char *file, int line, struct ev_l
                                          sqlite3 *db, const char *sql,
                                          const deferred_param_t *params, size_t n)
 {
-    return deferred_process_first(
-        deferred_sqlite_query_at(file, line, loop, db, sql, params, n));
+    return deferred_process_first_at(
+        file, line, deferred_sqlite_query_at(file, line, loop, db, sql, params, n));
 }
 
 /* The functions behind the macros, for callers without them (bindings,

@@ -328,8 +328,8 @@ again:
             /* The queue keeps its reference on d until d fired. */
             if (deferred_add_both_full(d, map_resolved, m->sh, shared_unref) < 0) {
                 m->waiting = false;
-                m->queue[m->head] = deferred_value_failure(deferred_failure_new_at(
-                    NULL, 0, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
+                m->queue[m->head] = deferred_value_failure(deferred_stage_failure(
+                    self, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
                     "out of memory waiting on a map's deferred"));
                 deferred_unref(d);
             }
@@ -429,8 +429,8 @@ static deferred_failure_t *map_handle(deferred_stage_t *self, deferred_stage_t *
     /* A deferred, or a result behind one: it waits its turn (a failure
      * in the queue fails the stream when its turn comes). */
     if (map_push(m, r) < 0)
-        return deferred_failure_new_at(NULL, 0, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
-                                       "out of memory queueing a map's result");
+        return deferred_stage_failure(self, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
+                                      "out of memory queueing a map's result");
     if (!m->holding) {
         /* One item in flight: the producers wait for it. */
         m->holding = true;
@@ -649,7 +649,7 @@ static deferred_failure_t *batch_handle(deferred_stage_t *self, deferred_stage_t
     (void)from;
     if (!b->cur) {
         if (!(b->cur = deferred_array_new(b->n)))
-            return deferred_failure_new_at(NULL, 0, DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
+            return deferred_stage_failure(self, DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
         b->first = deferred_stage_items(self);
         b->tag = tag.release ? deferred_value_none() : tag;
     }
@@ -720,11 +720,11 @@ deferred_stage_t *deferred_stage_batch(size_t n)
  * every end.  Only the end of the outermost is theirs: a group's end
  * inside the stream is not the end of the stream.
  */
-static deferred_failure_t *depth_start(uint32_t *depth)
+static deferred_failure_t *depth_start(deferred_stage_t *self, uint32_t *depth)
 {
     if (*depth == UINT32_MAX)
-        return deferred_failure_new_at(NULL, 0, DEFERRED_DOMAIN_LIBRARY, EOVERFLOW,
-                                       "groups nested too deep");
+        return deferred_stage_failure(self, DEFERRED_DOMAIN_LIBRARY, EOVERFLOW,
+                                      "groups nested too deep");
     ++*depth;
     return NULL;
 }
@@ -748,7 +748,7 @@ static deferred_failure_t *collect_start(deferred_stage_t *self, deferred_stage_
     (void)from;
     (void)tag;
     (void)sub;
-    return depth_start(&c->depth);
+    return depth_start(self, &c->depth);
 }
 
 static deferred_failure_t *collect_handle(deferred_stage_t *self, deferred_stage_t *from,
@@ -759,10 +759,10 @@ static deferred_failure_t *collect_handle(deferred_stage_t *self, deferred_stage
     (void)from;
     (void)tag;
     if (!c->items && !(c->items = deferred_array_new(16)))
-        return deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
+        return deferred_stage_failure(self, DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
     if (deferred_array_append(c->items, *item) < 0) {
         *item = deferred_value_none();
-        return deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
+        return deferred_stage_failure(self, DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
     }
     *item = deferred_value_none();
     return NULL;
@@ -832,7 +832,7 @@ static deferred_failure_t *reduce_start(deferred_stage_t *self, deferred_stage_t
     (void)from;
     (void)tag;
     (void)sub;
-    return depth_start(&r->depth);
+    return depth_start(self, &r->depth);
 }
 
 static deferred_failure_t *reduce_handle(deferred_stage_t *self, deferred_stage_t *from,
@@ -851,7 +851,7 @@ static deferred_failure_t *reduce_handle(deferred_stage_t *self, deferred_stage_
             return deferred_value_take_failure(acc);
         if (deferred_value_is_deferred(acc)) {
             deferred_value_release(acc);
-            return deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, EINVAL,
+            return deferred_stage_failure(self, DEFERRED_DOMAIN_LIBRARY, EINVAL,
                                         "a reduce function returned a deferred");
         }
     }
@@ -963,7 +963,7 @@ static deferred_failure_t *to_multi_handle(deferred_stage_t *self, deferred_stag
     if (rc == -EALREADY)
         deferred_stage_cancel(self); /* the multi-fire deferred ended */
     else if (rc < 0)
-        return deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, -rc,
+        return deferred_stage_failure(self, DEFERRED_DOMAIN_LIBRARY, -rc,
                                     "could not emit into the multi-fire deferred");
     return NULL;
 }
@@ -1030,7 +1030,7 @@ static deferred_failure_t *first_start(deferred_stage_t *self, deferred_stage_t 
     (void)from;
     (void)tag;
     (void)sub;
-    return depth_start(&fr->depth);
+    return depth_start(self, &fr->depth);
 }
 
 static deferred_failure_t *first_handle(deferred_stage_t *self, deferred_stage_t *from,
@@ -1097,7 +1097,7 @@ deferred_stage_t *deferred_stage_first(void)
     return deferred_stage_new(&first_ops, fr, 0);
 }
 
-deferred_t *deferred_process_first(deferred_stage_t *producer)
+deferred_t *deferred_process_first_at(const char *file, int line, deferred_stage_t *producer)
 {
     deferred_process_t *p;
     deferred_t *d;
@@ -1115,7 +1115,12 @@ deferred_t *deferred_process_first(deferred_stage_t *producer)
         deferred_process_unref(p);
         return NULL;
     }
-    d = deferred_process_run(p);
+    d = deferred_process_run_at(file, line, p);
     deferred_process_unref(p);
     return d;
+}
+
+deferred_t *(deferred_process_first)(deferred_stage_t *producer)
+{
+    return deferred_process_first_at(NULL, 0, producer);
 }

@@ -20,6 +20,7 @@
 enum ev_kind { EV_EMIT, EV_START, EV_END, EV_END_FAIL, EV_FINISH, EV_FINISH_DEFERRED };
 
 struct script {
+    deferred_stage_t *self;
     const int (*ev)[2]; /* {kind, integer} */
     size_t n;
     int rc[16];         /* what each call returned */
@@ -74,7 +75,8 @@ static deferred_stage_t *script_stage(struct script *s, const int (*ev)[2], size
     memset(s, 0, sizeof(*s));
     s->ev = ev;
     s->n = n;
-    return deferred_stage_new(&script_ops, s, 0);
+    s->self = deferred_stage_new(&script_ops, s, 0);
+    return s->self;
 }
 
 /* Run producer into consumer (and an optional processor between). */
@@ -489,6 +491,62 @@ START_TEST(test_finish_deferred_is_held)
 }
 END_TEST
 
+/* ---- a failure's site is the user's call ---- */
+
+START_TEST(test_process_failures_name_the_run)
+{
+    struct script s;
+    deferred_process_t *p = deferred_process_new(0);
+    deferred_failure_t *f;
+    deferred_t *d;
+    int line;
+    static const int ev[][2] = {{EV_END, 4}, {EV_FINISH, 0}};
+
+    /* A cancel: "the process was cancelled" is the process's own failure. */
+    deferred_process_add(p, deferred_stage_array(NULL, 0));
+    deferred_process_add(p, deferred_stage_collect());
+    deferred_process_pause(p);
+    line = __LINE__ + 1;
+    d = deferred_process_run(p);
+    ck_assert_int_eq(deferred_process_cancel(p), 0);
+    f = deferred_value_get_failure(deferred_result(d));
+    ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_LIBRARY, ECANCELED));
+    ck_assert_msg(strstr(deferred_failure_file(f), "test-contracts.c") != NULL, "%s",
+                  deferred_failure_file(f));
+    ck_assert_int_eq(deferred_failure_line(f), line);
+    deferred_unref(d);
+    deferred_process_unref(p);
+
+    /* A misuse found by the process, and a stage's own failure. */
+    p = deferred_process_new(0);
+    deferred_process_add(p, script_stage(&s, ev, NEV(ev)));
+    deferred_process_add(p, deferred_stage_collect());
+    line = __LINE__ + 1;
+    d = deferred_process_run(p);
+    f = deferred_value_get_failure(deferred_result(d));
+    ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_LIBRARY, EINVAL));
+    ck_assert_int_eq(deferred_failure_line(f), line);
+    f = deferred_stage_failure(s.self, DEFERRED_DOMAIN_USER, 3, "mine");
+    ck_assert_int_eq(deferred_failure_line(f), line);
+    ck_assert_str_eq(deferred_failure_message(f), "mine");
+    deferred_failure_unref(f);
+    deferred_unref(d);
+    deferred_process_unref(p);
+
+    /* Without the macro: no site of the library's. */
+    p = deferred_process_new(0);
+    deferred_process_add(p, deferred_stage_array(NULL, 0));
+    deferred_process_add(p, deferred_stage_collect());
+    deferred_process_pause(p);
+    d = (deferred_process_run)(p);
+    deferred_process_cancel(p);
+    f = deferred_value_get_failure(deferred_result(d));
+    ck_assert_ptr_null(strstr(deferred_failure_file(f), "lib/"));
+    deferred_unref(d);
+    deferred_process_unref(p);
+}
+END_TEST
+
 /* ---- rows ---- */
 
 START_TEST(test_row_sizes_checked)
@@ -539,6 +597,7 @@ int main(void)
     tcase_add_test(tc, test_map_holds_its_deferred);
     tcase_add_test(tc, test_map_keeps_order);
     tcase_add_test(tc, test_finish_deferred_is_held);
+    tcase_add_test(tc, test_process_failures_name_the_run);
     tcase_add_test(tc, test_row_sizes_checked);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

@@ -102,9 +102,13 @@ typedef struct deferred_stage_ops {
      * processor the outcome for the next stage, for the consumer the
      * process's result, for a subordinate the item handed to its parent.
      * At the end of the stream (empty tag) a finish may instead return a
-     * deferred, when work is still in flight: the stages after it are
-     * finished once it fires, with its result, and the stage may emit
-     * until then.  NULL finish passes outcome on unchanged. */
+     * deferred, when work is still in flight: the process owns it until it
+     * fires, the stages after it are finished then, with its result, and
+     * the stage may emit until then.  A deferred returned for a group's
+     * end is released and fails the stream (EINVAL).  finish runs for
+     * every group's end as well as the stream's: a consumer counting its
+     * starts knows which end is its last.  NULL finish passes outcome on
+     * unchanged. */
     deferred_value_t (*finish)(deferred_stage_t *self, deferred_stage_t *from,
                                deferred_value_t tag, deferred_value_t outcome);
 
@@ -127,8 +131,9 @@ typedef struct deferred_stage_ops {
 /*
  * Make a stage running ops on data.  ops is borrowed and must outlive the
  * stage (a static table); data is owned by the stage (ops->destroy frees
- * it).  NULL on allocation failure or when ops has neither handle nor
- * resume (data destroyed either way).
+ * it).  NULL on allocation failure, when ops has neither handle nor
+ * resume, or when flags has a bit other than DEFERRED_STAGE_AUTOPAUSE
+ * (data destroyed in every case).
  */
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_new(const deferred_stage_ops_t *ops,
                                                      void *data, unsigned flags);
@@ -145,7 +150,9 @@ DEFERRED_EXPORT void deferred_stage_free(deferred_stage_t *st);
 #define DEFERRED_PROCESS_PAUSED 0x1u /* start paused: nothing flows until
                                         deferred_process_resume() */
 
-/* A new, empty process with one reference.  NULL on allocation failure. */
+/* A new, empty process with one reference.  NULL on allocation failure,
+ * or (errno EINVAL) when flags has a bit other than
+ * DEFERRED_PROCESS_PAUSED. */
 DEFERRED_EXPORT deferred_process_t *deferred_process_new(unsigned flags);
 
 DEFERRED_EXPORT deferred_process_t *deferred_process_ref(deferred_process_t *p);
@@ -171,12 +178,23 @@ DEFERRED_EXPORT int deferred_process_add(deferred_process_t *p, deferred_stage_t
  * without a producer or without a consumer, or run twice, gives a deferred
  * already failed with EINVAL and a message saying what is missing.  NULL
  * only on allocation failure.
+ *
+ * A macro: the failures the process makes itself (a cancel, a misuse, no
+ * memory; see deferred_stage_failure()) record the file and line of this
+ * call.  The function of the same name (in parentheses, or through a
+ * pointer) records none.
  */
-DEFERRED_EXPORT deferred_t *deferred_process_run(deferred_process_t *p);
+#define deferred_process_run(p) deferred_process_run_at(__FILE__, __LINE__, (p))
+DEFERRED_EXPORT deferred_t *deferred_process_run_at(const char *file, int line,
+                                                    deferred_process_t *p);
+DEFERRED_EXPORT deferred_t *(deferred_process_run)(deferred_process_t *p);
 
 /* Pause and resume the whole process (counted with the stages' pauses),
  * cancel it (the producers' cancels run once; the consumer's finish gets
- * ECANCELED).  Return 0, -EINVAL (NULL, or resume without pause). */
+ * ECANCELED).  Pauses made before the run (of the process, or of a stage
+ * already added) are counted and hold every producer from the run on,
+ * those added after the pause too.  Return 0, -EINVAL (NULL, resume
+ * without pause, or a pause count at UINT32_MAX). */
 DEFERRED_EXPORT int deferred_process_pause(deferred_process_t *p);
 DEFERRED_EXPORT int deferred_process_resume(deferred_process_t *p);
 DEFERRED_EXPORT int deferred_process_cancel(deferred_process_t *p);
@@ -201,7 +219,10 @@ DEFERRED_EXPORT int deferred_stage_emit_tagged(deferred_stage_t *self,
                                                deferred_value_t item);
 
 /* Open and close a group downstream (tag borrowed for the call; outcome
- * taken).  Same returns as deferred_stage_emit(). */
+ * taken).  Same returns as deferred_stage_emit().  Groups nest and are
+ * counted per stage: closing a group self did not open is -EINVAL and
+ * fails the stream with EINVAL (the consumers would close someone else's
+ * group).  A start is counted even when it returns -ECANCELED. */
 DEFERRED_EXPORT int deferred_stage_start(deferred_stage_t *self, deferred_value_t tag);
 DEFERRED_EXPORT int deferred_stage_end(deferred_stage_t *self, deferred_value_t tag,
                                        deferred_value_t outcome);
@@ -210,7 +231,9 @@ DEFERRED_EXPORT int deferred_stage_end(deferred_stage_t *self, deferred_value_t 
  * A producer is done, with outcome (taken: a value, or a failure that
  * fails the stream).  Once every producer is done, finish goes downstream.
  * Returns 0, -EALREADY (this producer finished or was cancelled before:
- * outcome released), -EINVAL.
+ * outcome released), -EINVAL (NULL, not a producer; or outcome is a
+ * deferred: it is released and the producer finishes with an EINVAL
+ * failure, so the stream fails rather than hang).
  */
 DEFERRED_EXPORT int deferred_stage_finish(deferred_stage_t *self, deferred_value_t outcome);
 
@@ -237,6 +260,18 @@ DEFERRED_EXPORT int deferred_stage_cancel(deferred_stage_t *self);
  * finished).  For a consumer: true when any of its producers is paused. */
 DEFERRED_EXPORT bool deferred_stage_is_paused(const deferred_stage_t *self);
 
+/*
+ * A new failure (one reference; never NULL, as deferred_failure_new())
+ * made on behalf of st's process: its site is the user's
+ * deferred_process_run() call (none before the run), not the stage's own
+ * source file.  For stages that fail for reasons of their own (no memory,
+ * a read error, a misuse) rather than the user's callback's.
+ */
+DEFERRED_EXPORT deferred_failure_t *deferred_stage_failure(const deferred_stage_t *st,
+                                                           deferred_domain_t domain,
+                                                           int code, const char *fmt, ...)
+    DEFERRED_PRINTF(4, 5);
+
 /* The number of items the stage has been handed so far. */
 DEFERRED_EXPORT uint64_t deferred_stage_items(const deferred_stage_t *st);
 
@@ -254,9 +289,14 @@ DEFERRED_EXPORT deferred_stage_t *deferred_stage_from_multi(deferred_t *multi);
 
 /*
  * Processor applying fn to each item (taken by fn, as a callback).  fn may
- * return a value (emitted), a failure (fails the stream), or a deferred:
- * the producers are paused until it fires, then its value is emitted (in
- * order: one item at a time is in flight).  name may be NULL ("map").
+ * return a value (emitted), a failure (fails the stream), or a deferred
+ * (the map owns it until it fires): the producers are paused until it
+ * fires, then its value is emitted.  Results keep the items' order: one
+ * that is ready while a deferred before it waits (a producer that emits
+ * while paused) waits behind it.  Results that waited are emitted with the
+ * empty tag.  The end of the stream waits for them; when the stream fails
+ * or is cancelled, or the stage is freed, the deferreds still waited on
+ * are cancelled and released.  name may be NULL ("map").
  */
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_map(const char *name, deferred_fn fn,
                                                      void *arg);
@@ -269,12 +309,15 @@ DEFERRED_EXPORT deferred_stage_t *deferred_stage_filter(const char *name,
                                                         void *arg);
 
 /* Processor grouping items into deferred_array_t values of n (the last
- * one may be shorter; it is flushed at the end of each group and of the
- * stream).  NULL for n == 0. */
+ * one may be shorter; it is flushed at the start and the end of each
+ * group, whatever the group's outcome, and at the end of the stream).
+ * When a stage after it fails on a batch, the batch's frame names the
+ * items in it ("in the batch of items 5 to 8").  NULL for n == 0. */
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_batch(size_t n);
 
-/* Consumer collecting every item; the process's result is a
- * deferred_array_t value of them, in order (or the failure). */
+/* Consumer collecting every item, those inside groups too; the process's
+ * result is a deferred_array_t value of them, in order (or the failure).
+ * As a subordinate, its result is its group's items. */
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_collect(void);
 
 /* Consumer folding the items: acc = fn(acc, item) with fn taking both;
@@ -298,7 +341,11 @@ DEFERRED_EXPORT deferred_stage_t *deferred_stage_first(void);
  * the first item.  NULL when producer is NULL or on allocation failure
  * (producer freed).  Items may flow before this returns.
  */
-DEFERRED_EXPORT deferred_t *deferred_process_first(deferred_stage_t *producer);
+#define deferred_process_first(producer) \
+    deferred_process_first_at(__FILE__, __LINE__, (producer))
+DEFERRED_EXPORT deferred_t *deferred_process_first_at(const char *file, int line,
+                                                      deferred_stage_t *producer);
+DEFERRED_EXPORT deferred_t *(deferred_process_first)(deferred_stage_t *producer);
 
 /* Consumer feeding a multi-fire deferred (a reference is taken): each item
  * is emitted into it, the stream's end finishes it, and its backpressure
