@@ -586,8 +586,14 @@ static deferred_row_t *pgq_make_row(struct pgq *q, const PGresult *res)
 
     if (!q->shape && pgq_describe_result(q, res) < 0)
         return NULL;
-    for (i = 0; i < q->ncols; i++)
-        bytes += (size_t)PQgetlength(res, 0, i) + 1;
+    for (i = 0; i < q->ncols; i++) {
+        int len = PQgetlength(res, 0, i);
+
+        /* The sum of the lengths must not wrap (a 32-bit size_t). */
+        if (len < 0 || (size_t)len >= SIZE_MAX - bytes)
+            return NULL;
+        bytes += (size_t)len + 1;
+    }
     row = deferred_row_alloc(q->shape, bytes);
     if (!row)
         return NULL;
@@ -616,10 +622,17 @@ static deferred_row_t *pgq_make_row(struct pgq *q, const PGresult *res)
                     deferred_row_free(row);
                     return NULL;
                 }
-                for (k = 0; k < n; k++)
-                    out[k] = (unsigned char)(hexval(s[2 + 2 * k]) << 4 |
-                                             hexval(s[3 + 2 * k]));
-                deferred_row_set_blob(row, (size_t)i, out, n);
+                for (k = 0; k < n; k++) {
+                    int hi = hexval(s[2 + 2 * k]), lo = hexval(s[3 + 2 * k]);
+
+                    if (hi < 0 || lo < 0)
+                        break; /* not hex after all: kept as the server sent it */
+                    out[k] = (unsigned char)(hi << 4 | lo);
+                }
+                if (k == n)
+                    deferred_row_set_blob(row, (size_t)i, out, n);
+                else
+                    deferred_row_set_blob(row, (size_t)i, s, len);
                 deferred_free(heap);
             } else {
                 deferred_row_set_blob(row, (size_t)i, s, len);

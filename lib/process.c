@@ -700,7 +700,9 @@ int deferred_stage_start(deferred_stage_t *self, deferred_value_t tag)
 {
     deferred_process_t *p;
 
-    if (!self || !self->p || !self->down || self->groups == UINT32_MAX)
+    /* The empty tag stands for the whole stream: no group has it. */
+    if (!self || !self->p || !self->down || self->groups == UINT32_MAX ||
+        deferred_value_is_none(tag))
         return -EINVAL;
     /* Counted even when it is not delivered, so that its end matches. */
     self->groups++;
@@ -742,6 +744,28 @@ int deferred_stage_end(deferred_stage_t *self, deferred_value_t tag,
     }
     p = self->p;
     enter(p);
+    if (DEFERRED_UNLIKELY(deferred_value_is_deferred(outcome))) {
+        /* A group ends when its outcome is known: one still in flight is
+         * a mistake.  The group still ends (the consumers' counts stay
+         * right), with the failure the stream now fails with. */
+        deferred_failure_t *f = process_failure(
+            p, EINVAL, "deferred_stage_end: %s ended a group with a deferred (an "
+            "outcome is a value or a failure)", deferred_stage_name(self));
+
+        deferred_value_release(outcome);
+        outcome = deferred_value_failure(deferred_failure_ref(f));
+        if (!p->failure) {
+            p->failure = f;
+            update_open(p);
+            p->framed = 0;
+            add_frame(self, deferred_value_none());
+        } else {
+            deferred_failure_unref(f);
+        }
+        deliver_end(self->down, self, tag, outcome);
+        leave(p);
+        return -EINVAL;
+    }
     deliver_end(self->down, self, tag, outcome);
     rc = p->failure || p->cancelling ? -ECANCELED : 0;
     leave(p);

@@ -129,13 +129,15 @@ static deferred_row_t *sq_make_row(struct sq *q)
 
         q->vals[i] = v;
         q->types[i] = t;
-        if (t == SQLITE_TEXT) {
-            q->ptrs[i] = sqlite3_value_text(v);
+        if (t == SQLITE_TEXT || t == SQLITE_BLOB) {
+            q->ptrs[i] = t == SQLITE_TEXT ? (const void *)sqlite3_value_text(v)
+                                          : sqlite3_value_blob(v);
             q->lens[i] = sqlite3_value_bytes(v);
-            bytes += (size_t)q->lens[i] + 1;
-        } else if (t == SQLITE_BLOB) {
-            q->ptrs[i] = sqlite3_value_blob(v);
-            q->lens[i] = sqlite3_value_bytes(v);
+            /* A NULL pointer is an out-of-memory in SQLite (or an empty
+             * blob); the sum of the lengths must not wrap. */
+            if ((!q->ptrs[i] && q->lens[i]) || q->lens[i] < 0 ||
+                (size_t)q->lens[i] >= SIZE_MAX - bytes)
+                return NULL;
             bytes += (size_t)q->lens[i] + 1;
         }
     }
@@ -197,6 +199,7 @@ static void sq_run(struct sq *q)
         if (rc == SQLITE_ROW) {
             row = sq_make_row(q);
             if (!row) {
+                q->step_failed = true;
                 sq_end(q, deferred_value_failure(
                               sq_failure(q, SQLITE_NOMEM, "out of memory making a row")));
                 return;

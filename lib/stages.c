@@ -90,8 +90,8 @@ deferred_stage_t *deferred_stage_array(const deferred_value_t *items, size_t n)
     struct array_producer *ap;
     size_t i;
 
-    if (!items && n)
-        return NULL;
+    if ((!items && n) || n > SIZE_MAX / sizeof(*ap->items))
+        goto out_release;
     ap = deferred__malloc(sizeof(*ap));
     if (!ap)
         goto out_release;
@@ -648,13 +648,18 @@ static deferred_failure_t *batch_handle(deferred_stage_t *self, deferred_stage_t
 
     (void)from;
     if (!b->cur) {
-        if (!(b->cur = deferred_array_new(b->n)))
+        /* Room for a few items; a large batch grows as it fills. */
+        if (!(b->cur = deferred_array_new(b->n < 64 ? b->n : 64)))
             return deferred_stage_failure(self, DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
         b->first = deferred_stage_items(self);
         b->tag = tag.release ? deferred_value_none() : tag;
     }
-    /* The array has room for n: appending cannot fail. */
-    deferred_array_append(b->cur, *item);
+    if (deferred_array_append(b->cur, *item) < 0) {
+        /* The item was released by the failed append. */
+        *item = deferred_value_none();
+        return deferred_stage_failure(self, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
+                                      "out of memory growing a batch");
+    }
     *item = deferred_value_none();
     if (deferred_array_size(b->cur) == b->n)
         return batch_flush(self, b, tag);
@@ -730,9 +735,11 @@ static deferred_failure_t *depth_start(deferred_stage_t *self, uint32_t *depth)
 }
 
 /* Count the end of a group: true when it is the end of the outermost. */
-static bool depth_end(uint32_t *depth)
+static bool depth_end(uint32_t *depth, deferred_value_t tag)
 {
-    return *depth == 0 || --*depth == 0;
+    /* The stream's end (the empty tag) is the last whatever the count:
+     * groups a failure left open are not closed one by one. */
+    return *depth == 0 || --*depth == 0 || deferred_value_is_none(tag);
 }
 
 struct collect {
@@ -776,7 +783,7 @@ static deferred_value_t collect_finish(deferred_stage_t *self, deferred_stage_t 
 
     (void)from;
     (void)tag;
-    if (!depth_end(&c->depth)) {
+    if (!depth_end(&c->depth, tag)) {
         deferred_value_release(outcome);
         return deferred_value_none();
     }
@@ -867,7 +874,7 @@ static deferred_value_t reduce_finish(deferred_stage_t *self, deferred_stage_t *
 
     (void)from;
     (void)tag;
-    if (!depth_end(&r->depth)) {
+    if (!depth_end(&r->depth, tag)) {
         deferred_value_release(outcome);
         return deferred_value_none();
     }
@@ -1057,7 +1064,7 @@ static deferred_value_t first_finish(deferred_stage_t *self, deferred_stage_t *f
 
     (void)from;
     (void)tag;
-    if (!depth_end(&fr->depth)) {
+    if (!depth_end(&fr->depth, tag)) {
         deferred_value_release(outcome);
         return deferred_value_none();
     }

@@ -17,7 +17,10 @@
 
 /* ---- a producer running a script of events ---- */
 
-enum ev_kind { EV_EMIT, EV_START, EV_END, EV_END_FAIL, EV_FINISH, EV_FINISH_DEFERRED };
+enum ev_kind {
+    EV_EMIT, EV_START, EV_END, EV_END_FAIL, EV_END_DEFERRED, EV_FINISH, EV_FINISH_FAIL,
+    EV_FINISH_DEFERRED
+};
 
 struct script {
     deferred_stage_t *self;
@@ -52,8 +55,15 @@ static void script_resume(deferred_stage_t *self, deferred_stage_t *by)
                                     deferred_value_failure(deferred_failure_new(
                                         DEFERRED_DOMAIN_USER, 1, "group failed")));
             break;
+        case EV_END_DEFERRED:
+            rc = deferred_stage_end(self, x, deferred_value_deferred(deferred_new()));
+            break;
         case EV_FINISH:
             rc = deferred_stage_finish(self, deferred_value_none());
+            break;
+        case EV_FINISH_FAIL:
+            rc = deferred_stage_finish(self, deferred_value_failure(deferred_failure_new(
+                                                 DEFERRED_DOMAIN_USER, 7, "source broke")));
             break;
         case EV_FINISH_DEFERRED:
             s->outcome = deferred_new();
@@ -97,8 +107,12 @@ static deferred_t *run3(deferred_stage_t *producer, deferred_stage_t *middle,
 
 static deferred_value_t sum(deferred_value_t acc, deferred_value_t item, void *arg)
 {
+    intptr_t x = deferred_value_int(acc) + deferred_value_int(item);
+
     (void)arg;
-    return deferred_value_of_int(deferred_value_int(acc) + deferred_value_int(item));
+    deferred_value_release(acc);
+    deferred_value_release(item); /* taken (a batch's array, say) */
+    return deferred_value_of_int(x);
 }
 
 /* emit 1, start(9), emit 2, end(9), emit 3, finish */
@@ -237,6 +251,60 @@ START_TEST(test_end_of_unopened_group_fails)
     ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_LIBRARY, EINVAL));
     ck_assert_ptr_nonnull(strstr(deferred_failure_message(f), "never opened"));
     deferred_unref(d);
+}
+END_TEST
+
+/* A stream that fails inside a group: the consumers end with the
+ * failure, not with what they had. */
+START_TEST(test_failure_inside_group_reaches_consumer)
+{
+    struct script s;
+    deferred_t *d;
+    static const int ev[][2] = {{EV_EMIT, 1}, {EV_START, 9}, {EV_EMIT, 2}, {EV_FINISH_FAIL, 0}};
+
+    d = run3(script_stage(&s, ev, NEV(ev)), NULL, deferred_stage_collect());
+    ck_assert(deferred_failure_is(deferred_value_get_failure(deferred_result(d)),
+                                  DEFERRED_DOMAIN_USER, 7));
+    deferred_unref(d);
+    d = run3(script_stage(&s, ev, NEV(ev)), deferred_stage_batch(5),
+             deferred_stage_reduce(sum, deferred_value_of_int(0), NULL));
+    ck_assert(deferred_failure_is(deferred_value_get_failure(deferred_result(d)),
+                                  DEFERRED_DOMAIN_USER, 7));
+    deferred_unref(d);
+    d = run3(script_stage(&s, ev + 1, NEV(ev) - 1), NULL, deferred_stage_first());
+    /* first took item 2 and cancelled: its item is the result. */
+    ck_assert_int_eq(deferred_value_int(deferred_result(d)), 2);
+    deferred_unref(d);
+}
+END_TEST
+
+/* A group's outcome that is a deferred, a group with the stream's tag. */
+START_TEST(test_group_misuse)
+{
+    struct script s;
+    deferred_t *d;
+    deferred_failure_t *f;
+    static const int ev[][2] = {{EV_START, 9}, {EV_END_DEFERRED, 9}, {EV_FINISH, 0}};
+    deferred_process_t *p;
+
+    d = run3(script_stage(&s, ev, NEV(ev)), NULL, deferred_stage_collect());
+    ck_assert_int_eq(s.rc[1], -EINVAL);
+    f = deferred_value_get_failure(deferred_result(d));
+    ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_LIBRARY, EINVAL));
+    ck_assert_ptr_nonnull(strstr(deferred_failure_message(f), "deferred"));
+    deferred_unref(d);
+
+    p = deferred_process_new(DEFERRED_PROCESS_PAUSED);
+    deferred_process_add(p, script_stage(&s, ev, 0));
+    deferred_process_add(p, deferred_stage_collect());
+    d = deferred_process_run(p);
+    ck_assert_int_eq(deferred_stage_start(s.self, deferred_value_none()), -EINVAL);
+    /* Not counted: its end is a group never opened. */
+    ck_assert_int_eq(deferred_stage_end(s.self, deferred_value_none(), deferred_value_none()),
+                     -EINVAL);
+    ck_assert(deferred_has_fired(d));
+    deferred_unref(d);
+    deferred_process_unref(p);
 }
 END_TEST
 
@@ -592,6 +660,8 @@ int main(void)
     tcase_add_test(tc, test_batch_failure_names_its_items);
     tcase_add_test(tc, test_end_of_unopened_group_fails);
     tcase_add_test(tc, test_deferred_producer_outcome_fails);
+    tcase_add_test(tc, test_failure_inside_group_reaches_consumer);
+    tcase_add_test(tc, test_group_misuse);
     tcase_add_test(tc, test_unknown_flags);
     tcase_add_test(tc, test_pause_before_stages);
     tcase_add_test(tc, test_map_holds_its_deferred);

@@ -219,10 +219,13 @@ DEFERRED_EXPORT int deferred_stage_emit_tagged(deferred_stage_t *self,
                                                deferred_value_t item);
 
 /* Open and close a group downstream (tag borrowed for the call; outcome
- * taken).  Same returns as deferred_stage_emit().  Groups nest and are
- * counted per stage: closing a group self did not open is -EINVAL and
- * fails the stream with EINVAL (the consumers would close someone else's
- * group).  A start is counted even when it returns -ECANCELED. */
+ * taken: a value or a failure).  Same returns as deferred_stage_emit().
+ * The empty tag stands for the whole stream: a start with it is -EINVAL.
+ * Groups nest and are counted per stage: closing a group self did not
+ * open is -EINVAL and fails the stream with EINVAL (the consumers would
+ * close someone else's group); so does an outcome that is a deferred (the
+ * group still ends, with that failure).  A start is counted even when it
+ * returns -ECANCELED. */
 DEFERRED_EXPORT int deferred_stage_start(deferred_stage_t *self, deferred_value_t tag);
 DEFERRED_EXPORT int deferred_stage_end(deferred_stage_t *self, deferred_value_t tag,
                                        deferred_value_t outcome);
