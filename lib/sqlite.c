@@ -373,14 +373,27 @@ static int sq_bind(struct sq *q, const deferred_param_t *params, size_t n)
  * q->failure is set and 0 returned; -ENOMEM on allocation failure. */
 static int sq_prepare(struct sq *q, const deferred_param_t *params, size_t n)
 {
-    const char **names;
+    const char **names, *tail = NULL;
+    sqlite3_stmt *more = NULL;
     int rc, i;
 
-    rc = sqlite3_prepare_v2(q->db, q->sql, -1, &q->stmt, NULL);
+    rc = sqlite3_prepare_v2(q->db, q->sql, -1, &q->stmt, &tail);
     if (rc != SQLITE_OK) {
         q->failure = sq_db_failure(q);
         sqlite3_finalize(q->stmt);
         q->stmt = NULL;
+        return 0;
+    }
+    /* One statement: a second one would be silently ignored.  What
+     * follows the first may only be comments and white space. */
+    if (q->stmt && tail && *tail &&
+        (sqlite3_prepare_v2(q->db, tail, -1, &more, NULL) != SQLITE_OK || more)) {
+        sqlite3_finalize(more);
+        sqlite3_finalize(q->stmt);
+        q->stmt = NULL;
+        q->failure = deferred_failure_new_at(q->file, q->line, DEFERRED_DOMAIN_LIBRARY,
+                                             EINVAL, "the SQL holds more than one "
+                                             "statement (a query runs one)");
         return 0;
     }
     if (!q->stmt) {

@@ -810,6 +810,13 @@ START_TEST(test_bad_parameters_are_einval)
     ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_LIBRARY, EINVAL));
     deferred_unref(d);
 
+    /* SQL without a statement: no row. */
+    d = deferred_pg_query_one(conn, "-- nothing", NULL, 0);
+    wait_for(d);
+    ck_assert(deferred_has_fired(d));
+    ck_assert(deferred_value_is_none(deferred_result(d)));
+    deferred_unref(d);
+
     /* The connection is still good. */
     d = deferred_pg_query_one(conn, "SELECT length($1::bytea)",
                               DEFERRED_PARAMS(deferred_param_blob(NULL, 0)));

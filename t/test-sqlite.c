@@ -718,6 +718,19 @@ START_TEST(test_statement_without_sql_finishes)
         ck_assert_int_eq(c.finishes, 1);
         deferred_unref(d);
     }
+    /* Two statements: the second would be ignored; an error instead.  A
+     * trailing comment or semicolon is fine. */
+    d = deferred_sqlite_query_one(loop, db, "SELECT 1; SELECT 2", NULL, 0);
+    ev_run(loop, 0);
+    ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_LIBRARY, EINVAL));
+    ck_assert_ptr_nonnull(strstr(deferred_failure_message(failure_of(d)), "more than one"));
+    deferred_unref(d);
+    d = deferred_sqlite_query_one(loop, db, "SELECT 1; -- done\n", NULL, 0);
+    ev_run(loop, 0);
+    ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0), 1);
+    deferred_unref(d);
+    ck_assert_ptr_null(sqlite3_next_stmt(db, NULL));
+
     /* Parameters given to no statement: an error, not silence. */
     d = deferred_sqlite_query_one(loop, db, "-- nothing",
                                   DEFERRED_PARAMS(deferred_param_int(1)));

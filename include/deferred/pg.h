@@ -109,7 +109,8 @@ DEFERRED_EXPORT PGconn *deferred_pg_conn(const deferred_pg_t *c);
  * (a closed connection among them) become the stream's failure when the
  * process runs.  Add the stage to a process or free it with
  * deferred_stage_free() (a sent query is then cancelled).  NULL on
- * allocation failure, NULL c or sql, or NULL params with n > 0.
+ * allocation failure, NULL c or sql, NULL params with n > 0, or n above
+ * 65535 (the protocol's limit).
  */
 #define deferred_pg_query(...) deferred_pg_query_at(__FILE__, __LINE__, __VA_ARGS__)
 DEFERRED_EXPORT deferred_stage_t *deferred_pg_query_at(const char *file, int line,

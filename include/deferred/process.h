@@ -299,13 +299,15 @@ DEFERRED_EXPORT deferred_stage_t *deferred_stage_from_multi(deferred_t *multi);
  * while paused) waits behind it.  Results that waited are emitted with the
  * empty tag.  The end of the stream waits for them; when the stream fails
  * or is cancelled, or the stage is freed, the deferreds still waited on
- * are cancelled and released.  name may be NULL ("map").
+ * are cancelled and released.  name (borrowed: it must outlive the stage)
+ * may be NULL ("map").
  */
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_map(const char *name, deferred_fn fn,
                                                      void *arg);
 
 /* Processor passing the items for which keep(item, arg) is true (item
- * borrowed); the others are released. */
+ * borrowed); the others are released.  name (borrowed: it must outlive
+ * the stage) may be NULL ("filter"). */
 typedef bool (*deferred_pred_fn)(deferred_value_t item, void *arg);
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_filter(const char *name,
                                                         deferred_pred_fn keep,

@@ -53,7 +53,8 @@ struct ev_loop;
  * bound to its parameters in order.  The statement is prepared here; a
  * preparation or binding error is not returned but becomes the stream's
  * failure when the process runs.  SQL that is only a comment or white
- * space has no row (and takes no parameter).  A text or blob parameter
+ * space has no row (and takes no parameter); SQL with more than one
+ * statement is an EINVAL failure (library domain).  A text or blob parameter
  * with NULL data and a non-zero length, or of an unknown type, is an
  * EINVAL failure (library domain) naming the parameter.  loop and db are
  * borrowed; sql and params are copied.  Add the stage to a process (which
