@@ -1040,6 +1040,8 @@ bool deferred_stage_is_paused(const deferred_stage_t *self)
         return false;
     if (self->producer)
         return deferred__producer_blocked(self);
+    if (!self->p->running && !self->p->finished)
+        return deferred_process_is_paused(self->p); /* pauses not applied yet */
     for (i = 0; i < self->p->nproducers; i++)
         if (self->p->stages[i]->paused)
             return true;

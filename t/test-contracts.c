@@ -358,6 +358,7 @@ START_TEST(test_pause_before_stages)
     deferred_process_t *p = deferred_process_new(0);
     deferred_value_t items[3] = {deferred_value_of_int(1), deferred_value_of_int(2),
                                  deferred_value_of_int(3)};
+    deferred_stage_t *consumer;
     deferred_t *d;
 
     ck_assert_int_eq(deferred_process_pause(p), 0);
@@ -384,6 +385,23 @@ START_TEST(test_pause_before_stages)
     ck_assert(deferred_process_is_paused(p));
     ck_assert_int_eq(deferred_process_resume(p), 0);
     ck_assert(deferred_has_fired(d));
+    deferred_unref(d);
+    deferred_process_unref(p);
+
+    /* A consumer's pause before the run: counted, and held from the run. */
+    p = deferred_process_new(0);
+    items[0] = deferred_value_of_int(1);
+    ck_assert_int_eq(deferred_process_add(p, deferred_stage_array(items, 1)), 0);
+    consumer = deferred_stage_collect();
+    ck_assert_int_eq(deferred_process_add(p, consumer), 0);
+    ck_assert_int_eq(deferred_stage_pause(consumer), 0);
+    ck_assert(deferred_stage_is_paused(consumer));
+    ck_assert(deferred_process_is_paused(p));
+    d = deferred_process_run(p);
+    ck_assert(!deferred_has_fired(d));
+    ck_assert_int_eq(deferred_stage_resume(consumer), 0);
+    ck_assert(deferred_has_fired(d));
+    ck_assert_int_eq(deferred_stage_resume(consumer), -EINVAL);
     deferred_unref(d);
     deferred_process_unref(p);
 }
