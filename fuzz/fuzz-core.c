@@ -99,15 +99,26 @@ static deferred_failure_t *new_failure(uint8_t b)
     return deferred_failure_new(DEFERRED_DOMAIN_USER, codes[b % 6], b & 0x80 ? NULL : "fuzz failure %u", b);
 }
 
+/* Tracing (FUZZ_TRACE): each call of the API that returns a status is
+ * printed with it. */
+#define TRI(call) \
+    do { \
+        int rc_ = (call); \
+        FZ_TRACE("  %s -> %d", #call, rc_); \
+    } while (0)
+
 /* A reference of the harness's own for the length of a call. */
 static deferred_t *hold(int i)
 {
+    FZ_TRACE("  d = slot[%d] = %p", i, (void *)slot[i]);
     return deferred_ref(slot[i]);
 }
 
 static void set_slot(int i, deferred_t *d)
 {
     deferred_t *old = slot[i];
+
+    FZ_TRACE("  slot[%d] = %p (drops %p)", i, (void *)d, (void *)old);
 
     slot[i] = d;
     deferred_unref(old);
@@ -128,7 +139,7 @@ static void add_token_callback(deferred_t *d)
 {
     struct cb *c = cb_new(CB_TOKEN, 0, d, 1);
 
-    (void)deferred_add_callback_full(d, cb_fn_for(0), c, fz_destroy);
+    TRI(deferred_add_callback_full(d, cb_fn_for(0), c, fz_destroy));
 }
 
 /* Act on slot x from inside a callback or a canceller. */
@@ -141,13 +152,13 @@ static void act_on_slot(int action, int x)
     d = hold(x);
     switch (action) {
     case CB_FIRE_SLOT:
-        (void)deferred_callback(d, fz_token());
+        TRI(deferred_callback(d, fz_token()));
         break;
     case CB_ERRBACK_SLOT:
-        (void)deferred_errback(d, new_failure((uint8_t)x));
+        TRI(deferred_errback(d, new_failure((uint8_t)x)));
         break;
     case CB_CANCEL_SLOT:
-        (void)deferred_cancel(d);
+        TRI(deferred_cancel(d));
         break;
     case CB_UNREF_SLOT:
         if (slot[x] == d)
@@ -157,10 +168,10 @@ static void act_on_slot(int action, int x)
         add_token_callback(d);
         break;
     case CB_PAUSE_SLOT:
-        (void)deferred_pause(d);
+        TRI(deferred_pause(d));
         break;
     case CB_UNPAUSE_SLOT:
-        (void)deferred_unpause(d);
+        TRI(deferred_unpause(d));
         break;
     case CB_TAKE_SLOT:
         deferred_value_release(deferred_result_take(d));
@@ -173,6 +184,8 @@ static deferred_value_t run_cb(struct cb *c, deferred_value_t v)
 {
     FZ_CHECK(!c->full || !fz_arg_destroyed(c), "a callback ran after its argument was destroyed");
     c->runs++;
+    FZ_TRACE("  callback %p of %p runs: action %d, slot %d, %s", (void *)c, (void *)c->self,
+             c->action, c->x, deferred_value_is_failure(v) ? "failure" : "value");
     FZ_CHECK(!c->single || c->runs == 1, "a callback of a single-shot deferred ran twice");
     FZ_CHECK(!deferred_value_is_deferred(v), "a callback was given a deferred as its value");
     switch (c->action) {
@@ -189,12 +202,14 @@ static deferred_value_t run_cb(struct cb *c, deferred_value_t v)
         return deferred_value_failure(new_failure((uint8_t)c->x));
     case CB_SLOT:
         deferred_value_release(v);
-        if (slot[c->x])
+        /* (pending/core/chain-cycle-leak: waiting on a deferred that
+         * waits makes cycles the library does not see.) */
+        if (slot[c->x] && !(fz_avoid_pending && deferred_is_paused(slot[c->x])))
             return deferred_value_deferred(deferred_ref(slot[c->x]));
         return fz_token();
     case CB_SELF:
         deferred_value_release(v);
-        if (c->self)
+        if (c->self && !fz_avoid_pending)
             return deferred_value_deferred(deferred_ref(c->self));
         return fz_token();
     case CB_SUCCEED:
@@ -246,6 +261,7 @@ static struct cb *cb_new(int action, int x, deferred_t *self, int full)
     c->self = self;
     c->single = self && !deferred_is_multi(self);
     c->full = full;
+    FZ_TRACE("  callback arg %p: action %d, slot %d, full %d", (void *)c, c->action, c->x, full);
     return c;
 }
 
@@ -257,13 +273,14 @@ static void canceller(deferred_t *d, void *arg)
 
     FZ_CHECK(!fz_arg_destroyed(c), "a canceller ran after its argument was destroyed");
     c->runs++;
+    FZ_TRACE("  canceller of %p runs: action %d, slot %d", (void *)d, c->action, c->x);
     FZ_CHECK(c->runs == 1, "a canceller ran twice");
     switch (c->action) {
     case CN_FIRE_SELF:
-        (void)deferred_callback(d, fz_token());
+        TRI(deferred_callback(d, fz_token()));
         break;
     case CN_ERRBACK_SELF:
-        (void)deferred_errback(d, new_failure((uint8_t)c->x));
+        TRI(deferred_errback(d, new_failure((uint8_t)c->x)));
         break;
     case CN_CANCEL_SLOT:
         act_on_slot(CB_CANCEL_SLOT, c->x);
@@ -288,11 +305,11 @@ static void flow_hook(deferred_t *d, bool paused, void *arg)
     switch (f->action) {
     case 1:
         if (!paused)
-            (void)deferred_emit(d, fz_token());
+            TRI(deferred_emit(d, fz_token()));
         break;
     case 2:
         if (paused)
-            (void)deferred_cancel(d);
+            TRI(deferred_cancel(d));
         break;
     case 3:
         if (paused)
@@ -350,30 +367,30 @@ static void op_add(fz_reader_t *r, int full)
     switch (kind % 5) {
     case 0:
         if (full)
-            (void)deferred_add_callback_full(d, f1, c1, fz_destroy);
+            TRI(deferred_add_callback_full(d, f1, c1, fz_destroy));
         else
-            (void)deferred_add_callback(d, f1, c1);
+            TRI(deferred_add_callback(d, f1, c1));
         break;
     case 1:
         if (full)
-            (void)deferred_add_errback_full(d, f1, c1, fz_destroy);
+            TRI(deferred_add_errback_full(d, f1, c1, fz_destroy));
         else
-            (void)deferred_add_errback(d, f1, c1);
+            TRI(deferred_add_errback(d, f1, c1));
         break;
     case 2:
         if (full)
-            (void)deferred_add_both_full(d, f1, c1, fz_destroy);
+            TRI(deferred_add_both_full(d, f1, c1, fz_destroy));
         else
-            (void)deferred_add_both(d, f1, c1);
+            TRI(deferred_add_both(d, f1, c1));
         break;
     case 3: {
         uint8_t a2 = fz_byte(r), x2 = fz_byte(r);
 
         c2 = cb_new(a2, x2, d, full);
         if (full)
-            (void)deferred_add_callbacks_full(d, f1, c1, fz_destroy, f2, c2, fz_destroy);
+            TRI(deferred_add_callbacks_full(d, f1, c1, fz_destroy, f2, c2, fz_destroy));
         else
-            (void)deferred_add_callbacks(d, f1, c1, f2, c2);
+            TRI(deferred_add_callbacks(d, f1, c1, f2, c2));
         break;
     }
     case 4:
@@ -431,6 +448,10 @@ static void op_combine(fz_reader_t *r)
             in[n++] = slot[i];
     if ((flags & 0x10) && n > 0)
         in[n++] = in[0]; /* an input listed twice */
+    FZ_TRACE("  %s of %zu inputs (%p %p %p ...), flags %#x -> slot[%d]",
+             (const char *const[]){"gather", "list", "race", "merge"}[kind % 4], n,
+             n > 0 ? (void *)in[0] : NULL, n > 1 ? (void *)in[1] : NULL,
+             n > 2 ? (void *)in[2] : NULL, flags, dest);
     switch (kind % 4) {
     case 0:
         out = deferred_gather(in, n, flags & GATHER_FLAGS);
@@ -444,7 +465,7 @@ static void op_combine(fz_reader_t *r)
     case 3:
         out = deferred_merge(in, n);
         if (out && (flags & 0x20))
-            (void)deferred_unpause(out);
+            TRI(deferred_unpause(out));
         break;
     }
     if (out || !(flags & 0x40))
@@ -455,7 +476,13 @@ static deferred_t *run_fn_deferred(fz_reader_t *r, int lock_it)
 {
     uint8_t a = fz_byte(r);
     uint8_t x = fz_byte(r);
-    struct cb *c = cb_new(a, x, NULL, 1);
+    struct cb *c;
+
+    /* (pending/core/lock-run-dropped-never-destroyed: a waiting run that
+     * was dropped never destroys its argument.) */
+    if (fz_avoid_pending)
+        return lock_it ? deferred_lock_acquire(lock) : deferred_semaphore_acquire(sem);
+    c = cb_new(a, x, NULL, 1);
 
     if (lock_it)
         return deferred_lock_run(lock, cb_fn_for(c->action), c, fz_destroy);
@@ -477,7 +504,7 @@ static void op_sem(fz_reader_t *r)
         set_slot(s, deferred_semaphore_acquire(sem));
         break;
     case 1:
-        (void)deferred_semaphore_release(sem);
+        TRI(deferred_semaphore_release(sem));
         break;
     case 2:
         set_slot(s, run_fn_deferred(r, 0));
@@ -510,7 +537,7 @@ static void op_lock(fz_reader_t *r)
         set_slot(s, deferred_lock_acquire(lock));
         break;
     case 1:
-        (void)deferred_lock_release(lock);
+        TRI(deferred_lock_release(lock));
         break;
     case 2:
         set_slot(s, run_fn_deferred(r, 1));
@@ -541,10 +568,10 @@ static void op_queue(fz_reader_t *r)
     }
     switch (what % 5) {
     case 0:
-        (void)deferred_queue_put(queue, fz_token());
+        TRI(deferred_queue_put(queue, fz_token()));
         break;
     case 1:
-        (void)deferred_queue_put(queue, deferred_value_failure(new_failure(what)));
+        TRI(deferred_queue_put(queue, deferred_value_failure(new_failure(what))));
         break;
     case 2: {
         deferred_t *g = NULL;
@@ -567,11 +594,29 @@ static void op_queue(fz_reader_t *r)
     }
 }
 
+static const char *const op_names[OP_NOPS] = {
+    "new", "new_cancellable", "new_multi", "succeed", "add", "add_full",
+    "chain_to", "callback", "errback", "pause", "unpause", "cancel", "ref",
+    "unref", "combine", "sem", "lock", "queue", "emit", "finish", "end",
+    "result", "take", "fail_alloc", "add", "callback",
+};
+
 static void one_op(fz_reader_t *r)
 {
     uint8_t op = fz_byte(r) % OP_NOPS;
     int s, t;
     deferred_t *d;
+
+    if (fz_tracing) {
+        char args[64] = "";
+        size_t i, k = 0;
+
+        for (i = 0; i < r->n && i < 8; i++)
+            k += (size_t)snprintf(args + k, sizeof args - k, " %02x", r->p[i]);
+        FZ_TRACE("op %s, next bytes%s; slots %p %p %p %p %p %p %p %p", op_names[op], args,
+                 (void *)slot[0], (void *)slot[1], (void *)slot[2], (void *)slot[3],
+                 (void *)slot[4], (void *)slot[5], (void *)slot[6], (void *)slot[7]);
+    }
 
     switch (op) {
     case OP_NEW:
@@ -593,7 +638,7 @@ static void one_op(fz_reader_t *r)
 
             f->action = (b >> 3) % 4;
             f->x = (b >> 5) % NSLOTS;
-            (void)deferred_set_flow(slot[s], flow_hook, f);
+            TRI(deferred_set_flow(slot[s], flow_hook, f));
         }
         break;
     }
@@ -620,7 +665,7 @@ static void one_op(fz_reader_t *r)
         if (slot[s] && slot[t]) {
             deferred_t *a = hold(s), *b = hold(t);
 
-            (void)deferred_chain_to(a, b);
+            TRI(deferred_chain_to(a, b));
             deferred_unref(a);
             deferred_unref(b);
         }
@@ -634,11 +679,11 @@ static void one_op(fz_reader_t *r)
             break;
         d = hold(s);
         if (b & 0x80)
-            (void)deferred_callback(d, deferred_value_none());
+            TRI(deferred_callback(d, deferred_value_none()));
         else if (b & 0x40)
-            (void)deferred_callback(d, deferred_value_of_int(b));
+            TRI(deferred_callback(d, deferred_value_of_int(b)));
         else
-            (void)deferred_callback(d, fz_token());
+            TRI(deferred_callback(d, fz_token()));
         deferred_unref(d);
         break;
     }
@@ -649,7 +694,7 @@ static void one_op(fz_reader_t *r)
         if (!slot[s])
             break;
         d = hold(s);
-        (void)deferred_errback(d, new_failure(b));
+        TRI(deferred_errback(d, new_failure(b)));
         deferred_unref(d);
         break;
     }
@@ -662,11 +707,11 @@ static void one_op(fz_reader_t *r)
             break;
         d = hold(s);
         if (op == OP_PAUSE)
-            (void)deferred_pause(d);
+            TRI(deferred_pause(d));
         else if (op == OP_UNPAUSE)
-            (void)deferred_unpause(d);
+            TRI(deferred_unpause(d));
         else if (op == OP_CANCEL)
-            (void)deferred_cancel(d);
+            TRI(deferred_cancel(d));
         else {
             deferred_value_t v = deferred_result_take(d);
 
@@ -710,9 +755,9 @@ static void one_op(fz_reader_t *r)
         v = b & 0x80 ? deferred_value_failure(new_failure(b)) : fz_token();
         d = hold(s);
         if (op == OP_EMIT)
-            (void)deferred_emit(d, v);
+            TRI(deferred_emit(d, v));
         else
-            (void)deferred_finish(d, v);
+            TRI(deferred_finish(d, v));
         (void)deferred_queued(d);
         (void)deferred_rows(d);
         deferred_unref(d);
@@ -737,6 +782,9 @@ static void one_op(fz_reader_t *r)
         }
         break;
     case OP_FAIL_ALLOC:
+        /* (pending/core/oom-free-pending-list-leak.) */
+        if (fz_avoid_pending)
+            break;
         fz_fail_alloc_after(1 + fz_byte(r) % 16);
         break;
     }

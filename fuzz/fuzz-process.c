@@ -759,10 +759,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     side_budget = 0;
     if (proc)
         (void)deferred_process_cancel(proc);
-    /* The process's cancel leaves alone what a map stage or a row of the
-     * to_multi consumer's deferred waits on, and the process waits for it:
-     * its owner cancels it. */
-    for (i = 0; i < NPEND; i++) {
+    /* What a map stage, a finish or a row of the to_multi consumer's
+     * deferred waits on: when the input's last byte is odd its owner
+     * cancels it before dropping it, else it is only dropped. */
+    for (i = 0; i < NPEND && size > 0 && (data[size - 1] & 1); i++) {
         deferred_t *d = deferred_ref(pend[i]);
 
         if (d)

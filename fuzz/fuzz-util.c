@@ -5,9 +5,11 @@
  * allocator, so that the block count the end check reads is the
  * library's alone.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fuzz-util.h"
 
@@ -27,8 +29,31 @@ int fz_more(const fz_reader_t *r)
     return r->n > 0;
 }
 
+int fz_tracing;
+int fz_avoid_pending;
+
+void fz_trace(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    fputs("trace: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
 void fz_fail(const char *what)
 {
+    const char *only = getenv("FUZZ_ONLY");
+
+    /* FUZZ_ONLY=TEXT (for -minimize_crash): any other broken invariant
+     * ends the run as if nothing happened, so that minimizing keeps to
+     * one bug. */
+    if (only && !strstr(what, only)) {
+        fflush(stderr);
+        _exit(0);
+    }
     fprintf(stderr, "fuzz: invariant broken: %s\n", what);
     fflush(stderr);
     abort();
@@ -91,6 +116,8 @@ void fz_setup(void)
     if (done)
         return;
     done = 1;
+    fz_tracing = getenv("FUZZ_TRACE") != NULL;
+    fz_avoid_pending = getenv("FUZZ_AVOID_PENDING") != NULL;
     deferred_set_debug(false);
     if (deferred_set_allocator(count_malloc, count_realloc, count_free) != 0)
         fz_fail("deferred_set_allocator refused the counting allocator");

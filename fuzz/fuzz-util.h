@@ -33,6 +33,23 @@ uint8_t fz_byte(fz_reader_t *r);
 /* True while bytes remain. */
 int fz_more(const fz_reader_t *r);
 
+/* ---- tracing ----------------------------------------------------------- */
+
+/* True when the environment variable FUZZ_TRACE is set (read once, by
+ * fz_setup()): the harnesses then print each operation to stderr, which
+ * is how a crashing input is turned into a C reproducer. */
+extern int fz_tracing;
+/* True when FUZZ_AVOID_PENDING is set: the harnesses then steer clear of
+ * the crashes kept in fuzz/pending/ (each harness says how), so that a
+ * campaign explores past them instead of finding them again. */
+extern int fz_avoid_pending;
+void fz_trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define FZ_TRACE(...) \
+    do { \
+        if (fz_tracing) \
+            fz_trace(__VA_ARGS__); \
+    } while (0)
+
 /* ---- failing the run ---------------------------------------------------- */
 
 /* Print "fuzz: invariant broken: <what>" and abort(). */
