@@ -1,10 +1,10 @@
 /*
  * test-combinators.c: gather, list, race, merge, lock, semaphore and queue.
  *
- * The acceptance scenarios C01 to C08 (ACCEPTANCE.md), then the cases of Twisted's
- * test_defer.py for DeferredList, gatherResults, race, DeferredLock,
- * DeferredSemaphore and DeferredQueue, in spirit, then bad input and the
- * out-of-memory loops.
+ * The scenarios C01 to C08 (defined in docs/scenarios.md), then the cases
+ * of Twisted's test_defer.py for DeferredList, gatherResults, race,
+ * DeferredLock, DeferredSemaphore and DeferredQueue, in spirit, then bad
+ * input and the out-of-memory loops.
  *
  * Self-contained: a small counting, failing allocator and a report hook
  * live here.  Every test's teardown asserts that no block is alive and that

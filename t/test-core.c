@@ -1,6 +1,7 @@
 /*
- * test-core.c: the deferred core against ACCEPTANCE.md's P scenarios
- * (test_P01_... to test_P23_...) and every branch of the chain runner.
+ * test-core.c: the deferred core against the P scenarios of
+ * docs/scenarios.md (test_P01_... to test_P23_...) and every branch of the
+ * chain runner.
  *
  * Every test runs inside the checked fixture of testutil.c, whose teardown
  * asserts that no block allocated through the library's allocator is

@@ -2,9 +2,10 @@
  * t/test-ev.c: the libev binding (deferred/ev.h): time, timeouts, fd
  * readiness, the line producer, the thread pool and cross-thread firing.
  *
- * Tests are named by their ACCEPTANCE.md id (E01 to E06) where they have
- * one.  Each test makes its own loop (ev_loop_new) and destroys it, and
- * the fixture proves that nothing allocated through the library is left.
+ * Tests are named by their scenario id (E01 to E06, defined in
+ * docs/scenarios.md) where they have one.  Each test makes its own loop
+ * (ev_loop_new) and destroys it, and the fixture proves that nothing
+ * allocated through the library is left.
  *
  * Threads and the counting allocator: testutil's allocator is not
  * thread-safe, so every test keeps the library's allocations on the loop

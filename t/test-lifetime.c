@@ -1,7 +1,7 @@
 /*
  * test-lifetime.c: lifetime and depth of deferreds.
  *
- * Scenarios:
+ * Scenarios (also listed in docs/scenarios.md):
  *   L01  a deferred dying on the free list is not fired again through a
  *        weak pointer (a combinator's, or a continue entry's): no double
  *        free;

@@ -1,6 +1,6 @@
 /*
- * test-multi.c: multi-fire deferreds (ACCEPTANCE M01 to M04, and the rest
- * of include/deferred/multi.h).
+ * test-multi.c: multi-fire deferreds (scenarios M01 to M04, defined in
+ * docs/scenarios.md, and the rest of include/deferred/multi.h).
  */
 #include <check.h>
 #include <errno.h>

@@ -2,7 +2,8 @@
  * test-oom.c: the failing-allocator test (Jansson's test_chaos, SQLite's
  * out-of-memory testing).
  *
- * Each scenario is a whole P scenario written to check every return: an
+ * Each scenario is a whole P scenario (the ids are defined in
+ * docs/scenarios.md) written to check every return: an
  * action's -ENOMEM, a constructor's NULL, an ENOMEM failure as a result,
  * in a record log or in a report.  It cleans up on the way out and says
  * whether it saw ENOMEM.  run_scenario() runs it with the 1st, 2nd, ...

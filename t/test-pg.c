@@ -1,10 +1,11 @@
 /*
- * test-pg.c: PostgreSQL connections and query producers (ACCEPTANCE D03,
- * D04, D05), on a throwaway server that the test starts itself
- * (pg-harness.c): single-row streaming with backpressure, a server that
- * dies mid-stream, a SQLite query and a PostgreSQL query merged into one
- * consumer, queued queries, cancel, and bad input (a closed connection,
- * bad SQL, wrong parameter counts, a refused connection).
+ * test-pg.c: PostgreSQL connections and query producers (scenarios D03,
+ * D04, D05, defined in docs/scenarios.md), on a throwaway server that the
+ * test starts itself (pg-harness.c): single-row streaming with
+ * backpressure, a server that dies mid-stream, a SQLite query and a
+ * PostgreSQL query merged into one consumer, queued queries, cancel, and
+ * bad input (a closed connection, bad SQL, wrong parameter counts, a
+ * refused connection).
  *
  * Skips (77) only when the server binaries are absent.
  */

@@ -1,7 +1,7 @@
 /*
- * test-process.c: deferred_process (ACCEPTANCE S01 to S09), the built-in
- * stages, the Reactive Streams rules that apply, bad input, constant stack
- * and no allocation per item.
+ * test-process.c: deferred_process (scenarios S01 to S09, defined in
+ * docs/scenarios.md), the built-in stages, the Reactive Streams rules that
+ * apply, bad input, constant stack and no allocation per item.
  */
 #include <check.h>
 #include <errno.h>

@@ -1,7 +1,8 @@
 /*
- * test-sqlite.c: SQLite query producers (ACCEPTANCE D01, D02), the row
- * value, one-row queries, bound parameters, busy and locked databases,
- * wrong parameter counts, and every allocation failing in turn.
+ * test-sqlite.c: SQLite query producers (scenarios D01, D02, defined in
+ * docs/scenarios.md), the row value, one-row queries, bound parameters,
+ * busy and locked databases, wrong parameter counts, and every allocation
+ * failing in turn.
  *
  * Every test runs on a real database file in a temporary directory, made
  * once for the suite (100,000 rows in table t), on a real libev loop.
