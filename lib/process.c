@@ -481,7 +481,9 @@ static inline int deliver(deferred_process_t *p, deferred_stage_t *to,
 }
 
 /* May st send downstream now?  Producers stop at a cancel or failure;
- * while finishing, only the stage whose finish runs may still emit. */
+ * while finishing, the stage whose finish runs may still emit, and so may
+ * the stages after it (not finished yet: what it emits goes through them,
+ * a batch flushing, say); those before it are done. */
 static bool may_emit(const deferred_stage_t *st)
 {
     const deferred_process_t *p = st->p;
@@ -489,7 +491,7 @@ static bool may_emit(const deferred_stage_t *st)
     if (!p || !st->down || !p->running || p->failure)
         return false;
     if (p->in_finish)
-        return st->index == p->finishing;
+        return !st->producer && st->index >= p->finishing;
     if (p->cancelling || p->finished)
         return false;
     return !(st->producer && (st->cancelled || st->finished));
