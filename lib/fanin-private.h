@@ -14,10 +14,13 @@
  *    can reach it;
  *  - building: each input gets one plain callback/errback pair whose
  *    argument is its slot, so an input costs no allocation of its own.
- *    An input whose result is already there has its pair appended only
- *    once every other pair is in place, in input order (so an allocation
- *    failure leaves no result taken, and inputs fired before the call are
- *    seen in input order, even one listed twice);
+ *    In an ordered block (gather, list, race) an input whose result is
+ *    already there has its pair appended only once every other pair is in
+ *    place, in input order, so an allocation failure leaves no result
+ *    taken, and inputs fired before the call are seen in input order,
+ *    even one listed twice (no pause: pausing an input listed twice and
+ *    resuming it once released nothing).  Otherwise (merge) the mode's
+ *    hold hook pauses such an input before its pair goes in;
  *  - the cancel loop: every input whose result has not arrived is
  *    cancelled at most once, in input order, through a cursor that a loop
  *    started from inside another shares;
@@ -130,10 +133,11 @@ DEFERRED_HIDDEN int deferred__fanin_attach(struct fanin *f, deferred_t *const *i
 DEFERRED_HIDDEN void deferred__fanin_built(struct fanin *f);
 
 /* Cancel every input whose result has not arrived, each at most once, in
- * input order (deferred while building).  Callbacks run. */
+ * input order (deferred while building).  Callbacks run.
+ *
+ * A mode marks out settled by setting f->done (results from then on are
+ * its to drop); the engine lets go of the inputs still pending once the
+ * pair, loop or build under way returns. */
 DEFERRED_HIDDEN void deferred__fanin_cancel_inputs(struct fanin *f);
-/* out is settled: results from now on are the mode's to drop; the inputs
- * are let go once no loop walks the slots. */
-DEFERRED_HIDDEN void deferred__fanin_settle(struct fanin *f);
 
 #endif /* DEFERRED_FANIN_PRIVATE_H */

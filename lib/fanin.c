@@ -122,12 +122,6 @@ static void try_detach(struct fanin *f)
     }
 }
 
-void deferred__fanin_settle(struct fanin *f)
-{
-    f->done = true;
-    try_detach(f);
-}
-
 void deferred__fanin_out_freed(void *arg)
 {
     struct fanin *f = arg;
@@ -219,9 +213,9 @@ static deferred_value_t on_outcome(deferred_value_t v, void *arg)
 
 /* ---- building ---------------------------------------------------------- */
 
-/* The build failed at slot `failed` (its reference already dropped):
- * every pair in place passes through, the slots whose pair waited for the
- * second pass are let go unattached, the rest are detached. */
+/* The build failed: every pair in place passes through from now on, the
+ * mode undoes its part, the slots whose pair waited for the second pass
+ * are let go unattached; the others are detached once the build ends. */
 static void abort_build(struct fanin *f)
 {
     size_t i;
