@@ -13,7 +13,8 @@
  *  - cancelling cancels each unfired input exactly once, also when a
  *    canceller fires another input or cancels the combinator again; a
  *    late loser's fire is swallowed without a report;
- *  - the empty cases;
+ *  - the empty cases, and the combinator's deferred naming its inputs for
+ *    deferred_chain_to()'s cycle check;
  *  - out of memory at each allocation of scenarios that hold, release and
  *    let go, and depth: a merge of many inputs resumed on a small stack.
  */
@@ -428,6 +429,35 @@ START_TEST(test_empty_inputs)
 }
 END_TEST
 
+/* ---- the cycle check -------------------------------------------------- */
+
+/* The combinator's deferred names the inputs it holds: making an input
+ * follow it would be a cycle nothing frees (deferred_chain_to()). */
+START_TEST(test_out_names_its_inputs)
+{
+    deferred_t *a = deferred_new(), *b = deferred_new(), *in[2], *c;
+    int which;
+
+    in[0] = a;
+    in[1] = b;
+    for (which = 0; which < 4; which++) {
+        if (which == 0)
+            c = deferred_gather(in, 2, 0);
+        else if (which == 1)
+            c = deferred_list(in, 2, 0);
+        else if (which == 2)
+            c = deferred_race(in, 2);
+        else
+            c = deferred_merge(in, 2);
+        ck_assert_ptr_nonnull(c);
+        ck_assert_int_eq(deferred_chain_to(b, c), -EDEADLK);
+        deferred_unref(c);
+    }
+    deferred_unref(a);
+    deferred_unref(b);
+}
+END_TEST
+
 /* ---- depth ------------------------------------------------------------ */
 
 #define DEEP_K 20000
@@ -572,6 +602,7 @@ static Suite *fanin_suite(void)
     tcase_add_test(tc, test_cancel_each_input_once);
     tcase_add_test(tc, test_race_late_loser_swallowed);
     tcase_add_test(tc, test_empty_inputs);
+    tcase_add_test(tc, test_out_names_its_inputs);
     tcase_add_test(tc, test_deep_fanin_small_stack);
     tcase_add_test(tc, test_oom_fanin);
     suite_add_tcase(s, tc);
