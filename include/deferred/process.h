@@ -155,6 +155,7 @@ DEFERRED_EXPORT void deferred_stage_free(deferred_stage_t *st);
  * DEFERRED_PROCESS_PAUSED. */
 DEFERRED_EXPORT deferred_process_t *deferred_process_new(unsigned flags);
 
+/* Add a reference to p; returns p (NULL gives NULL). */
 DEFERRED_EXPORT deferred_process_t *deferred_process_ref(deferred_process_t *p);
 /* Drop a reference.  A running process keeps itself until its finish has
  * been delivered; the last reference then frees the stages.  NULL: no-op. */
