@@ -13,7 +13,10 @@
  * drops the list's reference), or the owner's death (the last reference
  * to the semaphore or queue fails the waiters still linked with
  * ECANCELED).  Waiters hold no reference on their owner, so there is no
- * cycle.
+ * cycle: a semaphore run takes its reference on the semaphore only once
+ * it holds a token.  A waiter fired by someone else than its owner (its
+ * caller, say) leaves the list as it fires: the first entry of its chain
+ * is the owner's and unlinks it.
  */
 #include <errno.h>
 #include <string.h>
@@ -71,6 +74,20 @@ static void waiter_destroy(void *arg)
     deferred__free(arg);
 }
 
+/* The first entry of a waiter's chain: fired while still linked, it was
+ * not served by its owner, so it leaves the list (with the list's
+ * reference: the runner holds one of its own). */
+static deferred_value_t waiter_fired(deferred_value_t v, void *arg)
+{
+    struct waiter *w = arg;
+
+    if (w->q) {
+        waiter_unlink(w);
+        deferred_unref(w->d);
+    }
+    return v;
+}
+
 /* A new unfired deferred linked at the tail of q, with two references: the
  * caller's and the list's.  NULL on allocation failure (nothing linked).
  * *wout (may be NULL) receives the waiter. */
@@ -88,6 +105,10 @@ static deferred_t *waiter_new(struct waitq *q, bool *granted,
     d = deferred_new_cancellable(waiter_cancel, w, waiter_destroy);
     if (!d)
         return NULL; /* waiter_destroy freed w */
+    if (deferred_add_both(d, waiter_fired, w) < 0) {
+        deferred_unref(d);
+        return NULL;
+    }
     w->d = deferred_ref(d);
     w->q = q;
     w->prev = q->tail;
@@ -227,9 +248,12 @@ int deferred_semaphore_release(deferred_semaphore_t *s)
         s->tokens++;
         return 0;
     }
-    /* The token goes straight to the first waiter. */
-    if (granted)
+    /* The token goes straight to the first waiter; a run's holds the
+     * semaphore from now on. */
+    if (granted) {
         *granted = true;
+        deferred_semaphore_ref(s);
+    }
     deferred_callback(d, deferred_value_make(s, NULL));
     deferred_unref(d);
     return 0;
@@ -257,7 +281,7 @@ size_t deferred_semaphore_waiting(const deferred_semaphore_t *s)
  */
 struct run_ctx {
     size_t refs;
-    deferred_semaphore_t *s; /* a reference */
+    deferred_semaphore_t *s; /* a reference once acquired, weak before */
     deferred_fn fn;
     void *arg;
     deferred_destroy_fn destroy;
@@ -282,7 +306,8 @@ static void run_ctx_unref(void *arg)
     run_release(ctx);
     if (ctx->destroy)
         ctx->destroy(ctx->arg);
-    deferred_semaphore_unref(ctx->s);
+    if (ctx->acquired)
+        deferred_semaphore_unref(ctx->s);
     deferred__free(ctx);
 }
 
@@ -333,7 +358,7 @@ deferred_t *deferred_semaphore_run(deferred_semaphore_t *s, deferred_fn fn,
         goto out_destroy;
     }
     ctx->refs = 1;
-    ctx->s = deferred_semaphore_ref(s);
+    ctx->s = s;
     ctx->fn = fn;
     ctx->arg = arg;
     ctx->destroy = destroy;
@@ -359,10 +384,12 @@ deferred_t *deferred_semaphore_run(deferred_semaphore_t *s, deferred_fn fn,
         errno = ENOMEM;
         return NULL;
     }
-    if (w)
+    if (w) {
         w->granted = &ctx->acquired; /* the pair keeps ctx alive */
-    else
+    } else {
         ctx->acquired = true;
+        deferred_semaphore_ref(s);
+    }
     deferred_unpause(d);
     return d;
 

@@ -16,7 +16,10 @@
  *        -EDEADLK, a callback returning a deferred that waits on its own
  *        is an EDEADLK failure; nothing leaks;
  *   L05  chain_to() into a target that has already fired puts an EALREADY
- *        failure on the chain (seen by an errback, reported if unhandled).
+ *        failure on the chain (seen by an errback, reported if unhandled);
+ *   L06  lock, semaphore and queue waiters: a waiting run dropped with its
+ *        lock leaks nothing and destroys its argument once; a waiter fired
+ *        by its caller leaves the queue (no token handed to it after).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -702,6 +705,94 @@ START_TEST(test_L05_chain_to_cancelled_target)
 }
 END_TEST
 
+/* ---- L06 --------------------------------------------------------------- */
+
+static int l06_destroyed, l06_ran;
+
+static void l06_destroy(void *arg)
+{
+    (void)arg;
+    l06_destroyed++;
+}
+
+static deferred_value_t l06_fn(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    l06_ran++;
+    return v;
+}
+
+/* A lock_run() waiting for the lock is dropped, then the lock: the run
+ * held no reference on the lock while it waited, so the lock goes, the
+ * waiter fails with ECANCELED, destroy runs once, nothing leaks. */
+START_TEST(test_L06_dropped_waiting_run)
+{
+    deferred_lock_t *l = deferred_lock_new();
+    deferred_t *held = deferred_lock_acquire(l);
+    deferred_t *run = deferred_lock_run(l, l06_fn, NULL, l06_destroy);
+
+    l06_destroyed = l06_ran = 0;
+    deferred_unref(run);
+    deferred_unref(held);
+    deferred_lock_unref(l);
+    ck_assert_int_eq(l06_ran, 0);
+    ck_assert_int_eq(l06_destroyed, 1);
+}
+END_TEST
+
+/* The caller fires a waiting run's deferred itself: it leaves the queue,
+ * so the next release does not hand the token to it. */
+START_TEST(test_L06_waiter_fired_by_caller)
+{
+    deferred_lock_t *l = deferred_lock_new();
+    deferred_t *held = deferred_lock_acquire(l), *next;
+    deferred_t *run = deferred_lock_run(l, l06_fn, NULL, l06_destroy);
+
+    l06_destroyed = l06_ran = 0;
+    ck_assert_uint_eq(deferred_lock_waiting(l), 1);
+    deferred_callback(run, deferred_value_of_int(1));
+    ck_assert_uint_eq(deferred_lock_waiting(l), 0);
+    ck_assert_int_eq(l06_ran, 0);
+    ck_assert_int_eq(deferred_lock_release(l), 0);
+    ck_assert(!deferred_lock_is_locked(l));
+    next = deferred_lock_acquire(l);
+    ck_assert(deferred_has_fired(next));
+    deferred_unref(next);
+    deferred_lock_release(l);
+    deferred_unref(run);
+    deferred_unref(held);
+    deferred_lock_unref(l);
+    ck_assert_int_eq(l06_destroyed, 1);
+}
+END_TEST
+
+/* The same for a queue's waiting get and a semaphore's acquire. */
+START_TEST(test_L06_queue_and_semaphore_waiters_fired_by_caller)
+{
+    deferred_queue_t *q = deferred_queue_new(DEFERRED_QUEUE_UNLIMITED, DEFERRED_QUEUE_UNLIMITED);
+    deferred_semaphore_t *s = deferred_semaphore_new(1);
+    deferred_t *g = NULL, *a = deferred_semaphore_acquire(s), *b;
+
+    ck_assert_int_eq(deferred_queue_get(q, &g), 0);
+    ck_assert_uint_eq(deferred_queue_waiting(q), 1);
+    deferred_callback(g, deferred_value_of_int(5));
+    ck_assert_uint_eq(deferred_queue_waiting(q), 0);
+    ck_assert_int_eq(deferred_queue_put(q, tu_tracked(6)), 0);
+    ck_assert_uint_eq(deferred_queue_pending(q), 1);
+    b = deferred_semaphore_acquire(s);
+    deferred_callback(b, deferred_value_of_int(1));
+    ck_assert_uint_eq(deferred_semaphore_waiting(s), 0);
+    ck_assert_int_eq(deferred_semaphore_release(s), 0);
+    ck_assert_uint_eq(deferred_semaphore_tokens(s), 1);
+    deferred_unref(g);
+    deferred_unref(a);
+    deferred_unref(b);
+    deferred_queue_unref(q);
+    deferred_semaphore_unref(s);
+    ck_assert_int_eq(tu_released, 1);
+}
+END_TEST
+
 static Suite *lifetime_suite(void)
 {
     Suite *s = suite_create("lifetime");
@@ -723,6 +814,9 @@ static Suite *lifetime_suite(void)
     tcase_add_test(tc, test_L04_cycle_check_nomem);
     tcase_add_test(tc, test_L05_chain_to_fired_target);
     tcase_add_test(tc, test_L05_chain_to_cancelled_target);
+    tcase_add_test(tc, test_L06_dropped_waiting_run);
+    tcase_add_test(tc, test_L06_waiter_fired_by_caller);
+    tcase_add_test(tc, test_L06_queue_and_semaphore_waiters_fired_by_caller);
     suite_add_tcase(s, tc);
 
     tcase_add_checked_fixture(big, tu_setup, tu_teardown);
