@@ -171,9 +171,9 @@ static deferred_value_t on_row(deferred_value_t v, void *arg)
     struct mstate *m = MSTATE(f);
     size_t i = (size_t)(s - f->slots);
 
-    if (f->aborted)
+    if (DEFERRED_UNLIKELY(f->aborted))
         return v;
-    if (f->done || !FANIN_HELD(s)) {
+    if (DEFERRED_UNLIKELY(f->done || !FANIN_HELD(s))) {
         deferred_value_release(v);
         return deferred_value_none();
     }
@@ -181,9 +181,10 @@ static deferred_value_t on_row(deferred_value_t v, void *arg)
     deliver(f, i, v);
     /* The stream holds rows back (it did, or this row made it): this
      * input's next rows wait in it. */
-    if (m->holding && !f->done && FANIN_HELD(s) && m->ms[i].stream)
+    if (DEFERRED_UNLIKELY(m->holding) && !f->done && FANIN_HELD(s))
         hold(f, i, m->ms[i].stream);
-    deferred__fanin_unref(f);
+    if (--f->refs == 0)
+        deferred__free(f);
     return deferred_value_none();
 }
 
