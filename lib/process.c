@@ -929,6 +929,11 @@ static void finish_from(deferred_process_t *p, size_t i, deferred_value_t outcom
             p->refs++;
             if (deferred_add_both_full(wait, finish_resumed, p, process_unref_destroy) == 0) {
                 p->depth--;
+                /* A cancelled stream wants nothing a stage still waits on
+                 * (even when a finish before it replaced the ECANCELED
+                 * outcome): the cancel goes on to what it waits on. */
+                if (p->cancelling && p->finish_wait == wait)
+                    deferred_cancel_at(wait, p->file, p->line);
                 return;
             }
             p->finish_wait = NULL;
@@ -1082,7 +1087,7 @@ int deferred_process_cancel(deferred_process_t *p)
     if (!p)
         return -EINVAL;
     if (p->finish_wait)
-        return deferred_cancel(p->finish_wait);
+        return deferred_cancel_at(p->finish_wait, p->file, p->line);
     if (!p->running || p->cancelling || p->finished)
         return 0;
     enter(p);

@@ -460,6 +460,25 @@ static void map_abandon(struct map *m)
     deferred__free(q);
 }
 
+/* The end of the stream waiting on the queue was cancelled: the queue
+ * goes (the deferreds in it are cancelled); the drain then fails with
+ * ECANCELED. */
+static void map_drain_cancel(deferred_t *d, void *arg)
+{
+    struct shared *sh = arg;
+    struct map *m;
+
+    (void)d;
+    if (!sh->self)
+        return;
+    m = STAGE_DATA(sh->self);
+    map_abandon(m);
+    if (m->holding) {
+        m->holding = false;
+        deferred_stage_resume(sh->self);
+    }
+}
+
 /* At the end of the stream, wait for the results still queued; when the
  * stream failed or was cancelled, nobody wants them: they are dropped. */
 static deferred_value_t map_finish(deferred_stage_t *self, deferred_stage_t *from,
@@ -478,7 +497,8 @@ static deferred_value_t map_finish(deferred_stage_t *self, deferred_stage_t *fro
     }
     if (!m->len || !deferred_value_is_none(tag) || m->drain)
         return outcome;
-    m->drain = deferred_new();
+    m->sh->refs++;
+    m->drain = deferred_new_cancellable(map_drain_cancel, m->sh, shared_unref);
     if (!m->drain) {
         deferred_value_release(outcome);
         return deferred_value_failure(NULL);

@@ -475,6 +475,63 @@ START_TEST(test_map_holds_its_deferred)
 }
 END_TEST
 
+/* A processor whose finish replaces the outcome (the ECANCELED of a
+ * cancel, here) by a value of its own. */
+static deferred_failure_t *pass_on(deferred_stage_t *self, deferred_stage_t *from,
+                                   deferred_value_t tag, deferred_value_t *item)
+{
+    deferred_value_t v = *item;
+
+    (void)from;
+    *item = deferred_value_none();
+    deferred_stage_emit_tagged(self, tag, v);
+    return NULL;
+}
+
+static deferred_value_t forget_outcome(deferred_stage_t *self, deferred_stage_t *from,
+                                       deferred_value_t tag, deferred_value_t outcome)
+{
+    (void)self;
+    (void)from;
+    (void)tag;
+    deferred_value_release(outcome);
+    return deferred_value_of_int(5);
+}
+
+static const deferred_stage_ops_t forgetful_ops = {
+    .name = "forgetful",
+    .resume = NULL,
+    .handle = pass_on,
+    .finish = forget_outcome,
+};
+
+START_TEST(test_cancel_reaches_what_map_waits_on)
+{
+    struct script s;
+    deferred_process_t *p = deferred_process_new(0);
+    deferred_t *d;
+    static const int ev[][2] = {{EV_EMIT, 1}}; /* and never finishes */
+
+    destroyed = cancels_seen = 0;
+    nwaiting = 0;
+    deferred_process_add(p, script_stage(&s, ev, NEV(ev)));
+    deferred_process_add(p, deferred_stage_new(&forgetful_ops, NULL, 0));
+    deferred_process_add(p, deferred_stage_map("later", unowned_later, NULL));
+    deferred_process_add(p, deferred_stage_collect());
+    d = deferred_process_run(p);
+    ck_assert_int_eq(nwaiting, 1);
+    ck_assert_int_eq(deferred_process_cancel(p), 0);
+    /* The map's wait is cancelled with the stream: the process ends. */
+    ck_assert(deferred_has_fired(d));
+    ck_assert_int_eq(cancels_seen, 1);
+    ck_assert(deferred_failure_is(deferred_value_get_failure(deferred_result(d)),
+                                  DEFERRED_DOMAIN_LIBRARY, ECANCELED));
+    deferred_unref(d);
+    deferred_process_unref(p);
+    ck_assert_int_eq(destroyed, 1);
+}
+END_TEST
+
 /* A producer that ignores pauses: results stay in order even when one
  * waits on a deferred and the next is ready at once. */
 static deferred_t *hold_first;
@@ -787,6 +844,7 @@ int main(void)
     tcase_add_test(tc, test_pause_before_stages);
     tcase_add_test(tc, test_map_holds_its_deferred);
     tcase_add_test(tc, test_map_keeps_order);
+    tcase_add_test(tc, test_cancel_reaches_what_map_waits_on);
     tcase_add_test(tc, test_finish_deferred_is_held);
     tcase_add_test(tc, test_oom_map_queue_and_batch);
     tcase_add_test(tc, test_process_failures_name_the_run);
