@@ -7,6 +7,8 @@
  */
 #include "testutil.h"
 
+#include <dirent.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -492,38 +494,738 @@ START_TEST(test_failure_null_accessors)
 }
 END_TEST
 
-/* A million-deep cause chain is freed (and searched) without recursion. */
 #define DEEP 1000000
-struct deep { int ok; int found; };
 
-static void *deep_thread(void *arg)
+/* ---- depth: nothing recurses along causes or groups ---- */
+
+/* The shapes of nesting, each built DEEP levels deep over a USER failure
+ * with code 1 (the bottom). */
+enum shape { SHAPE_CAUSE, SHAPE_GROUP, SHAPE_FIRST_ERROR, SHAPE_MIXTURE, SHAPE_N };
+
+static deferred_failure_t *build_deep(enum shape shape, long n)
 {
-    struct deep *r = arg;
-    deferred_failure_t *f = deferred_failure_new(DEFERRED_DOMAIN_SYSTEM, EIO, "bottom");
-    int i;
+    deferred_failure_t *f = deferred_failure_new(DEFERRED_DOMAIN_USER, 1, "bottom");
+    long i;
 
-    for (i = 0; i < DEEP; i++)
-        f = deferred_failure_wrap(f, DEFERRED_DOMAIN_USER, 1, NULL);
-    r->ok = deferred_failure_code(f) == 1;
-    r->found = deferred_failure_find(f, DEFERRED_DOMAIN_SYSTEM, EIO) != NULL;
+    for (i = 0; i < n; i++) {
+        enum shape s = shape == SHAPE_MIXTURE ? (enum shape)(i % 3) : shape;
+
+        if (s == SHAPE_CAUSE) {
+            f = deferred_failure_wrap(f, DEFERRED_DOMAIN_USER, 2, NULL);
+        } else if (s == SHAPE_GROUP) {
+            /* the nested one as input 1 of 2, beside a fresh leaf */
+            deferred_failure_t *m[2];
+            m[0] = shape == SHAPE_MIXTURE ? NULL
+                                          : deferred_failure_new(DEFERRED_DOMAIN_USER, 3, "leaf");
+            m[1] = f;
+            f = deferred_failure_group(m, 2);
+        } else {
+            f = deferred_failure_first_error((size_t)i, f);
+        }
+    }
+    return f;
+}
+
+struct deep_run {
+    enum shape shape;
+    long n;
+    bool made;       /* the outermost failure is not the ENOMEM one */
+    bool found;      /* find() reached the bottom (cause-only shapes) */
+    size_t msg_len;  /* the outermost message's length */
+    int story_rc;    /* deferred_failure_story(f, NULL, 0) */
+    size_t story_len;
+    size_t caused_by, inputs, notes;
+    bool bottom_named;
+    bool render;     /* render the story too */
+};
+
+/* Occurrences of needle in s, in one pass (no strstr() loop: a checking
+ * strstr() measures the whole haystack on every call). */
+static size_t count_of(const char *s, const char *needle)
+{
+    size_t n = 0, len = strlen(needle);
+
+    for (; *s; s++)
+        if (*s == needle[0] && strncmp(s, needle, len) == 0) {
+            n++;
+            s += len - 1;
+        }
+    return n;
+}
+
+static void deep_run(void *arg)
+{
+    struct deep_run *r = arg;
+    deferred_failure_t *f = build_deep(r->shape, r->n);
+
+    r->made = deferred_failure_code(f) != ENOMEM;
+    r->msg_len = strlen(deferred_failure_message(f));
+    r->found = deferred_failure_find(f, DEFERRED_DOMAIN_USER, 1) != NULL;
+    if (r->render) {
+        char *s;
+
+        r->story_rc = deferred_failure_story(f, NULL, 0);
+        s = deferred_failure_story_alloc(f);
+        if (s) {
+            r->story_len = strlen(s);
+            r->caused_by = count_of(s, "caused by: ");
+            r->inputs = count_of(s, "input 1: "); /* the nested member */
+            r->notes = count_of(s, "are not shown");
+            r->bottom_named = strstr(s, "user error 1: bottom") != NULL;
+            deferred_free(s);
+        }
+    }
     deferred_failure_unref(f);
+}
+
+/* Make a million levels of a shape, search it, render its story and free
+ * it (the outermost unref frees them all) on a 256 KiB stack. */
+static struct deep_run run_deep(enum shape shape)
+{
+    struct deep_run r;
+
+    memset(&r, 0, sizeof r);
+    r.shape = shape;
+    r.n = DEEP;
+    r.render = true;
+    tu_run_small_stack(deep_run, &r);
+    ck_assert_msg(r.made, "shape %d: out of memory", (int)shape);
+    ck_assert_uint_eq(tu_live(), 0);
+    ck_assert_int_gt(r.story_rc, 0);
+    ck_assert_uint_eq(r.story_len, (size_t)r.story_rc);
+    return r;
+}
+
+/* A cause chain: searched to the bottom, rendered whole. */
+START_TEST(test_deep_cause_chain)
+{
+    struct deep_run r = run_deep(SHAPE_CAUSE);
+
+    ck_assert(r.found);
+    ck_assert_uint_eq(r.caused_by, DEEP);
+    ck_assert(r.bottom_named);
+    ck_assert_uint_eq(r.notes, 0);
+}
+END_TEST
+
+/* First-errors of first-errors: the same, and each message stays short
+ * (each copied the whole nested message before: quadratic). */
+START_TEST(test_deep_first_errors)
+{
+    struct deep_run r = run_deep(SHAPE_FIRST_ERROR);
+
+    ck_assert(r.found);
+    ck_assert_uint_le(r.msg_len, 200 + 64);
+    ck_assert_uint_eq(r.caused_by, DEEP);
+    ck_assert(r.bottom_named);
+    ck_assert_uint_eq(r.notes, 0);
+}
+END_TEST
+
+/* Groups in groups (freeing them recursed and overflowed at about 8,000
+ * levels): the story shows 32 levels, then a truncation note. */
+START_TEST(test_deep_groups)
+{
+    struct deep_run r = run_deep(SHAPE_GROUP);
+
+    ck_assert_uint_eq(r.notes, 1);
+    ck_assert_uint_eq(r.inputs, 32); /* one nested group per level */
+    ck_assert_uint_lt(r.story_len, 64 * 1024);
+    ck_assert(!r.bottom_named);
+}
+END_TEST
+
+/* Groups, first-errors and wraps in turn. */
+START_TEST(test_deep_mixture)
+{
+    struct deep_run r = run_deep(SHAPE_MIXTURE);
+
+    ck_assert_uint_eq(r.notes, 1);
+    ck_assert_uint_eq(r.inputs, 32);
+    ck_assert_uint_lt(r.story_len, 64 * 1024);
+}
+END_TEST
+
+/* Nested members render with their causes and frames, one level deeper
+ * each; a cause that is a group renders its members. */
+START_TEST(test_story_nested_members)
+{
+    deferred_failure_t *leaf, *inner, *outer, *fe, *m[2];
+    char *s;
+    const char *p;
+
+    leaf = deferred_failure_wrap(deferred_failure_new(DEFERRED_DOMAIN_USER, 8, "root"),
+                                 DEFERRED_DOMAIN_USER, 7, "leaf");
+    ck_assert_int_eq(deferred_failure_add_context(leaf, "leafstage", "leafitem"), 0);
+    m[0] = leaf;
+    inner = deferred_failure_group(m, 1);
+    m[0] = NULL;
+    m[1] = inner;
+    outer = deferred_failure_group(m, 2);
+    s = deferred_failure_story_alloc(outer);
+    ck_assert_ptr_nonnull(s);
+    p = s;
+#define NEXT_LINE(text)                                                        \
+    do {                                                                       \
+        p = strstr(p, text);                                                   \
+        ck_assert_msg(p != NULL, "story lacks %s in order:\n%s", text, s);     \
+    } while (0)
+    NEXT_LINE("library DEFERRED_EGROUP: 1 of 2 inputs failed");
+    NEXT_LINE("\n  input 1: library DEFERRED_EGROUP: 1 of 1 inputs failed");
+    NEXT_LINE("\n    input 0: user error 7: leaf");
+    NEXT_LINE("\n      caused by: user error 8: root");
+    NEXT_LINE("\n    context, from the consumer back to the producer:");
+    NEXT_LINE("\n      in leafstage: leafitem");
+    ck_assert_ptr_null(strstr(s, "input 0: library"));
+    deferred_free(s);
+
+    /* a first-error whose cause is the group: the members follow it */
+    fe = deferred_failure_first_error(4, outer);
+    s = deferred_failure_story_alloc(fe);
+    ck_assert_ptr_nonnull(s);
+    p = s;
+    NEXT_LINE("library DEFERRED_EFIRSTERROR: input 4 failed: 1 of 2 inputs failed");
+    NEXT_LINE("\n  caused by: library DEFERRED_EGROUP: 1 of 2 inputs failed");
+    NEXT_LINE("\n  input 1: library DEFERRED_EGROUP");
+    NEXT_LINE("\n    input 0: user error 7: leaf");
+    NEXT_LINE("\n      in leafstage: leafitem");
+#undef NEXT_LINE
+    deferred_free(s);
+    deferred_failure_unref(fe);
+}
+END_TEST
+
+/* A group of many members renders each on its line, in index order, and
+ * frees without recursion. */
+START_TEST(test_story_wide_group)
+{
+    enum { WIDE = 100000 };
+    deferred_failure_t **m = malloc(WIDE * sizeof(*m));
+    deferred_failure_t *g;
+    char *s, want[64];
+    const char *p;
+    size_t i;
+
+    ck_assert_ptr_nonnull(m);
+    for (i = 0; i < WIDE; i++)
+        m[i] = i % 2 ? deferred_failure_new(DEFERRED_DOMAIN_USER, (int)i, "m%zu", i) : NULL;
+    g = deferred_failure_group(m, WIDE);
+    free(m);
+    ck_assert_uint_eq(deferred_failure_group_size(g), WIDE);
+    s = deferred_failure_story_alloc(g);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_uint_eq(count_of(s, "\n  input "), WIDE / 2);
+    /* line by line: the members in index order */
+    for (p = strchr(s, '\n'), i = 1; i < WIDE; i += 2) {
+        int len = snprintf(want, sizeof want, "\n  input %zu: user error %zu: m%zu (",
+                           i, i, i);
+
+        ck_assert_msg(p && strncmp(p, want, (size_t)len) == 0,
+                      "member %zu missing or out of order", i);
+        p = strchr(p + 1, '\n');
+    }
+    ck_assert_ptr_null(p);
+    deferred_free(s);
+    deferred_failure_unref(g);
+}
+END_TEST
+
+/* ---- many frames: linear rendering ---- */
+
+#define MANY_FRAMES 100000
+
+/* 100,000 frames render completely, from the last added back to the
+ * first, in one allocation; frame i is read in constant time.  (Rendering
+ * looked each frame up from the start of a list: 6.9 s at 100,000.) */
+START_TEST(test_story_many_frames)
+{
+    deferred_failure_t *f = deferred_failure_new(DEFERRED_DOMAIN_USER, 1, "many");
+    char *s, want[64];
+    const char *p;
+    size_t i, total;
+    int n;
+
+    for (i = 0; i < MANY_FRAMES; i++)
+        ck_assert_int_eq(deferred_failure_add_context(f, i % 2 ? "odd" : "even",
+                                                      "item %zu", i), 0);
+    ck_assert_uint_eq(deferred_failure_context_size(f), MANY_FRAMES);
+    for (i = 0; i < MANY_FRAMES; i++) {
+        snprintf(want, sizeof want, "item %zu", i);
+        ck_assert_str_eq(deferred_failure_context_item(f, i), want);
+        ck_assert_str_eq(deferred_failure_context_stage(f, i), i % 2 ? "odd" : "even");
+    }
+    n = deferred_failure_story(f, NULL, 0);
+    ck_assert_int_gt(n, 0);
+    total = tu_total();
+    s = deferred_failure_story_alloc(f);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_uint_eq(tu_total(), total + 1);
+    ck_assert_uint_eq(strlen(s), (size_t)n);
+    /* the last frame added (nearest the consumer) comes first, then every
+     * other one line by line, down to the first */
+    p = strstr(s, "\ncontext, from the consumer back to the producer:");
+    ck_assert_ptr_nonnull(p);
+    p = strchr(p + 1, '\n');
+    for (i = MANY_FRAMES; i-- > 0;) {
+        int len = snprintf(want, sizeof want, "\n  in %s: item %zu", i % 2 ? "odd" : "even", i);
+
+        ck_assert_msg(p && strncmp(p, want, (size_t)len) == 0 &&
+                          (p[len] == '\n' || p[len] == '\0'),
+                      "frame %zu: %.40s", i, p ? p : "(end)");
+        p += len;
+    }
+    ck_assert_int_eq(*p, '\0');
+    ck_assert(has(s, "in odd: item 99999"));
+    ck_assert(has(s, "in even: item 0"));
+    deferred_free(s);
+    deferred_failure_unref(f);
+}
+END_TEST
+
+/* ---- the code table ---- */
+
+/* Every errno name POSIX defines, with its value on this system. */
+static const struct { const char *name; int code; } errno_names[] = {
+#define E(x) {#x, x},
+    E(E2BIG) E(EACCES) E(EADDRINUSE) E(EADDRNOTAVAIL) E(EAFNOSUPPORT) E(EAGAIN)
+    E(EALREADY) E(EBADF) E(EBADMSG) E(EBUSY) E(ECANCELED) E(ECHILD)
+    E(ECONNABORTED) E(ECONNREFUSED) E(ECONNRESET) E(EDEADLK) E(EDESTADDRREQ)
+    E(EDOM) E(EDQUOT) E(EEXIST) E(EFAULT) E(EFBIG) E(EHOSTUNREACH) E(EIDRM)
+    E(EILSEQ) E(EINPROGRESS) E(EINTR) E(EINVAL) E(EIO) E(EISCONN) E(EISDIR)
+    E(ELOOP) E(EMFILE) E(EMLINK) E(EMSGSIZE) E(EMULTIHOP) E(ENAMETOOLONG)
+    E(ENETDOWN) E(ENETRESET) E(ENETUNREACH) E(ENFILE) E(ENOBUFS) E(ENODEV)
+    E(ENOENT) E(ENOEXEC) E(ENOLCK) E(ENOLINK) E(ENOMEM) E(ENOMSG)
+    E(ENOPROTOOPT) E(ENOSPC) E(ENOSYS) E(ENOTCONN) E(ENOTDIR) E(ENOTEMPTY)
+    E(ENOTRECOVERABLE) E(ENOTSOCK) E(ENOTSUP) E(ENOTTY) E(ENXIO) E(EOPNOTSUPP)
+    E(EOVERFLOW) E(EOWNERDEAD) E(EPERM) E(EPIPE) E(EPROTO)
+    E(EPROTONOSUPPORT) E(EPROTOTYPE) E(ERANGE) E(EROFS) E(ESPIPE) E(ESRCH)
+    E(ESTALE) E(ETIMEDOUT) E(ETXTBSY) E(EWOULDBLOCK) E(EXDEV)
+#ifdef ESHUTDOWN
+    E(ESHUTDOWN)
+#endif
+#undef E
+};
+
+static bool errno_value(const char *name, int *code)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof errno_names / sizeof errno_names[0]; i++)
+        if (strcmp(errno_names[i].name, name) == 0) {
+            *code = errno_names[i].code;
+            return true;
+        }
+    return false;
+}
+
+/* The source tree: $srcdir (set by make check's test driver), else the
+ * directory this file was compiled from (when run by hand or valgrind
+ * from the build directory). */
+static bool source_dir(char *dir, size_t size)
+{
+    const char *env = getenv("srcdir");
+    char probe[8192];
+    FILE *fp;
+
+    if (env && *env) {
+        snprintf(dir, size, "%s", env);
+    } else {
+        const char *slash = strrchr(__FILE__, '/');
+        size_t n = slash ? (size_t)(slash - __FILE__) : 0;
+
+        /* __FILE__ is <srcdir>/t/test-failure.c */
+        snprintf(dir, size, "%.*s/..", (int)n, n ? __FILE__ : ".");
+    }
+    snprintf(probe, sizeof probe, "%s/lib/errors.c", dir);
+    fp = fopen(probe, "r");
+    if (!fp)
+        return false;
+    fclose(fp);
+    return true;
+}
+
+/* Collect the E-codes used in the code (not the comments or strings) of
+ * a source file: identifiers E[A-Z0-9]+. */
+#define MAX_CODES 128
+struct codes {
+    size_t n;
+    char name[MAX_CODES][32];
+};
+
+static void codes_add(struct codes *c, const char *name, size_t len)
+{
+    size_t i;
+
+    if (len >= sizeof c->name[0])
+        return;
+    for (i = 0; i < c->n; i++)
+        if (strlen(c->name[i]) == len && strncmp(c->name[i], name, len) == 0)
+            return;
+    ck_assert_uint_lt(c->n, MAX_CODES);
+    memcpy(c->name[c->n], name, len);
+    c->name[c->n][len] = '\0';
+    c->n++;
+}
+
+static bool ident_char(int ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch >= '0' && ch <= '9') || ch == '_';
+}
+
+static void scan_codes(const char *path, struct codes *c)
+{
+    FILE *fp = fopen(path, "r");
+    char *text;
+    long size;
+    size_t i, n;
+
+    ck_assert_msg(fp != NULL, "cannot read %s", path);
+    ck_assert_int_eq(fseek(fp, 0, SEEK_END), 0);
+    size = ftell(fp);
+    ck_assert_int_ge(size, 0);
+    rewind(fp);
+    text = malloc((size_t)size + 1);
+    ck_assert_ptr_nonnull(text);
+    n = fread(text, 1, (size_t)size, fp);
+    text[n] = '\0';
+    fclose(fp);
+    for (i = 0; i < n;) {
+        char ch = text[i];
+
+        if (ch == '/' && text[i + 1] == '*') {
+            const char *end = strstr(text + i + 2, "*/");
+            i = end ? (size_t)(end - text) + 2 : n;
+        } else if (ch == '/' && text[i + 1] == '/') {
+            while (i < n && text[i] != '\n')
+                i++;
+        } else if (ch == '"' || ch == '\'') {
+            for (i++; i < n && text[i] != ch; i++)
+                if (text[i] == '\\')
+                    i++;
+            i++;
+        } else if (ident_char((unsigned char)ch)) {
+            size_t start = i, j;
+            bool code = ch == 'E';
+
+            while (i < n && ident_char((unsigned char)text[i]))
+                i++;
+            for (j = start + 1; j < i; j++)
+                if (!((text[j] >= 'A' && text[j] <= 'Z') || (text[j] >= '0' && text[j] <= '9')))
+                    code = false;
+            if (code && i - start >= 3)
+                codes_add(c, text + start, i - start);
+        } else {
+            i++;
+        }
+    }
+    free(text);
+}
+
+static void scan_dir(const char *dir, struct codes *c)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[8192];
+
+    ck_assert_msg(d != NULL, "cannot list %s", dir);
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+
+        if (len < 3 || e->d_name[len - 2] != '.' ||
+            (e->d_name[len - 1] != 'c' && e->d_name[len - 1] != 'h'))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        scan_codes(path, c);
+    }
+    closedir(d);
+}
+
+/* True when name came from the library's table, not the fallback: the
+ * table's messages are the library's own words, never strerror()'s. */
+static bool in_table(int code)
+{
+    const char *name = deferred_err_name(code);
+
+    return strcmp(name, "EUNKNOWN") != 0 &&
+           !(name[0] == 'E' && name[1] >= '0' && name[1] <= '9') &&
+           strcmp(deferred_strerror(code), "unknown error") != 0 &&
+           strcmp(deferred_strerror(code), strerror(code)) != 0;
+}
+
+/* Every E-code in the library's sources has a name and a message of its
+ * own in the table (EMSGSIZE, ESHUTDOWN, ENOTCONN, EBADF and EPROTO read
+ * "EUNKNOWN" before). */
+START_TEST(test_codes_of_the_sources)
+{
+    static struct codes c;
+    char dir[4096], sub[8192];
+    size_t i;
+
+    c.n = 0;
+    ck_assert_msg(source_dir(dir, sizeof dir),
+                  "cannot find the sources (set srcdir to the source tree)");
+    snprintf(sub, sizeof sub, "%s/lib", dir);
+    scan_dir(sub, &c);
+    snprintf(sub, sizeof sub, "%s/include/deferred", dir);
+    scan_dir(sub, &c);
+    /* the scan works: it sees codes the library is known to produce */
+    ck_assert_uint_ge(c.n, 20);
+    for (i = 0; i < c.n; i++) {
+        int code, back;
+
+        ck_assert_msg(errno_value(c.name[i], &code),
+                      "%s is used in lib/ but is no errno name this test knows: "
+                      "add it to errno_names[]", c.name[i]);
+        ck_assert_msg(in_table(code), "%s (%d) is not in the table: %s, %s",
+                      c.name[i], code, deferred_err_name(code), deferred_strerror(code));
+        ck_assert_msg(in_table(-code), "-%s", c.name[i]);
+        /* its name is the code's (EWOULDBLOCK reads as EAGAIN where equal) */
+        ck_assert(errno_value(deferred_err_name(code), &back));
+        ck_assert_int_eq(back, code);
+    }
+    {
+        const char *need[] = {"EMSGSIZE", "ESHUTDOWN", "ENOTCONN", "EBADF", "EPROTO"};
+        size_t k, j;
+
+        for (k = 0; k < sizeof need / sizeof need[0]; k++) {
+            for (j = 0; j < c.n && strcmp(c.name[j], need[k]) != 0; j++)
+                ;
+            ck_assert_msg(j < c.n || strcmp(need[k], "EBADF") == 0,
+                          "the scan missed %s", need[k]);
+        }
+    }
+}
+END_TEST
+
+struct name_in_thread {
+    const char *name;
+    char copy[16];
+};
+
+static void *name_thread(void *arg)
+{
+    struct name_in_thread *t = arg;
+
+    t->name = deferred_err_name(4001);
+    snprintf(t->copy, sizeof t->copy, "%s", t->name);
     return NULL;
 }
 
-START_TEST(test_deep_cause_chain)
+START_TEST(test_code_names)
 {
-    pthread_attr_t attr;
+    struct name_in_thread t;
     pthread_t th;
-    struct deep r = {0, 0};
+    const char *mine;
+    deferred_failure_t *f;
+    char story[256];
 
-    ck_assert_int_eq(pthread_attr_init(&attr), 0);
-    ck_assert_int_eq(pthread_attr_setstacksize(&attr, 256 * 1024), 0);
-    ck_assert_int_eq(pthread_create(&th, &attr, deep_thread, &r), 0);
+    ck_assert_str_eq(deferred_err_name(EMSGSIZE), "EMSGSIZE");
+    ck_assert_str_eq(deferred_err_name(-ESHUTDOWN), "ESHUTDOWN");
+    ck_assert_str_eq(deferred_err_name(ENOTCONN), "ENOTCONN");
+    ck_assert_str_eq(deferred_err_name(EBADF), "EBADF");
+    ck_assert_str_eq(deferred_err_name(-EPROTO), "EPROTO");
+    ck_assert_str_eq(deferred_err_name(DEFERRED_EFIRSTERROR), "DEFERRED_EFIRSTERROR");
+    ck_assert_str_eq(deferred_strerror(-EMSGSIZE), deferred_strerror(EMSGSIZE));
+    ck_assert_str_ne(deferred_strerror(EPROTO), "unknown error");
+    /* INT_MIN has no positive counterpart (negating it was undefined) */
+    ck_assert_str_eq(deferred_err_name(INT_MIN), "EUNKNOWN");
+    ck_assert_str_eq(deferred_strerror(INT_MIN), "unknown error");
+    ck_assert_str_eq(deferred_err_name(0), "EUNKNOWN");
+    ck_assert_str_eq(deferred_strerror(0), "unknown error");
+    ck_assert_str_eq(deferred_err_name(-INT_MAX), "EUNKNOWN"); /* no errno */
+    ck_assert_str_eq(deferred_strerror(INT_MAX), "unknown error");
+    /* outside the table: the system's name and text, never EUNKNOWN */
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+    ck_assert_str_eq(deferred_err_name(EXDEV), "EXDEV");
+    ck_assert_str_eq(deferred_err_name(-ENOTTY), "ENOTTY");
+    ck_assert_str_eq(deferred_strerror(EXDEV), strerror(EXDEV));
+#else
+    ck_assert_str_ne(deferred_err_name(EXDEV), "EUNKNOWN");
+#endif
+    ck_assert_str_ne(deferred_strerror(EXDEV), "unknown error");
+    f = deferred_failure_new(DEFERRED_DOMAIN_SYSTEM, EXDEV, NULL);
+    ck_assert_int_gt(deferred_failure_story(f, story, sizeof story), 0);
+    ck_assert_msg(!has(story, "EUNKNOWN"), "story: %s", story);
+    deferred_failure_unref(f);
+    /* no name anywhere: E<number>, in a buffer of this thread's own */
+    mine = deferred_err_name(4000);
+    ck_assert_str_eq(mine, "E4000");
+    ck_assert_str_eq(deferred_err_name(-4000), "E4000");
+    ck_assert_str_ne(deferred_strerror(4000), "");
+    ck_assert_int_eq(pthread_create(&th, NULL, name_thread, &t), 0);
     ck_assert_int_eq(pthread_join(th, NULL), 0);
-    pthread_attr_destroy(&attr);
-    ck_assert(r.ok);
-    ck_assert(r.found);
-    ck_assert_uint_eq(tu_live(), 0);
+    ck_assert_str_eq(t.copy, "E4001");
+    ck_assert_str_eq(mine, "E4000");
+}
+END_TEST
+
+/* ---- sizes and bad input ---- */
+
+/* A story longer than INT_MAX bytes cannot be returned as an int: the
+ * snprintf form says -EOVERFLOW (keeping what fits), the allocated one
+ * NULL without trying to allocate.  (It claimed INT32_MAX bytes before.)
+ * One 16 MiB message shared by 130 inputs of a group is such a story. */
+START_TEST(test_story_overflow)
+{
+    enum { BIG = 16 * 1024 * 1024, COPIES = 130 };
+    char *big = malloc(BIG + 1);
+    deferred_failure_t *one, *m[COPIES], *g;
+    char buf[64];
+    size_t i, total;
+
+    ck_assert_ptr_nonnull(big);
+    memset(big, 'b', BIG);
+    big[BIG] = '\0';
+    one = deferred_failure_new(DEFERRED_DOMAIN_USER, 1, "%s", big);
+    free(big);
+    ck_assert_int_eq(deferred_failure_code(one), 1);
+    for (i = 0; i < COPIES; i++)
+        m[i] = deferred_failure_ref(one);
+    deferred_failure_unref(one);
+    g = deferred_failure_group(m, COPIES);
+    ck_assert_int_eq(deferred_failure_story(g, NULL, 0), -EOVERFLOW);
+    memset(buf, 'Z', sizeof buf);
+    ck_assert_int_eq(deferred_failure_story(g, buf, sizeof buf), -EOVERFLOW);
+    ck_assert_int_eq(buf[sizeof buf - 1], '\0');
+    ck_assert_uint_eq(strlen(buf), sizeof buf - 1);
+    ck_assert(strncmp(buf, "library DEFERRED_EGROUP: 130 of 130", 35) == 0);
+    total = tu_total();
+    ck_assert_ptr_null(deferred_failure_story_alloc(g));
+    ck_assert_uint_eq(tu_total(), total);
+    deferred_failure_unref(g);
+}
+END_TEST
+
+/* A first-error quotes at most 200 bytes of its cause's message, cut at
+ * a character boundary; its index saturates at LONG_MAX. */
+START_TEST(test_first_error_message_bounded)
+{
+    char msg[1001];
+    deferred_failure_t *f;
+    const char *m;
+    size_t len;
+
+    memset(msg, 'x', 1000);
+    msg[1000] = '\0';
+    f = deferred_failure_first_error(7, deferred_failure_new(DEFERRED_DOMAIN_USER, 1, "%s", msg));
+    m = deferred_failure_message(f);
+    len = strlen(m);
+    ck_assert_uint_eq(len, strlen("input 7 failed: ") + 200 + 3);
+    ck_assert(strncmp(m, "input 7 failed: xxx", 19) == 0);
+    ck_assert_str_eq(m + len - 4, "x...");
+    ck_assert_uint_eq(strlen(deferred_failure_message(deferred_failure_cause(f))), 1000);
+    deferred_failure_unref(f);
+
+    /* a two-byte character across the 200th byte is left out whole */
+    memset(msg, 'y', 199);
+    memcpy(msg + 199, "\xc3\xa9tail", 7);
+    f = deferred_failure_first_error(1, deferred_failure_new(DEFERRED_DOMAIN_USER, 1, "%s", msg));
+    m = deferred_failure_message(f);
+    len = strlen(m);
+    ck_assert_uint_eq(len, strlen("input 1 failed: ") + 199 + 3);
+    ck_assert_str_eq(m + len - 4, "y...");
+    deferred_failure_unref(f);
+
+    /* exactly 200 bytes: whole, no dots */
+    memset(msg, 'z', 200);
+    msg[200] = '\0';
+    f = deferred_failure_first_error(2, deferred_failure_new(DEFERRED_DOMAIN_USER, 1, "%s", msg));
+    ck_assert_uint_eq(strlen(deferred_failure_message(f)), strlen("input 2 failed: ") + 200);
+    deferred_failure_unref(f);
+
+    f = deferred_failure_first_error((size_t)-1, deferred_failure_new(DEFERRED_DOMAIN_USER, 1, "c"));
+    ck_assert_int_eq(deferred_failure_index(f), LONG_MAX);
+    ck_assert(has(deferred_failure_message(f), "failed: c"));
+    deferred_failure_unref(f);
+
+    /* a NULL cause stands for the static ENOMEM failure */
+    f = deferred_failure_first_error(2, NULL);
+    ck_assert_int_eq(deferred_failure_code(f), DEFERRED_EFIRSTERROR);
+    ck_assert_int_eq(deferred_failure_code(deferred_failure_cause(f)), ENOMEM);
+    ck_assert_str_eq(deferred_failure_message(f), "input 2 failed: out of memory");
+    deferred_failure_unref(f);
+}
+END_TEST
+
+/* Bad arguments get the documented answer, never a crash. */
+START_TEST(test_failure_bad_input)
+{
+    deferred_failure_t *f, *g, *m[1];
+    char buf[8];
+
+    /* a count of pointers no array can hold: not read, nothing taken */
+    m[0] = deferred_failure_new(DEFERRED_DOMAIN_USER, 1, "kept");
+    g = deferred_failure_group(m, SIZE_MAX / sizeof(m[0]) + 1);
+    ck_assert_int_eq(deferred_failure_code(g), ENOMEM);
+    deferred_failure_unref(g);
+    g = deferred_failure_group(m, SIZE_MAX);
+    ck_assert_int_eq(deferred_failure_code(g), ENOMEM);
+    ck_assert_str_eq(deferred_failure_message(m[0]), "kept");
+    deferred_failure_unref(m[0]);
+
+    /* NULL failures: an empty group */
+    g = deferred_failure_group(NULL, 5);
+    ck_assert_int_eq(deferred_failure_code(g), DEFERRED_EGROUP);
+    ck_assert_uint_eq(deferred_failure_group_size(g), 0);
+    ck_assert_ptr_null(deferred_failure_group_get(g, 0));
+    deferred_failure_unref(g);
+
+    /* NULL file */
+    f = deferred_failure_new_at(NULL, 3, DEFERRED_DOMAIN_USER, 1, "x");
+    ck_assert_str_eq(deferred_failure_file(f), "?");
+    ck_assert_ptr_null(deferred_failure_file(NULL));
+    ck_assert_int_eq(deferred_failure_index(NULL), -1);
+
+    /* frames out of range, NULL stage, NULL buffers */
+    ck_assert_ptr_null(deferred_failure_context_stage(f, SIZE_MAX));
+    ck_assert_ptr_null(deferred_failure_context_item(f, SIZE_MAX));
+    ck_assert_int_eq(deferred_failure_add_context(f, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_failure_add_context(NULL, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_failure_story(f, NULL, 1), -EINVAL);
+    ck_assert_int_eq(deferred_failure_story(f, NULL, SIZE_MAX), -EINVAL);
+    ck_assert_int_eq(deferred_failure_story(NULL, NULL, 0), -EINVAL);
+    ck_assert_int_gt(deferred_failure_story(f, NULL, 0), 0);
+    ck_assert_int_gt(deferred_failure_story(f, buf, sizeof buf), 0);
+    ck_assert_uint_eq(strlen(buf), sizeof buf - 1);
+    ck_assert(!deferred_failure_is(f, (deferred_domain_t)99, 1));
+    ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_ANY, 1));
+    deferred_failure_unref(f);
+
+    /* the static ENOMEM failure renders and takes no frames */
+    f = deferred_failure_first_error(0, NULL);
+    ck_assert_int_eq(deferred_failure_add_context(deferred_failure_cause(f), "s", NULL),
+                     -ENOMEM);
+    deferred_failure_unref(f);
+}
+END_TEST
+
+/* Frames added while the frames array grows, each allocation failed in
+ * turn: the failure keeps exactly the frames added so far. */
+START_TEST(test_frames_growth_oom)
+{
+    deferred_failure_t *f = deferred_failure_new(DEFERRED_DOMAIN_USER, 1, "f");
+    size_t added = 0, i;
+    unsigned long k;
+    char want[32];
+
+    for (k = 1; added < 40; k = k % 3 + 1) {
+        int rc;
+
+        tu_fail_at(k);
+        rc = deferred_failure_add_context(f, "s", "%zu", added);
+        tu_fail_at(0);
+        if (rc == 0)
+            added++;
+        else
+            ck_assert_int_eq(rc, -ENOMEM);
+        ck_assert_uint_eq(deferred_failure_context_size(f), added);
+    }
+    for (i = 0; i < added; i++) {
+        snprintf(want, sizeof want, "%zu", i);
+        ck_assert_str_eq(deferred_failure_context_item(f, i), want);
+    }
+    deferred_failure_unref(f);
 }
 END_TEST
 
@@ -723,6 +1425,18 @@ static Suite *failure_suite(void)
     tcase_add_test(tf, test_failure_each_allocation);
     tcase_add_test(tf, test_failure_null_accessors);
     tcase_add_test(tf, test_deep_cause_chain);
+    tcase_add_test(tf, test_deep_first_errors);
+    tcase_add_test(tf, test_deep_groups);
+    tcase_add_test(tf, test_deep_mixture);
+    tcase_add_test(tf, test_story_nested_members);
+    tcase_add_test(tf, test_story_wide_group);
+    tcase_add_test(tf, test_story_many_frames);
+    tcase_add_test(tf, test_codes_of_the_sources);
+    tcase_add_test(tf, test_code_names);
+    tcase_add_test(tf, test_story_overflow);
+    tcase_add_test(tf, test_first_error_message_bounded);
+    tcase_add_test(tf, test_failure_bad_input);
+    tcase_add_test(tf, test_frames_growth_oom);
 
     tcase_add_test(tv, test_value_int_roundtrip);
     tcase_add_test(tv, test_value_make_release);

@@ -78,11 +78,18 @@ DEFERRED_EXPORT unsigned long deferred_version_number(void);
 /*
  * deferred_strerror() and deferred_err_name() come from one table of the
  * codes the library produces, like libuv's uv_strerror() and
- * uv_err_name().  The code may be given positive (as in a failure) or
- * negative (as returned by an action).  For a code outside the table,
- * deferred_strerror() returns "unknown error" and deferred_err_name()
- * returns "EUNKNOWN".  Both return static strings, never NULL, and are
- * thread-safe.
+ * uv_err_name(): every code the library itself produces has a name (such
+ * as "ECANCELED" or "DEFERRED_EFIRSTERROR") and a message in it.  The code
+ * may be given positive (as in a failure) or negative (as returned by an
+ * action).  An errno value outside the table (1 to 4095) falls back to
+ * the system: its errno name and description where the C library has them
+ * (glibc 2.32 and later), else "E<number>" (for example "E4000") and
+ * strerror_r()'s text, or "unknown error" when there is none.  Any other
+ * code (0, INT_MIN, above 4095 and not the library's) is no errno:
+ * "EUNKNOWN" and "unknown error".  Never NULL, and
+ * thread-safe: the strings are static, except a fallback "E<number>" name
+ * or strerror_r() text, which lives in a per-thread buffer that the same
+ * thread's next fallback call overwrites.
  */
 DEFERRED_EXPORT const char *deferred_strerror(int code);
 DEFERRED_EXPORT const char *deferred_err_name(int code);

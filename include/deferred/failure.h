@@ -80,8 +80,12 @@ deferred_failure_wrap_at(const char *file, int line, deferred_failure_t *cause,
 
 /*
  * A first-error failure (code DEFERRED_EFIRSTERROR, library domain): input
- * number index of a combinator failed with cause (taken).  Its message
- * names the index and the cause's message.
+ * number index of a combinator failed with cause (taken; NULL stands for
+ * the static ENOMEM failure).  Its message names the index and quotes the
+ * cause's message, at most its first 200 bytes (cut at a UTF-8 character
+ * boundary, then "..."), so first-errors nested to any depth keep messages
+ * of bounded size.  deferred_failure_index() gives index, or LONG_MAX for
+ * an index above LONG_MAX.
  */
 DEFERRED_EXPORT deferred_failure_t *
 deferred_failure_first_error(size_t index, deferred_failure_t *cause);
@@ -90,16 +94,21 @@ deferred_failure_first_error(size_t index, deferred_failure_t *cause);
  * A failure group (code DEFERRED_EGROUP, library domain) holding the
  * failures of n inputs, by index.  Takes each of failures[0..n-1] (a NULL
  * entry stands for an input without a failure); the array itself stays the
- * caller's.
+ * caller's.  NULL failures means no inputs (n is ignored).  An n so large
+ * that n pointers cannot fit in memory (no such array can exist) gives the
+ * static ENOMEM failure without reading the array.
  */
 DEFERRED_EXPORT deferred_failure_t *
 deferred_failure_group(deferred_failure_t *const *failures, size_t n);
 
-/* Add a reference; returns f.  NULL gives NULL. */
+/* Add a reference; returns f.  NULL gives NULL.  A failure referenced
+ * 2^32 - 1 times at once is never freed (rather than freed too early). */
 DEFERRED_EXPORT deferred_failure_t *deferred_failure_ref(deferred_failure_t *f);
 
 /* Drop a reference; the last one frees f and drops its cause, frames and
- * members.  NULL is a no-op.  Never recurses along cause chains. */
+ * members.  NULL is a no-op.  Never recurses and never allocates: cause
+ * chains, nested groups and first-errors of any depth (a million and more)
+ * are freed in constant stack. */
 DEFERRED_EXPORT void deferred_failure_unref(deferred_failure_t *f);
 
 /* Accessors.  All borrow f and return borrowed data that lives as long as
@@ -125,7 +134,9 @@ deferred_failure_group_get(const deferred_failure_t *f, size_t i);
  * Matching (Twisted's check/trap).  deferred_failure_is() is true when f
  * itself has this domain and code; DEFERRED_DOMAIN_ANY matches any domain.
  * deferred_failure_find() looks at f, then its cause, then the cause's
- * cause, and returns the first match (borrowed) or NULL.
+ * cause, and returns the first match (borrowed) or NULL; it follows the
+ * chain in a loop, whatever its length, and does not look into the
+ * members of failure groups (deferred_failure_group_get() reaches them).
  */
 DEFERRED_EXPORT bool deferred_failure_is(const deferred_failure_t *f,
                                          deferred_domain_t domain, int code);
@@ -147,7 +158,8 @@ DEFERRED_EXPORT int deferred_failure_add_context(deferred_failure_t *f,
     DEFERRED_PRINTF(3, 4);
 
 /* The number of context frames, and frame i's stage and item (borrowed;
- * frame 0 was added first).  NULL for i out of range; an item may be NULL. */
+ * frame 0 was added first), in constant time.  NULL for NULL f or i out of
+ * range; an item may be NULL. */
 DEFERRED_EXPORT size_t deferred_failure_context_size(const deferred_failure_t *f);
 DEFERRED_EXPORT const char *deferred_failure_context_stage(const deferred_failure_t *f,
                                                            size_t i);
@@ -158,16 +170,26 @@ DEFERRED_EXPORT const char *deferred_failure_context_item(const deferred_failure
  * Render the whole story of f into buf, snprintf-style: at most size bytes
  * are written, always NUL-terminated when size > 0, and the return value is
  * the length of the full story (so a larger buffer can be tried).  The
- * story is: "<domain> <NAME>: <message> (at <file>:<line>)", then each
- * group member and each cause on its own indented line, then the context
- * frames from the consumer back to the producer, one per line.
- * Returns -EINVAL for NULL f, or for NULL buf with a nonzero size.
+ * story is: "<domain> <NAME>: <message> (at <file>:<line>)" (user, SQLite
+ * and PostgreSQL codes read "<domain> error <code>"), then on indented
+ * lines each group member ("input <i>: ", rendered the same way, one level
+ * deeper) and each cause ("caused by: "), then the context frames of f and
+ * of each of its causes from the consumer back to the producer, one per
+ * line.  Time and stack are linear in the story's length and constant in
+ * the depth of nesting: cause chains (first-errors included) of any length
+ * are rendered whole; groups nested inside groups are rendered 32 levels
+ * deep, and a member deeper than that is rendered as its first line and a
+ * note that its causes, inputs and context are not shown.
+ * Returns -EINVAL for NULL f, or for NULL buf with a nonzero size;
+ * -EOVERFLOW when the story is longer than INT_MAX bytes (buf then holds
+ * its beginning, NUL-terminated).  Allocates nothing.
  */
 DEFERRED_EXPORT int deferred_failure_story(const deferred_failure_t *f,
                                            char *buf, size_t size);
 
 /* The story in a new string to free with deferred_free(); NULL when f is
- * NULL or on allocation failure. */
+ * NULL, when the story is longer than INT_MAX bytes, or on allocation
+ * failure.  One allocation. */
 DEFERRED_EXPORT char *deferred_failure_story_alloc(const deferred_failure_t *f);
 
 #ifdef __cplusplus
