@@ -53,15 +53,25 @@ struct mstate {
 
 /* ---- holding ----------------------------------------------------------- */
 
-/* Pause d (what slot i waits on, or its stream) and list the slot. */
+/* Pause d (what slot i waits on, or its stream) and list the slot.  The
+ * slot records d before the pause: pausing a stream runs its source's
+ * flow hook, which may end it, and the slot's end (its unhold, then its
+ * references dropped) must find d recorded, or it would stay recorded,
+ * unreferenced, after the slot is over. */
 static int hold(struct fanin *f, size_t i, deferred_t *d)
 {
     struct mstate *m = MSTATE(f);
     struct mslot *s = &m->ms[i];
 
-    if (s->held || deferred_pause(d) < 0)
-        return s->held ? 0 : -EINVAL;
+    if (s->held)
+        return 0;
     s->held = d;
+    if (deferred_pause(d) < 0) {
+        s->held = NULL;
+        return -EINVAL;
+    }
+    if (!s->held)
+        return 0; /* over during the pause: resumed and let go already */
     if (!s->listed) {
         s->listed = true;
         s->next = NONE;

@@ -162,6 +162,38 @@ START_TEST(test_merge_holds_only_who_delivers)
 }
 END_TEST
 
+/* A multi-fire input whose source cancels it when told to pause: the
+ * merge holds it after its row, the pause ends it, and the slot is over
+ * during the pause.  Freeing the input, then the stream, touches nothing
+ * freed (before: the slot kept the freed input as held, and the stream's
+ * release resumed it). */
+static void cancel_on_pause(deferred_t *d, bool paused, void *arg)
+{
+    (void)arg;
+    if (paused)
+        deferred_cancel(d);
+}
+
+START_TEST(test_merge_input_ended_by_its_pause)
+{
+    deferred_t *m = deferred_new_multi(), *f, *s, *in[3];
+
+    deferred_set_flow(m, cancel_on_pause, NULL);
+    f = deferred_fail(user_failure(5));
+    in[0] = m;
+    in[1] = f;
+    in[2] = m;
+    s = deferred_merge(in, 3); /* left paused */
+    ck_assert_ptr_nonnull(s);
+    deferred_unref(f);
+    ck_assert_int_eq(deferred_emit(m, deferred_value_failure(user_failure(6))), 0);
+    ck_assert(deferred_has_fired(m));
+    ck_assert(!deferred_is_paused(m));
+    deferred_unref(m);
+    deferred_unref(s);
+}
+END_TEST
+
 /* ---- input order ------------------------------------------------------ */
 
 /* Inputs 0 (failed with 3) and 1 (failed with 5), gathered as [0, 1, 0]:
@@ -596,6 +628,7 @@ static Suite *fanin_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_merge_async_step_is_o1_per_row);
     tcase_add_test(tc, test_merge_holds_only_who_delivers);
+    tcase_add_test(tc, test_merge_input_ended_by_its_pause);
     tcase_add_test(tc, test_fired_input_listed_twice_keeps_input_order);
     tcase_add_test(tc, test_fired_but_paused_input);
     tcase_add_test(tc, test_failures_move_by_default);
