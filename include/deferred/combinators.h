@@ -155,7 +155,10 @@ DEFERRED_EXPORT deferred_indexed_t *deferred_value_get_indexed(deferred_value_t 
  * filled in one pass when the last one arrives.  An input still pending
  * when the gather is settled without it (it failed fast, or its deferred
  * was freed first) costs one small pass-through entry in its chain, which
- * lets the state go whether or not that input ever fires.
+ * lets the state go whether or not that input ever fires.  (If that entry
+ * cannot be allocated, the input keeps the gather's reference until it
+ * fires, and the state is freed then; an input that never fires is then
+ * kept, with the state, for good.)
  */
 DEFERRED_EXPORT deferred_t *deferred_gather(deferred_t *const *inputs, size_t n,
                                             unsigned flags);
