@@ -308,7 +308,8 @@ static void flow_hook(deferred_t *d, bool paused, void *arg)
             TRI(deferred_emit(d, fz_token()));
         break;
     case 2:
-        if (paused)
+        /* (pending/core/uaf-merge-unhold-after-input-freed.) */
+        if (paused && !fz_avoid_pending)
             TRI(deferred_cancel(d));
         break;
     case 3:
@@ -662,7 +663,8 @@ static void one_op(fz_reader_t *r)
     case OP_CHAIN_TO:
         s = fz_byte(r) % NSLOTS;
         t = fz_byte(r) % NSLOTS;
-        if (slot[s] && slot[t]) {
+        /* (pending/core/leak-chain-to-race-of-itself.) */
+        if (slot[s] && slot[t] && !fz_avoid_pending) {
             deferred_t *a = hold(s), *b = hold(t);
 
             TRI(deferred_chain_to(a, b));
