@@ -23,6 +23,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -1152,6 +1153,101 @@ START_TEST(s_queue)
 }
 END_TEST
 
+/* ---- more wrong states ---- */
+
+START_TEST(s_chain_states)
+{
+    deferred_t *a = deferred_new(), *b = deferred_new(), *t, *m, *end;
+
+    /* A cycle of chain_to: UNDOCUMENTED (the header lists only -EINVAL
+     * for NULL or target == d, and -ENOMEM).  Today -EDEADLK for the link
+     * that would close the cycle. */
+    ck_assert_int_eq(deferred_chain_to(a, b), 0);
+    ck_assert_int_eq(deferred_chain_to(b, a), -EDEADLK);
+    ck_assert_int_eq(deferred_callback(a, tu_tracked(1)), 0);
+    ck_assert(tu_is_tracked(deferred_result(b)));
+    deferred_unref(a);
+    deferred_unref(b);
+    ck_assert_int_eq(tu_released, 1);
+
+    /* chain_to a target that has fired: the value is released.
+     * UNDOCUMENTED (core.h says d's chain continues with an empty value):
+     * d's chain continues with an EALREADY failure, as Twisted raises
+     * AlreadyCalledError into it. */
+    a = deferred_new();
+    t = deferred_succeed(deferred_value_none());
+    ck_assert_int_eq(deferred_chain_to(a, t), 0);
+    ck_assert_int_eq(deferred_callback(a, tu_tracked(2)), 0);
+    ck_assert_int_eq(tu_released, 2);
+    ck_assert_int_eq(failed_code(a), EALREADY);
+    deferred_unref(t);
+
+    /* Take the result of a deferred waiting on another: the empty value. */
+    a = deferred_new();
+    b = deferred_new();
+    ck_assert_int_eq(deferred_add_callback(a, tu_return_deferred, b), 0);
+    ck_assert_int_eq(deferred_callback(a, tu_tracked(3)), 0);
+    ck_assert(deferred_is_paused(a));
+    ck_assert(!deferred_has_result(a));
+    ck_assert(deferred_value_is_none(deferred_result_take(a)));
+    ck_assert_int_eq(deferred_unpause(a), -EINVAL); /* waiting is not a pause */
+    ck_assert_int_eq(deferred_callback(b, tu_tracked(4)), 0);
+    ck_assert(deferred_has_result(a));
+    ck_assert_int_eq(tu_tracked_get(deferred_result(a)), 4);
+    deferred_unref(a);
+    deferred_unref(b);
+    ck_assert_int_eq(tu_released, 4);
+
+    /* A multi-fire deferred: errback is finish; a failed row with no
+     * errback ends the stream; nothing is accepted after. */
+    m = deferred_new_multi();
+    end = deferred_end(m);
+    ck_assert_int_eq(deferred_callback(m, deferred_value_deferred(deferred_new())), -EINVAL);
+    ck_assert_int_eq(deferred_emit(m, deferred_value_failure(user_failure(5))), 0);
+    ck_assert(deferred_has_fired(m));
+    ck_assert_int_eq(deferred_emit(m, tu_tracked(5)), -EALREADY);
+    ck_assert_int_eq(deferred_errback(m, user_failure(6)), -EALREADY);
+    ck_assert_int_eq(deferred_finish(m, tu_tracked(6)), -EALREADY);
+    ck_assert_int_eq(deferred_add_callback(m, noop_cb, NULL), 0);
+    ck_assert_int_eq(tu_released, 6);
+    ck_assert_int_eq(failed_code(end), 5);
+    deferred_unref(m);
+
+    /* Producers of an ended stream, consumers into one. */
+    m = deferred_new_multi();
+    ck_assert_int_eq(deferred_finish(m, tu_tracked(7)), 0);
+    {
+        deferred_stage_t *st = deferred_stage_from_multi(m);
+        deferred_t *d;
+
+        ck_assert_ptr_nonnull(st);
+        d = deferred_process_first(st);
+        ck_assert_ptr_nonnull(d);
+        ck_assert(deferred_has_result(d));
+        deferred_unref(d);
+    }
+    {
+        deferred_process_t *p = deferred_process_new(0);
+        deferred_value_t items[1];
+        deferred_t *d;
+
+        items[0] = tu_tracked(8);
+        ck_assert_int_eq(deferred_process_add(p, deferred_stage_array(items, 1)), 0);
+        ck_assert_int_eq(deferred_process_add(p, deferred_stage_to_multi(m)), 0);
+        d = deferred_process_run(p);
+        ck_assert_ptr_nonnull(d);
+        ck_assert(deferred_has_result(d));
+        /* UNDOCUMENTED: feeding a stream that has ended.  Today the
+         * process fails with ECANCELED, the item released. */
+        ck_assert_int_eq(failed_code(d), ECANCELED);
+        deferred_process_unref(p);
+    }
+    deferred_unref(m);
+    ck_assert_int_eq(tu_released, 8);
+    ck_assert_int_eq(tu_reports.unhandled, 0);
+}
+END_TEST
+
 /* ---- owners gone: cancel or fire what the others let go of ---- */
 
 START_TEST(s_owner_gone)
@@ -1421,6 +1517,21 @@ START_TEST(s_ev_time_fd)
     ck_assert_int_eq(destroyed, 4);
     deferred_unref(m);
 
+    /* Huge but valid delays: a timer that is cancelled. */
+    d = deferred_ev_later(loop, DBL_MAX);
+    ck_assert_ptr_nonnull(d);
+    ck_assert(!deferred_has_fired(d));
+    ck_assert_int_eq(deferred_cancel(d), 0);
+    ck_assert_int_eq(deferred_cancel(d), 0);
+    ck_assert_int_eq(failed_code(d), ECANCELED);
+    d = deferred_new();
+    ck_assert_int_eq(deferred_ev_add_timeout(d, loop, DBL_MAX), 0);
+    deferred_unref(d); /* freeing d stops the timer */
+    d = deferred_ev_later(loop, 0.0);
+    ck_assert(!deferred_has_fired(d)); /* never before it returns */
+    deferred_unref(d);
+    ev_run(loop, 0);
+
     ck_assert_int_eq(failed_code(deferred_ev_readable(NULL, 0)), EINVAL);
     ck_assert_int_eq(failed_code(deferred_ev_readable(loop, -1)), EINVAL);
     ck_assert_int_eq(failed_code(deferred_ev_readable(loop, INT_MIN)), EINVAL);
@@ -1459,6 +1570,17 @@ START_TEST(s_ev_lines)
     ck_assert_ptr_nonnull(st);
     ck_assert_uint_gt(deferred_ev_lines_capacity(st), 0);
     ck_assert(!deferred_ev_lines_is_reading(st));
+    ck_assert_uint_eq(deferred_ev_lines_buffered(st), 0);
+    ck_assert_uint_eq(deferred_ev_lines_count(st), 0);
+    deferred_stage_free(st);
+    /* The largest max_line: never a buffer of SIZE_MAX bytes asked of
+     * malloc.  UNDOCUMENTED: today NULL with errno EINVAL (the header
+     * names EINVAL only for NULL loop or fd < 0). */
+    errno = 0;
+    ck_assert_ptr_null(deferred_ev_lines(loop, fds[0], SIZE_MAX));
+    ck_assert_int_eq(errno, EINVAL);
+    st = deferred_ev_lines(loop, fds[0], 1);
+    ck_assert_ptr_nonnull(st);
     deferred_stage_free(st);
     close(fds[0]);
     close(fds[1]);
@@ -1541,6 +1663,10 @@ START_TEST(s_ev_pool)
                      EINVAL);
     ck_assert_int_eq(destroyed, 2);
     d = deferred_ev_pool_run(pool, job_fn, TAG(5), count_destroy);
+    ck_assert_int_eq(deferred_cancel(d), 0); /* fails at once, ECANCELED */
+    ck_assert_int_eq(deferred_cancel(d), 0);
+    ck_assert_int_eq(failed_code(d), ECANCELED);
+    d = deferred_ev_pool_run(pool, job_fn, TAG(5), count_destroy);
     ck_assert_int_eq(deferred_ev_pool_shutdown(pool, false), 0);
     ck_assert_int_eq(deferred_ev_pool_shutdown(pool, true), 0); /* idempotent */
     ck_assert_uint_eq(deferred_ev_pool_threads(pool), 0);
@@ -1550,8 +1676,23 @@ START_TEST(s_ev_pool)
     deferred_unref(d);
     ck_assert_int_eq(failed_code(deferred_ev_pool_run(pool, job_fn, NULL, count_destroy)),
                      ESHUTDOWN);
-    ck_assert_int_eq(destroyed, 4);
+    ck_assert_int_eq(destroyed, 5);
     deferred_ev_pool_free(pool);
+
+    /* Freed with a job in flight or pending: its deferred fails with
+     * ECANCELED or has the job's result; destroy runs once. */
+    pool = deferred_ev_pool_new(loop, 1);
+    d = deferred_ev_pool_run(pool, job_fn, TAG(6), count_destroy);
+    deferred_ev_pool_free(pool);
+    ev_run(loop, 0);
+    ck_assert(deferred_has_result(d));
+    {
+        deferred_value_t v = deferred_result_take(d);
+
+        deferred_value_release(v);
+    }
+    deferred_unref(d);
+    ck_assert_int_eq(destroyed, 6);
     ev_loop_destroy(loop);
 }
 END_TEST
@@ -1598,6 +1739,29 @@ START_TEST(s_sqlite)
         ev_run(loop, 0);
         ck_assert_int_eq(failed_code(d), EINVAL);
     }
+    /* More than one statement: EINVAL; a wrong parameter count:
+     * SQLITE_RANGE; an unknown parameter type: EINVAL. */
+    d = deferred_sqlite_query_one(loop, db, "SELECT 1; SELECT 2", NULL, 0);
+    ev_run(loop, 0);
+    ck_assert_int_eq(failed_code(d), EINVAL);
+    d = deferred_sqlite_query_one(loop, db, "SELECT ?", DEFERRED_PARAMS(deferred_param_int(1),
+                                                                       deferred_param_int(2)));
+    ev_run(loop, 0);
+    ck_assert_int_eq(failed_code(d) & 0xff, SQLITE_RANGE);
+    {
+        deferred_param_t odd = deferred_param_int(1);
+
+        odd.type = (deferred_row_type_t)99;
+        d = deferred_sqlite_query_one(loop, db, "SELECT ?", &odd, 1);
+        ev_run(loop, 0);
+        ck_assert_int_eq(failed_code(d), EINVAL);
+    }
+    /* Only a comment: no row. */
+    d = deferred_sqlite_query_one(loop, db, "-- nothing", NULL, 0);
+    ev_run(loop, 0);
+    ck_assert(deferred_has_result(d));
+    ck_assert(deferred_value_is_none(deferred_result(d)));
+    deferred_unref(d);
     sqlite3_close(db);
     ev_loop_destroy(loop);
 }
@@ -1746,9 +1910,9 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_add_callback_full, C(s_core_add)),
     CORE(deferred_add_errback_full, C(s_core_add)),
     CORE(deferred_add_both_full, C(s_core_add)),
-    CORE(deferred_chain_to, C(s_core_add)),
+    CORE(deferred_chain_to, C(s_core_add), C(s_chain_states)),
     CORE(deferred_callback_at, C(s_core_fire), C(s_core_construct)),
-    CORE(deferred_errback_at, C(s_core_fire)),
+    CORE(deferred_errback_at, C(s_core_fire), C(s_chain_states)),
     CORE(deferred_pause, C(s_core_pause_cancel)),
     CORE(deferred_unpause, C(s_core_pause_cancel), C(s_multi), C(s_fanin)),
     CORE(deferred_is_paused, C(s_core_pause_cancel)),
@@ -1757,14 +1921,14 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_has_fired, C(s_core_pause_cancel)),
     CORE(deferred_has_result, C(s_core_pause_cancel)),
     CORE(deferred_result, C(s_core_pause_cancel)),
-    CORE(deferred_result_take, C(s_core_pause_cancel)),
+    CORE(deferred_result_take, C(s_core_pause_cancel), C(s_chain_states)),
     CORE(deferred_set_report_hook, C(s_core_pause_cancel)),
     CORE(deferred_set_debug, C(s_core_construct)),
     CORE(deferred_get_debug, C(s_core_construct)),
     /* multi.h */
     CORE(deferred_new_multi_at, C(s_multi)),
     CORE(deferred_is_multi, C(s_multi)),
-    CORE(deferred_emit, C(s_multi)),
+    CORE(deferred_emit, C(s_multi), C(s_chain_states)),
     CORE(deferred_finish, C(s_multi)),
     CORE(deferred_end, C(s_multi), C(s_owner_gone)),
     CORE(deferred_set_flow, C(s_multi)),
@@ -1799,7 +1963,7 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_stage_failure, C(s_stage_calls)),
     CORE(deferred_stage_items, C(s_stage_calls), C(s_stage_new)),
     CORE(deferred_stage_array, C(s_builtin_stages)),
-    CORE(deferred_stage_from_multi, C(s_builtin_stages)),
+    CORE(deferred_stage_from_multi, C(s_builtin_stages), C(s_chain_states)),
     CORE(deferred_stage_map, C(s_builtin_stages)),
     CORE(deferred_stage_filter, C(s_builtin_stages)),
     CORE(deferred_stage_batch, C(s_builtin_stages), C(s_process_build)),
@@ -1808,7 +1972,7 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_stage_first, C(s_builtin_stages), C(s_stage_groups_and_fail)),
     CORE(deferred_process_first_at, C(s_builtin_stages)),
     CORE(deferred_process_first, C(s_builtin_stages)),
-    CORE(deferred_stage_to_multi, C(s_builtin_stages)),
+    CORE(deferred_stage_to_multi, C(s_builtin_stages), C(s_chain_states)),
     /* combinators.h */
     CORE(deferred_value_get_indexed, C(s_fanin)),
     CORE(deferred_gather, C(s_fanin), C(s_owner_gone)),
