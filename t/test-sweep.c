@@ -631,6 +631,40 @@ START_TEST(s_core_pause_cancel)
 }
 END_TEST
 
+START_TEST(s_core_canceller)
+{
+    int calls = 0;
+    deferred_t *d;
+
+    /* A canceller that does not fire: ECANCELED; it runs once however
+     * often d is cancelled; a later fire is -EALREADY (not swallowed). */
+    d = deferred_new_cancellable(tu_canceller_count, &calls, NULL);
+    ck_assert_int_eq(deferred_cancel(d), 0);
+    ck_assert_int_eq(deferred_cancel(d), 0);
+    ck_assert_int_eq(calls, 1);
+    ck_assert_int_eq(deferred_callback(d, tu_tracked(1)), -EALREADY);
+    ck_assert_int_eq(tu_released, 1);
+    ck_assert_int_eq(failed_code(d), ECANCELED);
+
+    /* A canceller that fires d with 99. */
+    d = deferred_new_cancellable(tu_canceller_fire, &calls, count_destroy);
+    ck_assert_int_eq(deferred_cancel(d), 0);
+    ck_assert_int_eq(calls, 2);
+    ck_assert_int_eq((int)(intptr_t)deferred_result(d).ptr, 99);
+    ck_assert_int_eq(deferred_errback(d, user_failure(1)), -EALREADY);
+    deferred_unref(d);
+    ck_assert_int_eq(destroyed, 1);
+
+    /* Allocation failure: NULL, destroy already called. */
+    tu_fail_from(1);
+    d = deferred_new_cancellable(tu_canceller_count, &calls, count_destroy);
+    tu_fail_at(0);
+    ck_assert_ptr_null(d);
+    ck_assert_int_eq(destroyed, 2);
+    ck_assert_int_eq(calls, 2);
+}
+END_TEST
+
 /* ---- multi.h ---- */
 
 START_TEST(s_multi)
@@ -1999,7 +2033,7 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_failure_story, C(s_failure_context_story)),
     CORE(deferred_failure_story_alloc, C(s_failure_null), C(s_failure_context_story)),
     /* core.h */
-    CORE(deferred_new_at, C(s_core_construct)),
+    CORE(deferred_new_at, C(s_core_construct), C(s_core_canceller)),
     CORE(deferred_succeed, C(s_core_construct)),
     CORE(deferred_fail, C(s_core_construct)),
     CORE(deferred_ref, C(s_core_construct)),
@@ -2018,7 +2052,7 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_pause, C(s_core_pause_cancel)),
     CORE(deferred_unpause, C(s_core_pause_cancel), C(s_multi), C(s_fanin)),
     CORE(deferred_is_paused, C(s_core_pause_cancel)),
-    CORE(deferred_cancel, C(s_core_pause_cancel)),
+    CORE(deferred_cancel, C(s_core_pause_cancel), C(s_core_canceller)),
     CORE(deferred_cancel_at, C(s_core_pause_cancel), C(s_core_fire), C(s_owner_gone)),
     CORE(deferred_has_fired, C(s_core_pause_cancel)),
     CORE(deferred_has_result, C(s_core_pause_cancel)),
