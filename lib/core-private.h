@@ -108,6 +108,7 @@ DEFERRED_HIDDEN bool deferred__multi_step(deferred_t *d);
 /* Tell the flow hook when d starts or stops taking rows. */
 DEFERRED_HIDDEN void deferred__flow_update(deferred_t *d);
 /* deferred_cancel() of a multi-fire deferred. */
-DEFERRED_HIDDEN int deferred__multi_cancel(deferred_t *d);
+DEFERRED_HIDDEN int deferred__multi_cancel(deferred_t *d, const char *file,
+                                           int line);
 
 #endif /* DEFERRED_CORE_PRIVATE_H */

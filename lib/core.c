@@ -783,11 +783,18 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
 {
     int rc;
 
+    if (DEFERRED_UNLIKELY(inner->flags & F_MULTI)) {
+        /* Waiting on a stream means waiting for its end. */
+        deferred_t *end = deferred_ref(inner->ext->multi->end);
+
+        deferred_unref(inner);
+        inner = end;
+    }
     if (DEFERRED_UNLIKELY(inner == cur)) {
         deferred_unref(inner);
-        cur->result = deferred_value_failure(deferred_failure_new(
-            DEFERRED_DOMAIN_LIBRARY, EDEADLK,
-            "a callback returned the deferred it was called from"));
+        cur->result = deferred_value_failure(deferred_failure_new_at(
+            NULL, 0, DEFERRED_DOMAIN_LIBRARY, EDEADLK,
+            "a callback returned the deferred it was called from (or its stream)"));
         return false;
     }
     /* cur would wait on inner: a deadlock when inner waits on cur, which
@@ -795,18 +802,11 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
     if (DEFERRED_UNLIKELY(cur->waiters || (inner->ext && inner->ext->inputs)) &&
         (rc = holds(inner, cur, false)) != 0) {
         deferred_unref(inner);
-        cur->result = deferred_value_failure(deferred_failure_new(
-            DEFERRED_DOMAIN_LIBRARY, rc > 0 ? EDEADLK : ENOMEM,
+        cur->result = deferred_value_failure(deferred_failure_new_at(
+            NULL, 0, DEFERRED_DOMAIN_LIBRARY, rc > 0 ? EDEADLK : ENOMEM,
             rc > 0 ? "a callback returned a deferred that waits on the one it was called from"
                    : "out of memory while chaining deferreds"));
         return false;
-    }
-    if (DEFERRED_UNLIKELY(inner->flags & F_MULTI)) {
-        /* Waiting on a stream means waiting for its end. */
-        deferred_t *end = deferred_ref(inner->ext->multi->end);
-
-        deferred_unref(inner);
-        inner = end;
     }
     if (idle_with_result(inner) && !(inner->flags & (F_RUNNING | F_LATER_RUN))) {
         /* inner's chain has run to its end: its result moves to cur and
@@ -818,8 +818,8 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
     }
     if (append(inner, continue_fn, cur, LINK_BOTH, NULL, NULL) < 0) {
         deferred_unref(inner);
-        cur->result = deferred_value_failure(deferred_failure_new(
-            DEFERRED_DOMAIN_LIBRARY, ENOMEM,
+        cur->result = deferred_value_failure(deferred_failure_new_at(
+            NULL, 0, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
             "out of memory while chaining deferreds"));
         return false;
     }
@@ -1090,7 +1090,7 @@ static void cancel_now(deferred_t *d, const char *file, int line)
     if (!d->refs)
         return;
     if (DEFERRED_UNLIKELY(d->flags & F_MULTI)) {
-        deferred__multi_cancel(d);
+        deferred__multi_cancel(d, file, line);
         return;
     }
     /* A fired deferred that waits passes the cancel to what it waits on,

@@ -31,6 +31,10 @@
 
 #include "deferred-private.h"
 
+/* The site of a failure made without one: deferred_failure_file() gives
+ * "?", and the story names no site. */
+static const char no_site[] = "?";
+
 #define FAILURE_IMMORTAL UINT32_MAX
 
 /* How many levels of nested groups the story shows (see put_story). */
@@ -128,7 +132,7 @@ static deferred_failure_t *failure_alloc(const char *file, int line,
     f->code = code;
     f->domain = domain;
     f->line = line;
-    f->file = file ? file : "?";
+    f->file = file ? file : no_site;
     f->message = f->text;
     f->message_len = len;
     f->cause = cause;
@@ -623,6 +627,8 @@ static void put_head(struct writer *w, const deferred_failure_t *f)
     }
     put_mem(w, ": ", 2);
     put_mem(w, f->message, f->message_len);
+    if (f->file == no_site)
+        return; /* made on behalf of no particular call: no site to name */
     put_mem(w, " (at ", 5);
     put_str(w, f->file);
     put_mem(w, ":", 1);

@@ -130,7 +130,7 @@ static void end_stream(deferred_t *d, deferred_value_t v)
     deferred_value_release(m->final);
     m->final = deferred_value_none();
     end->refs++;
-    deferred__fire(end, v, __FILE__, __LINE__);
+    deferred__fire(end, v, NULL, 0);
     deferred_unref(end);
 }
 
@@ -268,14 +268,14 @@ int deferred_finish(deferred_t *d, deferred_value_t v)
     return 0;
 }
 
-int deferred__multi_cancel(deferred_t *d)
+int deferred__multi_cancel(deferred_t *d, const char *file, int line)
 {
     struct multi *m = d->ext->multi;
 
     if (m->ended)
         return 0;
     if (d->chained_to)
-        return deferred_cancel(d->chained_to); /* the row's wait, not the stream */
+        return deferred_cancel_at(d->chained_to, file, line); /* the row's wait, not the stream */
     if (d->flags & F_CANCELLED)
         return 0;
     d->refs++;
@@ -285,8 +285,8 @@ int deferred__multi_cancel(deferred_t *d)
 
         m->final = deferred_value_none();
         if (!m->closing)
-            v = deferred_value_failure(deferred_failure_new(
-                DEFERRED_DOMAIN_LIBRARY, ECANCELED, "stream cancelled"));
+            v = deferred_value_failure(deferred_failure_new_at(
+                file, line, DEFERRED_DOMAIN_LIBRARY, ECANCELED, "stream cancelled"));
         end_stream(d, v);
     }
     deferred_unref(d);

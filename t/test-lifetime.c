@@ -633,6 +633,36 @@ START_TEST(test_L04_callback_cycle)
 }
 END_TEST
 
+/* An errback of a stream's end waits on the stream, which is waiting for
+ * that end: EDEADLK, nothing leaks. */
+static deferred_t *l04_stream;
+
+static deferred_value_t l04_wait_on_stream(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    deferred_value_release(v);
+    return deferred_value_deferred(deferred_ref(l04_stream));
+}
+
+START_TEST(test_L04_end_waits_on_its_stream)
+{
+    deferred_t *e;
+
+    l04_stream = deferred_new_multi();
+    deferred_emit(l04_stream, deferred_value_failure(
+                                  deferred_failure_new(DEFERRED_DOMAIN_USER, EIO, "row")));
+    e = deferred_end(l04_stream);
+    ck_assert(deferred_has_fired(e));
+    deferred_add_errback(e, l04_wait_on_stream, NULL);
+    deferred_add_errback(e, tu_record, TAG(1));
+    ck_assert_int_eq(tu_log_count(1), 1);
+    ck_assert_int_eq(tu_log.e[0].code, EDEADLK);
+    deferred_value_release(deferred_result_take(e));
+    deferred_unref(l04_stream);
+    deferred_unref(e);
+}
+END_TEST
+
 /* The cycle check runs out of memory on a wide graph: -ENOMEM, nothing
  * added, nothing leaks. */
 START_TEST(test_L04_cycle_check_nomem)
@@ -811,6 +841,7 @@ static Suite *lifetime_suite(void)
     tcase_add_test(tc, test_L04_chain_to_both_ways);
     tcase_add_test(tc, test_L04_chain_to_into_own_combinator);
     tcase_add_test(tc, test_L04_callback_cycle);
+    tcase_add_test(tc, test_L04_end_waits_on_its_stream);
     tcase_add_test(tc, test_L04_cycle_check_nomem);
     tcase_add_test(tc, test_L05_chain_to_fired_target);
     tcase_add_test(tc, test_L05_chain_to_cancelled_target);

@@ -54,7 +54,10 @@ DEFERRED_EXPORT const char *deferred_domain_name(deferred_domain_t domain);
  * fmt may be NULL: the message is then the code's text (the library table
  * for the library domain, strerror() for the system domain, the code's
  * number otherwise).  Never returns NULL (see the header comment on
- * allocation failure).
+ * allocation failure).  deferred_failure_new_at() with a NULL file makes a
+ * failure with no site: deferred_failure_file() gives "?", and the story
+ * names no site (the library does so for failures made on behalf of no
+ * particular call of the user's).
  */
 #define deferred_failure_new(domain, code, ...) \
     deferred_failure_new_at(__FILE__, __LINE__, (domain), (code), __VA_ARGS__)
