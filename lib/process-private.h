@@ -27,6 +27,7 @@ struct deferred_stage {
     uint32_t groups;        /* groups it opened downstream and not closed */
     uint64_t items;         /* handed (consumer) or emitted (producer) */
     bool producer;
+    bool consumer;        /* a built-in consumer: nothing may follow it */
     bool fast;            /* emits may take the per-item fast path */
     bool in_resume;
     bool resume_again;

@@ -182,6 +182,8 @@ int deferred_process_add(deferred_process_t *p, deferred_stage_t *st)
      * the process runs, so only order is checked here). */
     if (producer && p->n > p->nproducers)
         goto out_einval;
+    if (p->n > p->nproducers && p->stages[p->n - 1]->consumer)
+        goto out_einval; /* after a built-in consumer */
     if (!producer && !st->ops->handle)
         goto out_einval;
     if (p->n == p->cap) {

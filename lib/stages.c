@@ -33,6 +33,14 @@ static void shared_unref(void *arg)
         deferred__free(sh);
 }
 
+/* A built-in consumer: the process refuses a stage added after it. */
+static deferred_stage_t *consumer_stage(deferred_stage_t *st)
+{
+    if (st)
+        st->consumer = true;
+    return st;
+}
+
 /* ---- array producer ----------------------------------------------------- */
 
 struct array_producer {
@@ -90,7 +98,11 @@ deferred_stage_t *deferred_stage_array(const deferred_value_t *items, size_t n)
     struct array_producer *ap;
     size_t i;
 
-    if ((!items && n) || n > SIZE_MAX / sizeof(*ap->items))
+    if (!items && n) {
+        errno = EINVAL;
+        return NULL; /* nothing to release */
+    }
+    if (n > SIZE_MAX / sizeof(*ap->items))
         goto out_release;
     ap = deferred__malloc(sizeof(*ap));
     if (!ap)
@@ -839,7 +851,7 @@ deferred_stage_t *deferred_stage_collect(void)
         return NULL;
     c->items = NULL;
     c->depth = 0;
-    return deferred_stage_new(&collect_ops, c, 0);
+    return consumer_stage(deferred_stage_new(&collect_ops, c, 0));
 }
 
 /* ---- reduce -------------------------------------------------------------------- */
@@ -939,7 +951,7 @@ deferred_stage_t *deferred_stage_reduce(deferred_fold_fn fn, deferred_value_t in
     r->arg = arg;
     r->acc = init;
     r->depth = 0;
-    return deferred_stage_new(&reduce_ops, r, 0);
+    return consumer_stage(deferred_stage_new(&reduce_ops, r, 0));
 }
 
 /* ---- consumer feeding a multi-fire deferred ------------------------------------- */
@@ -1037,7 +1049,7 @@ deferred_stage_t *deferred_stage_to_multi(deferred_t *multi)
         return NULL;
     tm->multi = deferred_ref(multi);
     tm->holding = false;
-    return deferred_stage_new(&to_multi_ops, tm, 0);
+    return consumer_stage(deferred_stage_new(&to_multi_ops, tm, 0));
 }
 
 /* ---- the first item, and a process that runs for it -------------------------------- */
@@ -1121,7 +1133,7 @@ deferred_stage_t *deferred_stage_first(void)
     fr->item = deferred_value_none();
     fr->depth = 0;
     fr->have = false;
-    return deferred_stage_new(&first_ops, fr, 0);
+    return consumer_stage(deferred_stage_new(&first_ops, fr, 0));
 }
 
 deferred_t *deferred_process_first_at(const char *file, int line, deferred_stage_t *producer)

@@ -19,7 +19,7 @@
  *
  * Answers the headers do not document are asserted as the library gives
  * them today and marked "UNDOCUMENTED" (the lead decides what they should
- * be).  Cases that crash, hang or leak are kept behind SWEEP_KNOWN_BUGS.
+ * be).
  */
 #include <check.h>
 #include <errno.h>
@@ -47,9 +47,6 @@
 #include <deferred/pg.h>
 #endif
 
-#ifndef SWEEP_KNOWN_BUGS
-#define SWEEP_KNOWN_BUGS 0
-#endif
 #ifndef SWEEP_BUILDDIR
 #define SWEEP_BUILDDIR "."
 #endif
@@ -795,16 +792,10 @@ START_TEST(s_process_build)
     ck_assert_int_eq(deferred_process_add(p, idle_producer()), 0);
     ck_assert_int_eq(deferred_process_add(p, deferred_stage_collect()), 0);
     ck_assert_int_eq(deferred_process_add(p, idle_producer()), -EINVAL);
-#if SWEEP_KNOWN_BUGS
-    /* KNOWN BUG: process.h says a stage after the consumer is -EINVAL;
-     * deferred_process_add() only checks the order of producers (a stage
-     * with handle is a processor or the consumer, known only at the
-     * run), so a second consumer, or a processor after the consumer, is
-     * accepted (0). */
+    /* Nothing after a built-in consumer. */
     ck_assert_int_eq(deferred_process_add(p, deferred_stage_collect()), -EINVAL);
     ck_assert_int_eq(deferred_process_add(p, deferred_stage_batch(2)), -EINVAL);
-#endif
-    ck_assert(deferred_process_is_paused(p) || !deferred_process_is_paused(p));
+    ck_assert(deferred_process_is_paused(p)); /* made paused */
     d = deferred_process_run(p);
     ck_assert_ptr_nonnull(d);
     /* Add after the run, run twice. */
@@ -1017,13 +1008,10 @@ START_TEST(s_builtin_stages)
     ck_assert_int_eq(tu_released, 4);
     ck_assert_ptr_null(deferred_stage_reduce(fold_keep, deferred_value_deferred(deferred_new()),
                                              NULL));
-#if SWEEP_KNOWN_BUGS
-    /* KNOWN BUG: NULL items with n > 0 (undocumented) is not checked:
-     * stages.c memcpy()s n values from NULL (UBSan: "applying zero
-     * offset to null pointer" at lib/stages.c:111, then SIGSEGV).
-     * Expected: NULL, as for the other constructors' bad input. */
+    /* NULL items with a count: NULL, errno EINVAL, nothing read. */
+    errno = 0;
     ck_assert_ptr_null(deferred_stage_array(NULL, 3));
-#endif
+    ck_assert_int_eq(errno, EINVAL);
     ck_assert_ptr_null(deferred_stage_from_multi(NULL));
     ck_assert_ptr_null(deferred_stage_to_multi(NULL));
     single = deferred_new();

@@ -165,8 +165,10 @@ DEFERRED_EXPORT void deferred_process_unref(deferred_process_t *p);
  * Add the next stage (taken, also on error: it is freed).  Producers come
  * first; then processors; a consumer last.
  * Returns 0, or -EINVAL (NULL, a producer after a processor or consumer,
- * a stage after the consumer, a subordinate-only stage), -EBUSY (the
- * process already runs), -ENOMEM.
+ * a stage after a built-in consumer (collect, reduce, first, to_multi: a
+ * stage of the user's is known as the consumer by being last), a
+ * subordinate-only stage, a stage already in a process (not freed: it is
+ * that process's)), -EBUSY (the process already runs), -ENOMEM.
  */
 DEFERRED_EXPORT int deferred_process_add(deferred_process_t *p, deferred_stage_t *st);
 
@@ -282,7 +284,9 @@ DEFERRED_EXPORT uint64_t deferred_stage_items(const deferred_stage_t *st);
 /* ---- built-in stages -------------------------------------------------- */
 
 /* Producer of n values (the array is copied; the values are taken).
- * It describes an item as "element I of N". */
+ * It describes an item as "element I of N".  NULL on allocation failure
+ * (the values released), or with errno EINVAL for NULL items with n > 0
+ * (nothing read). */
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_array(const deferred_value_t *items,
                                                        size_t n);
 
