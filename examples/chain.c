@@ -40,9 +40,11 @@ static int problems;
 static int unhandled_reports;
 static int already_fired_reports;
 
-static void report(deferred_report_t kind, const deferred_failure_t *f,
-                   void *arg)
+static void report(const deferred_report_info_t *r, void *arg)
 {
+    deferred_report_t kind = r->kind;
+    const deferred_failure_t *f = r->failure;
+
     (void)arg;
     if (kind == DEFERRED_REPORT_UNHANDLED)
         unhandled_reports++;

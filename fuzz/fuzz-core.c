@@ -778,7 +778,8 @@ static void one_op(fz_reader_t *r)
 
             FZ_CHECK(!deferred_value_is_deferred(v), "a deferred's result is a deferred");
             if (fz_is_live_token(v) || deferred_value_is_failure(v) || deferred_value_is_none(v) ||
-                v.release == NULL || deferred_value_get_array(v) || deferred_value_get_indexed(v))
+                v.release == NULL || deferred_value_is_int(v) || deferred_value_get_array(v) ||
+                deferred_value_get_indexed(v))
                 break;
             fz_fail("a deferred's result is neither a token, a failure, an array nor an indexed value");
         }

@@ -75,7 +75,7 @@ static int side_effect_allowed(void)
 /* A tag is borrowed: an integer, or a token still alive. */
 static void check_tag(deferred_value_t tag)
 {
-    FZ_CHECK(tag.release == NULL || fz_is_live_token(tag),
+    FZ_CHECK(tag.release == NULL || deferred_value_is_int(tag) || fz_is_live_token(tag),
              "a stage was given a tag that was released");
 }
 
@@ -83,7 +83,8 @@ static void check_tag(deferred_value_t tag)
 static void check_item(deferred_value_t v)
 {
     FZ_CHECK(!deferred_value_is_deferred(v), "a stage was given a deferred as an item");
-    FZ_CHECK(v.release == NULL || fz_is_live_token(v) || deferred_value_get_array(v) ||
+    FZ_CHECK(v.release == NULL || deferred_value_is_int(v) || fz_is_live_token(v) ||
+                 deferred_value_get_array(v) ||
                  deferred_value_is_failure(v),
              "a stage was given an item that is no live value");
 }

@@ -98,8 +98,11 @@ static void count_free(void *ptr)
     free(ptr);
 }
 
-static void quiet_report(deferred_report_t kind, const deferred_failure_t *f, void *arg)
+static void quiet_report(const deferred_report_info_t *r, void *arg)
 {
+    deferred_report_t kind = r->kind;
+    const deferred_failure_t *f = r->failure;
+
     (void)kind;
     (void)arg;
     FZ_CHECK(f != NULL, "the report hook was given a NULL failure");

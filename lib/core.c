@@ -100,14 +100,34 @@ void deferred_set_report_hook(deferred_report_fn hook, void *arg)
     report_arg = hook ? arg : NULL;
 }
 
-void deferred__report(deferred_report_t kind, const deferred_failure_t *f)
+/* Report f about d (NULL when no deferred is concerned): with d's sites
+ * when debug mode recorded them. */
+static void report_about(deferred_report_t kind, const deferred_failure_t *f,
+                         const deferred_t *d)
 {
-    char buf[1024], line[1200], *p;
+    char buf[1024], line[1200], sites[512], *p;
     const char *q;
+    deferred_report_info_t info;
+    const struct deferred_ext *x = d ? d->ext : NULL;
 
+    info.kind = kind;
+    info.failure = f;
+    info.new_file = x ? x->new_file : NULL;
+    info.new_line = info.new_file ? x->new_line : 0;
+    info.fire_file = x && x->new_file ? x->fire_file : NULL;
+    info.fire_line = info.fire_file ? x->fire_line : 0;
     if (report_hook) {
-        report_hook(kind, f, report_arg);
+        report_hook(&info, report_arg);
         return;
+    }
+    sites[0] = '\0';
+    if (info.new_file && kind == DEFERRED_REPORT_UNHANDLED) {
+        if (info.fire_file)
+            snprintf(sites, sizeof(sites), " (deferred created at %s:%d, fired at %s:%d)",
+                     info.new_file, info.new_line, info.fire_file, info.fire_line);
+        else
+            snprintf(sites, sizeof(sites), " (deferred created at %s:%d)",
+                     info.new_file, info.new_line);
     }
     deferred_failure_story(f, buf, sizeof(buf));
     /* One line: each newline and the indentation after it become " | ". */
@@ -122,9 +142,14 @@ void deferred__report(deferred_report_t kind, const deferred_failure_t *f)
         p += 3;
     }
     *p = '\0';
-    fprintf(stderr, "deferred: %s: %s\n",
+    fprintf(stderr, "deferred: %s: %s%s\n",
             kind == DEFERRED_REPORT_UNHANDLED ? "unhandled failure" : "misuse",
-            line);
+            line, sites);
+}
+
+void deferred__report(deferred_report_t kind, const deferred_failure_t *f)
+{
+    report_about(kind, f, NULL);
 }
 
 void deferred_set_debug(bool on)
@@ -278,7 +303,7 @@ static void free_deferred(deferred_t *d)
     uint32_t i;
 
     if (DEFERRED_UNLIKELY(d->result.release == deferred__release_failure))
-        deferred__report(DEFERRED_REPORT_UNHANDLED, d->result.ptr);
+        report_about(DEFERRED_REPORT_UNHANDLED, d->result.ptr, d);
     deferred_value_release(d->result);
     /* A multi-fire chain keeps all its entries; a single-shot one only
      * those not reached yet. */
@@ -983,7 +1008,7 @@ static void report_already_fired(deferred_t *d, const char *file, int line)
         "deferred created at %s:%d was already fired at %s:%d; fired again at %s:%d",
         x->new_file, x->new_line, x->fire_file ? x->fire_file : "?",
         x->fire_line, file ? file : "?", line);
-    deferred__report(DEFERRED_REPORT_ALREADY_FIRED, f);
+    report_about(DEFERRED_REPORT_ALREADY_FIRED, f, d);
     deferred_failure_unref(f);
 }
 
@@ -1082,6 +1107,43 @@ int deferred_unpause(deferred_t *d)
 bool deferred_is_paused(const deferred_t *d)
 {
     return d && (d->paused || d->chained_to);
+}
+
+unsigned deferred_pause_count(const deferred_t *d)
+{
+    return d ? d->paused : 0;
+}
+
+bool deferred_is_waiting(const deferred_t *d)
+{
+    return d && d->chained_to;
+}
+
+deferred_t *deferred_waits_on(const deferred_t *d)
+{
+    return d ? d->chained_to : NULL;
+}
+
+deferred_t *deferred_maybe(deferred_fn fn, deferred_value_t v, void *arg)
+{
+    deferred_t *d;
+
+    if (!fn) {
+        deferred_value_release(v);
+        errno = EINVAL;
+        return NULL;
+    }
+    v = fn(v, arg);
+    if (v.release == deferred__release_deferred)
+        return v.ptr; /* the reference it held */
+    d = deferred_new();
+    if (!d) {
+        deferred_value_release(v);
+        errno = ENOMEM;
+        return NULL;
+    }
+    fire(d, v, NULL, 0);
+    return d;
 }
 
 /* The cancel itself, in a frame already counted in nest. */

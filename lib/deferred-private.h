@@ -36,6 +36,13 @@ DEFERRED_HIDDEN char *deferred__vasprintf(const char *fmt, va_list ap);
 DEFERRED_HIDDEN void deferred__release_failure(void *ptr);
 DEFERRED_HIDDEN void deferred__release_deferred(void *ptr);
 
+/* Release v, inline: integers and borrowed values need no call. */
+static inline void deferred__release(deferred_value_t v)
+{
+    if (v.release && v.release != deferred_value_int_release)
+        v.release(v.ptr);
+}
+
 /* The static ENOMEM failure every constructor falls back to (failure.c). */
 DEFERRED_HIDDEN extern deferred_failure_t deferred__failure_enomem;
 

@@ -109,8 +109,7 @@ static inline DEFERRED_ALWAYS_INLINE int deferred__emit(deferred_stage_t *self, 
     f = to->ops->handle(to, self, tag, &item);
     if (DEFERRED_UNLIKELY(f != NULL || !p->open))
         return deferred__emit_unwind(p, self, to, item, f);
-    if (item.release)
-        item.release(item.ptr);
+    deferred__release(item);
     if (DEFERRED_UNLIKELY(--p->depth == 0))
         deferred__settle_unref(p);
     return 0;

@@ -477,8 +477,7 @@ static inline int deliver(deferred_process_t *p, deferred_stage_t *to,
         p->framed = p->depth;
         add_frame(t, item);
     }
-    if (item.release)
-        item.release(item.ptr);
+    deferred__release(item);
     return DEFERRED_LIKELY(p->open) || (!p->failure && !p->cancelling) ? 0 : -ECANCELED;
 }
 

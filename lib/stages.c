@@ -429,8 +429,8 @@ static deferred_failure_t *map_handle(deferred_stage_t *self, deferred_stage_t *
     *item = deferred_value_none();
     r = m->fn(v, m->arg);
     if (DEFERRED_LIKELY(m->len == 0)) {
-        if (DEFERRED_LIKELY(r.release == NULL) || !deferred_value_is_deferred(r)) {
-            if (deferred_value_is_failure(r))
+        if (DEFERRED_LIKELY(r.release != deferred__release_deferred)) {
+            if (r.release == deferred__release_failure)
                 return deferred_value_take_failure(r);
             deferred__emit(self, tag, r);
             return NULL;
@@ -885,7 +885,7 @@ static deferred_failure_t *reduce_handle(deferred_stage_t *self, deferred_stage_
     acc = r->fn(r->acc, *item, r->arg);
     *item = deferred_value_none();
     r->acc = deferred_value_none();
-    if (DEFERRED_UNLIKELY(acc.release != NULL)) {
+    if (DEFERRED_UNLIKELY(acc.release != NULL && acc.release != deferred_value_int_release)) {
         if (deferred_value_is_failure(acc))
             return deferred_value_take_failure(acc);
         if (deferred_value_is_deferred(acc)) {

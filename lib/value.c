@@ -20,9 +20,14 @@ void deferred__release_deferred(void *ptr)
     deferred_unref(ptr);
 }
 
+void deferred_value_int_release(void *ptr)
+{
+    (void)ptr;
+}
+
 void deferred_value_release(deferred_value_t v)
 {
-    if (v.release)
+    if (v.release && v.release != deferred_value_int_release)
         v.release(v.ptr);
 }
 

@@ -78,9 +78,11 @@ static void fail_at(unsigned long n)
 
 static int unhandled, expected_unhandled, other_reports, last_report_code;
 
-static void report_hook(deferred_report_t kind, const deferred_failure_t *f,
-                        void *arg)
+static void report_hook(const deferred_report_info_t *r, void *arg)
 {
+    deferred_report_t kind = r->kind;
+    const deferred_failure_t *f = r->failure;
+
     (void)arg;
     if (kind == DEFERRED_REPORT_UNHANDLED)
         unhandled++;

@@ -1921,6 +1921,145 @@ START_TEST(test_debug_cancel_site)
 }
 END_TEST
 
+/* Debug mode: the unhandled-failure report names the deferred's creation
+ * and fire sites, through the hook and in the default hook's line. */
+START_TEST(test_debug_report_sites)
+{
+    int fds[2], saved, made, fired;
+    char out[2048], want[64];
+    ssize_t n;
+    deferred_t *d;
+
+    deferred_set_debug(true);
+    made = __LINE__ + 1;
+    d = deferred_new();
+    fired = __LINE__ + 1;
+    deferred_errback(d, deferred_failure_new(DEFERRED_DOMAIN_USER, 3, "lost"));
+    deferred_unref(d);
+    ck_assert_int_eq(tu_reports.unhandled, 1);
+    ck_assert_ptr_nonnull(tu_reports.last_new_file);
+    ck_assert_ptr_nonnull(strstr(tu_reports.last_new_file, "test-core.c"));
+    ck_assert_int_eq(tu_reports.last_new_line, made);
+    ck_assert_ptr_nonnull(strstr(tu_reports.last_fire_file, "test-core.c"));
+    ck_assert_int_eq(tu_reports.last_fire_line, fired);
+
+    /* the default hook says it too */
+    ck_assert_int_eq(pipe(fds), 0);
+    fflush(stderr);
+    saved = dup(2);
+    dup2(fds[1], 2);
+    deferred_set_report_hook(NULL, NULL);
+    made = __LINE__ + 1;
+    d = deferred_new();
+    fired = __LINE__ + 1;
+    deferred_errback(d, deferred_failure_new(DEFERRED_DOMAIN_USER, 3, "lost"));
+    deferred_unref(d);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(fds[1]);
+    n = read(fds[0], out, sizeof(out) - 1);
+    close(fds[0]);
+    ck_assert_int_gt(n, 0);
+    out[n] = '\0';
+    snprintf(want, sizeof want, "test-core.c:%d, fired at", made);
+    ck_assert_ptr_nonnull(strstr(out, want));
+    snprintf(want, sizeof want, "test-core.c:%d)", fired);
+    ck_assert_ptr_nonnull(strstr(out, want));
+
+    /* without debug mode there are no sites */
+    deferred_set_report_hook(tu_report_hook, NULL);
+    deferred_set_debug(false);
+    d = deferred_fail(deferred_failure_new(DEFERRED_DOMAIN_USER, 3, "lost"));
+    deferred_unref(d);
+    ck_assert_int_eq(tu_reports.unhandled, 2);
+    ck_assert_ptr_null(tu_reports.last_new_file);
+    ck_assert_ptr_null(tu_reports.last_fire_file);
+}
+END_TEST
+
+/* The pause count, waiting apart from pausing, what a deferred waits on. */
+START_TEST(test_pause_count_and_waiting)
+{
+    deferred_t *d = deferred_new(), *inner = deferred_new();
+
+    ck_assert_uint_eq(deferred_pause_count(d), 0);
+    deferred_pause(d);
+    deferred_pause(d);
+    ck_assert_uint_eq(deferred_pause_count(d), 2);
+    ck_assert(deferred_is_paused(d));
+    ck_assert(!deferred_is_waiting(d));
+    deferred_add_callback(d, tu_return_deferred, inner);
+    deferred_callback(d, deferred_value_of_int(1));
+    ck_assert(!deferred_is_waiting(d)); /* paused: the callback has not run */
+    deferred_unpause(d);
+    deferred_unpause(d);
+    ck_assert_uint_eq(deferred_pause_count(d), 0);
+    ck_assert(deferred_is_waiting(d));
+    ck_assert(deferred_is_paused(d)); /* it will not run now */
+    ck_assert_ptr_eq(deferred_waits_on(d), inner);
+    ck_assert_int_eq(deferred_unpause(d), -EINVAL); /* waiting is no pause */
+    deferred_callback(inner, deferred_value_of_int(7));
+    ck_assert(!deferred_is_waiting(d));
+    ck_assert_ptr_null(deferred_waits_on(d));
+    ck_assert_int_eq(deferred_value_int(deferred_result(d)), 7);
+    ck_assert_uint_eq(deferred_pause_count(NULL), 0);
+    ck_assert(!deferred_is_waiting(NULL));
+    ck_assert_ptr_null(deferred_waits_on(NULL));
+    deferred_unref(d);
+    deferred_unref(inner);
+}
+END_TEST
+
+/* maybeDeferred: a value, a failure or a deferred comes back as a
+ * deferred. */
+START_TEST(test_maybe)
+{
+    deferred_t *d, *inner = deferred_new();
+
+    d = deferred_maybe(tu_add_one, deferred_value_of_int(41), NULL);
+    ck_assert(deferred_has_result(d));
+    ck_assert_int_eq(deferred_value_int(deferred_result(d)), 42);
+    deferred_unref(d);
+    d = deferred_maybe(tu_fail_with, deferred_value_of_int(0), TAG(9));
+    ck_assert(deferred_value_is_failure(deferred_result(d)));
+    ck_assert_int_eq(deferred_failure_code(deferred_value_get_failure(deferred_result(d))), 9);
+    deferred_value_release(deferred_result_take(d));
+    deferred_unref(d);
+    d = deferred_maybe(tu_return_deferred, deferred_value_none(), inner);
+    ck_assert_ptr_eq(d, inner);
+    deferred_unref(d);
+    errno = 0;
+    ck_assert_ptr_null(deferred_maybe(NULL, tu_tracked(1), NULL));
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_int_eq(tu_released, 1);
+    {
+        deferred_value_t v = tu_tracked(2);
+
+        tu_fail_at(1);
+        ck_assert_ptr_null(deferred_maybe(tu_pass, v, NULL));
+    }
+    ck_assert_int_eq(errno, ENOMEM);
+    ck_assert_int_eq(tu_released, 2);
+    deferred_unref(inner);
+}
+END_TEST
+
+/* Integers are not "none": 0 travels as 0. */
+START_TEST(test_int_zero_is_not_none)
+{
+    deferred_t *d = deferred_new();
+
+    deferred_add_callback(d, tu_record, TAG(1));
+    deferred_callback(d, deferred_value_of_int(0));
+    ck_assert_int_eq(tu_log.e[0].kind, TU_VALUE);
+    ck_assert(deferred_value_is_int(deferred_result(d)));
+    ck_assert(!deferred_value_is_none(deferred_result(d)));
+    ck_assert_int_eq(deferred_value_int(deferred_result(d)), 0);
+    deferred_unref(d);
+}
+END_TEST
+
 static Suite *core_suite(void)
 {
     Suite *s = suite_create("core");
@@ -1999,6 +2138,10 @@ static Suite *core_suite(void)
     tcase_add_test(rn, test_default_hook_one_line);
     tcase_add_test(rn, test_debug_cancel_site);
     tcase_add_test(rn, test_version_number);
+    tcase_add_test(rn, test_debug_report_sites);
+    tcase_add_test(rn, test_pause_count_and_waiting);
+    tcase_add_test(rn, test_maybe);
+    tcase_add_test(rn, test_int_zero_is_not_none);
     tcase_add_test(rn, test_set_allocator_partial_einval);
 
     suite_add_tcase(s, tc);

@@ -110,9 +110,11 @@ unsigned long tu_attempts(void) { return attempts; }
 
 struct tu_reports tu_reports;
 
-void tu_report_hook(deferred_report_t kind, const deferred_failure_t *f,
-                    void *arg)
+void tu_report_hook(const deferred_report_info_t *report, void *arg)
 {
+    deferred_report_t kind = report->kind;
+    const deferred_failure_t *f = report->failure;
+
     (void)arg;
     tu_reports.total++;
     if (kind == DEFERRED_REPORT_UNHANDLED)
@@ -120,6 +122,10 @@ void tu_report_hook(deferred_report_t kind, const deferred_failure_t *f,
     else if (kind == DEFERRED_REPORT_ALREADY_FIRED)
         tu_reports.already_fired++;
     tu_reports.last_kind = (int)kind;
+    tu_reports.last_new_file = report->new_file;
+    tu_reports.last_new_line = report->new_line;
+    tu_reports.last_fire_file = report->fire_file;
+    tu_reports.last_fire_line = report->fire_line;
     tu_reports.last_code = deferred_failure_code(f);
     if (tu_reports.last_code == ENOMEM)
         tu_reports.saw_enomem = true;

@@ -50,12 +50,15 @@ struct tu_reports {
     int last_kind;
     int last_code;
     bool saw_enomem;        /* some reported failure had code ENOMEM */
+    const char *last_new_file;  /* the reported deferred's sites (debug) */
+    int last_new_line;
+    const char *last_fire_file;
+    int last_fire_line;
     char last_message[TU_TEXT];
     char last_story[TU_TEXT];
 };
 extern struct tu_reports tu_reports;
-void tu_report_hook(deferred_report_t kind, const deferred_failure_t *f,
-                    void *arg);
+void tu_report_hook(const deferred_report_info_t *report, void *arg);
 
 /* ---- the record log ---- */
 

@@ -12,7 +12,12 @@
  * Running never nests: a callback added while the chain runs is appended
  * and runs in the same pass, after the current one returns; chains of any
  * depth (a million deferreds each waiting on the next) run, cancel and free
- * in constant stack.
+ * in constant stack.  A callback that fires, unpauses or cancels another
+ * deferred runs that one's chain nested, as Twisted does, up to 32 levels
+ * of such nesting on a thread; deeper than that, the work is done as soon
+ * as the callback that asked for it returns (in order), so chains of
+ * chain_to() links, locks handed from waiter to waiter and gathers of
+ * gathers of any depth also run in bounded stack.
  *
  * Ownership: deferred_new() returns a deferred with one reference, the
  * caller's.  Each reference is dropped with deferred_unref().  A deferred
@@ -118,9 +123,15 @@ DEFERRED_EXPORT int deferred_add_both_full(deferred_t *d, deferred_fn fn,
 
 /*
  * Make target follow d: d's result at this point of its chain fires target
- * (Twisted's chainDeferred); d's chain continues with an empty value.
+ * (Twisted's chainDeferred); d's chain continues with an empty value.  If
+ * target has fired by then, d's value is released and d's chain continues
+ * with an EALREADY failure instead (Twisted's AlreadyCalledError), which an
+ * errback can handle and which is reported if nothing does.
  * Borrows both; d holds a reference on target until then.
- * Returns 0, -EINVAL (NULL, or target == d), -ENOMEM.
+ * Returns 0, -EINVAL (NULL, or target == d), -EDEADLK when target already
+ * holds d (waits on it, directly or through other waits, combinators or
+ * chain_to() links), a cycle nothing could free; -ENOMEM.  Nothing is
+ * added on error.  No callback runs before it returns unless d has fired.
  */
 DEFERRED_EXPORT int deferred_chain_to(deferred_t *d, deferred_t *target);
 
@@ -156,8 +167,31 @@ DEFERRED_EXPORT int deferred_errback_at(deferred_t *d, deferred_failure_t *f,
 DEFERRED_EXPORT int deferred_pause(deferred_t *d);
 DEFERRED_EXPORT int deferred_unpause(deferred_t *d);
 
-/* True when d is paused or waiting on a chained deferred. */
+/* True when d will not run now: paused (its pause count is above zero) or
+ * waiting on a chained deferred.  False for NULL. */
 DEFERRED_EXPORT bool deferred_is_paused(const deferred_t *d);
+
+/* d's pause count (Twisted's paused): pauses not yet unpaused.  Waiting on
+ * a chained deferred does not count.  0 for NULL. */
+DEFERRED_EXPORT unsigned deferred_pause_count(const deferred_t *d);
+
+/* True when d waits on a chained deferred: a callback of d returned a
+ * deferred that had no result yet. */
+DEFERRED_EXPORT bool deferred_is_waiting(const deferred_t *d);
+
+/* The deferred d waits on (borrowed: valid while d waits), or NULL. */
+DEFERRED_EXPORT deferred_t *deferred_waits_on(const deferred_t *d);
+
+/*
+ * Call fn(v, arg) now and make what it returns a deferred (Twisted's
+ * maybeDeferred): a plain value gives a deferred fired with it, a failure
+ * a deferred failed with it, a deferred that deferred itself.  v is taken
+ * by fn, as by a callback.  fn runs before this returns.  NULL with errno
+ * EINVAL (NULL fn; v is released) or ENOMEM (what fn returned is
+ * released).
+ */
+DEFERRED_EXPORT deferred_t *deferred_maybe(deferred_fn fn, deferred_value_t v,
+                                           void *arg);
 
 /*
  * Cancel d.
@@ -207,7 +241,10 @@ DEFERRED_EXPORT deferred_value_t deferred_result_take(deferred_t *d);
  *                                 that nothing handled;
  *  DEFERRED_REPORT_ALREADY_FIRED  (debug mode) a deferred was fired twice;
  *                                 the failure's message names the sites.
- * The hook borrows f.  The default hook writes one line to stderr.
+ * The hook gets a report, borrowed for the call: the failure, and in debug
+ * mode the deferred's creation site and first fire site (Twisted's debug
+ * info); without debug mode the sites are NULL and 0.  The default hook
+ * writes one line to stderr, naming the sites when it has them.
  * deferred_set_report_hook(NULL, NULL) restores the default.  Global, not
  * thread-safe: set it at start-up.
  */
@@ -216,8 +253,17 @@ typedef enum deferred_report {
     DEFERRED_REPORT_ALREADY_FIRED = 2
 } deferred_report_t;
 
-typedef void (*deferred_report_fn)(deferred_report_t kind,
-                                   const deferred_failure_t *f, void *arg);
+typedef struct deferred_report_info {
+    deferred_report_t kind;
+    const deferred_failure_t *failure;
+    const char *new_file; /* where the deferred was made, or NULL */
+    int new_line;
+    const char *fire_file; /* where it was first fired, or NULL */
+    int fire_line;
+} deferred_report_info_t;
+
+typedef void (*deferred_report_fn)(const deferred_report_info_t *report,
+                                   void *arg);
 
 DEFERRED_EXPORT void deferred_set_report_hook(deferred_report_fn hook, void *arg);
 

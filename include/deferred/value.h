@@ -3,8 +3,9 @@
  *
  * A deferred_value_t is a pointer and the function that releases it, passed
  * by value (16 bytes, returned in registers).  A NULL release means the
- * value is borrowed (or is an integer packed into the pointer): the library
- * never frees it.
+ * value is borrowed: the library never frees it.  Integers travel in the
+ * pointer with a release function of their own that does nothing, so the
+ * integer 0 is not the empty value (Twisted tells 0 from None).
  *
  * Ownership moves with the value.  Firing a deferred hands the value to the
  * deferred; a callback receives ownership of its argument and returns
@@ -67,20 +68,32 @@ static inline deferred_value_t deferred_value_make(void *ptr,
     return v;
 }
 
-/* An integer carried in the pointer, with nothing to release. No
- * allocation.  deferred_value_int() of deferred_value_of_int(x) is x for
- * every intptr_t x. */
+/* The release function of integer values: it does nothing.  Only its
+ * address matters: it tells an integer from other values. */
+DEFERRED_EXPORT void deferred_value_int_release(void *ptr);
+
+/* An integer carried in the pointer: no allocation, nothing to release.
+ * Never the empty value, 0 included.  deferred_value_int() of
+ * deferred_value_of_int(x) is x for every intptr_t x. */
 static inline deferred_value_t deferred_value_of_int(intptr_t x)
 {
     deferred_value_t v;
     v.ptr = (void *)x;
-    v.release = NULL;
+    v.release = deferred_value_int_release;
     return v;
 }
 
+/* The integer v carries.  For a value that is no integer, its pointer as
+ * an integer (0 for the empty value). */
 static inline intptr_t deferred_value_int(deferred_value_t v)
 {
     return (intptr_t)v.ptr;
+}
+
+/* True when v is an integer made by deferred_value_of_int(). */
+static inline bool deferred_value_is_int(deferred_value_t v)
+{
+    return v.release == deferred_value_int_release;
 }
 
 /* True when v is the empty value (both fields NULL). */
