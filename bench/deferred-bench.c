@@ -244,7 +244,7 @@ static void use_counting_allocator(bool on)
 static deferred_value_t add_one(deferred_value_t v, void *arg)
 {
     (void)arg;
-    return deferred_value_of_int(deferred_value_int(v) + 1);
+    return deferred_value_int(deferred_value_get_int(v) + 1);
 }
 
 /*
@@ -266,13 +266,13 @@ static int run_chain10(size_t ops)
                 return wrong("chain10", "deferred_add_callback() failed");
             }
         }
-        deferred_callback(d, deferred_value_of_int(0));
+        deferred_callback(d, deferred_value_int(0));
         r = deferred_result_take(d);
         deferred_unref(d);
-        if (deferred_value_int(r) != 10) {
+        if (deferred_value_get_int(r) != 10) {
             deferred_value_release(r);
             return wrong("chain10", "got %ld, expected 10",
-                         (long)deferred_value_int(r));
+                         (long)deferred_value_get_int(r));
         }
     }
     return 0;
@@ -285,7 +285,7 @@ static int run_chain10(size_t ops)
 static int run_chain10_after(size_t ops)
 {
     for (size_t i = 0; i < ops; i++) {
-        deferred_t *d = deferred_succeed(deferred_value_of_int(0));
+        deferred_t *d = deferred_succeed(deferred_value_int(0));
         deferred_value_t r;
 
         if (!d)
@@ -298,10 +298,10 @@ static int run_chain10_after(size_t ops)
         }
         r = deferred_result_take(d);
         deferred_unref(d);
-        if (deferred_value_int(r) != 10) {
+        if (deferred_value_get_int(r) != 10) {
             deferred_value_release(r);
             return wrong("chain10-after", "got %ld, expected 10",
-                         (long)deferred_value_int(r));
+                         (long)deferred_value_get_int(r));
         }
     }
     return 0;
@@ -367,12 +367,12 @@ static int floor_chain10(size_t ops)
 static deferred_value_t row_double(deferred_value_t v, void *arg)
 {
     (void)arg;
-    return deferred_value_of_int(deferred_value_int(v) * 2);
+    return deferred_value_int(deferred_value_get_int(v) * 2);
 }
 
 static deferred_value_t row_sum(deferred_value_t v, void *arg)
 {
-    *(int64_t *)arg += deferred_value_int(v);
+    *(int64_t *)arg += deferred_value_get_int(v);
     return v;
 }
 
@@ -392,13 +392,13 @@ static int64_t multifire_expected(size_t rows)
 static int run_multifire(size_t ops)
 {
     int64_t sum = 0;
-    deferred_t *d = deferred_new_multi();
+    deferred_t *d = deferred_multi_new();
     deferred_t *end;
     int rc = -1;
 
     if (!d)
-        return wrong("multifire", "deferred_new_multi() gave NULL");
-    end = deferred_end(d);
+        return wrong("multifire", "deferred_multi_new() gave NULL");
+    end = deferred_multi_when_finished(d);
     if (!end || deferred_add_callback(d, add_one, NULL) != 0 ||
         deferred_add_callback(d, row_double, NULL) != 0 ||
         deferred_add_callback(d, row_sum, &sum) != 0) {
@@ -406,12 +406,12 @@ static int run_multifire(size_t ops)
         goto out_unref;
     }
     for (size_t i = 0; i < ops; i++) {
-        if (deferred_emit(d, deferred_value_of_int((intptr_t)i)) != 0) {
-            wrong("multifire", "deferred_emit() failed on row %zu", i);
+        if (deferred_multi_emit(d, deferred_value_int((intptr_t)i)) != 0) {
+            wrong("multifire", "deferred_multi_emit() failed on row %zu", i);
             goto out_unref;
         }
     }
-    if (deferred_finish(d, deferred_value_of_int(0)) != 0 ||
+    if (deferred_multi_finish(d, deferred_value_int(0)) != 0 ||
         !deferred_has_result(end)) {
         wrong("multifire", "the stream did not end");
         goto out_unref;
@@ -521,7 +521,7 @@ static int stream_input(size_t n)
             return -1;
         stream_in.ints = ints;
         for (size_t i = stream_in.n; i < n; i++) {
-            stream_in.values[i] = deferred_value_of_int((intptr_t)i);
+            stream_in.values[i] = deferred_value_int((intptr_t)i);
             stream_in.ints[i] = (int)i;
         }
         stream_in.n = n;
@@ -544,14 +544,14 @@ static int64_t stream_expected(size_t rows)
 static bool stream_keep(deferred_value_t v, void *arg)
 {
     (void)arg;
-    return deferred_value_int(v) % 3 != 0;
+    return deferred_value_get_int(v) % 3 != 0;
 }
 
 static deferred_value_t stream_add(deferred_value_t acc, deferred_value_t v,
                                    void *arg)
 {
     (void)arg;
-    return deferred_value_of_int(deferred_value_int(acc) + deferred_value_int(v));
+    return deferred_value_int(deferred_value_get_int(acc) + deferred_value_get_int(v));
 }
 
 /*
@@ -580,7 +580,7 @@ static int run_stream(size_t ops)
                                                       NULL)) != 0 ||
         deferred_process_add(p, deferred_stage_map("x+1", add_one, NULL)) != 0 ||
         deferred_process_add(p, deferred_stage_reduce(stream_add,
-                                                      deferred_value_of_int(0),
+                                                      deferred_value_int(0),
                                                       NULL)) != 0) {
         wrong("stream", "could not build the process");
         goto out_process;
@@ -595,9 +595,9 @@ static int run_stream(size_t ops)
         goto out_deferred;
     }
     r = deferred_result_take(d);
-    if (r.release != NULL || deferred_value_int(r) != stream_expected(ops)) {
+    if (r.release != NULL || deferred_value_get_int(r) != stream_expected(ops)) {
         wrong("stream", "sum %lld, expected %lld",
-              (long long)deferred_value_int(r), (long long)stream_expected(ops));
+              (long long)deferred_value_get_int(r), (long long)stream_expected(ops));
         deferred_value_release(r);
         goto out_deferred;
     }
@@ -727,12 +727,12 @@ static int run_gather(size_t ops, size_t n, const char *name)
             return wrong(name, "deferred_gather() gave NULL");
         }
         for (size_t i = 0; i < n; i++)
-            deferred_callback(in[i], deferred_value_of_int((intptr_t)i));
+            deferred_callback(in[i], deferred_value_int((intptr_t)i));
         v = deferred_result_take(g);
         a = deferred_value_get_array(v);
         size = deferred_array_size(a);
         for (size_t i = 0; i < size; i++)
-            sum += deferred_value_int(deferred_array_get(a, i));
+            sum += deferred_value_get_int(deferred_array_get(a, i));
         deferred_value_release(v);
         deferred_unref(g);
         for (size_t i = 0; i < n; i++)
@@ -882,12 +882,12 @@ static int run_merge(size_t ops, size_t k, bool async, const char *name)
     if (!in)
         return wrong(name, "malloc failed");
     for (i = 0; i < k; i++) {
-        in[i] = deferred_new_multi();
+        in[i] = deferred_multi_new();
         if (!in[i]) {
             while (i-- > 0)
                 deferred_unref(in[i]);
             free(in);
-            return wrong(name, "deferred_new_multi() gave NULL");
+            return wrong(name, "deferred_multi_new() gave NULL");
         }
     }
     m = deferred_merge(in, k);
@@ -895,15 +895,15 @@ static int run_merge(size_t ops, size_t k, bool async, const char *name)
         wrong(name, "deferred_merge() gave NULL");
         goto out_inputs;
     }
-    end = deferred_end(m);
+    end = deferred_multi_when_finished(m);
     if ((async && deferred_add_callback(m, merge_async_step, NULL) != 0) ||
         deferred_add_callback(m, row_sum, &sum) != 0 || deferred_unpause(m) != 0) {
         wrong(name, "could not set up the stream");
         goto out_unref;
     }
     for (size_t r = 0; r < ops; r++) {
-        if (deferred_emit(in[r % k], deferred_value_of_int((intptr_t)r)) != 0) {
-            wrong(name, "deferred_emit() failed on row %zu", r);
+        if (deferred_multi_emit(in[r % k], deferred_value_int((intptr_t)r)) != 0) {
+            wrong(name, "deferred_multi_emit() failed on row %zu", r);
             goto out_unref;
         }
         if (async) {
@@ -914,12 +914,12 @@ static int run_merge(size_t ops, size_t k, bool async, const char *name)
                 wrong(name, "row %zu did not reach the asynchronous step", r);
                 goto out_unref;
             }
-            deferred_callback(g, deferred_value_of_int((intptr_t)r));
+            deferred_callback(g, deferred_value_int((intptr_t)r));
             deferred_unref(g);
         }
     }
     for (i = 0; i < k; i++)
-        deferred_finish(in[i], deferred_value_none());
+        deferred_multi_finish(in[i], deferred_value_none());
     if (!deferred_has_result(end) ||
         sum != (int64_t)ops * ((int64_t)ops - 1) / 2) {
         wrong(name, "sum %lld, expected %lld (ended: %d)", (long long)sum,
@@ -1079,16 +1079,16 @@ static void *chain_deep_thread(void *p)
         }
     }
     for (size_t i = 0; i + 1 < n; i++) {
-        if (deferred_callback(d[i], deferred_value_of_int(0)) != 0) {
+        if (deferred_callback(d[i], deferred_value_int(0)) != 0) {
             wrong("chain-deep", "deferred_callback() failed on link %zu", i);
             goto out_unref;
         }
     }
-    deferred_callback(d[n - 1], deferred_value_of_int(0));
+    deferred_callback(d[n - 1], deferred_value_int(0));
     r = deferred_result_take(d[0]);
-    if (deferred_value_int(r) != (intptr_t)(n - 1)) {
+    if (deferred_value_get_int(r) != (intptr_t)(n - 1)) {
         wrong("chain-deep", "got %ld, expected %zu",
-              (long)deferred_value_int(r), n - 1);
+              (long)deferred_value_get_int(r), n - 1);
         deferred_value_release(r);
         goto out_unref;
     }
@@ -1145,7 +1145,7 @@ static int64_t ct_sum;
 static deferred_value_t ct_add(deferred_value_t v, void *arg)
 {
     (void)arg;
-    ct_sum += deferred_value_int(v);
+    ct_sum += deferred_value_get_int(v);
     return v;
 }
 
@@ -1155,7 +1155,7 @@ static void *ct_fire(void *arg)
     size_t i;
 
     for (i = 0; i < r->n; i++)
-        deferred_ev_remote_callback(r->remotes[i], deferred_value_of_int((intptr_t)i));
+        deferred_ev_remote_callback(r->remotes[i], deferred_value_int((intptr_t)i));
     return NULL;
 }
 
@@ -1325,13 +1325,13 @@ static deferred_value_t db_sum_row(deferred_value_t acc, deferred_value_t item, 
 {
     deferred_row_t *row = deferred_value_get_row(item);
     size_t len = 0;
-    int64_t sum = (int64_t)deferred_value_int(acc);
+    int64_t sum = (int64_t)deferred_value_get_int(acc);
 
     (void)arg;
     deferred_row_blob(row, 1, &len);
     sum += deferred_row_int(row, 0) + (int64_t)len + (int64_t)deferred_row_double(row, 2);
     deferred_value_release(item);
-    return deferred_value_of_int((intptr_t)sum);
+    return deferred_value_int((intptr_t)sum);
 }
 
 /* Run a process of producer -> reduce(db_sum_row) to its end; the sum. */
@@ -1342,7 +1342,7 @@ static int db_run_process(deferred_stage_t *producer, const char *name, int64_t 
     int rc = 0;
 
     if (!p || !producer || deferred_process_add(p, producer) < 0 ||
-        deferred_process_add(p, deferred_stage_reduce(db_sum_row, deferred_value_of_int(0),
+        deferred_process_add(p, deferred_stage_reduce(db_sum_row, deferred_value_int(0),
                                                       NULL)) < 0) {
         deferred_process_unref(p);
         return wrong(name, "could not build the process");
@@ -1359,7 +1359,7 @@ static int db_run_process(deferred_stage_t *producer, const char *name, int64_t 
         rc = wrong(name, "the process failed: %s", story ? story : "?");
         deferred_free(story);
     } else {
-        *sum = (int64_t)deferred_value_int(deferred_result(d));
+        *sum = (int64_t)deferred_value_get_int(deferred_result(d));
     }
     deferred_unref(d);
     return rc;

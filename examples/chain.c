@@ -74,7 +74,7 @@ static deferred_value_t start_query(deferred_value_t v, void *arg)
 
     t->steps++;
     printf("  start_query: looking up user %ld; the chain now waits\n",
-           (long)deferred_value_int(v));
+           (long)deferred_value_get_int(v));
     t->query = deferred_new();
     if (t->query == NULL)
         return deferred_value_failure(NULL); /* an ENOMEM failure */
@@ -87,9 +87,9 @@ static deferred_value_t record(deferred_value_t v, void *arg)
     struct trace *t = arg;
 
     t->steps++;
-    t->last = deferred_value_int(v);
+    t->last = deferred_value_get_int(v);
     printf("  record: got %ld\n", (long)t->last);
-    return deferred_value_of_int(t->last + 1);
+    return deferred_value_int(t->last + 1);
 }
 
 static void scene_chaining(void)
@@ -104,20 +104,20 @@ static void scene_chaining(void)
     EXPECT(deferred_add_callback(outer, start_query, &t) == 0);
     EXPECT(deferred_add_callback(outer, record, &t) == 0);
 
-    EXPECT(deferred_callback(outer, deferred_value_of_int(7)) == 0);
+    EXPECT(deferred_callback(outer, deferred_value_int(7)) == 0);
     EXPECT(t.steps == 1);                /* record has not run yet */
     EXPECT(deferred_is_paused(outer));   /* outer waits on the query */
     EXPECT(t.query != NULL);
 
     printf("  the query answers 41\n");
     if (t.query != NULL) {
-        EXPECT(deferred_callback(t.query, deferred_value_of_int(41)) == 0);
+        EXPECT(deferred_callback(t.query, deferred_value_int(41)) == 0);
         deferred_unref(t.query);
     }
     EXPECT(t.steps == 2 && t.last == 41);
     EXPECT(deferred_has_result(outer));
-    EXPECT(deferred_value_int(deferred_result(outer)) == 42);
-    printf("  final result: %ld\n", (long)deferred_value_int(deferred_result(outer)));
+    EXPECT(deferred_value_get_int(deferred_result(outer)) == 42);
+    printf("  final result: %ld\n", (long)deferred_value_get_int(deferred_result(outer)));
     deferred_unref(outer);
 }
 
@@ -133,7 +133,7 @@ static void scene_pause(void)
     if (d == NULL)
         return;
     EXPECT(deferred_pause(d) == 0);
-    EXPECT(deferred_callback(d, deferred_value_of_int(1)) == 0);
+    EXPECT(deferred_callback(d, deferred_value_int(1)) == 0);
     EXPECT(deferred_add_callback(d, record, &t) == 0);
     EXPECT(deferred_add_callback(d, record, &t) == 0);
     printf("  fired while paused: %d callbacks ran\n", t.steps);
@@ -141,7 +141,7 @@ static void scene_pause(void)
     EXPECT(deferred_unpause(d) == 0);
     printf("  after unpause: %d callbacks ran\n", t.steps);
     EXPECT(t.steps == 2 && t.last == 2);
-    EXPECT(deferred_value_int(deferred_result(d)) == 3);
+    EXPECT(deferred_value_get_int(deferred_result(d)) == 3);
     /* A stray unpause is an error, not a silent underflow. */
     EXPECT(deferred_unpause(d) == -EINVAL);
     deferred_unref(d);
@@ -169,7 +169,7 @@ static deferred_value_t on_cancelled(deferred_value_t v, void *arg)
            deferred_err_name(deferred_failure_code(f)));
     EXPECT(deferred_failure_is(f, DEFERRED_DOMAIN_ANY, ECANCELED));
     deferred_value_release(v);
-    return deferred_value_of_int(-1);
+    return deferred_value_int(-1);
 }
 
 static void scene_cancel(void)
@@ -186,10 +186,10 @@ static void scene_cancel(void)
     EXPECT(deferred_cancel(d) == 0); /* idempotent */
     EXPECT(t.cancelled == 1);
     EXPECT(t.steps == 1);
-    EXPECT(deferred_value_int(deferred_result(d)) == -1);
+    EXPECT(deferred_value_get_int(deferred_result(d)) == -1);
     /* The work finishing late is refused: the deferred has fired.  In
      * debug mode the report hook also hears of it, with both sites. */
-    EXPECT(deferred_callback(d, deferred_value_of_int(5)) == -EALREADY);
+    EXPECT(deferred_callback(d, deferred_value_int(5)) == -EALREADY);
     EXPECT(already_fired_reports == (deferred_get_debug() ? 1 : 0));
     deferred_unref(d);
 }
@@ -204,9 +204,9 @@ static deferred_value_t parse_row(deferred_value_t v, void *arg)
 
     (void)arg;
     f = deferred_failure_new(DEFERRED_DOMAIN_USER, 22, "row %ld has no name",
-                             (long)deferred_value_int(v));
+                             (long)deferred_value_get_int(v));
     deferred_failure_add_context(f, "parse_row", "row %ld",
-                                 (long)deferred_value_int(v));
+                                 (long)deferred_value_get_int(v));
     return deferred_value_failure(f);
 }
 
@@ -238,7 +238,7 @@ static deferred_value_t recover(deferred_value_t v, void *arg)
     t->recovered++;
     deferred_value_release(v);
     printf("  errback: recovering with 0\n");
-    return deferred_value_of_int(0);
+    return deferred_value_int(0);
 }
 
 static void scene_recover(void)
@@ -254,7 +254,7 @@ static void scene_recover(void)
     EXPECT(deferred_add_callback(d, must_not_run, NULL) == 0);
     EXPECT(deferred_add_errback(d, recover, &t) == 0);
     EXPECT(deferred_add_callback(d, record, &t) == 0);
-    EXPECT(deferred_callback(d, deferred_value_of_int(7)) == 0);
+    EXPECT(deferred_callback(d, deferred_value_int(7)) == 0);
     EXPECT(t.recovered == 1);
     EXPECT(t.steps == 1 && t.last == 0);
     EXPECT(!deferred_value_is_failure(deferred_result(d)));

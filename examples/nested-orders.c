@@ -42,7 +42,7 @@ static void orders_resume(deferred_stage_t *self, deferred_stage_t *by)
     (void)by;
     while (s->next < NLINES && !deferred_stage_is_paused(self)) {
         const struct line *l = &lines[s->next];
-        deferred_value_t tag = deferred_value_of_int(l->order);
+        deferred_value_t tag = deferred_value_int(l->order);
 
         if (s->next == 0 || lines[s->next - 1].order != l->order)
             if (deferred_stage_start(self, tag) < 0)
@@ -80,7 +80,7 @@ static deferred_value_t amount(deferred_value_t v, void *arg)
     const struct line *l = v.ptr;
 
     (void)arg;
-    return deferred_value_of_int((intptr_t)l->qty * l->price);
+    return deferred_value_int((intptr_t)l->qty * l->price);
 }
 
 /* ---- the subordinate consumer: one order's total ---- */
@@ -97,7 +97,7 @@ static deferred_failure_t *total_handle(deferred_stage_t *self, deferred_stage_t
 
     (void)from;
     (void)tag;
-    t->sum += deferred_value_int(*item);
+    t->sum += deferred_value_get_int(*item);
     t->lines++;
     return NULL;
 }
@@ -108,11 +108,11 @@ static deferred_value_t total_finish(deferred_stage_t *self, deferred_stage_t *f
     struct order_total *t = deferred_stage_data(self);
 
     (void)from;
-    printf("  order %ld: %d line%s, total %ld.%02ld\n", (long)deferred_value_int(tag),
+    printf("  order %ld: %d line%s, total %ld.%02ld\n", (long)deferred_value_get_int(tag),
            t->lines, t->lines == 1 ? "" : "s", (long)(t->sum / 100), (long)(t->sum % 100));
     if (deferred_value_is_failure(outcome))
         return outcome;
-    return deferred_value_of_int(t->sum);
+    return deferred_value_int(t->sum);
 }
 
 static void total_free(void *data)
@@ -160,7 +160,7 @@ static deferred_failure_t *report_handle(deferred_stage_t *self, deferred_stage_
     (void)from;
     (void)tag;
     r->orders++;
-    r->grand += deferred_value_int(*item);
+    r->grand += deferred_value_get_int(*item);
     return NULL;
 }
 
@@ -175,7 +175,7 @@ static deferred_value_t report_finish(deferred_stage_t *self, deferred_stage_t *
         return outcome;
     printf("%d orders, grand total %ld.%02ld\n", r->orders, (long)(r->grand / 100),
            (long)(r->grand % 100));
-    return deferred_value_of_int(r->grand);
+    return deferred_value_int(r->grand);
 }
 
 static const deferred_stage_ops_t report_ops = {
@@ -205,7 +205,7 @@ int main(void)
     d = deferred_process_run(p);
     result = deferred_result_take(d);
     /* 700 + 1200 + 400 = 2300; 4500; 597 + 603 = 1200: 8000. */
-    ok = !deferred_value_is_failure(result) && deferred_value_int(result) == 8000 &&
+    ok = !deferred_value_is_failure(result) && deferred_value_get_int(result) == 8000 &&
          report.orders == 3;
     deferred_value_release(result);
     deferred_unref(d);

@@ -565,7 +565,7 @@ static deferred_value_t lines_finish(deferred_stage_t *self, deferred_stage_t *f
     deferred_value_release(outcome);
     if (os->lines == 0 && os->print)
         printf("    (no lines)\n");
-    return deferred_value_of_int((intptr_t)os->total);
+    return deferred_value_int((intptr_t)os->total);
 }
 
 static void lines_destroy(void *data)
@@ -638,7 +638,7 @@ static deferred_failure_t *report_handle(deferred_stage_t *self, deferred_stage_
 {
     struct report *r = deferred_stage_data(self);
     int64_t id = deferred_row_int_named(deferred_value_get_row(tag), "id");
-    long long total = (long long)deferred_value_int(*item);
+    long long total = (long long)deferred_value_get_int(*item);
 
     (void)from;
     if (r->orders < opt.show)
@@ -667,7 +667,7 @@ static deferred_value_t report_finish(deferred_stage_t *self, deferred_stage_t *
         printf("... and %ld more orders\n", r->orders - opt.show);
     printf("-------------\n%ld orders, %ld lines\n", r->orders, r->lines);
     print_cents("Grand total                ", r->grand);
-    return deferred_value_of_int((intptr_t)r->grand);
+    return deferred_value_int((intptr_t)r->grand);
 }
 
 static const deferred_stage_ops_t report_ops = {
@@ -792,7 +792,7 @@ static int run_examples(double t_gen)
         deferred_unref(d);
         return 0;
     }
-    grand = (long long)deferred_value_int(deferred_result(d));
+    grand = (long long)deferred_value_get_int(deferred_result(d));
     deferred_unref(d);
 
     /* 2. The merge. */

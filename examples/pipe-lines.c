@@ -52,14 +52,14 @@ static deferred_value_t line_length(deferred_value_t line, void *arg)
 
     (void)arg;
     deferred_value_release(line);
-    return deferred_value_of_int(len);
+    return deferred_value_int(len);
 }
 
 /* reduce: acc + length. */
 static deferred_value_t add(deferred_value_t acc, deferred_value_t item, void *arg)
 {
     (void)arg;
-    return deferred_value_of_int(deferred_value_int(acc) + deferred_value_int(item));
+    return deferred_value_int(deferred_value_get_int(acc) + deferred_value_get_int(item));
 }
 
 /* The process's outcome, on the loop thread. */
@@ -75,7 +75,7 @@ static deferred_value_t report(deferred_value_t v, void *arg)
         fprintf(stderr, "pipe-lines: failed: %s\n", story);
         *sum = -1;
     } else {
-        *sum = (long)deferred_value_int(v);
+        *sum = (long)deferred_value_get_int(v);
     }
     deferred_value_release(v);
     return deferred_value_none();
@@ -103,7 +103,7 @@ int main(int argc, char **argv)
     if (!p ||
         deferred_process_add(p, deferred_ev_lines(loop, fds[0], 1024)) != 0 ||
         deferred_process_add(p, deferred_stage_map("length", line_length, NULL)) != 0 ||
-        deferred_process_add(p, deferred_stage_reduce(add, deferred_value_of_int(0),
+        deferred_process_add(p, deferred_stage_reduce(add, deferred_value_int(0),
                                                       NULL)) != 0) {
         fprintf(stderr, "pipe-lines: cannot build the process\n");
         return 1;

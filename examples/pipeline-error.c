@@ -24,25 +24,25 @@ static deferred_value_t parse(deferred_value_t v, void *arg)
 
     (void)arg;
     deferred_value_release(v);
-    return deferred_value_of_int((intptr_t)(x * 10));
+    return deferred_value_int((intptr_t)(x * 10));
 }
 
 static deferred_value_t to_kelvin(deferred_value_t v, void *arg)
 {
-    intptr_t tenths = deferred_value_int(v);
+    intptr_t tenths = deferred_value_get_int(v);
 
     (void)arg;
     if (tenths < -2731)
         return deferred_value_failure(deferred_failure_new(
             DEFERRED_DOMAIN_USER, ERANGE, "%ld.%ld degrees is below absolute zero",
             (long)(tenths / 10), (long)(-tenths % 10)));
-    return deferred_value_of_int(tenths + 2731);
+    return deferred_value_int(tenths + 2731);
 }
 
 static deferred_value_t add(deferred_value_t acc, deferred_value_t v, void *arg)
 {
     (void)arg;
-    return deferred_value_of_int(deferred_value_int(acc) + deferred_value_int(v));
+    return deferred_value_int(deferred_value_get_int(acc) + deferred_value_get_int(v));
 }
 
 int main(void)
@@ -61,7 +61,7 @@ int main(void)
     deferred_process_add(p, deferred_stage_array(rows, 4));
     deferred_process_add(p, deferred_stage_map("parse", parse, NULL));
     deferred_process_add(p, deferred_stage_map("to kelvin", to_kelvin, NULL));
-    deferred_process_add(p, deferred_stage_reduce(add, deferred_value_of_int(0), NULL));
+    deferred_process_add(p, deferred_stage_reduce(add, deferred_value_int(0), NULL));
     d = deferred_process_run(p);
     result = deferred_result_take(d);
     f = deferred_value_get_failure(result);

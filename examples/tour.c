@@ -8,16 +8,16 @@
 static deferred_value_t add_one(deferred_value_t v, void *arg)
 {
     (void)arg;
-    return deferred_value_of_int(deferred_value_int(v) + 1);
+    return deferred_value_int(deferred_value_get_int(v) + 1);
 }
 
 static deferred_value_t fail_if_big(deferred_value_t v, void *arg)
 {
     (void)arg;
-    if (deferred_value_int(v) > 10)
+    if (deferred_value_get_int(v) > 10)
         return deferred_value_failure(deferred_failure_new(
             DEFERRED_DOMAIN_USER, ERANGE, "%ld is too big",
-            (long)deferred_value_int(v)));
+            (long)deferred_value_get_int(v)));
     return v;
 }
 
@@ -28,7 +28,7 @@ static deferred_value_t use_default(deferred_value_t v, void *arg)
     printf("recovering from: %s\n", story ? story : "(no memory)");
     deferred_free(story);
     deferred_value_release(v); /* we own the failure: drop it */
-    return deferred_value_of_int((intptr_t)arg);
+    return deferred_value_int((intptr_t)arg);
 }
 
 int main(void)
@@ -43,9 +43,9 @@ int main(void)
     deferred_add_errback(d, use_default, (void *)(intptr_t)10);
     deferred_add_callback(d, add_one, NULL);
 
-    deferred_callback(d, deferred_value_of_int(41)); /* the chain runs now */
+    deferred_callback(d, deferred_value_int(41)); /* the chain runs now */
 
-    result = deferred_value_int(deferred_result(d));
+    result = deferred_value_get_int(deferred_result(d));
     printf("result: %ld\n", (long)result); /* 41+1 is too big: 10, then 11 */
     deferred_unref(d);
     return result == 11 ? 0 : 1;

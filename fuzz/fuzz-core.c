@@ -196,7 +196,7 @@ static deferred_value_t run_cb(struct cb *c, deferred_value_t v)
         return fz_token();
     case CB_INT:
         deferred_value_release(v);
-        return deferred_value_of_int(c->x + 1);
+        return deferred_value_int(c->x + 1);
     case CB_FAIL:
         deferred_value_release(v);
         return deferred_value_failure(new_failure((uint8_t)c->x));
@@ -305,7 +305,7 @@ static void flow_hook(deferred_t *d, bool paused, void *arg)
     switch (f->action) {
     case 1:
         if (!paused)
-            TRI(deferred_emit(d, fz_token()));
+            TRI(deferred_multi_emit(d, fz_token()));
         break;
     case 2:
         /* (pending/core/uaf-merge-unhold-after-input-freed.) */
@@ -420,7 +420,7 @@ static void op_new_cancellable(fz_reader_t *r)
     c->action = (a & 0x7f) % CN_NACTIONS;
     c->x = x % NSLOTS;
     if (multi)
-        d = deferred_new_multi_cancellable(canceller, c, fz_destroy);
+        d = deferred_multi_new_cancellable(canceller, c, fz_destroy);
     else
         d = deferred_new_cancellable(canceller, c, fz_destroy);
     set_slot(s, d);
@@ -631,7 +631,7 @@ static void one_op(fz_reader_t *r)
         uint8_t b = fz_byte(r);
 
         s = b % NSLOTS;
-        set_slot(s, deferred_new_multi());
+        set_slot(s, deferred_multi_new());
         /* A flow hook only on a multi-fire deferred made here: a merge's
          * stream keeps its own. */
         if (slot[s] && (b >> 3) % 4) {
@@ -639,7 +639,7 @@ static void one_op(fz_reader_t *r)
 
             f->action = (b >> 3) % 4;
             f->x = (b >> 5) % NSLOTS;
-            TRI(deferred_set_flow(slot[s], flow_hook, f));
+            TRI(deferred_multi_set_flow(slot[s], flow_hook, f));
         }
         break;
     }
@@ -650,7 +650,7 @@ static void one_op(fz_reader_t *r)
         if (b & 0x80)
             set_slot(s, deferred_fail(new_failure(b)));
         else
-            set_slot(s, deferred_succeed(b & 0x40 ? deferred_value_of_int(b) : fz_token()));
+            set_slot(s, deferred_succeed(b & 0x40 ? deferred_value_int(b) : fz_token()));
         break;
     }
     case OP_ADD:
@@ -683,7 +683,7 @@ static void one_op(fz_reader_t *r)
         if (b & 0x80)
             TRI(deferred_callback(d, deferred_value_none()));
         else if (b & 0x40)
-            TRI(deferred_callback(d, deferred_value_of_int(b)));
+            TRI(deferred_callback(d, deferred_value_int(b)));
         else
             TRI(deferred_callback(d, fz_token()));
         deferred_unref(d);
@@ -757,11 +757,11 @@ static void one_op(fz_reader_t *r)
         v = b & 0x80 ? deferred_value_failure(new_failure(b)) : fz_token();
         d = hold(s);
         if (op == OP_EMIT)
-            TRI(deferred_emit(d, v));
+            TRI(deferred_multi_emit(d, v));
         else
-            TRI(deferred_finish(d, v));
-        (void)deferred_queued(d);
-        (void)deferred_rows(d);
+            TRI(deferred_multi_finish(d, v));
+        (void)deferred_multi_queued(d);
+        (void)deferred_multi_rows(d);
         deferred_unref(d);
         break;
     }
@@ -769,7 +769,7 @@ static void one_op(fz_reader_t *r)
         s = fz_byte(r) % NSLOTS;
         t = fz_byte(r) % NSLOTS;
         if (slot[s])
-            set_slot(t, deferred_end(slot[s]));
+            set_slot(t, deferred_multi_when_finished(slot[s]));
         break;
     case OP_RESULT:
         s = fz_byte(r) % NSLOTS;

@@ -128,7 +128,7 @@ static void produce(struct ustage *u)
     while (u->script > 0 && !u->cancelled && !u->finished && !deferred_stage_is_paused(u->st)) {
         u->script--;
         if (deferred_stage_emit(u->st, u->script & 1 ? fz_token()
-                                                      : deferred_value_of_int(u->script)) != 0)
+                                                      : deferred_value_int(u->script)) != 0)
             break;
     }
     if (u->script == 0 && (u->param & 1) && !u->finished && !u->cancelled) {
@@ -456,13 +456,13 @@ static deferred_stage_t *new_producer(fz_reader_t *r, int i)
         size_t n = (b >> 2) % 8, k;
 
         for (k = 0; k < n; k++)
-            items[k] = (c >> k) & 1 ? fz_token() : deferred_value_of_int((intptr_t)k);
+            items[k] = (c >> k) & 1 ? fz_token() : deferred_value_int((intptr_t)k);
         return deferred_stage_array(items, n);
     }
     case 1: {
         deferred_stage_t *st;
 
-        multi_in[i] = deferred_new_multi();
+        multi_in[i] = deferred_multi_new();
         if (!multi_in[i])
             return NULL;
         st = deferred_stage_from_multi(multi_in[i]);
@@ -530,7 +530,7 @@ static deferred_stage_t *new_consumer(fz_reader_t *r)
     case 3: {
         deferred_stage_t *st;
 
-        multi_out = deferred_new_multi();
+        multi_out = deferred_multi_new();
         if (!multi_out)
             return NULL;
         a = fz_arg_new(sizeof *a, 0);
@@ -577,7 +577,7 @@ static void build(fz_reader_t *r)
 
 static deferred_value_t tag_of(uint8_t b)
 {
-    return b & 1 ? fz_token() : deferred_value_of_int(1 + (b >> 1));
+    return b & 1 ? fz_token() : deferred_value_int(1 + (b >> 1));
 }
 
 static void producer_op(uint8_t what, uint8_t arg)
@@ -589,7 +589,7 @@ static void producer_op(uint8_t what, uint8_t arg)
         return;
     switch (what % 6) {
     case 0:
-        (void)deferred_stage_emit(u->st, arg & 0x80 ? fz_token() : deferred_value_of_int(arg));
+        (void)deferred_stage_emit(u->st, arg & 0x80 ? fz_token() : deferred_value_int(arg));
         break;
     case 1:
         tag = tag_of(arg >> 2);
@@ -635,10 +635,10 @@ static void multi_op(deferred_t *m, uint8_t what)
     switch (what % 6) {
     case 0:
     case 1:
-        (void)deferred_emit(d, what & 0x80 ? deferred_value_of_int(what) : fz_token());
+        (void)deferred_multi_emit(d, what & 0x80 ? deferred_value_int(what) : fz_token());
         break;
     case 2:
-        (void)deferred_finish(d, what & 0x40 ? deferred_value_failure(new_failure(what))
+        (void)deferred_multi_finish(d, what & 0x40 ? deferred_value_failure(new_failure(what))
                                              : deferred_value_none());
         break;
     case 3:

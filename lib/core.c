@@ -1020,7 +1020,7 @@ static int fire(deferred_t *d, deferred_value_t v, const char *file, int line)
         return 0;
     }
     if (DEFERRED_UNLIKELY(d->flags & F_MULTI))
-        return deferred_finish(d, v);
+        return deferred_multi_finish(d, v);
     if (DEFERRED_UNLIKELY(d->flags & F_CALLED)) {
         deferred_value_release(v);
         if (d->flags & F_SUPPRESS) {

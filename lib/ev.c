@@ -260,7 +260,7 @@ static void io_wait_ready(struct ev_loop *loop, ev_io *w, int revents)
 
     (void)revents;
     ev_io_stop(loop, &t->io);
-    deferred_callback(t->d, deferred_value_of_int(t->io.fd));
+    deferred_callback(t->d, deferred_value_int(t->io.fd));
 }
 
 static void io_wait_cancel(deferred_t *d, void *arg)

@@ -259,7 +259,7 @@ int deferred__fanin_attach(struct fanin *f, deferred_t *const *inputs)
     for (i = 0; i < f->n; i++) {
         struct fanin_slot *s = &f->slots[i];
         deferred_t *in = inputs[i];
-        deferred_t *w = deferred_is_multi(in) ? deferred_end(in) : deferred_ref(in);
+        deferred_t *w = deferred_is_multi(in) ? deferred_multi_when_finished(in) : deferred_ref(in);
 
         s->owner = f;
         s->input = w;

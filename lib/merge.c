@@ -151,7 +151,7 @@ static void merge_fail_enomem(struct fanin *f)
     /* The weak pointer, read again: the cancels may have freed the
      * stream (no reference is taken on it: it may be dying). */
     if (f->out)
-        deferred_finish(f->out, deferred_value_failure(deferred_failure_new(
+        deferred_multi_finish(f->out, deferred_value_failure(deferred_failure_new(
                                     DEFERRED_DOMAIN_LIBRARY, ENOMEM,
                                     "out of memory while merging a row")));
     deferred__fanin_unref(f);
@@ -169,7 +169,7 @@ static void deliver(struct fanin *f, size_t i, deferred_value_t v)
     fl = deferred_value_get_failure(v);
     if (fl)
         deferred_failure_add_context(fl, "merge", "input %zu", i);
-    if (deferred_emit(f->out, v) == -ENOMEM)
+    if (deferred_multi_emit(f->out, v) == -ENOMEM)
         merge_fail_enomem(f);
 }
 
@@ -210,7 +210,7 @@ static deferred_value_t merge_outcome(struct fanin *f, size_t i, deferred_value_
         deferred_value_release(v);
     if (--m->left == 0 && !f->done && f->out) {
         f->done = true;
-        deferred_finish(f->out, deferred_value_none());
+        deferred_multi_finish(f->out, deferred_value_none());
     }
     return deferred_value_none();
 }
@@ -307,7 +307,7 @@ deferred_t *deferred_merge(deferred_t *const *inputs, size_t n)
     m->left = n;
     m->head = m->tail = NONE;
     f->refs++; /* the stream's */
-    out = deferred_new_multi_cancellable(merge_cancel, f, deferred__fanin_out_freed);
+    out = deferred_multi_new_cancellable(merge_cancel, f, deferred__fanin_out_freed);
     if (!out) {
         /* The destroy function dropped the stream's reference. */
         f->building = false;
@@ -317,13 +317,13 @@ deferred_t *deferred_merge(deferred_t *const *inputs, size_t n)
         return NULL;
     }
     deferred__fanin_set_out(f, out);
-    deferred_set_flow(out, merge_flow, f);
+    deferred_multi_set_flow(out, merge_flow, f);
     deferred_pause(out); /* the caller's to lift; the hook records it */
 
     rc = deferred__fanin_attach(f, inputs);
     if (rc == 0 && n == 0) {
         f->done = true;
-        deferred_finish(out, deferred_value_none());
+        deferred_multi_finish(out, deferred_value_none());
     }
     deferred__fanin_built(f);
     if (rc < 0) {

@@ -36,7 +36,7 @@ static void end_cancel(deferred_t *end, void *arg)
     deferred_cancel(arg);
 }
 
-deferred_t *deferred_new_multi_at(const char *file, int line,
+deferred_t *deferred_multi_new_at(const char *file, int line,
                                   deferred_canceller_fn canceller, void *arg,
                                   deferred_destroy_fn destroy)
 {
@@ -218,7 +218,7 @@ static int enqueue(struct multi *m, deferred_value_t v)
     return 0;
 }
 
-int deferred_emit(deferred_t *d, deferred_value_t v)
+int deferred_multi_emit(deferred_t *d, deferred_value_t v)
 {
     struct multi *m = multi_of(d);
 
@@ -248,7 +248,7 @@ int deferred_emit(deferred_t *d, deferred_value_t v)
     return 0;
 }
 
-int deferred_finish(deferred_t *d, deferred_value_t v)
+int deferred_multi_finish(deferred_t *d, deferred_value_t v)
 {
     struct multi *m = multi_of(d);
 
@@ -293,14 +293,14 @@ int deferred__multi_cancel(deferred_t *d, const char *file, int line)
     return 0;
 }
 
-deferred_t *deferred_end(deferred_t *d)
+deferred_t *deferred_multi_when_finished(deferred_t *d)
 {
     struct multi *m = multi_of(d);
 
     return m ? deferred_ref(m->end) : NULL;
 }
 
-int deferred_set_flow(deferred_t *d, deferred_flow_fn fn, void *arg)
+int deferred_multi_set_flow(deferred_t *d, deferred_flow_fn fn, void *arg)
 {
     struct multi *m = multi_of(d);
 
@@ -311,14 +311,14 @@ int deferred_set_flow(deferred_t *d, deferred_flow_fn fn, void *arg)
     return 0;
 }
 
-size_t deferred_queued(const deferred_t *d)
+size_t deferred_multi_queued(const deferred_t *d)
 {
     struct multi *m = multi_of(d);
 
     return m ? m->qlen : 0;
 }
 
-uint64_t deferred_rows(const deferred_t *d)
+uint64_t deferred_multi_rows(const deferred_t *d)
 {
     struct multi *m = multi_of(d);
 

@@ -270,7 +270,7 @@ deferred_stage_t *deferred_stage_from_multi(deferred_t *multi)
     sh->refs++;
     rc = deferred_add_callback_full(multi, from_multi_row, sh, shared_unref);
     if (rc == 0) {
-        end = deferred_end(multi);
+        end = deferred_multi_when_finished(multi);
         sh->refs++;
         rc = deferred_add_both_full(end, from_multi_end, sh, shared_unref);
         deferred_unref(end);
@@ -984,7 +984,7 @@ static deferred_failure_t *to_multi_start(deferred_stage_t *self, deferred_stage
     (void)from;
     (void)sub;
     if (deferred_value_is_none(tag))
-        deferred_set_flow(tm->multi, to_multi_flow, self);
+        deferred_multi_set_flow(tm->multi, to_multi_flow, self);
     return NULL;
 }
 
@@ -998,7 +998,7 @@ static deferred_failure_t *to_multi_handle(deferred_stage_t *self, deferred_stag
     (void)from;
     (void)tag;
     *item = deferred_value_none();
-    rc = deferred_emit(tm->multi, v);
+    rc = deferred_multi_emit(tm->multi, v);
     if (rc == -EALREADY)
         deferred_stage_cancel(self); /* the multi-fire deferred ended */
     else if (rc < 0)
@@ -1015,9 +1015,9 @@ static deferred_value_t to_multi_finish(deferred_stage_t *self, deferred_stage_t
 
     (void)from;
     (void)tag;
-    deferred_set_flow(tm->multi, NULL, NULL);
+    deferred_multi_set_flow(tm->multi, NULL, NULL);
     deferred_failure_ref(f);
-    deferred_finish(tm->multi, outcome);
+    deferred_multi_finish(tm->multi, outcome);
     return f ? deferred_value_failure(f) : deferred_value_none();
 }
 
@@ -1025,7 +1025,7 @@ static void to_multi_destroy(void *data)
 {
     struct to_multi *tm = data;
 
-    deferred_set_flow(tm->multi, NULL, NULL);
+    deferred_multi_set_flow(tm->multi, NULL, NULL);
     deferred_unref(tm->multi);
     deferred__free(tm);
 }

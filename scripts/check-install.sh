@@ -63,15 +63,15 @@ cat >"$scratch/core.c" <<'C'
 static deferred_value_t add_one(deferred_value_t v, void *arg)
 {
     (void)arg;
-    return deferred_value_of_int(deferred_value_int(v) + 1);
+    return deferred_value_int(deferred_value_get_int(v) + 1);
 }
 int main(void)
 {
     deferred_t *d = deferred_new();
     int ok;
     deferred_add_callback(d, add_one, NULL);
-    deferred_callback(d, deferred_value_of_int(41));
-    ok = deferred_value_int(deferred_result(d)) == 42;
+    deferred_callback(d, deferred_value_int(41));
+    ok = deferred_value_get_int(deferred_result(d)) == 42;
     deferred_unref(d);
     printf("libdeferred %s\n", deferred_version());
     return ok ? 0 : 1;

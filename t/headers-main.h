@@ -15,13 +15,13 @@
 static deferred_value_t add_one(deferred_value_t v, void *arg)
 {
     (void)arg;
-    return deferred_value_of_int(deferred_value_int(v) + 1);
+    return deferred_value_int(deferred_value_get_int(v) + 1);
 }
 
 static int headers_main(const char *lang)
 {
     deferred_value_t none = deferred_value_none();
-    deferred_value_t three = deferred_value_of_int(3);
+    deferred_value_t three = deferred_value_int(3);
     deferred_value_t made = deferred_value_make(&none, NULL);
     deferred_failure_t *f;
     deferred_t *d;
@@ -34,7 +34,7 @@ static int headers_main(const char *lang)
         !deferred_test_header_row())
         failures++;
     if (!deferred_value_is_none(none) || deferred_value_is_none(three) ||
-        deferred_value_int(three) != 3 || made.ptr != (void *)&none)
+        deferred_value_get_int(three) != 3 || made.ptr != (void *)&none)
         failures++;
     deferred_value_release(made);
 
@@ -48,7 +48,7 @@ static int headers_main(const char *lang)
     if (d == NULL ||
         deferred_add_callback(d, add_one, NULL) != 0 ||
         deferred_callback(d, three) != 0 ||
-        deferred_value_int(deferred_result(d)) != 4)
+        deferred_value_get_int(deferred_result(d)) != 4)
         failures++;
     deferred_unref(d);
 

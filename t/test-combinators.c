@@ -116,7 +116,7 @@ static intptr_t num(deferred_value_t v)
 {
     if (v.release == tracked_release)
         return *(intptr_t *)v.ptr;
-    return deferred_value_int(v);
+    return deferred_value_get_int(v);
 }
 
 static deferred_failure_t *user_failure(int code)
@@ -281,7 +281,7 @@ START_TEST(test_C01_gather)
     ck_assert_int_eq(seen.n, 1);
     ck_assert(!seen.failure[0]);
     ck_assert(seen.none[0]);
-    deferred_callback(in[0], deferred_value_of_int(1));
+    deferred_callback(in[0], deferred_value_int(1));
     deferred_value_release(take_and_drop(g));
     deferred_unref(in[0]);
     deferred_unref(in[1]); /* nothing reported */
@@ -566,10 +566,10 @@ START_TEST(test_gather_already_fired)
 
     in[0] = deferred_succeed(tracked(1));
     in[1] = deferred_new();
-    in[2] = deferred_succeed(deferred_value_of_int(3));
+    in[2] = deferred_succeed(deferred_value_int(3));
     g = deferred_gather(in, 3, 0);
     ck_assert(!deferred_has_fired(g));
-    deferred_callback(in[1], deferred_value_of_int(2));
+    deferred_callback(in[1], deferred_value_int(2));
     v = take_and_drop(g);
     r = deferred_value_get_array(v);
     ck_assert_int_eq(num(deferred_array_get(r, 0)), 1);
@@ -581,7 +581,7 @@ START_TEST(test_gather_already_fired)
     deferred_unref(in[2]);
 
     /* All fired already: the gather fires before it returns. */
-    in[0] = deferred_succeed(deferred_value_of_int(1));
+    in[0] = deferred_succeed(deferred_value_int(1));
     in[1] = deferred_fail(user_failure(2));
     g = deferred_gather(in, 2, DEFERRED_CONSUME_ERRORS);
     ck_assert(deferred_has_result(g));
@@ -628,7 +628,7 @@ START_TEST(test_gather_first_failure_only)
     deferred_add_both(g, record_drop, NULL);
     deferred_errback(in[2], user_failure(2));
     deferred_errback(in[0], user_failure(0));
-    deferred_callback(in[1], deferred_value_of_int(1));
+    deferred_callback(in[1], deferred_value_int(1));
     ck_assert_int_eq(seen.n, 1);
     ck_assert_int_eq(seen.code[0], DEFERRED_EFIRSTERROR);
     deferred_unref(g);
@@ -673,7 +673,7 @@ START_TEST(test_gather_dropped_early)
     ck_assert_int_eq(cancels, 0); /* dropping is not cancelling */
     deferred_unref(in[1]);        /* unfired: freed */
     deferred_unref(in[0]);
-    deferred_callback(in[2], deferred_value_of_int(2));
+    deferred_callback(in[2], deferred_value_int(2));
     deferred_unref(in[2]);
 
     /* Everything dropped unfired. */
@@ -707,7 +707,7 @@ START_TEST(test_list_consume_errors)
     in[1] = deferred_new();
     l = deferred_list(in, 2, DEFERRED_KEEP_ERRORS);
     deferred_errback(in[0], user_failure(1));
-    deferred_callback(in[1], deferred_value_of_int(2));
+    deferred_callback(in[1], deferred_value_int(2));
     v = take_and_drop(l);
     r = deferred_value_get_array(v);
     ck_assert(deferred_value_is_failure(deferred_array_get(r, 0)));
@@ -760,7 +760,7 @@ START_TEST(test_list_cancel)
      * (testCancelFiredDeferredList). */
     in[0] = deferred_new_cancellable(count_canceller, &cancels[0], NULL);
     l = deferred_list(in, 1, DEFERRED_FIRE_ON_FAILURE | DEFERRED_CONSUME_ERRORS);
-    deferred_callback(in[0], deferred_value_of_int(1));
+    deferred_callback(in[0], deferred_value_int(1));
     deferred_cancel(l);
     ck_assert_int_eq(cancels[0], 1);
     deferred_value_release(take_and_drop(l));
@@ -772,7 +772,7 @@ END_TEST
  * other inputs: nothing breaks. */
 static deferred_value_t fire_arg(deferred_value_t v, void *arg)
 {
-    deferred_callback(arg, deferred_value_of_int(7));
+    deferred_callback(arg, deferred_value_int(7));
     return v;
 }
 
@@ -785,7 +785,7 @@ START_TEST(test_list_reentrant)
     /* in[0]'s own callback, after the list's pair, fires in[1]. */
     l = deferred_list(in, 2, 0);
     deferred_add_callback(in[0], fire_arg, in[1]);
-    deferred_callback(in[0], deferred_value_of_int(1));
+    deferred_callback(in[0], deferred_value_int(1));
     ck_assert(deferred_has_result(l));
     ck_assert_uint_eq(deferred_array_size(deferred_value_get_array(deferred_result(l))), 2);
     deferred_unref(l);
@@ -872,7 +872,7 @@ START_TEST(test_race_already_fired)
     int cancels = 0;
 
     in[0] = deferred_new_cancellable(count_canceller, &cancels, NULL);
-    in[1] = deferred_succeed(deferred_value_of_int(5));
+    in[1] = deferred_succeed(deferred_value_int(5));
     r = deferred_race(in, 2);
     ck_assert(deferred_has_result(r));
     ck_assert_int_eq(cancels, 1);
@@ -1001,7 +1001,7 @@ static deferred_value_t work_failing(deferred_value_t v, void *arg)
 static deferred_value_t work_value(deferred_value_t v, void *arg)
 {
     deferred_value_release(v);
-    return deferred_value_of_int((intptr_t)arg);
+    return deferred_value_int((intptr_t)arg);
 }
 
 /* testLockRun and testSemaphoreRun: released on success and on failure,
@@ -1166,9 +1166,9 @@ static deferred_value_t sum_results(deferred_value_t v, void *arg)
 
     (void)arg;
     for (i = 0; i < n; i++)
-        sum += deferred_value_int(deferred_array_get(r, i));
+        sum += deferred_value_get_int(deferred_array_get(r, i));
     deferred_value_release(v);
-    return deferred_value_of_int(sum);
+    return deferred_value_int(sum);
 }
 
 /* 100,000 pending deferreds gathered, each fired, the list summed; a
@@ -1187,8 +1187,8 @@ START_TEST(test_gather_many)
     ck_assert_uint_le(live - before, 8);
     deferred_add_callback(g, sum_results, NULL);
     for (i = N; i-- > 0;)
-        deferred_callback(in[i], deferred_value_of_int((intptr_t)i));
-    ck_assert_int_eq(deferred_value_int(deferred_result(g)), (intptr_t)N * (N - 1) / 2);
+        deferred_callback(in[i], deferred_value_int((intptr_t)i));
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(g)), (intptr_t)N * (N - 1) / 2);
     deferred_unref(g);
     for (i = 0; i < N; i++)
         deferred_unref(in[i]);
@@ -1312,7 +1312,7 @@ static bool oom_queue(void)
     if (!q)
         return true;
     for (i = 0; i < 10; i++)
-        if (deferred_queue_put(q, deferred_value_of_int(i)) == -ENOMEM)
+        if (deferred_queue_put(q, deferred_value_int(i)) == -ENOMEM)
             enomem = true;
     rc = deferred_queue_get(q, &g);
     if (rc == -ENOMEM)
@@ -1347,7 +1347,7 @@ static deferred_value_t record_end(deferred_value_t v, void *arg)
  * stream keeps it). */
 static void watch_end(deferred_t *s)
 {
-    deferred_t *end = deferred_end(s);
+    deferred_t *end = deferred_multi_when_finished(s);
 
     ck_assert_ptr_nonnull(end);
     ck_assert_int_eq(deferred_add_both(end, record_end, NULL), 0);
@@ -1472,11 +1472,11 @@ START_TEST(test_merge_interleaved_backpressure)
 
     memset(&end_seen, 0, sizeof(end_seen));
     memset(src, 0, sizeof(src));
-    in[0] = deferred_new_multi();
-    in[1] = deferred_new_multi();
+    in[0] = deferred_multi_new();
+    in[1] = deferred_multi_new();
     in[2] = deferred_new();
-    deferred_set_flow(in[0], source_flow, &src[0]);
-    deferred_set_flow(in[1], source_flow, &src[1]);
+    deferred_multi_set_flow(in[0], source_flow, &src[0]);
+    deferred_multi_set_flow(in[1], source_flow, &src[1]);
     gate = deferred_new();
     m = deferred_merge(in, 3);
     ck_assert_ptr_nonnull(m);
@@ -1489,9 +1489,9 @@ START_TEST(test_merge_interleaved_backpressure)
     ck_assert(!src[0].paused && !src[1].paused);
 
     /* Interleaved as emitted. */
-    deferred_emit(in[0], tracked(1));
-    deferred_emit(in[1], tracked(2));
-    deferred_emit(in[0], tracked(3));
+    deferred_multi_emit(in[0], tracked(1));
+    deferred_multi_emit(in[1], tracked(2));
+    deferred_multi_emit(in[0], tracked(3));
     ck_assert_int_eq(seen.n, 3);
     ck_assert_int_eq(seen.value[0], 1);
     ck_assert_int_eq(seen.value[1], 2);
@@ -1500,7 +1500,7 @@ START_TEST(test_merge_interleaved_backpressure)
 
     /* Row 100 waits on gate: the stream blocks; the input that gave it is
      * held, the others are not touched. */
-    deferred_emit(in[1], tracked(100));
+    deferred_multi_emit(in[1], tracked(100));
     ck_assert_int_eq(seen.n, 3);
     ck_assert(deferred_is_paused(m));
     ck_assert(src[1].paused && !src[0].paused);
@@ -1508,20 +1508,20 @@ START_TEST(test_merge_interleaved_backpressure)
     /* What the inputs give meanwhile: in[0]'s first row goes to the
      * stream's queue and holds in[0], whose next row waits inside it; the
      * single-shot input's one row is queued in the stream. */
-    ck_assert_int_eq(deferred_emit(in[0], tracked(4)), 0);
+    ck_assert_int_eq(deferred_multi_emit(in[0], tracked(4)), 0);
     ck_assert(src[0].paused);
-    ck_assert_int_eq(deferred_emit(in[0], tracked(5)), 0);
-    ck_assert_int_eq(deferred_emit(in[1], tracked(55)), 0);
+    ck_assert_int_eq(deferred_multi_emit(in[0], tracked(5)), 0);
+    ck_assert_int_eq(deferred_multi_emit(in[1], tracked(55)), 0);
     deferred_callback(in[2], tracked(6));
-    ck_assert_uint_eq(deferred_queued(in[0]), 1);
-    ck_assert_uint_eq(deferred_queued(in[1]), 1);
-    ck_assert_uint_eq(deferred_queued(m), 2);
+    ck_assert_uint_eq(deferred_multi_queued(in[0]), 1);
+    ck_assert_uint_eq(deferred_multi_queued(in[1]), 1);
+    ck_assert_uint_eq(deferred_multi_queued(m), 2);
     ck_assert_int_eq(seen.n, 3);
 
     /* The gate opens: the waiting row goes on, then the rows the stream
      * queued, then the held inputs in the order they were held; the
      * sources are told to go on. */
-    deferred_callback(gate, deferred_value_of_int(100));
+    deferred_callback(gate, deferred_value_int(100));
     ck_assert_int_eq(seen.n, 8);
     ck_assert_int_eq(seen.value[3], 100);
     ck_assert_int_eq(seen.value[4], 4);
@@ -1536,7 +1536,7 @@ START_TEST(test_merge_interleaved_backpressure)
     deferred_pause(m);
     deferred_pause(m);
     ck_assert(!src[0].paused && !src[1].paused);
-    deferred_emit(in[1], tracked(7));
+    deferred_multi_emit(in[1], tracked(7));
     ck_assert(src[1].paused && !src[0].paused);
     ck_assert_int_eq(seen.n, 8);
     deferred_unpause(m);
@@ -1548,12 +1548,12 @@ START_TEST(test_merge_interleaved_backpressure)
 
     /* The end of one input does not end the stream; the last one does. A
      * final value of an input is not a row. */
-    deferred_finish(in[0], tracked(1000));
+    deferred_multi_finish(in[0], tracked(1000));
     ck_assert_int_eq(end_seen.fired, 0);
     ck_assert_int_eq(seen.n, 9);
-    deferred_emit(in[1], tracked(8));
+    deferred_multi_emit(in[1], tracked(8));
     ck_assert_int_eq(seen.n, 10);
-    deferred_finish(in[1], deferred_value_none());
+    deferred_multi_finish(in[1], deferred_value_none());
     ck_assert_int_eq(end_seen.fired, 1);
     ck_assert(!end_seen.failure);
     deferred_unref(m);
@@ -1573,7 +1573,7 @@ START_TEST(test_merge_cancel)
     memset(&end_seen, 0, sizeof(end_seen));
     in[0] = deferred_new_cancellable(count_canceller, &cancels[0], NULL);
     in[1] = deferred_new_cancellable(count_canceller, &cancels[1], NULL);
-    in[2] = deferred_new_multi_cancellable(count_canceller, &cancels[2], NULL);
+    in[2] = deferred_multi_new_cancellable(count_canceller, &cancels[2], NULL);
     m = deferred_merge(in, 3);
     deferred_add_callback(m, record_drop, NULL);
     watch_end(m);
@@ -1630,7 +1630,7 @@ static deferred_value_t recover_row(deferred_value_t v, void *arg)
     ck_assert_str_eq(deferred_failure_context_item(f, deferred_failure_context_size(f) - 1),
                      "input 1");
     deferred_value_release(v);
-    return deferred_value_of_int(-1);
+    return deferred_value_int(-1);
 }
 
 /* Failures are rows: an errback recovers them one by one; one that
@@ -1645,7 +1645,7 @@ START_TEST(test_merge_failure)
     memset(&end_seen, 0, sizeof(end_seen));
     in[0] = deferred_new();
     in[1] = deferred_new();
-    in[2] = deferred_new_multi();
+    in[2] = deferred_multi_new();
     m = deferred_merge(in, 3);
     deferred_add_errback(m, recover_row, &recovered);
     deferred_add_callback(m, record_drop, NULL);
@@ -1656,8 +1656,8 @@ START_TEST(test_merge_failure)
     ck_assert_int_eq(seen.n, 1);
     ck_assert_int_eq(seen.value[0], -1);
     deferred_callback(in[0], tracked(0));
-    deferred_emit(in[2], tracked(2));
-    deferred_finish(in[2], deferred_value_none());
+    deferred_multi_emit(in[2], tracked(2));
+    deferred_multi_finish(in[2], deferred_value_none());
     ck_assert_int_eq(seen.n, 3);
     ck_assert_int_eq(end_seen.fired, 1);
     ck_assert(!end_seen.failure);
@@ -1669,12 +1669,12 @@ START_TEST(test_merge_failure)
     memset(&seen, 0, sizeof(seen));
     in[0] = deferred_new_cancellable(count_canceller, &cancels[0], NULL);
     in[1] = deferred_new();
-    in[2] = deferred_new_multi_cancellable(count_canceller, &cancels[2], NULL);
+    in[2] = deferred_multi_new_cancellable(count_canceller, &cancels[2], NULL);
     m = deferred_merge(in, 3);
     deferred_add_callback(m, record, NULL);
-    end = deferred_end(m);
+    end = deferred_multi_when_finished(m);
     deferred_unpause(m);
-    deferred_emit(in[2], tracked(2));
+    deferred_multi_emit(in[2], tracked(2));
     deferred_errback(in[1], user_failure(9));
     ck_assert_int_eq(seen.n, 1);
     ck_assert_int_eq(cancels[0], 1);
@@ -1682,7 +1682,7 @@ START_TEST(test_merge_failure)
     v = deferred_result_take(end);
     ck_assert(deferred_failure_is(deferred_value_get_failure(v), DEFERRED_DOMAIN_USER, 9));
     deferred_value_release(v);
-    ck_assert_int_eq(deferred_emit(m, tracked(3)), -EALREADY);
+    ck_assert_int_eq(deferred_multi_emit(m, tracked(3)), -EALREADY);
     deferred_unref(end);
     deferred_unref(m);
     for (i = 0; i < 3; i++)
@@ -1691,17 +1691,17 @@ START_TEST(test_merge_failure)
     /* A multi-fire input that fails gives its failure as a row. */
     memset(&seen, 0, sizeof(seen));
     memset(&end_seen, 0, sizeof(end_seen));
-    in[0] = deferred_new_multi();
-    in[1] = deferred_new_multi();
+    in[0] = deferred_multi_new();
+    in[1] = deferred_multi_new();
     m = deferred_merge(in, 2);
     deferred_add_both(m, record_drop, NULL);
     watch_end(m);
     deferred_unpause(m);
-    deferred_finish(in[1], deferred_value_failure(user_failure(4)));
+    deferred_multi_finish(in[1], deferred_value_failure(user_failure(4)));
     ck_assert_int_eq(seen.n, 1);
     ck_assert(seen.failure[0]);
     ck_assert_int_eq(seen.code[0], 4);
-    deferred_finish(in[0], deferred_value_none());
+    deferred_multi_finish(in[0], deferred_value_none());
     ck_assert_int_eq(end_seen.fired, 1);
     ck_assert(!end_seen.failure);
     deferred_unref(m);
@@ -1720,10 +1720,10 @@ START_TEST(test_merge_empty)
     ck_assert_ptr_nonnull(m);
     ck_assert(deferred_is_multi(m));
     ck_assert(deferred_has_fired(m));
-    end = deferred_end(m);
+    end = deferred_multi_when_finished(m);
     ck_assert(deferred_has_result(end));
     ck_assert(deferred_value_is_none(deferred_result(end)));
-    ck_assert_int_eq(deferred_emit(m, tracked(1)), -EALREADY);
+    ck_assert_int_eq(deferred_multi_emit(m, tracked(1)), -EALREADY);
     ck_assert_int_eq(deferred_unpause(m), 0);
     deferred_unref(end);
     deferred_unref(m);
@@ -1754,7 +1754,7 @@ START_TEST(test_merge_dropped_early)
     int cancels = 0, i;
 
     in[0] = deferred_new_cancellable(count_canceller, &cancels, NULL);
-    in[1] = deferred_new_multi();
+    in[1] = deferred_multi_new();
     in[2] = deferred_new();
     m = deferred_merge(in, 3);
     deferred_add_callback(m, record_drop, NULL);
@@ -1764,8 +1764,8 @@ START_TEST(test_merge_dropped_early)
     ck_assert_int_eq(cancels, 0);
     ck_assert(!deferred_is_paused(in[0]) && !deferred_is_paused(in[1]));
     deferred_callback(in[0], tracked(0));
-    deferred_emit(in[1], tracked(1));
-    deferred_finish(in[1], tracked(2));
+    deferred_multi_emit(in[1], tracked(1));
+    deferred_multi_finish(in[1], tracked(2));
     deferred_errback(in[2], user_failure(3));
     ck_assert_int_eq(seen.n, 0);
     ck_assert_int_eq(released, 3);
@@ -1784,7 +1784,7 @@ static bool oom_merge(void)
 
     memset(&seen, 0, sizeof(seen));
     in[0] = deferred_new();
-    in[1] = deferred_new_multi();
+    in[1] = deferred_multi_new();
     in[2] = deferred_new();
     gate = deferred_new();
     if (!in[0] || !in[1] || !in[2] || !gate) {
@@ -1809,13 +1809,13 @@ static bool oom_merge(void)
     if (deferred_add_callback(m, wait_on_100, gate) < 0 ||
         deferred_add_both(m, record_drop, NULL) < 0)
         enomem = true;
-    end = deferred_end(m);
+    end = deferred_multi_when_finished(m);
     deferred_unpause(m);
-    deferred_emit(in[1], tracked_or_note(100, &enomem));
-    deferred_emit(in[1], tracked_or_note(1, &enomem));
+    deferred_multi_emit(in[1], tracked_or_note(100, &enomem));
+    deferred_multi_emit(in[1], tracked_or_note(1, &enomem));
     deferred_errback(in[2], user_failure(2));
     deferred_callback(gate, deferred_value_none());
-    deferred_finish(in[1], deferred_value_none());
+    deferred_multi_finish(in[1], deferred_value_none());
     v = deferred_result_take(end);
     if (deferred_value_is_failure(v) && has_enomem(deferred_value_get_failure(v)))
         enomem = true;

@@ -37,7 +37,7 @@ static void script_resume(deferred_stage_t *self, deferred_stage_t *by)
 
     (void)by;
     for (i = 0; i < s->n; i++) {
-        deferred_value_t x = deferred_value_of_int(s->ev[i][1]);
+        deferred_value_t x = deferred_value_int(s->ev[i][1]);
         int rc = 0;
 
         switch (s->ev[i][0]) {
@@ -107,12 +107,12 @@ static deferred_t *run3(deferred_stage_t *producer, deferred_stage_t *middle,
 
 static deferred_value_t sum(deferred_value_t acc, deferred_value_t item, void *arg)
 {
-    intptr_t x = deferred_value_int(acc) + deferred_value_int(item);
+    intptr_t x = deferred_value_get_int(acc) + deferred_value_get_int(item);
 
     (void)arg;
     deferred_value_release(acc);
     deferred_value_release(item); /* taken (a batch's array, say) */
-    return deferred_value_of_int(x);
+    return deferred_value_int(x);
 }
 
 /* emit 1, start(9), emit 2, end(9), emit 3, finish */
@@ -135,9 +135,9 @@ START_TEST(test_collect_keeps_items_around_groups)
     a = deferred_value_get_array(r);
     ck_assert_ptr_nonnull(a);
     ck_assert_uint_eq(deferred_array_size(a), 3);
-    ck_assert_int_eq(deferred_value_int(deferred_array_get(a, 0)), 1);
-    ck_assert_int_eq(deferred_value_int(deferred_array_get(a, 1)), 2);
-    ck_assert_int_eq(deferred_value_int(deferred_array_get(a, 2)), 3);
+    ck_assert_int_eq(deferred_value_get_int(deferred_array_get(a, 0)), 1);
+    ck_assert_int_eq(deferred_value_get_int(deferred_array_get(a, 1)), 2);
+    ck_assert_int_eq(deferred_value_get_int(deferred_array_get(a, 2)), 3);
     deferred_value_release(r);
     deferred_unref(d);
 }
@@ -152,21 +152,21 @@ START_TEST(test_reduce_and_first_around_groups)
     };
 
     d = run3(script_stage(&s, around_group, NEV(around_group)), NULL,
-             deferred_stage_reduce(sum, deferred_value_of_int(0), NULL));
+             deferred_stage_reduce(sum, deferred_value_int(0), NULL));
     ck_assert(deferred_has_fired(d));
-    ck_assert_int_eq(deferred_value_int(deferred_result(d)), 6);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 6);
     deferred_unref(d);
 
     /* Through a processor too: its group ends are not the stream's. */
     d = run3(script_stage(&s, around_group, NEV(around_group)),
              deferred_stage_map(NULL, tu_pass, NULL),
-             deferred_stage_reduce(sum, deferred_value_of_int(100), NULL));
-    ck_assert_int_eq(deferred_value_int(deferred_result(d)), 106);
+             deferred_stage_reduce(sum, deferred_value_int(100), NULL));
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 106);
     deferred_unref(d);
 
     d = run3(script_stage(&s, group_first, NEV(group_first)), NULL, deferred_stage_first());
     ck_assert(deferred_has_fired(d));
-    ck_assert_int_eq(deferred_value_int(deferred_result(d)), 7);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 7);
     deferred_unref(d);
 }
 END_TEST
@@ -192,7 +192,7 @@ START_TEST(test_batch_around_groups)
     /* [1] before the group, [2] in it, [3] after it. */
     ck_assert_uint_eq(deferred_array_size(a), 3);
     ck_assert_uint_eq(deferred_array_size(deferred_value_get_array(deferred_array_get(a, 0))), 1);
-    ck_assert_int_eq(deferred_value_int(deferred_array_get(
+    ck_assert_int_eq(deferred_value_get_int(deferred_array_get(
                          deferred_value_get_array(deferred_array_get(a, 1)), 0)),
                      2);
     deferred_value_release(r);
@@ -226,7 +226,7 @@ START_TEST(test_batch_failure_names_its_items)
     int i;
 
     for (i = 0; i < 10; i++)
-        items[i] = deferred_value_of_int(i);
+        items[i] = deferred_value_int(i);
     d = run3(deferred_stage_array(items, 10), deferred_stage_batch(4),
              deferred_stage_new(&fail_second_ops, NULL, 0));
     ck_assert(deferred_value_is_failure(deferred_result(d)));
@@ -267,13 +267,13 @@ START_TEST(test_failure_inside_group_reaches_consumer)
                                   DEFERRED_DOMAIN_USER, 7));
     deferred_unref(d);
     d = run3(script_stage(&s, ev, NEV(ev)), deferred_stage_batch(5),
-             deferred_stage_reduce(sum, deferred_value_of_int(0), NULL));
+             deferred_stage_reduce(sum, deferred_value_int(0), NULL));
     ck_assert(deferred_failure_is(deferred_value_get_failure(deferred_result(d)),
                                   DEFERRED_DOMAIN_USER, 7));
     deferred_unref(d);
     d = run3(script_stage(&s, ev + 1, NEV(ev) - 1), NULL, deferred_stage_first());
     /* first took item 2 and cancelled: its item is the result. */
-    ck_assert_int_eq(deferred_value_int(deferred_result(d)), 2);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 2);
     deferred_unref(d);
 }
 END_TEST
@@ -356,8 +356,8 @@ END_TEST
 START_TEST(test_pause_before_stages)
 {
     deferred_process_t *p = deferred_process_new(0);
-    deferred_value_t items[3] = {deferred_value_of_int(1), deferred_value_of_int(2),
-                                 deferred_value_of_int(3)};
+    deferred_value_t items[3] = {deferred_value_int(1), deferred_value_int(2),
+                                 deferred_value_int(3)};
     deferred_stage_t *consumer;
     deferred_t *d;
 
@@ -376,7 +376,7 @@ START_TEST(test_pause_before_stages)
 
     /* A pause made before the run holds the producers added after it. */
     p = deferred_process_new(0);
-    items[0] = deferred_value_of_int(1);
+    items[0] = deferred_value_int(1);
     ck_assert_int_eq(deferred_process_pause(p), 0);
     ck_assert_int_eq(deferred_process_add(p, deferred_stage_array(items, 1)), 0);
     ck_assert_int_eq(deferred_process_add(p, deferred_stage_collect()), 0);
@@ -390,7 +390,7 @@ START_TEST(test_pause_before_stages)
 
     /* A consumer's pause before the run: counted, and held from the run. */
     p = deferred_process_new(0);
-    items[0] = deferred_value_of_int(1);
+    items[0] = deferred_value_int(1);
     ck_assert_int_eq(deferred_process_add(p, deferred_stage_array(items, 1)), 0);
     consumer = deferred_stage_collect();
     ck_assert_int_eq(deferred_process_add(p, consumer), 0);
@@ -426,7 +426,7 @@ static deferred_value_t unowned_later(deferred_value_t v, void *arg)
     deferred_t *d = deferred_new_cancellable(note_cancel, NULL, count_destroy);
 
     (void)arg;
-    if (deferred_value_int(v) == 1 && nwaiting < 4) {
+    if (deferred_value_get_int(v) == 1 && nwaiting < 4) {
         waiting[nwaiting++] = d; /* borrowed */
         return deferred_value_deferred(d);
     }
@@ -436,8 +436,8 @@ static deferred_value_t unowned_later(deferred_value_t v, void *arg)
 
 START_TEST(test_map_holds_its_deferred)
 {
-    deferred_value_t items[3] = {deferred_value_of_int(0), deferred_value_of_int(1),
-                                 deferred_value_of_int(2)};
+    deferred_value_t items[3] = {deferred_value_int(0), deferred_value_int(1),
+                                 deferred_value_int(2)};
     deferred_t *d;
     deferred_array_t *a;
 
@@ -450,21 +450,21 @@ START_TEST(test_map_holds_its_deferred)
     /* Item 0's deferred was made and dropped; item 1's is alive (and
      * item 2 waits behind it). */
     ck_assert_int_eq(destroyed, 1);
-    deferred_callback(waiting[0], deferred_value_of_int(10));
+    deferred_callback(waiting[0], deferred_value_int(10));
     ck_assert(deferred_has_fired(d));
     ck_assert_int_eq(destroyed, 3); /* let go once it fired */
     a = deferred_value_get_array(deferred_result(d));
     ck_assert_uint_eq(deferred_array_size(a), 3);
-    ck_assert_int_eq(deferred_value_int(deferred_array_get(a, 1)), 10);
+    ck_assert_int_eq(deferred_value_get_int(deferred_array_get(a, 1)), 10);
     deferred_unref(d);
 
     /* Cancelling the process while the map waits: the deferred is
      * cancelled and let go; the process ends with ECANCELED. */
     destroyed = cancels_seen = 0;
     nwaiting = 0;
-    items[0] = deferred_value_of_int(0);
-    items[1] = deferred_value_of_int(1);
-    items[2] = deferred_value_of_int(2);
+    items[0] = deferred_value_int(0);
+    items[1] = deferred_value_int(1);
+    items[2] = deferred_value_int(2);
     d = run3(deferred_stage_array(items, 3), deferred_stage_map("later", unowned_later, NULL),
              deferred_stage_collect());
     ck_assert_int_eq(deferred_cancel(d), 0);
@@ -495,7 +495,7 @@ static deferred_value_t forget_outcome(deferred_stage_t *self, deferred_stage_t 
     (void)from;
     (void)tag;
     deferred_value_release(outcome);
-    return deferred_value_of_int(5);
+    return deferred_value_int(5);
 }
 
 static const deferred_stage_ops_t forgetful_ops = {
@@ -538,7 +538,7 @@ static deferred_t *hold_first;
 static deferred_value_t first_waits(deferred_value_t v, void *arg)
 {
     (void)arg;
-    if (deferred_value_int(v) == 0) {
+    if (deferred_value_get_int(v) == 0) {
         hold_first = deferred_new();
         return deferred_value_deferred(deferred_ref(hold_first));
     }
@@ -555,14 +555,14 @@ START_TEST(test_map_keeps_order)
     d = run3(script_stage(&s, ev, NEV(ev)), deferred_stage_map(NULL, first_waits, NULL),
              deferred_stage_collect());
     ck_assert(!deferred_has_fired(d));
-    deferred_callback(hold_first, deferred_value_of_int(50));
+    deferred_callback(hold_first, deferred_value_int(50));
     deferred_unref(hold_first);
     ck_assert(deferred_has_fired(d));
     a = deferred_value_get_array(deferred_result(d));
     ck_assert_uint_eq(deferred_array_size(a), 3);
-    ck_assert_int_eq(deferred_value_int(deferred_array_get(a, 0)), 50);
-    ck_assert_int_eq(deferred_value_int(deferred_array_get(a, 1)), 1);
-    ck_assert_int_eq(deferred_value_int(deferred_array_get(a, 2)), 2);
+    ck_assert_int_eq(deferred_value_get_int(deferred_array_get(a, 0)), 50);
+    ck_assert_int_eq(deferred_value_get_int(deferred_array_get(a, 1)), 1);
+    ck_assert_int_eq(deferred_value_get_int(deferred_array_get(a, 2)), 2);
     deferred_unref(d);
 }
 END_TEST
@@ -613,9 +613,9 @@ START_TEST(test_finish_deferred_is_held)
     d = run3(script_stage(&s, ev, NEV(ev)), NULL, deferred_stage_new(&waiting_ops, NULL, 0));
     ck_assert(!deferred_has_fired(d));
     ck_assert_int_eq(destroyed, 0);
-    deferred_callback(finish_wait, deferred_value_of_int(42));
+    deferred_callback(finish_wait, deferred_value_int(42));
     ck_assert(deferred_has_fired(d));
-    ck_assert_int_eq(deferred_value_int(deferred_result(d)), 42);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 42);
     deferred_unref(d);
     ck_assert_int_eq(destroyed, 1);
 
@@ -644,14 +644,14 @@ static deferred_value_t oom_map(deferred_value_t v, void *arg)
     deferred_t *d;
 
     (void)arg;
-    if (deferred_value_int(v) == 4) {
+    if (deferred_value_get_int(v) == 4) {
         d = deferred_new();
         if (!d)
             return deferred_value_failure(NULL);
         oom_wait = deferred_ref(d);
         return deferred_value_deferred(d);
     }
-    if (deferred_value_int(v) % 2 == 0)
+    if (deferred_value_get_int(v) % 2 == 0)
         return v;
     d = deferred_succeed(v);
     return d ? deferred_value_deferred(d) : deferred_value_failure(NULL);
@@ -699,7 +699,7 @@ START_TEST(test_oom_map_queue_and_batch)
             d = deferred_process_run(p);
         deferred_process_unref(p);
         if (oom_wait) {
-            deferred_callback(oom_wait, deferred_value_of_int(40));
+            deferred_callback(oom_wait, deferred_value_int(40));
             deferred_unref(oom_wait);
         }
         if (d) {

@@ -19,7 +19,7 @@ static intptr_t result_int(deferred_t *d)
 {
     deferred_value_t v = deferred_result(d);
     ck_assert(!deferred_value_is_failure(v));
-    return deferred_value_int(v);
+    return deferred_value_get_int(v);
 }
 
 /* Take d's failure result, check its code, drop it. */
@@ -55,7 +55,7 @@ START_TEST(test_P01_add_callback_result)
     ck_assert_ptr_nonnull(d);
     ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
     ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(6)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(6)), 0);
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert_int_eq(tu_log.e[0].kind, TU_VALUE);
     ck_assert_int_eq(tu_log.e[0].value, 7);
@@ -75,7 +75,7 @@ START_TEST(test_P02_callback_fails_skips_to_errback)
     ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
     ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(2)), 0);
     ck_assert_int_eq(deferred_add_errback(d, tu_recover, TAG(0)), 0);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert_int_eq(tu_log.e[0].tag, 2);
     ck_assert_int_eq(tu_log.e[0].kind, TU_FAILURE);
@@ -94,7 +94,7 @@ START_TEST(test_P03_errback_recovers)
     ck_assert_int_eq(deferred_add_errback(d, tu_recover, TAG(42)), 0);
     ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(1)), 0);
     ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(2)), 0);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert_int_eq(tu_log.e[0].tag, 2);
     ck_assert_int_eq(tu_log.e[0].kind, TU_VALUE);
@@ -112,7 +112,7 @@ START_TEST(test_P04_add_both_sees_value_and_failure)
     ck_assert_ptr_nonnull(b);
     ck_assert_int_eq(deferred_add_both(a, tu_record, TAG(1)), 0);
     ck_assert_int_eq(deferred_add_both(b, tu_record, TAG(2)), 0);
-    ck_assert_int_eq(deferred_callback(a, deferred_value_of_int(3)), 0);
+    ck_assert_int_eq(deferred_callback(a, deferred_value_int(3)), 0);
     ck_assert_int_eq(deferred_errback(b, user_failure(9)), 0);
     ck_assert_int_eq(tu_log.n, 2);
     ck_assert_int_eq(tu_log.e[0].tag, 1);
@@ -132,7 +132,7 @@ START_TEST(test_P05_add_to_fired_runs_at_once)
 {
     deferred_t *d = deferred_new();
     ck_assert_ptr_nonnull(d);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(5)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(5)), 0);
     ck_assert_int_eq(tu_log.n, 0);
     ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
     ck_assert_int_eq(tu_log.n, 1);
@@ -153,7 +153,7 @@ START_TEST(test_P06_second_failing_callback_skipped)
     ck_assert_int_eq(deferred_add_callback(d, tu_fail_with, TAG(1)), 0);
     ck_assert_int_eq(deferred_add_callback(d, tu_fail_with, TAG(2)), 0);
     ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(3)), 0);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(0)), 0);
     ck_assert_int_eq(tu_fail_calls, 1);
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert_int_eq(tu_log.e[0].kind, TU_FAILURE);
@@ -172,7 +172,7 @@ START_TEST(test_P07_pause_after_fire)
 {
     deferred_t *d = deferred_new();
     ck_assert_ptr_nonnull(d);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     ck_assert_int_eq(deferred_pause(d), 0);
     ck_assert(deferred_is_paused(d));
     ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
@@ -219,14 +219,14 @@ START_TEST(test_P09_chaining_async)
     ck_assert_ptr_nonnull(inner);
     ck_assert_int_eq(deferred_add_callback(outer, tu_return_deferred, inner), 0);
     ck_assert_int_eq(deferred_add_callback(outer, tu_record, TAG(1)), 0);
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(1)), 0);
     ck_assert_int_eq(tu_log.n, 0);
     ck_assert(deferred_has_fired(outer));
     ck_assert(deferred_is_paused(outer));
     ck_assert(!deferred_has_result(outer));
     ck_assert(deferred_value_is_none(deferred_result(outer)));
     ck_assert(deferred_value_is_none(deferred_result_take(outer)));
-    ck_assert_int_eq(deferred_callback(inner, deferred_value_of_int(7)), 0);
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(7)), 0);
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert_int_eq(tu_log.e[0].kind, TU_VALUE);
     ck_assert_int_eq(tu_log.e[0].value, 7);
@@ -245,10 +245,10 @@ START_TEST(test_P10_chaining_sync)
     deferred_t *outer = deferred_new(), *inner = deferred_new();
     ck_assert_ptr_nonnull(outer);
     ck_assert_ptr_nonnull(inner);
-    ck_assert_int_eq(deferred_callback(inner, deferred_value_of_int(8)), 0);
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(8)), 0);
     ck_assert_int_eq(deferred_add_callback(outer, tu_return_deferred, inner), 0);
     ck_assert_int_eq(deferred_add_callback(outer, tu_record, TAG(1)), 0);
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(1)), 0);
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert_int_eq(tu_log.e[0].tag, 1);
     ck_assert_int_eq(tu_log.e[0].value, 8);
@@ -268,11 +268,11 @@ START_TEST(test_P11_chaining_paused_inner)
     deferred_t *outer = deferred_new(), *inner = deferred_new();
     ck_assert_ptr_nonnull(outer);
     ck_assert_ptr_nonnull(inner);
-    ck_assert_int_eq(deferred_callback(inner, deferred_value_of_int(8)), 0);
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(8)), 0);
     ck_assert_int_eq(deferred_pause(inner), 0);
     ck_assert_int_eq(deferred_add_callback(outer, tu_return_deferred, inner), 0);
     ck_assert_int_eq(deferred_add_callback(outer, tu_record, TAG(1)), 0);
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(1)), 0);
     ck_assert_int_eq(tu_log.n, 0);
     ck_assert(deferred_is_paused(outer));
     ck_assert(!deferred_has_result(outer));
@@ -296,12 +296,12 @@ START_TEST(test_P12_chaining_three_levels)
     ck_assert_int_eq(deferred_add_callback(second, tu_return_deferred, first), 0);
     ck_assert_int_eq(deferred_add_callback(third, tu_return_deferred, second), 0);
     ck_assert_int_eq(deferred_add_callback(third, tu_record, TAG(3)), 0);
-    ck_assert_int_eq(deferred_callback(second, deferred_value_of_int(0)), 0);
-    ck_assert_int_eq(deferred_callback(third, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(second, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(third, deferred_value_int(0)), 0);
     ck_assert_int_eq(tu_log.n, 0);
     ck_assert(deferred_is_paused(third));
     ck_assert(deferred_is_paused(second));
-    ck_assert_int_eq(deferred_callback(first, deferred_value_of_int(33)), 0);
+    ck_assert_int_eq(deferred_callback(first, deferred_value_int(33)), 0);
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert_int_eq(tu_log.e[0].tag, 3);
     ck_assert_int_eq(tu_log.e[0].value, 33);
@@ -323,10 +323,10 @@ START_TEST(test_chaining_three_levels_outer_first)
     ck_assert_int_eq(deferred_add_callback(second, tu_return_deferred, first), 0);
     ck_assert_int_eq(deferred_add_callback(third, tu_return_deferred, second), 0);
     ck_assert_int_eq(deferred_add_callback(third, tu_record, TAG(3)), 0);
-    ck_assert_int_eq(deferred_callback(third, deferred_value_of_int(0)), 0);
-    ck_assert_int_eq(deferred_callback(second, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(third, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(second, deferred_value_int(0)), 0);
     ck_assert_int_eq(tu_log.n, 0);
-    ck_assert_int_eq(deferred_callback(first, deferred_value_of_int(34)), 0);
+    ck_assert_int_eq(deferred_callback(first, deferred_value_int(34)), 0);
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert_int_eq(tu_log.e[0].value, 34);
     deferred_unref(third);
@@ -371,7 +371,7 @@ static void p13_build(struct p13 *p, bool cancellable_inner)
         p->rc_fail++;
     /* Fire from the outermost in: each one waits on the next, unfired. */
     for (i = 0; i < P13_N - 1; i++)
-        if (deferred_callback(p->d[i], deferred_value_of_int(i)) != 0)
+        if (deferred_callback(p->d[i], deferred_value_int(i)) != 0)
             p->rc_fail++;
 }
 
@@ -386,7 +386,7 @@ static void *p13_thread(void *arg)
         return NULL;
     if (p->mode == 0) {
         /* the result propagates back through a million waits */
-        if (deferred_callback(p->d[P13_N - 1], deferred_value_of_int(4242)) != 0)
+        if (deferred_callback(p->d[P13_N - 1], deferred_value_int(4242)) != 0)
             p->rc_fail++;
         p->inner_result_none =
             deferred_value_is_none(deferred_result(p->d[P13_N - 1]));
@@ -473,7 +473,7 @@ START_TEST(test_P14_return_self_edeadlk)
     ck_assert_int_eq(deferred_add_callback(d, tu_return_deferred, d), 0);
     ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
     ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(2)), 0);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert_int_eq(tu_log.e[0].tag, 2);
     ck_assert_int_eq(tu_log.e[0].kind, TU_FAILURE);
@@ -545,7 +545,7 @@ START_TEST(test_P15_double_fire_debug_sites)
         line_new = __LINE__; d = deferred_new();
         ck_assert_ptr_nonnull(d);
         if (kind < 2) {
-            line_fire = __LINE__; rc = deferred_callback(d, deferred_value_of_int(1));
+            line_fire = __LINE__; rc = deferred_callback(d, deferred_value_int(1));
         } else {
             line_fire = __LINE__; rc = deferred_errback(d, user_failure(1));
         }
@@ -624,7 +624,7 @@ START_TEST(test_cancel_without_canceller_swallows_errback)
     ck_assert_int_eq(deferred_errback(d, user_failure(4)), -EALREADY);
     ck_assert_int_eq(deferred_cancel(d), 0);
     ck_assert_int_eq(deferred_cancel(d), 0);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), -EALREADY);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), -EALREADY);
     take_failure_code(d, ECANCELED);
     deferred_unref(d);
 }
@@ -642,7 +642,7 @@ START_TEST(test_P17_canceller_fires_value)
     ck_assert_int_eq(tu_log.e[0].kind, TU_VALUE);
     ck_assert_int_eq(tu_log.e[0].value, 99);
     ck_assert_int_eq(result_int(d), 99);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), -EALREADY);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), -EALREADY);
     deferred_unref(d);
     ck_assert_int_eq(tu_reports.total, 0);
 }
@@ -674,7 +674,7 @@ START_TEST(test_P19_cancel_after_fire)
     int cancels = 0;
     deferred_t *d = deferred_new_cancellable(tu_canceller_count, &cancels, NULL);
     ck_assert_ptr_nonnull(d);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(5)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(5)), 0);
     ck_assert_int_eq(deferred_add_both(d, tu_record, TAG(1)), 0);
     ck_assert_int_eq(deferred_cancel(d), 0);
     ck_assert_int_eq(cancels, 0);
@@ -700,7 +700,7 @@ START_TEST(test_P20_cancel_goes_to_inner)
     ck_assert_int_eq(deferred_add_callback(outer, tu_return_deferred, inner), 0);
     ck_assert_int_eq(deferred_add_callback(outer, tu_record, TAG(1)), 0);
     ck_assert_int_eq(deferred_add_errback(outer, tu_record, TAG(2)), 0);
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(1)), 0);
     ck_assert_int_eq(deferred_cancel(outer), 0);
     ck_assert_int_eq(inner_cancels, 1);
     ck_assert_int_eq(outer_cancels, 0);
@@ -726,7 +726,7 @@ START_TEST(test_P21_unhandled_reported_once)
     deferred_t *d = deferred_new();
     ck_assert_ptr_nonnull(d);
     ck_assert_int_eq(deferred_add_callback(d, tu_fail_with, TAG(7)), 0);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     ck_assert_ptr_eq(deferred_ref(d), d);
     deferred_unref(d);
     ck_assert_int_eq(tu_reports.total, 0);
@@ -774,7 +774,7 @@ START_TEST(test_P21_handled_not_reported)
     ck_assert_int_eq(deferred_add_callback(outer, tu_return_deferred, inner), 0);
     ck_assert_int_eq(deferred_add_errback(outer, tu_record, TAG(2)), 0);
     ck_assert_int_eq(deferred_add_errback(outer, tu_recover, TAG(0)), 0);
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(0)), 0);
     ck_assert(deferred_value_is_none(deferred_result(inner)));
     deferred_unref(inner);
     deferred_unref(outer);
@@ -783,7 +783,7 @@ START_TEST(test_P21_handled_not_reported)
     ck_assert_int_eq(deferred_add_callback(outer2, tu_return_deferred, inner2), 0);
     ck_assert_int_eq(deferred_add_errback(outer2, tu_record, TAG(3)), 0);
     ck_assert_int_eq(deferred_add_errback(outer2, tu_recover, TAG(0)), 0);
-    ck_assert_int_eq(deferred_callback(outer2, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(outer2, deferred_value_int(0)), 0);
     ck_assert_int_eq(deferred_errback(inner2, user_failure(5)), 0);
     ck_assert(deferred_value_is_none(deferred_result(inner2)));
     deferred_unref(inner2);
@@ -805,7 +805,7 @@ START_TEST(test_unhandled_moved_reported_once_for_outer)
     ck_assert_ptr_nonnull(outer);
     ck_assert_ptr_nonnull(inner);
     ck_assert_int_eq(deferred_add_callback(outer, tu_return_deferred, inner), 0);
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(0)), 0);
     ck_assert_int_eq(deferred_errback(inner, user_failure(6)), 0);
     deferred_unref(inner);
     ck_assert_int_eq(tu_reports.total, 0);
@@ -841,7 +841,7 @@ START_TEST(test_unhandled_fail_constructor)
     deferred_unref(d);
     ck_assert_int_eq(tu_reports.unhandled, 1);
     ck_assert_int_eq(tu_reports.last_code, 12);
-    d = deferred_succeed(deferred_value_of_int(1));
+    d = deferred_succeed(deferred_value_int(1));
     ck_assert_ptr_nonnull(d);
     deferred_unref(d);
     ck_assert_int_eq(tu_reports.total, 1);
@@ -874,7 +874,7 @@ START_TEST(test_P22_add_during_run)
     ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
     ck_assert_int_eq(deferred_add_callback(d, p22_adder, d), 0);
     ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(2)), 0);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(10)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(10)), 0);
     ck_assert_int_eq(p22_nested, 0);
     ck_assert_int_eq(tu_log.n, 4);
     ck_assert_int_eq(tu_log.e[0].tag, 1);
@@ -907,7 +907,7 @@ START_TEST(test_reentrant_add_then_fail)
     deferred_t *d = deferred_new();
     ck_assert_ptr_nonnull(d);
     ck_assert_int_eq(deferred_add_callback(d, add_then_fail, d), 0);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert_int_eq(tu_log.e[0].tag, 6);
     ck_assert_int_eq(tu_log.e[0].code, 13);
@@ -953,7 +953,7 @@ START_TEST(test_P23_destroy_functions)
     ck_assert_int_eq(deferred_add_both_full(d, tu_record_carg, tu_carg(6, &both),
                                             tu_carg_destroy), 0);
     ck_assert_int_eq(ran + skipped + cb_pair + eb_pair + shared + both, 0);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     ck_assert_int_eq(ran, 1);
     ck_assert_int_eq(skipped, 1);
     ck_assert_int_eq(cb_pair, 1);
@@ -986,7 +986,7 @@ START_TEST(test_P23_destroy_functions)
     ck_assert_int_eq(deferred_add_both_full(w, tu_record_carg,
                                             tu_carg(8, &waiting),
                                             tu_carg_destroy), 0);
-    ck_assert_int_eq(deferred_callback(w, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(w, deferred_value_int(1)), 0);
     deferred_unref(w);
     ck_assert_int_eq(waiting, 1);
     deferred_unref(inner);
@@ -1007,7 +1007,7 @@ START_TEST(test_P23_destroy_functions)
                                             tu_carg(9, &einval3),
                                             tu_carg_destroy), -EINVAL);
     ck_assert_int_eq(einval3, 1);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     deferred_unref(d);
     ck_assert_int_eq(tu_log.n, 4);
 
@@ -1066,7 +1066,7 @@ START_TEST(test_pair_exactly_one_half)
     ck_assert_ptr_nonnull(b);
     ck_assert_int_eq(deferred_add_callbacks(a, tu_record, TAG(1), tu_record, TAG(2)), 0);
     ck_assert_int_eq(deferred_add_callbacks(b, tu_record, TAG(3), tu_record, TAG(4)), 0);
-    ck_assert_int_eq(deferred_callback(a, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(a, deferred_value_int(1)), 0);
     ck_assert_int_eq(deferred_errback(b, user_failure(2)), 0);
     ck_assert_int_eq(tu_log.n, 2);
     ck_assert_int_eq(tu_log.e[0].tag, 1);
@@ -1106,7 +1106,7 @@ START_TEST(test_skipping_by_kind)
     ck_assert_int_eq(deferred_add_errback(b, tu_record, TAG(6)), 0);
     ck_assert_int_eq(deferred_add_both(b, tu_record, TAG(7)), 0);
     ck_assert_int_eq(deferred_add_callback(b, tu_record, TAG(8)), 0);
-    ck_assert_int_eq(deferred_callback(a, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(a, deferred_value_int(1)), 0);
     ck_assert_int_eq(deferred_errback(b, user_failure(2)), 0);
     ck_assert_int_eq(tu_log.n, 4);
     ck_assert_int_eq(tu_log.e[0].tag, 2);
@@ -1130,7 +1130,7 @@ START_TEST(test_null_halves_pass_through)
     ck_assert_int_eq(deferred_add_callbacks(b, tu_add_one, NULL, NULL, NULL), 0);
     ck_assert_int_eq(deferred_add_callbacks(b, NULL, NULL, tu_record, TAG(1)), 0);
     ck_assert_int_eq(deferred_add_callbacks(a, NULL, NULL, NULL, NULL), -EINVAL);
-    ck_assert_int_eq(deferred_callback(a, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(a, deferred_value_int(1)), 0);
     ck_assert_int_eq(result_int(a), 2);
     ck_assert_int_eq(deferred_errback(b, user_failure(3)), 0);
     ck_assert_int_eq(tu_log.n, 1);
@@ -1175,12 +1175,12 @@ START_TEST(test_errback_replaces_and_chains)
     ck_assert_int_eq(tu_log.e[0].code, 20);
     ck_assert(cause_found);
     ck_assert(deferred_is_paused(d));
-    ck_assert_int_eq(deferred_callback(inner, deferred_value_of_int(5)), 0);
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(5)), 0);
     ck_assert_int_eq(tu_log.n, 2);
     ck_assert_int_eq(tu_log.e[1].kind, TU_VALUE);
     ck_assert_int_eq(tu_log.e[1].value, 5);
     r = deferred_result_take(d);
-    ck_assert_int_eq(deferred_value_int(r), 5);
+    ck_assert_int_eq(deferred_value_get_int(r), 5);
     deferred_unref(d);
     deferred_unref(inner);
     ck_assert_int_eq(tu_reports.total, 0);
@@ -1196,7 +1196,7 @@ START_TEST(test_return_failed_deferred)
     ck_assert_int_eq(deferred_add_callback(outer, tu_return_deferred, inner), 0);
     ck_assert_int_eq(deferred_add_callback(outer, tu_record, TAG(1)), 0);
     ck_assert_int_eq(deferred_add_errback(outer, tu_record, TAG(2)), 0);
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(0)), 0);
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert_int_eq(tu_log.e[0].tag, 2);
     ck_assert_int_eq(tu_log.e[0].code, 31);
@@ -1218,8 +1218,8 @@ START_TEST(test_return_paused_unfired)
     ck_assert_int_eq(deferred_pause(inner), 0);
     ck_assert_int_eq(deferred_add_callback(outer, tu_return_deferred, inner), 0);
     ck_assert_int_eq(deferred_add_callback(outer, tu_record, TAG(1)), 0);
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(0)), 0);
-    ck_assert_int_eq(deferred_callback(inner, deferred_value_of_int(3)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(3)), 0);
     ck_assert_int_eq(tu_log.n, 0);
     ck_assert(deferred_is_paused(outer));
     ck_assert_int_eq(deferred_unpause(inner), 0);
@@ -1243,14 +1243,14 @@ START_TEST(test_return_waiting_deferred)
     ck_assert_int_eq(deferred_add_callback(first, tu_record, TAG(1)), 0);
     ck_assert_int_eq(deferred_add_callback(second, tu_return_deferred, third), 0);
     ck_assert_int_eq(deferred_add_callback(second, tu_add_one, NULL), 0);
-    ck_assert_int_eq(deferred_callback(second, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(second, deferred_value_int(0)), 0);
     ck_assert(deferred_is_paused(second));
-    ck_assert_int_eq(deferred_callback(first, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(first, deferred_value_int(0)), 0);
     ck_assert(deferred_is_paused(first));
     ck_assert_int_eq(tu_log.n, 0);
     /* a callback added to second while it waits runs before first's turn */
     ck_assert_int_eq(deferred_add_callback(second, tu_record, TAG(2)), 0);
-    ck_assert_int_eq(deferred_callback(third, deferred_value_of_int(40)), 0);
+    ck_assert_int_eq(deferred_callback(third, deferred_value_int(40)), 0);
     /* second ran add_one (41), then reached the point where first attached
      * (before record 2): first continues with 41, second is left empty */
     ck_assert_int_eq(tu_log.n, 2);
@@ -1273,7 +1273,7 @@ START_TEST(test_outer_freed_while_waiting)
     ck_assert_ptr_nonnull(inner);
     ck_assert_int_eq(deferred_add_callback(outer, tu_return_deferred, inner), 0);
     ck_assert_int_eq(deferred_add_callback(outer, tu_record, TAG(1)), 0);
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(0)), 0);
     deferred_unref(outer);
     /* the inner outlives the outer that waited on it */
     ck_assert_int_eq(deferred_add_callback(inner, tu_record, TAG(2)), 0);
@@ -1296,7 +1296,7 @@ START_TEST(test_chain_to)
     ck_assert_int_eq(deferred_add_both(d, tu_record, TAG(1)), 0);
     ck_assert_int_eq(deferred_add_both(t, tu_record, TAG(2)), 0);
     deferred_unref(t); /* d keeps target alive until it fires it */
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     ck_assert_int_eq(tu_log.n, 2);
     ck_assert_int_eq(tu_log.e[0].tag, 2);
     ck_assert_int_eq(tu_log.e[0].value, 2);
@@ -1344,7 +1344,7 @@ START_TEST(test_succeed_fail_constructors)
     ck_assert_int_eq(deferred_add_callback(s, tu_add_one, NULL), 0);
     ck_assert_int_eq(result_int(s), 5);
     ck_assert_int_eq(tu_released, 1);
-    ck_assert_int_eq(deferred_callback(s, deferred_value_of_int(1)), -EALREADY);
+    ck_assert_int_eq(deferred_callback(s, deferred_value_int(1)), -EALREADY);
     deferred_unref(s);
 
     f = deferred_fail(user_failure(3));
@@ -1433,7 +1433,7 @@ START_TEST(test_pause_counting)
     ck_assert_int_eq(deferred_pause(d), 0);
     ck_assert_int_eq(deferred_pause(d), 0);
     ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(2)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(2)), 0);
     ck_assert_int_eq(tu_log.n, 0);
     ck_assert_int_eq(deferred_unpause(d), 0);
     ck_assert_int_eq(tu_log.n, 0);
@@ -1460,14 +1460,14 @@ START_TEST(test_unpause_does_not_release_wait)
     ck_assert_ptr_nonnull(inner);
     ck_assert_int_eq(deferred_add_callback(outer, tu_return_deferred, inner), 0);
     ck_assert_int_eq(deferred_add_callback(outer, tu_record, TAG(1)), 0);
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(0)), 0);
     ck_assert(deferred_is_paused(outer));
     ck_assert_int_eq(deferred_unpause(outer), -EINVAL);
     ck_assert(deferred_is_paused(outer));
     ck_assert_int_eq(tu_log.n, 0);
     /* a pause on top of the wait: the inner's result waits for unpause */
     ck_assert_int_eq(deferred_pause(outer), 0);
-    ck_assert_int_eq(deferred_callback(inner, deferred_value_of_int(2)), 0);
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(2)), 0);
     ck_assert_int_eq(tu_log.n, 0);
     ck_assert_int_eq(deferred_unpause(outer), 0);
     ck_assert_int_eq(tu_log.n, 1);
@@ -1512,7 +1512,7 @@ START_TEST(test_null_arguments)
     ck_assert_int_eq(deferred_errback(d, NULL), -EINVAL);
     ck_assert(!deferred_has_fired(d));
     /* d still works */
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     ck_assert_int_eq(result_int(d), 1);
     deferred_unref(d);
 }
@@ -1526,7 +1526,7 @@ START_TEST(test_fire_with_deferred_value)
     ck_assert_int_eq(deferred_callback(d, deferred_value_deferred(deferred_ref(other))),
                      -EINVAL);
     ck_assert(!deferred_has_fired(d));
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(3)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(3)), 0);
     ck_assert_int_eq(result_int(d), 3);
     /* on a fired deferred: -EALREADY or -EINVAL, the value released */
     {
@@ -1559,7 +1559,7 @@ START_TEST(test_callback_drops_last_reference)
     ck_assert_int_eq(deferred_add_callback_full(d, tu_record_carg,
                                                 tu_carg(2, &later),
                                                 tu_carg_destroy), 0);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     ck_assert_int_eq(tu_log.n, 2);
     ck_assert_int_eq(tu_log.e[0].value, 2);
     ck_assert_int_eq(later, 1);
@@ -1579,7 +1579,7 @@ START_TEST(test_callback_drops_last_reference_then_waits)
     ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
     ck_assert_int_eq(deferred_callback(d, tu_tracked(1)), 0);
     /* d is gone (nobody holds it); its wait on inner is undone */
-    ck_assert_int_eq(deferred_callback(inner, deferred_value_of_int(2)), 0);
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(2)), 0);
     ck_assert_int_eq(tu_log_count(1), 0);
     deferred_unref(inner);
     ck_assert_int_eq(tu_released, 1);
@@ -1590,7 +1590,7 @@ END_TEST
 static deferred_value_t fire_arg(deferred_value_t v, void *arg)
 {
     int before = tu_log.n;
-    ck_assert_int_eq(deferred_callback((deferred_t *)arg, deferred_value_of_int(50)), 0);
+    ck_assert_int_eq(deferred_callback((deferred_t *)arg, deferred_value_int(50)), 0);
     ck_assert_int_eq(tu_log.n, before + 1);
     return v;
 }
@@ -1613,7 +1613,7 @@ START_TEST(test_callback_fires_other_deferreds)
     ck_assert_int_eq(deferred_add_callback(a, fire_arg, b), 0);
     ck_assert_int_eq(deferred_add_callback(a, fire_self, a), 0);
     ck_assert_int_eq(deferred_add_callback(a, tu_record, TAG(3)), 0);
-    ck_assert_int_eq(deferred_callback(a, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(a, deferred_value_int(1)), 0);
     ck_assert_int_eq(tu_log.n, 3);
     ck_assert_int_eq(tu_log.e[0].tag, 1);
     ck_assert_int_eq(tu_log.e[1].tag, 2);
@@ -1640,8 +1640,8 @@ START_TEST(test_cancel_chain_of_waits_to_innermost)
     ck_assert_int_eq(deferred_add_both(a, tu_record, TAG(1)), 0);
     ck_assert_int_eq(deferred_add_callback(b, tu_return_deferred, c), 0);
     ck_assert_int_eq(deferred_add_both(b, tu_record, TAG(2)), 0);
-    ck_assert_int_eq(deferred_callback(b, deferred_value_of_int(0)), 0);
-    ck_assert_int_eq(deferred_callback(a, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(b, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(a, deferred_value_int(0)), 0);
     ck_assert_int_eq(deferred_cancel(a), 0);
     ck_assert_int_eq(c0, 0);
     ck_assert_int_eq(c1, 0);
@@ -1668,7 +1668,7 @@ START_TEST(test_cancel_outer_inner_without_canceller)
     ck_assert_ptr_nonnull(inner);
     ck_assert_int_eq(deferred_add_callback(outer, tu_return_deferred, inner), 0);
     ck_assert_int_eq(deferred_add_errback(outer, tu_record, TAG(1)), 0);
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(0)), 0);
     ck_assert_int_eq(deferred_cancel(outer), 0);
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert_int_eq(tu_log.e[0].code, ECANCELED);
@@ -1700,7 +1700,7 @@ START_TEST(test_canceller_does_not_fire)
     ck_assert_ptr_eq(canceller_seen_d, d);
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert_int_eq(tu_log.e[0].code, ECANCELED);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), -EALREADY);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), -EALREADY);
     ck_assert_int_eq(deferred_errback(d, user_failure(1)), -EALREADY);
     take_failure_code(d, ECANCELED);
     deferred_unref(d);
@@ -1724,7 +1724,7 @@ START_TEST(test_cancel_after_canceller_fired)
     ck_assert_int_eq(deferred_cancel(d), 0);
     ck_assert_int_eq(cancels, 1);
     ck_assert_int_eq(result_int(d), 99);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), -EALREADY);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), -EALREADY);
     ck_assert_int_eq(deferred_cancel(e), 0);
     ck_assert_int_eq(deferred_cancel(e), 0);
     ck_assert_int_eq(cancels2, 1);
@@ -1761,7 +1761,7 @@ START_TEST(test_many_callbacks)
     ck_assert_ptr_nonnull(d);
     for (i = 0; i < 1000; i++)
         ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(0)), 0);
     ck_assert_int_eq(result_int(d), 1000);
     for (i = 0; i < 1000; i++)
         ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
@@ -1786,10 +1786,10 @@ START_TEST(test_return_new_deferred)
     ck_assert_ptr_nonnull(d);
     ck_assert_int_eq(deferred_add_callback(d, return_new, NULL), 0);
     ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(0)), 0);
     ck_assert_ptr_nonnull(made_inside);
     deferred_unref(d); /* the chain is freed; made_inside lives on */
-    ck_assert_int_eq(deferred_callback(made_inside, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(made_inside, deferred_value_int(1)), 0);
     ck_assert_int_eq(tu_log.n, 0);
     deferred_unref(made_inside);
 }
@@ -1910,7 +1910,7 @@ START_TEST(test_debug_cancel_site)
     deferred_cancel(d);
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert_int_eq(deferred_failure_line(tu_log.e[0].failure), cancel_line);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), -EALREADY);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), -EALREADY);
     ck_assert_int_eq(tu_reports.already_fired, 1);
     ck_assert(tu_contains_number(tu_reports.last_message, cancel_line));
     ck_assert_ptr_nonnull(strstr(tu_reports.last_message, "test-core.c"));
@@ -1990,7 +1990,7 @@ START_TEST(test_pause_count_and_waiting)
     ck_assert(deferred_is_paused(d));
     ck_assert(!deferred_is_waiting(d));
     deferred_add_callback(d, tu_return_deferred, inner);
-    deferred_callback(d, deferred_value_of_int(1));
+    deferred_callback(d, deferred_value_int(1));
     ck_assert(!deferred_is_waiting(d)); /* paused: the callback has not run */
     deferred_unpause(d);
     deferred_unpause(d);
@@ -1999,10 +1999,10 @@ START_TEST(test_pause_count_and_waiting)
     ck_assert(deferred_is_paused(d)); /* it will not run now */
     ck_assert_ptr_eq(deferred_waits_on(d), inner);
     ck_assert_int_eq(deferred_unpause(d), -EINVAL); /* waiting is no pause */
-    deferred_callback(inner, deferred_value_of_int(7));
+    deferred_callback(inner, deferred_value_int(7));
     ck_assert(!deferred_is_waiting(d));
     ck_assert_ptr_null(deferred_waits_on(d));
-    ck_assert_int_eq(deferred_value_int(deferred_result(d)), 7);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 7);
     ck_assert_uint_eq(deferred_pause_count(NULL), 0);
     ck_assert(!deferred_is_waiting(NULL));
     ck_assert_ptr_null(deferred_waits_on(NULL));
@@ -2017,11 +2017,11 @@ START_TEST(test_maybe)
 {
     deferred_t *d, *inner = deferred_new();
 
-    d = deferred_maybe(tu_add_one, deferred_value_of_int(41), NULL);
+    d = deferred_maybe(tu_add_one, deferred_value_int(41), NULL);
     ck_assert(deferred_has_result(d));
-    ck_assert_int_eq(deferred_value_int(deferred_result(d)), 42);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 42);
     deferred_unref(d);
-    d = deferred_maybe(tu_fail_with, deferred_value_of_int(0), TAG(9));
+    d = deferred_maybe(tu_fail_with, deferred_value_int(0), TAG(9));
     ck_assert(deferred_value_is_failure(deferred_result(d)));
     ck_assert_int_eq(deferred_failure_code(deferred_value_get_failure(deferred_result(d))), 9);
     deferred_value_release(deferred_result_take(d));
@@ -2051,11 +2051,11 @@ START_TEST(test_int_zero_is_not_none)
     deferred_t *d = deferred_new();
 
     deferred_add_callback(d, tu_record, TAG(1));
-    deferred_callback(d, deferred_value_of_int(0));
+    deferred_callback(d, deferred_value_int(0));
     ck_assert_int_eq(tu_log.e[0].kind, TU_VALUE);
     ck_assert(deferred_value_is_int(deferred_result(d)));
     ck_assert(!deferred_value_is_none(deferred_result(d)));
-    ck_assert_int_eq(deferred_value_int(deferred_result(d)), 0);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 0);
     deferred_unref(d);
 }
 END_TEST

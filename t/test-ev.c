@@ -146,7 +146,7 @@ END_TEST
 
 static deferred_value_t fire_other(deferred_value_t v, void *arg)
 {
-    deferred_callback((deferred_t *)arg, deferred_value_of_int(5));
+    deferred_callback((deferred_t *)arg, deferred_value_int(5));
     return v;
 }
 
@@ -161,7 +161,7 @@ START_TEST(test_E02_result_first_stops_timer)
     ev_run(loop, 0);
     /* The loop did not wait the 10 s of the timeout. */
     ck_assert(ev_time() - start < 5.0);
-    ck_assert_int_eq(deferred_value_int(deferred_result(d)), 5);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 5);
     deferred_unref(soon);
     deferred_unref(d);
 }
@@ -170,12 +170,12 @@ END_TEST
 START_TEST(test_E02_timeout_on_fired_deferred)
 {
     double start = ev_time();
-    deferred_t *d = deferred_succeed(deferred_value_of_int(3));
+    deferred_t *d = deferred_succeed(deferred_value_int(3));
 
     ck_assert_int_eq(deferred_ev_add_timeout(d, loop, 10.0), 0);
     ev_run(loop, 0);
     ck_assert(ev_time() - start < 5.0);
-    ck_assert_int_eq(deferred_value_int(deferred_result(d)), 3);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 3);
     deferred_unref(d);
 }
 END_TEST
@@ -215,7 +215,7 @@ static deferred_value_t on_timeout_42(deferred_value_t v, double seconds, void *
     ck_assert(seconds == 0.005);
     ck_assert_int_eq(deferred_failure_code(deferred_value_get_failure(v)), ECANCELED);
     deferred_value_release(v);
-    return deferred_value_of_int(42);
+    return deferred_value_int(42);
 }
 
 static void hook_destroy(void *arg)
@@ -232,7 +232,7 @@ START_TEST(test_E02_timeout_hook)
     ck_assert_int_eq(deferred_ev_add_timeout_full(d, loop, 0.005, on_timeout_42,
                                                   TAG(7), hook_destroy), 0);
     ev_run(loop, 0);
-    ck_assert_int_eq(deferred_value_int(deferred_result(d)), 42);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 42);
     ck_assert_int_eq(hook_destroyed, 1);
     deferred_unref(d);
 }
@@ -350,7 +350,7 @@ START_TEST(test_timeout_process)
     /* The source still open, or finished with the map's item in flight
      * (the process then waits in the map's finish). */
     for (finished = 0; finished < 2; finished++) {
-        src = deferred_new_multi();
+        src = deferred_multi_new();
         pending = deferred_new();
         p = deferred_process_new(0);
         ck_assert_int_eq(deferred_process_add(p, deferred_stage_from_multi(src)), 0);
@@ -359,9 +359,9 @@ START_TEST(test_timeout_process)
         ck_assert_int_eq(deferred_process_add(p, deferred_stage_collect()), 0);
         done = deferred_process_run(p);
         ck_assert_ptr_nonnull(done);
-        ck_assert_int_eq(deferred_emit(src, deferred_value_of_int(1)), 0);
+        ck_assert_int_eq(deferred_multi_emit(src, deferred_value_int(1)), 0);
         if (finished)
-            deferred_finish(src, deferred_value_none());
+            deferred_multi_finish(src, deferred_value_none());
         ck_assert_int_eq(deferred_ev_add_timeout(done, loop, 0.001), 0);
         ev_run(loop, 0);
         c = timed_out_cause(done);
@@ -408,12 +408,12 @@ START_TEST(test_fd_readable_writable)
     ck_assert_ptr_nonnull(r);
     ev_run(loop, EVRUN_NOWAIT);
     ck_assert(deferred_has_result(w));
-    ck_assert_int_eq(deferred_value_int(deferred_result(w)), fds[1]);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(w)), fds[1]);
     ck_assert(!deferred_has_fired(r));
     ck_assert_int_eq(write(fds[1], "x", 1), 1);
     ev_run(loop, 0);
     ck_assert(deferred_has_result(r));
-    ck_assert_int_eq(deferred_value_int(deferred_result(r)), fds[0]);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(r)), fds[0]);
     deferred_unref(w);
     deferred_unref(r);
 
@@ -449,7 +449,7 @@ static void check_failed(deferred_t *d, int code, deferred_domain_t domain)
 static deferred_value_t int_job(void *arg)
 {
     (void)arg;
-    return deferred_value_of_int(1);
+    return deferred_value_int(1);
 }
 
 START_TEST(test_bad_input)
@@ -469,7 +469,7 @@ START_TEST(test_bad_input)
     ck_assert_int_eq(deferred_ev_add_timeout(d, NULL, 1.0), -EINVAL);
     ck_assert(!deferred_has_fired(d));
     deferred_unref(d);
-    d = deferred_new_multi();
+    d = deferred_multi_new();
     ck_assert_int_eq(deferred_ev_add_timeout(d, loop, 1.0), -EINVAL);
     deferred_unref(d);
 
@@ -518,7 +518,7 @@ START_TEST(test_bad_input)
     errno = 0;
     ck_assert_ptr_null(deferred_ev_remote_new(NULL, NULL));
     ck_assert_int_eq(errno, EINVAL);
-    ck_assert_int_eq(deferred_ev_remote_callback(NULL, deferred_value_of_int(1)), -EINVAL);
+    ck_assert_int_eq(deferred_ev_remote_callback(NULL, deferred_value_int(1)), -EINVAL);
     deferred_ev_remote_drop(NULL);
     ev_run(loop, 0);
 }
@@ -536,7 +536,7 @@ static deferred_value_t e04_job(void *arg)
 {
     if (pthread_equal(pthread_self(), loop_thread))
         __atomic_add_fetch(&e04_on_loop_runs, 1, __ATOMIC_RELAXED);
-    return deferred_value_of_int(ARGI(arg) * 2);
+    return deferred_value_int(ARGI(arg) * 2);
 }
 
 static deferred_value_t e04_done(deferred_value_t v, void *arg)
@@ -544,7 +544,7 @@ static deferred_value_t e04_done(deferred_value_t v, void *arg)
     intptr_t i = ARGI(arg);
 
     ck_assert(pthread_equal(pthread_self(), loop_thread));
-    ck_assert_int_eq(deferred_value_int(v), i * 2);
+    ck_assert_int_eq(deferred_value_get_int(v), i * 2);
     e04_seen[i]++;
     e04_delivered++;
     return v;
@@ -591,7 +591,7 @@ static deferred_value_t gated_job(void *arg)
         pthread_cond_wait(&gate_cond, &gate_lock);
     job_runs++;
     pthread_mutex_unlock(&gate_lock);
-    return deferred_value_of_int(ARGI(arg));
+    return deferred_value_int(ARGI(arg));
 }
 
 static void gate_reset(void)
@@ -657,7 +657,7 @@ START_TEST(test_pool_cancel_before_start_never_runs)
     ev_run(loop, 0);
     ck_assert_int_eq(gate_runs(), 2); /* the first and the third */
     ck_assert_int_eq(destroyed, 1);
-    ck_assert_int_eq(deferred_value_int(deferred_result(third)), 3);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(third)), 3);
     deferred_value_release(deferred_result_take(first));
     deferred_value_release(deferred_result_take(second));
     deferred_unref(first);
@@ -685,7 +685,7 @@ START_TEST(test_pool_shutdown_cancels_or_finishes)
     ck_assert_int_eq(deferred_ev_pool_shutdown(pool, true), 0);
     pthread_join(opener, NULL);
     ck_assert_int_eq(gate_runs(), 1);
-    ck_assert_int_eq(deferred_value_int(deferred_result(d[0])), 0);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d[0])), 0);
     for (i = 1; i < 3; i++) {
         ck_assert_int_eq(result_code(d[i]), ECANCELED);
         deferred_value_release(deferred_result_take(d[i]));
@@ -703,7 +703,7 @@ START_TEST(test_pool_shutdown_cancels_or_finishes)
     ck_assert_int_eq(deferred_ev_pool_shutdown(pool, false), 0);
     ck_assert_int_eq(gate_runs(), 3);
     for (i = 0; i < 3; i++) {
-        ck_assert_int_eq(deferred_value_int(deferred_result(d[i])), i + 10);
+        ck_assert_int_eq(deferred_value_get_int(deferred_result(d[i])), i + 10);
         deferred_unref(d[i]);
     }
     deferred_ev_pool_free(pool);
@@ -732,7 +732,7 @@ static void *fire_thread(void *arg)
     struct fire_job *j = arg;
 
     if (j->how == 0)
-        deferred_ev_remote_callback(j->r, deferred_value_of_int(7));
+        deferred_ev_remote_callback(j->r, deferred_value_int(7));
     else if (j->how == 1)
         deferred_ev_remote_errback(j->r, j->f);
     else
@@ -837,7 +837,7 @@ static void *stress_fire(void *arg)
         }
         pthread_mutex_unlock(&q->lock);
         for (i = 0; i < n; i++)
-            deferred_ev_remote_callback(batch[i], deferred_value_of_int(ids[i]));
+            deferred_ev_remote_callback(batch[i], deferred_value_int(ids[i]));
     }
 }
 
@@ -890,7 +890,7 @@ static deferred_value_t stress_arrived(deferred_value_t v, void *arg)
     intptr_t id = ARGI(arg) / STRESS_THREADS;
     int t = (int)(ARGI(arg) % STRESS_THREADS);
 
-    if (!pthread_equal(pthread_self(), loop_thread) || deferred_value_int(v) != id)
+    if (!pthread_equal(pthread_self(), loop_thread) || deferred_value_get_int(v) != id)
         stress_wrong++;
     if (stress_seen[id]++)
         stress_dups++;
@@ -1049,7 +1049,7 @@ static deferred_value_t e06_finish(deferred_stage_t *self, deferred_stage_t *fro
     if (deferred_value_is_failure(outcome))
         return outcome;
     deferred_value_release(outcome);
-    return deferred_value_of_int(e06.got);
+    return deferred_value_int(e06.got);
 }
 
 static const deferred_stage_ops_t e06_ops = {
@@ -1083,7 +1083,7 @@ START_TEST(test_E06_line_producer_pause_bounds_memory)
     pthread_join(writer, NULL);
     ck_assert(!e06.bad);
     ck_assert_int_eq(e06.pauses, E06_LINES / 5000);
-    ck_assert_int_eq(deferred_value_int(deferred_result(done)), E06_LINES);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(done)), E06_LINES);
     ck_assert_uint_eq(deferred_ev_lines_count(e06.lines), E06_LINES);
     ck_assert(!deferred_ev_lines_is_reading(e06.lines));
     deferred_unref(done);
@@ -1238,7 +1238,7 @@ START_TEST(test_oom_later_timeout_pool_remote)
                 ck_assert_int_eq(errno, ENOMEM);
             ev_run(loop, 0);
             if (d)
-                ck_assert_int_eq(deferred_value_int(deferred_result(d)), 1);
+                ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 1);
             deferred_unref(d);
             deferred_ev_pool_free(pool);
             ck_assert_uint_eq(tu_live(), 0);
@@ -1251,9 +1251,9 @@ START_TEST(test_oom_later_timeout_pool_remote)
                 done_remote = 1;
             tu_fail_at(0);
             if (r) {
-                deferred_ev_remote_callback(r, deferred_value_of_int(2));
+                deferred_ev_remote_callback(r, deferred_value_int(2));
                 ev_run(loop, 0);
-                ck_assert_int_eq(deferred_value_int(deferred_result(d)), 2);
+                ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 2);
             } else {
                 ck_assert_int_eq(errno, ENOMEM);
             }
@@ -1337,7 +1337,7 @@ END_TEST
 static deferred_value_t map_later(deferred_value_t v, void *arg)
 {
     (void)arg;
-    if (deferred_value_int(v) == 3)
+    if (deferred_value_get_int(v) == 3)
         return deferred_value_deferred(deferred_ev_later(loop, 0.05));
     return v;
 }
@@ -1351,7 +1351,7 @@ START_TEST(test_map_holds_timer_deferred)
     int i;
 
     for (i = 0; i < 5; i++)
-        items[i] = deferred_value_of_int(i + 1);
+        items[i] = deferred_value_int(i + 1);
     ck_assert_int_eq(deferred_process_add(p, deferred_stage_array(items, 5)), 0);
     ck_assert_int_eq(deferred_process_add(p, deferred_stage_map("later", map_later, NULL)), 0);
     ck_assert_int_eq(deferred_process_add(p, deferred_stage_collect()), 0);
@@ -1365,14 +1365,14 @@ START_TEST(test_map_holds_timer_deferred)
     ck_assert_ptr_nonnull(a);
     ck_assert_uint_eq(deferred_array_size(a), 5);
     ck_assert(deferred_value_is_none(deferred_array_get(a, 2))); /* the timer's value */
-    ck_assert_int_eq(deferred_value_int(deferred_array_get(a, 3)), 4);
+    ck_assert_int_eq(deferred_value_get_int(deferred_array_get(a, 3)), 4);
     deferred_unref(d);
 }
 END_TEST
 
 START_TEST(test_remote_refuses_deferreds_and_multi)
 {
-    deferred_t *d = deferred_new(), *m = deferred_new_multi();
+    deferred_t *d = deferred_new(), *m = deferred_multi_new();
     deferred_ev_remote_t *r;
 
     /* A deferred value: a clear error, and the target still fires. */

@@ -1244,8 +1244,8 @@ START_TEST(test_value_int_roundtrip)
     size_t i;
 
     for (i = 0; i < sizeof xs / sizeof xs[0]; i++) {
-        deferred_value_t v = deferred_value_of_int(xs[i]);
-        ck_assert(deferred_value_int(v) == xs[i]);
+        deferred_value_t v = deferred_value_int(xs[i]);
+        ck_assert(deferred_value_get_int(v) == xs[i]);
         ck_assert(deferred_value_is_int(v));
         ck_assert(!deferred_value_is_none(v));
         ck_assert(!deferred_value_is_failure(v));
@@ -1255,10 +1255,10 @@ START_TEST(test_value_int_roundtrip)
     }
     ck_assert(deferred_value_is_none(deferred_value_none()));
     /* Integers are not "none": 0 is told apart from the empty value. */
-    ck_assert(!deferred_value_is_none(deferred_value_of_int(0)));
+    ck_assert(!deferred_value_is_none(deferred_value_int(0)));
     ck_assert(!deferred_value_is_int(deferred_value_none()));
     ck_assert(!deferred_value_is_int(deferred_value_make(NULL, plain_release)));
-    ck_assert(!deferred_value_is_none(deferred_value_of_int(1)));
+    ck_assert(!deferred_value_is_none(deferred_value_int(1)));
     ck_assert(!deferred_value_is_none(deferred_value_make(NULL, plain_release)));
     deferred_value_release(deferred_value_none());
     ck_assert_uint_eq(tu_live(), 0);

@@ -81,9 +81,9 @@ static double merge_async_pauses_per_row(size_t k, long rows)
 
     ck_assert_ptr_nonnull(in);
     for (i = 0; i < k; i++) {
-        in[i] = deferred_new_multi();
+        in[i] = deferred_multi_new();
         ck_assert_ptr_nonnull(in[i]);
-        deferred_set_flow(in[i], count_flow, NULL);
+        deferred_multi_set_flow(in[i], count_flow, NULL);
     }
     m = deferred_merge(in, k);
     ck_assert_ptr_nonnull(m);
@@ -92,7 +92,7 @@ static double merge_async_pauses_per_row(size_t k, long rows)
     flow_calls = 0;
     rows_seen = 0;
     for (r = 0; r < rows; r++) {
-        ck_assert_int_eq(deferred_emit(in[(size_t)r % k], deferred_value_of_int(r)), 0);
+        ck_assert_int_eq(deferred_multi_emit(in[(size_t)r % k], deferred_value_int(r)), 0);
         ck_assert_int_eq(rows_seen, r + 1);
         /* Only the input that delivered is held, never the others. */
         ck_assert(deferred_is_paused(in[(size_t)r % k]));
@@ -101,7 +101,7 @@ static double merge_async_pauses_per_row(size_t k, long rows)
         ck_assert(!deferred_is_paused(in[(size_t)r % k]));
     }
     for (i = 0; i < k; i++)
-        deferred_finish(in[i], deferred_value_none());
+        deferred_multi_finish(in[i], deferred_value_none());
     ck_assert(deferred_has_fired(m));
     deferred_unref(m);
     for (i = 0; i < k; i++)
@@ -130,8 +130,8 @@ START_TEST(test_merge_holds_only_who_delivers)
     int i;
 
     for (i = 0; i < 3; i++) {
-        in[i] = deferred_new_multi();
-        deferred_set_flow(in[i], count_flow, NULL);
+        in[i] = deferred_multi_new();
+        deferred_multi_set_flow(in[i], count_flow, NULL);
     }
     m = deferred_merge(in, 3);
     ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
@@ -139,12 +139,12 @@ START_TEST(test_merge_holds_only_who_delivers)
     flow_calls = 0;
     for (i = 0; i < 3; i++)
         ck_assert(!deferred_is_paused(in[i]));
-    ck_assert_int_eq(deferred_emit(in[1], deferred_value_of_int(10)), 0);
+    ck_assert_int_eq(deferred_multi_emit(in[1], deferred_value_int(10)), 0);
     ck_assert(deferred_is_paused(in[1]));
     ck_assert(!deferred_is_paused(in[0]) && !deferred_is_paused(in[2]));
-    ck_assert_int_eq(deferred_emit(in[1], deferred_value_of_int(11)), 0);
-    ck_assert_uint_eq(deferred_queued(in[1]), 1);
-    ck_assert_uint_eq(deferred_queued(m), 1);
+    ck_assert_int_eq(deferred_multi_emit(in[1], deferred_value_int(11)), 0);
+    ck_assert_uint_eq(deferred_multi_queued(in[1]), 1);
+    ck_assert_uint_eq(deferred_multi_queued(m), 1);
     ck_assert_int_eq(flow_calls, 1);
     ck_assert_int_eq(tu_log.n, 0);
     ck_assert_int_eq(deferred_unpause(m), 0);
@@ -154,7 +154,7 @@ START_TEST(test_merge_holds_only_who_delivers)
     ck_assert(!deferred_is_paused(in[1]));
     ck_assert_int_eq(flow_calls, 2);
     for (i = 0; i < 3; i++)
-        deferred_finish(in[i], deferred_value_none());
+        deferred_multi_finish(in[i], deferred_value_none());
     ck_assert(deferred_has_fired(m));
     deferred_unref(m);
     for (i = 0; i < 3; i++)
@@ -176,9 +176,9 @@ static void cancel_on_pause(deferred_t *d, bool paused, void *arg)
 
 START_TEST(test_merge_input_ended_by_its_pause)
 {
-    deferred_t *m = deferred_new_multi(), *f, *s, *in[3];
+    deferred_t *m = deferred_multi_new(), *f, *s, *in[3];
 
-    deferred_set_flow(m, cancel_on_pause, NULL);
+    deferred_multi_set_flow(m, cancel_on_pause, NULL);
     f = deferred_fail(user_failure(5));
     in[0] = m;
     in[1] = f;
@@ -186,7 +186,7 @@ START_TEST(test_merge_input_ended_by_its_pause)
     s = deferred_merge(in, 3); /* left paused */
     ck_assert_ptr_nonnull(s);
     deferred_unref(f);
-    ck_assert_int_eq(deferred_emit(m, deferred_value_failure(user_failure(6))), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_failure(user_failure(6))), 0);
     ck_assert(deferred_has_fired(m));
     ck_assert(!deferred_is_paused(m));
     deferred_unref(m);
@@ -252,14 +252,14 @@ START_TEST(test_fired_input_listed_twice_keeps_input_order)
      * at index 1 wins, not the empty value the failed one's chain went on
      * with. */
     x = deferred_fail(user_failure(3));
-    y = deferred_succeed(deferred_value_of_int(7));
+    y = deferred_succeed(deferred_value_int(7));
     in[0] = x;
     in[1] = y;
     in[2] = x;
     g = deferred_race(in, 3);
     ck_assert_ptr_nonnull(deferred_value_get_indexed(deferred_result(g)));
     ck_assert_uint_eq(deferred_value_get_indexed(deferred_result(g))->index, 1);
-    ck_assert_int_eq(deferred_value_int(deferred_value_get_indexed(deferred_result(g))->value), 7);
+    ck_assert_int_eq(deferred_value_get_int(deferred_value_get_indexed(deferred_result(g))->value), 7);
     deferred_value_release(deferred_result_take(g));
     deferred_unref(g);
     deferred_unref(x);
@@ -274,16 +274,16 @@ START_TEST(test_fired_but_paused_input)
     deferred_t *in[2], *g;
     deferred_array_t *a;
 
-    in[0] = deferred_succeed(deferred_value_of_int(1));
-    in[1] = deferred_succeed(deferred_value_of_int(2));
+    in[0] = deferred_succeed(deferred_value_int(1));
+    in[1] = deferred_succeed(deferred_value_int(2));
     deferred_pause(in[0]);
     g = deferred_gather(in, 2, 0);
     ck_assert(!deferred_has_fired(g));
     ck_assert_int_eq(deferred_unpause(in[0]), 0);
     ck_assert(deferred_has_result(g));
     a = deferred_value_get_array(deferred_result(g));
-    ck_assert_int_eq(deferred_value_int(deferred_array_get(a, 0)), 1);
-    ck_assert_int_eq(deferred_value_int(deferred_array_get(a, 1)), 2);
+    ck_assert_int_eq(deferred_value_get_int(deferred_array_get(a, 0)), 1);
+    ck_assert_int_eq(deferred_value_get_int(deferred_array_get(a, 1)), 2);
     deferred_value_release(deferred_result_take(g));
     deferred_unref(g);
     deferred_unref(in[0]);
@@ -350,7 +350,7 @@ static void reentrant_canceller(deferred_t *d, void *arg)
 {
     (void)d;
     cancels[ARGI(arg)]++;
-    deferred_callback(cancel_inputs[1], deferred_value_of_int(1));
+    deferred_callback(cancel_inputs[1], deferred_value_int(1));
     deferred_cancel(cancel_out);
 }
 
@@ -392,7 +392,7 @@ START_TEST(test_cancel_each_input_once)
             deferred_value_release(deferred_result_take(cancel_out));
         } else {
             /* The stream ended with ECANCELED: handle its end. */
-            deferred_t *end = deferred_end(cancel_out);
+            deferred_t *end = deferred_multi_when_finished(cancel_out);
 
             ck_assert_int_eq(deferred_failure_code(deferred_value_get_failure(
                                  deferred_result(end))), ECANCELED);
@@ -512,7 +512,7 @@ static void deep_fanin(void *arg)
     (void)arg;
     ck_assert_ptr_nonnull(in);
     for (i = 0; i < DEEP_K; i++)
-        in[i] = deferred_succeed(deferred_value_of_int((intptr_t)i));
+        in[i] = deferred_succeed(deferred_value_int((intptr_t)i));
     m = deferred_merge(in, DEEP_K);
     ck_assert_ptr_nonnull(m);
     deferred_add_callback(m, count_row, &rows);
@@ -524,7 +524,7 @@ static void deep_fanin(void *arg)
         deferred_unref(in[i]);
 
     for (i = 0; i < DEEP_K; i++)
-        in[i] = deferred_succeed(deferred_value_of_int((intptr_t)i));
+        in[i] = deferred_succeed(deferred_value_int((intptr_t)i));
     m = deferred_gather(in, DEEP_K, 0);
     ck_assert(deferred_has_result(m));
     deferred_unref(m);
@@ -549,9 +549,9 @@ static bool oom_scenario(int which)
     deferred_t *x, *y, *ms, *in[4], *out;
     bool enomem = false;
 
-    x = deferred_succeed(deferred_value_of_int(1));
+    x = deferred_succeed(deferred_value_int(1));
     y = deferred_new();
-    ms = deferred_new_multi();
+    ms = deferred_multi_new();
     if (!x || !y || !ms) {
         deferred_unref(x);
         deferred_unref(y);
@@ -576,23 +576,23 @@ static bool oom_scenario(int which)
     if (!out) {
         enomem = true;
         /* The inputs are as they were: x still has its value. */
-        ck_assert_int_eq(deferred_value_int(deferred_result(x)), 1);
+        ck_assert_int_eq(deferred_value_get_int(deferred_result(x)), 1);
     } else {
         if (which == 2) {
             deferred_add_callback(out, tu_pass, NULL);
-            deferred_emit(ms, deferred_value_of_int(5));
+            deferred_multi_emit(ms, deferred_value_int(5));
             deferred_unpause(out);
-            deferred_emit(ms, deferred_value_of_int(6));
+            deferred_multi_emit(ms, deferred_value_int(6));
         }
         if (which == 1) {
-            deferred_callback(y, deferred_value_of_int(2));
+            deferred_callback(y, deferred_value_int(2));
         } else {
             deferred_cancel(out);
         }
         deferred_value_release(deferred_result_take(out));
         deferred_unref(out);
     }
-    deferred_finish(ms, deferred_value_none());
+    deferred_multi_finish(ms, deferred_value_none());
     deferred_unref(x);
     deferred_unref(y);
     deferred_unref(ms);

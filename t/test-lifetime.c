@@ -46,7 +46,7 @@ START_TEST(test_L01_gather_merge_double_free)
     in[1] = x;
     s = deferred_merge(in, 2);
     ck_assert_ptr_nonnull(s);
-    deferred_callback(x, deferred_value_of_int(1));
+    deferred_callback(x, deferred_value_int(1));
     deferred_unref(g);
     deferred_unref(x);
     deferred_unref(s);
@@ -70,7 +70,7 @@ START_TEST(test_L01_gather_merge_every_order)
         in[1] = d[0];
         d[2] = deferred_merge(in, 2);
         ck_assert_ptr_nonnull(d[2]);
-        deferred_callback(d[0], deferred_value_of_int(k));
+        deferred_callback(d[0], deferred_value_int(k));
         for (j = 0; j < 3; j++)
             deferred_unref(d[order[k][j]]);
         ck_assert_uint_eq(tu_live(), 0);
@@ -102,7 +102,7 @@ START_TEST(test_L01_continue_to_dying_outer)
     c.inner = deferred_new();
     c.outer = deferred_new();
     deferred_add_callback(c.outer, tu_return_deferred, c.inner);
-    deferred_callback(c.outer, deferred_value_of_int(0));
+    deferred_callback(c.outer, deferred_value_int(0));
     ck_assert(deferred_is_paused(c.outer)); /* waits on inner */
     first = deferred_new_cancellable(NULL, &c, destroy_drop_then_fire);
     deferred_unref(first);
@@ -202,7 +202,7 @@ static deferred_value_t count_value(deferred_value_t v, void *arg)
     struct big *b = arg;
 
     b->count++;
-    b->seen = deferred_value_int(v);
+    b->seen = deferred_value_get_int(v);
     return v;
 }
 
@@ -218,7 +218,7 @@ static void chain_to_chain(void *arg)
         if (deferred_chain_to(b->d[i], b->d[i + 1]) != 0)
             return;
     deferred_add_callback(b->d[b->n - 1], count_value, b);
-    deferred_callback(b->d[0], deferred_value_of_int(42));
+    deferred_callback(b->d[0], deferred_value_int(42));
     b->ok = deferred_has_fired(b->d[b->n - 1]);
     for (i = 0; i < b->n; i++)
         deferred_unref(b->d[i]);
@@ -274,7 +274,7 @@ static deferred_value_t count_under_lock(deferred_value_t v, void *arg)
 
     deferred_value_release(v);
     b->count++;
-    return deferred_value_of_int(b->count);
+    return deferred_value_int(b->count);
 }
 
 static void lock_million(void *arg)
@@ -288,7 +288,7 @@ static void lock_million(void *arg)
         b->d[i] = deferred_lock_run(l, count_under_lock, b, NULL);
     deferred_lock_release(l);
     b->ok = !deferred_lock_is_locked(l) && deferred_lock_waiting(l) == 0;
-    b->seen = deferred_value_int(deferred_result(b->d[b->n - 1]));
+    b->seen = deferred_value_get_int(deferred_result(b->d[b->n - 1]));
     for (i = 0; i < b->n; i++)
         deferred_unref(b->d[i]);
     deferred_unref(held);
@@ -377,7 +377,7 @@ static void nested_fire(void *arg)
     int i, depth = 0;
 
     nested_build(b);
-    deferred_callback(b->d[0], deferred_value_of_int(9));
+    deferred_callback(b->d[0], deferred_value_int(9));
     b->ok = deferred_has_fired(b->d[b->n - 1]);
     /* The result is an array of an array of ...: walk it, then free it. */
     v = deferred_result_take(b->d[b->n - 1]);
@@ -388,7 +388,7 @@ static void nested_fire(void *arg)
             w = deferred_array_get(deferred_value_get_array(w), 0);
             depth++;
         }
-        b->seen = deferred_value_int(w);
+        b->seen = deferred_value_get_int(w);
     }
     b->count = depth;
     deferred_value_release(v);
@@ -453,7 +453,7 @@ static deferred_value_t order_first(deferred_value_t v, void *arg)
 
     order_log[order_nlog++] = i;
     if (i + 1 < ORDER_N)
-        deferred_callback(order_d[i + 1], deferred_value_of_int(i + 1));
+        deferred_callback(order_d[i + 1], deferred_value_int(i + 1));
     return v;
 }
 
@@ -483,7 +483,7 @@ START_TEST(test_L02_deep_nesting_keeps_order)
         deferred_add_callback(order_d[i], order_first, TAG(i));
         deferred_add_callback(order_d[i], order_second, TAG(i));
     }
-    deferred_callback(order_d[0], deferred_value_of_int(0));
+    deferred_callback(order_d[0], deferred_value_int(0));
     ck_assert_int_eq(order_nlog, 2 * ORDER_N);
     for (i = 0; i < ORDER_N; i++) {
         ck_assert_int_ge(order_pos(i), 0);
@@ -512,7 +512,7 @@ static void many_waiters_free(void *arg)
     for (i = 0; i < b->n; i++) {
         b->d[i] = deferred_new();
         deferred_add_callback(b->d[i], tu_return_deferred, inner);
-        deferred_callback(b->d[i], deferred_value_of_int(i));
+        deferred_callback(b->d[i], deferred_value_int(i));
     }
     deferred_unref(inner); /* the waiters hold it */
     for (i = b->n - 1; i >= 0; i--)
@@ -542,12 +542,12 @@ START_TEST(test_L03_waiters_after_compaction)
     for (i = 0; i < N; i++) {
         w[i] = deferred_new();
         deferred_add_callback(w[i], tu_return_deferred, inner);
-        deferred_callback(w[i], deferred_value_of_int(i));
+        deferred_callback(w[i], deferred_value_int(i));
         deferred_add_callback(w[i], tu_record, TAG(100 + i));
     }
     for (i = 0; i < N; i += 2)
         deferred_unref(w[i]);
-    deferred_callback(inner, deferred_value_of_int(5));
+    deferred_callback(inner, deferred_value_int(5));
     /* the first odd waiter took the value, the others got none */
     ck_assert_int_eq(tu_log_count(1), 1);
     ck_assert_int_eq(tu_log_count(101), 1);
@@ -565,9 +565,9 @@ START_TEST(test_L04_chain_to_waiting_target)
 
     /* b waits on c, c waits on a: chain_to(a, b) would make a hold b. */
     deferred_add_callback(c, tu_return_deferred, a);
-    deferred_callback(c, deferred_value_of_int(0));
+    deferred_callback(c, deferred_value_int(0));
     deferred_add_callback(b, tu_return_deferred, c);
-    deferred_callback(b, deferred_value_of_int(0));
+    deferred_callback(b, deferred_value_int(0));
     ck_assert_int_eq(deferred_chain_to(a, b), -EDEADLK);
     ck_assert_int_eq(deferred_chain_to(a, c), -EDEADLK);
     deferred_unref(b);
@@ -619,9 +619,9 @@ START_TEST(test_L04_callback_cycle)
     deferred_add_errback(b, tu_record, TAG(2));
     deferred_add_callback(a, tu_return_deferred, b);
     deferred_add_errback(a, tu_record, TAG(1));
-    deferred_callback(a, deferred_value_of_int(0));
+    deferred_callback(a, deferred_value_int(0));
     ck_assert(deferred_is_paused(a)); /* a waits on b */
-    deferred_callback(b, deferred_value_of_int(0));
+    deferred_callback(b, deferred_value_int(0));
     ck_assert_int_eq(tu_log_count(2), 1);
     ck_assert_int_eq(tu_log.e[0].code, EDEADLK);
     /* b's chain went on with the failure and handed it to a */
@@ -648,10 +648,10 @@ START_TEST(test_L04_end_waits_on_its_stream)
 {
     deferred_t *e;
 
-    l04_stream = deferred_new_multi();
-    deferred_emit(l04_stream, deferred_value_failure(
+    l04_stream = deferred_multi_new();
+    deferred_multi_emit(l04_stream, deferred_value_failure(
                                   deferred_failure_new(DEFERRED_DOMAIN_USER, EIO, "row")));
-    e = deferred_end(l04_stream);
+    e = deferred_multi_when_finished(l04_stream);
     ck_assert(deferred_has_fired(e));
     deferred_add_errback(e, l04_wait_on_stream, NULL);
     deferred_add_errback(e, tu_record, TAG(1));
@@ -688,7 +688,7 @@ START_TEST(test_L04_cycle_check_nomem)
     tu_fail_at(0);
     ck_assert(i == -ENOMEM || i == -EDEADLK);
     for (i = 0; i < N; i++)
-        deferred_callback(d[i], deferred_value_of_int(i));
+        deferred_callback(d[i], deferred_value_int(i));
     deferred_value_release(deferred_result_take(t));
     deferred_unref(g);
     deferred_unref(t);
@@ -703,14 +703,14 @@ START_TEST(test_L05_chain_to_fired_target)
 {
     deferred_t *d = deferred_new(), *target = deferred_new();
 
-    deferred_callback(target, deferred_value_of_int(1));
+    deferred_callback(target, deferred_value_int(1));
     ck_assert_int_eq(deferred_chain_to(d, target), 0);
     deferred_add_errback(d, tu_record, TAG(1));
     deferred_callback(d, tu_tracked(2));
     ck_assert_int_eq(tu_released, 1); /* d's value was released */
     ck_assert_int_eq(tu_log_count(1), 1);
     ck_assert_int_eq(tu_log.e[0].code, EALREADY);
-    ck_assert_int_eq(deferred_value_int(deferred_result(target)), 1);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(target)), 1);
     deferred_unref(d); /* its failure: unhandled */
     ck_assert_int_eq(tu_reports.unhandled, 1);
     ck_assert_int_eq(tu_reports.last_code, EALREADY);
@@ -727,7 +727,7 @@ START_TEST(test_L05_chain_to_cancelled_target)
     deferred_add_errback(target, tu_recover, TAG(0));
     deferred_cancel(target);
     ck_assert_int_eq(deferred_chain_to(d, target), 0);
-    deferred_callback(d, deferred_value_of_int(3));
+    deferred_callback(d, deferred_value_int(3));
     ck_assert(deferred_value_is_none(deferred_result(d)));
     deferred_unref(d);
     deferred_unref(target);
@@ -780,7 +780,7 @@ START_TEST(test_L06_waiter_fired_by_caller)
 
     l06_destroyed = l06_ran = 0;
     ck_assert_uint_eq(deferred_lock_waiting(l), 1);
-    deferred_callback(run, deferred_value_of_int(1));
+    deferred_callback(run, deferred_value_int(1));
     ck_assert_uint_eq(deferred_lock_waiting(l), 0);
     ck_assert_int_eq(l06_ran, 0);
     ck_assert_int_eq(deferred_lock_release(l), 0);
@@ -805,12 +805,12 @@ START_TEST(test_L06_queue_and_semaphore_waiters_fired_by_caller)
 
     ck_assert_int_eq(deferred_queue_get(q, &g), 0);
     ck_assert_uint_eq(deferred_queue_waiting(q), 1);
-    deferred_callback(g, deferred_value_of_int(5));
+    deferred_callback(g, deferred_value_int(5));
     ck_assert_uint_eq(deferred_queue_waiting(q), 0);
     ck_assert_int_eq(deferred_queue_put(q, tu_tracked(6)), 0);
     ck_assert_uint_eq(deferred_queue_pending(q), 1);
     b = deferred_semaphore_acquire(s);
-    deferred_callback(b, deferred_value_of_int(1));
+    deferred_callback(b, deferred_value_int(1));
     ck_assert_uint_eq(deferred_semaphore_waiting(s), 0);
     ck_assert_int_eq(deferred_semaphore_release(s), 0);
     ck_assert_uint_eq(deferred_semaphore_tokens(s), 1);

@@ -31,7 +31,7 @@ static deferred_t *held;
 static deferred_value_t wait_on(deferred_value_t v, void *arg)
 {
     if (tu_is_tracked(v) ? tu_tracked_get(v) == ARGI(arg)
-                         : deferred_value_int(v) == ARGI(arg)) {
+                         : deferred_value_get_int(v) == ARGI(arg)) {
         deferred_value_release(v);
         held = deferred_new();
         return deferred_value_deferred(deferred_ref(held));
@@ -48,7 +48,7 @@ static deferred_value_t wait_on_carg(deferred_value_t v, void *arg)
 /* Fails the value ARGI(arg). */
 static deferred_value_t fail_on(deferred_value_t v, void *arg)
 {
-    if (deferred_value_int(v) == ARGI(arg)) {
+    if (deferred_value_get_int(v) == ARGI(arg)) {
         deferred_value_release(v);
         return deferred_value_failure(
             deferred_failure_new(DEFERRED_DOMAIN_USER, 42, "value %ld is bad", (long)ARGI(arg)));
@@ -72,18 +72,18 @@ static void setup(void)
 /* M01: three values through two callbacks, in order; the end once. */
 START_TEST(test_M01_values_in_order)
 {
-    deferred_t *m = deferred_new_multi(), *end;
+    deferred_t *m = deferred_multi_new(), *end;
 
     ck_assert_ptr_nonnull(m);
     ck_assert(deferred_is_multi(m));
     ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
     ck_assert_int_eq(deferred_add_callback(m, tu_add_one, NULL), 0);
     ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(2)), 0);
-    end = deferred_end(m);
+    end = deferred_multi_when_finished(m);
     ck_assert_int_eq(deferred_add_both(end, end_record, TAG(3)), 0);
-    ck_assert_int_eq(deferred_emit(m, deferred_value_of_int(10)), 0);
-    ck_assert_int_eq(deferred_emit(m, deferred_value_of_int(20)), 0);
-    ck_assert_int_eq(deferred_emit(m, deferred_value_of_int(30)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(10)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(20)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(30)), 0);
     ck_assert_int_eq(tu_log.n, 6);
     ck_assert_int_eq(tu_log.e[0].value, 10);
     ck_assert_int_eq(tu_log.e[1].value, 11);
@@ -92,14 +92,14 @@ START_TEST(test_M01_values_in_order)
     ck_assert_int_eq(tu_log.e[4].value, 30);
     ck_assert_int_eq(tu_log.e[5].value, 31);
     ck_assert(!deferred_has_fired(m));
-    ck_assert_int_eq(deferred_finish(m, deferred_value_of_int(99)), 0);
+    ck_assert_int_eq(deferred_multi_finish(m, deferred_value_int(99)), 0);
     ck_assert_int_eq(tu_log.n, 7);
     ck_assert_int_eq(tu_log.e[6].tag, 3);
     ck_assert_int_eq(tu_log.e[6].value, 99);
     ck_assert(deferred_has_fired(m));
-    ck_assert_int_eq(deferred_finish(m, deferred_value_of_int(1)), -EALREADY);
+    ck_assert_int_eq(deferred_multi_finish(m, deferred_value_int(1)), -EALREADY);
     ck_assert_int_eq(tu_log_count(3), 1);
-    ck_assert_uint_eq(deferred_rows(m), 3);
+    ck_assert_uint_eq(deferred_multi_rows(m), 3);
     deferred_unref(end);
     deferred_unref(m);
 }
@@ -109,32 +109,32 @@ END_TEST
  * the deferred reports itself paused until that deferred fires. */
 START_TEST(test_M02_waiting_callback_holds_back)
 {
-    deferred_t *m = deferred_new_multi();
+    deferred_t *m = deferred_multi_new();
 
-    deferred_set_flow(m, flow_hook, NULL);
+    deferred_multi_set_flow(m, flow_hook, NULL);
     deferred_add_callback(m, wait_on, TAG(2));
     deferred_add_callback(m, tu_record, TAG(1));
-    deferred_emit(m, deferred_value_of_int(1));
+    deferred_multi_emit(m, deferred_value_int(1));
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert(!deferred_is_paused(m));
-    deferred_emit(m, deferred_value_of_int(2));
+    deferred_multi_emit(m, deferred_value_int(2));
     ck_assert_ptr_nonnull(held);
     ck_assert(deferred_is_paused(m));
     ck_assert_int_eq(flow_paused_calls, 1);
     ck_assert(flow_state);
-    ck_assert_int_eq(deferred_emit(m, deferred_value_of_int(3)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(3)), 0);
     ck_assert_int_eq(tu_log.n, 1); /* 3 not seen yet */
-    ck_assert_uint_eq(deferred_queued(m), 1);
-    deferred_callback(held, deferred_value_of_int(200));
+    ck_assert_uint_eq(deferred_multi_queued(m), 1);
+    deferred_callback(held, deferred_value_int(200));
     ck_assert_int_eq(tu_log.n, 3);
     ck_assert_int_eq(tu_log.e[1].value, 200);
     ck_assert_int_eq(tu_log.e[2].value, 3);
     ck_assert(!deferred_is_paused(m));
     ck_assert_int_eq(flow_resumed_calls, 1);
     ck_assert(!flow_state);
-    ck_assert_uint_eq(deferred_queued(m), 0);
+    ck_assert_uint_eq(deferred_multi_queued(m), 0);
     deferred_unref(held);
-    deferred_finish(m, deferred_value_none());
+    deferred_multi_finish(m, deferred_value_none());
     deferred_unref(m);
 }
 END_TEST
@@ -156,25 +156,25 @@ START_TEST(test_M03_row_failure_ends_stream)
     int i;
 
     cancels = 0;
-    m = deferred_new_multi_cancellable(count_cancel, NULL, NULL);
+    m = deferred_multi_new_cancellable(count_cancel, NULL, NULL);
     deferred_add_callback(m, fail_on, TAG(5));
     deferred_add_callback(m, tu_record, TAG(1));
-    end = deferred_end(m);
+    end = deferred_multi_when_finished(m);
     deferred_add_both(end, end_record, TAG(2));
     for (i = 1; i <= 4; i++)
-        ck_assert_int_eq(deferred_emit(m, deferred_value_of_int(i)), 0);
+        ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(i)), 0);
     ck_assert_int_eq(tu_log_count(1), 4);
     ck_assert_int_eq(cancels, 0);
-    deferred_emit(m, deferred_value_of_int(5));
+    deferred_multi_emit(m, deferred_value_int(5));
     ck_assert_int_eq(cancels, 1);
     ck_assert_int_eq(tu_log_count(2), 1);
     ck_assert_int_eq(tu_log.e[tu_log.n - 1].kind, TU_FAILURE);
     ck_assert_int_eq(tu_log.e[tu_log.n - 1].code, 42);
     ck_assert(deferred_has_fired(m));
-    ck_assert_int_eq(deferred_emit(m, deferred_value_of_int(6)), -EALREADY);
-    ck_assert_int_eq(deferred_emit(m, tu_tracked(7)), -EALREADY);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(6)), -EALREADY);
+    ck_assert_int_eq(deferred_multi_emit(m, tu_tracked(7)), -EALREADY);
     ck_assert_int_eq(tu_released, 1);
-    ck_assert_int_eq(deferred_finish(m, deferred_value_none()), -EALREADY);
+    ck_assert_int_eq(deferred_multi_finish(m, deferred_value_none()), -EALREADY);
     ck_assert_int_eq(tu_log_count(1), 4);
     /* The end failed with the row's failure, its context naming row 5. */
     {
@@ -199,21 +199,21 @@ END_TEST
 /* M04: an errback recovers value 5's failure: the stream goes on. */
 START_TEST(test_M04_errback_recovers_row)
 {
-    deferred_t *m = deferred_new_multi(), *end;
+    deferred_t *m = deferred_multi_new(), *end;
     int i;
 
     deferred_add_callback(m, fail_on, TAG(5));
     deferred_add_errback(m, tu_recover, TAG(-5));
     deferred_add_callback(m, tu_record, TAG(1));
-    end = deferred_end(m);
+    end = deferred_multi_when_finished(m);
     deferred_add_both(end, end_record, TAG(2));
     for (i = 1; i <= 8; i++)
-        ck_assert_int_eq(deferred_emit(m, deferred_value_of_int(i)), 0);
+        ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(i)), 0);
     ck_assert_int_eq(tu_log_count(1), 8);
     ck_assert_int_eq(tu_log.e[4].value, -5);
     ck_assert_int_eq(tu_log.e[5].value, 6);
     ck_assert(!deferred_has_fired(m));
-    deferred_finish(m, deferred_value_of_int(1000));
+    deferred_multi_finish(m, deferred_value_int(1000));
     ck_assert_int_eq(tu_log_count(2), 1);
     ck_assert_int_eq(tu_log.e[tu_log.n - 1].value, 1000);
     ck_assert_int_eq(tu_log.e[tu_log.n - 1].kind, TU_VALUE);
@@ -225,21 +225,21 @@ END_TEST
 /* Pause queues rows and reports it; unpause runs them in order. */
 START_TEST(test_multi_pause_queues)
 {
-    deferred_t *m = deferred_new_multi();
+    deferred_t *m = deferred_multi_new();
     int i;
 
-    deferred_set_flow(m, flow_hook, NULL);
+    deferred_multi_set_flow(m, flow_hook, NULL);
     deferred_add_callback(m, tu_record, TAG(1));
     ck_assert_int_eq(deferred_pause(m), 0);
     ck_assert_int_eq(flow_paused_calls, 1);
     for (i = 0; i < 100; i++)
-        ck_assert_int_eq(deferred_emit(m, deferred_value_of_int(i)), 0);
+        ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(i)), 0);
     ck_assert_int_eq(tu_log.n, 0);
-    ck_assert_uint_eq(deferred_queued(m), 100);
+    ck_assert_uint_eq(deferred_multi_queued(m), 100);
     /* A finish waits for the queued rows. */
-    ck_assert_int_eq(deferred_finish(m, deferred_value_none()), 0);
+    ck_assert_int_eq(deferred_multi_finish(m, deferred_value_none()), 0);
     ck_assert(!deferred_has_fired(m));
-    ck_assert_int_eq(deferred_emit(m, deferred_value_of_int(1)), -EALREADY);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(1)), -EALREADY);
     ck_assert_int_eq(deferred_unpause(m), 0);
     ck_assert_int_eq(tu_log.n, 100);
     for (i = 0; i < 100; i++)
@@ -254,11 +254,11 @@ END_TEST
 static deferred_t *reemit_target;
 static deferred_value_t reemit(deferred_value_t v, void *arg)
 {
-    intptr_t x = deferred_value_int(v);
+    intptr_t x = deferred_value_get_int(v);
 
     (void)arg;
     if (x < 100000)
-        deferred_emit(reemit_target, deferred_value_of_int(x + 1));
+        deferred_multi_emit(reemit_target, deferred_value_int(x + 1));
     tu_depth++;
     return v;
 }
@@ -273,12 +273,12 @@ START_TEST(test_multi_emit_from_callback_never_nests)
 {
     long rows = 0;
 
-    reemit_target = deferred_new_multi();
+    reemit_target = deferred_multi_new();
     deferred_add_callback(reemit_target, reemit, NULL);
     deferred_add_callback(reemit_target, count_rows, &rows);
-    deferred_emit(reemit_target, deferred_value_of_int(0));
+    deferred_multi_emit(reemit_target, deferred_value_int(0));
     ck_assert_int_eq(rows, 100001);
-    deferred_finish(reemit_target, deferred_value_none());
+    deferred_multi_finish(reemit_target, deferred_value_none());
     deferred_unref(reemit_target);
 }
 END_TEST
@@ -290,11 +290,11 @@ START_TEST(test_multi_cancel)
     deferred_t *m, *end;
 
     cancels = 0;
-    m = deferred_new_multi_cancellable(count_cancel, NULL, NULL);
+    m = deferred_multi_new_cancellable(count_cancel, NULL, NULL);
     deferred_pause(m);
-    deferred_emit(m, tu_tracked(1));
-    deferred_emit(m, tu_tracked(2));
-    end = deferred_end(m);
+    deferred_multi_emit(m, tu_tracked(1));
+    deferred_multi_emit(m, tu_tracked(2));
+    end = deferred_multi_when_finished(m);
     deferred_add_errback(end, end_record, TAG(9));
     ck_assert_int_eq(deferred_cancel(end), 0);
     ck_assert_int_eq(cancels, 1);
@@ -315,11 +315,11 @@ START_TEST(test_multi_cancel_waiting_row)
     deferred_t *m, *end;
 
     cancels = 0;
-    m = deferred_new_multi_cancellable(count_cancel, NULL, NULL);
+    m = deferred_multi_new_cancellable(count_cancel, NULL, NULL);
     deferred_add_callback(m, wait_on, TAG(1));
-    end = deferred_end(m);
+    end = deferred_multi_when_finished(m);
     deferred_add_errback(end, end_record, TAG(9));
-    deferred_emit(m, deferred_value_of_int(1));
+    deferred_multi_emit(m, deferred_value_int(1));
     ck_assert_ptr_nonnull(held);
     deferred_cancel(m);
     ck_assert(deferred_has_fired(held));
@@ -335,15 +335,15 @@ END_TEST
 /* Chaining on a multi-fire deferred waits for its end. */
 START_TEST(test_multi_chaining_waits_for_end)
 {
-    deferred_t *m = deferred_new_multi(), *outer = deferred_new();
+    deferred_t *m = deferred_multi_new(), *outer = deferred_new();
 
     deferred_add_callback(outer, tu_return_deferred, m);
     deferred_add_callback(outer, tu_record, TAG(1));
     deferred_callback(outer, deferred_value_none());
     ck_assert_int_eq(tu_log.n, 0);
-    deferred_emit(m, deferred_value_of_int(1));
+    deferred_multi_emit(m, deferred_value_int(1));
     ck_assert_int_eq(tu_log.n, 0);
-    deferred_finish(m, deferred_value_of_int(77));
+    deferred_multi_finish(m, deferred_value_int(77));
     ck_assert_int_eq(tu_log.n, 1);
     ck_assert_int_eq(tu_log.e[0].value, 77);
     deferred_unref(outer);
@@ -354,19 +354,19 @@ END_TEST
 /* Bad input. */
 START_TEST(test_multi_bad_input)
 {
-    deferred_t *single = deferred_new(), *m = deferred_new_multi();
+    deferred_t *single = deferred_new(), *m = deferred_multi_new();
 
-    ck_assert_int_eq(deferred_emit(NULL, deferred_value_none()), -EINVAL);
-    ck_assert_int_eq(deferred_emit(single, tu_tracked(1)), -EINVAL);
-    ck_assert_int_eq(deferred_finish(single, tu_tracked(2)), -EINVAL);
+    ck_assert_int_eq(deferred_multi_emit(NULL, deferred_value_none()), -EINVAL);
+    ck_assert_int_eq(deferred_multi_emit(single, tu_tracked(1)), -EINVAL);
+    ck_assert_int_eq(deferred_multi_finish(single, tu_tracked(2)), -EINVAL);
     ck_assert_int_eq(tu_released, 2);
-    ck_assert_ptr_null(deferred_end(single));
-    ck_assert_int_eq(deferred_set_flow(single, flow_hook, NULL), -EINVAL);
-    ck_assert_int_eq(deferred_emit(m, deferred_value_deferred(deferred_ref(single))), -EINVAL);
+    ck_assert_ptr_null(deferred_multi_when_finished(single));
+    ck_assert_int_eq(deferred_multi_set_flow(single, flow_hook, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_deferred(deferred_ref(single))), -EINVAL);
     ck_assert(!deferred_is_multi(single));
-    ck_assert_uint_eq(deferred_queued(single), 0);
+    ck_assert_uint_eq(deferred_multi_queued(single), 0);
     /* callback on a multi-fire deferred is its finish. */
-    ck_assert_int_eq(deferred_callback(m, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(m, deferred_value_int(1)), 0);
     ck_assert_int_eq(deferred_callback(m, tu_tracked(3)), -EALREADY);
     ck_assert_int_eq(tu_released, 3);
     ck_assert(deferred_has_fired(m));
@@ -381,12 +381,12 @@ END_TEST
 START_TEST(test_multi_free_releases)
 {
     int destroyed = 0;
-    deferred_t *m = deferred_new_multi();
+    deferred_t *m = deferred_multi_new();
 
     deferred_add_callback_full(m, wait_on_carg, tu_carg(1, &destroyed), tu_carg_destroy);
-    deferred_emit(m, tu_tracked(1));
-    deferred_emit(m, tu_tracked(2));
-    deferred_emit(m, tu_tracked(3));
+    deferred_multi_emit(m, tu_tracked(1));
+    deferred_multi_emit(m, tu_tracked(2));
+    deferred_multi_emit(m, tu_tracked(3));
     ck_assert_int_eq(destroyed, 0); /* kept for every row */
     deferred_unref(m);
     ck_assert_int_eq(destroyed, 1);
@@ -399,21 +399,21 @@ END_TEST
 /* No allocation per row once running. */
 START_TEST(test_multi_no_allocation_per_row)
 {
-    deferred_t *m = deferred_new_multi();
+    deferred_t *m = deferred_multi_new();
     size_t live, total;
     int i;
 
     deferred_add_callback(m, tu_add_one, NULL);
     deferred_add_callback(m, tu_add_one, NULL);
     deferred_add_callback(m, tu_pass, NULL);
-    deferred_emit(m, deferred_value_of_int(0));
+    deferred_multi_emit(m, deferred_value_int(0));
     live = tu_live();
     total = tu_total();
     for (i = 0; i < 100000; i++)
-        deferred_emit(m, deferred_value_of_int(i));
+        deferred_multi_emit(m, deferred_value_int(i));
     ck_assert_uint_eq(tu_total(), total);
     ck_assert_uint_eq(tu_live(), live);
-    deferred_finish(m, deferred_value_none());
+    deferred_multi_finish(m, deferred_value_none());
     deferred_unref(m);
 }
 END_TEST
@@ -431,7 +431,7 @@ START_TEST(test_multi_oom)
         bool saw = false;
 
         tu_fail_at(n);
-        m = deferred_new_multi();
+        m = deferred_multi_new();
         if (!m) {
             saw = true;
         } else {
@@ -441,7 +441,7 @@ START_TEST(test_multi_oom)
 
                 if (deferred_value_is_failure(v))
                     saw = true; /* the test's own allocation failed */
-                rc = deferred_emit(m, v);
+                rc = deferred_multi_emit(m, v);
                 if (rc == -ENOMEM)
                     saw = true;
                 else

@@ -58,7 +58,7 @@ static intptr_t take(struct run *r, deferred_t *d)
     } else if (tu_is_tracked(v)) {
         x = tu_tracked_get(v);
     } else {
-        x = deferred_value_int(v);
+        x = deferred_value_get_int(v);
     }
     deferred_value_release(v);
     return x;
@@ -163,7 +163,7 @@ static void sc_chain(struct run *r)
     ACT(r, deferred_add_errback(d, tu_recover, TAG(10)));
     ACT(r, deferred_add_both(d, tu_record, TAG(3)));                   /* 10 */
     ACT(r, deferred_add_callback(d, tu_add_one, NULL));
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     observe(r);
     r->ok = take(r, d) == 11 && tu_log.n == 2 && tu_log.e[0].tag == 2 &&
             tu_log.e[0].code == 5 && tu_log.e[1].tag == 3 &&
@@ -183,8 +183,8 @@ static void sc_chain_async(struct run *r)
     ACT(r, deferred_add_callback(outer, tu_return_deferred, inner));
     ACT(r, deferred_add_callback(outer, tu_add_one, NULL));
     ACT(r, deferred_add_errback(outer, tu_record, TAG(1)));
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(1)), 0);
-    ck_assert_int_eq(deferred_callback(inner, deferred_value_of_int(41)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(41)), 0);
     observe(r);
     r->ok = take(r, outer) == 42 && tu_log.n == 0;
 out:
@@ -207,8 +207,8 @@ static void sc_chain_async_grow(struct run *r)
             ACT(r, deferred_add_callback(inner, tu_pass, NULL));
         ACT(r, deferred_add_callback(outer, tu_return_deferred, inner));
         ACT(r, deferred_add_errback(outer, tu_record, TAG(1)));
-        ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(1)), 0);
-        ck_assert_int_eq(deferred_callback(inner, deferred_value_of_int(k)), 0);
+        ck_assert_int_eq(deferred_callback(outer, deferred_value_int(1)), 0);
+        ck_assert_int_eq(deferred_callback(inner, deferred_value_int(k)), 0);
         if (take(r, outer) == k)
             good++;
     next:
@@ -229,7 +229,7 @@ static void sc_chain_sync(struct run *r)
     ck_assert_int_eq(deferred_callback(inner, tracked(r, 41)), 0);
     ACT(r, deferred_add_callback(outer, tu_return_deferred, inner));
     ACT(r, deferred_add_callback(outer, tu_add_one, NULL));
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(1)), 0);
     ACT(r, deferred_add_callback(inner, tu_record, TAG(1)));
     observe(r);
     r->ok = take(r, outer) == 42 && tu_log.n == 1 && tu_log.e[0].kind == TU_NONE;
@@ -245,11 +245,11 @@ static void sc_chain_paused(struct run *r)
 
     NEW(r, outer, deferred_new(), out);
     NEW(r, inner, deferred_new(), out);
-    ck_assert_int_eq(deferred_callback(inner, deferred_value_of_int(7)), 0);
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(7)), 0);
     ck_assert_int_eq(deferred_pause(inner), 0);
     ACT(r, deferred_add_callback(outer, tu_return_deferred, inner));
     ACT(r, deferred_add_both(outer, tu_record, TAG(1)));
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(1)), 0);
     ck_assert_int_eq(deferred_unpause(inner), 0);
     observe(r);
     r->ok = take(r, outer) == 7 && tu_log.n == 1 && tu_log.e[0].value == 7;
@@ -269,9 +269,9 @@ static void sc_three_levels(struct run *r)
     ACT(r, deferred_add_callback(b, tu_return_deferred, a));
     ACT(r, deferred_add_callback(c, tu_return_deferred, b));
     ACT(r, deferred_add_both(c, tu_record, TAG(3)));
-    ck_assert_int_eq(deferred_callback(b, deferred_value_of_int(0)), 0);
-    ck_assert_int_eq(deferred_callback(c, deferred_value_of_int(0)), 0);
-    ck_assert_int_eq(deferred_callback(a, deferred_value_of_int(33)), 0);
+    ck_assert_int_eq(deferred_callback(b, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(c, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(a, deferred_value_int(33)), 0);
     observe(r);
     r->ok = take(r, c) == 33 && tu_log.n == 1 && tu_log.e[0].value == 33;
 out:
@@ -287,7 +287,7 @@ static void sc_edeadlk(struct run *r)
 
     NEW(r, d, deferred_new(), out);
     ACT(r, deferred_add_callback(d, tu_return_deferred, d));
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     observe(r);
     r->ok = take(r, d) == -1000 - EDEADLK;
     deferred_unref(d);
@@ -304,7 +304,7 @@ static void sc_cancel_plain(struct run *r)
     ACT(r, deferred_add_errback(d, tu_record, TAG(1)));
     ck_assert_int_eq(deferred_cancel(d), 0);
     ck_assert_int_eq(deferred_callback(d, tracked(r, 5)), 0);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(6)), -EALREADY);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(6)), -EALREADY);
     observe(r);
     r->ok = take(r, d) == -1000 - ECANCELED && tu_log.n == 1 &&
             tu_log.e[0].code == ECANCELED;
@@ -324,7 +324,7 @@ static void sc_cancel_canceller(struct run *r)
     NEW(r, f, deferred_new_cancellable(tu_canceller_fire, &fc, NULL), out);
     ACT(r, deferred_add_callback(outer, tu_return_deferred, inner));
     ACT(r, deferred_add_errback(outer, tu_record, TAG(1)));
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(0)), 0);
     ck_assert_int_eq(deferred_cancel(outer), 0);
     ck_assert_int_eq(deferred_cancel(outer), 0);
     ck_assert_int_eq(deferred_cancel(f), 0);
@@ -355,7 +355,7 @@ static void sc_full(struct run *r)
     ACT(r, deferred_add_callbacks_full(d, tu_pass, &destroyed[2], tu_count_destroy,
                                        tu_pass, &destroyed[2], tu_count_destroy));
     ACT(r, deferred_add_both_full(d, tu_pass, &destroyed[3], tu_count_destroy));
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     observe(r);
     r->ok = take(r, d) == 2;
     deferred_unref(d);
@@ -426,7 +426,7 @@ static void sc_chain_to(struct run *r)
     ACT(r, deferred_chain_to(d, t));
     ACT(r, deferred_chain_to(e, te));
     ACT(r, deferred_add_callback(t, tu_add_one, NULL));
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(4)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(4)), 0);
     ck_assert_int_eq(deferred_errback(e, deferred_failure_new(DEFERRED_DOMAIN_USER, 3, "e")), 0);
     observe(r);
     {
@@ -474,7 +474,7 @@ static void sc_debug_double_fire(struct run *r)
 
     deferred_set_debug(true);
     NEW(r, d, deferred_new(), out);
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     ck_assert_int_eq(deferred_callback(d, tracked(r, 2)), -EALREADY);
     ck_assert_int_eq(deferred_errback(d, ufail(r, 1)),
                      -EALREADY);
@@ -493,7 +493,7 @@ static void sc_unhandled(struct run *r)
 
     NEW(r, d, deferred_new(), out);
     ACT(r, deferred_add_callback(d, tu_fail_with, TAG(7)));
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     deferred_unref(d);
     e = deferred_new();
     if (!e) {
@@ -530,7 +530,7 @@ static void sc_reentrant(struct run *r)
         ACT(r, deferred_add_callback(d, tu_add_one, NULL));
     ACT(r, deferred_add_callback(d, adder, d));
     ACT(r, deferred_add_callback(d, tu_record, TAG(1)));
-    ck_assert_int_eq(deferred_callback(d, deferred_value_of_int(0)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(0)), 0);
     observe(r);
     r->ok = take(r, d) == 21 && tu_log.n == 1 && tu_log.e[0].value == 20;
     deferred_unref(d);

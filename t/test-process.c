@@ -31,7 +31,7 @@ static void src_resume(deferred_stage_t *self, deferred_stage_t *by)
     if (!s->sync)
         return;
     while (s->next < s->n && !deferred_stage_is_paused(self))
-        if (deferred_stage_emit(self, deferred_value_of_int(s->next++)) < 0)
+        if (deferred_stage_emit(self, deferred_value_int(s->next++)) < 0)
             return;
     if (s->next == s->n)
         deferred_stage_finish(self, deferred_value_none());
@@ -113,7 +113,7 @@ static deferred_failure_t *sink_handle(deferred_stage_t *self, deferred_stage_t 
 
     (void)tag;
     if (k->handled < SINK_MAX) {
-        k->items[k->handled] = deferred_value_int(*item);
+        k->items[k->handled] = deferred_value_get_int(*item);
         k->from[k->handled] = from;
     }
     k->handled++;
@@ -140,7 +140,7 @@ static deferred_value_t sink_finish(deferred_stage_t *self, deferred_stage_t *fr
         return outcome;
     }
     deferred_value_release(outcome);
-    return deferred_value_of_int(k->handled);
+    return deferred_value_int(k->handled);
 }
 
 static const deferred_stage_ops_t sink_ops = {
@@ -162,25 +162,25 @@ static deferred_stage_t *sink_stage(struct sink *k, unsigned flags)
 static deferred_value_t times_two(deferred_value_t v, void *arg)
 {
     (void)arg;
-    return deferred_value_of_int(deferred_value_int(v) * 2);
+    return deferred_value_int(deferred_value_get_int(v) * 2);
 }
 
 static deferred_value_t plus_one(deferred_value_t v, void *arg)
 {
     (void)arg;
-    return deferred_value_of_int(deferred_value_int(v) + 1);
+    return deferred_value_int(deferred_value_get_int(v) + 1);
 }
 
 static bool not_div3(deferred_value_t v, void *arg)
 {
     (void)arg;
-    return deferred_value_int(v) % 3 != 0;
+    return deferred_value_get_int(v) % 3 != 0;
 }
 
 static deferred_value_t sum(deferred_value_t acc, deferred_value_t v, void *arg)
 {
     (void)arg;
-    return deferred_value_of_int(deferred_value_int(acc) + deferred_value_int(v));
+    return deferred_value_int(deferred_value_get_int(acc) + deferred_value_get_int(v));
 }
 
 static deferred_value_t *ints(int from, int n)
@@ -189,7 +189,7 @@ static deferred_value_t *ints(int from, int n)
     int i;
 
     for (i = 0; i < n; i++)
-        v[i] = deferred_value_of_int(from + i);
+        v[i] = deferred_value_int(from + i);
     return v;
 }
 
@@ -232,7 +232,7 @@ START_TEST(test_S01_array_map_filter_collect)
     for (i = 0; i < 100; i++) {
         if ((2 * i) % 3 == 0)
             continue;
-        ck_assert_int_eq(deferred_value_int(deferred_array_get(a, (size_t)expect)), 2 * i);
+        ck_assert_int_eq(deferred_value_get_int(deferred_array_get(a, (size_t)expect)), 2 * i);
         expect++;
     }
     ck_assert_uint_eq(deferred_array_size(a), (size_t)expect);
@@ -253,7 +253,7 @@ START_TEST(test_S01_array_map_filter_collect)
     ck_assert_int_eq(k.items[0], 2);
     ck_assert_int_eq(k.items[19], 58);
     r = take(d);
-    ck_assert_int_eq(deferred_value_int(r), 20);
+    ck_assert_int_eq(deferred_value_get_int(r), 20);
     deferred_unref(d);
     deferred_process_unref(p);
 }
@@ -375,9 +375,9 @@ static deferred_failure_t *check_handle(deferred_stage_t *self, deferred_stage_t
                                         deferred_value_t tag, deferred_value_t *item)
 {
     (void)from;
-    if (deferred_value_int(*item) == 42)
+    if (deferred_value_get_int(*item) == 42)
         return deferred_failure_new(DEFERRED_DOMAIN_USER, 7, "cannot handle %ld",
-                                    (long)deferred_value_int(*item));
+                                    (long)deferred_value_get_int(*item));
     deferred_stage_emit_tagged(self, tag, *item);
     *item = deferred_value_none();
     return NULL;
@@ -387,7 +387,7 @@ static int check_describe(deferred_stage_t *self, deferred_value_t item, char *b
                           size_t size)
 {
     (void)self;
-    return snprintf(buf, size, "value %ld", (long)deferred_value_int(item));
+    return snprintf(buf, size, "value %ld", (long)deferred_value_get_int(item));
 }
 
 static const deferred_stage_ops_t check_ops = {
@@ -432,7 +432,7 @@ START_TEST(test_S06_failure_names_stage_item_and_source)
     ck_assert_str_eq(deferred_failure_context_stage(f, 0), "test source");
     ck_assert_str_eq(deferred_failure_context_stage(f, 2), "checker");
     /* Nothing after the failure: the source's later emits are refused. */
-    ck_assert_int_eq(deferred_stage_emit(s.self, deferred_value_of_int(1)), -ECANCELED);
+    ck_assert_int_eq(deferred_stage_emit(s.self, deferred_value_int(1)), -ECANCELED);
     ck_assert_int_eq(k.handled, 42);
     deferred_value_release(r);
     deferred_unref(d);
@@ -455,7 +455,7 @@ START_TEST(test_S07_cancel_process_deferred)
     deferred_process_add(p, sink_stage(&k, 0));
     d = deferred_process_run(p);
     ck_assert_int_eq(s.resumes, 1);
-    ck_assert_int_eq(deferred_stage_emit(s.self, deferred_value_of_int(1)), 0);
+    ck_assert_int_eq(deferred_stage_emit(s.self, deferred_value_int(1)), 0);
     ck_assert_int_eq(k.handled, 1);
     ck_assert_int_eq(deferred_cancel(d), 0);
     ck_assert_int_eq(s.cancels, 1);
@@ -505,9 +505,9 @@ static deferred_failure_t *orders_handle(deferred_stage_t *self, deferred_stage_
 
     (void)from;
     ck_assert_ptr_nonnull(a); /* only order results reach the parent */
-    o->tags[o->orders] = deferred_value_int(tag);
+    o->tags[o->orders] = deferred_value_get_int(tag);
     o->lines[o->orders] = deferred_array_size(a);
-    o->first_line[o->orders] = deferred_value_int(deferred_array_get(a, 0));
+    o->first_line[o->orders] = deferred_value_get_int(deferred_array_get(a, 0));
     o->orders++;
     return NULL;
 }
@@ -532,12 +532,12 @@ START_TEST(test_S08_nested_tags_subordinate_consumers)
     deferred_process_add(p, deferred_stage_new(&orders_ops, &o, 0));
     d = deferred_process_run(p);
     for (order = 1; order <= 2; order++) {
-        deferred_value_t tag = deferred_value_of_int(100 * order);
+        deferred_value_t tag = deferred_value_int(100 * order);
 
         ck_assert_int_eq(deferred_stage_start(s.self, tag), 0);
         for (line = 0; line < 3; line++)
             ck_assert_int_eq(deferred_stage_emit_tagged(
-                                 s.self, tag, deferred_value_of_int(10 * order + line)),
+                                 s.self, tag, deferred_value_int(10 * order + line)),
                              0);
         ck_assert_int_eq(deferred_stage_end(s.self, tag, deferred_value_none()), 0);
     }
@@ -568,9 +568,9 @@ START_TEST(test_S09_two_producers_one_consumer)
     ck_assert_int_eq(deferred_process_add(p, src_stage(&b, 0, false)), 0);
     ck_assert_int_eq(deferred_process_add(p, sink_stage(&k, 0)), 0);
     d = deferred_process_run(p);
-    deferred_stage_emit(a.self, deferred_value_of_int(1));
-    deferred_stage_emit(b.self, deferred_value_of_int(2));
-    deferred_stage_emit(a.self, deferred_value_of_int(3));
+    deferred_stage_emit(a.self, deferred_value_int(1));
+    deferred_stage_emit(b.self, deferred_value_int(2));
+    deferred_stage_emit(a.self, deferred_value_int(3));
     ck_assert_int_eq(k.handled, 3);
     ck_assert_ptr_eq(k.from[0], a.self);
     ck_assert_ptr_eq(k.from[1], b.self);
@@ -588,9 +588,9 @@ START_TEST(test_S09_two_producers_one_consumer)
     /* One ending does not end the other. */
     ck_assert_int_eq(deferred_stage_finish(a.self, deferred_value_none()), 0);
     ck_assert_int_eq(k.finishes, 0);
-    ck_assert_int_eq(deferred_stage_emit(b.self, deferred_value_of_int(4)), 0);
+    ck_assert_int_eq(deferred_stage_emit(b.self, deferred_value_int(4)), 0);
     ck_assert_int_eq(k.handled, 4);
-    ck_assert_int_eq(deferred_stage_emit(a.self, deferred_value_of_int(5)), -ECANCELED);
+    ck_assert_int_eq(deferred_stage_emit(a.self, deferred_value_int(5)), -ECANCELED);
     ck_assert_int_eq(deferred_stage_finish(b.self, deferred_value_none()), 0);
     ck_assert_int_eq(k.finishes, 1);
     ck_assert(deferred_has_fired(d));
@@ -610,10 +610,10 @@ START_TEST(test_process_reduce_and_batch)
     deferred_array_t *a;
 
     deferred_process_add(p, array_of(1, 10));
-    deferred_process_add(p, deferred_stage_reduce(sum, deferred_value_of_int(0), NULL));
+    deferred_process_add(p, deferred_stage_reduce(sum, deferred_value_int(0), NULL));
     d = deferred_process_run(p);
     r = take(d);
-    ck_assert_int_eq(deferred_value_int(r), 55);
+    ck_assert_int_eq(deferred_value_get_int(r), 55);
     deferred_unref(d);
     deferred_process_unref(p);
 
@@ -627,7 +627,7 @@ START_TEST(test_process_reduce_and_batch)
     ck_assert_uint_eq(deferred_array_size(a), 3);
     ck_assert_uint_eq(deferred_array_size(deferred_value_get_array(deferred_array_get(a, 0))), 4);
     ck_assert_uint_eq(deferred_array_size(deferred_value_get_array(deferred_array_get(a, 2))), 2);
-    ck_assert_int_eq(deferred_value_int(deferred_array_get(
+    ck_assert_int_eq(deferred_value_get_int(deferred_array_get(
                          deferred_value_get_array(deferred_array_get(a, 2)), 1)),
                      9);
     deferred_value_release(r);
@@ -666,7 +666,7 @@ START_TEST(test_process_map_waits_on_deferred)
     for (i = 0; i < 3; i++) {
         ck_assert_int_eq(npending, i + 1); /* only one in flight */
         ck_assert_int_eq(k.handled, i);
-        deferred_callback(pending[i], deferred_value_of_int(100 + i));
+        deferred_callback(pending[i], deferred_value_int(100 + i));
         ck_assert_int_eq(k.handled, i + 1);
         ck_assert_int_eq(k.items[i], 100 + i);
         deferred_unref(pending[i]);
@@ -699,7 +699,7 @@ END_TEST
 /* A multi-fire deferred feeds a process, which feeds another one. */
 START_TEST(test_process_from_and_to_multi)
 {
-    deferred_t *in = deferred_new_multi(), *out = deferred_new_multi(), *d, *end;
+    deferred_t *in = deferred_multi_new(), *out = deferred_multi_new(), *d, *end;
     deferred_process_t *p = deferred_process_new(0);
     int i;
 
@@ -708,20 +708,20 @@ START_TEST(test_process_from_and_to_multi)
     deferred_process_add(p, deferred_stage_map(NULL, plus_one, NULL));
     deferred_process_add(p, deferred_stage_to_multi(out));
     /* Rows emitted before the process runs wait. */
-    deferred_emit(in, deferred_value_of_int(0));
+    deferred_multi_emit(in, deferred_value_int(0));
     d = deferred_process_run(p);
     ck_assert_int_eq(tu_log.n, 1);
     /* Backpressure: the output waits, so the input is paused. */
     deferred_pause(out);
     ck_assert(deferred_is_paused(in));
     for (i = 1; i < 5; i++)
-        deferred_emit(in, deferred_value_of_int(i));
+        deferred_multi_emit(in, deferred_value_int(i));
     ck_assert_int_eq(tu_log.n, 1);
     deferred_unpause(out);
     ck_assert_int_eq(tu_log.n, 5);
     ck_assert_int_eq(tu_log.e[4].value, 5);
-    end = deferred_end(out);
-    deferred_finish(in, deferred_value_none());
+    end = deferred_multi_when_finished(out);
+    deferred_multi_finish(in, deferred_value_none());
     ck_assert(deferred_has_fired(d));
     ck_assert(deferred_has_fired(end));
     deferred_unref(end);
@@ -815,7 +815,7 @@ static void *many_items(void *arg)
         out[0] = k.handled;
     }
     r = deferred_result_take(d);
-    out[1] = deferred_value_int(r);
+    out[1] = deferred_value_get_int(r);
     out[2] = s.resumes;
     deferred_unref(d);
     deferred_process_unref(p);
@@ -844,10 +844,10 @@ static size_t total_at_10, total_at_end;
 static deferred_value_t count_allocs(deferred_value_t acc, deferred_value_t v, void *arg)
 {
     (void)arg;
-    if (deferred_value_int(acc) == 10)
+    if (deferred_value_get_int(acc) == 10)
         total_at_10 = tu_total();
     total_at_end = tu_total();
-    return deferred_value_of_int(deferred_value_int(acc) + 1 + 0 * deferred_value_int(v));
+    return deferred_value_int(deferred_value_get_int(acc) + 1 + 0 * deferred_value_get_int(v));
 }
 
 START_TEST(test_process_no_allocation_per_item)
@@ -859,7 +859,7 @@ START_TEST(test_process_no_allocation_per_item)
     deferred_process_add(p, deferred_stage_map(NULL, times_two, NULL));
     deferred_process_add(p, deferred_stage_filter(NULL, not_div3, NULL));
     deferred_process_add(p, deferred_stage_map(NULL, plus_one, NULL));
-    deferred_process_add(p, deferred_stage_reduce(count_allocs, deferred_value_of_int(0), NULL));
+    deferred_process_add(p, deferred_stage_reduce(count_allocs, deferred_value_int(0), NULL));
     d = deferred_process_run(p);
     ck_assert(deferred_has_fired(d));
     ck_assert_uint_gt(total_at_end, 0);
@@ -878,7 +878,7 @@ static deferred_failure_t *cancel_at_3(deferred_stage_t *self, deferred_stage_t 
 
     (void)from;
     (void)tag;
-    k->items[k->handled++] = deferred_value_int(*item);
+    k->items[k->handled++] = deferred_value_get_int(*item);
     if (k->handled == 3) {
         ck_assert_int_eq(deferred_stage_cancel(self), 0);
         ck_assert_int_eq(deferred_stage_cancel(self), 0);
@@ -926,7 +926,7 @@ START_TEST(test_process_producer_fails)
     deferred_process_add(p, src_stage(&s, 0, false));
     deferred_process_add(p, sink_stage(&k, 0));
     d = deferred_process_run(p);
-    deferred_stage_emit(s.self, deferred_value_of_int(1));
+    deferred_stage_emit(s.self, deferred_value_int(1));
     ck_assert_int_eq(deferred_stage_finish(s.self, deferred_value_failure(deferred_failure_new(
                                                        DEFERRED_DOMAIN_SYSTEM, EIO, NULL))),
                      0);
@@ -1010,7 +1010,7 @@ START_TEST(test_process_first)
     d = deferred_process_first(src_stage(&s, 10, true));
     ck_assert_ptr_nonnull(d);
     r = take(d);
-    ck_assert_int_eq(deferred_value_int(r), 0);
+    ck_assert_int_eq(deferred_value_get_int(r), 0);
     ck_assert_int_eq(s.cancels, 1);
     ck_assert_int_eq(s.next, 1); /* nothing after the first */
     deferred_unref(d);
@@ -1021,7 +1021,7 @@ START_TEST(test_process_first)
     deferred_unref(d);
 
     d = deferred_process_first(array_of(7, 3));
-    ck_assert_int_eq(deferred_value_int(take(d)), 7);
+    ck_assert_int_eq(deferred_value_get_int(take(d)), 7);
     deferred_unref(d);
     ck_assert_ptr_null(deferred_process_first(NULL));
 }

@@ -174,14 +174,17 @@ START_TEST(s_value_kinds)
     deferred_value_t v;
 
     deferred_value_release(deferred_value_none());
-    deferred_value_release(deferred_value_of_int(INTPTR_MIN));
+    deferred_value_release(deferred_value_int(INTPTR_MIN));
+    deferred_value_int_release(NULL); /* does nothing */
+    ck_assert(deferred_value_is_int(deferred_value_int(0)));
+    ck_assert(!deferred_value_is_none(deferred_value_int(0)));
 
     ck_assert(!deferred_value_is_failure(deferred_value_none()));
-    ck_assert(!deferred_value_is_failure(deferred_value_of_int(-1)));
+    ck_assert(!deferred_value_is_failure(deferred_value_int(-1)));
     ck_assert_ptr_null(deferred_value_get_failure(deferred_value_none()));
-    ck_assert_ptr_null(deferred_value_take_failure(deferred_value_of_int(3)));
+    ck_assert_ptr_null(deferred_value_take_failure(deferred_value_int(3)));
     ck_assert(!deferred_value_is_deferred(deferred_value_none()));
-    ck_assert(!deferred_value_is_deferred(deferred_value_of_int(3)));
+    ck_assert(!deferred_value_is_deferred(deferred_value_int(3)));
 
     /* NULL failure and NULL deferred are taken as ENOMEM failures. */
     v = deferred_value_failure(NULL);
@@ -239,7 +242,7 @@ START_TEST(s_array)
     ck_assert_ptr_null(deferred_value_get_array(v));
     deferred_value_release(v);
     ck_assert_ptr_null(deferred_value_get_array(deferred_value_none()));
-    ck_assert_ptr_null(deferred_value_get_array(deferred_value_of_int(7)));
+    ck_assert_ptr_null(deferred_value_get_array(deferred_value_int(7)));
     v = deferred_value_array(a);
     ck_assert_ptr_eq(deferred_value_get_array(v), a);
     deferred_value_release(v);
@@ -596,8 +599,18 @@ START_TEST(s_core_pause_cancel)
     ck_assert(!deferred_is_paused(NULL));
     ck_assert_int_eq(deferred_pause(d), 0);
     ck_assert(deferred_is_paused(d));
+    ck_assert_uint_eq(deferred_pause_count(d), 1);
+    ck_assert(!deferred_is_waiting(d));
+    ck_assert_ptr_null(deferred_waits_on(d));
     ck_assert_int_eq(deferred_unpause(d), 0);
     ck_assert_int_eq(deferred_unpause(d), -EINVAL);
+    ck_assert_uint_eq(deferred_pause_count(NULL), 0);
+    ck_assert(!deferred_is_waiting(NULL));
+    ck_assert_ptr_null(deferred_waits_on(NULL));
+    /* maybe: NULL fn is EINVAL, the value released */
+    errno = 0;
+    ck_assert_ptr_null(deferred_maybe(NULL, deferred_value_none(), NULL));
+    ck_assert_int_eq(errno, EINVAL);
 
     ck_assert_int_eq(deferred_cancel(NULL), -EINVAL);
     ck_assert_int_eq((deferred_cancel)(NULL), -EINVAL);
@@ -668,43 +681,43 @@ START_TEST(s_multi)
 {
     deferred_t *m, *single = deferred_new(), *end;
 
-    m = deferred_new_multi_at(NULL, INT_MIN, NULL, NULL, count_destroy);
+    m = deferred_multi_new_at(NULL, INT_MIN, NULL, NULL, count_destroy);
     ck_assert_ptr_nonnull(m);
     ck_assert(deferred_is_multi(m));
     ck_assert(!deferred_is_multi(NULL));
     ck_assert(!deferred_is_multi(single));
 
-    ck_assert_int_eq(deferred_emit(NULL, tu_tracked(1)), -EINVAL);
-    ck_assert_int_eq(deferred_emit(single, tu_tracked(2)), -EINVAL);
-    ck_assert_int_eq(deferred_emit(m, deferred_value_deferred(deferred_new())), -EINVAL);
-    ck_assert_int_eq(deferred_finish(NULL, tu_tracked(3)), -EINVAL);
-    ck_assert_int_eq(deferred_finish(single, tu_tracked(4)), -EINVAL);
-    ck_assert_int_eq(deferred_finish(m, deferred_value_deferred(deferred_new())), -EINVAL);
+    ck_assert_int_eq(deferred_multi_emit(NULL, tu_tracked(1)), -EINVAL);
+    ck_assert_int_eq(deferred_multi_emit(single, tu_tracked(2)), -EINVAL);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_deferred(deferred_new())), -EINVAL);
+    ck_assert_int_eq(deferred_multi_finish(NULL, tu_tracked(3)), -EINVAL);
+    ck_assert_int_eq(deferred_multi_finish(single, tu_tracked(4)), -EINVAL);
+    ck_assert_int_eq(deferred_multi_finish(m, deferred_value_deferred(deferred_new())), -EINVAL);
     ck_assert_int_eq(tu_released, 4);
     ck_assert(!deferred_has_fired(single));
     ck_assert(!deferred_has_fired(m));
 
-    ck_assert_ptr_null(deferred_end(NULL));
-    ck_assert_ptr_null(deferred_end(single));
-    ck_assert_int_eq(deferred_set_flow(NULL, NULL, NULL), -EINVAL);
-    ck_assert_int_eq(deferred_set_flow(single, NULL, NULL), -EINVAL);
-    ck_assert_int_eq(deferred_set_flow(m, NULL, NULL), 0);
-    ck_assert_uint_eq(deferred_queued(NULL), 0);
-    ck_assert_uint_eq(deferred_queued(single), 0);
-    /* UNDOCUMENTED: deferred_rows() of NULL or a single-shot deferred.
-     * Today 0, as deferred_queued(). */
-    ck_assert_uint_eq(deferred_rows(NULL), 0);
-    ck_assert_uint_eq(deferred_rows(single), 0);
-    ck_assert_uint_eq(deferred_rows(m), 0);
+    ck_assert_ptr_null(deferred_multi_when_finished(NULL));
+    ck_assert_ptr_null(deferred_multi_when_finished(single));
+    ck_assert_int_eq(deferred_multi_set_flow(NULL, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_multi_set_flow(single, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_multi_set_flow(m, NULL, NULL), 0);
+    ck_assert_uint_eq(deferred_multi_queued(NULL), 0);
+    ck_assert_uint_eq(deferred_multi_queued(single), 0);
+    /* UNDOCUMENTED: deferred_multi_rows() of NULL or a single-shot deferred.
+     * Today 0, as deferred_multi_queued(). */
+    ck_assert_uint_eq(deferred_multi_rows(NULL), 0);
+    ck_assert_uint_eq(deferred_multi_rows(single), 0);
+    ck_assert_uint_eq(deferred_multi_rows(m), 0);
 
     /* Finish twice, emit after the finish. */
-    end = deferred_end(m);
+    end = deferred_multi_when_finished(m);
     ck_assert_ptr_nonnull(end);
-    ck_assert_int_eq(deferred_emit(m, tu_tracked(5)), 0);
-    ck_assert_uint_eq(deferred_rows(m), 1);
-    ck_assert_int_eq(deferred_finish(m, tu_tracked(6)), 0);
-    ck_assert_int_eq(deferred_finish(m, tu_tracked(7)), -EALREADY);
-    ck_assert_int_eq(deferred_emit(m, tu_tracked(8)), -EALREADY);
+    ck_assert_int_eq(deferred_multi_emit(m, tu_tracked(5)), 0);
+    ck_assert_uint_eq(deferred_multi_rows(m), 1);
+    ck_assert_int_eq(deferred_multi_finish(m, tu_tracked(6)), 0);
+    ck_assert_int_eq(deferred_multi_finish(m, tu_tracked(7)), -EALREADY);
+    ck_assert_int_eq(deferred_multi_emit(m, tu_tracked(8)), -EALREADY);
     ck_assert_int_eq(deferred_callback(m, tu_tracked(9)), -EALREADY);
     ck_assert_int_eq(deferred_unpause(m), -EINVAL);
     ck_assert_int_eq(deferred_cancel(m), 0);
@@ -849,8 +862,8 @@ START_TEST(s_stage_calls)
     ck_assert_int_eq(deferred_stage_emit(NULL, tu_tracked(1)), -EINVAL);
     ck_assert_int_eq(deferred_stage_emit_tagged(NULL, deferred_value_none(), tu_tracked(2)),
                      -EINVAL);
-    ck_assert_int_eq(deferred_stage_start(NULL, deferred_value_of_int(1)), -EINVAL);
-    ck_assert_int_eq(deferred_stage_end(NULL, deferred_value_of_int(1), tu_tracked(3)),
+    ck_assert_int_eq(deferred_stage_start(NULL, deferred_value_int(1)), -EINVAL);
+    ck_assert_int_eq(deferred_stage_end(NULL, deferred_value_int(1), tu_tracked(3)),
                      -EINVAL);
     ck_assert_int_eq(deferred_stage_finish(NULL, tu_tracked(4)), -EINVAL);
     ck_assert_int_eq(tu_released, 4);
@@ -915,7 +928,7 @@ START_TEST(s_stage_groups_and_fail)
     ck_assert_int_eq(deferred_process_add(p, deferred_stage_collect()), 0);
     d = deferred_process_run(p);
     /* Closing a group it did not open: -EINVAL, the stream fails. */
-    ck_assert_int_eq(deferred_stage_end(prod, deferred_value_of_int(1), tu_tracked(1)),
+    ck_assert_int_eq(deferred_stage_end(prod, deferred_value_int(1), tu_tracked(1)),
                      -EINVAL);
     ck_assert_int_eq(tu_released, 1);
     ck_assert_int_eq(deferred_stage_emit_tagged(prod, deferred_value_none(), tu_tracked(2)),
@@ -1029,7 +1042,7 @@ START_TEST(s_fanin)
     deferred_value_t v;
 
     ck_assert_ptr_null(deferred_value_get_indexed(deferred_value_none()));
-    ck_assert_ptr_null(deferred_value_get_indexed(deferred_value_of_int(1)));
+    ck_assert_ptr_null(deferred_value_get_indexed(deferred_value_int(1)));
 
     ins[0] = deferred_new();
 #define EXPECT_EINVAL(call) do { errno = 0; ck_assert_ptr_null(call); \
@@ -1247,22 +1260,22 @@ START_TEST(s_chain_states)
 
     /* A multi-fire deferred: errback is finish; a failed row with no
      * errback ends the stream; nothing is accepted after. */
-    m = deferred_new_multi();
-    end = deferred_end(m);
+    m = deferred_multi_new();
+    end = deferred_multi_when_finished(m);
     ck_assert_int_eq(deferred_callback(m, deferred_value_deferred(deferred_new())), -EINVAL);
-    ck_assert_int_eq(deferred_emit(m, deferred_value_failure(user_failure(5))), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_failure(user_failure(5))), 0);
     ck_assert(deferred_has_fired(m));
-    ck_assert_int_eq(deferred_emit(m, tu_tracked(5)), -EALREADY);
+    ck_assert_int_eq(deferred_multi_emit(m, tu_tracked(5)), -EALREADY);
     ck_assert_int_eq(deferred_errback(m, user_failure(6)), -EALREADY);
-    ck_assert_int_eq(deferred_finish(m, tu_tracked(6)), -EALREADY);
+    ck_assert_int_eq(deferred_multi_finish(m, tu_tracked(6)), -EALREADY);
     ck_assert_int_eq(deferred_add_callback(m, noop_cb, NULL), 0);
     ck_assert_int_eq(tu_released, 6);
     ck_assert_int_eq(failed_code(end), 5);
     deferred_unref(m);
 
     /* Producers of an ended stream, consumers into one. */
-    m = deferred_new_multi();
-    ck_assert_int_eq(deferred_finish(m, tu_tracked(7)), 0);
+    m = deferred_multi_new();
+    ck_assert_int_eq(deferred_multi_finish(m, tu_tracked(7)), 0);
     {
         deferred_stage_t *st = deferred_stage_from_multi(m);
         deferred_t *d;
@@ -1303,10 +1316,10 @@ START_TEST(s_stage_outside_process)
     /* A stage never added to a process: no neighbours, no stream.
      * UNDOCUMENTED which code each call gives; today as asserted. */
     ck_assert_int_eq(deferred_stage_emit(prod, tu_tracked(1)), -EINVAL);
-    ck_assert_int_eq(deferred_stage_emit_tagged(prod, deferred_value_of_int(1), tu_tracked(2)),
+    ck_assert_int_eq(deferred_stage_emit_tagged(prod, deferred_value_int(1), tu_tracked(2)),
                      -EINVAL);
-    ck_assert_int_eq(deferred_stage_start(prod, deferred_value_of_int(1)), -EINVAL);
-    ck_assert_int_eq(deferred_stage_end(prod, deferred_value_of_int(1), tu_tracked(3)),
+    ck_assert_int_eq(deferred_stage_start(prod, deferred_value_int(1)), -EINVAL);
+    ck_assert_int_eq(deferred_stage_end(prod, deferred_value_int(1), tu_tracked(3)),
                      -EINVAL);
     ck_assert_int_lt(deferred_stage_finish(prod, tu_tracked(4)), 0);
     ck_assert_int_lt(deferred_stage_fail(prod, user_failure(1)), 0);
@@ -1357,7 +1370,7 @@ START_TEST(s_process_after_finish)
     ck_assert_int_eq(deferred_stage_pause(cons), 0);
     ck_assert_int_eq(deferred_stage_resume(cons), 0);
     ck_assert_int_eq(deferred_stage_emit(prod, tu_tracked(2)), -ECANCELED);
-    ck_assert_int_eq(deferred_stage_start(prod, deferred_value_of_int(1)), -ECANCELED);
+    ck_assert_int_eq(deferred_stage_start(prod, deferred_value_int(1)), -ECANCELED);
     ck_assert_int_eq(deferred_stage_fail(prod, user_failure(1)), -EALREADY);
     ck_assert(deferred_has_result(d));
     ck_assert(!deferred_value_is_failure(deferred_result(d)));
@@ -1419,8 +1432,8 @@ START_TEST(s_owner_gone)
 
     /* A multi-fire deferred freed before its end: the end stays unfired;
      * cancelling it then is an ordinary cancel. */
-    m = deferred_new_multi();
-    end = deferred_end(m);
+    m = deferred_multi_new();
+    end = deferred_multi_when_finished(m);
     deferred_unref(m);
     ck_assert(!deferred_has_fired(end));
     ck_assert_int_eq(deferred_cancel(end), 0);
@@ -1466,7 +1479,7 @@ START_TEST(s_row_null)
     deferred_param_t prm;
 
     ck_assert_ptr_null(deferred_value_get_row(deferred_value_none()));
-    ck_assert_ptr_null(deferred_value_get_row(deferred_value_of_int(5)));
+    ck_assert_ptr_null(deferred_value_get_row(deferred_value_int(5)));
     v = deferred_value_row(NULL);
     ck_assert_int_eq(deferred_failure_code(deferred_value_get_failure(v)), ENOMEM);
     deferred_value_release(v);
@@ -1595,7 +1608,7 @@ END_TEST
 #ifdef SWEEP_HAVE_LIBEV
 static deferred_value_t job_fn(void *arg)
 {
-    return deferred_value_of_int((intptr_t)arg);
+    return deferred_value_int((intptr_t)arg);
 }
 
 static deferred_value_t on_timeout(deferred_value_t outcome, double seconds, void *arg)
@@ -1617,7 +1630,7 @@ START_TEST(s_ev_time_fd)
     ck_assert_int_eq(failed_code(deferred_ev_later(loop, -INFINITY)), EINVAL);
 
     d = deferred_new();
-    m = deferred_new_multi();
+    m = deferred_multi_new();
     ck_assert_int_eq(deferred_ev_add_timeout(NULL, loop, 1.0), -EINVAL);
     ck_assert_int_eq(deferred_ev_add_timeout(d, NULL, 1.0), -EINVAL);
     ck_assert_int_eq(deferred_ev_add_timeout(m, loop, 1.0), -EINVAL);
@@ -1715,7 +1728,7 @@ END_TEST
 START_TEST(s_ev_remote)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    deferred_t *d = deferred_new(), *m = deferred_new_multi();
+    deferred_t *d = deferred_new(), *m = deferred_multi_new();
     deferred_ev_remote_t *r;
 
     EXPECT_EINVAL(deferred_ev_remote_new(NULL, d));
@@ -1905,7 +1918,7 @@ START_TEST(s_pg)
     ck_assert_ptr_null(deferred_pg_connect(loop, NULL));
     ck_assert_ptr_null((deferred_pg_connect)(NULL, NULL));
     ck_assert_ptr_null(deferred_value_get_pg(deferred_value_none()));
-    ck_assert_ptr_null(deferred_value_get_pg(deferred_value_of_int(1)));
+    ck_assert_ptr_null(deferred_value_get_pg(deferred_value_int(1)));
     deferred_pg_unref(NULL);
     deferred_pg_close(NULL);
     /* UNDOCUMENTED: ref, is_open and conn of NULL.  Today: NULL, false
@@ -1979,6 +1992,7 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_free, C(s_allocator), C(s_failure_context_story)),
     /* value.h */
     CORE(deferred_value_release, C(s_value_kinds)),
+    CORE(deferred_value_int_release, C(s_value_kinds)),
     CORE(deferred_value_failure, C(s_value_kinds)),
     CORE(deferred_value_is_failure, C(s_value_kinds)),
     CORE(deferred_value_get_failure, C(s_value_kinds)),
@@ -2040,6 +2054,10 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_pause, C(s_core_pause_cancel)),
     CORE(deferred_unpause, C(s_core_pause_cancel), C(s_multi), C(s_fanin)),
     CORE(deferred_is_paused, C(s_core_pause_cancel)),
+    CORE(deferred_pause_count, C(s_core_pause_cancel)),
+    CORE(deferred_is_waiting, C(s_core_pause_cancel)),
+    CORE(deferred_waits_on, C(s_core_pause_cancel)),
+    CORE(deferred_maybe, C(s_core_pause_cancel)),
     CORE(deferred_cancel, C(s_core_pause_cancel), C(s_core_canceller)),
     CORE(deferred_cancel_at, C(s_core_pause_cancel), C(s_core_fire), C(s_owner_gone)),
     CORE(deferred_has_fired, C(s_core_pause_cancel)),
@@ -2050,14 +2068,14 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_set_debug, C(s_core_construct)),
     CORE(deferred_get_debug, C(s_core_construct)),
     /* multi.h */
-    CORE(deferred_new_multi_at, C(s_multi)),
+    CORE(deferred_multi_new_at, C(s_multi)),
     CORE(deferred_is_multi, C(s_multi)),
-    CORE(deferred_emit, C(s_multi), C(s_chain_states)),
-    CORE(deferred_finish, C(s_multi)),
-    CORE(deferred_end, C(s_multi), C(s_owner_gone)),
-    CORE(deferred_set_flow, C(s_multi)),
-    CORE(deferred_queued, C(s_multi)),
-    CORE(deferred_rows, C(s_multi)),
+    CORE(deferred_multi_emit, C(s_multi), C(s_chain_states)),
+    CORE(deferred_multi_finish, C(s_multi)),
+    CORE(deferred_multi_when_finished, C(s_multi), C(s_owner_gone)),
+    CORE(deferred_multi_set_flow, C(s_multi)),
+    CORE(deferred_multi_queued, C(s_multi)),
+    CORE(deferred_multi_rows, C(s_multi)),
     /* process.h */
     CORE(deferred_stage_new, C(s_stage_new)),
     CORE(deferred_stage_data, C(s_stage_new)),

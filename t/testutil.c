@@ -196,7 +196,7 @@ static void tu_log_add(deferred_value_t v, int tag)
         e->value = tu_tracked_get(v);
     } else {
         e->kind = TU_VALUE;
-        e->value = deferred_value_int(v);
+        e->value = deferred_value_get_int(v);
     }
 }
 
@@ -213,9 +213,9 @@ deferred_value_t tu_add_one(deferred_value_t v, void *arg)
     intptr_t x;
 
     (void)arg;
-    x = tu_is_tracked(v) ? tu_tracked_get(v) : deferred_value_int(v);
+    x = tu_is_tracked(v) ? tu_tracked_get(v) : deferred_value_get_int(v);
     deferred_value_release(v);
-    return deferred_value_of_int(x + 1);
+    return deferred_value_int(x + 1);
 }
 
 deferred_value_t tu_fail_with(deferred_value_t v, void *arg)
@@ -239,13 +239,13 @@ deferred_value_t tu_return_deferred(deferred_value_t v, void *arg)
 deferred_value_t tu_return_int(deferred_value_t v, void *arg)
 {
     deferred_value_release(v);
-    return deferred_value_of_int(ARGI(arg));
+    return deferred_value_int(ARGI(arg));
 }
 
 deferred_value_t tu_recover(deferred_value_t v, void *arg)
 {
     deferred_value_release(v);
-    return deferred_value_of_int(ARGI(arg));
+    return deferred_value_int(ARGI(arg));
 }
 
 deferred_value_t tu_pass(deferred_value_t v, void *arg)
@@ -321,7 +321,7 @@ void tu_canceller_count(deferred_t *d, void *arg)
 void tu_canceller_fire(deferred_t *d, void *arg)
 {
     (*(int *)arg)++;
-    deferred_callback(d, deferred_value_of_int(99));
+    deferred_callback(d, deferred_value_int(99));
 }
 
 /* ---- strings ---- */

@@ -23,7 +23,7 @@
  * reference on an input when that input's result reaches the pair, or when
  * the combinator's deferred has fired or is freed (nobody can cancel
  * through it any more).  An input may appear more than once.  A
- * multi-fire input (multi.h) takes part through its end (deferred_end()):
+ * multi-fire input (multi.h) takes part through its end (deferred_multi_when_finished()):
  * its outcome is the stream's final value or failure, as when a callback
  * returns a multi-fire deferred.
  *
@@ -253,7 +253,7 @@ DEFERRED_EXPORT deferred_t *deferred_race(deferred_t *const *inputs, size_t n);
  *    other inputs are left alone.  When the stream takes rows again, its
  *    queued rows go first, then the inputs it paused are unpaused, in the
  *    order they were paused, until it holds rows back again.  The stream's
- *    flow hook (deferred_set_flow()) is the merge's: do not replace it.
+ *    flow hook (deferred_multi_set_flow()) is the merge's: do not replace it.
  *    The inputs' flow hooks are left alone.
  *  - Cancelling the stream (deferred_cancel(), or cancelling its end)
  *    cancels every input that has not ended, once, in input order; their

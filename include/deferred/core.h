@@ -269,8 +269,8 @@ DEFERRED_EXPORT void deferred_set_report_hook(deferred_report_fn hook, void *arg
 
 /*
  * Debug mode, a runtime switch (off by default, or on when the environment
- * variable DEFERRED_DEBUG is set to a nonzero value at the first use of the
- * library).  When on, deferreds made from then on record their creation
+ * variable DEFERRED_DEBUG is set to a nonzero value when the library is
+ * loaded).  When on, deferreds made from then on record their creation
  * site and first fire site, and a double fire reports both.  When off the
  * sites passed by the macros are ignored: it costs nothing.
  */

@@ -78,7 +78,7 @@ typedef deferred_value_t (*deferred_ev_timeout_fn)(deferred_value_t outcome,
  * once: the loop does not wait for it.
  * d is borrowed (the timer does not keep it alive: freeing d stops the
  * timer).  Must be a single-shot deferred (for a multi-fire one, use its
- * deferred_end()).  If d already has a result, the timer is stopped before
+ * deferred_multi_when_finished()).  If d already has a result, the timer is stopped before
  * this returns.
  * Returns 0, -EINVAL (NULL d or loop, a multi-fire d, seconds negative,
  * infinite or NaN), -ENOMEM (d unchanged, no timer).
@@ -103,7 +103,7 @@ DEFERRED_EXPORT int deferred_ev_add_timeout_full(deferred_t *d, struct ev_loop *
 
 /*
  * A new deferred (one reference) that fires with the integer value fd
- * (deferred_value_int()) once fd is readable (writable) on loop: one
+ * (deferred_value_get_int()) once fd is readable (writable) on loop: one
  * ev_io watcher, stopped when it fires, when the deferred is cancelled
  * (it then fails with ECANCELED) or freed.  The fd stays the caller's.
  * Bad input: NULL loop or fd < 0 give a deferred failed with EINVAL; an fd

@@ -10,15 +10,15 @@
  * reports itself paused through its flow hook, so that its source stops
  * emitting (backpressure).
  *
- * The stream ends once: with deferred_finish() (a final value or a
+ * The stream ends once: with deferred_multi_finish() (a final value or a
  * failure, after every queued value went through), with a row's failure
  * that no errback recovered (the stream ends failed at once, the failure
  * gets a context frame naming the row, and the source is cancelled through
  * the canceller), or with deferred_cancel().  Nothing is accepted after
- * the end.  The end is an ordinary single-shot deferred, deferred_end().
+ * the end.  The end is an ordinary single-shot deferred, deferred_multi_when_finished().
  *
  * The core functions apply to a multi-fire deferred with these meanings:
- * deferred_callback() and deferred_errback() are deferred_finish();
+ * deferred_callback() and deferred_errback() are deferred_multi_finish();
  * add_callbacks and friends append to the per-row chain (a value in flight
  * runs the new entries too); pause/unpause stop and resume the rows;
  * deferred_cancel() cancels what a waiting row waits on, or else runs the
@@ -42,11 +42,11 @@ extern "C" {
  * cancelled or fails.  destroy (may be NULL) is called on arg when the
  * deferred is freed.  NULL on allocation failure (destroy(arg) called).
  */
-#define deferred_new_multi() \
-    deferred_new_multi_at(__FILE__, __LINE__, NULL, NULL, NULL)
-#define deferred_new_multi_cancellable(canceller, arg, destroy) \
-    deferred_new_multi_at(__FILE__, __LINE__, (canceller), (arg), (destroy))
-DEFERRED_EXPORT deferred_t *deferred_new_multi_at(const char *file, int line,
+#define deferred_multi_new() \
+    deferred_multi_new_at(__FILE__, __LINE__, NULL, NULL, NULL)
+#define deferred_multi_new_cancellable(canceller, arg, destroy) \
+    deferred_multi_new_at(__FILE__, __LINE__, (canceller), (arg), (destroy))
+DEFERRED_EXPORT deferred_t *deferred_multi_new_at(const char *file, int line,
                                                   deferred_canceller_fn canceller,
                                                   void *arg,
                                                   deferred_destroy_fn destroy);
@@ -63,7 +63,7 @@ DEFERRED_EXPORT bool deferred_is_multi(const deferred_t *d);
  * finish is pending); -ENOMEM (the queue could not grow).  v is released
  * on every error.
  */
-DEFERRED_EXPORT int deferred_emit(deferred_t *d, deferred_value_t v);
+DEFERRED_EXPORT int deferred_multi_emit(deferred_t *d, deferred_value_t v);
 
 /*
  * End the stream with v (taken: a plain value or a failure value) once
@@ -72,7 +72,7 @@ DEFERRED_EXPORT int deferred_emit(deferred_t *d, deferred_value_t v);
  * -EALREADY (already ended or finishing; v released).  Callbacks of the
  * end deferred may run before it returns.
  */
-DEFERRED_EXPORT int deferred_finish(deferred_t *d, deferred_value_t v);
+DEFERRED_EXPORT int deferred_multi_finish(deferred_t *d, deferred_value_t v);
 
 /*
  * The end of d's stream, an ordinary single-shot deferred (a new
@@ -81,7 +81,7 @@ DEFERRED_EXPORT int deferred_finish(deferred_t *d, deferred_value_t v);
  * before its stream ended, the end stays unfired.  NULL when d is NULL or
  * not multi-fire.
  */
-DEFERRED_EXPORT deferred_t *deferred_end(deferred_t *d);
+DEFERRED_EXPORT deferred_t *deferred_multi_when_finished(deferred_t *d);
 
 /*
  * Backpressure.  fn is called with paused = true when d stops taking rows
@@ -91,16 +91,16 @@ DEFERRED_EXPORT deferred_t *deferred_end(deferred_t *d);
  * resume or cancel.  Returns 0 or -EINVAL (d NULL or not multi-fire).
  */
 typedef void (*deferred_flow_fn)(deferred_t *d, bool paused, void *arg);
-DEFERRED_EXPORT int deferred_set_flow(deferred_t *d, deferred_flow_fn fn,
+DEFERRED_EXPORT int deferred_multi_set_flow(deferred_t *d, deferred_flow_fn fn,
                                       void *arg);
 
 /* The number of emitted values waiting for their turn (0 for NULL or a
  * single-shot deferred). */
-DEFERRED_EXPORT size_t deferred_queued(const deferred_t *d);
+DEFERRED_EXPORT size_t deferred_multi_queued(const deferred_t *d);
 
 /* The number of rows emitted and accepted so far (rows are numbered from
  * 1 in failure contexts). */
-DEFERRED_EXPORT uint64_t deferred_rows(const deferred_t *d);
+DEFERRED_EXPORT uint64_t deferred_multi_rows(const deferred_t *d);
 
 #ifdef __cplusplus
 }

@@ -73,9 +73,9 @@ static inline deferred_value_t deferred_value_make(void *ptr,
 DEFERRED_EXPORT void deferred_value_int_release(void *ptr);
 
 /* An integer carried in the pointer: no allocation, nothing to release.
- * Never the empty value, 0 included.  deferred_value_int() of
- * deferred_value_of_int(x) is x for every intptr_t x. */
-static inline deferred_value_t deferred_value_of_int(intptr_t x)
+ * Never the empty value, 0 included.  deferred_value_get_int() of
+ * deferred_value_int(x) is x for every intptr_t x. */
+static inline deferred_value_t deferred_value_int(intptr_t x)
 {
     deferred_value_t v;
     v.ptr = (void *)x;
@@ -85,12 +85,12 @@ static inline deferred_value_t deferred_value_of_int(intptr_t x)
 
 /* The integer v carries.  For a value that is no integer, its pointer as
  * an integer (0 for the empty value). */
-static inline intptr_t deferred_value_int(deferred_value_t v)
+static inline intptr_t deferred_value_get_int(deferred_value_t v)
 {
     return (intptr_t)v.ptr;
 }
 
-/* True when v is an integer made by deferred_value_of_int(). */
+/* True when v is an integer made by deferred_value_int(). */
 static inline bool deferred_value_is_int(deferred_value_t v)
 {
     return v.release == deferred_value_int_release;

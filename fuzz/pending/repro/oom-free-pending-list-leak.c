@@ -11,7 +11,7 @@ int main(int argc, char **argv)
     int twice = argc > 1, multi = argc > 2;
     deferred_t *s, *in[2], *l;
     deferred_set_allocator(m, r, f);
-    s = multi ? deferred_new_multi() : deferred_new();
+    s = multi ? deferred_multi_new() : deferred_new();
     in[0] = in[1] = s;
     l = deferred_list(in, twice ? 2 : 1, 0);
     countdown = 1;                 /* the next allocation fails: it is made by the unref below */
