@@ -1,6 +1,6 @@
 /*
  * nested-orders.c: a hierarchical stream with a subordinate consumer per
- * group (the seed's tags and nested start/finish).
+ * group (tags and nested start/finish).
  *
  * A producer emits orders as groups: start(order), its lines, end(order).
  * The report consumer's start hands back a subordinate consumer for each

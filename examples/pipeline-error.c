@@ -1,7 +1,7 @@
 /*
  * pipeline-error.c: a processor fails on one row, and the failure's story
- * names the stage, the row and where that row came from (the seed's
- * getErrorContext()).
+ * names the stage, the row and where that row came from (the error
+ * context of a producer/consumer pipeline: which input caused it).
  *
  * Rows of readings go through a parser, a unit conversion and an average.
  * The conversion refuses a negative reading.  The process's deferred fails

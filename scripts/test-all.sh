@@ -3,7 +3,9 @@
 #
 # Installs what is missing, generates the build system, then, each in its
 # own out-of-tree build directory (build-test-*):
-#   a. plain:      ../configure && make -j2 check
+#   a. plain:      ../configure && make -j2 check, then
+#                  scripts/check-install.sh (make install into a scratch
+#                  directory, outside programs built with pkg-config alone)
 #   b. sanitizers: --enable-sanitizers (ASan + UBSan, clang if present),
 #                  make check with leak detection on
 #   c. valgrind:   make check-valgrind in the plain build
@@ -120,7 +122,8 @@ tsan=$top/build-test-tsan
 fuzzdir=$top/build-test-fuzz
 
 stage_plain() {
-    configure_in "$plain" && make_check "$plain"
+    configure_in "$plain" && make_check "$plain" &&
+        CC=${CC:-cc} scripts/check-install.sh "$plain"
 }
 stage_sanitizers() {
     configure_in "$asan" --enable-sanitizers CC="$san_cc" CXX="$san_cxx" &&

@@ -34,6 +34,8 @@ for prog in "$@"; do
         *) run=./$prog ;;
     esac
     status=0
+    start=$(date +%s)
+    echo "check-valgrind: $prog ... (started $(date +%H:%M:%S))"
     "$VALGRIND" --quiet --error-exitcode=1 --leak-check=full \
         --show-leak-kinds=definite,indirect,possible \
         --errors-for-leak-kinds=definite,indirect,possible \
@@ -42,6 +44,7 @@ for prog in "$@"; do
     if test -z "$summary"; then
         summary="(exit status $status)"
     fi
+    summary="$summary [$(( $(date +%s) - start )) s]"
     if test "$status" -eq 0; then
         echo "PASS: valgrind $prog: $summary"
         passed=$((passed + 1))

@@ -12,8 +12,8 @@
  *  - an optional cause (the failure it wraps);
  *  - the site where it was made (file and line, captured by the macros);
  *  - context frames: each names a stage and the item it was handling, so
- *    the offending input of a pipeline can be found (the seed's
- *    getErrorContext());
+ *    the offending input of a pipeline can be found (a pipeline's
+ *    error context);
  *  - for composite failures, an input index (first-error) or the failures
  *    of every input (failure group).
  *

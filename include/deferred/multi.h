@@ -2,7 +2,7 @@
  * deferred/multi.h: multi-fire deferreds, one value per row.
  *
  * A multi-fire deferred is a deferred_t whose chain runs once per emitted
- * value (the seed's "return multiple times, one callback per row").  Its
+ * value (a deferred that returns many times, one callback run per row).  Its
  * callbacks are kept, not consumed: each value runs through the whole
  * chain, in emit order, one value at a time.  A callback that waits
  * (returns a deferred) holds back the values behind it; while it waits, or

@@ -1,6 +1,6 @@
 /*
  * deferred/process.h: producers, processors and consumers stacked on a
- * deferred (the seed's DeferredProcess).
+ * deferred (a "deferred process").
  *
  * A process is built like a chain: stages are added in order, producers
  * first, any number of processors, one consumer last.  Running it returns
@@ -8,7 +8,7 @@
  * the failure that ended the stream.  Cancelling that deferred cancels the
  * producers.
  *
- * The seed's interfaces, in C:
+ * The stages' interfaces:
  *   producer   resume, pause, cancel          (each told which consumer asks)
  *   consumer   start(tag), handle(tag, item), finish(tag, outcome)
  *                                             (each told which producer sends)
