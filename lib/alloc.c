@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 
 #include "deferred-private.h"
@@ -37,14 +38,25 @@ int deferred_set_allocator(deferred_malloc_fn malloc_fn,
     return 0;
 }
 
+/* A failed allocation leaves errno at ENOMEM, whatever the replaceable
+ * allocator did with it, so that every constructor returning NULL for
+ * want of memory reports ENOMEM (deferred/common.h). */
 void *deferred__malloc(size_t size)
 {
-    return alloc_malloc(size ? size : 1);
+    void *p = alloc_malloc(size ? size : 1);
+
+    if (!p)
+        errno = ENOMEM;
+    return p;
 }
 
 void *deferred__realloc(void *ptr, size_t size)
 {
-    return alloc_realloc(ptr, size ? size : 1);
+    void *p = alloc_realloc(ptr, size ? size : 1);
+
+    if (!p)
+        errno = ENOMEM;
+    return p;
 }
 
 void deferred__free(void *ptr)

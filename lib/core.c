@@ -250,6 +250,7 @@ out_free_deferred:
 out_destroy:
     if (destroy)
         destroy(arg);
+    errno = ENOMEM;
     return NULL;
 }
 
@@ -1067,11 +1068,13 @@ deferred_t *deferred_succeed(deferred_value_t v)
 
     if (v.release == deferred__release_deferred) {
         deferred_value_release(v);
+        errno = EINVAL;
         return NULL;
     }
     d = deferred_new();
     if (!d) {
         deferred_value_release(v);
+        errno = ENOMEM;
         return NULL;
     }
     fire(d, v, __FILE__, __LINE__);

@@ -217,7 +217,7 @@ deferred_t *deferred_ev_pool_run(deferred_ev_pool_t *pool, deferred_ev_job_fn fn
 
     if (!pool || !fn || pool->shut) {
         if (destroy)
-            destroy(arg);
+            destroy(arg); /* before errno is set, so it cannot change it */
         if (!pool || !fn)
             return deferred__ev_failed(EINVAL, "deferred_ev_pool_run: %s",
                                        pool ? "NULL function" : "NULL pool");
@@ -255,6 +255,7 @@ deferred_t *deferred_ev_pool_run(deferred_ev_pool_t *pool, deferred_ev_job_fn fn
 out_destroy:
     if (destroy)
         destroy(arg);
+    errno = ENOMEM;
     return NULL;
 }
 

@@ -70,8 +70,9 @@ DEFERRED_EV_HIDDEN void deferred__ev_mailbox_post(deferred__ev_mailbox_t *mb,
 /* Loop thread: deliver every queued message now. */
 DEFERRED_EV_HIDDEN void deferred__ev_mailbox_drain(deferred__ev_mailbox_t *mb);
 
-/* A deferred already failed with a library-domain failure of code and a
- * formatted message; NULL on allocation failure (ev.c). */
+/* A constructor's answer to an error found before it returns
+ * (deferred/common.h): NULL with errno set to code.  The message is
+ * formatted for nobody (kept so each call site says what it checks). */
 DEFERRED_EV_HIDDEN deferred_t *deferred__ev_failed(int code, const char *fmt, ...)
     DEFERRED_PRINTF(2, 3);
 

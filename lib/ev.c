@@ -27,14 +27,9 @@
 
 deferred_t *deferred__ev_failed(int code, const char *fmt, ...)
 {
-    deferred_failure_t *f;
-    va_list ap;
-
-    va_start(ap, fmt);
-    f = deferred_failure_newv_at(__FILE__, __LINE__, DEFERRED_DOMAIN_LIBRARY,
-                                 code, fmt, ap);
-    va_end(ap);
-    return deferred_fail(f);
+    (void)fmt;
+    errno = code;
+    return NULL;
 }
 
 /* A delay is valid when it is finite and not negative. */
@@ -96,7 +91,7 @@ deferred_t *deferred_ev_later(struct ev_loop *loop, double seconds)
     t->timer.data = t;
     d = deferred_new_cancellable(later_cancel, t, later_destroy);
     if (!d)
-        return NULL; /* t freed by later_destroy */
+        return NULL; /* t freed by later_destroy; errno ENOMEM */
     t->d = d;
     /* The delay counts from now, not from the loop's cached time, which
      * may be stale when the loop has been busy. */
@@ -290,9 +285,7 @@ static deferred_t *io_wait_new(struct ev_loop *loop, int fd, int events,
     if (fd < 0)
         return deferred__ev_failed(EINVAL, "%s: invalid fd %d", what, fd);
     if (fcntl(fd, F_GETFD) == -1)
-        return deferred_fail(deferred_failure_new(DEFERRED_DOMAIN_SYSTEM, errno,
-                                                  "%s: fd %d: %s", what, fd,
-                                                  strerror(errno)));
+        return NULL; /* errno EBADF */
     t = deferred_malloc(sizeof *t);
     if (!t)
         return NULL;

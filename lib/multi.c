@@ -66,6 +66,7 @@ deferred_t *deferred_multi_new_at(const char *file, int line,
 
 out_unref:
     deferred_unref(d);
+    errno = ENOMEM;
     return NULL;
 }
 
@@ -297,7 +298,11 @@ deferred_t *deferred_multi_when_finished(deferred_t *d)
 {
     struct multi *m = multi_of(d);
 
-    return m ? deferred_ref(m->end) : NULL;
+    if (!m) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return deferred_ref(m->end);
 }
 
 int deferred_multi_set_flow(deferred_t *d, deferred_flow_fn fn, void *arg)

@@ -991,17 +991,23 @@ deferred_stage_t *deferred_pg_query_at(const char *file, int line, deferred_pg_t
     char bad[160];
     size_t bytes;
 
-    if (!c || !sql || (!params && n) || n > 65535)
+    if (!c || !sql || (!params && n) || n > 65535) {
+        errno = EINVAL;
         return NULL;
+    }
     bytes = pg_params_size(sql, params, n, bad, sizeof(bad));
-    if (bytes == SIZE_MAX)
+    if (bytes == SIZE_MAX) {
+        errno = ENOMEM;
         return NULL;
+    }
     if (bad[0])
         q = pgq_new(c, sql, NULL, 0, strlen(sql) + 1);
     else
         q = pgq_new(c, sql, params, n, bytes);
-    if (!q)
+    if (!q) {
+        errno = ENOMEM;
         return NULL;
+    }
     q->file = file;
     q->line = line;
     st = deferred_stage_new(&pgq_ops, q, 0); /* destroys q on failure */
@@ -1035,8 +1041,10 @@ deferred_t *deferred_pg_query_one_at(const char *file, int line, deferred_pg_t *
                                      const char *sql, const deferred_param_t *params,
                                      size_t n)
 {
-    return deferred_process_first_at(file, line,
-                                     deferred_pg_query_at(file, line, c, sql, params, n));
+    deferred_stage_t *st = deferred_pg_query_at(file, line, c, sql, params, n);
+
+    /* The stage's errno (EINVAL, ENOMEM) stands. */
+    return st ? deferred_process_first_at(file, line, st) : NULL;
 }
 
 /* The functions behind the macros, for callers without them: their
@@ -1264,37 +1272,36 @@ deferred_t *deferred_pg_connect_at(const char *file, int line, struct ev_loop *l
     deferred_t *d;
     char *err = NULL;
 
-    if (!loop || !conninfo)
+    if (!loop || !conninfo) {
+        errno = EINVAL;
         return NULL;
+    }
+    /* A malformed conninfo is the caller's mistake, not a refusal: found
+     * now, it is NULL with EINVAL (deferred/common.h). */
+    opts = PQconninfoParse(conninfo, &err);
+    if (!opts) {
+        int e = err ? EINVAL : ENOMEM;
+
+        PQfreemem(err);
+        errno = e;
+        return NULL;
+    }
+    PQconninfoFree(opts);
     op = deferred_malloc(sizeof(*op));
     if (!op)
-        return NULL;
+        return NULL; /* errno ENOMEM */
     op->c = NULL;
     op->file = file;
     op->line = line;
     d = deferred_new_cancellable(pg_connect_cancel, op, pg_connect_destroy);
     if (!d)
-        return NULL;
+        return NULL; /* op freed by pg_connect_destroy; errno ENOMEM */
     op->d = d;
-    /* A malformed conninfo is the caller's mistake, not a refusal. */
-    opts = PQconninfoParse(conninfo, &err);
-    if (!opts) {
-        char msg[512];
-
-        if (err)
-            trimmed(err, msg, sizeof(msg));
-        deferred_errback(d, err ? deferred_failure_new_at(file, line, DEFERRED_DOMAIN_LIBRARY,
-                                                          EINVAL, "bad conninfo: %s", msg)
-                                : deferred_failure_new_at(file, line, DEFERRED_DOMAIN_LIBRARY,
-                                                          ENOMEM, NULL));
-        PQfreemem(err);
-        return d;
-    }
-    PQconninfoFree(opts);
     c = pg_alloc(loop);
     if (!c) {
-        deferred_errback(d, deferred_failure_new(DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL));
-        return d;
+        deferred_unref(d); /* unfired: frees op */
+        errno = ENOMEM;
+        return NULL;
     }
     c->conn = PQconnectStart(conninfo);
     if (c->conn) {

@@ -78,11 +78,15 @@ deferred_stage_t *deferred_stage_new(const deferred_stage_ops_t *ops, void *data
 {
     deferred_stage_t *st;
 
+    int e = EINVAL;
+
     if (!ops || (!ops->handle && !ops->resume) || (flags & ~DEFERRED_STAGE_AUTOPAUSE))
         goto out_destroy;
     st = deferred__malloc(sizeof(*st));
-    if (!st)
+    if (!st) {
+        e = ENOMEM;
         goto out_destroy;
+    }
     memset(st, 0, sizeof(*st));
     st->ops = ops;
     st->data = data;
@@ -92,6 +96,7 @@ deferred_stage_t *deferred_stage_new(const deferred_stage_ops_t *ops, void *data
 out_destroy:
     if (ops && ops->destroy)
         ops->destroy(data);
+    errno = e;
     return NULL;
 }
 
@@ -135,7 +140,7 @@ deferred_process_t *deferred_process_new(unsigned flags)
     }
     p = deferred__malloc(sizeof(*p));
     if (!p)
-        return NULL;
+        return NULL; /* errno ENOMEM */
     memset(p, 0, sizeof(*p));
     p->refs = 1;
     p->flags = flags;
@@ -295,32 +300,27 @@ static void resume_producers(deferred_process_t *p, deferred_stage_t *by)
 
 deferred_t *deferred_process_run_at(const char *file, int line, deferred_process_t *p)
 {
-    const char *missing = NULL;
     deferred_t *d;
     uint64_t pauses;
     size_t i;
 
-    if (!p)
-        return deferred_fail(deferred_failure_new_at(file, line, DEFERRED_DOMAIN_LIBRARY,
-                                                     EINVAL,
-                                                     "deferred_process_run: NULL process"));
-    if (p->done || p->running || p->finished)
-        missing = "the process was run already";
-    else if (p->nproducers == 0)
-        missing = "the process has no producer";
-    else if (p->n == p->nproducers)
-        missing = "the process has no consumer";
-    if (missing)
-        return deferred_fail(deferred_failure_new_at(file, line, DEFERRED_DOMAIN_LIBRARY,
-                                                     EINVAL, "%s", missing));
+    /* Misuse found now is NULL with EINVAL (deferred/common.h), not an
+     * already-failed deferred. */
+    if (!p || p->done || p->running || p->finished || p->nproducers == 0 ||
+        p->n == p->nproducers) {
+        errno = EINVAL;
+        return NULL;
+    }
     /* What the process fails with on its own (a cancel, a misuse, no
      * memory) names this call: the user's code, not the library's. */
     p->file = file;
     p->line = line;
     d = deferred_new_cancellable(process_cancel_cb, deferred_process_ref(p),
                                  process_unref_cb);
-    if (!d)
+    if (!d) {
+        errno = ENOMEM;
         return NULL;
+    }
     for (i = 0; i < p->n; i++)
         p->stages[i]->down = i + 1 < p->n ? p->stages[i + 1] : NULL;
     /* Producers all feed the first stage after them. */

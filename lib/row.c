@@ -60,18 +60,21 @@ deferred_row_shape_t *deferred_row_shape_new(size_t ncols, const char *const *na
     size_t i, bytes = 0;
     char *p;
 
-    if (ncols > UINT32_MAX || (ncols && !names) ||
-        ncols > (SIZE_MAX - sizeof(*sh)) / sizeof(char *))
+    if (ncols > UINT32_MAX || (ncols && !names)) {
+        errno = EINVAL;
         return NULL;
+    }
+    if (ncols > (SIZE_MAX - sizeof(*sh)) / sizeof(char *))
+        goto out_enomem;
     for (i = 0; i < ncols; i++) {
         size_t len = names[i] ? strlen(names[i]) : 0;
 
         if (len >= SIZE_MAX - bytes)
-            return NULL;
+            goto out_enomem;
         bytes += len + 1;
     }
     if (bytes > SIZE_MAX - sizeof(*sh) - ncols * sizeof(char *))
-        return NULL;
+        goto out_enomem;
     sh = deferred__malloc(sizeof(*sh) + ncols * sizeof(char *) + bytes);
     if (!sh)
         return NULL;
@@ -90,6 +93,10 @@ deferred_row_shape_t *deferred_row_shape_new(size_t ncols, const char *const *na
         p += len + 1;
     }
     return sh;
+
+out_enomem:
+    errno = ENOMEM;
+    return NULL;
 }
 
 void deferred_row_shape_unref(deferred_row_shape_t *shape)
@@ -117,8 +124,14 @@ deferred_row_t *deferred_row_alloc(deferred_row_shape_t *shape, size_t bytes)
     size_t i;
 
     /* A shape's ncols is at most UINT32_MAX: its header cannot wrap. */
-    if (!shape || bytes > ROW_MAX_BYTES)
+    if (!shape) {
+        errno = EINVAL;
         return NULL;
+    }
+    if (bytes > ROW_MAX_BYTES) {
+        errno = ENOMEM;
+        return NULL;
+    }
     row = shape->spare;
     if (row && row->room >= bytes) {
         shape->spare = NULL;
@@ -128,8 +141,10 @@ deferred_row_t *deferred_row_alloc(deferred_row_shape_t *shape, size_t bytes)
         size_t room = bytes < 64 ? 64 : bytes + bytes / 2;
 
         if (shape->ncols > (SIZE_MAX - sizeof(deferred_row_t) - room) /
-                               sizeof(struct column))
+                               sizeof(struct column)) {
+            errno = ENOMEM;
             return NULL;
+        }
         row = deferred__malloc(row_header(shape->ncols) + room);
         if (!row)
             return NULL;
@@ -240,8 +255,10 @@ deferred_row_t *deferred_row_copy(const deferred_row_t *row)
     size_t i, names = 0, head;
     char *p;
 
-    if (!row)
+    if (!row) {
+        errno = EINVAL;
         return NULL;
+    }
     for (i = 0; i < row->ncols; i++)
         names += strlen(row->names[i]) + 1;
     /* One block: header and columns, the name pointers (aligned: the
@@ -250,8 +267,10 @@ deferred_row_t *deferred_row_copy(const deferred_row_t *row)
     head = row_header(row->ncols);
     if (row->ncols > SIZE_MAX / sizeof(char *) ||
         names > SIZE_MAX - head - row->used ||
-        row->ncols * sizeof(char *) > SIZE_MAX - head - row->used - names)
+        row->ncols * sizeof(char *) > SIZE_MAX - head - row->used - names) {
+        errno = ENOMEM;
         return NULL;
+    }
     copy = deferred__malloc(head + row->ncols * sizeof(char *) + row->used + names);
     if (!copy)
         return NULL;

@@ -444,14 +444,20 @@ deferred_stage_t *deferred_sqlite_query_at(const char *file, int line, struct ev
     struct sq *q;
     size_t len;
 
-    if (!loop || !db || !sql || (!params && n))
+    int rc;
+
+    if (!loop || !db || !sql || (!params && n)) {
+        errno = EINVAL;
         return NULL;
+    }
     len = strlen(sql);
-    if (len > SIZE_MAX - sizeof(*q) - 1)
+    if (len > SIZE_MAX - sizeof(*q) - 1) {
+        errno = ENOMEM;
         return NULL;
+    }
     q = deferred_malloc(sizeof(*q) + len + 1);
     if (!q)
-        return NULL;
+        return NULL; /* errno ENOMEM */
     memset(q, 0, sizeof(*q));
     q->file = file;
     q->line = line;
@@ -464,8 +470,10 @@ deferred_stage_t *deferred_sqlite_query_at(const char *file, int line, struct ev
     ev_idle_init(&q->idle, sq_idle_cb);
     q->check.data = q;
     q->idle.data = q;
-    if (sq_prepare(q, params, n) < 0) {
+    rc = sq_prepare(q, params, n);
+    if (rc < 0) {
         sq_destroy(q);
+        errno = -rc;
         return NULL;
     }
     st = deferred_stage_new(&sq_ops, q, 0); /* destroys q on failure */
@@ -491,8 +499,10 @@ deferred_t *deferred_sqlite_query_one_at(const char *file, int line, struct ev_l
                                          sqlite3 *db, const char *sql,
                                          const deferred_param_t *params, size_t n)
 {
-    return deferred_process_first_at(
-        file, line, deferred_sqlite_query_at(file, line, loop, db, sql, params, n));
+    deferred_stage_t *st = deferred_sqlite_query_at(file, line, loop, db, sql, params, n);
+
+    /* The stage's errno (EINVAL, ENOMEM) stands. */
+    return st ? deferred_process_first_at(file, line, st) : NULL;
 }
 
 /* The functions behind the macros, for callers without them (bindings,

@@ -121,6 +121,7 @@ deferred_stage_t *deferred_stage_array(const deferred_value_t *items, size_t n)
 out_release:
     for (i = 0; i < n; i++)
         deferred_value_release(items[i]);
+    errno = ENOMEM;
     return NULL;
 }
 
@@ -246,13 +247,16 @@ deferred_stage_t *deferred_stage_from_multi(deferred_t *multi)
     deferred_t *end;
     int rc;
 
-    if (!deferred_is_multi(multi))
+    if (!deferred_is_multi(multi)) {
+        errno = EINVAL;
         return NULL;
+    }
     fm = deferred__malloc(sizeof(*fm));
     sh = deferred__malloc(sizeof(*sh));
     if (!fm || !sh) {
         deferred__free(fm);
         deferred__free(sh);
+        errno = ENOMEM;
         return NULL;
     }
     memset(fm, 0, sizeof(*fm));
@@ -277,6 +281,7 @@ deferred_stage_t *deferred_stage_from_multi(deferred_t *multi)
     }
     if (rc < 0) {
         deferred_stage_free(st);
+        errno = -rc;
         return NULL;
     }
     return st;
@@ -537,8 +542,10 @@ deferred_stage_t *deferred_stage_map(const char *name, deferred_fn fn, void *arg
     struct shared *sh;
     deferred_stage_t *st;
 
-    if (!fn)
+    if (!fn) {
+        errno = EINVAL;
         return NULL;
+    }
     m = deferred__malloc(sizeof(*m));
     if (!m)
         return NULL;
@@ -600,8 +607,10 @@ deferred_stage_t *deferred_stage_filter(const char *name, deferred_pred_fn keep,
 {
     struct filter *fl;
 
-    if (!keep)
+    if (!keep) {
+        errno = EINVAL;
         return NULL;
+    }
     fl = deferred__malloc(sizeof(*fl));
     if (!fl)
         return NULL;
@@ -736,8 +745,10 @@ deferred_stage_t *deferred_stage_batch(size_t n)
 {
     struct batch *b;
 
-    if (n == 0)
+    if (n == 0) {
+        errno = EINVAL;
         return NULL;
+    }
     b = deferred__malloc(sizeof(*b));
     if (!b)
         return NULL;
@@ -940,11 +951,13 @@ deferred_stage_t *deferred_stage_reduce(deferred_fold_fn fn, deferred_value_t in
 
     if (!fn || deferred_value_is_deferred(init)) {
         deferred_value_release(init);
+        errno = EINVAL;
         return NULL;
     }
     r = deferred__malloc(sizeof(*r));
     if (!r) {
         deferred_value_release(init);
+        errno = ENOMEM;
         return NULL;
     }
     r->fn = fn;
@@ -1042,8 +1055,10 @@ deferred_stage_t *deferred_stage_to_multi(deferred_t *multi)
 {
     struct to_multi *tm;
 
-    if (!deferred_is_multi(multi))
+    if (!deferred_is_multi(multi)) {
+        errno = EINVAL;
         return NULL;
+    }
     tm = deferred__malloc(sizeof(*tm));
     if (!tm)
         return NULL;
@@ -1141,17 +1156,28 @@ deferred_t *deferred_process_first_at(const char *file, int line, deferred_stage
     deferred_process_t *p;
     deferred_t *d;
 
-    if (!producer)
+    deferred_stage_t *first;
+    int rc;
+
+    if (!producer) {
+        errno = EINVAL;
         return NULL;
+    }
     p = deferred_process_new(0);
     if (!p) {
         deferred_stage_free(producer);
+        errno = ENOMEM;
         return NULL;
     }
     /* deferred_process_add() takes its stage, also when it fails. */
-    if (deferred_process_add(p, producer) < 0 ||
-        deferred_process_add(p, deferred_stage_first()) < 0) {
+    rc = deferred_process_add(p, producer);
+    if (rc == 0) {
+        first = deferred_stage_first();
+        rc = first ? deferred_process_add(p, first) : -ENOMEM;
+    }
+    if (rc < 0) {
         deferred_process_unref(p);
+        errno = -rc;
         return NULL;
     }
     d = deferred_process_run_at(file, line, p);

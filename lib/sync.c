@@ -393,12 +393,20 @@ deferred_t *deferred_semaphore_run(deferred_semaphore_t *s, deferred_fn fn,
     deferred_unpause(d);
     return d;
 
-out_free_ctx:
+out_free_ctx: {
+    int e = errno; /* the destroy function may change it */
+
     run_ctx_unref(ctx);
+    errno = e;
     return NULL;
+}
 out_destroy:
-    if (destroy)
+    if (destroy) {
+        int e = errno;
+
         destroy(arg);
+        errno = e;
+    }
     return NULL;
 }
 

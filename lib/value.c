@@ -59,8 +59,17 @@ deferred_value_t deferred_value_deferred(deferred_t *d)
 {
     deferred_value_t v;
 
-    if (!d)
-        return deferred_value_failure(NULL);
+    if (!d) {
+        /* A constructor's NULL: the failure carries its errno (read
+         * first, before anything here can change it). */
+        int code = errno;
+
+        if (code == 0 || code == ENOMEM)
+            return deferred_value_failure(NULL);
+        return deferred_value_failure(deferred_failure_new(
+            DEFERRED_DOMAIN_LIBRARY, code, "a constructor failed: %s",
+            deferred_strerror(code)));
+    }
     v.ptr = d;
     v.release = deferred__release_deferred;
     return v;

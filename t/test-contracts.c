@@ -353,6 +353,111 @@ START_TEST(test_unknown_flags)
 }
 END_TEST
 
+/* ---- the constructor rule (deferred/common.h) ---- */
+
+/* errno after a constructor that must fail: NULL, and errno as given
+ * (cleared first, so a stale errno cannot pass). */
+#define EXPECT_NULL_ERRNO(call, code) do {                                   \
+        errno = 0;                                                           \
+        ck_assert_ptr_null(call);                                            \
+        ck_assert_int_eq(errno, (code));                                     \
+    } while (0)
+
+static deferred_value_t return_failed_run(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    deferred_value_release(v);
+    /* A process without stages cannot run: NULL with EINVAL, which
+     * deferred_value_deferred() turns into an EINVAL failure. */
+    {
+        deferred_process_t *p = deferred_process_new(0);
+        deferred_value_t r = deferred_value_deferred(deferred_process_run(p));
+
+        deferred_process_unref(p);
+        return r;
+    }
+}
+
+static deferred_value_t return_null_when_finished(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    deferred_value_release(v);
+    return deferred_value_deferred(deferred_multi_when_finished(NULL));
+}
+
+START_TEST(test_constructors_null_with_errno)
+{
+    deferred_value_t v;
+    deferred_t *d;
+    deferred_fn cbs[2] = {return_failed_run, return_null_when_finished};
+    size_t i;
+
+    /* Bad arguments: NULL with EINVAL, never an already-failed deferred;
+     * what they take is released. */
+    tu_released = 0;
+    EXPECT_NULL_ERRNO(deferred_succeed(deferred_value_deferred(deferred_new())), EINVAL);
+    destroyed = 0;
+    EXPECT_NULL_ERRNO(deferred_stage_new(&plain_consumer_ops, NULL, 0x100), EINVAL);
+    ck_assert_int_eq(destroyed, 1);
+    EXPECT_NULL_ERRNO(deferred_stage_new(NULL, NULL, 0), EINVAL);
+    EXPECT_NULL_ERRNO(deferred_process_run(NULL), EINVAL);
+    EXPECT_NULL_ERRNO((deferred_process_run)(NULL), EINVAL);
+    EXPECT_NULL_ERRNO(deferred_process_first(NULL), EINVAL);
+    EXPECT_NULL_ERRNO(deferred_stage_map(NULL, NULL, NULL), EINVAL);
+    EXPECT_NULL_ERRNO(deferred_stage_filter(NULL, NULL, NULL), EINVAL);
+    EXPECT_NULL_ERRNO(deferred_stage_batch(0), EINVAL);
+    EXPECT_NULL_ERRNO(deferred_stage_reduce(NULL, tu_tracked(1), NULL), EINVAL);
+    EXPECT_NULL_ERRNO(deferred_stage_from_multi(NULL), EINVAL);
+    EXPECT_NULL_ERRNO(deferred_stage_to_multi(NULL), EINVAL);
+    EXPECT_NULL_ERRNO(deferred_multi_when_finished(NULL), EINVAL);
+    EXPECT_NULL_ERRNO(deferred_row_copy(NULL), EINVAL);
+    EXPECT_NULL_ERRNO(deferred_row_alloc(NULL, 0), EINVAL);
+    EXPECT_NULL_ERRNO(deferred_row_shape_new(1, NULL), EINVAL);
+    ck_assert_int_eq(tu_released, 1); /* reduce's init */
+
+    /* A process without a producer or consumer, and one run twice. */
+    {
+        deferred_process_t *p = deferred_process_new(0);
+
+        EXPECT_NULL_ERRNO(deferred_process_run(p), EINVAL);
+        ck_assert_int_eq(deferred_process_add(p, deferred_stage_array(NULL, 0)), 0);
+        EXPECT_NULL_ERRNO(deferred_process_run(p), EINVAL);
+        ck_assert_int_eq(deferred_process_add(p, deferred_stage_collect()), 0);
+        d = deferred_process_run(p);
+        ck_assert_ptr_nonnull(d);
+        EXPECT_NULL_ERRNO(deferred_process_run(p), EINVAL);
+        deferred_unref(d);
+        deferred_process_unref(p);
+    }
+
+    /* deferred_fail(NULL) keeps the value convention: ENOMEM. */
+    errno = EINVAL;
+    d = deferred_fail(NULL);
+    ck_assert_ptr_nonnull(d);
+    v = deferred_result_take(d);
+    ck_assert_int_eq(deferred_failure_code(deferred_value_get_failure(v)), ENOMEM);
+    deferred_value_release(v);
+    deferred_unref(d);
+
+    /* A callback returning deferred_value_deferred() of such a NULL fails
+     * the chain with errno's code: EINVAL, not ENOMEM. */
+    for (i = 0; i < 2; i++) {
+        deferred_failure_t *f;
+
+        d = deferred_new();
+        ck_assert_int_eq(deferred_add_callback(d, cbs[i], NULL), 0);
+        ck_assert_int_eq(deferred_callback(d, deferred_value_none()), 0);
+        ck_assert(deferred_has_result(d));
+        v = deferred_result_take(d);
+        f = deferred_value_get_failure(v);
+        ck_assert_ptr_nonnull(f);
+        ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_LIBRARY, EINVAL));
+        deferred_value_release(v);
+        deferred_unref(d);
+    }
+}
+END_TEST
+
 START_TEST(test_pause_before_stages)
 {
     deferred_process_t *p = deferred_process_new(0);
@@ -841,6 +946,7 @@ int main(void)
     tcase_add_test(tc, test_failure_inside_group_reaches_consumer);
     tcase_add_test(tc, test_group_misuse);
     tcase_add_test(tc, test_unknown_flags);
+    tcase_add_test(tc, test_constructors_null_with_errno);
     tcase_add_test(tc, test_pause_before_stages);
     tcase_add_test(tc, test_map_holds_its_deferred);
     tcase_add_test(tc, test_map_keeps_order);

@@ -61,6 +61,18 @@ static void count_destroy(void *arg)
     destroyed++;
 }
 
+/* What a constructor that must fail gave: it must be NULL (never an
+ * already-failed deferred, deferred/common.h); the value is its errno.
+ * NULL_ERRNO(call) clears errno first, so a stale one cannot pass. */
+static int null_errno_of(const void *p)
+{
+    int e = errno;
+
+    ck_assert_ptr_null(p);
+    return e;
+}
+#define NULL_ERRNO(call) (errno = 0, null_errno_of(call))
+
 /* A failed deferred's failure code, the deferred dropped (its failure
  * taken, so it is not reported as unhandled).  -1 when d is not failed. */
 static int failed_code(deferred_t *d)
@@ -186,14 +198,27 @@ START_TEST(s_value_kinds)
     ck_assert(!deferred_value_is_deferred(deferred_value_none()));
     ck_assert(!deferred_value_is_deferred(deferred_value_int(3)));
 
-    /* NULL failure and NULL deferred are taken as ENOMEM failures. */
+    /* A NULL failure is taken as ENOMEM whatever errno says; a NULL
+     * deferred (a constructor's NULL) carries errno's code, ENOMEM for 0. */
+    errno = EINVAL;
     v = deferred_value_failure(NULL);
     ck_assert(deferred_value_is_failure(v));
     ck_assert_int_eq(deferred_failure_code(deferred_value_get_failure(v)), ENOMEM);
     deferred_value_release(v);
+    errno = 0;
     v = deferred_value_deferred(NULL);
     ck_assert(deferred_value_is_failure(v));
     ck_assert_int_eq(deferred_failure_code(deferred_value_get_failure(v)), ENOMEM);
+    deferred_value_release(v);
+    errno = EINVAL;
+    v = deferred_value_deferred(NULL);
+    ck_assert(deferred_value_is_failure(v));
+    ck_assert(deferred_failure_is(deferred_value_get_failure(v), DEFERRED_DOMAIN_LIBRARY,
+                                  EINVAL));
+    deferred_value_release(v);
+    errno = ESHUTDOWN;
+    v = deferred_value_deferred(NULL);
+    ck_assert_int_eq(deferred_failure_code(deferred_value_get_failure(v)), ESHUTDOWN);
     deferred_value_release(v);
 
     /* strdup(NULL) is an EINVAL failure value. */
@@ -494,15 +519,10 @@ START_TEST(s_core_construct)
     d = deferred_fail(NULL);
     if (d != NULL)
         ck_assert_int_eq(failed_code(d), ENOMEM);
-    /* UNDOCUMENTED: deferred_succeed() of a deferred value (callback of
-     * one is -EINVAL).  Accept NULL or a deferred that does not hold it. */
-    d = deferred_succeed(deferred_value_deferred(deferred_new()));
-    if (d != NULL) {
-        v = deferred_result_take(d);
-        ck_assert(!deferred_value_is_deferred(v));
-        deferred_value_release(v);
-        deferred_unref(d);
-    }
+    /* deferred_succeed() of a deferred value (callback of one is
+     * -EINVAL): NULL with errno EINVAL, the value released. */
+    ck_assert_int_eq(NULL_ERRNO(deferred_succeed(deferred_value_deferred(deferred_new()))),
+                     EINVAL);
 }
 END_TEST
 
@@ -697,8 +717,8 @@ START_TEST(s_multi)
     ck_assert(!deferred_has_fired(single));
     ck_assert(!deferred_has_fired(m));
 
-    ck_assert_ptr_null(deferred_multi_when_finished(NULL));
-    ck_assert_ptr_null(deferred_multi_when_finished(single));
+    ck_assert_int_eq(NULL_ERRNO(deferred_multi_when_finished(NULL)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_multi_when_finished(single)), EINVAL);
     ck_assert_int_eq(deferred_multi_set_flow(NULL, NULL, NULL), -EINVAL);
     ck_assert_int_eq(deferred_multi_set_flow(single, NULL, NULL), -EINVAL);
     ck_assert_int_eq(deferred_multi_set_flow(m, NULL, NULL), 0);
@@ -738,14 +758,14 @@ START_TEST(s_stage_new)
 {
     deferred_stage_t *st;
 
-    ck_assert_ptr_null(deferred_stage_new(&no_role_ops, TAG(1), 0));
+    ck_assert_int_eq(NULL_ERRNO(deferred_stage_new(&no_role_ops, TAG(1), 0)), EINVAL);
     ck_assert_int_eq(destroyed, 1);
-    ck_assert_ptr_null(deferred_stage_new(&idle_producer_ops, TAG(1), 0x2u));
+    ck_assert_int_eq(NULL_ERRNO(deferred_stage_new(&idle_producer_ops, TAG(1), 0x2u)), EINVAL);
     ck_assert_int_eq(destroyed, 2);
-    ck_assert_ptr_null(deferred_stage_new(&idle_producer_ops, TAG(1), UINT_MAX));
+    ck_assert_int_eq(NULL_ERRNO(deferred_stage_new(&idle_producer_ops, TAG(1), UINT_MAX)), EINVAL);
     ck_assert_int_eq(destroyed, 3);
     /* UNDOCUMENTED: NULL ops.  Today NULL, as for ops without a role. */
-    ck_assert_ptr_null(deferred_stage_new(NULL, NULL, 0));
+    ck_assert_int_eq(NULL_ERRNO(deferred_stage_new(NULL, NULL, 0)), EINVAL);
     st = deferred_stage_new(&idle_producer_ops, TAG(9), DEFERRED_STAGE_AUTOPAUSE);
     ck_assert_ptr_nonnull(st);
     ck_assert_ptr_eq(deferred_stage_data(st), TAG(9));
@@ -791,11 +811,11 @@ START_TEST(s_process_build)
     ck_assert_int_eq(deferred_process_add(NULL, idle_producer()), -EINVAL);
     ck_assert_int_eq(destroyed, 1); /* taken, also on error */
     ck_assert_int_eq(deferred_process_add(p, NULL), -EINVAL);
-    /* Run without stages: a deferred failed with EINVAL. */
-    ck_assert_int_eq(failed_code(deferred_process_run(p)), EINVAL);
+    /* Run without stages: NULL with errno EINVAL. */
+    ck_assert_int_eq(NULL_ERRNO(deferred_process_run(p)), EINVAL);
     /* Run twice, add after the run. */
-    ck_assert_int_eq(failed_code(deferred_process_run(p)), EINVAL);
-    ck_assert_int_eq(failed_code((deferred_process_run)(p)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_process_run(p)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_process_run)(p)), EINVAL);
     /* UNDOCUMENTED: a run that failed for want of stages leaves the
      * process buildable (add returns 0, not -EBUSY). */
     deferred_process_unref(p);
@@ -815,7 +835,7 @@ START_TEST(s_process_build)
     ck_assert_int_eq(deferred_process_add(p, deferred_stage_batch(2)), -EBUSY);
     ck_assert_int_eq(deferred_process_add(p, idle_producer()), -EBUSY);
     ck_assert_int_eq(destroyed, 3);
-    ck_assert_int_eq(failed_code(deferred_process_run(p)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_process_run(p)), EINVAL);
     ck_assert(deferred_process_is_paused(p));
     ck_assert_int_eq(deferred_process_resume(p), 0);
     ck_assert_int_eq(deferred_process_resume(p), -EINVAL);
@@ -841,13 +861,12 @@ START_TEST(s_process_build)
     /* Run with no consumer. */
     p = deferred_process_new(0);
     ck_assert_int_eq(deferred_process_add(p, idle_producer()), 0);
-    ck_assert_int_eq(failed_code(deferred_process_run_at(NULL, INT_MIN, p)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_process_run_at(NULL, INT_MIN, p)), EINVAL);
     deferred_process_unref(p);
-    /* UNDOCUMENTED: running NULL.  Today a deferred failed with EINVAL
-     * ("deferred_process_run: NULL process"), as for a process without
+    /* Running NULL: NULL with errno EINVAL, as for a process without
      * stages. */
-    ck_assert_int_eq(failed_code(deferred_process_run(NULL)), EINVAL);
-    ck_assert_int_eq(failed_code((deferred_process_run)(NULL)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_process_run(NULL)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_process_run)(NULL)), EINVAL);
 }
 END_TEST
 
@@ -972,7 +991,7 @@ START_TEST(s_builtin_stages)
     deferred_t *d, *single;
     deferred_value_t items[2];
 
-    ck_assert_ptr_null(deferred_stage_batch(0));
+    ck_assert_int_eq(NULL_ERRNO(deferred_stage_batch(0)), EINVAL);
     st = deferred_stage_batch(SIZE_MAX);
     ck_assert_ptr_nonnull(st);
     deferred_stage_free(st);
@@ -992,13 +1011,12 @@ START_TEST(s_builtin_stages)
     deferred_unref(d);
     ck_assert_int_eq(tu_released, 2);
 
-    ck_assert_ptr_null(deferred_process_first(NULL));
-    ck_assert_ptr_null((deferred_process_first)(NULL));
-    ck_assert_ptr_null(deferred_process_first_at(NULL, INT_MIN, NULL));
-    /* A consumer given as the producer. */
-    d = deferred_process_first(deferred_stage_collect());
-    if (d != NULL)
-        ck_assert_int_eq(failed_code(d), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_process_first(NULL)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_process_first)(NULL)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_process_first_at(NULL, INT_MIN, NULL)), EINVAL);
+    /* A consumer given as the producer: NULL with EINVAL (the process
+     * cannot be run), the stage freed. */
+    ck_assert_int_eq(NULL_ERRNO(deferred_process_first(deferred_stage_collect())), EINVAL);
 
     st = deferred_stage_map(NULL, noop_cb, NULL);
     ck_assert_str_eq(deferred_stage_name(st), "map");
@@ -1015,21 +1033,21 @@ START_TEST(s_builtin_stages)
 
     /* UNDOCUMENTED: NULL function, NULL multi, a single-shot "multi".
      * Today: NULL (no stage; reduce's init released). */
-    ck_assert_ptr_null(deferred_stage_map("m", NULL, NULL));
-    ck_assert_ptr_null(deferred_stage_filter("f", NULL, NULL));
-    ck_assert_ptr_null(deferred_stage_reduce(NULL, tu_tracked(4), NULL));
+    ck_assert_int_eq(NULL_ERRNO(deferred_stage_map("m", NULL, NULL)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_stage_filter("f", NULL, NULL)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_stage_reduce(NULL, tu_tracked(4), NULL)), EINVAL);
     ck_assert_int_eq(tu_released, 4);
-    ck_assert_ptr_null(deferred_stage_reduce(fold_keep, deferred_value_deferred(deferred_new()),
-                                             NULL));
+    ck_assert_int_eq(NULL_ERRNO(deferred_stage_reduce(fold_keep, deferred_value_deferred(deferred_new()),
+                                             NULL)), EINVAL);
     /* NULL items with a count: NULL, errno EINVAL, nothing read. */
     errno = 0;
     ck_assert_ptr_null(deferred_stage_array(NULL, 3));
     ck_assert_int_eq(errno, EINVAL);
-    ck_assert_ptr_null(deferred_stage_from_multi(NULL));
-    ck_assert_ptr_null(deferred_stage_to_multi(NULL));
+    ck_assert_int_eq(NULL_ERRNO(deferred_stage_from_multi(NULL)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_stage_to_multi(NULL)), EINVAL);
     single = deferred_new();
-    ck_assert_ptr_null(deferred_stage_from_multi(single));
-    ck_assert_ptr_null(deferred_stage_to_multi(single));
+    ck_assert_int_eq(NULL_ERRNO(deferred_stage_from_multi(single)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_stage_to_multi(single)), EINVAL);
     deferred_unref(single);
 }
 END_TEST
@@ -1502,9 +1520,9 @@ START_TEST(s_row_null)
     len = 99;
     ck_assert_ptr_null(deferred_row_blob_named(NULL, NULL, &len));
     ck_assert_uint_eq(len, 0);
-    ck_assert_ptr_null(deferred_row_copy(NULL));
+    ck_assert_int_eq(NULL_ERRNO(deferred_row_copy(NULL)), EINVAL);
     deferred_row_free(NULL);
-    ck_assert_ptr_null(deferred_row_alloc(NULL, 0));
+    ck_assert_int_eq(NULL_ERRNO(deferred_row_alloc(NULL, 0)), EINVAL);
     ck_assert_int_eq(deferred_row_set_int(NULL, 0, INT64_MIN), -EINVAL);
     ck_assert_int_eq(deferred_row_set_double(NULL, 0, NAN), -EINVAL);
     ck_assert_int_eq(deferred_row_set_text(NULL, 0, "a", 1), -EINVAL);
@@ -1527,11 +1545,11 @@ START_TEST(s_row_range)
     size_t len = 99;
     deferred_value_t v;
 
-    ck_assert_ptr_null(deferred_row_shape_new(SIZE_MAX, names));
+    ck_assert_int_eq(NULL_ERRNO(deferred_row_shape_new(SIZE_MAX, names)), EINVAL);
     shape = deferred_row_shape_new(2, names);
     ck_assert_ptr_nonnull(shape);
-    ck_assert_ptr_null(deferred_row_alloc(shape, SIZE_MAX));
-    ck_assert_ptr_null(deferred_row_alloc(shape, (size_t)PTRDIFF_MAX));
+    ck_assert_int_eq(NULL_ERRNO(deferred_row_alloc(shape, SIZE_MAX)), ENOMEM);
+    ck_assert_int_eq(NULL_ERRNO(deferred_row_alloc(shape, (size_t)PTRDIFF_MAX)), ENOMEM);
     row = deferred_row_alloc(shape, 4);
     ck_assert_ptr_nonnull(row);
     ck_assert_uint_eq(deferred_row_columns(row), 2);
@@ -1588,8 +1606,8 @@ START_TEST(s_row_range)
 
     /* UNDOCUMENTED: NULL names with columns, more than UINT32_MAX
      * columns.  Today: NULL (as for an allocation failure). */
-    ck_assert_ptr_null(deferred_row_shape_new(3, NULL));
-    ck_assert_ptr_null(deferred_row_shape_new((size_t)UINT32_MAX + 1, names));
+    ck_assert_int_eq(NULL_ERRNO(deferred_row_shape_new(3, NULL)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_row_shape_new((size_t)UINT32_MAX + 1, names)), EINVAL);
 
     /* No columns. */
     shape = deferred_row_shape_new(0, NULL);
@@ -1623,11 +1641,11 @@ START_TEST(s_ev_time_fd)
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     deferred_t *d, *m;
 
-    ck_assert_int_eq(failed_code(deferred_ev_later(NULL, 1.0)), EINVAL);
-    ck_assert_int_eq(failed_code(deferred_ev_later(loop, -1.0)), EINVAL);
-    ck_assert_int_eq(failed_code(deferred_ev_later(loop, NAN)), EINVAL);
-    ck_assert_int_eq(failed_code(deferred_ev_later(loop, INFINITY)), EINVAL);
-    ck_assert_int_eq(failed_code(deferred_ev_later(loop, -INFINITY)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_ev_later(NULL, 1.0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_ev_later(loop, -1.0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_ev_later(loop, NAN)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_ev_later(loop, INFINITY)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_ev_later(loop, -INFINITY)), EINVAL);
 
     d = deferred_new();
     m = deferred_multi_new();
@@ -1669,13 +1687,13 @@ START_TEST(s_ev_time_fd)
     deferred_unref(d);
     ev_run(loop, 0);
 
-    ck_assert_int_eq(failed_code(deferred_ev_readable(NULL, 0)), EINVAL);
-    ck_assert_int_eq(failed_code(deferred_ev_readable(loop, -1)), EINVAL);
-    ck_assert_int_eq(failed_code(deferred_ev_readable(loop, INT_MIN)), EINVAL);
-    ck_assert_int_eq(failed_code(deferred_ev_readable(loop, INT_MAX)), EBADF);
-    ck_assert_int_eq(failed_code(deferred_ev_writable(NULL, 1)), EINVAL);
-    ck_assert_int_eq(failed_code(deferred_ev_writable(loop, -1)), EINVAL);
-    ck_assert_int_eq(failed_code(deferred_ev_writable(loop, INT_MAX)), EBADF);
+    ck_assert_int_eq(NULL_ERRNO(deferred_ev_readable(NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_ev_readable(loop, -1)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_ev_readable(loop, INT_MIN)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_ev_readable(loop, INT_MAX)), EBADF);
+    ck_assert_int_eq(NULL_ERRNO(deferred_ev_writable(NULL, 1)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_ev_writable(loop, -1)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_ev_writable(loop, INT_MAX)), EBADF);
     ev_loop_destroy(loop);
 }
 END_TEST
@@ -1786,7 +1804,7 @@ START_TEST(s_ev_pool)
     EXPECT_EINVAL(deferred_ev_pool_new(loop, 0));
     EXPECT_EINVAL(deferred_ev_pool_new(loop, 1025));
     EXPECT_EINVAL(deferred_ev_pool_new(loop, UINT_MAX));
-    ck_assert_int_eq(failed_code(deferred_ev_pool_run(NULL, job_fn, NULL, count_destroy)),
+    ck_assert_int_eq(NULL_ERRNO(deferred_ev_pool_run(NULL, job_fn, NULL, count_destroy)),
                      EINVAL);
     ck_assert_int_eq(destroyed, 1);
     ck_assert_int_eq(deferred_ev_pool_shutdown(NULL, true), -EINVAL);
@@ -1796,7 +1814,7 @@ START_TEST(s_ev_pool)
     pool = deferred_ev_pool_new(loop, 1);
     ck_assert_ptr_nonnull(pool);
     ck_assert_uint_eq(deferred_ev_pool_threads(pool), 1);
-    ck_assert_int_eq(failed_code(deferred_ev_pool_run(pool, NULL, NULL, count_destroy)),
+    ck_assert_int_eq(NULL_ERRNO(deferred_ev_pool_run(pool, NULL, NULL, count_destroy)),
                      EINVAL);
     ck_assert_int_eq(destroyed, 2);
     d = deferred_ev_pool_run(pool, job_fn, TAG(5), count_destroy);
@@ -1811,7 +1829,7 @@ START_TEST(s_ev_pool)
     ck_assert(deferred_has_result(d));
     ck_assert_int_eq((int)(intptr_t)deferred_result(d).ptr, 5);
     deferred_unref(d);
-    ck_assert_int_eq(failed_code(deferred_ev_pool_run(pool, job_fn, NULL, count_destroy)),
+    ck_assert_int_eq(NULL_ERRNO(deferred_ev_pool_run(pool, job_fn, NULL, count_destroy)),
                      ESHUTDOWN);
     ck_assert_int_eq(destroyed, 5);
     deferred_ev_pool_free(pool);
@@ -1846,12 +1864,12 @@ START_TEST(s_sqlite)
     deferred_t *d;
 
     ck_assert_int_eq(sqlite3_open(":memory:", &db), SQLITE_OK);
-    ck_assert_ptr_null(deferred_sqlite_query_at(NULL, 0, NULL, db, "SELECT 1", NULL, 0));
-    ck_assert_ptr_null(deferred_sqlite_query(loop, NULL, "SELECT 1", NULL, 0));
-    ck_assert_ptr_null(deferred_sqlite_query(loop, db, NULL, NULL, 0));
-    ck_assert_ptr_null(deferred_sqlite_query(loop, db, "SELECT ?", NULL, 1));
-    ck_assert_ptr_null(deferred_sqlite_query(loop, db, "SELECT ?", NULL, SIZE_MAX));
-    ck_assert_ptr_null((deferred_sqlite_query)(NULL, NULL, NULL, NULL, 0));
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_at(NULL, 0, NULL, db, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(loop, NULL, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(loop, db, NULL, NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(loop, db, "SELECT ?", NULL, 1)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(loop, db, "SELECT ?", NULL, SIZE_MAX)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_query)(NULL, NULL, NULL, NULL, 0)), EINVAL);
     ck_assert_int_eq(deferred_sqlite_set_batch(NULL, 1), -EINVAL);
     ck_assert_int_eq(deferred_sqlite_set_batch(other, 1), -EINVAL);
     deferred_stage_free(other);
@@ -1863,10 +1881,10 @@ START_TEST(s_sqlite)
 
     /* UNDOCUMENTED: query_one's bad arguments ("NULL on allocation
      * failure" only).  Today: NULL, as the stage constructor. */
-    ck_assert_ptr_null(deferred_sqlite_query_one_at(NULL, 0, NULL, db, "SELECT 1", NULL, 0));
-    ck_assert_ptr_null(deferred_sqlite_query_one(loop, NULL, "SELECT 1", NULL, 0));
-    ck_assert_ptr_null(deferred_sqlite_query_one(loop, db, NULL, NULL, 0));
-    ck_assert_ptr_null((deferred_sqlite_query_one)(loop, db, "SELECT ?", NULL, 1));
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_one_at(NULL, 0, NULL, db, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_one(loop, NULL, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_one(loop, db, NULL, NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_query_one)(loop, db, "SELECT ?", NULL, 1)), EINVAL);
     /* A bad parameter is the stream's failure, when it runs. */
     {
         deferred_param_t bad = deferred_param_blob(NULL, 3);
@@ -1914,9 +1932,9 @@ START_TEST(s_pg)
     char buf[6] = "xxxxx";
     deferred_failure_t *f;
 
-    ck_assert_ptr_null(deferred_pg_connect_at(NULL, 0, NULL, "host=/nonexistent"));
-    ck_assert_ptr_null(deferred_pg_connect(loop, NULL));
-    ck_assert_ptr_null((deferred_pg_connect)(NULL, NULL));
+    ck_assert_int_eq(NULL_ERRNO(deferred_pg_connect_at(NULL, 0, NULL, "host=/nonexistent")), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_pg_connect(loop, NULL)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_pg_connect)(NULL, NULL)), EINVAL);
     ck_assert_ptr_null(deferred_value_get_pg(deferred_value_none()));
     ck_assert_ptr_null(deferred_value_get_pg(deferred_value_int(1)));
     deferred_pg_unref(NULL);
@@ -1926,12 +1944,12 @@ START_TEST(s_pg)
     ck_assert_ptr_null(deferred_pg_ref(NULL));
     ck_assert(!deferred_pg_is_open(NULL));
     ck_assert_ptr_null(deferred_pg_conn(NULL));
-    ck_assert_ptr_null(deferred_pg_query_at(NULL, 0, NULL, "SELECT 1", NULL, 0));
-    ck_assert_ptr_null((deferred_pg_query)(NULL, "SELECT 1", NULL, 0));
-    ck_assert_ptr_null(deferred_pg_query(NULL, NULL, NULL, SIZE_MAX));
-    /* UNDOCUMENTED: query_one's NULL connection.  Today NULL. */
-    ck_assert_ptr_null(deferred_pg_query_one_at(NULL, 0, NULL, "SELECT 1", NULL, 0));
-    ck_assert_ptr_null((deferred_pg_query_one)(NULL, "SELECT 1", NULL, 0));
+    ck_assert_int_eq(NULL_ERRNO(deferred_pg_query_at(NULL, 0, NULL, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_pg_query)(NULL, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_pg_query(NULL, NULL, NULL, SIZE_MAX)), EINVAL);
+    /* query_one's NULL connection: NULL with EINVAL, as for query. */
+    ck_assert_int_eq(NULL_ERRNO(deferred_pg_query_one_at(NULL, 0, NULL, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_pg_query_one)(NULL, "SELECT 1", NULL, 0)), EINVAL);
 
     ck_assert_int_eq(deferred_pg_sqlstate(NULL), 0);
     ck_assert_int_eq(deferred_pg_sqlstate(""), 0);
@@ -1953,14 +1971,9 @@ START_TEST(s_pg)
     f = deferred_failure_new(DEFERRED_DOMAIN_POSTGRES, ECONNRESET, NULL);
     ck_assert_ptr_null(deferred_pg_failure_sqlstate(f, buf));
     deferred_failure_unref(f);
-    /* A malformed conninfo: a deferred failed with EINVAL. */
-    {
-        deferred_t *d = deferred_pg_connect(loop, "this is = not a conninfo '");
-
-        ck_assert_ptr_nonnull(d);
-        ev_run(loop, 0);
-        ck_assert_int_eq(failed_code(d), EINVAL);
-    }
+    /* A malformed conninfo, found before it returns: NULL with EINVAL. */
+    ck_assert_int_eq(NULL_ERRNO(deferred_pg_connect(loop, "this is = not a conninfo '")),
+                     EINVAL);
     ev_loop_destroy(loop);
 }
 END_TEST

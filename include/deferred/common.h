@@ -8,7 +8,22 @@
  * Conventions used by every header of the library:
  *  - An action returns int: 0 on success or a negative errno
  *    (-EINVAL, -ENOMEM, -EALREADY, ...).  A predicate returns bool.
- *    A constructor returns the new object or NULL.
+ *  - How a constructor reports failure (one rule for every header):
+ *    a function that makes an object (a deferred, a stage, a process, a
+ *    semaphore, a row, ...; a failure aside) returns NULL when it cannot,
+ *    with errno set: EINVAL for bad arguments, ENOMEM when out of memory,
+ *    or another errno its header names.  It never returns an
+ *    already-failed deferred for an error detected before it returns, and
+ *    the arguments it takes ownership of are released (their destroy
+ *    functions called) on every error path.  deferred_value_deferred(NULL)
+ *    turns a NULL made that way into a failure value carrying errno's code
+ *    (so "return deferred_value_deferred(deferred_ev_later(loop, 1));" in a
+ *    callback stays correct).  Failures found after the call returns (a
+ *    query's SQL error, a lost connection, a timer cancelled) still arrive
+ *    as the deferred's failure.  Exceptions: the failure constructors
+ *    (deferred/failure.h) never return NULL but the static ENOMEM failure;
+ *    and in the value convention a NULL failure means "out of memory"
+ *    (deferred_value_failure(NULL), deferred_fail(NULL) give ENOMEM).
  *  - "Takes" (steals) means the function owns the argument from then on,
  *    also when it fails: on failure it releases what it took.
  *    "Borrowed" means the caller keeps ownership; "new reference" means the
@@ -104,7 +119,8 @@ DEFERRED_EXPORT const char *deferred_err_name(int code);
  * are NULL.  Not thread-safe: set it once at start-up.
  *
  * Every allocation failure surfaces to the caller as -ENOMEM, a NULL
- * constructor result or an ENOMEM failure; the library never aborts.
+ * constructor result with errno ENOMEM (whatever the allocator left in
+ * errno) or an ENOMEM failure; the library never aborts.
  */
 typedef void *(*deferred_malloc_fn)(size_t size);
 typedef void *(*deferred_realloc_fn)(void *ptr, size_t size);

@@ -56,7 +56,8 @@ typedef void (*deferred_canceller_fn)(deferred_t *d, void *arg);
  * Make an unfired deferred with a canceller.  arg is given to the
  * canceller; destroy (may be NULL) is called on arg exactly once, when the
  * deferred is freed, whether or not the canceller ran.  On allocation
- * failure it returns NULL and has called destroy(arg) already.
+ * failure it returns NULL with errno ENOMEM and has called destroy(arg)
+ * already.
  */
 #define deferred_new_cancellable(canceller, arg, destroy) \
     deferred_new_at(__FILE__, __LINE__, (canceller), (arg), (destroy))
@@ -66,7 +67,11 @@ DEFERRED_EXPORT deferred_t *deferred_new_at(const char *file, int line,
                                             void *arg, deferred_destroy_fn destroy);
 
 /* A deferred already fired with v (taken) / failed with f (taken): Twisted's
- * succeed() and fail().  NULL on allocation failure (v or f released). */
+ * succeed() and fail().  NULL with errno ENOMEM on allocation failure, and
+ * deferred_succeed() of a deferred value (a deferred cannot be a result)
+ * is NULL with errno EINVAL; v or f is released on both.
+ * deferred_fail(NULL) is a deferred failed with ENOMEM (the value
+ * convention: a NULL failure means "out of memory"). */
 DEFERRED_EXPORT deferred_t *deferred_succeed(deferred_value_t v);
 DEFERRED_EXPORT deferred_t *deferred_fail(deferred_failure_t *f);
 

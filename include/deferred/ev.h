@@ -46,8 +46,10 @@ struct ev_loop;
  * so the loop has nothing left to wait for on its account, and it fails
  * with ECANCELED.  Dropping the last reference before it fired also stops
  * the timer.
- * Bad input (NULL loop, seconds negative, infinite or NaN): a deferred
- * already failed with EINVAL.  NULL on allocation failure.
+ * NULL with errno EINVAL for bad input (NULL loop, seconds negative,
+ * infinite or NaN) or ENOMEM on allocation failure (deferred/common.h);
+ * in a callback, return deferred_value_deferred(deferred_ev_later(...))
+ * turns that NULL into a failure of errno's code.
  */
 DEFERRED_EXPORT deferred_t *deferred_ev_later(struct ev_loop *loop, double seconds);
 
@@ -106,9 +108,8 @@ DEFERRED_EXPORT int deferred_ev_add_timeout_full(deferred_t *d, struct ev_loop *
  * (deferred_value_get_int()) once fd is readable (writable) on loop: one
  * ev_io watcher, stopped when it fires, when the deferred is cancelled
  * (it then fails with ECANCELED) or freed.  The fd stays the caller's.
- * Bad input: NULL loop or fd < 0 give a deferred failed with EINVAL; an fd
- * that is not open, one failed with EBADF (system domain).  NULL on
- * allocation failure.
+ * NULL with errno EINVAL for a NULL loop or fd < 0, EBADF for an fd that
+ * is not open, ENOMEM on allocation failure.
  */
 DEFERRED_EXPORT deferred_t *deferred_ev_readable(struct ev_loop *loop, int fd);
 DEFERRED_EXPORT deferred_t *deferred_ev_writable(struct ev_loop *loop, int fd);
@@ -229,10 +230,9 @@ DEFERRED_EXPORT deferred_ev_pool_t *deferred_ev_pool_new(struct ev_loop *loop,
  * runs; either way the deferred fails with ECANCELED at once (the result of
  * a job already running is released when it arrives).  Jobs start in
  * order, as workers come free.  Pending jobs keep ev_run() from returning.
- * A pool that was shut down gives a deferred failed with ESHUTDOWN
- * ("thread pool is shut down"); NULL pool or fn one failed with EINVAL
- * (destroy(arg) called in both cases).  NULL on allocation failure
- * (destroy(arg) called).
+ * NULL with errno ESHUTDOWN when the pool was shut down, EINVAL for a
+ * NULL pool or fn, ENOMEM on allocation failure (destroy(arg) called in
+ * every case).
  */
 DEFERRED_EXPORT deferred_t *deferred_ev_pool_run(deferred_ev_pool_t *pool,
                                                  deferred_ev_job_fn fn, void *arg,

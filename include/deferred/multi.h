@@ -40,7 +40,8 @@ extern "C" {
  * Make a multi-fire deferred, with one reference.  The canceller (may be
  * NULL) is the source's cancel: it runs at most once, when the stream is
  * cancelled or fails.  destroy (may be NULL) is called on arg when the
- * deferred is freed.  NULL on allocation failure (destroy(arg) called).
+ * deferred is freed.  NULL with errno ENOMEM on allocation failure
+ * (destroy(arg) called).
  */
 #define deferred_multi_new() \
     deferred_multi_new_at(__FILE__, __LINE__, NULL, NULL, NULL)
@@ -78,8 +79,8 @@ DEFERRED_EXPORT int deferred_multi_finish(deferred_t *d, deferred_value_t v);
  * The end of d's stream, an ordinary single-shot deferred (a new
  * reference): it fires with the final value, or fails with the failure
  * that ended the stream.  Cancelling it cancels the stream.  If d is freed
- * before its stream ended, the end stays unfired.  NULL when d is NULL or
- * not multi-fire.
+ * before its stream ended, the end stays unfired.  NULL with errno EINVAL
+ * when d is NULL or not multi-fire.
  */
 DEFERRED_EXPORT deferred_t *deferred_multi_when_finished(deferred_t *d);
 

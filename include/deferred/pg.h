@@ -66,9 +66,10 @@ typedef struct deferred_pg deferred_pg_t;
  * released with deferred_pg_unref()), or fails: ECONNREFUSED (domain
  * postgres, libpq's message) when no server answers, the server's SQLSTATE
  * code when it refuses (deferred_pg_sqlstate("3D000") for a missing
- * database), EINVAL (library domain, libpq's message) for a malformed
- * conninfo.  Cancelling it (or dropping its last reference) abandons the
- * attempt.  NULL on allocation failure or NULL arguments.  As with libpq's
+ * database).  Cancelling it (or dropping its last reference) abandons the
+ * attempt.  NULL with errno EINVAL for NULL arguments or a malformed
+ * conninfo (found before it returns: PQconninfoParse()), ENOMEM on
+ * allocation failure (deferred/common.h).  As with libpq's
  * own PQconnectStart(), a host name is resolved before it returns
  * (blocking); give hostaddr= or a socket directory to avoid that.
  *
@@ -108,9 +109,12 @@ DEFERRED_EXPORT PGconn *deferred_pg_conn(const deferred_pg_t *c);
  * ended) and takes a reference on c.  sql and params are copied.  Errors
  * (a closed connection among them) become the stream's failure when the
  * process runs.  Add the stage to a process or free it with
- * deferred_stage_free() (a sent query is then cancelled).  NULL on
- * allocation failure, NULL c or sql, NULL params with n > 0, or n above
- * 65535 (the protocol's limit).
+ * deferred_stage_free() (a sent query is then cancelled).  A text or
+ * blob parameter with NULL data and a non-zero length, like an SQL error,
+ * is an error of the query: the stream's failure (EINVAL, library domain,
+ * naming the parameter).  NULL with errno EINVAL for NULL c or sql, NULL
+ * params with n > 0, or n above 65535 (the protocol's limit); ENOMEM on
+ * allocation failure.
  */
 #define deferred_pg_query(...) deferred_pg_query_at(__FILE__, __LINE__, __VA_ARGS__)
 DEFERRED_EXPORT deferred_stage_t *deferred_pg_query_at(const char *file, int line,
@@ -124,8 +128,8 @@ DEFERRED_EXPORT deferred_stage_t *(deferred_pg_query)(deferred_pg_t *c, const ch
 /*
  * One row or none, as a plain deferred (a new reference): the first row
  * (the rest of the result is drained), the empty value when there is no
- * row, or the failure.  Never fires before it returns.  NULL on
- * allocation failure.
+ * row, or the failure.  Never fires before it returns.  NULL with errno
+ * as deferred_pg_query() gives it (EINVAL for bad arguments, ENOMEM).
  */
 #define deferred_pg_query_one(...) deferred_pg_query_one_at(__FILE__, __LINE__, __VA_ARGS__)
 DEFERRED_EXPORT deferred_t *deferred_pg_query_one_at(const char *file, int line,

@@ -131,9 +131,9 @@ typedef struct deferred_stage_ops {
 /*
  * Make a stage running ops on data.  ops is borrowed and must outlive the
  * stage (a static table); data is owned by the stage (ops->destroy frees
- * it).  NULL on allocation failure, when ops has neither handle nor
- * resume, or when flags has a bit other than DEFERRED_STAGE_AUTOPAUSE
- * (data destroyed in every case).
+ * it).  NULL with errno ENOMEM on allocation failure, or EINVAL when ops
+ * is NULL or has neither handle nor resume, or when flags has a bit other
+ * than DEFERRED_STAGE_AUTOPAUSE (data destroyed in every case).
  */
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_new(const deferred_stage_ops_t *ops,
                                                      void *data, unsigned flags);
@@ -150,8 +150,8 @@ DEFERRED_EXPORT void deferred_stage_free(deferred_stage_t *st);
 #define DEFERRED_PROCESS_PAUSED 0x1u /* start paused: nothing flows until
                                         deferred_process_resume() */
 
-/* A new, empty process with one reference.  NULL on allocation failure,
- * or (errno EINVAL) when flags has a bit other than
+/* A new, empty process with one reference.  NULL with errno ENOMEM on
+ * allocation failure, or EINVAL when flags has a bit other than
  * DEFERRED_PROCESS_PAUSED. */
 DEFERRED_EXPORT deferred_process_t *deferred_process_new(unsigned flags);
 
@@ -177,10 +177,11 @@ DEFERRED_EXPORT int deferred_process_add(deferred_process_t *p, deferred_stage_t
  * then the producers resume (unless the process was made paused).  Items
  * may flow, and the process may even finish, before this returns.
  * Returns a new reference to the process's deferred, which fires with the
- * consumer's finish result or fails with what ended the stream.  A process
- * without a producer or without a consumer, or run twice, gives a deferred
- * already failed with EINVAL and a message saying what is missing.  NULL
- * only on allocation failure.
+ * consumer's finish result or fails with what ended the stream.  NULL
+ * with errno EINVAL for a NULL process, a process without a producer or
+ * without a consumer, or one run already (deferred/common.h: never an
+ * already-failed deferred); ENOMEM on allocation failure.  p is borrowed
+ * and keeps its stages on error.
  *
  * A macro: the failures the process makes itself (a cancel, a misuse, no
  * memory; see deferred_stage_failure()) record the file and line of this
@@ -283,16 +284,21 @@ DEFERRED_EXPORT uint64_t deferred_stage_items(const deferred_stage_t *st);
 
 /* ---- built-in stages -------------------------------------------------- */
 
+/* Each constructor below returns NULL with errno EINVAL for the bad
+ * arguments its comment names, ENOMEM on allocation failure (what it
+ * takes released), as deferred/common.h says. */
+
 /* Producer of n values (the array is copied; the values are taken).
- * It describes an item as "element I of N".  NULL on allocation failure
- * (the values released), or with errno EINVAL for NULL items with n > 0
- * (nothing read). */
+ * It describes an item as "element I of N".  NULL with errno ENOMEM on
+ * allocation failure (the values released), or EINVAL for NULL items with
+ * n > 0 (nothing read). */
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_array(const deferred_value_t *items,
                                                        size_t n);
 
 /* Producer of the rows of a multi-fire deferred (a reference is taken on
  * it): each row is emitted, its end finishes the producer; pause and
- * resume pause the multi-fire deferred, cancel cancels it. */
+ * resume pause the multi-fire deferred, cancel cancels it.  NULL with
+ * errno EINVAL when multi is NULL or not multi-fire. */
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_from_multi(deferred_t *multi);
 
 /*
@@ -305,14 +311,15 @@ DEFERRED_EXPORT deferred_stage_t *deferred_stage_from_multi(deferred_t *multi);
  * empty tag.  The end of the stream waits for them; when the stream fails
  * or is cancelled, or the stage is freed, the deferreds still waited on
  * are cancelled and released.  name (borrowed: it must outlive the stage)
- * may be NULL ("map").
+ * may be NULL ("map").  NULL with errno EINVAL for a NULL fn.
  */
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_map(const char *name, deferred_fn fn,
                                                      void *arg);
 
 /* Processor passing the items for which keep(item, arg) is true (item
  * borrowed); the others are released.  name (borrowed: it must outlive
- * the stage) may be NULL ("filter"). */
+ * the stage) may be NULL ("filter").  NULL with errno EINVAL for a NULL
+ * keep. */
 typedef bool (*deferred_pred_fn)(deferred_value_t item, void *arg);
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_filter(const char *name,
                                                         deferred_pred_fn keep,
@@ -322,7 +329,8 @@ DEFERRED_EXPORT deferred_stage_t *deferred_stage_filter(const char *name,
  * one may be shorter; it is flushed at the start and the end of each
  * group, whatever the group's outcome, and at the end of the stream).
  * When a stage after it fails on a batch, the batch's frame names the
- * items in it ("in the batch of items 5 to 8").  NULL for n == 0. */
+ * items in it ("in the batch of items 5 to 8").  NULL with errno EINVAL
+ * for n == 0. */
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_batch(size_t n);
 
 /* Consumer collecting every item, those inside groups too; the process's
@@ -332,7 +340,8 @@ DEFERRED_EXPORT deferred_stage_t *deferred_stage_collect(void);
 
 /* Consumer folding the items: acc = fn(acc, item) with fn taking both;
  * the process's result is the last acc.  fn returning a failure fails the
- * stream. */
+ * stream.  init is taken; NULL with errno EINVAL (init released) for a
+ * NULL fn or an init holding a deferred. */
 typedef deferred_value_t (*deferred_fold_fn)(deferred_value_t acc,
                                              deferred_value_t item, void *arg);
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_reduce(deferred_fold_fn fn,
@@ -348,8 +357,9 @@ DEFERRED_EXPORT deferred_stage_t *deferred_stage_first(void);
  * Run producer (taken) into deferred_stage_first(): the returned deferred
  * (a new reference) fires with the first item, or with the empty value
  * when the producer had none, or fails.  The producer is cancelled after
- * the first item.  NULL when producer is NULL or on allocation failure
- * (producer freed).  Items may flow before this returns.
+ * the first item.  NULL with errno EINVAL when producer is NULL or is no
+ * producer (deferred_process_add()'s error), ENOMEM on allocation failure
+ * (producer freed in both cases).  Items may flow before this returns.
  */
 #define deferred_process_first(producer) \
     deferred_process_first_at(__FILE__, __LINE__, (producer))
@@ -360,7 +370,8 @@ DEFERRED_EXPORT deferred_t *(deferred_process_first)(deferred_stage_t *producer)
 /* Consumer feeding a multi-fire deferred (a reference is taken): each item
  * is emitted into it, the stream's end finishes it, and its backpressure
  * (a waiting row, a pause) pauses the producers.  The process's result is
- * the empty value, or the failure. */
+ * the empty value, or the failure.  NULL with errno EINVAL when multi is
+ * NULL or not multi-fire. */
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_to_multi(deferred_t *multi);
 
 #ifdef __cplusplus

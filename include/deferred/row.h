@@ -61,7 +61,8 @@ typedef enum deferred_row_type {
 DEFERRED_EXPORT deferred_row_t *deferred_value_get_row(deferred_value_t v);
 
 /* A value owning row (released with deferred_row_free()).  NULL row gives
- * an ENOMEM failure value. */
+ * an ENOMEM failure value (the value convention: a NULL row is a failed
+ * allocation). */
 DEFERRED_EXPORT deferred_value_t deferred_value_row(deferred_row_t *row);
 
 /* The number of columns (0 for NULL). */
@@ -111,8 +112,8 @@ DEFERRED_EXPORT const void *deferred_row_blob_named(const deferred_row_t *row,
                                                     const char *name, size_t *len);
 
 /* A standalone copy of row (one allocation, names included, no shared
- * shape): it may be moved to another thread.  NULL on allocation failure
- * or NULL row. */
+ * shape): it may be moved to another thread.  NULL with errno ENOMEM on
+ * allocation failure, EINVAL for a NULL row. */
 DEFERRED_EXPORT deferred_row_t *deferred_row_copy(const deferred_row_t *row);
 
 /* Free row (or return it to its shape's spare slot).  NULL is a no-op. */
@@ -122,8 +123,9 @@ DEFERRED_EXPORT void deferred_row_free(deferred_row_t *row);
 
 /*
  * A shape: the column names of a query's rows (copied), with one
- * reference.  Each row made from it holds a reference.  NULL on
- * allocation failure; names[i] may be NULL (taken as "").
+ * reference.  Each row made from it holds a reference.  NULL with errno
+ * ENOMEM on allocation failure, EINVAL when ncols is above UINT32_MAX or
+ * names is NULL with ncols > 0; names[i] may be NULL (taken as "").
  */
 DEFERRED_EXPORT deferred_row_shape_t *deferred_row_shape_new(size_t ncols,
                                                              const char *const *names);
@@ -132,9 +134,9 @@ DEFERRED_EXPORT void deferred_row_shape_unref(deferred_row_shape_t *shape);
 /*
  * A new row of shape, every column NULL, with room for bytes bytes of
  * text and blob data (each text or blob needs its length + 1).  Reuses the
- * shape's spare row when it is large enough.  NULL on allocation failure,
- * NULL shape, or bytes above PTRDIFF_MAX / 2 (no block that large can be
- * made).
+ * shape's spare row when it is large enough.  NULL with errno EINVAL for
+ * a NULL shape, ENOMEM on allocation failure or for bytes above
+ * PTRDIFF_MAX / 2 (no block that large can be made).
  */
 DEFERRED_EXPORT deferred_row_t *deferred_row_alloc(deferred_row_shape_t *shape,
                                                    size_t bytes);

@@ -58,8 +58,9 @@ struct ev_loop;
  * with NULL data and a non-zero length, or of an unknown type, is an
  * EINVAL failure (library domain) naming the parameter.  loop and db are
  * borrowed; sql and params are copied.  Add the stage to a process (which
- * takes it) or free it with deferred_stage_free().  NULL on allocation
- * failure or when loop, db or sql is NULL, or params is NULL with n > 0.
+ * takes it) or free it with deferred_stage_free().  NULL with errno
+ * EINVAL when loop, db or sql is NULL, or params is NULL with n > 0;
+ * ENOMEM on allocation failure (deferred/common.h).
  *
  * A macro: the failures the query makes record the file and line of this
  * call (deferred_failure_file()).  The function of the same name (taken
@@ -88,7 +89,8 @@ DEFERRED_EXPORT int deferred_sqlite_set_batch(deferred_stage_t *st, unsigned row
  * it fires with the first row (a deferred_value_row() value; the rest of
  * the result is not read) or with the empty value when there is no row,
  * or fails as a query stream would.  Cancelling it cancels the query.  It
- * never fires before this returns.  NULL on allocation failure.
+ * never fires before this returns.  NULL with errno as
+ * deferred_sqlite_query() gives it (EINVAL for bad arguments, ENOMEM).
  */
 #define deferred_sqlite_query_one(...) \
     deferred_sqlite_query_one_at(__FILE__, __LINE__, __VA_ARGS__)

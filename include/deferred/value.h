@@ -112,6 +112,8 @@ DEFERRED_EXPORT void deferred_value_release(deferred_value_t v);
 /*
  * A value holding a failure.  Takes the reference f (NULL is taken as an
  * ENOMEM failure, so a failed constructor can be passed straight in).
+ * This is the value convention: a NULL failure means "out of memory",
+ * whatever errno says (failure constructors never return NULL).
  */
 DEFERRED_EXPORT deferred_value_t deferred_value_failure(deferred_failure_t *f);
 
@@ -128,8 +130,13 @@ DEFERRED_EXPORT deferred_failure_t *deferred_value_take_failure(deferred_value_t
 
 /*
  * A value holding a deferred.  Takes the reference d.  Returned from a
- * callback, it makes the chain wait for d.  NULL d is taken as an ENOMEM
- * failure (so deferred_value_deferred(deferred_new()) is safe).
+ * callback, it makes the chain wait for d.  NULL d is the NULL of a
+ * constructor that failed (deferred/common.h): it gives a failure value
+ * (library domain) carrying errno's code, so
+ *   return deferred_value_deferred(deferred_ev_later(loop, 1));
+ * in a callback fails the chain with EINVAL for a bad argument and ENOMEM
+ * when out of memory; errno 0 (or ENOMEM) gives the static ENOMEM failure.
+ * Read errno right away: call it straight on the constructor's result.
  */
 DEFERRED_EXPORT deferred_value_t deferred_value_deferred(deferred_t *d);
 
