@@ -22,7 +22,8 @@ enum link_kind {
     LINK_PAIR_CB,
     LINK_PAIR_EB,
     LINK_DEAD, /* a continue entry whose outer deferred is gone */
-    LINK_KIND = 0x7f,
+    LINK_KIND = 0x3f,
+    LINK_OWNED = 0x40, /* flag: the argument is a struct deferred__owned */
     LINK_FULL = 0x80 /* flag: the argument is a struct full_arg to destroy */
 };
 

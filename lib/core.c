@@ -201,6 +201,8 @@ static inline void link_dispose(uint8_t kind, struct link l)
 {
     if (DEFERRED_UNLIKELY(kind & LINK_FULL))
         full_arg_destroy(l.arg);
+    else if (DEFERRED_UNLIKELY(kind & LINK_OWNED))
+        ((struct deferred__owned *)l.arg)->dispose(l.arg);
 }
 
 /* ---- construction and destruction ------------------------------------- */
@@ -411,8 +413,8 @@ static inline bool idle_with_result(const deferred_t *d)
  * its entries for the next row. */
 static inline void consumed(const deferred_t *d, uint8_t kind, struct link l)
 {
-    if (DEFERRED_UNLIKELY(kind & LINK_FULL) && !(d->flags & F_MULTI))
-        full_arg_destroy(l.arg);
+    if (DEFERRED_UNLIKELY(kind & (LINK_FULL | LINK_OWNED)) && !(d->flags & F_MULTI))
+        link_dispose(kind, l);
 }
 
 static bool chain_on(deferred_t *cur, deferred_t *inner);
@@ -589,6 +591,14 @@ int deferred_add_errback(deferred_t *d, deferred_fn eb, void *arg)
     if (DEFERRED_UNLIKELY(!d || !eb))
         return -EINVAL;
     return append(d, eb, arg, LINK_EB, NULL, NULL);
+}
+
+int deferred__add_both_owned(deferred_t *d, deferred_fn fn,
+                             struct deferred__owned *arg)
+{
+    if (DEFERRED_UNLIKELY(!d || !fn || !arg))
+        return -EINVAL;
+    return append(d, fn, arg, LINK_BOTH | LINK_OWNED, NULL, NULL);
 }
 
 int deferred_add_both(deferred_t *d, deferred_fn fn, void *arg)

@@ -71,6 +71,18 @@ DEFERRED_HIDDEN int deferred__set_inputs(deferred_t *d, deferred__inputs_fn fn,
  * NULL when a is not empty or n exceeds its capacity (value.c). */
 DEFERRED_HIDDEN deferred_value_t *deferred__array_fill(deferred_array_t *a, size_t n);
 
+/* A pair's argument that is told, through its first member, when the pair
+ * is done with it: after the pair ran, or when its deferred is freed with
+ * the pair unrun.  No allocation, so an owner can always learn that a pair
+ * of its own is gone (the fan-in engine counts its pairs this way). */
+struct deferred__owned {
+    void (*dispose)(struct deferred__owned *self);
+};
+/* Append fn as both halves with an owned argument (core.c).  Returns 0,
+ * -EINVAL or -ENOMEM (arg->dispose is then not called). */
+DEFERRED_HIDDEN int deferred__add_both_owned(deferred_t *d, deferred_fn fn,
+                                             struct deferred__owned *arg);
+
 /* Report through the hook (core.c). */
 DEFERRED_HIDDEN void deferred__report(deferred_report_t kind,
                                       const deferred_failure_t *f);

@@ -25,14 +25,14 @@
  *    cancelled at most once, in input order, through a cursor that a loop
  *    started from inside another shares;
  *  - letting go ("detaching"): once out is settled (fired, ended or gone),
- *    the inputs still pending are let go by appending to each a
- *    pass-through sentinel whose destroy function tells the engine that
- *    the pair before it has run or never will.  That allocation is paid
- *    only on that path, never when every input delivers;
+ *    the engine drops its references on the inputs still pending.  Each
+ *    pair has its slot as an owned argument (deferred__add_both_owned()),
+ *    so the core tells the engine when the pair ran or was dropped with
+ *    its input: letting go allocates nothing and cannot fail;
  *  - what chain_to's cycle check sees (deferred__set_inputs()).
  *
- * The block is freed when out is gone and no pair or sentinel of it can
- * still run.  Nothing here recurses along the inputs.
+ * The block is freed when out is gone and every pair of it is done (ran or
+ * dropped).  Nothing here recurses along the inputs.
  */
 #ifndef DEFERRED_FANIN_PRIVATE_H
 #define DEFERRED_FANIN_PRIVATE_H
@@ -48,6 +48,7 @@ struct fanin;
  * NULL then; FANIN_DETACHED once the reference was let go with the pair
  * still pending. */
 struct fanin_slot {
+    struct deferred__owned own; /* the pair's argument: told when it is done */
     struct fanin *owner;
     deferred_t *input;
 };
@@ -89,7 +90,7 @@ struct fanin_ops {
 };
 
 struct fanin {
-    size_t refs;        /* out's, one per pair or sentinel that may run, temps */
+    size_t refs;        /* out's, one per pair not yet done, temps */
     size_t n;
     size_t inited;      /* slots set up so far (all, once built) */
     size_t pending;     /* slots whose input is a reference held */

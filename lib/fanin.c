@@ -4,13 +4,13 @@
  *
  * The design decision to know is how the block stays alive without a
  * cycle.  out never owns the block's inputs through a reference cycle:
- * the block is freed when out is gone and no pair of it can still run.  A
- * plain pair is dropped unrun only when its input is freed, and an input
- * cannot be freed while its slot holds a reference; so once out is
- * settled, the engine lets go of the inputs still pending by appending to
- * each a pass-through sentinel whose destroy function says that the pair
- * before it has run or never will.  Only that rare path allocates per
- * input.
+ * the block is freed when out is gone and no pair of it can still run.
+ * Each input's pair has its slot as an owned argument: the core tells the
+ * slot when the pair is done, after it ran or when its input is freed
+ * with it unrun, and that drops the pair's reference on the block.  So
+ * once out is settled, the engine lets go of the inputs still pending by
+ * dropping its references on them: nothing to append, nothing to
+ * allocate, nothing that can fail.
  */
 #include <errno.h>
 #include <stdalign.h>
@@ -62,30 +62,20 @@ void deferred__fanin_unref(struct fanin *f)
         deferred__free(f);
 }
 
-/* The sentinel appended after a detached input's pair: passes everything
- * through; its destroy runs once the pair has run or been dropped. */
-static deferred_value_t sentinel_fn(deferred_value_t v, void *arg)
+/* A slot's pair is done (it ran, or its input was freed with it unrun):
+ * its reference on the block goes. */
+static void slot_dispose(struct deferred__owned *own)
 {
-    (void)arg;
-    return v;
+    struct fanin_slot *s = (struct fanin_slot *)(void *)own;
+
+    if (s->input == FANIN_DETACHED)
+        s->input = NULL; /* dropped unrun after the engine let it go */
+    deferred__fanin_unref(s->owner);
 }
 
-static void sentinel_destroy(void *arg)
-{
-    struct fanin_slot *s = arg;
-    struct fanin *f = s->owner;
-
-    if (s->input == FANIN_DETACHED) {
-        /* The input went away with the pair unrun: drop the pair's ref. */
-        s->input = NULL;
-        f->refs--;
-    }
-    deferred__fanin_unref(f);
-}
-
-/* Let go of every input still pending (see the file comment).  An input
- * whose sentinel cannot be appended keeps its reference: its pair still
- * runs when it fires, and frees the block then. */
+/* Let go of every input still pending (see the file comment).  Dropping a
+ * reference may free an input and so dispose of its pair: the block's own
+ * reference keeps it meanwhile. */
 static void detach_inputs(struct fanin *f)
 {
     size_t i;
@@ -99,16 +89,11 @@ static void detach_inputs(struct fanin *f)
 
         if (!FANIN_HELD(s))
             continue;
-        f->refs++; /* the sentinel's */
-        if (deferred_add_both_full(in, sentinel_fn, s, sentinel_destroy) < 0)
-            continue;
-        if (s->input == in) {
-            s->input = FANIN_DETACHED;
-            f->pending--;
-            if (f->ops->over)
-                f->ops->over(f, i);
-            deferred_unref(in);
-        }
+        s->input = FANIN_DETACHED;
+        f->pending--;
+        if (f->ops->over)
+            f->ops->over(f, i);
+        deferred_unref(in);
     }
     deferred__fanin_unref(f);
 }
@@ -206,9 +191,7 @@ static deferred_value_t on_outcome(deferred_value_t v, void *arg)
     }
     if (DEFERRED_UNLIKELY(f->done))
         try_detach(f);
-    if (--f->refs == 0) /* the pair's reference */
-        deferred__free(f);
-    return v;
+    return v; /* the pair's reference goes in slot_dispose(), just after */
 }
 
 /* ---- building ---------------------------------------------------------- */
@@ -261,6 +244,7 @@ int deferred__fanin_attach(struct fanin *f, deferred_t *const *inputs)
         deferred_t *in = inputs[i];
         deferred_t *w = deferred_is_multi(in) ? deferred_multi_when_finished(in) : deferred_ref(in);
 
+        s->own.dispose = slot_dispose;
         s->owner = f;
         s->input = w;
         f->inited = i + 1;
@@ -276,7 +260,7 @@ int deferred__fanin_attach(struct fanin *f, deferred_t *const *inputs)
                 goto out_abort_slot;
         }
         f->refs++; /* the pair's */
-        if ((rc = deferred_add_both(w, on_outcome, s)) < 0) {
+        if ((rc = deferred__add_both_owned(w, on_outcome, &s->own)) < 0) {
             f->refs--;
             goto out_abort_slot;
         }
@@ -300,7 +284,7 @@ int deferred__fanin_attach(struct fanin *f, deferred_t *const *inputs)
             continue;
         s->owner = f;
         f->refs++;
-        if (deferred_add_both(s->input, on_outcome, s) < 0) {
+        if (deferred__add_both_owned(s->input, on_outcome, &s->own) < 0) {
             /* Not reached (see above); if it were, the slot is let go and
              * the mode sees an allocation failure as its outcome. */
             deferred_t *in = s->input;

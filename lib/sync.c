@@ -13,8 +13,9 @@
  * drops the list's reference), or the owner's death (the last reference
  * to the semaphore or queue fails the waiters still linked with
  * ECANCELED).  Waiters hold no reference on their owner, so there is no
- * cycle: a semaphore run takes its reference on the semaphore only once
- * it holds a token.  A waiter fired by someone else than its owner (its
+ * cycle: a semaphore run holds only a weak reference on its semaphore
+ * (the memory, not the semaphore's life), so a run that waits on an
+ * acquire of its own semaphore is freed with it.  A waiter fired by someone else than its owner (its
  * caller, say) leaves the list as it fires: the first entry of its chain
  * is the owner's and unlinks it.
  */
@@ -154,6 +155,7 @@ static void waiters_cancel_all(struct waitq *q, const char *what)
 
 struct deferred_semaphore {
     size_t refs;
+    size_t weak;   /* runs that may still release: the memory stays */
     size_t tokens; /* free now */
     size_t limit;
     bool dying;
@@ -197,8 +199,17 @@ void deferred_semaphore_unref(deferred_semaphore_t *s)
     if (!s || s->dying || --s->refs)
         return;
     s->dying = true;
+    s->weak++; /* a run freed by the cancels below keeps s meanwhile */
     waiters_cancel_all(&s->waiters, "semaphore");
-    deferred__free(s);
+    if (--s->weak == 0)
+        deferred__free(s);
+}
+
+/* The weak reference of a run: the semaphore's memory, not its life. */
+static void semaphore_weak_unref(deferred_semaphore_t *s)
+{
+    if (--s->weak == 0 && s->dying)
+        deferred__free(s);
 }
 
 /* Acquire.  *wout (may be NULL) receives the waiter when it waits, NULL
@@ -239,7 +250,7 @@ int deferred_semaphore_release(deferred_semaphore_t *s)
     deferred_t *d;
     bool *granted;
 
-    if (!s)
+    if (!s || s->dying)
         return -EINVAL;
     if (s->tokens >= s->limit)
         return -EPERM;
@@ -248,12 +259,9 @@ int deferred_semaphore_release(deferred_semaphore_t *s)
         s->tokens++;
         return 0;
     }
-    /* The token goes straight to the first waiter; a run's holds the
-     * semaphore from now on. */
-    if (granted) {
+    /* The token goes straight to the first waiter. */
+    if (granted)
         *granted = true;
-        deferred_semaphore_ref(s);
-    }
     deferred_callback(d, deferred_value_make(s, NULL));
     deferred_unref(d);
     return 0;
@@ -281,7 +289,7 @@ size_t deferred_semaphore_waiting(const deferred_semaphore_t *s)
  */
 struct run_ctx {
     size_t refs;
-    deferred_semaphore_t *s; /* a reference once acquired, weak before */
+    deferred_semaphore_t *s; /* a weak reference (see the file comment) */
     deferred_fn fn;
     void *arg;
     deferred_destroy_fn destroy;
@@ -306,8 +314,7 @@ static void run_ctx_unref(void *arg)
     run_release(ctx);
     if (ctx->destroy)
         ctx->destroy(ctx->arg);
-    if (ctx->acquired)
-        deferred_semaphore_unref(ctx->s);
+    semaphore_weak_unref(ctx->s);
     deferred__free(ctx);
 }
 
@@ -359,6 +366,7 @@ deferred_t *deferred_semaphore_run(deferred_semaphore_t *s, deferred_fn fn,
     }
     ctx->refs = 1;
     ctx->s = s;
+    s->weak++;
     ctx->fn = fn;
     ctx->arg = arg;
     ctx->destroy = destroy;
@@ -388,7 +396,6 @@ deferred_t *deferred_semaphore_run(deferred_semaphore_t *s, deferred_fn fn,
         w->granted = &ctx->acquired; /* the pair keeps ctx alive */
     } else {
         ctx->acquired = true;
-        deferred_semaphore_ref(s);
     }
     deferred_unpause(d);
     return d;

@@ -19,7 +19,9 @@
  *        failure on the chain (seen by an errback, reported if unhandled);
  *   L06  lock, semaphore and queue waiters: a waiting run dropped with its
  *        lock leaks nothing and destroys its argument once; a waiter fired
- *        by its caller leaves the queue (no token handed to it after).
+ *        by its caller leaves the queue (no token handed to it after);
+ *   L07  a combinator freed before its inputs lets them go without
+ *        allocating: nothing to fail, nothing leaked.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -796,6 +798,42 @@ START_TEST(test_L06_waiter_fired_by_caller)
 }
 END_TEST
 
+/* A run whose function waits on an acquire of its own lock: a deadlock,
+ * but one that dropping everything frees (the run holds no strong
+ * reference on the lock): the acquire fails with ECANCELED, destroy runs
+ * once. */
+static deferred_lock_t *l06_lock;
+static deferred_t *l06_inner;
+
+static deferred_value_t l06_wait_on_lock(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    deferred_value_release(v);
+    l06_ran++;
+    l06_inner = deferred_lock_acquire(l06_lock); /* waits: we hold it */
+    return deferred_value_deferred(deferred_ref(l06_inner));
+}
+
+START_TEST(test_L06_run_waits_on_its_own_lock)
+{
+    deferred_t *run;
+
+    l06_destroyed = l06_ran = 0;
+    l06_lock = deferred_lock_new();
+    run = deferred_lock_run(l06_lock, l06_wait_on_lock, NULL, l06_destroy);
+    ck_assert_int_eq(l06_ran, 1);
+    ck_assert(deferred_is_waiting(run));
+    deferred_add_errback(run, tu_record, TAG(1));
+    deferred_lock_unref(l06_lock); /* the waiting acquire fails */
+    ck_assert_int_eq(tu_log_count(1), 1);
+    ck_assert_int_eq(tu_log.e[0].code, ECANCELED);
+    deferred_value_release(deferred_result_take(run));
+    deferred_unref(run);
+    deferred_unref(l06_inner);
+    ck_assert_int_eq(l06_destroyed, 1);
+}
+END_TEST
+
 /* The same for a queue's waiting get and a semaphore's acquire. */
 START_TEST(test_L06_queue_and_semaphore_waiters_fired_by_caller)
 {
@@ -823,6 +861,44 @@ START_TEST(test_L06_queue_and_semaphore_waiters_fired_by_caller)
 }
 END_TEST
 
+/* ---- L07 --------------------------------------------------------------- */
+
+/* Freeing a combinator whose inputs are still pending lets them go
+ * without allocating, so it cannot fail: with every allocation failing,
+ * dropping the result and then the inputs leaks nothing. */
+START_TEST(test_L07_combinator_freed_before_inputs)
+{
+    int mode;
+
+    for (mode = 0; mode < 4; mode++) {
+        deferred_t *in[3], *c;
+        int i;
+
+        in[0] = deferred_new();
+        in[1] = deferred_new();
+        in[2] = deferred_ref(in[0]); /* listed twice */
+        c = mode == 0 ? deferred_gather(in, 3, 0) : mode == 1 ? deferred_list(in, 3, 0)
+          : mode == 2 ? deferred_race(in, 3) : deferred_merge(in, 3);
+        ck_assert_ptr_nonnull(c);
+        {
+            size_t before = tu_total();
+
+            tu_fail_from(1);
+            deferred_unref(c);
+            tu_fail_at(0);
+            ck_assert_uint_eq(tu_total(), before); /* nothing allocated */
+            ck_assert(!tu_failure_injected());
+        }
+        /* the inputs go on alone */
+        deferred_callback(in[1], tu_tracked(mode));
+        for (i = 0; i < 3; i++)
+            deferred_unref(in[i]);
+        ck_assert_uint_eq(tu_live(), 0);
+    }
+    ck_assert_int_eq(tu_released, 4);
+}
+END_TEST
+
 static Suite *lifetime_suite(void)
 {
     Suite *s = suite_create("lifetime");
@@ -847,7 +923,9 @@ static Suite *lifetime_suite(void)
     tcase_add_test(tc, test_L05_chain_to_cancelled_target);
     tcase_add_test(tc, test_L06_dropped_waiting_run);
     tcase_add_test(tc, test_L06_waiter_fired_by_caller);
+    tcase_add_test(tc, test_L06_run_waits_on_its_own_lock);
     tcase_add_test(tc, test_L06_queue_and_semaphore_waiters_fired_by_caller);
+    tcase_add_test(tc, test_L07_combinator_freed_before_inputs);
     suite_add_tcase(s, tc);
 
     tcase_add_checked_fixture(big, tu_setup, tu_teardown);

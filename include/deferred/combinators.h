@@ -154,11 +154,10 @@ DEFERRED_EXPORT deferred_indexed_t *deferred_value_get_indexed(deferred_value_t 
  * plain callback/errback pair per input, no scan), and the array is
  * filled in one pass when the last one arrives.  An input still pending
  * when the gather is settled without it (it failed fast, or its deferred
- * was freed first) costs one small pass-through entry in its chain, which
- * lets the state go whether or not that input ever fires.  (If that entry
- * cannot be allocated, the input keeps the gather's reference until it
- * fires, and the state is freed then; an input that never fires is then
- * kept, with the state, for good.)
+ * was freed first) is let go at once: its entry stays in its chain
+ * without holding it, and the gather's state goes when the last such
+ * entry is done (run, or dropped with its input).  Letting go allocates
+ * nothing and cannot fail.
  */
 DEFERRED_EXPORT deferred_t *deferred_gather(deferred_t *const *inputs, size_t n,
                                             unsigned flags);
@@ -281,8 +280,8 @@ DEFERRED_EXPORT deferred_t *deferred_race(deferred_t *const *inputs, size_t n);
  * which deferred_unpause() may lift or not: nothing is left to run).
  *
  * Allocation: one block of state for the whole call and the stream; no
- * allocation per input (plain pairs; an input still pending when the
- * stream is over early costs one small pass-through entry in its chain).
+ * allocation per input (one entry in each input's chain; an input still
+ * pending when the stream is over early is let go without allocating).
  * Rows cost nothing while the stream is idle; while it holds rows back,
  * one row per held input waits in the stream's queue and the rest in the
  * inputs.  A row the stream cannot queue (out of memory) ends the stream
@@ -327,7 +326,9 @@ DEFERRED_EXPORT deferred_semaphore_t *deferred_semaphore_new(size_t tokens);
 /* Add a reference; returns s.  NULL gives NULL. */
 DEFERRED_EXPORT deferred_semaphore_t *deferred_semaphore_ref(deferred_semaphore_t *s);
 /* Drop a reference; the last fails the waiting acquires with ECANCELED
- * (their callbacks run before it returns) and frees s.  NULL: no-op. */
+ * (their callbacks run before it returns) and frees s.  A run holding a
+ * token does not keep s alive: when it ends, its release does nothing.
+ * NULL: no-op. */
 DEFERRED_EXPORT void deferred_semaphore_unref(deferred_semaphore_t *s);
 
 /*
@@ -342,8 +343,8 @@ DEFERRED_EXPORT deferred_t *deferred_semaphore_acquire(deferred_semaphore_t *s);
 /*
  * Give a token back.  If acquires are waiting, the token goes straight to
  * the first of them, which fires before this returns.  Returns 0, -EINVAL
- * (NULL s), -EPERM when every token is already free (a release without an
- * acquire).
+ * (NULL s, or s losing its last reference), -EPERM when every token is
+ * already free (a release without an acquire).
  */
 DEFERRED_EXPORT int deferred_semaphore_release(deferred_semaphore_t *s);
 
