@@ -1537,8 +1537,8 @@ static int run_pg_rows(size_t ops)
 
     if (rc != 0)
         return rc;
-    if (db_run_process(deferred_pg_query(bpg.conn, pg_rows_sql,
-                                         DEFERRED_PARAMS(deferred_param_int((int64_t)ops))),
+    if (db_run_process(deferred_pg_query_p(bpg.conn, pg_rows_sql,
+                                           DEFERRED_PARAMS(deferred_param_int((int64_t)ops))),
                        "pg-rows", &sum) != 0)
         return -1;
     if (sum != db_expected(ops))

@@ -209,7 +209,7 @@ static deferred_t *fetch_lines(deferred_row_t *order)
         return NULL;
     deferred_process_add(p, query("SELECT line_no, item, qty, price_cents FROM lines"
                                   " WHERE order_id = $1 ORDER BY line_no",
-                                  DEFERRED_PARAMS(deferred_param_int(
+                                  DEFERRED_PARAMS_ARGS(deferred_param_int(
                                       deferred_row_int_named(order, "id"))),
                                   1));
     deferred_process_add(p, deferred_stage_collect());
@@ -802,7 +802,7 @@ static int run_examples(double t_gen)
                      NULL, 0, 0);
     f.bulk = query("SELECT order_id, item, qty FROM lines WHERE qty >= $1"
                    " ORDER BY order_id, line_no",
-                   DEFERRED_PARAMS(deferred_param_int(3)), 1);
+                   DEFERRED_PARAMS_ARGS(deferred_param_int(3)), 1);
     deferred_process_add(p, f.recent);
     deferred_process_add(p, f.bulk);
     deferred_process_add(p, deferred_stage_new(&feed_ops, &f, 0));

@@ -224,7 +224,7 @@ START_TEST(test_rows_types_and_parameters)
     size_t len = 0;
     const unsigned char *b;
 
-    d = deferred_pg_query_one(
+    d = deferred_pg_query_one_p(
         conn,
         "SELECT $1::int8 AS i, $2::float8 AS f, $3::text AS t, $4::bytea AS b,"
         " $5::text AS n, 12.50::numeric AS num, true AS yes, $3 = 'it''s' AS eq",
@@ -264,7 +264,7 @@ START_TEST(test_stream_in_order)
     deferred_t *d;
 
     d = run_query(&c, conn, "SELECT g, 'row ' || g FROM generate_series(1, $1) g",
-                  DEFERRED_PARAMS(deferred_param_int(20000)));
+                  DEFERRED_PARAMS_ARGS(deferred_param_int(20000)));
     ck_assert_int_eq(c.rows[0], 0); /* never before run returns */
     wait_for(d);
     ck_assert_ptr_null(failure_of(d));
@@ -432,7 +432,7 @@ START_TEST(test_D03_million_rows_slow_consumer_bounded_memory)
     rss_at_start = rss_max = 0;
     /* 1,000,000 rows of 100 bytes: 100 MB if nothing held the server. */
     d = run_query(&c, conn, "SELECT g, repeat('x', 100) FROM generate_series(1, $1) g",
-                  DEFERRED_PARAMS(deferred_param_int(rows)));
+                  DEFERRED_PARAMS_ARGS(deferred_param_int(rows)));
     c.pause_every = 100000;
     c.pause_for = 0.02;
     c.at_row = sample_rss;
@@ -534,8 +534,8 @@ START_TEST(test_D05_sqlite_and_postgres_merged)
                      SQLITE_OK);
     p = deferred_process_new(0);
     sq = deferred_sqlite_query(loop, db, "SELECT i, s FROM t ORDER BY i", NULL, 0);
-    pq = deferred_pg_query(conn, "SELECT g, 'postgres' FROM generate_series(1, $1) g",
-                           DEFERRED_PARAMS(deferred_param_int(7000)));
+    pq = deferred_pg_query_p(conn, "SELECT g, 'postgres' FROM generate_series(1, $1) g",
+                             DEFERRED_PARAMS(deferred_param_int(7000)));
     ck_assert_int_eq(deferred_process_add(p, sq), 0);
     ck_assert_int_eq(deferred_process_add(p, pq), 0);
     ck_assert_int_eq(deferred_process_add(p, check_stage(&c)), 0);
@@ -603,8 +603,8 @@ START_TEST(test_wrong_parameter_counts)
     deferred_t *d;
     deferred_failure_t *f;
 
-    d = deferred_pg_query_one(conn, "SELECT $1::int + $2::int",
-                              DEFERRED_PARAMS(deferred_param_int(1)));
+    d = deferred_pg_query_one_p(conn, "SELECT $1::int + $2::int",
+                                DEFERRED_PARAMS(deferred_param_int(1)));
     wait_for(d);
     f = failure_of(d);
     ck_assert_int_eq(deferred_failure_domain(f), DEFERRED_DOMAIN_POSTGRES);
@@ -612,8 +612,8 @@ START_TEST(test_wrong_parameter_counts)
     ck_assert(context_has(f, "postgres query", "SELECT $1::int + $2::int"));
     deferred_unref(d);
 
-    d = deferred_pg_query_one(conn, "SELECT 1",
-                              DEFERRED_PARAMS(deferred_param_int(1), deferred_param_int(2)));
+    d = deferred_pg_query_one_p(conn, "SELECT 1",
+                                DEFERRED_PARAMS(deferred_param_int(1), deferred_param_int(2)));
     wait_for(d);
     ck_assert_int_eq(deferred_failure_domain(failure_of(d)), DEFERRED_DOMAIN_POSTGRES);
     deferred_unref(d);
@@ -727,8 +727,8 @@ START_TEST(test_failing_allocator)
         deferred_t *d;
 
         tu_fail_at(n);
-        d = deferred_pg_query_one(conn, "SELECT g, 'x' || g FROM generate_series(1, $1) g",
-                                  DEFERRED_PARAMS(deferred_param_int(3)));
+        d = deferred_pg_query_one_p(conn, "SELECT g, 'x' || g FROM generate_series(1, $1) g",
+                                    DEFERRED_PARAMS(deferred_param_int(3)));
         if (!d) {
             enomem++;
         } else {
@@ -780,8 +780,8 @@ START_TEST(test_bad_parameters_are_einval)
     deferred_param_t bad;
 
     /* {NULL, 5}: no copy from NULL. */
-    d = deferred_pg_query_one(conn, "SELECT $1::text",
-                              DEFERRED_PARAMS(deferred_param_blob(NULL, 5)));
+    d = deferred_pg_query_one_p(conn, "SELECT $1::text",
+                                DEFERRED_PARAMS(deferred_param_blob(NULL, 5)));
     ck_assert_ptr_nonnull(d);
     wait_for(d);
     f = failure_of(d);
@@ -793,8 +793,8 @@ START_TEST(test_bad_parameters_are_einval)
     bad.type = DEFERRED_ROW_TEXT;
     bad.u.s.p = "abc";
     bad.u.s.len = (size_t)-1;
-    d = deferred_pg_query_one(conn, "SELECT $1::int, $2::text",
-                              DEFERRED_PARAMS(deferred_param_int(1), bad));
+    d = deferred_pg_query_one_p(conn, "SELECT $1::int, $2::text",
+                                DEFERRED_PARAMS(deferred_param_int(1), bad));
     if (d) {
         wait_for(d);
         f = failure_of(d);
@@ -817,8 +817,8 @@ START_TEST(test_bad_parameters_are_einval)
     deferred_unref(d);
 
     /* The connection is still good. */
-    d = deferred_pg_query_one(conn, "SELECT length($1::bytea)",
-                              DEFERRED_PARAMS(deferred_param_blob(NULL, 0)));
+    d = deferred_pg_query_one_p(conn, "SELECT length($1::bytea)",
+                                DEFERRED_PARAMS(deferred_param_blob(NULL, 0)));
     wait_for(d);
     ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0), 0);
     deferred_unref(d);

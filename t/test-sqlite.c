@@ -205,7 +205,7 @@ START_TEST(test_D01_every_row_in_order)
     ev_unref(loop); /* the counter alone does not keep the loop running */
     loop_iterations = 0;
     d = run_query(&c, "SELECT i, s, d, b FROM t WHERE i > ? ORDER BY i",
-                  DEFERRED_PARAMS(deferred_param_int(0)), NULL);
+                  DEFERRED_PARAMS_ARGS(deferred_param_int(0)), NULL);
     /* Nothing is emitted before the loop runs. */
     ck_assert_int_eq(c.rows, 0);
     ck_assert(!deferred_has_fired(d));
@@ -291,7 +291,7 @@ START_TEST(test_D01_parameters_bound)
     size_t len = 0;
     const unsigned char *b;
 
-    d = deferred_sqlite_query_one(
+    d = deferred_sqlite_query_one_p(
         loop, db, "SELECT ? AS a, ? AS b, ? AS c, ? AS d, ? AS e",
         DEFERRED_PARAMS(deferred_param_int(-42), deferred_param_double(2.5),
                         deferred_param_text("it's \"quoted\"; DROP TABLE t"),
@@ -312,8 +312,8 @@ START_TEST(test_D01_parameters_bound)
     deferred_unref(d);
 
     /* No row: the empty value. */
-    d = deferred_sqlite_query_one(loop, db, "SELECT i FROM t WHERE i = ?",
-                                  DEFERRED_PARAMS(deferred_param_int(-1)));
+    d = deferred_sqlite_query_one_p(loop, db, "SELECT i FROM t WHERE i = ?",
+                                    DEFERRED_PARAMS(deferred_param_int(-1)));
     ev_run(loop, 0);
     ck_assert(deferred_has_fired(d));
     ck_assert(deferred_value_is_none(deferred_result(d)));
@@ -325,6 +325,68 @@ START_TEST(test_D01_parameters_bound)
     ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0),
                      NROWS);
     deferred_unref(d);
+}
+END_TEST
+
+/* DEFERRED_PARAMS is one expression (deferred/row.h): kept in a variable
+ * and passed, chosen by a conditional, given to both forms. */
+static deferred_params_t no_params(void)
+{
+    deferred_params_t none = {NULL, 0};
+
+    return none; /* a value: nothing of this frame is pointed to */
+}
+
+START_TEST(test_D01_params_as_one_value)
+{
+    deferred_params_t ps = DEFERRED_PARAMS(deferred_param_int(5), deferred_param_text("five"));
+    deferred_t *d;
+    deferred_row_t *row;
+    int big = 1;
+
+    ck_assert_uint_eq(ps.n, 2);
+    d = deferred_sqlite_query_one_p(loop, db, "SELECT ? + 1 AS n, ? AS s", ps);
+    ev_run(loop, 0);
+    row = deferred_value_get_row(deferred_result(d));
+    ck_assert_ptr_nonnull(row);
+    ck_assert_int_eq(deferred_row_int_named(row, "n"), 6);
+    ck_assert_str_eq(deferred_row_text_named(row, "s"), "five");
+    deferred_unref(d);
+
+    /* Where only an expression may stand. */
+    d = deferred_sqlite_query_one_p(loop, db, "SELECT ?",
+                                    big ? DEFERRED_PARAMS(deferred_param_int(100))
+                                        : DEFERRED_PARAMS(deferred_param_int(1)));
+    ev_run(loop, 0);
+    ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0), 100);
+    deferred_unref(d);
+
+    /* The (params, n) form, from the same value and from the _ARGS form. */
+    d = deferred_sqlite_query_one(loop, db, "SELECT ? * 2", ps.items, 1);
+    ev_run(loop, 0);
+    ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0), 10);
+    deferred_unref(d);
+    d = deferred_sqlite_query_one(loop, db, "SELECT ? - ?",
+                                  DEFERRED_PARAMS_ARGS(deferred_param_int(9),
+                                                       deferred_param_int(2)));
+    ev_run(loop, 0);
+    ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0), 7);
+    deferred_unref(d);
+
+    /* No parameters as a value: {NULL, 0}. */
+    d = deferred_sqlite_query_one_p(loop, db, "SELECT 3", no_params());
+    ev_run(loop, 0);
+    ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0), 3);
+    deferred_unref(d);
+
+    /* Bad arguments through the _p forms: NULL with errno EINVAL. */
+    errno = 0;
+    ck_assert_ptr_null(deferred_sqlite_query_p(NULL, db, "SELECT ?", ps));
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_ptr_null(deferred_sqlite_query_one_p(loop, db, "SELECT ?",
+                                                   ((deferred_params_t){NULL, 1})));
+    ck_assert_int_eq(errno, EINVAL);
 }
 END_TEST
 
@@ -520,7 +582,7 @@ START_TEST(test_wrong_parameter_counts)
     deferred_failure_t *f;
     static const char sql[] = "SELECT i FROM t WHERE i BETWEEN ? AND ?";
 
-    d = run_query(&c, sql, DEFERRED_PARAMS(deferred_param_int(1)), NULL);
+    d = run_query(&c, sql, DEFERRED_PARAMS_ARGS(deferred_param_int(1)), NULL);
     ev_run(loop, 0);
     f = failure_of(d);
     ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_SQLITE, SQLITE_RANGE));
@@ -529,7 +591,7 @@ START_TEST(test_wrong_parameter_counts)
     deferred_unref(d);
 
     d = run_query(&c, "SELECT 1",
-                  DEFERRED_PARAMS(deferred_param_int(1), deferred_param_int(2)), NULL);
+                  DEFERRED_PARAMS_ARGS(deferred_param_int(1), deferred_param_int(2)), NULL);
     ev_run(loop, 0);
     ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_SQLITE, SQLITE_RANGE));
     deferred_unref(d);
@@ -619,8 +681,8 @@ START_TEST(test_failing_allocator)
 
         tu_fail_at(n);
         p = deferred_process_new(0);
-        q = deferred_sqlite_query(loop, db, "SELECT i, s, d FROM t WHERE i <= ?",
-                                  DEFERRED_PARAMS(deferred_param_int(600)));
+        q = deferred_sqlite_query_p(loop, db, "SELECT i, s, d FROM t WHERE i <= ?",
+                                    DEFERRED_PARAMS(deferred_param_int(600)));
         k = check_stage(&c);
         if (!p || !q || !k) {
             deferred_stage_free(q);
@@ -733,8 +795,8 @@ START_TEST(test_statement_without_sql_finishes)
     ck_assert_ptr_null(sqlite3_next_stmt(db, NULL));
 
     /* Parameters given to no statement: an error, not silence. */
-    d = deferred_sqlite_query_one(loop, db, "-- nothing",
-                                  DEFERRED_PARAMS(deferred_param_int(1)));
+    d = deferred_sqlite_query_one_p(loop, db, "-- nothing",
+                                    DEFERRED_PARAMS(deferred_param_int(1)));
     ev_run(loop, 0);
     ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_SQLITE, SQLITE_RANGE));
     deferred_unref(d);
@@ -748,8 +810,8 @@ START_TEST(test_bad_parameters_are_einval)
     deferred_param_t bad;
 
     /* A blob {NULL, 5}: not 5 bytes read from somewhere. */
-    d = deferred_sqlite_query_one(loop, db, "SELECT length(?)",
-                                  DEFERRED_PARAMS(deferred_param_blob(NULL, 5)));
+    d = deferred_sqlite_query_one_p(loop, db, "SELECT length(?)",
+                                    DEFERRED_PARAMS(deferred_param_blob(NULL, 5)));
     ev_run(loop, 0);
     f = failure_of(d);
     ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_LIBRARY, EINVAL));
@@ -759,8 +821,8 @@ START_TEST(test_bad_parameters_are_einval)
     bad.type = DEFERRED_ROW_TEXT;
     bad.u.s.p = NULL;
     bad.u.s.len = (size_t)-1;
-    d = deferred_sqlite_query_one(loop, db, "SELECT ?, ?",
-                                  DEFERRED_PARAMS(deferred_param_int(1), bad));
+    d = deferred_sqlite_query_one_p(loop, db, "SELECT ?, ?",
+                                    DEFERRED_PARAMS(deferred_param_int(1), bad));
     ev_run(loop, 0);
     f = failure_of(d);
     ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_LIBRARY, EINVAL));
@@ -768,8 +830,8 @@ START_TEST(test_bad_parameters_are_einval)
     deferred_unref(d);
 
     /* A blob of length 0 with NULL data is an empty blob. */
-    d = deferred_sqlite_query_one(loop, db, "SELECT length(?)",
-                                  DEFERRED_PARAMS(deferred_param_blob(NULL, 0)));
+    d = deferred_sqlite_query_one_p(loop, db, "SELECT length(?)",
+                                    DEFERRED_PARAMS(deferred_param_blob(NULL, 0)));
     ev_run(loop, 0);
     ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0), 0);
     deferred_unref(d);
@@ -827,6 +889,7 @@ static Suite *sqlite_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_D01_every_row_in_order);
+    tcase_add_test(tc, test_D01_params_as_one_value);
     tcase_add_test(tc, test_D01_rows_by_name_and_type);
     tcase_add_test(tc, test_D01_parameters_bound);
     tcase_add_test(tc, test_D01_pause_stops_stepping);

@@ -1899,7 +1899,7 @@ START_TEST(s_sqlite)
     d = deferred_sqlite_query_one(loop, db, "SELECT 1; SELECT 2", NULL, 0);
     ev_run(loop, 0);
     ck_assert_int_eq(failed_code(d), EINVAL);
-    d = deferred_sqlite_query_one(loop, db, "SELECT ?", DEFERRED_PARAMS(deferred_param_int(1),
+    d = deferred_sqlite_query_one_p(loop, db, "SELECT ?", DEFERRED_PARAMS(deferred_param_int(1),
                                                                        deferred_param_int(2)));
     ev_run(loop, 0);
     ck_assert_int_eq(failed_code(d) & 0xff, SQLITE_RANGE);

@@ -126,6 +126,24 @@ DEFERRED_EXPORT deferred_stage_t *(deferred_pg_query)(deferred_pg_t *c, const ch
                                                       size_t n);
 
 /*
+ * deferred_pg_query() with its parameters as one deferred_params_t
+ * (DEFERRED_PARAMS(...), in C or C++):
+ *   deferred_pg_query_p(c, "SELECT $1::int",
+ *                       DEFERRED_PARAMS(deferred_param_int(7)));
+ * Same answers as deferred_pg_query() (params.items and params.n are its
+ * params and n).  A macro recording the caller's file and line, over the
+ * inline function deferred_pg_query_p_at().
+ */
+#define deferred_pg_query_p(c, sql, params) \
+    deferred_pg_query_p_at(__FILE__, __LINE__, (c), (sql), (params))
+static inline deferred_stage_t *deferred_pg_query_p_at(const char *file, int line,
+                                                       deferred_pg_t *c, const char *sql,
+                                                       deferred_params_t params)
+{
+    return deferred_pg_query_at(file, line, c, sql, params.items, params.n);
+}
+
+/*
  * One row or none, as a plain deferred (a new reference): the first row
  * (the rest of the result is drained), the empty value when there is no
  * row, or the failure.  Never fires before it returns.  NULL with errno
@@ -139,6 +157,20 @@ DEFERRED_EXPORT deferred_t *deferred_pg_query_one_at(const char *file, int line,
 DEFERRED_EXPORT deferred_t *(deferred_pg_query_one)(deferred_pg_t *c, const char *sql,
                                                     const deferred_param_t *params,
                                                     size_t n);
+
+/*
+ * deferred_pg_query_one() with its parameters as one deferred_params_t
+ * (DEFERRED_PARAMS(...)); same answers.  A macro over the inline function
+ * deferred_pg_query_one_p_at().
+ */
+#define deferred_pg_query_one_p(c, sql, params) \
+    deferred_pg_query_one_p_at(__FILE__, __LINE__, (c), (sql), (params))
+static inline deferred_t *deferred_pg_query_one_p_at(const char *file, int line,
+                                                     deferred_pg_t *c, const char *sql,
+                                                     deferred_params_t params)
+{
+    return deferred_pg_query_one_at(file, line, c, sql, params.items, params.n);
+}
 
 /* The failure code of a five-character SQLSTATE ("42601"), for
  * deferred_failure_is(f, DEFERRED_DOMAIN_POSTGRES, code); 0 for a NULL or

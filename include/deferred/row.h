@@ -209,17 +209,79 @@ static inline deferred_param_t deferred_param_blob(const void *ptr, size_t len)
 }
 
 /*
- * DEFERRED_PARAMS(a, b, ...) expands to "array, count" for the query
- * functions' (params, nparams) arguments, in C99:
- *   deferred_sqlite_query(loop, db, "SELECT ... WHERE id = ?",
- *                         DEFERRED_PARAMS(deferred_param_int(7)));
+ * A list of query parameters as one value: items[0..n-1] (borrowed).
+ * The query functions take it in their _p forms
+ * (deferred_sqlite_query_p(), deferred_pg_query_p(), ...), and a
+ * (params, nparams) pair as params.items, params.n in the others.
  */
-#define DEFERRED_PARAMS(...) \
-    ((const deferred_param_t[]){__VA_ARGS__}), \
+typedef struct deferred_params {
+    const deferred_param_t *items;
+    size_t n;
+} deferred_params_t;
+
+/*
+ * DEFERRED_PARAMS(a, b, ...) is one expression, usable wherever an
+ * expression is, in C and in C++:
+ *   deferred_sqlite_query_p(loop, db, "SELECT ... WHERE id = ? AND k = ?",
+ *                           DEFERRED_PARAMS(deferred_param_int(7),
+ *                                           deferred_param_text(key)));
+ * In C it is a deferred_params_t made by a compound literal; its array
+ * lives until the end of the enclosing block, so it may be kept in a
+ * variable:  deferred_params_t ps = DEFERRED_PARAMS(...);
+ * In C++ (C++11 and later: no compound literals there) it is a holder,
+ * made by deferred_params_make(), that owns a copy of the parameters and
+ * converts to deferred_params_t pointing into itself: pass it straight
+ * to a function (it lives until the end of the full expression) or keep
+ * it with auto (auto ps = DEFERRED_PARAMS(...); then pass ps).  Do not
+ * keep the converted deferred_params_t of a temporary holder past the
+ * statement that made it.  Each argument must be a deferred_param_t.
+ *
+ * DEFERRED_PARAMS_ARGS(a, b, ...) expands to the two arguments
+ * "items, n" for the (params, nparams) forms of the query functions,
+ * evaluating each parameter once, in C and in C++:
+ *   deferred_sqlite_query(loop, db, "SELECT ?",
+ *                         DEFERRED_PARAMS_ARGS(deferred_param_int(7)));
+ */
+#ifndef __cplusplus
+#define DEFERRED_PARAMS(...)                                                  \
+    ((deferred_params_t){(const deferred_param_t[]){__VA_ARGS__},             \
+                         sizeof((const deferred_param_t[]){__VA_ARGS__}) /    \
+                             sizeof(deferred_param_t)})
+#define DEFERRED_PARAMS_ARGS(...)                                             \
+    ((const deferred_param_t[]){__VA_ARGS__}),                                \
     (sizeof((const deferred_param_t[]){__VA_ARGS__}) / sizeof(deferred_param_t))
+#endif
 
 #ifdef __cplusplus
 }
+
+/* C++: the holder behind DEFERRED_PARAMS (see above). */
+extern "C++" {
+template <size_t N> struct deferred_params_holder {
+    deferred_param_t items[N > 0 ? N : 1];
+    static const size_t count = N;
+    const deferred_param_t *data() const { return items; }
+    operator deferred_params_t() const
+    {
+        deferred_params_t ps;
+        ps.items = items;
+        ps.n = N;
+        return ps;
+    }
+};
+
+template <typename... T>
+inline deferred_params_holder<sizeof...(T)> deferred_params_make(const T &...params)
+{
+    deferred_params_holder<sizeof...(T)> h = {{params...}};
+    return h;
+}
+}
+
+#define DEFERRED_PARAMS(...) (deferred_params_make(__VA_ARGS__))
+#define DEFERRED_PARAMS_ARGS(...)                                             \
+    deferred_params_make(__VA_ARGS__).data(),                                \
+    decltype(deferred_params_make(__VA_ARGS__))::count
 #endif
 
 #endif /* DEFERRED_ROW_H */

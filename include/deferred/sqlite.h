@@ -79,6 +79,25 @@ DEFERRED_EXPORT deferred_stage_t *(deferred_sqlite_query)(struct ev_loop *loop, 
                                                           size_t n);
 
 /*
+ * deferred_sqlite_query() with its parameters as one deferred_params_t
+ * (DEFERRED_PARAMS(...), in C or C++):
+ *   deferred_sqlite_query_p(loop, db, "SELECT ?",
+ *                           DEFERRED_PARAMS(deferred_param_int(7)));
+ * Same answers as deferred_sqlite_query() (params.items and params.n are
+ * its params and n).  A macro recording the caller's file and line, over
+ * the inline function deferred_sqlite_query_p_at().
+ */
+#define deferred_sqlite_query_p(loop, db, sql, params) \
+    deferred_sqlite_query_p_at(__FILE__, __LINE__, (loop), (db), (sql), (params))
+static inline deferred_stage_t *deferred_sqlite_query_p_at(const char *file, int line,
+                                                           struct ev_loop *loop,
+                                                           sqlite3 *db, const char *sql,
+                                                           deferred_params_t params)
+{
+    return deferred_sqlite_query_at(file, line, loop, db, sql, params.items, params.n);
+}
+
+/*
  * Set how many rows st (a deferred_sqlite_query() stage) steps per loop
  * iteration (at least 1).  Returns 0 or -EINVAL.
  */
@@ -103,6 +122,21 @@ DEFERRED_EXPORT deferred_t *(deferred_sqlite_query_one)(struct ev_loop *loop, sq
                                                         const char *sql,
                                                         const deferred_param_t *params,
                                                         size_t n);
+
+/*
+ * deferred_sqlite_query_one() with its parameters as one
+ * deferred_params_t (DEFERRED_PARAMS(...)); same answers.  A macro over
+ * the inline function deferred_sqlite_query_one_p_at().
+ */
+#define deferred_sqlite_query_one_p(loop, db, sql, params) \
+    deferred_sqlite_query_one_p_at(__FILE__, __LINE__, (loop), (db), (sql), (params))
+static inline deferred_t *deferred_sqlite_query_one_p_at(const char *file, int line,
+                                                         struct ev_loop *loop, sqlite3 *db,
+                                                         const char *sql,
+                                                         deferred_params_t params)
+{
+    return deferred_sqlite_query_one_at(file, line, loop, db, sql, params.items, params.n);
+}
 
 #ifdef __cplusplus
 }
