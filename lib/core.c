@@ -32,11 +32,12 @@
  * Callbacks that fire, cancel or unpause other deferreds start runners of
  * their own, nested in C.  Past NEST_MAX nested runners on a thread, the
  * work is queued instead (the "later" queue) and the runner at depth
- * NEST_MAX does it as soon as the callback that asked for it returns.  So
+ * NEST_MAX does it as soon as it has run its own stack (a check per
+ * runner, none per callback).  So
  * a chain of chain_to() links, a lock handed from waiter to waiter, or a
  * gather of a gather of a million levels run in bounded stack, and only a
- * callback that many levels deep sees its fire take effect after it
- * returns rather than before.
+ * callback that many levels deep sees its fire take effect after its own
+ * deferred's chain has run rather than at once.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -971,7 +972,6 @@ static void run_stack(deferred_t *d)
             r = cur->result;
             cur->result = deferred_value_none();
             r = l.fn(r, l.arg);
-            drain_if_due();
             consumed(cur, kind, l);
             if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred)) {
                 if (chain_on(cur, r.ptr)) {

@@ -14,8 +14,9 @@
  * depth (a million deferreds each waiting on the next) run, cancel and free
  * in constant stack.  A callback that fires, unpauses or cancels another
  * deferred runs that one's chain nested, as Twisted does, up to 32 levels
- * of such nesting on a thread; deeper than that, the work is done as soon
- * as the callback that asked for it returns (in order), so chains of
+ * of such nesting on a thread; deeper than that, the work is queued and
+ * done, in order, as soon as the runner at the limit has run its own
+ * chain (before the call that started that runner returns), so chains of
  * chain_to() links, locks handed from waiter to waiter and gathers of
  * gathers of any depth also run in bounded stack.
  *
