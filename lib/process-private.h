@@ -57,6 +57,8 @@ struct deferred_process {
     bool open;               /* items may flow: running, no end under way */
     bool running;
     bool cancelling;
+    bool aborted;            /* the stream ends by a cancel or a failure:
+                                what a finish waits on is cancelled */
     bool finished;
     bool in_finish;
 };

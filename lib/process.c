@@ -930,10 +930,13 @@ static void finish_from(deferred_process_t *p, size_t i, deferred_value_t outcom
             p->refs++;
             if (deferred_add_both_full(wait, finish_resumed, p, process_unref_destroy) == 0) {
                 p->depth--;
-                /* A cancelled stream wants nothing a stage still waits on
-                 * (even when a finish before it replaced the ECANCELED
-                 * outcome): the cancel goes on to what it waits on. */
-                if (p->cancelling && p->finish_wait == wait)
+                /* A cancelled or failed stream wants nothing a stage
+                 * still waits on (even when a finish before it replaced
+                 * the failure by a value): the cancel goes on to what it
+                 * waits on, and the finish goes on with its ECANCELED. */
+                if (p->failure || p->cancelling)
+                    p->aborted = true;
+                if (p->aborted && p->finish_wait == wait)
                     deferred_cancel_at(wait, p->file, p->line);
                 return;
             }
@@ -962,6 +965,16 @@ static void finish_from(deferred_process_t *p, size_t i, deferred_value_t outcom
     deferred_process_unref(p); /* the reference held while running */
 }
 
+/* The stream was cancelled or failed while it finishes: cancel what the
+ * finish waits on (it goes on with the ECANCELED), and every later wait
+ * too (finish_from()). */
+static void abort_waits(deferred_process_t *p)
+{
+    p->aborted = true;
+    if (p->finish_wait)
+        deferred_cancel_at(p->finish_wait, p->file, p->line);
+}
+
 /* The end of the stream, once the stage calls have unwound: cancel the
  * producers if it failed or was cancelled, then finish every stage after
  * them in order. */
@@ -969,13 +982,22 @@ static void settle(deferred_process_t *p)
 {
     deferred_value_t outcome;
 
-    if (p->finished || !p->running || p->in_finish)
+    if (p->finished || !p->running)
         return;
+    if (p->in_finish) {
+        /* A failure or a cancel while a finish waits (a stage failed, a
+         * consumer took what it wanted): what it waits on is no longer
+         * wanted.  Once: later waits are cancelled by finish_from(). */
+        if ((p->failure || p->cancelling) && !p->aborted)
+            abort_waits(p);
+        return;
+    }
     if (!p->failure && !p->cancelling && p->producers_done < p->nproducers)
         return;
     p->in_finish = true;
     update_open(p);
     if (p->failure || p->cancelling) {
+        p->aborted = true;
         p->depth++;
         cancel_producers(p, NULL);
         p->depth--;
@@ -1087,8 +1109,11 @@ int deferred_process_cancel(deferred_process_t *p)
 {
     if (!p)
         return -EINVAL;
-    if (p->finish_wait)
+    if (p->finish_wait) {
+        /* What the finish waits on, and whatever a later finish waits on. */
+        p->aborted = true;
         return deferred_cancel_at(p->finish_wait, p->file, p->line);
+    }
     if (!p->running || p->cancelling || p->finished)
         return 0;
     enter(p);

@@ -376,6 +376,7 @@ static deferred_value_t map_resolved(deferred_value_t v, void *arg)
 {
     struct shared *sh = arg;
     deferred_stage_t *self = sh->self;
+    deferred_process_t *p;
     struct map *m;
     deferred_value_t d;
 
@@ -395,7 +396,11 @@ static deferred_value_t map_resolved(deferred_value_t v, void *arg)
     m->queue[m->head] = deferred_value_is_deferred(v) ? deferred_value_failure(NULL) : v;
     m->waiting = false;
     deferred_value_release(d);
+    /* The pump may end the stream (the drain fires, or a failure cancels
+     * it): the process, and with it the map, must outlive the pump. */
+    p = deferred_process_ref(self->p);
     map_pump(self, m);
+    deferred_process_unref(p);
     return deferred_value_none();
 }
 
@@ -490,6 +495,12 @@ static void map_drain_cancel(deferred_t *d, void *arg)
         return;
     m = STAGE_DATA(sh->self);
     map_abandon(m);
+    /* The drain is fired by the cancel: nothing may fire it again (a
+     * pump this cancel interrupted finds no drain). */
+    deferred_value_release(m->final);
+    m->final = deferred_value_none();
+    deferred_unref(m->drain);
+    m->drain = NULL;
     if (m->holding) {
         m->holding = false;
         deferred_stage_resume(sh->self);

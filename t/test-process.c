@@ -1023,6 +1023,228 @@ START_TEST(test_process_first)
 }
 END_TEST
 
+/* ---- what a cancelled or failed stream waits on ---- */
+
+/*
+ * A processor that passes items on; its finish (chosen by its data)
+ * passes the outcome, replaces it by a tracked value, or returns a new
+ * deferred it keeps in ends[] (work still in flight at the end).
+ */
+enum { END_PASS, END_VALUE, END_WAIT };
+static deferred_t *ends[4];
+static int nends;
+
+static deferred_failure_t *relay_handle(deferred_stage_t *self, deferred_stage_t *from,
+                                        deferred_value_t tag, deferred_value_t *item)
+{
+    deferred_value_t v = *item;
+
+    (void)from;
+    *item = deferred_value_none();
+    deferred_stage_emit_tagged(self, tag, v);
+    return NULL;
+}
+
+static deferred_value_t relay_finish(deferred_stage_t *self, deferred_stage_t *from,
+                                     deferred_value_t tag, deferred_value_t outcome)
+{
+    int *mode = deferred_stage_data(self);
+    deferred_t *d;
+
+    (void)from;
+    (void)tag;
+    if (*mode == END_PASS)
+        return outcome;
+    deferred_value_release(outcome);
+    if (*mode == END_VALUE)
+        return tu_tracked(42);
+    d = deferred_new();
+    ends[nends++] = deferred_ref(d);
+    return deferred_value_deferred(d);
+}
+
+static const deferred_stage_ops_t relay_ops = {
+    .name = "relay",
+    .handle = relay_handle,
+    .finish = relay_finish,
+};
+
+/* A map function: the first item waits on a deferred of pending[] (the
+ * map owns the reference it returns), the others are already known. */
+static int first_waits_calls;
+
+static deferred_value_t first_waits(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    if (first_waits_calls++ == 0)
+        return later(v, NULL);
+    return deferred_value_deferred(deferred_succeed(v));
+}
+
+/*
+ * fuzz/regressions/process/leak-stage-fail-while-map-waits-and-finish-waits:
+ * producer -> A (its finish waits) -> B (its finish replaces the outcome
+ * by a value) -> map (waiting on an item) -> collect.  A stage fails while
+ * the map waits: the finish of A is cancelled (nobody wants it), the value
+ * B makes does not make the map wait for its queue (the map's deferred is
+ * cancelled), and the result fires once.
+ */
+START_TEST(test_process_fail_while_map_and_finish_wait)
+{
+    static int mode_a = END_WAIT, mode_b = END_VALUE;
+    deferred_process_t *p = deferred_process_new(0);
+    deferred_stage_t *a;
+    struct src s;
+    deferred_t *d;
+    deferred_value_t r;
+
+    npending = nends = first_waits_calls = 0;
+    deferred_process_add(p, src_stage(&s, 2, true));
+    deferred_process_add(p, a = deferred_stage_new(&relay_ops, &mode_a, 0));
+    deferred_process_add(p, deferred_stage_new(&relay_ops, &mode_b, 0));
+    deferred_process_add(p, deferred_stage_map("fetch", first_waits, NULL));
+    deferred_process_add(p, deferred_stage_collect());
+    d = deferred_process_run(p);
+    ck_assert_int_eq(npending, 1); /* the map waits on the first item */
+    ck_assert(!deferred_has_fired(d));
+    ck_assert_int_eq(deferred_stage_fail(a, deferred_failure_new(DEFERRED_DOMAIN_USER, EIO,
+                                                                 "async failure")),
+                     0);
+    /* A's finish waited: it was cancelled, and so was the map's item. */
+    ck_assert_int_eq(nends, 1);
+    ck_assert(deferred_has_fired(ends[0]));
+    ck_assert(deferred_has_fired(pending[0]));
+    ck_assert_int_eq(s.cancels, 1);
+    ck_assert(deferred_has_fired(d));
+    r = take(d);
+    ck_assert(deferred_value_is_failure(r));
+    ck_assert_int_eq(deferred_failure_code(deferred_value_get_failure(r)), ECANCELED);
+    deferred_value_release(r);
+    ck_assert_int_eq(tu_released, 1); /* B's value */
+    /* What the repro does after: nothing left to cancel. */
+    ck_assert_int_eq(deferred_process_cancel(p), 0);
+    deferred_cancel(ends[0]);
+    deferred_unref(d);
+    deferred_process_unref(p);
+    deferred_unref(ends[0]);
+    deferred_unref(pending[0]);
+}
+END_TEST
+
+/* The same, as the fuzzer found it too: a paused process, three
+ * processors (two with autopause; the first's finish waits, the third's
+ * replaces the outcome), the first fails after a resume; then the process
+ * is cancelled and everything dropped, the deferreds unfired. */
+START_TEST(test_process_fail_with_autopause_and_finish_waits)
+{
+    static int mode_a = END_WAIT, mode_b = END_PASS, mode_c = END_VALUE;
+    deferred_process_t *p = deferred_process_new(DEFERRED_PROCESS_PAUSED);
+    deferred_stage_t *a;
+    struct src s;
+    struct sink k;
+    deferred_t *d;
+
+    npending = nends = first_waits_calls = 0;
+    deferred_process_add(p, src_stage(&s, 2, true));
+    deferred_process_add(p, a = deferred_stage_new(&relay_ops, &mode_a,
+                                                   DEFERRED_STAGE_AUTOPAUSE));
+    deferred_process_add(p, deferred_stage_new(&relay_ops, &mode_b,
+                                               DEFERRED_STAGE_AUTOPAUSE));
+    deferred_process_add(p, deferred_stage_new(&relay_ops, &mode_c, 0));
+    deferred_process_add(p, deferred_stage_map(NULL, first_waits, NULL));
+    deferred_process_add(p, sink_stage(&k, 0));
+    d = deferred_process_run(p);
+    ck_assert_int_eq(deferred_process_resume(p), 0);
+    ck_assert_int_eq(npending, 1);
+    deferred_stage_fail(a, deferred_failure_new(DEFERRED_DOMAIN_USER, EIO, "fails"));
+    ck_assert_int_eq(k.finishes, 1);
+    ck_assert(k.finish_failed);
+    ck_assert_int_eq(k.finish_code, ECANCELED);
+    ck_assert(deferred_has_fired(pending[0]));
+    ck_assert(deferred_has_fired(d));
+    deferred_process_cancel(p);
+    ck_assert_int_eq(k.finishes, 1); /* exactly once */
+    deferred_value_release(take(d));
+    deferred_unref(d);
+    deferred_process_unref(p);
+    deferred_unref(ends[0]);
+    deferred_unref(pending[0]);
+}
+END_TEST
+
+/* A stage fails while the map's finish waits for its queue: the queue's
+ * deferreds are cancelled and the result is the stage's failure. */
+START_TEST(test_process_fail_while_map_drains)
+{
+    deferred_process_t *p = deferred_process_new(0);
+    deferred_stage_t *m;
+    struct src s;
+    deferred_t *d;
+    deferred_value_t r;
+
+    npending = first_waits_calls = 0;
+    deferred_process_add(p, src_stage(&s, 0, false));
+    deferred_process_add(p, m = deferred_stage_map("fetch", first_waits, NULL));
+    deferred_process_add(p, deferred_stage_collect());
+    d = deferred_process_run(p);
+    /* Two items queue in the map (the producer does not look at its
+     * pause), then the stream ends: the map's finish waits. */
+    ck_assert_int_eq(deferred_stage_emit(s.self, tu_tracked(0)), 0);
+    ck_assert_int_eq(deferred_stage_emit(s.self, tu_tracked(1)), 0);
+    ck_assert_int_eq(deferred_stage_finish(s.self, deferred_value_none()), 0);
+    ck_assert_int_eq(npending, 1);
+    ck_assert(!deferred_has_fired(d));
+    deferred_stage_fail(m, deferred_failure_new(DEFERRED_DOMAIN_USER, EIO, "gone"));
+    ck_assert(deferred_has_fired(pending[0]));
+    r = take(d);
+    ck_assert(deferred_value_is_failure(r));
+    ck_assert_int_eq(deferred_failure_code(deferred_value_get_failure(r)), EIO);
+    deferred_value_release(r);
+    ck_assert_int_eq(tu_released, 2); /* the items, dropped with the queue */
+    deferred_unref(d);
+    deferred_process_unref(p);
+    deferred_unref(pending[0]);
+}
+END_TEST
+
+/* first() takes an item the map's drain delivers and cancels the stream:
+ * what the map still waits on is cancelled, the result is that item. */
+static deferred_value_t all_wait(deferred_value_t v, void *arg)
+{
+    return later(v, arg);
+}
+
+START_TEST(test_process_first_cancels_map_drain)
+{
+    deferred_process_t *p = deferred_process_new(0);
+    struct src s;
+    deferred_t *d;
+
+    npending = 0;
+    deferred_process_add(p, src_stage(&s, 0, false));
+    deferred_process_add(p, deferred_stage_map("fetch", all_wait, NULL));
+    deferred_process_add(p, deferred_stage_first());
+    d = deferred_process_run(p);
+    /* Both items queue in the map (the producer does not look at its
+     * pause), then the stream ends: the map's finish waits. */
+    ck_assert_int_eq(deferred_stage_emit(s.self, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_stage_emit(s.self, deferred_value_int(1)), 0);
+    ck_assert_int_eq(deferred_stage_finish(s.self, deferred_value_none()), 0);
+    ck_assert_int_eq(npending, 2);
+    ck_assert(!deferred_has_fired(d));
+    deferred_callback(pending[0], deferred_value_int(7));
+    /* first() cancelled the stream: the second is not waited for. */
+    ck_assert(deferred_has_fired(pending[1]));
+    ck_assert_int_eq(deferred_value_get_int(take(d)), 7);
+    deferred_callback(pending[1], tu_tracked(8)); /* too late: released */
+    ck_assert_int_eq(tu_released, 1);
+    deferred_unref(d);
+    deferred_process_unref(p);
+    deferred_unref(pending[0]);
+    deferred_unref(pending[1]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("process");
@@ -1049,6 +1271,10 @@ int main(void)
     tcase_add_test(tc, test_process_producer_fails);
     tcase_add_test(tc, test_process_oom);
     tcase_add_test(tc, test_process_first);
+    tcase_add_test(tc, test_process_fail_while_map_and_finish_wait);
+    tcase_add_test(tc, test_process_fail_with_autopause_and_finish_waits);
+    tcase_add_test(tc, test_process_fail_while_map_drains);
+    tcase_add_test(tc, test_process_first_cancels_map_drain);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
