@@ -42,7 +42,9 @@ enum {
     F_ROW = 1u << 5,       /* multi-fire: a row is in flight in the chain */
     F_LATER_RUN = 1u << 6, /* queued to run once the nesting unwinds */
     F_LATER_CANCEL = 1u << 7, /* queued to be cancelled likewise */
-    F_VISIT = 1u << 8      /* seen by the cycle check under way */
+    F_VISIT = 1u << 8,     /* seen by the cycle check under way */
+    F_HELD = 1u << 9       /* once a chain_to() target or a combinator's
+                              input: chaining on it checks for a cycle */
 };
 
 /* The state of a multi-fire deferred.  Queued rows wait in a ring. */

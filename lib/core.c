@@ -599,6 +599,7 @@ int deferred__add_both_owned(deferred_t *d, deferred_fn fn,
 {
     if (DEFERRED_UNLIKELY(!d || !fn || !arg))
         return -EINVAL;
+    d->flags |= F_HELD; /* a combinator's input */
     return append(d, fn, arg, LINK_BOTH | LINK_OWNED, NULL, NULL);
 }
 
@@ -807,8 +808,10 @@ int deferred_chain_to(deferred_t *d, deferred_t *target)
     rc = holds(target, d, true);
     if (rc != 0)
         return rc > 0 ? -EDEADLK : rc;
-    return deferred_add_both_full(d, chain_to_fn, deferred_ref(target),
-                                  unref_destroy);
+    rc = deferred_add_both_full(d, chain_to_fn, deferred_ref(target), unref_destroy);
+    if (rc == 0)
+        target->flags |= F_HELD;
+    return rc;
 }
 
 /*
@@ -834,14 +837,17 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
             "a callback returned the deferred it was called from (or its stream)"));
         return false;
     }
-    /* cur would wait on inner: a deadlock when inner waits on cur, which
-     * needs something to wait on cur, or inner to be a combinator's. */
-    if (DEFERRED_UNLIKELY(cur->waiters || (inner->ext && inner->ext->inputs)) &&
-        (rc = holds(inner, cur, false)) != 0) {
+    /* cur would wait on inner, holding it: a cycle (a deadlock, or a leak
+     * of both) when inner holds cur, which needs something to hold cur
+     * (a waiter, a chain_to() link, a combinator), or inner to be a
+     * combinator's. */
+    if (DEFERRED_UNLIKELY(cur->waiters || (cur->flags & F_HELD) ||
+                          (inner->ext && inner->ext->inputs)) &&
+        (rc = holds(inner, cur, true)) != 0) {
         deferred_unref(inner);
         cur->result = deferred_value_failure(deferred_failure_new_at(
             NULL, 0, DEFERRED_DOMAIN_LIBRARY, rc > 0 ? EDEADLK : ENOMEM,
-            rc > 0 ? "a callback returned a deferred that waits on the one it was called from"
+            rc > 0 ? "a callback returned a deferred that holds the one it was called from (a cycle)"
                    : "out of memory while chaining deferreds"));
         return false;
     }

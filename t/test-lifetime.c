@@ -635,6 +635,26 @@ START_TEST(test_L04_callback_cycle)
 }
 END_TEST
 
+/* d0's callback returns d1, which chain_to() fires d0: each would hold the
+ * other (a leak if d1 never fires): EDEADLK, nothing leaks. */
+START_TEST(test_L04_callback_returns_its_chain_to_source)
+{
+    deferred_t *d0 = deferred_new(), *d1 = deferred_new();
+
+    ck_assert_int_eq(deferred_chain_to(d1, d0), 0);
+    deferred_add_callback(d0, tu_return_deferred, d1);
+    deferred_add_errback(d0, tu_record, TAG(1));
+    deferred_callback(d0, tu_tracked(1));
+    ck_assert_int_eq(tu_log_count(1), 1);
+    ck_assert_int_eq(tu_log.e[0].code, EDEADLK);
+    ck_assert(!deferred_is_waiting(d0));
+    deferred_value_release(deferred_result_take(d0));
+    deferred_unref(d0);
+    deferred_unref(d1);
+    ck_assert_int_eq(tu_released, 1);
+}
+END_TEST
+
 /* An errback of a stream's end waits on the stream, which is waiting for
  * that end: EDEADLK, nothing leaks. */
 static deferred_t *l04_stream;
@@ -918,6 +938,7 @@ static Suite *lifetime_suite(void)
     tcase_add_test(tc, test_L04_chain_to_into_own_combinator);
     tcase_add_test(tc, test_L04_callback_cycle);
     tcase_add_test(tc, test_L04_end_waits_on_its_stream);
+    tcase_add_test(tc, test_L04_callback_returns_its_chain_to_source);
     tcase_add_test(tc, test_L04_cycle_check_nomem);
     tcase_add_test(tc, test_L05_chain_to_fired_target);
     tcase_add_test(tc, test_L05_chain_to_cancelled_target);
