@@ -133,6 +133,7 @@ deferred_array_t *deferred_array_new(size_t capacity)
 
 out_free_array:
     deferred__free(a);
+    errno = ENOMEM; /* also for a capacity no array can have */
     return NULL;
 }
 

@@ -157,7 +157,8 @@ DEFERRED_EXPORT deferred_value_t deferred_value_strdup(const char *s);
 typedef struct deferred_array deferred_array_t;
 
 /* A new empty array with room for capacity elements (it grows as needed).
- * NULL on allocation failure. */
+ * NULL with errno ENOMEM on allocation failure (a capacity too large for
+ * memory included). */
 DEFERRED_EXPORT deferred_array_t *deferred_array_new(size_t capacity);
 
 /* Free a and release every element it still holds.  NULL is a no-op. */
