@@ -1245,6 +1245,59 @@ START_TEST(test_process_first_cancels_map_drain)
 }
 END_TEST
 
+/* The shape fuzz/pending described for the second input: a paused
+ * process, three processors (two with autopause) into to_multi, whose
+ * row callback waits on a deferred the test later drops unfired; one
+ * emit, a cancel, everything dropped: the process does not wait on the
+ * row (the multi-fire deferred's consumer owns that wait) and nothing
+ * leaks. */
+static deferred_value_t row_waits(deferred_value_t v, void *arg)
+{
+    deferred_t *d = deferred_new();
+
+    (void)arg;
+    deferred_value_release(v);
+    ends[nends++] = deferred_ref(d);
+    return deferred_value_deferred(d);
+}
+
+static deferred_value_t row_drop(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    deferred_value_release(v);
+    return deferred_value_none();
+}
+
+START_TEST(test_process_cancel_to_multi_row_waits)
+{
+    static int mode = END_PASS;
+    deferred_process_t *p = deferred_process_new(DEFERRED_PROCESS_PAUSED);
+    deferred_t *m = deferred_multi_new(), *d;
+    struct src s;
+
+    nends = 0;
+    deferred_add_callback(m, row_waits, NULL);
+    deferred_add_both(m, row_drop, NULL);
+    deferred_process_add(p, src_stage(&s, 0, false));
+    deferred_process_add(p, deferred_stage_new(&relay_ops, &mode, DEFERRED_STAGE_AUTOPAUSE));
+    deferred_process_add(p, deferred_stage_new(&relay_ops, &mode, DEFERRED_STAGE_AUTOPAUSE));
+    deferred_process_add(p, deferred_stage_new(&relay_ops, &mode, 0));
+    deferred_process_add(p, deferred_stage_to_multi(m));
+    d = deferred_process_run(p);
+    ck_assert_int_eq(deferred_stage_emit(s.self, tu_tracked(1)), 0);
+    ck_assert_int_eq(nends, 1); /* the row waits */
+    ck_assert_int_eq(deferred_process_cancel(p), 0);
+    ck_assert(deferred_has_fired(d));
+    ck_assert_int_eq(s.cancels, 1);
+    deferred_value_release(take(d));
+    deferred_unref(d);
+    deferred_process_unref(p);
+    deferred_unref(m);
+    deferred_unref(ends[0]);
+    ck_assert_int_eq(tu_released, 1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("process");
@@ -1275,6 +1328,7 @@ int main(void)
     tcase_add_test(tc, test_process_fail_with_autopause_and_finish_waits);
     tcase_add_test(tc, test_process_fail_while_map_drains);
     tcase_add_test(tc, test_process_first_cancels_map_drain);
+    tcase_add_test(tc, test_process_cancel_to_multi_row_waits);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
