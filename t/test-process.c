@@ -1298,6 +1298,28 @@ START_TEST(test_process_cancel_to_multi_row_waits)
 }
 END_TEST
 
+/* The user drops the process and its result while the map waits; the
+ * deferred then fires: the pump ends the stream, which frees the process
+ * and the map under it (a use after free that ASan and valgrind see). */
+START_TEST(test_process_map_fires_after_everything_dropped)
+{
+    deferred_process_t *p = deferred_process_new(0);
+    deferred_t *d;
+
+    npending = 0;
+    deferred_process_add(p, array_of(0, 1));
+    deferred_process_add(p, deferred_stage_map("fetch", later, NULL));
+    deferred_process_add(p, deferred_stage_collect());
+    d = deferred_process_run(p);
+    deferred_unref(d);
+    deferred_process_unref(p);
+    ck_assert_int_eq(npending, 1);
+    ck_assert_int_eq(deferred_callback(pending[0], tu_tracked(5)), 0);
+    deferred_unref(pending[0]);
+    ck_assert_int_eq(tu_released, 1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("process");
@@ -1329,6 +1351,7 @@ int main(void)
     tcase_add_test(tc, test_process_fail_while_map_drains);
     tcase_add_test(tc, test_process_first_cancels_map_drain);
     tcase_add_test(tc, test_process_cancel_to_multi_row_waits);
+    tcase_add_test(tc, test_process_map_fires_after_everything_dropped);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
