@@ -36,6 +36,11 @@
 #define NONE SIZE_MAX
 
 struct mslot {
+    /* The per-row pair's argument: the core tells it when the pair is
+     * done (the input freed), which drops the pair's reference on the
+     * block, so a row can never reach a freed block. */
+    struct deferred__owned row_own;
+    struct fanin *f;
     deferred_t *stream; /* a multi-fire input: a reference until the slot is over */
     deferred_t *held;   /* what the merge paused (the slot holds it), or NULL */
     size_t next;        /* the held list */
@@ -176,10 +181,11 @@ static void deliver(struct fanin *f, size_t i, deferred_value_t v)
 /* The per-row pair of a multi-fire input (both halves). */
 static deferred_value_t on_row(deferred_value_t v, void *arg)
 {
-    struct fanin_slot *s = arg;
-    struct fanin *f = s->owner;
+    struct mslot *ms = arg;
+    struct fanin *f = ms->f;
     struct mstate *m = MSTATE(f);
-    size_t i = (size_t)(s - f->slots);
+    size_t i = (size_t)(ms - m->ms);
+    struct fanin_slot *s = &f->slots[i];
 
     if (DEFERRED_UNLIKELY(f->aborted))
         return v;
@@ -222,16 +228,31 @@ static int merge_hold(struct fanin *f, size_t i, deferred_t *w)
     return hold(f, i, w);
 }
 
+/* The per-row pair is done: its input was freed. */
+static void row_dispose(struct deferred__owned *own)
+{
+    struct mslot *ms = (struct mslot *)(void *)own;
+
+    deferred__fanin_unref(ms->f);
+}
+
 /* A multi-fire input: a reference on it and the per-row pair. */
 static int merge_attach(struct fanin *f, size_t i, deferred_t *in, deferred_t *w)
 {
     struct mslot *s = &MSTATE(f)->ms[i];
+    int rc;
 
     (void)w;
     if (!deferred_is_multi(in))
         return 0;
     s->stream = deferred_ref(in);
-    return deferred_add_both(in, on_row, &f->slots[i]);
+    s->row_own.dispose = row_dispose;
+    s->f = f;
+    f->refs++; /* the per-row pair's */
+    rc = deferred__add_both_owned(in, on_row, &s->row_own);
+    if (rc < 0)
+        f->refs--;
+    return rc;
 }
 
 static void merge_over(struct fanin *f, size_t i)
