@@ -16,7 +16,9 @@
 #   g. fuzz:       make fuzz-run: each libFuzzer harness (fuzz/) for
 #                  FUZZ_SECONDS (default 60) seconds on its seed corpus,
 #                  when clang's fuzzer runtime is present (else skipped);
-#                  a crash fails the stage, a time-out only warns
+#                  a crash fails the stage, a time-out only warns; with a
+#                  fixed seed and at most FUZZ_RUNS (600000) runs, so that
+#                  a run is reproducible (FUZZ_SEED=0: a random campaign)
 # After each "make check" it prints every t/*.log and examples/*.log, so
 # that the Check summaries are visible.  Every stage runs even when an
 # earlier one failed; the script exits non-zero if any failed.
@@ -31,6 +33,16 @@ top=$(pwd)
 jobs=${JOBS:-2}
 stages=${STAGES:-a b c d e f g}
 fuzz_seconds=${FUZZ_SECONDS:-60}
+# The fuzz stage is reproducible: a fixed seed and a bounded number of
+# runs (a slower machine stops at FUZZ_SECONDS, on a prefix of the same
+# inputs).  FUZZ_SEED=0 makes it a random campaign instead.
+fuzz_seed=${FUZZ_SEED:-1}
+fuzz_runs=${FUZZ_RUNS:-600000}
+if test "$fuzz_seed" = 0; then
+    fuzz_args=
+else
+    fuzz_args="-seed=$fuzz_seed -runs=$fuzz_runs"
+fi
 
 echo "== test-all: installing what is missing"
 scripts/install-deps.sh
@@ -168,13 +180,13 @@ fuzzer_runtime() {
 stage_fuzz() {
     local status=0
     configure_in "$fuzzdir" FUZZ_CC=clang && (cd "$fuzzdir" && make -j"$jobs" fuzz) || return 1
-    (cd "$fuzzdir" && make fuzz-run FUZZ_SECONDS="$fuzz_seconds") || status=$?
+    (cd "$fuzzdir" && make fuzz-run FUZZ_SECONDS="$fuzz_seconds" FUZZ_ARGS="$fuzz_args") || status=$?
     if test "$status" -ne 0 &&
         grep -l -E 'unexpected memory mapping|Shadow memory range interleaves' \
             "$fuzzdir"/fuzz/fuzz-*.log >/dev/null 2>&1; then
         echo "test-all: the sanitizer could not map its memory: again with ASLR off (setarch -R)"
         status=0
-        (cd "$fuzzdir" && setarch "$(uname -m)" -R make fuzz-run FUZZ_SECONDS="$fuzz_seconds") || status=$?
+        (cd "$fuzzdir" && setarch "$(uname -m)" -R make fuzz-run FUZZ_SECONDS="$fuzz_seconds" FUZZ_ARGS="$fuzz_args") || status=$?
     fi
     return "$status"
 }
