@@ -361,7 +361,7 @@ END_TEST
 
 /* A gather of a gather of ... of one deferred, a million levels: fire,
  * cancel, free. */
-#define NESTED (BIG / 10)
+#define NESTED BIG
 
 static void nested_build(struct big *b)
 {
