@@ -596,7 +596,7 @@ static int run_stream(size_t ops)
         goto out_deferred;
     }
     r = deferred_result_take(d);
-    if (r.release != NULL || deferred_value_get_int(r) != stream_expected(ops)) {
+    if (!deferred_value_is_int(r) || deferred_value_get_int(r) != stream_expected(ops)) {
         wrong("stream", "sum %lld, expected %lld",
               (long long)deferred_value_get_int(r), (long long)stream_expected(ops));
         deferred_value_release(r);

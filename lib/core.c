@@ -990,7 +990,13 @@ static void run_stack(deferred_t *d)
             }
         }
 
-        if (outer && !(outer->flags & (F_RUNNING | F_LATER_RUN))) {
+        if (outer && (outer->flags & (F_LATER_RUN | F_LATER_CANCEL))) {
+            /* On the later queue (its next is the queue's link): the queue
+             * runs it. */
+            outer->flags |= F_LATER_RUN;
+            continue;
+        }
+        if (outer && !(outer->flags & F_RUNNING)) {
             outer->refs++;
             outer->flags |= F_RUNNING;
             outer->next = stack;
