@@ -465,18 +465,12 @@ static DEFERRED_NOINLINE void drain(void)
     }
 }
 
-/* After user code returned in a frame: the runner at NEST_MAX does what
- * was queued meanwhile. */
-static inline void drain_if_due(void)
+/* Leave a frame entered with nest++: nothing queued may outlive it, so
+ * the frame at NEST_MAX does what was queued meanwhile. */
+static inline void leave(void)
 {
     if (DEFERRED_UNLIKELY(nest == NEST_MAX) && later_head)
         drain();
-}
-
-/* Leave a frame entered with nest++: nothing queued may outlive it. */
-static inline void leave(void)
-{
-    drain_if_due();
     nest--;
 }
 

@@ -1863,31 +1863,51 @@ START_TEST(test_set_allocator_partial_einval)
 }
 END_TEST
 
+/* Capture what is written to stderr between stderr_begin() and
+ * stderr_end(), which returns it NUL-terminated in out (its length). */
+struct stderr_capture {
+    int fds[2];
+    int saved;
+};
+
+static void stderr_begin(struct stderr_capture *c)
+{
+    ck_assert_int_eq(pipe(c->fds), 0);
+    fflush(stderr);
+    c->saved = dup(2);
+    dup2(c->fds[1], 2);
+}
+
+static ssize_t stderr_end(struct stderr_capture *c, char *out, size_t size)
+{
+    ssize_t n;
+
+    fflush(stderr);
+    dup2(c->saved, 2);
+    close(c->saved);
+    close(c->fds[1]);
+    n = read(c->fds[0], out, size - 1);
+    close(c->fds[0]);
+    ck_assert_int_gt(n, 0);
+    out[n] = '\0';
+    return n;
+}
+
 /* The default report hook writes one line to stderr, the whole story on it. */
 START_TEST(test_default_hook_one_line)
 {
-    int fds[2], saved;
+    struct stderr_capture cap;
     char out[2048];
     ssize_t n;
     deferred_t *d = deferred_new();
     deferred_failure_t *f = deferred_failure_new(DEFERRED_DOMAIN_USER, 3, "bad row");
 
     deferred_failure_add_context(f, "stage one", "item %d", 4);
-    ck_assert_int_eq(pipe(fds), 0);
-    fflush(stderr);
-    saved = dup(2);
-    dup2(fds[1], 2);
+    stderr_begin(&cap);
     deferred_set_report_hook(NULL, NULL);
     deferred_errback(d, deferred_failure_wrap(f, DEFERRED_DOMAIN_LIBRARY, EIO, "outer"));
     deferred_unref(d);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    close(fds[1]);
-    n = read(fds[0], out, sizeof(out) - 1);
-    close(fds[0]);
-    ck_assert_int_gt(n, 0);
-    out[n] = '\0';
+    n = stderr_end(&cap, out, sizeof out);
     ck_assert_ptr_nonnull(strstr(out, "unhandled failure"));
     ck_assert_ptr_nonnull(strstr(out, "outer"));
     ck_assert_ptr_nonnull(strstr(out, "bad row"));
@@ -1925,9 +1945,9 @@ END_TEST
  * and fire sites, through the hook and in the default hook's line. */
 START_TEST(test_debug_report_sites)
 {
-    int fds[2], saved, made, fired;
+    struct stderr_capture cap;
+    int made, fired;
     char out[2048], want[64];
-    ssize_t n;
     deferred_t *d;
 
     deferred_set_debug(true);
@@ -1944,24 +1964,14 @@ START_TEST(test_debug_report_sites)
     ck_assert_int_eq(tu_reports.last_fire_line, fired);
 
     /* the default hook says it too */
-    ck_assert_int_eq(pipe(fds), 0);
-    fflush(stderr);
-    saved = dup(2);
-    dup2(fds[1], 2);
+    stderr_begin(&cap);
     deferred_set_report_hook(NULL, NULL);
     made = __LINE__ + 1;
     d = deferred_new();
     fired = __LINE__ + 1;
     deferred_errback(d, deferred_failure_new(DEFERRED_DOMAIN_USER, 3, "lost"));
     deferred_unref(d);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    close(fds[1]);
-    n = read(fds[0], out, sizeof(out) - 1);
-    close(fds[0]);
-    ck_assert_int_gt(n, 0);
-    out[n] = '\0';
+    stderr_end(&cap, out, sizeof out);
     snprintf(want, sizeof want, "test-core.c:%d, fired at", made);
     ck_assert_ptr_nonnull(strstr(out, want));
     snprintf(want, sizeof want, "test-core.c:%d)", fired);
