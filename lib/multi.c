@@ -227,6 +227,12 @@ int deferred_multi_emit(deferred_t *d, deferred_value_t v)
         deferred_value_release(v);
         return -EINVAL;
     }
+    if (DEFERRED_UNLIKELY(!d->refs)) {
+        /* Dying, reached through a weak pointer (a merge's output while
+         * its inputs are let go): nobody can see a row. */
+        deferred_value_release(v);
+        return 0;
+    }
     if (m->ended || m->closing) {
         deferred_value_release(v);
         return -EALREADY;
@@ -256,6 +262,10 @@ int deferred_multi_finish(deferred_t *d, deferred_value_t v)
     if (!m || v.release == deferred__release_deferred) {
         deferred_value_release(v);
         return -EINVAL;
+    }
+    if (DEFERRED_UNLIKELY(!d->refs)) {
+        deferred_value_release(v); /* dying: as deferred_multi_emit() */
+        return 0;
     }
     if (m->ended || m->closing) {
         deferred_value_release(v);

@@ -4,7 +4,7 @@
  * Scenarios (also listed in docs/scenarios.md):
  *   L01  a deferred dying on the free list is not fired again through a
  *        weak pointer (a combinator's, or a continue entry's): no double
- *        free;
+ *        free; a dying stream releases a row or an end given to it;
  *   L02  work nested deeper than the runner's limit (a chain of chain_to()
  *        links, lock and semaphore hand-offs, gathers of gathers, their
  *        cancels and frees) completes for 1,000,000 elements on a 256 KiB
@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include <deferred/combinators.h>
+#include <deferred/multi.h>
 
 #include "testutil.h"
 
@@ -169,6 +170,77 @@ START_TEST(test_L01_dying_is_inert)
     ck_assert_int_eq(calls, 0);
     ck_assert_int_eq(tu_log.n, 0);
     ck_assert_int_eq(tu_released, 1);
+}
+END_TEST
+
+/* A dying stream is as inert: a row or an end given to it while it is
+ * freed (here by its own canceller's destroy function, which runs after
+ * the stream's result was released) is released, not stored. */
+static void destroy_poke_multi(void *arg)
+{
+    deferred_t **d = arg;
+
+    ck_assert_int_eq(deferred_multi_emit(*d, tu_tracked(4)), 0);
+    ck_assert_int_eq(deferred_multi_finish(*d, tu_tracked(5)), 0);
+}
+
+START_TEST(test_L01_dying_stream_is_inert)
+{
+    deferred_t *d = NULL;
+
+    d = deferred_multi_new_cancellable(NULL, &d, destroy_poke_multi);
+    ck_assert_ptr_nonnull(d);
+    deferred_add_callback(d, tu_record, TAG(1));
+    deferred_unref(d);
+    ck_assert_int_eq(tu_log.n, 0);
+    ck_assert_int_eq(tu_released, 2);
+}
+END_TEST
+
+/* The same through a merge (found by the fuzzer): freeing the merge's
+ * output releases a lock run's token, the lock goes to an acquire that is
+ * one of the merge's inputs, and its result reaches the dying output. */
+static deferred_value_t return_arg_deferred(deferred_value_t v, void *arg)
+{
+    deferred_t **slot = arg;
+
+    deferred_value_release(v);
+    return deferred_value_deferred(deferred_ref(*slot));
+}
+
+static deferred_value_t return_tracked(deferred_value_t v, void *arg)
+{
+    deferred_value_release(v);
+    return tu_tracked((intptr_t)arg);
+}
+
+START_TEST(test_L01_merge_output_dying_gets_row)
+{
+    deferred_lock_t *l = deferred_lock_new();
+    deferred_t *merged = NULL, *held, *run, *acq, *in[2], *m;
+
+    ck_assert_ptr_nonnull(l);
+    held = deferred_lock_acquire(l);
+    deferred_unref(held); /* the lock stays held */
+    run = deferred_lock_run(l, return_arg_deferred, &merged, NULL);
+    acq = deferred_lock_acquire(l);
+    ck_assert_ptr_nonnull(run);
+    ck_assert_ptr_nonnull(acq);
+    deferred_unref(run); /* still served in turn */
+    deferred_add_callback(acq, return_tracked, (void *)7);
+    in[0] = acq;
+    in[1] = acq;
+    m = deferred_merge(in, 2);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(deferred_unpause(m), 0);
+    deferred_unref(acq);
+    merged = m;
+    /* the run's fn returns the merge: the run waits on it */
+    ck_assert_int_eq(deferred_lock_release(l), 0);
+    deferred_unref(m); /* the run's token goes to acq, whose row is released */
+    ck_assert_int_eq(tu_released, 1);
+    deferred_lock_unref(l);
+    ck_assert_uint_eq(tu_live(), 0);
 }
 END_TEST
 
@@ -931,6 +1003,8 @@ static Suite *lifetime_suite(void)
     tcase_add_test(tc, test_L01_continue_to_dying_outer);
     tcase_add_test(tc, test_L01_combinator_output_dying);
     tcase_add_test(tc, test_L01_dying_is_inert);
+    tcase_add_test(tc, test_L01_dying_stream_is_inert);
+    tcase_add_test(tc, test_L01_merge_output_dying_gets_row);
     tcase_add_test(tc, test_L02_deep_nesting_keeps_order);
     tcase_add_test(tc, test_L03_waiters_after_compaction);
     tcase_add_test(tc, test_L04_chain_to_waiting_target);
