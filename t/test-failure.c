@@ -8,6 +8,7 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -836,7 +837,7 @@ static bool source_dir(char *dir, size_t size)
         /* __FILE__ is <srcdir>/t/test-failure.c */
         snprintf(dir, size, "%.*s/..", (int)n, n ? __FILE__ : ".");
     }
-    snprintf(probe, sizeof probe, "%s/lib/errors.c", dir);
+    snprintf(probe, sizeof probe, "%s/lib/core/errors.c", dir);
     fp = fopen(probe, "r");
     if (!fp)
         return false;
@@ -931,7 +932,15 @@ static void scan_dir(const char *dir, struct codes *c)
     ck_assert_msg(d != NULL, "cannot list %s", dir);
     while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
+        struct stat st;
 
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+            scan_dir(path, c); /* lib/ has a folder per layer */
+            continue;
+        }
         if (len < 3 || e->d_name[len - 2] != '.' ||
             (e->d_name[len - 1] != 'c' && e->d_name[len - 1] != 'h'))
             continue;

@@ -1,6 +1,6 @@
 /*
  * test-fanin.c: the fan-in engine that gather, list, race and merge share
- * (lib/fanin.c), by what its users see.
+ * (lib/combinators/fanin.c), by what its users see.
  *
  *  - merge's backpressure is O(1) per row: with an asynchronous step per
  *    row, only an input that delivers while the stream is held is paused,

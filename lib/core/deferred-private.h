@@ -8,7 +8,13 @@
 #ifndef DEFERRED_PRIVATE_H
 #define DEFERRED_PRIVATE_H
 
-#include "deferred.h"
+/* The core layer's headers only: the layers above include their own, so
+ * nothing here sees what is built on it. */
+#include "deferred/common.h"
+#include "deferred/value.h"
+#include "deferred/failure.h"
+#include "deferred/core.h"
+#include "deferred/multi.h"
 
 #if defined(__GNUC__)
 #define DEFERRED_LIKELY(x) __builtin_expect(!!(x), 1)

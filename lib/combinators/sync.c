@@ -22,7 +22,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "deferred-private.h"
+#include "core/deferred-private.h"
 #include "deferred/combinators.h"
 
 /* ---- waiters ----------------------------------------------------------- */

@@ -61,7 +61,7 @@
     X(EINTR, "interrupted")                                                    \
     X(DEFERRED_EFIRSTERROR, "an input failed")                                 \
     X(DEFERRED_EGROUP, "every input failed")
-/* EWOULDBLOCK, which lib/ev-lines.c tests for, is EAGAIN on every system
+/* EWOULDBLOCK, which lib/ev/ev-lines.c tests for, is EAGAIN on every system
  * the library supports; where it is not, it gets its own entry. */
 #if defined(EWOULDBLOCK) && EWOULDBLOCK != EAGAIN
 #define DEFERRED_CODE_MAP_EXTRA(X) X(EWOULDBLOCK, "operation would block")

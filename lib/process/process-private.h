@@ -6,7 +6,8 @@
 #ifndef DEFERRED_PROCESS_PRIVATE_H
 #define DEFERRED_PROCESS_PRIVATE_H
 
-#include "deferred-private.h"
+#include "core/deferred-private.h"
+#include "deferred/process.h"
 
 /* A group of a consumer's stream handed to a subordinate consumer. */
 struct route {

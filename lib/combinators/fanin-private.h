@@ -1,6 +1,6 @@
 /*
- * fanin-private.h: the fan-in engine (lib/fanin.c) that gather, list and
- * race (lib/gather.c) and merge (lib/merge.c) share.
+ * fanin-private.h: the fan-in engine (lib/combinators/fanin.c) that gather, list and
+ * race (lib/combinators/gather.c) and merge (lib/combinators/merge.c) share.
  *
  * A fan-in is one block: a header, one slot per input and the mode's own
  * part (what gather collects, what merge holds), all in one allocation.
@@ -37,7 +37,7 @@
 #ifndef DEFERRED_FANIN_PRIVATE_H
 #define DEFERRED_FANIN_PRIVATE_H
 
-#include "deferred-private.h"
+#include "core/deferred-private.h"
 
 struct fanin;
 

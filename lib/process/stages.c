@@ -16,7 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "deferred-private.h"
+#include "core/deferred-private.h"
 #include "process-private.h"
 
 /* State shared between a stage and the callbacks it handed out. */

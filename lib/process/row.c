@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "deferred-private.h"
+#include "core/deferred-private.h"
 #include "deferred/row.h"
 
 struct deferred_row_shape {

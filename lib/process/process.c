@@ -22,7 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "deferred-private.h"
+#include "core/deferred-private.h"
 #include "process-private.h"
 
 
