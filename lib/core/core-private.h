@@ -1,7 +1,8 @@
 /*
- * core-private.h: the deferred's structure, shared by the core (core.c)
- * and multi-fire deferreds (multi.c), and what each calls of the other.
- * Users see deferred_t as opaque.
+ * core-private.h: the deferred's structure, shared by the files of the
+ * core (core.c: life and state; runner.c: the chain and its runner;
+ * chain-to.c: chain_to() and the cycle check; multi.c: multi-fire), and
+ * what each calls of the others.  Users see deferred_t as opaque.
  */
 #ifndef DEFERRED_CORE_PRIVATE_H
 #define DEFERRED_CORE_PRIVATE_H
@@ -97,10 +98,83 @@ struct deferred {
     struct link inline_links[DEFERRED_INLINE_LINKS];
 };
 
-/* core.c: the chain runner and the fire of a single-shot deferred. */
+#if defined(__GNUC__)
+#define THREAD_LOCAL __thread __attribute__((tls_model("initial-exec")))
+#else
+#define THREAD_LOCAL _Thread_local
+#endif
+
+/* A callback argument with destroy functions (the _full calls): both
+ * halves of a _full pair point at the same one. */
+struct full_arg {
+    deferred_fn cb;
+    void *cb_arg;
+    deferred_destroy_fn cb_destroy;
+    deferred_fn eb;
+    void *eb_arg;
+    deferred_destroy_fn eb_destroy;
+};
+
+/* ---- named states ------------------------------------------------------ */
+
+/* Multi-fire: its chain is kept and run once per row, it fires by rows
+ * and ends by its end deferred (multi.c). */
+static inline bool is_multi(const deferred_t *d)
+{
+    return (d->flags & F_MULTI) != 0;
+}
+
+/* The first entry that is still d's: a multi-fire chain keeps all its
+ * entries for the next row; a single-shot one only those not reached. */
+static inline uint32_t first_live(const deferred_t *d)
+{
+    return is_multi(d) ? 0 : d->pos;
+}
+
+/* Has its result (single-shot) and nothing stops its chain running. */
+static inline bool idle_with_result(const deferred_t *d)
+{
+    return (d->flags & F_CALLED) && !d->paused && !d->chained_to;
+}
+
+/* runner.c: the continue entry's function (recognized by address). */
+DEFERRED_HIDDEN deferred_value_t deferred__continue_fn(deferred_value_t v, void *arg);
+
+/* Entry i of inner is the continue entry of outer. */
+static inline bool is_continue(const deferred_t *inner, uint32_t i, const deferred_t *outer)
+{
+    return inner->kinds[i] == LINK_BOTH && inner->links[i].fn == deferred__continue_fn &&
+           inner->links[i].arg == outer;
+}
+
+/* core.c: destroy a _full pair's arguments and its block. */
+DEFERRED_HIDDEN void deferred__full_arg_destroy(struct full_arg *fa);
+
+/* An entry is done with for good (it ran or was skipped in a single-shot
+ * chain, or its deferred is freed): what its argument owns goes.  Plain
+ * entries own nothing; only the first half of a pair carries the flags. */
+static inline void link_dispose(uint8_t kind, struct link l)
+{
+    if (DEFERRED_UNLIKELY(kind & LINK_FULL))
+        deferred__full_arg_destroy(l.arg);
+    else if (DEFERRED_UNLIKELY(kind & LINK_OWNED))
+        ((struct deferred__owned *)l.arg)->dispose(l.arg);
+}
+
+/* core.c: report f about d (NULL: no deferred concerned) through the
+ * report hook, with d's sites when debug mode recorded them. */
+DEFERRED_HIDDEN void deferred__report_about(deferred_report_t kind, const deferred_failure_t *f,
+                                            const deferred_t *d);
+
+/* runner.c: run d's chain if it can run; fire a single-shot deferred. */
 DEFERRED_HIDDEN void deferred__run(deferred_t *d);
 DEFERRED_HIDDEN int deferred__fire(deferred_t *d, deferred_value_t v,
                                    const char *file, int line);
+
+/* chain-to.c: whether from holds want, directly or through others (what a
+ * deferred waits on, a combinator's inputs, a stream's end and, with
+ * targets, its chain_to() targets): 1, 0, or -ENOMEM. */
+DEFERRED_HIDDEN int deferred__holds(deferred_t *from, deferred_t *want, bool targets);
 
 /* multi.c: what the core calls for a multi-fire deferred. */
 /* Free the multi-fire state (when the deferred is freed). */

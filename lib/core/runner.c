@@ -1,0 +1,761 @@
+/*
+ * runner.c: a deferred's chain (the entries callbacks add), the runner
+ * that drives it, firing, pausing and cancelling.
+ *
+ * The design decision to know is in run(): the chain runner never
+ * recurses.  When a callback returns a deferred R that has not got a result
+ * yet, the outer deferred records that it waits on R (holding a reference
+ * on R) and appends a "continue" entry to R's chain that points back at the
+ * outer (without a reference, so nothing owns itself).  When R's runner
+ * reaches that entry it moves its result to the outer and pushes the outer
+ * on an explicit stack threaded through the deferreds themselves, then
+ * carries on with the outer in the same loop: a million deferreds, each
+ * waiting on the next, complete in constant stack.
+ *
+ * Which function of an entry runs on a result is decided in one place,
+ * entry_pick(), for the runner and for the one step a callback added to an
+ * idle fired deferred takes at once (run_one()).
+ *
+ * Callbacks that fire, cancel or unpause other deferreds start runners of
+ * their own, nested in C.  Past NEST_MAX nested runners on a thread, the
+ * work is queued instead (the "later" queue) and the runner at depth
+ * NEST_MAX does it as soon as it has run its own stack (a check per
+ * runner, none per callback).  So a chain of chain_to() links, a lock
+ * handed from waiter to waiter, or a gather of a gather of a million
+ * levels run in bounded stack, and only a callback that many levels deep
+ * sees its fire take effect after its own deferred's chain has run rather
+ * than at once.
+ */
+#include <string.h>
+
+#include "deferred-private.h"
+#include "core-private.h"
+
+/* Runners and cancels nested on this thread, and the work queued past
+ * NEST_MAX of them (see the file comment). */
+#ifndef DEFERRED_NEST_MAX
+#define DEFERRED_NEST_MAX 32
+#endif
+#define NEST_MAX DEFERRED_NEST_MAX
+static THREAD_LOCAL unsigned nest;
+static THREAD_LOCAL deferred_t *later_head, *later_tail;
+
+/* ---- special entries --------------------------------------------------- */
+
+/* The entry an outer deferred leaves in the chain of the deferred it waits
+ * on.  Never called: the runner recognizes it by address. */
+deferred_value_t deferred__continue_fn(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    return v;
+}
+
+static deferred_value_t full_cb(deferred_value_t v, void *arg)
+{
+    struct full_arg *fa = arg;
+
+    return fa->cb(v, fa->cb_arg);
+}
+
+static deferred_value_t full_eb(deferred_value_t v, void *arg)
+{
+    struct full_arg *fa = arg;
+
+    return fa->eb(v, fa->eb_arg);
+}
+
+/* ---- the chain --------------------------------------------------------- */
+
+/* Make room for need more entries: compact consumed ones away first, then
+ * grow into a heap block (entries, then their kinds). */
+static int reserve(deferred_t *d, uint32_t need)
+{
+    uint32_t live = d->n - d->pos, cap;
+    struct link *links;
+    uint8_t *kinds;
+
+    if (d->n + need <= d->cap)
+        return 0;
+    /* Safe while d runs: the runner holds no index across a callback. */
+    if (d->pos > 0 && live + need <= d->cap && !is_multi(d)) {
+        uint32_t i;
+
+        memmove(d->links, d->links + d->pos, live * sizeof(*d->links));
+        memmove(d->kinds, d->kinds + d->pos, live);
+        /* The outers waiting here find their continue entries moved. */
+        for (i = 0; d->waiters && i < live; i++)
+            if (d->kinds[i] == LINK_BOTH && d->links[i].fn == deferred__continue_fn)
+                ((deferred_t *)d->links[i].arg)->wait_idx -= d->pos;
+        d->pos = 0;
+        d->n = live;
+        return 0;
+    }
+    cap = d->cap;
+    while (cap < d->n + need) {
+        if (cap > UINT32_MAX / 2 / (sizeof(struct link) + 1))
+            return -ENOMEM;
+        cap *= 2;
+    }
+    links = deferred__malloc((size_t)cap * (sizeof(*links) + 1));
+    if (!links)
+        return -ENOMEM;
+    kinds = (uint8_t *)(links + cap);
+    memcpy(links, d->links, d->n * sizeof(*links));
+    memcpy(kinds, d->kinds, d->n);
+    if (d->links != d->inline_links)
+        deferred__free(d->links);
+    d->links = links;
+    d->kinds = kinds;
+    d->cap = cap;
+    return 0;
+}
+
+static void run(deferred_t *d);
+
+/* Drop a reference the runner took: the common case, not the last one,
+ * without a call. */
+static inline void unref_inline(deferred_t *d)
+{
+    if (DEFERRED_LIKELY(d->refs > 1))
+        d->refs--;
+    else
+        deferred_unref(d);
+}
+
+/* An entry of d was reached (run or skipped): used once in a single-shot
+ * chain, kept for the next row in a multi-fire one.  pair is the entry
+ * (with its second half when it is a pair); kind is its first half's. */
+static inline void consumed(const deferred_t *d, uint8_t kind, const struct link *pair)
+{
+    if (DEFERRED_UNLIKELY(kind & (LINK_FULL | LINK_OWNED)) && !is_multi(d))
+        link_dispose(kind, *pair);
+}
+
+/*
+ * The runner's step, in one place: which function of the entry pair (kind
+ * its first half's kind, pair[1] its second half when a pair) runs on a
+ * result that failed or not.  NULL: none, the entry is skipped.  *width is
+ * how many entries it spans.  A continue entry is a LINK_BOTH like any
+ * other here: the caller tells it by its function.
+ */
+static DEFERRED_ALWAYS_INLINE inline const struct link *
+entry_pick(uint8_t kind, bool failed, const struct link *pair, uint32_t *width)
+{
+    *width = 1;
+    switch (kind & LINK_KIND) {
+    case LINK_CB:
+        return failed ? NULL : pair;
+    case LINK_EB:
+        return failed ? pair : NULL;
+    case LINK_PAIR_CB:
+        *width = 2;
+        return failed ? pair + 1 : pair;
+    case LINK_BOTH:
+        return pair;
+    default: /* LINK_DEAD, or the second half of a pair */
+        return NULL;
+    }
+}
+
+static bool chain_on(deferred_t *cur, deferred_t *inner);
+
+/* ---- nesting ----------------------------------------------------------- */
+
+static void run_stack(deferred_t *d);
+static void cancel_now(deferred_t *d, const char *file, int line);
+
+/* Queue d for what (F_LATER_RUN, F_LATER_CANCEL), holding a reference. */
+static void later(deferred_t *d, uint32_t what)
+{
+    if (!(d->flags & (F_LATER_RUN | F_LATER_CANCEL))) {
+        d->refs++;
+        d->next = NULL;
+        if (later_tail)
+            later_tail->next = d;
+        else
+            later_head = d;
+        later_tail = d;
+    }
+    d->flags |= what;
+}
+
+/* Do the queued work, in order, one level deeper than the runner at
+ * NEST_MAX that calls it: what that work queues in turn is done by this
+ * same loop. */
+static DEFERRED_NOINLINE void drain(void)
+{
+    deferred_t *d;
+
+    while ((d = later_head)) {
+        uint32_t what = d->flags & (F_LATER_RUN | F_LATER_CANCEL);
+
+        later_head = d->next;
+        if (!later_head)
+            later_tail = NULL;
+        d->next = NULL;
+        d->flags &= ~(F_LATER_RUN | F_LATER_CANCEL);
+        nest++;
+        if (what & F_LATER_CANCEL)
+            cancel_now(d, NULL, 0);
+        if ((what & F_LATER_RUN) && !(d->flags & F_RUNNING))
+            run_stack(d);
+        nest--;
+        deferred_unref(d);
+    }
+}
+
+/* Leave a frame entered with nest++: nothing queued may outlive it, so
+ * the frame at NEST_MAX does what was queued meanwhile. */
+static inline void leave(void)
+{
+    if (DEFERRED_UNLIKELY(nest == NEST_MAX) && later_head)
+        drain();
+    nest--;
+}
+
+/*
+ * A pair added to a deferred that has its result, is idle and has nothing
+ * pending runs at once: this is that one step of the runner, without
+ * storing the pair.  It is no runner frame of its own (it runs one callback
+ * inside its caller's frame), so it does not count in nest.  Entries the callback adds on the way, or a deferred it
+ * returns, go to the runner afterwards, as they would have.
+ */
+static void run_one(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
+                    deferred_fn fn2, void *arg2)
+{
+    struct link pair[2];
+    const struct link *l;
+    uint32_t width;
+    deferred_value_t r;
+
+    pair[0].fn = fn1;
+    pair[0].arg = arg1;
+    if ((kind1 & LINK_KIND) == LINK_PAIR_CB) {
+        pair[1].fn = fn2;
+        pair[1].arg = arg2;
+    }
+    l = entry_pick(kind1, d->result.release == deferred__release_failure, pair, &width);
+    if (!l) {
+        consumed(d, kind1, pair);
+        return;
+    }
+    d->refs++;
+    d->flags |= F_RUNNING;
+    r = d->result;
+    d->result = deferred_value_none();
+    r = l->fn(r, l->arg);
+    consumed(d, kind1, pair);
+    if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
+        chain_on(d, r.ptr);
+    else
+        d->result = r;
+    d->flags &= ~F_RUNNING;
+    if (d->pos < d->n && idle_with_result(d))
+        run(d);
+    unref_inline(d);
+}
+
+static int append_slow(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
+                       deferred_fn fn2, void *arg2)
+{
+    uint32_t need = (kind1 & LINK_KIND) == LINK_PAIR_CB ? 2 : 1;
+
+    if (idle_with_result(d) && d->pos == d->n && fn1 != deferred__continue_fn &&
+        !is_multi(d) && !(d->flags & (F_RUNNING | F_LATER_RUN)) && d->refs) {
+        run_one(d, fn1, arg1, kind1, fn2, arg2);
+        return 0;
+    }
+    if (DEFERRED_UNLIKELY(d->n + need > d->cap) && reserve(d, need) < 0)
+        return -ENOMEM;
+    d->links[d->n].fn = fn1;
+    d->links[d->n].arg = arg1;
+    d->kinds[d->n] = kind1;
+    if (need == 2) {
+        d->links[d->n + 1].fn = fn2;
+        d->links[d->n + 1].arg = arg2;
+        d->kinds[d->n + 1] = LINK_PAIR_EB;
+    }
+    d->n += need;
+    if (DEFERRED_UNLIKELY(is_multi(d)) && !(d->flags & F_ROW))
+        d->pos = d->n; /* nothing in flight: the new entries wait for a row */
+    if (idle_with_result(d))
+        run(d);
+    return 0;
+}
+
+/* The common case inline: one entry, room for it, nothing to run. */
+static inline int append(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
+                         deferred_fn fn2, void *arg2)
+{
+    uint32_t n = d->n;
+
+    if (DEFERRED_LIKELY(kind1 != LINK_PAIR_CB && n < d->cap &&
+                        !(d->flags & (F_CALLED | F_MULTI)))) { /* pending, single-shot */
+        d->links[n].fn = fn1;
+        d->links[n].arg = arg1;
+        d->kinds[n] = kind1;
+        d->n = n + 1;
+        return 0;
+    }
+    return append_slow(d, fn1, arg1, kind1, fn2, arg2);
+}
+
+int deferred_add_callbacks(deferred_t *d, deferred_fn cb, void *cb_arg,
+                           deferred_fn eb, void *eb_arg)
+{
+    if (DEFERRED_UNLIKELY(!d || (!cb && !eb)))
+        return -EINVAL;
+    if (!eb)
+        return append(d, cb, cb_arg, LINK_CB, NULL, NULL);
+    if (!cb)
+        return append(d, eb, eb_arg, LINK_EB, NULL, NULL);
+    if (cb == eb && cb_arg == eb_arg)
+        return append(d, cb, cb_arg, LINK_BOTH, NULL, NULL);
+    return append(d, cb, cb_arg, LINK_PAIR_CB, eb, eb_arg);
+}
+
+int deferred_add_callback(deferred_t *d, deferred_fn cb, void *arg)
+{
+    if (DEFERRED_UNLIKELY(!d || !cb))
+        return -EINVAL;
+    return append(d, cb, arg, LINK_CB, NULL, NULL);
+}
+
+int deferred_add_errback(deferred_t *d, deferred_fn eb, void *arg)
+{
+    if (DEFERRED_UNLIKELY(!d || !eb))
+        return -EINVAL;
+    return append(d, eb, arg, LINK_EB, NULL, NULL);
+}
+
+int deferred__add_both_owned(deferred_t *d, deferred_fn fn,
+                             struct deferred__owned *arg)
+{
+    if (DEFERRED_UNLIKELY(!d || !fn || !arg))
+        return -EINVAL;
+    d->flags |= F_HELD; /* a combinator's input */
+    return append(d, fn, arg, LINK_BOTH | LINK_OWNED, NULL, NULL);
+}
+
+int deferred_add_both(deferred_t *d, deferred_fn fn, void *arg)
+{
+    if (DEFERRED_UNLIKELY(!d || !fn))
+        return -EINVAL;
+    return append(d, fn, arg, LINK_BOTH, NULL, NULL);
+}
+
+int deferred_add_callbacks_full(deferred_t *d, deferred_fn cb, void *cb_arg,
+                                deferred_destroy_fn cb_destroy, deferred_fn eb,
+                                void *eb_arg, deferred_destroy_fn eb_destroy)
+{
+    struct full_arg *fa;
+    int rc;
+
+    if (!cb_destroy && !eb_destroy)
+        return deferred_add_callbacks(d, cb, cb_arg, eb, eb_arg);
+    if (!d || (!cb && !eb)) {
+        rc = -EINVAL;
+        goto out_destroy;
+    }
+    fa = deferred__malloc(sizeof(*fa));
+    if (!fa) {
+        rc = -ENOMEM;
+        goto out_destroy;
+    }
+    fa->cb = cb;
+    fa->cb_arg = cb_arg;
+    fa->cb_destroy = cb_destroy;
+    fa->eb = eb;
+    fa->eb_arg = eb_arg;
+    fa->eb_destroy = eb_destroy;
+    if (!eb)
+        rc = append_slow(d, full_cb, fa, LINK_CB | LINK_FULL, NULL, NULL);
+    else if (!cb)
+        rc = append_slow(d, full_eb, fa, LINK_EB | LINK_FULL, NULL, NULL);
+    else if (cb == eb && cb_arg == eb_arg)
+        rc = append_slow(d, full_cb, fa, LINK_BOTH | LINK_FULL, NULL, NULL);
+    else
+        rc = append_slow(d, full_cb, fa, LINK_PAIR_CB | LINK_FULL, full_eb, fa);
+    if (rc < 0)
+        deferred__full_arg_destroy(fa);
+    return rc;
+
+out_destroy:
+    if (cb_destroy)
+        cb_destroy(cb_arg);
+    if (eb_destroy && !(eb_destroy == cb_destroy && eb_arg == cb_arg))
+        eb_destroy(eb_arg);
+    return rc;
+}
+
+int deferred_add_callback_full(deferred_t *d, deferred_fn cb, void *arg,
+                               deferred_destroy_fn destroy)
+{
+    if (!cb) {
+        if (destroy)
+            destroy(arg);
+        return -EINVAL;
+    }
+    return deferred_add_callbacks_full(d, cb, arg, destroy, NULL, NULL, NULL);
+}
+
+int deferred_add_errback_full(deferred_t *d, deferred_fn eb, void *arg,
+                              deferred_destroy_fn destroy)
+{
+    if (!eb) {
+        if (destroy)
+            destroy(arg);
+        return -EINVAL;
+    }
+    return deferred_add_callbacks_full(d, NULL, NULL, NULL, eb, arg, destroy);
+}
+
+int deferred_add_both_full(deferred_t *d, deferred_fn fn, void *arg,
+                           deferred_destroy_fn destroy)
+{
+    if (!fn) {
+        if (destroy)
+            destroy(arg);
+        return -EINVAL;
+    }
+    return deferred_add_callbacks_full(d, fn, arg, destroy, fn, arg, destroy);
+}
+
+/*
+ * A callback of cur returned the deferred inner (a reference).  Either
+ * take inner's result now, or make cur wait on it.  Returns true when cur
+ * now waits.
+ */
+static bool chain_on(deferred_t *cur, deferred_t *inner)
+{
+    int rc;
+
+    if (DEFERRED_UNLIKELY(is_multi(inner))) {
+        /* Waiting on a stream means waiting for its end. */
+        deferred_t *end = deferred_ref(inner->ext->multi->end);
+
+        deferred_unref(inner);
+        inner = end;
+    }
+    if (DEFERRED_UNLIKELY(inner == cur)) {
+        deferred_unref(inner);
+        cur->result = deferred_value_failure(deferred_failure_new_at(
+            NULL, 0, DEFERRED_DOMAIN_LIBRARY, EDEADLK,
+            "a callback returned the deferred it was called from (or its stream)"));
+        return false;
+    }
+    /* cur would wait on inner, holding it: a cycle (a deadlock, or a leak
+     * of both) when inner holds cur, which needs something to hold cur
+     * (a waiter, a chain_to() link, a combinator), or inner to be a
+     * combinator's. */
+    if (DEFERRED_UNLIKELY(cur->waiters || (cur->flags & F_HELD) ||
+                          (inner->ext && inner->ext->inputs)) &&
+        (rc = deferred__holds(inner, cur, true)) != 0) {
+        deferred_unref(inner);
+        cur->result = deferred_value_failure(deferred_failure_new_at(
+            NULL, 0, DEFERRED_DOMAIN_LIBRARY, rc > 0 ? EDEADLK : ENOMEM,
+            rc > 0 ? "a callback returned a deferred that holds the one it was called from (a cycle)"
+                   : "out of memory while chaining deferreds"));
+        return false;
+    }
+    if (idle_with_result(inner) && !(inner->flags & (F_RUNNING | F_LATER_RUN))) {
+        /* inner's chain has run to its end: its result moves to cur and
+         * inner keeps the empty value. */
+        cur->result = inner->result;
+        inner->result = deferred_value_none();
+        deferred_unref(inner);
+        return false;
+    }
+    if (append(inner, deferred__continue_fn, cur, LINK_BOTH, NULL, NULL) < 0) {
+        deferred_unref(inner);
+        cur->result = deferred_value_failure(deferred_failure_new_at(
+            NULL, 0, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
+            "out of memory while chaining deferreds"));
+        return false;
+    }
+    cur->chained_to = inner;
+    cur->wait_idx = inner->n - 1;
+    inner->waiters++;
+    return true;
+}
+
+
+
+/*
+ * The chain runner.
+ *
+ * It never recurses, and this is why.  Each deferred being run sits on an
+ * explicit stack (threaded through its next field, with a reference held
+ * by the runner), flagged F_RUNNING.  The top one runs its entries in
+ * order while it is neither paused nor waiting.  A callback that returns a
+ * deferred without a result makes the top one wait: it leaves the stack,
+ * and a continue entry in the inner deferred's chain will bring it back.
+ * When the top one reaches a continue entry, its result moves to the outer
+ * deferred, which is pushed and run next; when the outer is done, the
+ * runner returns to the inner one's remaining entries.  So the stack of C
+ * frames stays one deep however long the chain of waits is.
+ *
+ * Re-entrancy: a callback may add entries to a deferred on the stack (they
+ * are appended and run in this same pass), fire or unpause other deferreds
+ * (they get runners of their own, nested once per user call, never per
+ * chain length), or drop the last reference to a running deferred (the
+ * runner's reference keeps it alive until it leaves the stack).
+ */
+static void run(deferred_t *d)
+{
+    if (d->flags & (F_RUNNING | F_LATER_RUN) || !d->refs)
+        return; /* the runner that has it will see the new work; or dying */
+    if (DEFERRED_UNLIKELY(nest >= NEST_MAX)) {
+        later(d, F_LATER_RUN);
+        return;
+    }
+    nest++;
+    run_stack(d);
+    leave();
+}
+
+static void run_stack(deferred_t *d)
+{
+    deferred_t *stack;
+
+    d->refs++;
+    d->flags |= F_RUNNING;
+    d->next = NULL;
+    stack = d;
+
+    while (stack) {
+        deferred_t *cur = stack, *outer = NULL;
+
+        for (;;) {
+            uint32_t i = cur->pos, width;
+            uint8_t kind;
+            bool failed;
+            const struct link *l;
+            struct link call;
+            deferred_value_t r;
+
+            if (i >= cur->n || cur->paused || cur->chained_to)
+                break;
+            kind = cur->kinds[i];
+            failed = cur->result.release == deferred__release_failure;
+            if (DEFERRED_LIKELY(kind == LINK_CB)) {
+                /* The common entry: a plain callback, nothing to dispose. */
+                cur->pos = i + 1;
+                if (failed)
+                    continue;
+                call = cur->links[i];
+            } else {
+                l = entry_pick(kind, failed, &cur->links[i], &width);
+                cur->pos = i + width;
+                if (!l) {
+                    consumed(cur, kind, &cur->links[i]);
+                    continue;
+                }
+                call = *l;
+                if (DEFERRED_UNLIKELY(call.fn == deferred__continue_fn)) {
+                    cur->waiters--;
+                    if (DEFERRED_UNLIKELY(!((deferred_t *)call.arg)->refs))
+                        continue; /* a dying outer: a dead entry */
+                    /* Hand the result to the outer deferred waiting here,
+                     * and drop its reference on cur (the runner still
+                     * holds one). */
+                    outer = call.arg;
+                    outer->result = cur->result;
+                    cur->result = deferred_value_none();
+                    outer->chained_to = NULL;
+                    cur->refs--;
+                    break;
+                }
+            }
+            r = cur->result;
+            cur->result = deferred_value_none();
+            r = call.fn(r, call.arg);
+            /* What was called, not cur->links[i]: a callback that added
+             * entries may have compacted the chain. */
+            consumed(cur, kind, &call);
+            if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred)) {
+                if (chain_on(cur, r.ptr)) {
+                    if (is_multi(cur))
+                        deferred__flow_update(cur);
+                    break;
+                }
+            } else {
+                cur->result = r;
+            }
+        }
+
+        if (outer && (outer->flags & (F_LATER_RUN | F_LATER_CANCEL))) {
+            /* On the later queue (its next is the queue's link): the queue
+             * runs it. */
+            outer->flags |= F_LATER_RUN;
+            continue;
+        }
+        if (outer && !(outer->flags & F_RUNNING)) {
+            outer->refs++;
+            outer->flags |= F_RUNNING;
+            outer->next = stack;
+            stack = outer;
+            continue;
+        }
+        if (outer)
+            continue; /* on the stack below, or queued: it resumes there */
+        if (DEFERRED_UNLIKELY(is_multi(cur))) {
+            if (deferred__multi_step(cur))
+                continue; /* the next row is loaded: run it */
+        } else if (cur->pos == cur->n) {
+            cur->pos = cur->n = 0;
+        }
+        stack = cur->next;
+        cur->flags &= ~F_RUNNING;
+        unref_inline(cur);
+    }
+}
+
+/* ---- firing ------------------------------------------------------------ */
+
+static void report_already_fired(deferred_t *d, const char *file, int line)
+{
+    struct deferred_ext *x = d->ext;
+    deferred_failure_t *f;
+
+    if (!x || !x->new_file)
+        return;
+    f = deferred_failure_new_at(
+        file, line, DEFERRED_DOMAIN_LIBRARY, EALREADY,
+        "deferred created at %s:%d was already fired at %s:%d; fired again at %s:%d",
+        x->new_file, x->new_line, x->fire_file ? x->fire_file : "?",
+        x->fire_line, file ? file : "?", line);
+    deferred__report_about(DEFERRED_REPORT_ALREADY_FIRED, f, d);
+    deferred_failure_unref(f);
+}
+
+static int fire(deferred_t *d, deferred_value_t v, const char *file, int line)
+{
+    if (DEFERRED_UNLIKELY(!d->refs)) {
+        /* Dying, reached through a weak pointer: nobody can see a result. */
+        deferred_value_release(v);
+        return 0;
+    }
+    if (DEFERRED_UNLIKELY(is_multi(d)))
+        return deferred_multi_finish(d, v);
+    if (DEFERRED_UNLIKELY(d->flags & F_CALLED)) {
+        deferred_value_release(v);
+        if (d->flags & F_SUPPRESS) {
+            d->flags &= ~F_SUPPRESS;
+            return 0;
+        }
+        report_already_fired(d, file, line);
+        return -EALREADY;
+    }
+    d->flags |= F_CALLED;
+    d->result = v;
+    if (DEFERRED_UNLIKELY(d->ext != NULL) && d->ext->new_file) {
+        d->ext->fire_file = file;
+        d->ext->fire_line = line;
+    }
+    if (!d->paused)
+        run(d);
+    return 0;
+}
+
+int deferred_callback_at(deferred_t *d, deferred_value_t v, const char *file,
+                         int line)
+{
+    if (DEFERRED_UNLIKELY(!d || v.release == deferred__release_deferred)) {
+        deferred_value_release(v);
+        return -EINVAL;
+    }
+    return fire(d, v, file, line);
+}
+
+int deferred_errback_at(deferred_t *d, deferred_failure_t *f, const char *file,
+                        int line)
+{
+    if (DEFERRED_UNLIKELY(!d || !f)) {
+        deferred_failure_unref(f);
+        return -EINVAL;
+    }
+    return fire(d, deferred_value_failure(f), file, line);
+}
+
+/* ---- pause and cancel -------------------------------------------------- */
+
+int deferred_pause(deferred_t *d)
+{
+    if (!d || d->paused == UINT32_MAX)
+        return -EINVAL;
+    d->paused++;
+    if (DEFERRED_UNLIKELY(is_multi(d)))
+        deferred__flow_update(d);
+    return 0;
+}
+
+int deferred_unpause(deferred_t *d)
+{
+    if (!d || d->paused == 0)
+        return -EINVAL;
+    if (--d->paused == 0 && (idle_with_result(d) || is_multi(d)))
+        run(d);
+    return 0;
+}
+
+/* The cancel itself, in a frame already counted in nest. */
+static void cancel_now(deferred_t *d, const char *file, int line)
+{
+    if (!d->refs)
+        return;
+    if (DEFERRED_UNLIKELY(is_multi(d))) {
+        deferred__multi_cancel(d, file, line);
+        return;
+    }
+    /* A fired deferred that waits passes the cancel to what it waits on,
+     * down to the innermost: a loop, not a recursion. */
+    while ((d->flags & F_CALLED) && d->chained_to)
+        d = d->chained_to;
+    if (d->flags & (F_CALLED | F_CANCELLED))
+        return;
+    d->flags |= F_CANCELLED;
+    d->refs++;
+    if (d->canceller)
+        d->canceller(d, d->canceller_arg);
+    else
+        d->flags |= F_SUPPRESS;
+    if (!(d->flags & F_CALLED))
+        fire(d, deferred_value_failure(deferred_failure_new_at(
+                    file, line, DEFERRED_DOMAIN_LIBRARY, ECANCELED, "deferred cancelled")),
+             file, line);
+    deferred_unref(d);
+}
+
+int deferred_cancel_at(deferred_t *d, const char *file, int line)
+{
+    if (!d)
+        return -EINVAL;
+    if (!d->refs)
+        return 0; /* dying: nothing left to cancel */
+    if (DEFERRED_UNLIKELY(nest >= NEST_MAX) && !(d->flags & F_RUNNING)) {
+        /* Too deep: cancel as soon as the callback that asked returns. */
+        later(d, F_LATER_CANCEL);
+        return 0;
+    }
+    nest++;
+    cancel_now(d, file, line);
+    leave();
+    return 0;
+}
+
+int (deferred_cancel)(deferred_t *d)
+{
+    return deferred_cancel_at(d, __FILE__, __LINE__);
+}
+
+void deferred__run(deferred_t *d)
+{
+    run(d);
+}
+
+int deferred__fire(deferred_t *d, deferred_value_t v, const char *file, int line)
+{
+    return fire(d, v, file, line);
+}
+
