@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "core/deferred-private.h"
+#include "core/ring.h"
 #include "deferred/combinators.h"
 
 /* ---- waiters ----------------------------------------------------------- */
@@ -465,8 +466,7 @@ struct deferred_queue {
     size_t size;    /* bound on values kept */
     size_t backlog; /* bound on gets waiting */
     bool dying;
-    deferred_value_t *ring; /* values kept, from head, count of them */
-    size_t cap, head, count;
+    struct deferred__ring kept; /* the values kept, first in first out */
     struct waitq waiters;
 };
 
@@ -497,34 +497,9 @@ void deferred_queue_unref(deferred_queue_t *q)
     if (!q || q->dying || --q->refs)
         return;
     q->dying = true;
-    while (q->count) {
-        deferred_value_release(q->ring[q->head]);
-        q->head = (q->head + 1) % q->cap;
-        q->count--;
-    }
+    deferred__ring_clear(&q->kept);
     waiters_cancel_all(&q->waiters, "queue");
-    deferred__free(q->ring);
     deferred__free(q);
-}
-
-/* Make room for one more kept value: the ring doubles, in order. */
-static int ring_grow(deferred_queue_t *q)
-{
-    size_t cap = q->cap ? q->cap * 2 : 8, i;
-    deferred_value_t *ring;
-
-    if (cap < q->cap || cap > SIZE_MAX / sizeof(*ring))
-        return -ENOMEM;
-    ring = deferred__malloc(cap * sizeof(*ring));
-    if (!ring)
-        return -ENOMEM;
-    for (i = 0; i < q->count; i++)
-        ring[i] = q->ring[(q->head + i) % q->cap];
-    deferred__free(q->ring);
-    q->ring = ring;
-    q->cap = cap;
-    q->head = 0;
-    return 0;
 }
 
 int deferred_queue_put(deferred_queue_t *q, deferred_value_t v)
@@ -542,14 +517,12 @@ int deferred_queue_put(deferred_queue_t *q, deferred_value_t v)
         deferred_unref(d);
         return 0;
     }
-    if (q->count >= q->size) {
+    if (q->kept.len >= q->size) {
         rc = -ENOSPC;
         goto out_release;
     }
-    if (q->count == q->cap && (rc = ring_grow(q)) < 0)
+    if ((rc = deferred__ring_push(&q->kept, v)) < 0)
         goto out_release;
-    q->ring[(q->head + q->count) % q->cap] = v;
-    q->count++;
     return 0;
 
 out_release:
@@ -566,13 +539,11 @@ int deferred_queue_get(deferred_queue_t *q, deferred_t **out)
         *out = NULL;
     if (!q || !out || q->dying)
         return -EINVAL;
-    if (q->count) {
+    if (q->kept.len) {
         d = deferred_new();
         if (!d)
             return -ENOMEM;
-        v = q->ring[q->head];
-        q->head = (q->head + 1) % q->cap;
-        q->count--;
+        v = deferred__ring_pop(&q->kept);
         deferred_callback(d, v);
         *out = d;
         return 0;
@@ -588,7 +559,7 @@ int deferred_queue_get(deferred_queue_t *q, deferred_t **out)
 
 size_t deferred_queue_pending(const deferred_queue_t *q)
 {
-    return q ? q->count : 0;
+    return q ? q->kept.len : 0;
 }
 
 size_t deferred_queue_waiting(const deferred_queue_t *q)

@@ -8,6 +8,7 @@
 #define DEFERRED_CORE_PRIVATE_H
 
 #include "deferred-private.h"
+#include "ring.h"
 
 #ifndef DEFERRED_INLINE_LINKS
 #define DEFERRED_INLINE_LINKS 10
@@ -51,8 +52,7 @@ enum {
 /* The state of a multi-fire deferred.  Queued rows wait in a ring. */
 struct multi {
     deferred_t *end;           /* the end deferred (a reference) */
-    deferred_value_t *queue;   /* ring of rows waiting for their turn */
-    size_t qhead, qlen, qcap;
+    struct deferred__ring queue; /* rows waiting for their turn */
     uint64_t rows;             /* rows accepted */
     uint64_t row;              /* number of the row in flight or last run */
     deferred_value_t final;    /* the end value, once finish was called */

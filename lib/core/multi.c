@@ -18,11 +18,7 @@
 
 void deferred__multi_free(struct multi *m)
 {
-    size_t i;
-
-    for (i = 0; i < m->qlen; i++)
-        deferred_value_release(m->queue[(m->qhead + i) % m->qcap]);
-    deferred__free(m->queue);
+    deferred__ring_clear(&m->queue);
     deferred_value_release(m->final);
     /* The end may outlive the stream: it must not cancel a freed one. */
     m->end->canceller = NULL;
@@ -92,7 +88,7 @@ static bool flow_tell(deferred_t *d)
         return false;
     if (!m->flow_paused && blocked)
         paused = true;
-    else if (m->flow_paused && !blocked && m->qlen == 0)
+    else if (m->flow_paused && !blocked && m->queue.len == 0)
         paused = false;
     else
         return false;
@@ -116,11 +112,7 @@ static void end_stream(deferred_t *d, deferred_value_t v)
     deferred_t *end = m->end;
 
     m->ended = true;
-    while (m->qlen) {
-        deferred_value_release(m->queue[m->qhead]);
-        m->qhead = (m->qhead + 1) % m->qcap;
-        m->qlen--;
-    }
+    deferred__ring_clear(&m->queue);
     if (d->flags & F_ROW) {
         deferred_value_release(d->result);
         d->result = deferred_value_none();
@@ -178,10 +170,8 @@ bool deferred__multi_step(deferred_t *d)
     for (;;) {
         if (m->ended || d->paused || d->chained_to)
             return false;
-        if (m->qlen) {
-            d->result = m->queue[m->qhead];
-            m->qhead = (m->qhead + 1) % m->qcap;
-            m->qlen--;
+        if (m->queue.len) {
+            d->result = deferred__ring_pop(&m->queue);
             m->row++;
             d->pos = 0;
             d->flags |= F_ROW;
@@ -197,26 +187,6 @@ bool deferred__multi_step(deferred_t *d)
         if (!flow_tell(d))
             return false;
     }
-}
-
-static int enqueue(struct multi *m, deferred_value_t v)
-{
-    if (m->qlen == m->qcap) {
-        size_t cap = m->qcap ? m->qcap * 2 : 16, i;
-        deferred_value_t *q = deferred__malloc(cap * sizeof(*q));
-
-        if (!q)
-            return -ENOMEM;
-        for (i = 0; i < m->qlen; i++)
-            q[i] = m->queue[(m->qhead + i) % m->qcap];
-        deferred__free(m->queue);
-        m->queue = q;
-        m->qcap = cap;
-        m->qhead = 0;
-    }
-    m->queue[(m->qhead + m->qlen) % m->qcap] = v;
-    m->qlen++;
-    return 0;
 }
 
 int deferred_multi_emit(deferred_t *d, deferred_value_t v)
@@ -237,7 +207,7 @@ int deferred_multi_emit(deferred_t *d, deferred_value_t v)
         deferred_value_release(v);
         return -EALREADY;
     }
-    if (!(d->flags & (F_ROW | F_RUNNING)) && m->qlen == 0 && !d->paused &&
+    if (!(d->flags & (F_ROW | F_RUNNING)) && m->queue.len == 0 && !d->paused &&
         !d->chained_to) {
         m->rows++;
         m->row = m->rows;
@@ -247,7 +217,7 @@ int deferred_multi_emit(deferred_t *d, deferred_value_t v)
         deferred__run(d);
         return 0;
     }
-    if (enqueue(m, v) < 0) {
+    if (deferred__ring_push(&m->queue, v) < 0) {
         deferred_value_release(v);
         return -ENOMEM;
     }
@@ -272,7 +242,7 @@ int deferred_multi_finish(deferred_t *d, deferred_value_t v)
         return -EALREADY;
     }
     m->closing = true;
-    if (!(d->flags & (F_ROW | F_RUNNING)) && m->qlen == 0)
+    if (!(d->flags & (F_ROW | F_RUNNING)) && m->queue.len == 0)
         end_stream(d, v);
     else
         m->final = v; /* the runner ends the stream when the rows are done */
@@ -330,7 +300,7 @@ size_t deferred_multi_queued(const deferred_t *d)
 {
     struct multi *m = multi_of(d);
 
-    return m ? m->qlen : 0;
+    return m ? m->queue.len : 0;
 }
 
 uint64_t deferred_multi_rows(const deferred_t *d)
