@@ -188,7 +188,7 @@ void deferred__pause_producers(deferred_process_t *p, deferred_stage_t *by)
     size_t i;
 
     /* Before the process runs, pauses are only counted (p->held and each
-     * stage's held): run() hands their sum to every producer, so that a
+     * stage's held): deferred_process_run() hands their sum to every producer, so that a
      * producer added after a pause is paused too. */
     if (p->phase == DEFERRED__BUILDING)
         return;
@@ -263,7 +263,7 @@ int deferred_process_pause(deferred_process_t *p)
     if (!p || p->held == UINT32_MAX)
         return -EINVAL;
     p->held++;
-    /* Before the run only the count changes (see pause_producers()). */
+    /* Before the run only the count changes (see deferred__pause_producers()). */
     if (p->phase != DEFERRED__BUILDING) {
         deferred__enter(p);
         deferred__pause_producers(p, NULL);

@@ -151,7 +151,8 @@ DEFERRED_HIDDEN void deferred__call_resume(deferred_stage_t *st, deferred_stage_
 
 /* ---- stage calls: depth ------------------------------------------------ */
 
-/* leave() of the outermost call: settle, drop its reference (process.c). */
+/* deferred__leave() of the outermost call: settle, drop its reference
+ * (process.c). */
 DEFERRED_HIDDEN DEFERRED_NOINLINE void deferred__settle_unref(deferred_process_t *p);
 
 /* Enter and leave a stage call: every stage call and every run of the

@@ -15,6 +15,9 @@
 #include "core/deferred-private.h"
 #include "process-private.h"
 
+/* The room collect starts with; it grows as it fills. */
+#define COLLECT_FIRST_CAP 16
+
 /* A built-in consumer: the process refuses a stage added after it. */
 static deferred_stage_t *consumer_stage(deferred_stage_t *st)
 {
@@ -72,7 +75,7 @@ static deferred_failure_t *collect_handle(deferred_stage_t *self, deferred_stage
 
     (void)from;
     (void)tag;
-    if (!c->items && !(c->items = deferred_array_new(16)))
+    if (!c->items && !(c->items = deferred_array_new(COLLECT_FIRST_CAP)))
         return deferred_stage_failure(self, DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
     if (deferred_array_append(c->items, *item) < 0) {
         *item = deferred_value_none();

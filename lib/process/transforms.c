@@ -14,6 +14,12 @@
 #include "core/deferred-private.h"
 #include "process-private.h"
 
+/* A map's queue of waiting results, when it first needs one; it doubles
+ * from there. */
+#define MAP_QUEUE_FIRST_CAP 4
+/* The room a batch starts with; a larger batch grows as it fills. */
+#define BATCH_FIRST_CAP 64
+
 /* ---- map ------------------------------------------------------------------ */
 
 /*
@@ -135,7 +141,7 @@ static deferred_value_t map_resolved(deferred_value_t v, void *arg)
 static int map_push(struct map *m, deferred_value_t r)
 {
     if (m->len == m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 4, i;
+        size_t cap = m->cap ? m->cap * 2 : MAP_QUEUE_FIRST_CAP, i;
         deferred_value_t *q = NULL;
 
         if (cap <= SIZE_MAX / 2 / sizeof(*q))
@@ -428,7 +434,7 @@ static deferred_failure_t *batch_handle(deferred_stage_t *self, deferred_stage_t
     (void)from;
     if (!b->cur) {
         /* Room for a few items; a large batch grows as it fills. */
-        if (!(b->cur = deferred_array_new(b->n < 64 ? b->n : 64)))
+        if (!(b->cur = deferred_array_new(b->n < BATCH_FIRST_CAP ? b->n : BATCH_FIRST_CAP)))
             return deferred_stage_failure(self, DEFERRED_DOMAIN_LIBRARY, ENOMEM, NULL);
         b->first = deferred_stage_items(self);
         b->tag = tag.release ? deferred_value_none() : tag;
