@@ -7,7 +7,9 @@
  * they call the per-item path inline (deferred__emit(), where a user's
  * stage calls deferred_stage_emit(), one call more per item) and read
  * their data and a producer's state from the stage directly
- * (STAGE_DATA(), deferred__producer_blocked()).
+ * (STAGE_DATA(), deferred__producer_blocked()).  The consumers here also
+ * mark themselves as such (consumer_stage()), which a user's consumer
+ * cannot: only their process refuses a stage added after them.
  */
 #include <stdio.h>
 #include <string.h>
