@@ -1,6 +1,8 @@
 /*
  * process.c: deferred_process, the engine that moves items from producers
- * through processors to a consumer.
+ * through processors to a consumer: its lifecycle and its state.  The
+ * delivery of items, failure frames and flow control are in flow.c, tags
+ * and subordinate consumers in groups.c.
  *
  * Events are plain function calls down the stages: a producer's emit calls
  * the next stage's handle, which may emit to the one after it, and so on,
@@ -9,14 +11,19 @@
  *
  * The design decision to know: everything that ends the stream is settled
  * only when the outermost stage call returns.  The process counts how deep
- * its stage calls are nested (depth); a cancel or a failure only records
- * what happened, the calls on the stack unwind (each delivery adding its
- * context frame to a failure as it passes), and settle() then cancels the
- * producers and delivers finish downstream, exactly once.  So no stage is
- * ever told "finish" while it is still inside its own handle, and nothing
- * is delivered after a cancel.  The same discipline keeps producers from
- * nesting: a resume that arrives while the producer is inside its resume
- * operation only lets its loop go on.
+ * its stage calls are nested (depth, deferred__enter() and
+ * deferred__leave()); a cancel or a failure only records what happened
+ * (the phase goes from OPEN to ENDING), the calls on the stack unwind (each
+ * delivery adding its context frame to a failure as it passes), and
+ * settle() then cancels the producers and delivers finish downstream,
+ * exactly once.  So no stage is ever told "finish" while it is still
+ * inside its own handle, and nothing is delivered after a cancel.  The
+ * same discipline keeps producers from nesting: a resume that arrives
+ * while the producer is inside its resume operation only lets its loop go
+ * on.
+ *
+ * The state (process-private.h) changes only in the transition functions
+ * below, each of which refreshes the fast flags it can change.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,15 +32,11 @@
 #include "core/deferred-private.h"
 #include "process-private.h"
 
+/* The stage array's first size; it doubles from there. */
+#define STAGES_FIRST_CAP 4
 
-static void settle(deferred_process_t *p);
-
-/* A failure the process makes itself (library domain), recorded at the
- * user's deferred_process_run() call. */
-static deferred_failure_t *process_failure(const deferred_process_t *p, int code,
-                                           const char *fmt, ...) DEFERRED_PRINTF(3, 4);
-static deferred_failure_t *process_failure(const deferred_process_t *p, int code,
-                                           const char *fmt, ...)
+deferred_failure_t *deferred__process_failure(const deferred_process_t *p, int code,
+                                              const char *fmt, ...)
 {
     deferred_failure_t *f;
     va_list ap;
@@ -63,12 +66,90 @@ deferred_t *(deferred_process_run)(deferred_process_t *p)
     return deferred_process_run_at(NULL, 0, p);
 }
 
-/* The one flag the per-item path reads, kept in step with the states it
- * sums up. */
-static inline void update_open(deferred_process_t *p)
+/* ---- the state and its transitions ------------------------------------- */
+
+static void refresh_stage(deferred_stage_t *st)
 {
-    p->open = p->running && !p->failure && !p->cancelling && !p->finished &&
-              !p->in_finish;
+    const deferred_stage_t *to = st->down;
+
+    st->fast = st->p->phase == DEFERRED__OPEN && to && !to->routes &&
+               !(to->flags & DEFERRED_STAGE_AUTOPAUSE) && st->stopped == DEFERRED__LIVE;
+}
+
+void deferred__refresh_fast(deferred_process_t *p)
+{
+    size_t i;
+
+    for (i = 0; i < p->n; i++)
+        refresh_stage(p->stages[i]);
+}
+
+/* Every phase change: the fast flags follow OPEN. */
+static void set_phase(deferred_process_t *p, enum deferred__phase phase)
+{
+    bool was_open = p->phase == DEFERRED__OPEN;
+
+    p->phase = (uint8_t)phase;
+    if (was_open != (phase == DEFERRED__OPEN))
+        deferred__refresh_fast(p);
+}
+
+/* BUILDING -> OPEN: the run starts (straight to ENDING when the stream
+ * ended before it ran: a stage's cancel, a producer finishing with a
+ * failure). */
+static void open_stream(deferred_process_t *p)
+{
+    set_phase(p, p->cancelling || p->failure ? DEFERRED__ENDING : DEFERRED__OPEN);
+}
+
+bool deferred__set_failure(deferred_process_t *p, deferred_failure_t *f)
+{
+    if (p->failure || p->phase == DEFERRED__FINISHED) {
+        deferred_failure_unref(f); /* the first failure tells the story */
+        return false;
+    }
+    p->failure = f;
+    p->framed = UINT32_MAX; /* no frame yet */
+    if (p->phase == DEFERRED__OPEN)
+        set_phase(p, DEFERRED__ENDING);
+    return true;
+}
+
+/* The failure goes into the outcome (while the stages finish). */
+static deferred_value_t take_failure(deferred_process_t *p)
+{
+    deferred_failure_t *f = p->failure;
+
+    p->failure = NULL;
+    return deferred_value_failure(f);
+}
+
+/* A cancel is asked for: OPEN -> ENDING (before the run, the run starts
+ * ENDING; while finishing, the finish goes on, aborted). */
+static void set_cancelling(deferred_process_t *p)
+{
+    p->cancelling = true;
+    if (p->phase == DEFERRED__OPEN)
+        set_phase(p, DEFERRED__ENDING);
+}
+
+/* A producer stops for good: LIVE -> CANCELLED or DONE. */
+static void stop_producer(deferred_stage_t *st, enum deferred__stopped how)
+{
+    st->stopped = (uint8_t)how;
+    refresh_stage(st);
+}
+
+/* OPEN or ENDING -> FINISHING: settle() starts the stages' finishes. */
+static void begin_finish(deferred_process_t *p)
+{
+    set_phase(p, DEFERRED__FINISHING);
+}
+
+/* FINISHING -> FINISHED: the last stage finished. */
+static void end_finish(deferred_process_t *p)
+{
+    set_phase(p, DEFERRED__FINISHED);
 }
 
 /* ---- stages ------------------------------------------------------------ */
@@ -115,14 +196,12 @@ uint64_t deferred_stage_items(const deferred_stage_t *st)
     return st ? st->items : 0;
 }
 
-static void route_pop(deferred_stage_t *st);
-
 void deferred_stage_free(deferred_stage_t *st)
 {
     if (!st)
         return;
     while (st->routes)
-        route_pop(st);
+        deferred__route_pop(st);
     if (st->ops->destroy)
         st->ops->destroy(st->data);
     deferred__free(st);
@@ -144,6 +223,7 @@ deferred_process_t *deferred_process_new(unsigned flags)
     memset(p, 0, sizeof(*p));
     p->refs = 1;
     p->flags = flags;
+    p->phase = DEFERRED__BUILDING;
     return p;
 }
 
@@ -175,7 +255,7 @@ int deferred_process_add(deferred_process_t *p, deferred_stage_t *st)
 
     if (!p || !st)
         goto out_einval;
-    if (p->running || p->done || p->finished) {
+    if (p->phase != DEFERRED__BUILDING) {
         deferred_stage_free(st);
         return -EBUSY;
     }
@@ -192,7 +272,7 @@ int deferred_process_add(deferred_process_t *p, deferred_stage_t *st)
     if (!producer && !st->ops->handle)
         goto out_einval;
     if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 4;
+        size_t cap = p->cap ? p->cap * 2 : STAGES_FIRST_CAP;
         deferred_stage_t **stages = NULL;
 
         /* Stage indices are 32 bits; the array's size must not wrap. */
@@ -229,75 +309,6 @@ static void process_unref_cb(void *arg)
     deferred_process_unref(arg);
 }
 
-/* Enter and leave a stage call; leaving the outermost one settles what the
- * calls left pending.  The outermost call holds a reference across it (a
- * settle may drop the process's own); inner calls are covered by it. */
-static inline void enter(deferred_process_t *p)
-{
-    if (p->depth++ == 0)
-        p->refs++;
-}
-
-void deferred__settle_unref(deferred_process_t *p)
-{
-    settle(p);
-    deferred_process_unref(p);
-}
-
-static inline void leave(deferred_process_t *p)
-{
-    if (--p->depth == 0)
-        deferred__settle_unref(p);
-}
-
-
-/* Run a producer's resume operation, never nested: a resume asked for
- * while it runs only lets its loop go on, or runs it again afterwards. */
-static void call_resume(deferred_stage_t *st, deferred_stage_t *by)
-{
-    if (st->in_resume) {
-        st->resume_again = true;
-        return;
-    }
-    st->in_resume = true;
-    do {
-        st->resume_again = false;
-        st->ops->resume(st, by);
-    } while (st->resume_again && !deferred__producer_blocked(st));
-    st->in_resume = false;
-}
-
-static void pause_producers(deferred_process_t *p, deferred_stage_t *by)
-{
-    size_t i;
-
-    /* Before the process runs, pauses are only counted (p->held and each
-     * stage's held): run() hands their sum to every producer, so that a
-     * producer added after a pause is paused too. */
-    if (!p->running)
-        return;
-    for (i = 0; i < p->nproducers; i++) {
-        deferred_stage_t *pr = p->stages[i];
-
-        if (pr->paused++ == 0 && pr->ops->pause && !pr->cancelled && !pr->finished)
-            pr->ops->pause(pr, by);
-    }
-}
-
-static void resume_producers(deferred_process_t *p, deferred_stage_t *by)
-{
-    size_t i;
-
-    if (!p->running)
-        return;
-    for (i = 0; i < p->nproducers; i++) {
-        deferred_stage_t *pr = p->stages[i];
-
-        if (pr->paused && --pr->paused == 0 && !deferred__producer_blocked(pr))
-            call_resume(pr, by);
-    }
-}
-
 deferred_t *deferred_process_run_at(const char *file, int line, deferred_process_t *p)
 {
     deferred_t *d;
@@ -306,7 +317,7 @@ deferred_t *deferred_process_run_at(const char *file, int line, deferred_process
 
     /* Misuse found now is NULL with EINVAL (deferred/common.h), not an
      * already-failed deferred. */
-    if (!p || p->done || p->running || p->finished || p->nproducers == 0 ||
+    if (!p || p->phase != DEFERRED__BUILDING || p->nproducers == 0 ||
         p->n == p->nproducers) {
         errno = EINVAL;
         return NULL;
@@ -326,7 +337,6 @@ deferred_t *deferred_process_run_at(const char *file, int line, deferred_process
     /* Producers all feed the first stage after them. */
     for (i = 0; i < p->nproducers; i++)
         p->stages[i]->down = p->stages[p->nproducers];
-    deferred__refresh_fast(p);
     if (p->flags & DEFERRED_PROCESS_PAUSED)
         p->held++;
     /* The pauses counted before the run (the process's own and its
@@ -337,10 +347,9 @@ deferred_t *deferred_process_run_at(const char *file, int line, deferred_process
     for (i = 0; i < p->nproducers; i++)
         p->stages[i]->paused = (uint32_t)(pauses > UINT32_MAX ? UINT32_MAX : pauses);
     p->done = d;
-    p->running = true;
-    update_open(p);
+    open_stream(p);
     p->refs++; /* held until finish is delivered */
-    enter(p);
+    deferred__enter(p);
     for (i = p->nproducers; i < p->n && !p->failure; i++) {
         deferred_stage_t *st = p->stages[i], *sub = NULL;
         deferred_failure_t *f;
@@ -350,430 +359,22 @@ deferred_t *deferred_process_run_at(const char *file, int line, deferred_process
         f = st->ops->start(st, p->stages[0], deferred_value_none(), &sub);
         deferred_stage_free(sub); /* the whole stream has no parent */
         if (f) {
+            /* The failure's own last frame, appended (not one of those it
+             * gets on its way up, deferred__add_frames(): no stage call
+             * carries it, and none is delivered before it is taken). */
             deferred_failure_add_context(f, deferred_stage_name(st), "starting");
-            p->failure = f;
-            update_open(p);
+            deferred__set_failure(p, f);
         }
     }
     for (i = 0; i < p->nproducers; i++)
         if (!deferred__producer_blocked(p->stages[i]))
-            call_resume(p->stages[i], NULL);
+            deferred__call_resume(p->stages[i], NULL);
     deferred_ref(d);
-    leave(p);
+    deferred__leave(p);
     return d;
 }
 
-/* ---- failure and finish ------------------------------------------------ */
-
-/* Add the frame of st handling item to the failure in flight.  Frames are
- * put in front as the failure travels up towards the producer, so the
- * first frame is the input's and the story reads from the consumer back. */
-static void add_frame(deferred_stage_t *st, deferred_value_t item)
-{
-    deferred_process_t *p = st->p;
-    char small[256], *desc = small, *big = NULL;
-    char where[64];
-    int n = 0;
-
-    small[0] = '\0';
-    if (st->ops->describe) {
-        n = st->ops->describe(st, item, small, sizeof(small));
-        /* A longer description (the whole SQL of a query) is not cut. */
-        if (n >= (int)sizeof(small) && (big = deferred__malloc((size_t)n + 1))) {
-            big[0] = '\0';
-            if (st->ops->describe(st, item, big, (size_t)n + 1) >= 0)
-                desc = big;
-        }
-        if (n < 0)
-            small[0] = '\0';
-    }
-    if (st->producer && st->items == 0)
-        where[0] = '\0'; /* nothing emitted yet: no item to name */
-    else if (st->producer)
-        snprintf(where, sizeof(where), "item %llu emitted",
-                 (unsigned long long)st->items);
-    else
-        snprintf(where, sizeof(where), "item %llu", (unsigned long long)st->items);
-    if (!where[0] && !desc[0])
-        snprintf(where, sizeof(where), "before its first item");
-    deferred__failure_push_context(p->failure, deferred_stage_name(st), "%s%s%s",
-                                   where, where[0] && desc[0] ? ": " : "", desc);
-    deferred__free(big);
-}
-
-/* st failed with f (taken) while holding item. */
-static void fail(deferred_stage_t *st, deferred_failure_t *f, deferred_value_t item)
-{
-    deferred_process_t *p = st->p;
-
-    if (p->failure || p->finished) {
-        deferred_failure_unref(f); /* the first failure tells the story */
-        return;
-    }
-    p->failure = f;
-    update_open(p);
-    p->framed = p->depth;
-    add_frame(st, item);
-}
-
-static deferred_stage_t *target_of(deferred_stage_t *st)
-{
-    return st->routes ? st->routes->sub : st;
-}
-
-void deferred__refresh_fast(deferred_process_t *p)
-{
-    size_t i;
-
-    for (i = 0; i < p->n; i++) {
-        deferred_stage_t *st = p->stages[i], *to = st->down;
-
-        st->fast = to && !to->routes && !(to->flags & DEFERRED_STAGE_AUTOPAUSE) &&
-                   !st->cancelled && !st->finished;
-    }
-}
-
-static void route_pop(deferred_stage_t *st)
-{
-    struct route *r = st->routes;
-    deferred_stage_t *sub = r->sub;
-
-    st->routes = r->up;
-    /* Not while the process is being freed: its stages go one by one. */
-    if (st->p && st->p->running && !st->p->finished)
-        deferred__refresh_fast(st->p);
-    /* Pauses the subordinate still holds on the producers go with it. */
-    if (sub->held && sub->p && !sub->p->finished) {
-        while (sub->held) {
-            sub->held--;
-            resume_producers(sub->p, sub);
-        }
-    }
-    sub->p = NULL;
-    deferred_stage_free(sub);
-    deferred__free(r);
-}
-
-/* Deliver item to stage to (or the subordinate it delegates to). */
-/* Deliver item to stage to (or the subordinate it delegates to).  This is
- * the per-item path: one indirect call, a few counters, no allocation. */
-static inline int deliver(deferred_process_t *p, deferred_stage_t *to,
-                          deferred_stage_t *from, deferred_value_t tag,
-                          deferred_value_t item)
-{
-    deferred_stage_t *t = DEFERRED_LIKELY(!to->routes) ? to : to->routes->sub;
-    deferred_failure_t *f;
-
-    t->items++;
-    if (DEFERRED_UNLIKELY(t->flags & DEFERRED_STAGE_AUTOPAUSE)) {
-        t->held++;
-        pause_producers(p, t);
-    }
-    f = t->ops->handle(t, from, tag, &item);
-    if (DEFERRED_UNLIKELY(f != NULL))
-        fail(t, f, item);
-    else if (DEFERRED_UNLIKELY(p->failure != NULL) && p->framed > p->depth) {
-        /* A failure from further down passes through t. */
-        p->framed = p->depth;
-        add_frame(t, item);
-    }
-    deferred__release(item);
-    return DEFERRED_LIKELY(p->open) || (!p->failure && !p->cancelling) ? 0 : -ECANCELED;
-}
-
-/* May st send downstream now?  Producers stop at a cancel or failure;
- * while finishing, the stage whose finish runs may still emit, and so may
- * the stages after it (not finished yet: what it emits goes through them,
- * a batch flushing, say); those before it are done. */
-static bool may_emit(const deferred_stage_t *st)
-{
-    const deferred_process_t *p = st->p;
-
-    if (!p || !st->down || !p->running || p->failure)
-        return false;
-    if (p->in_finish)
-        return !st->producer && st->index >= p->finishing;
-    if (p->cancelling || p->finished)
-        return false;
-    return !(st->producer && (st->cancelled || st->finished));
-}
-
-/* The general emit: the first call on the stack, a stream that is ending,
- * a consumer with subordinates or autopause. */
-int deferred__emit_slow(deferred_stage_t *self, deferred_value_t tag,
-                        deferred_value_t item)
-{
-    deferred_process_t *p;
-    int rc;
-
-    if (!self || !self->p || !self->down) {
-        deferred_value_release(item);
-        return -EINVAL;
-    }
-    p = self->p;
-    if (!may_emit(self)) {
-        deferred_value_release(item);
-        return -ECANCELED;
-    }
-    enter(p);
-    self->items += self->producer;
-    rc = deliver(p, self->down, self, tag, item);
-    if (rc < 0 && self->producer && p->failure && p->framed > 0) {
-        p->framed = 0;
-        add_frame(self, deferred_value_none());
-    }
-    leave(p);
-    return rc;
-}
-
-/* What follows a handle that failed, or after which the stream no longer
- * flows: frames for the failure, the item released, the depth undone. */
-int deferred__emit_unwind(deferred_process_t *p, deferred_stage_t *self,
-                          deferred_stage_t *to, deferred_value_t item,
-                          deferred_failure_t *f)
-{
-    int rc;
-
-    if (f)
-        fail(to, f, item);
-    else if (p->failure && p->framed > p->depth) {
-        p->framed = p->depth;
-        add_frame(to, item);
-    }
-    deferred_value_release(item);
-    rc = p->failure || p->cancelling ? -ECANCELED : 0;
-    if (rc < 0 && self->producer && p->failure && p->framed > 0) {
-        p->framed = 0;
-        add_frame(self, deferred_value_none());
-    }
-    leave(p);
-    return rc;
-}
-
-/* The per-item path is deferred__emit() in process-private.h, inlined
- * into the built-in stages; this is its exported form. */
-int deferred_stage_emit_tagged(deferred_stage_t *self, deferred_value_t tag,
-                               deferred_value_t item)
-{
-    return deferred__emit(self, tag, item);
-}
-
-int deferred_stage_emit(deferred_stage_t *self, deferred_value_t item)
-{
-    return deferred_stage_emit_tagged(self, deferred_value_none(), item);
-}
-
-/* A group opens at stage to. */
-static void deliver_start(deferred_stage_t *to, deferred_stage_t *from,
-                          deferred_value_t tag)
-{
-    deferred_process_t *p = to->p;
-
-    while (to && !p->failure) {
-        deferred_stage_t *t = target_of(to), *sub = NULL;
-        deferred_failure_t *f = NULL;
-        bool consumer = to->down == NULL;
-
-        if (t->ops->start)
-            f = t->ops->start(t, from, tag, &sub);
-        if (f) {
-            deferred_stage_free(sub);
-            fail(t, f, tag);
-            return;
-        }
-        if (sub) {
-            struct route *r;
-
-            if (!consumer) {
-                deferred_stage_free(sub);
-                fail(t, process_failure(p, EINVAL,
-                                             "only the consumer may hand back a "
-                                             "subordinate consumer"), tag);
-                return;
-            }
-            r = deferred__malloc(sizeof(*r));
-            if (!r || !sub->ops->handle) {
-                deferred__free(r);
-                deferred_stage_free(sub);
-                fail(t, r ? process_failure(p, EINVAL,
-                                                 "a subordinate must be a consumer")
-                          : process_failure(p, ENOMEM, NULL),
-                     tag);
-                return;
-            }
-            sub->p = p;
-            sub->index = to->index;
-            r->sub = sub;
-            r->depth = 0;
-            r->up = to->routes;
-            to->routes = r;
-            deferred__refresh_fast(p);
-            if (sub->ops->start) {
-                deferred_stage_t *ignored = NULL;
-
-                f = sub->ops->start(sub, from, tag, &ignored);
-                deferred_stage_free(ignored);
-                if (f) {
-                    fail(sub, f, tag);
-                    return;
-                }
-            }
-            return;
-        }
-        if (to->routes)
-            to->routes->depth++;
-        if (consumer)
-            return;
-        from = to;
-        to = to->down;
-    }
-}
-
-/* t's finish for the end of a group.  Only the stream's end may wait on
- * a deferred: one returned here is a mistake, reported as a failure
- * (the deferred is let go). */
-static deferred_value_t group_finish(deferred_stage_t *t, deferred_stage_t *from,
-                                     deferred_value_t tag, deferred_value_t outcome)
-{
-    deferred_value_t out = t->ops->finish(t, from, tag, outcome);
-
-    if (DEFERRED_UNLIKELY(deferred_value_is_deferred(out))) {
-        deferred_value_release(out);
-        out = deferred_value_failure(process_failure(
-            t->p, EINVAL,
-            "%s returned a deferred from the finish of a group (only the "
-            "stream's end may wait)", deferred_stage_name(t)));
-        if (!t->p->failure)
-            fail(t, deferred_failure_ref(deferred_value_get_failure(out)), tag);
-    }
-    return out;
-}
-
-/* A group closes at stage to with outcome (taken). */
-static void deliver_end(deferred_stage_t *to, deferred_stage_t *from,
-                        deferred_value_t tag, deferred_value_t outcome)
-{
-    deferred_process_t *p = to->p;
-
-    while (to) {
-        deferred_stage_t *t = target_of(to);
-        bool consumer = to->down == NULL;
-        deferred_value_t out = outcome;
-
-        if (to->routes && to->routes->depth == 0) {
-            /* The delegated group ends: the subordinate's result goes to
-             * the parent (or the next subordinate out) as an item. */
-            deferred_stage_t *parent;
-            deferred_failure_t *f;
-
-            if (t->ops->finish)
-                out = group_finish(t, from, tag, outcome);
-            route_pop(to);
-            if (deferred_value_is_failure(out)) {
-                if (!p->failure)
-                    fail(to, deferred_value_take_failure(out), tag);
-                else
-                    deferred_value_release(out);
-                return;
-            }
-            parent = target_of(to);
-            parent->items++;
-            f = parent->ops->handle(parent, from, tag, &out);
-            if (f)
-                fail(parent, f, out);
-            deferred_value_release(out);
-            return;
-        }
-        if (to->routes)
-            to->routes->depth--;
-        if (t->ops->finish)
-            out = group_finish(t, from, tag, outcome);
-        if (consumer || p->failure) {
-            deferred_value_release(out);
-            return;
-        }
-        outcome = out;
-        from = to;
-        to = to->down;
-    }
-    deferred_value_release(outcome);
-}
-
-int deferred_stage_start(deferred_stage_t *self, deferred_value_t tag)
-{
-    deferred_process_t *p;
-
-    /* The empty tag stands for the whole stream: no group has it. */
-    if (!self || !self->p || !self->down || self->groups == UINT32_MAX ||
-        deferred_value_is_none(tag))
-        return -EINVAL;
-    /* Counted even when it is not delivered, so that its end matches. */
-    self->groups++;
-    if (!may_emit(self))
-        return -ECANCELED;
-    p = self->p;
-    enter(p);
-    deliver_start(self->down, self, tag);
-    leave(p);
-    return p->failure || p->cancelling ? -ECANCELED : 0;
-}
-
-int deferred_stage_end(deferred_stage_t *self, deferred_value_t tag,
-                       deferred_value_t outcome)
-{
-    deferred_process_t *p;
-    int rc;
-
-    if (!self || !self->p || !self->down) {
-        deferred_value_release(outcome);
-        return -EINVAL;
-    }
-    if (self->groups == 0) {
-        /* Consumers would close a group of someone else's: the stream's
-         * structure is broken, so the stream fails. */
-        deferred_value_release(outcome);
-        if (may_emit(self))
-            deferred_stage_fail(self, process_failure(
-                                          self->p, EINVAL,
-                                          "deferred_stage_end: %s ended a group it "
-                                          "never opened",
-                                          deferred_stage_name(self)));
-        return -EINVAL;
-    }
-    self->groups--;
-    if (!may_emit(self)) {
-        deferred_value_release(outcome);
-        return -ECANCELED;
-    }
-    p = self->p;
-    enter(p);
-    if (DEFERRED_UNLIKELY(deferred_value_is_deferred(outcome))) {
-        /* A group ends when its outcome is known: one still in flight is
-         * a mistake.  The group still ends (the consumers' counts stay
-         * right), with the failure the stream now fails with. */
-        deferred_failure_t *f = process_failure(
-            p, EINVAL, "deferred_stage_end: %s ended a group with a deferred (an "
-            "outcome is a value or a failure)", deferred_stage_name(self));
-
-        deferred_value_release(outcome);
-        outcome = deferred_value_failure(deferred_failure_ref(f));
-        if (!p->failure) {
-            p->failure = f;
-            update_open(p);
-            p->framed = 0;
-            add_frame(self, deferred_value_none());
-        } else {
-            deferred_failure_unref(f);
-        }
-        deliver_end(self->down, self, tag, outcome);
-        leave(p);
-        return -EINVAL;
-    }
-    deliver_end(self->down, self, tag, outcome);
-    rc = p->failure || p->cancelling ? -ECANCELED : 0;
-    leave(p);
-    return rc;
-}
+/* ---- finish ------------------------------------------------------------ */
 
 int deferred_stage_finish(deferred_stage_t *self, deferred_value_t outcome)
 {
@@ -785,66 +386,53 @@ int deferred_stage_finish(deferred_stage_t *self, deferred_value_t outcome)
         return -EINVAL;
     }
     p = self->p;
-    if (self->finished || self->cancelled || p->finished) {
+    if (self->stopped != DEFERRED__LIVE || p->phase == DEFERRED__FINISHED) {
         deferred_value_release(outcome);
         return -EALREADY;
     }
-    enter(p);
-    self->finished = true;
-    self->fast = false;
+    deferred__enter(p);
+    stop_producer(self, DEFERRED__DONE);
     p->producers_done++;
     if (DEFERRED_UNLIKELY(deferred_value_is_deferred(outcome))) {
         /* A producer finishes when its work is done: an outcome still in
          * flight is a mistake, and the stream fails rather than hang. */
         deferred_value_release(outcome);
-        outcome = deferred_value_failure(process_failure(
+        outcome = deferred_value_failure(deferred__process_failure(
             p, EINVAL,
             "deferred_stage_finish: %s finished with a deferred (a producer's "
             "outcome is a value or a failure)", deferred_stage_name(self)));
         rc = -EINVAL;
     }
     if (deferred_value_is_failure(outcome)) {
-        if (!p->failure) {
-            p->failure = deferred_value_take_failure(outcome);
-            update_open(p);
-            p->framed = 0;
-            add_frame(self, deferred_value_none());
-        } else {
-            deferred_value_release(outcome);
-        }
+        if (deferred__set_failure(p, deferred_value_take_failure(outcome)))
+            deferred__add_frames(p, self, deferred_value_none(), 0, false);
     } else {
         deferred_value_release(p->outcome);
         p->outcome = outcome;
     }
-    leave(p);
+    deferred__leave(p);
     return rc;
 }
 
 int deferred_stage_fail(deferred_stage_t *self, deferred_failure_t *f)
 {
     deferred_process_t *p;
-    uint32_t i;
 
     if (!self || !self->p || !f) {
         deferred_failure_unref(f);
         return -EINVAL;
     }
     p = self->p;
-    if (p->failure || p->finished || !p->running) {
+    if (p->failure || p->phase == DEFERRED__FINISHED || p->phase == DEFERRED__BUILDING) {
         deferred_failure_unref(f);
         return -EALREADY;
     }
-    enter(p);
-    p->failure = f;
-    update_open(p);
-    p->framed = 0;
+    deferred__enter(p);
+    deferred__set_failure(p, f);
     /* Nothing is on the stack to add frames as it unwinds: add them all,
      * from self back to the producers. */
-    add_frame(self, deferred_value_none());
-    if (!self->producer)
-        for (i = self->index; i-- > 0;)
-            add_frame(p->stages[i], deferred_value_none());
-    leave(p);
+    deferred__add_frames(p, self, deferred_value_none(), 0, !self->producer);
+    deferred__leave(p);
     return 0;
 }
 
@@ -855,10 +443,9 @@ static void cancel_producers(deferred_process_t *p, deferred_stage_t *by)
     for (i = 0; i < p->nproducers; i++) {
         deferred_stage_t *pr = p->stages[i];
 
-        if (pr->cancelled || pr->finished)
+        if (pr->stopped != DEFERRED__LIVE)
             continue;
-        pr->cancelled = true;
-        pr->fast = false;
+        stop_producer(pr, DEFERRED__CANCELLED);
         if (pr->ops->cancel)
             pr->ops->cancel(pr, by);
     }
@@ -886,8 +473,9 @@ static void process_unref_destroy(void *arg)
 }
 
 /*
- * Finish the stages from index i on with outcome (taken), in order.  A
- * stage whose finish returns a deferred (work still in flight, such as an
+ * Finish the stages from index i on with outcome (taken), in order, inside
+ * a stage call (what a finish emits is delivered, not settled).  A stage
+ * whose finish returns a deferred (work still in flight, such as an
  * asynchronous map) suspends the sequence until that deferred fires; the
  * stage may still emit meanwhile.  At the end the process's deferred fires
  * with the consumer's result.
@@ -896,15 +484,14 @@ static void finish_from(deferred_process_t *p, size_t i, deferred_value_t outcom
 {
     deferred_t *done;
 
-    p->depth++;
+    deferred__enter(p);
     for (; i < p->n; i++) {
         deferred_stage_t *st = p->stages[i];
 
         if (p->failure) {
             /* What a finish flushed downstream failed. */
             deferred_value_release(outcome);
-            outcome = deferred_value_failure(p->failure);
-            p->failure = NULL;
+            outcome = take_failure(p);
         }
         /* Groups left open end with the stream. */
         while (st->routes) {
@@ -913,10 +500,10 @@ static void finish_from(deferred_process_t *p, size_t i, deferred_value_t outcom
             if (sub->ops->finish)
                 deferred_value_release(sub->ops->finish(
                     sub, p->stages[0], deferred_value_none(),
-                    deferred_value_failure(process_failure(
+                    deferred_value_failure(deferred__process_failure(
                         p, ECANCELED,
                         "the stream ended inside this group"))));
-            route_pop(st);
+            deferred__route_pop(st);
         }
         p->finishing = i;
         if (st->ops->finish)
@@ -929,13 +516,16 @@ static void finish_from(deferred_process_t *p, size_t i, deferred_value_t outcom
             p->finish_wait = wait;
             p->refs++;
             if (deferred_add_both_full(wait, finish_resumed, p, process_unref_destroy) == 0) {
-                p->depth--;
                 /* A cancelled or failed stream wants nothing a stage
                  * still waits on (even when a finish before it replaced
                  * the failure by a value): the cancel goes on to what it
-                 * waits on, and the finish goes on with its ECANCELED. */
+                 * waits on, and the finish goes on with its ECANCELED.
+                 * aborted is set first, so that the leave's settle has
+                 * nothing to do; the process outlives the leave (the
+                 * reference held until finish is delivered). */
                 if (p->failure || p->cancelling)
                     p->aborted = true;
+                deferred__leave(p);
                 if (p->aborted && p->finish_wait == wait)
                     deferred_cancel_at(wait, p->file, p->line);
                 return;
@@ -943,18 +533,15 @@ static void finish_from(deferred_process_t *p, size_t i, deferred_value_t outcom
             p->finish_wait = NULL;
             deferred_unref(wait);
             outcome = deferred_value_failure(
-                process_failure(p, ENOMEM, NULL));
+                deferred__process_failure(p, ENOMEM, NULL));
         }
     }
     if (p->failure) {
         deferred_value_release(outcome);
-        outcome = deferred_value_failure(p->failure);
-        p->failure = NULL;
+        outcome = take_failure(p);
     }
-    p->finished = true;
-    p->in_finish = false;
-    update_open(p);
-    p->depth--;
+    end_finish(p);
+    deferred__leave(p);
     /* The deferred holds the process (its canceller's argument); the
      * process lets go of the deferred once it fired, so neither keeps the
      * other alive. */
@@ -968,11 +555,10 @@ static void finish_from(deferred_process_t *p, size_t i, deferred_value_t outcom
 /* The stream was cancelled or failed while it finishes: cancel what the
  * finish waits on (it goes on with the ECANCELED), and every later wait
  * too (finish_from()). */
-static void abort_waits(deferred_process_t *p)
+static int abort_waits(deferred_process_t *p)
 {
     p->aborted = true;
-    if (p->finish_wait)
-        deferred_cancel_at(p->finish_wait, p->file, p->line);
+    return p->finish_wait ? deferred_cancel_at(p->finish_wait, p->file, p->line) : 0;
 }
 
 /* The end of the stream, once the stage calls have unwound: cancel the
@@ -982,9 +568,9 @@ static void settle(deferred_process_t *p)
 {
     deferred_value_t outcome;
 
-    if (p->finished || !p->running)
+    if (p->phase == DEFERRED__BUILDING || p->phase == DEFERRED__FINISHED)
         return;
-    if (p->in_finish) {
+    if (p->phase == DEFERRED__FINISHING) {
         /* A failure or a cancel while a finish waits (a stage failed, a
          * consumer took what it wanted): what it waits on is no longer
          * wanted.  Once: later waits are cancelled by finish_from(). */
@@ -992,58 +578,37 @@ static void settle(deferred_process_t *p)
             abort_waits(p);
         return;
     }
-    if (!p->failure && !p->cancelling && p->producers_done < p->nproducers)
+    if (p->phase == DEFERRED__OPEN && p->producers_done < p->nproducers)
         return;
-    p->in_finish = true;
-    update_open(p);
+    begin_finish(p);
     if (p->failure || p->cancelling) {
+        /* Inside a stage call: what the producers' cancels do is settled
+         * by the finish below (the leave's settle finds FINISHING,
+         * aborted). */
         p->aborted = true;
-        p->depth++;
+        deferred__enter(p);
         cancel_producers(p, NULL);
-        p->depth--;
+        deferred__leave(p);
     }
-    if (p->failure) {
-        outcome = deferred_value_failure(p->failure);
-        p->failure = NULL;
-    } else if (p->cancelling) {
-        outcome = deferred_value_failure(process_failure(
+    if (p->failure)
+        outcome = take_failure(p);
+    else if (p->cancelling)
+        outcome = deferred_value_failure(deferred__process_failure(
             p, ECANCELED, "the process was cancelled"));
-    } else {
+    else {
         outcome = p->outcome;
         p->outcome = deferred_value_none();
     }
     finish_from(p, p->nproducers, outcome);
 }
 
-/* ---- flow control ------------------------------------------------------ */
-
-int deferred_stage_pause(deferred_stage_t *self)
+void deferred__settle_unref(deferred_process_t *p)
 {
-    deferred_process_t *p;
-
-    if (!self || !self->p || self->producer || self->held == UINT32_MAX)
-        return -EINVAL;
-    p = self->p;
-    enter(p);
-    self->held++;
-    pause_producers(p, self);
-    leave(p);
-    return 0;
+    settle(p);
+    deferred_process_unref(p);
 }
 
-int deferred_stage_resume(deferred_stage_t *self)
-{
-    deferred_process_t *p;
-
-    if (!self || !self->p || self->producer || self->held == 0)
-        return -EINVAL;
-    p = self->p;
-    enter(p);
-    self->held--;
-    resume_producers(p, self);
-    leave(p);
-    return 0;
-}
+/* ---- cancel ------------------------------------------------------------ */
 
 int deferred_stage_cancel(deferred_stage_t *self)
 {
@@ -1052,56 +617,12 @@ int deferred_stage_cancel(deferred_stage_t *self)
     if (!self || !self->p)
         return -EINVAL;
     p = self->p;
-    if (p->cancelling || p->finished)
+    if (p->cancelling || p->phase == DEFERRED__FINISHED)
         return 0;
-    enter(p);
-    p->cancelling = true;
-    update_open(p);
+    deferred__enter(p);
+    set_cancelling(p);
     cancel_producers(p, self->producer ? NULL : self);
-    leave(p);
-    return 0;
-}
-
-bool deferred_stage_is_paused(const deferred_stage_t *self)
-{
-    size_t i;
-
-    if (!self || !self->p)
-        return false;
-    if (self->producer)
-        return deferred__producer_blocked(self);
-    if (!self->p->running && !self->p->finished)
-        return deferred_process_is_paused(self->p); /* pauses not applied yet */
-    for (i = 0; i < self->p->nproducers; i++)
-        if (self->p->stages[i]->paused)
-            return true;
-    return false;
-}
-
-int deferred_process_pause(deferred_process_t *p)
-{
-    if (!p || p->held == UINT32_MAX)
-        return -EINVAL;
-    p->held++;
-    /* Before the run only the count changes (see pause_producers()). */
-    if (p->running) {
-        enter(p);
-        pause_producers(p, NULL);
-        leave(p);
-    }
-    return 0;
-}
-
-int deferred_process_resume(deferred_process_t *p)
-{
-    if (!p || p->held == 0)
-        return -EINVAL;
-    p->held--;
-    if (p->running) {
-        enter(p);
-        resume_producers(p, NULL);
-        leave(p);
-    }
+    deferred__leave(p);
     return 0;
 }
 
@@ -1109,43 +630,18 @@ int deferred_process_cancel(deferred_process_t *p)
 {
     if (!p)
         return -EINVAL;
-    if (p->finish_wait) {
-        /* What the finish waits on, and whatever a later finish waits on. */
-        p->aborted = true;
-        return deferred_cancel_at(p->finish_wait, p->file, p->line);
-    }
-    if (!p->running || p->cancelling || p->finished)
+    if (p->finish_wait)
+        return abort_waits(p); /* and whatever a later finish waits on */
+    if (p->phase == DEFERRED__BUILDING || p->cancelling || p->phase == DEFERRED__FINISHED)
         return 0;
-    enter(p);
-    p->cancelling = true;
-    update_open(p);
+    deferred__enter(p);
+    set_cancelling(p);
     cancel_producers(p, NULL);
-    leave(p);
+    deferred__leave(p);
     return 0;
-}
-
-bool deferred_process_is_paused(const deferred_process_t *p)
-{
-    size_t i;
-
-    if (!p)
-        return false;
-    if (!p->running && !p->finished) {
-        /* Not applied to the producers yet (see deferred_process_run()). */
-        if (p->held || (p->flags & DEFERRED_PROCESS_PAUSED))
-            return true;
-        for (i = p->nproducers; i < p->n; i++)
-            if (p->stages[i]->held)
-                return true;
-        return false;
-    }
-    for (i = 0; i < p->nproducers; i++)
-        if (p->stages[i]->paused)
-            return true;
-    return false;
 }
 
 bool deferred_process_is_finished(const deferred_process_t *p)
 {
-    return p && p->finished;
+    return p && p->phase == DEFERRED__FINISHED;
 }

@@ -117,6 +117,8 @@ static size_t row_header(size_t ncols)
 /* The largest data a row may have: its block (header, columns, data and
  * the room's growth) must not wrap, nor exceed what an object may be. */
 #define ROW_MAX_BYTES ((size_t)PTRDIFF_MAX / 2)
+/* The least data room of a row's block (a few short columns). */
+#define ROW_MIN_ROOM 64
 
 deferred_row_t *deferred_row_alloc(deferred_row_shape_t *shape, size_t bytes)
 {
@@ -138,7 +140,7 @@ deferred_row_t *deferred_row_alloc(deferred_row_shape_t *shape, size_t bytes)
     } else {
         /* Round the room up so that rows of varying size settle on one
          * block that fits them all. */
-        size_t room = bytes < 64 ? 64 : bytes + bytes / 2;
+        size_t room = bytes < ROW_MIN_ROOM ? ROW_MIN_ROOM : bytes + bytes / 2;
 
         if (shape->ncols > (SIZE_MAX - sizeof(deferred_row_t) - room) /
                                sizeof(struct column)) {
