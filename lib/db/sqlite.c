@@ -3,25 +3,29 @@
  * (libdeferred-sqlite).
  *
  * A query stage prepares and binds its statement when it is made, and
- * steps it from two libev watchers once its process resumes it: an
- * ev_check runs one batch of at most `batch` sqlite3_step() calls per loop
- * iteration (after the loop polled, so other watchers get their turn
- * between batches), and an ev_idle keeps the loop from blocking in its
- * poll while rows remain.  Pause stops both watchers; resume starts them;
- * resume itself never steps, so the producer never emits before its
- * resume returns.
+ * steps it from a pump (lib/ev/ev-pump.h) in its once-per-loop-iteration
+ * mode once its process resumes it: one batch of at most `batch`
+ * sqlite3_step() calls per loop iteration, from an ev_check (after the
+ * loop polled, so other watchers get their turn between batches), with an
+ * ev_idle that keeps the loop from blocking in its poll while rows
+ * remain.  Pause unschedules the pump; resume schedules it; resume itself
+ * never steps, so the producer never emits before its resume returns.
  *
  * The design decision to know: everything that can end the statement (the
  * end of the result, an error, a cancel from inside a consumer's handle)
  * may happen in the middle of the batch loop, through the emit call.  So
- * the loop re-reads the statement pointer after each emit, cancel
- * finalizes at once unless a sqlite3_step() is on the stack (then it
- * interrupts it and the loop finalizes when the step returns), and the
- * stage's state is only freed by its destroy, which the process calls
- * when nothing of the stage is on the stack any more.
+ * the loop re-reads the statement pointer after each emit; cancel (and
+ * destroy) finalizes at once unless a sqlite3_step() is on the stack
+ * (in_step: then it interrupts the step and the loop finalizes when the
+ * step returns: SQLite's own re-entrancy, which the pump cannot see); and
+ * the batch runs under the pump's guard, so a destroy from inside it
+ * leaves the stage's memory to the pump, which frees it once the batch
+ * has returned.
  *
  * Written against the public interfaces of process.h and row.h only, as
- * any user's producer would be; allocation goes through deferred_malloc().
+ * any user's producer would be, plus the header-only pump of lib/ev/
+ * (it needs libev only, which this library links, not libdeferred-ev);
+ * allocation goes through deferred_malloc().
  */
 #include <stdio.h>
 #include <string.h>
@@ -29,9 +33,12 @@
 #include <ev.h>
 
 #include "deferred/sqlite.h"
+#include "ev/ev-pump.h"
+
+/* Room for the messages formatted here (SQLite's own are not copied). */
+#define SQ_MSG_MAX 160
 
 struct sq {
-    struct ev_loop *loop;
     sqlite3 *db;
     sqlite3_stmt *stmt;      /* NULL once finalized */
     char *sql;
@@ -52,11 +59,9 @@ struct sq {
     bool empty;              /* the SQL has no statement: no row */
     bool ended;              /* told its stage how it ended */
     bool step_failed;        /* the step to row + 1 failed */
-    bool in_step;
+    bool in_step;            /* sqlite3_step() is on the stack */
     bool cancelled;
-    bool watching;
-    ev_idle idle;
-    ev_check check;
+    deferred__ev_pump_t pump; /* runs sq_run(); owns q's free */
 };
 
 /* ---- failures ------------------------------------------------------------ */
@@ -76,25 +81,11 @@ static deferred_failure_t *sq_db_failure(struct sq *q)
     return sq_failure(q, sqlite3_extended_errcode(q->db), sqlite3_errmsg(q->db));
 }
 
-/* ---- watchers ------------------------------------------------------------ */
-
-static void sq_watch(struct sq *q, bool on)
-{
-    if (on == q->watching)
-        return;
-    q->watching = on;
-    if (on) {
-        ev_check_start(q->loop, &q->check);
-        ev_idle_start(q->loop, &q->idle);
-    } else {
-        ev_check_stop(q->loop, &q->check);
-        ev_idle_stop(q->loop, &q->idle);
-    }
-}
+/* ---- the statement's end --------------------------------------------------- */
 
 static void sq_finalize(struct sq *q)
 {
-    sq_watch(q, false);
+    deferred__ev_pump_unschedule(&q->pump);
     if (q->stmt) {
         sqlite3_finalize(q->stmt);
         q->stmt = NULL;
@@ -165,9 +156,11 @@ static deferred_row_t *sq_make_row(struct sq *q)
     return row;
 }
 
-/* One batch of steps.  Runs from the check watcher, never from resume. */
-static void sq_run(struct sq *q)
+/* One batch of steps.  Run by the pump (from the loop, never from
+ * resume), under its guard. */
+static void sq_run(void *data)
 {
+    struct sq *q = data;
     unsigned n;
 
     if (q->failure) {
@@ -218,21 +211,6 @@ static void sq_run(struct sq *q)
     }
 }
 
-static void sq_check_cb(struct ev_loop *loop, ev_check *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    sq_run(w->data);
-}
-
-static void sq_idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
-{
-    /* Only there to keep the loop from blocking while rows remain. */
-    (void)loop;
-    (void)w;
-    (void)revents;
-}
-
 /* ---- the stage --------------------------------------------------------------- */
 
 static void sq_resume(deferred_stage_t *self, deferred_stage_t *by)
@@ -241,7 +219,7 @@ static void sq_resume(deferred_stage_t *self, deferred_stage_t *by)
 
     (void)by;
     if (!q->cancelled && !q->ended && (q->stmt || q->failure || q->empty))
-        sq_watch(q, true);
+        deferred__ev_pump_schedule(&q->pump);
 }
 
 static void sq_pause(deferred_stage_t *self, deferred_stage_t *by)
@@ -249,20 +227,25 @@ static void sq_pause(deferred_stage_t *self, deferred_stage_t *by)
     struct sq *q = deferred_stage_data(self);
 
     (void)by;
-    sq_watch(q, false);
+    deferred__ev_pump_unschedule(&q->pump);
+}
+
+/* No more steps: finalize now, or interrupt the step on the stack (the
+ * batch loop finalizes when it returns). */
+static void sq_stop(struct sq *q)
+{
+    q->cancelled = true;
+    deferred__ev_pump_unschedule(&q->pump);
+    if (q->in_step)
+        sqlite3_interrupt(q->db);
+    else
+        sq_finalize(q);
 }
 
 static void sq_cancel(deferred_stage_t *self, deferred_stage_t *by)
 {
-    struct sq *q = deferred_stage_data(self);
-
     (void)by;
-    q->cancelled = true;
-    sq_watch(q, false);
-    if (q->in_step)
-        sqlite3_interrupt(q->db); /* the batch loop finalizes after it */
-    else
-        sq_finalize(q);
+    sq_stop(deferred_stage_data(self));
 }
 
 static int sq_describe(deferred_stage_t *self, deferred_value_t item, char *buf,
@@ -279,7 +262,8 @@ static int sq_describe(deferred_stage_t *self, deferred_value_t item, char *buf,
                     (unsigned long long)(q->row + (q->step_failed ? 1 : 0)), q->sql);
 }
 
-static void sq_destroy(void *data)
+/* The pump's release: the last of q (its statement is finalized). */
+static void sq_free(void *data)
 {
     struct sq *q = data;
 
@@ -288,6 +272,14 @@ static void sq_destroy(void *data)
     deferred_row_shape_unref(q->shape);
     deferred_free(q->colmem);
     deferred_free(q);
+}
+
+static void sq_destroy(void *data)
+{
+    struct sq *q = data;
+
+    sq_stop(q);
+    deferred__ev_pump_release(&q->pump); /* sq_free() now or after the batch */
 }
 
 static const deferred_stage_ops_t sq_ops = {
@@ -324,7 +316,7 @@ static int sq_bind(struct sq *q, const deferred_param_t *params, size_t n)
         }
     }
     if ((size_t)want != n) {
-        char msg[128];
+        char msg[SQ_MSG_MAX];
 
         snprintf(msg, sizeof(msg), "the query takes %d parameter%s, %zu given", want,
                  want == 1 ? "" : "s", n);
@@ -358,7 +350,7 @@ static int sq_bind(struct sq *q, const deferred_param_t *params, size_t n)
             break;
         }
         if (rc != SQLITE_OK) {
-            char msg[160];
+            char msg[SQ_MSG_MAX];
 
             snprintf(msg, sizeof(msg), "binding parameter %zu: %s", i + 1,
                      sqlite3_errstr(rc));
@@ -401,7 +393,7 @@ static int sq_prepare(struct sq *q, const deferred_param_t *params, size_t n)
          * parameter). */
         q->empty = true;
         if (n) {
-            char msg[128];
+            char msg[SQ_MSG_MAX];
 
             snprintf(msg, sizeof(msg), "the query has no statement and takes no "
                                        "parameter, %zu given", n);
@@ -443,7 +435,6 @@ deferred_stage_t *deferred_sqlite_query_at(const char *file, int line, struct ev
     deferred_stage_t *st;
     struct sq *q;
     size_t len;
-
     int rc;
 
     if (!loop || !db || !sql || (!params && n)) {
@@ -463,16 +454,13 @@ deferred_stage_t *deferred_sqlite_query_at(const char *file, int line, struct ev
     q->line = line;
     q->sql = (char *)(q + 1);
     memcpy(q->sql, sql, len + 1);
-    q->loop = loop;
     q->db = db;
     q->batch = DEFERRED_SQLITE_BATCH;
-    ev_check_init(&q->check, sq_check_cb);
-    ev_idle_init(&q->idle, sq_idle_cb);
-    q->check.data = q;
-    q->idle.data = q;
+    deferred__ev_pump_init(&q->pump, loop, DEFERRED__EV_PUMP_EVERY_ITERATION, sq_run,
+                           sq_free, q);
     rc = sq_prepare(q, params, n);
     if (rc < 0) {
-        sq_destroy(q);
+        sq_free(q);
         errno = -rc;
         return NULL;
     }

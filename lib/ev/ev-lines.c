@@ -3,22 +3,23 @@
  * (deferred_ev_lines(), deferred/ev.h).
  *
  * The stage owns one fixed buffer (max_line + 1 bytes, at least 4 KiB),
- * an ev_io watcher on the fd and an ev_idle watcher.  Its pump, run only
- * from those watchers' callbacks (so never inside the resume that starts
- * it: ev.pod's "avoiding finishing before returning"), emits every
- * complete line in the buffer while the process is not paused, then reads
- * once more, at most what fits.  Pausing stops both watchers, so while the
- * consumer is slow nothing is read: the kernel's pipe or socket buffer
- * fills and holds the writer back, and memory stays bounded.  Resuming
- * starts the io watcher and, when lines are already buffered, the idle
- * watcher that emits them from the loop.
+ * an ev_io watcher on the fd and a pump (ev-pump.h, in its one-run-per-
+ * schedule mode).  Its pump body, run only from the io watcher's callback
+ * or by the pump (so never inside the resume that starts it: ev.pod's
+ * "avoiding finishing before returning"), emits every complete line in
+ * the buffer while the process is not paused, then reads once more, at
+ * most what fits.  Pausing stops the io watcher and unschedules the pump,
+ * so while the consumer is slow nothing is read: the kernel's pipe or
+ * socket buffer fills and holds the writer back, and memory stays
+ * bounded.  Resuming starts the io watcher and, when lines are already
+ * buffered, schedules the pump to emit them from the loop.
  *
  * The one thing to know: an emit or a finish may end the stream and make
  * the process free its stages from inside the call (the process's result
- * fires and its callbacks may drop the last reference).  The pump marks
- * itself running (in_pump); destroy then only stops the watchers and
- * leaves the memory to the pump, which frees it on its way out (hiredis'
- * REDIS_IN_CALLBACK).
+ * fires and its callbacks may drop the last reference).  The pump body
+ * always runs under the pump's guard, so destroy then only stops the
+ * watchers and the pump frees the memory on its way out; the body checks
+ * deferred__ev_pump_released() after each emit and finish.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -26,15 +27,19 @@
 #include <unistd.h>
 
 #include "ev-private.h"
+#include "ev-pump.h"
 
-#define LINES_DEFAULT_MAX 65536u
-#define LINES_MIN_BUFFER 4096u
+#define LINES_DEFAULT_MAX 65536u /* max_line when the caller gives 0 */
+#define LINES_MIN_BUFFER 4096u   /* one read's worth however short the lines */
+/* The largest max_line: the buffer's size (max_line + 1 plus the struct)
+ * stays far from wrapping. */
+#define LINES_MAX_LINE_LIMIT (SIZE_MAX / 2 - sizeof(struct lines))
 
 struct lines {
     struct ev_loop *loop;
     int fd;
     ev_io io;
-    ev_idle idle;
+    deferred__ev_pump_t pump; /* runs lines_pump_body(); owns l's free */
     deferred_stage_t *self;
     size_t max_line;
     size_t cap;    /* size of buf */
@@ -43,24 +48,23 @@ struct lines {
     uint64_t line_no; /* lines emitted */
     bool eof;
     bool done;     /* finished or cancelled: nothing more to do */
-    bool in_pump;
-    bool destroyed; /* destroy ran during the pump: free on the way out */
     char buf[];
 };
 
 static void lines_stop(struct lines *l)
 {
     ev_io_stop(l->loop, &l->io);
-    ev_idle_stop(l->loop, &l->idle);
+    deferred__ev_pump_unschedule(&l->pump);
 }
 
-/* Finish the producer with outcome; true when l was freed meanwhile. */
+/* Finish the producer with outcome; true when l was destroyed meanwhile
+ * (freed once the pump unwinds). */
 static bool lines_finish(struct lines *l, deferred_value_t outcome)
 {
     l->done = true;
     lines_stop(l);
     deferred_stage_finish(l->self, outcome);
-    return l->destroyed;
+    return deferred__ev_pump_released(&l->pump);
 }
 
 static bool lines_too_long(struct lines *l)
@@ -72,7 +76,7 @@ static bool lines_too_long(struct lines *l)
 }
 
 /* Emit the n bytes at the start of the buffer as a line, consuming skip
- * bytes; true when l was freed meanwhile or the stream ended. */
+ * bytes; true when l was destroyed meanwhile or the stream ended. */
 static bool lines_emit(struct lines *l, size_t n, size_t skip)
 {
     deferred_value_t v;
@@ -92,16 +96,17 @@ static bool lines_emit(struct lines *l, size_t n, size_t skip)
         lines_stop(l);
         return true;
     }
-    return l->destroyed;
+    return deferred__ev_pump_released(&l->pump);
 }
 
 /*
  * Emit what the buffer holds and read at most once; stop when paused,
- * when the fd has nothing more for now, or at the end.  After it returns,
- * l may be marked destroyed (lines_pump() frees it).
+ * when the fd has nothing more for now, or at the end.  Runs under the
+ * pump's guard: after it returns, l may be released (the pump frees it).
  */
-static void lines_pump_body(struct lines *l)
+static void lines_pump_body(void *data)
 {
+    struct lines *l = data;
     bool did_read = false;
     ssize_t n;
 
@@ -146,7 +151,7 @@ static void lines_pump_body(struct lines *l)
             /* Wait for the loop: the io watcher fires again if more is
              * there (one read per wake-up, so a fast writer cannot starve
              * the loop). */
-            ev_idle_stop(l->loop, &l->idle);
+            deferred__ev_pump_unschedule(&l->pump);
             return;
         }
         if (l->start > 0) {
@@ -162,7 +167,7 @@ static void lines_pump_body(struct lines *l)
         } else if (errno == EINTR) {
             did_read = false;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            ev_idle_stop(l->loop, &l->idle);
+            deferred__ev_pump_unschedule(&l->pump);
             return;
         } else {
             int e = errno;
@@ -175,27 +180,19 @@ static void lines_pump_body(struct lines *l)
     }
 }
 
-static void lines_pump(struct lines *l)
-{
-    l->in_pump = true;
-    lines_pump_body(l);
-    l->in_pump = false;
-    if (l->destroyed)
-        deferred_free(l);
-}
-
 static void lines_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
+    struct lines *l = w->data;
+
     (void)loop;
     (void)revents;
-    lines_pump(w->data);
+    deferred__ev_pump_run(&l->pump);
 }
 
-static void lines_idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
+/* The pump's release: the last of l. */
+static void lines_free(void *data)
 {
-    (void)revents;
-    ev_idle_stop(loop, w);
-    lines_pump(w->data);
+    deferred_free(data);
 }
 
 /* Producer operations. */
@@ -209,7 +206,7 @@ static void lines_resume(deferred_stage_t *self, deferred_stage_t *by)
         return;
     ev_io_start(l->loop, &l->io);
     if (l->len > 0 || l->eof)
-        ev_idle_start(l->loop, &l->idle);
+        deferred__ev_pump_schedule(&l->pump);
 }
 
 static void lines_pause(deferred_stage_t *self, deferred_stage_t *by)
@@ -243,23 +240,17 @@ static void lines_destroy(void *data)
 {
     struct lines *l = data;
 
-    lines_stop(l);
-    if (l->in_pump)
-        l->destroyed = true;
-    else
-        deferred_free(l);
+    ev_io_stop(l->loop, &l->io);
+    deferred__ev_pump_release(&l->pump); /* frees l now or after the pump */
 }
 
 static const deferred_stage_ops_t lines_ops = {
-    "lines",
-    lines_resume,
-    lines_pause,
-    lines_cancel,
-    NULL,
-    NULL,
-    NULL,
-    lines_describe,
-    lines_destroy,
+    .name = "lines",
+    .resume = lines_resume,
+    .pause = lines_pause,
+    .cancel = lines_cancel,
+    .describe = lines_describe,
+    .destroy = lines_destroy,
 };
 
 deferred_stage_t *deferred_ev_lines(struct ev_loop *loop, int fd, size_t max_line)
@@ -278,7 +269,7 @@ deferred_stage_t *deferred_ev_lines(struct ev_loop *loop, int fd, size_t max_lin
         return NULL; /* errno EBADF */
     if (max_line == 0)
         max_line = LINES_DEFAULT_MAX;
-    if (max_line > ((size_t)-1) / 2 - sizeof *l) {
+    if (max_line > LINES_MAX_LINE_LIMIT) {
         errno = EINVAL;
         return NULL;
     }
@@ -299,8 +290,8 @@ deferred_stage_t *deferred_ev_lines(struct ev_loop *loop, int fd, size_t max_lin
     l->cap = cap;
     ev_io_init(&l->io, lines_io_cb, fd, EV_READ);
     l->io.data = l;
-    ev_idle_init(&l->idle, lines_idle_cb);
-    l->idle.data = l;
+    deferred__ev_pump_init(&l->pump, loop, DEFERRED__EV_PUMP_ONCE, lines_pump_body,
+                           lines_free, l);
     st = deferred_stage_new(&lines_ops, l, 0);
     if (!st) {
         errno = ENOMEM;

@@ -3,9 +3,10 @@
  * and fires each job's deferred on the loop thread (deferred/ev.h).
  *
  * A job is allocated on the loop thread when it is queued and is also the
- * message that carries its result back through the loop's mailbox (ev.c),
- * so a worker never allocates and never touches a deferred: it takes a
- * job from the queue, runs it, stores the result in it and posts it.
+ * message that carries its result back through the loop's mailbox
+ * (ev-mailbox.c), so a worker never allocates and never touches a
+ * deferred: it takes a job from the queue, runs it, stores the result in
+ * it and posts it.
  * Everything about deferreds (firing, cancelling, destroying the job's
  * argument, freeing the job) happens on the loop thread, in the job's
  * delivery.
@@ -21,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ev-private.h"
+#include "ev-mailbox.h"
 
 #define POOL_MAX_THREADS 1024u
 
@@ -40,8 +41,7 @@ struct job {
 };
 
 struct deferred_ev_pool {
-    struct ev_loop *loop;
-    deferred__ev_mailbox_t *mb;
+    deferred__ev_mailbox_t *mb; /* the loop's, which the jobs come back through */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct job *head, *tail; /* queued jobs, under lock */
@@ -163,7 +163,6 @@ deferred_ev_pool_t *deferred_ev_pool_new(struct ev_loop *loop, unsigned nthreads
     if (!pool)
         goto out_enomem;
     memset(pool, 0, sizeof *pool);
-    pool->loop = loop;
     pool->threads = deferred_malloc(nthreads * sizeof *pool->threads);
     if (!pool->threads)
         goto out_free_pool;

@@ -12,18 +12,18 @@
  * nobody wants, its callback always finds its deferred alive, and a
  * cancelled or freed deferred leaves nothing for the loop to wait for.
  *
- * Cross-thread firing goes through one mailbox per loop (one ev_async, a
- * mutex-protected FIFO of messages allocated on the loop thread), found
- * through a small registry: firing from another thread never allocates.
+ * Cross-thread firing goes through one mailbox per loop (ev-mailbox.c:
+ * one ev_async, a mutex-protected FIFO of messages allocated on the loop
+ * thread, found through a small registry): firing from another thread
+ * never allocates.
  */
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
-#include "ev-private.h"
+#include "ev-mailbox.h"
 
 deferred_t *deferred__ev_failed(int code, const char *fmt, ...)
 {
@@ -308,130 +308,6 @@ deferred_t *deferred_ev_readable(struct ev_loop *loop, int fd)
 deferred_t *deferred_ev_writable(struct ev_loop *loop, int fd)
 {
     return io_wait_new(loop, fd, EV_WRITE, "deferred_ev_writable");
-}
-
-/* ---- the mailbox of a loop ----------------------------------------------- */
-
-/* The mailboxes of every loop in the process; loops run on different
- * threads, so the list has its own lock. */
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static deferred__ev_mailbox_t *registry;
-
-static void mailbox_wake(struct ev_loop *loop, ev_async *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    deferred__ev_mailbox_drain(w->data);
-}
-
-deferred__ev_mailbox_t *deferred__ev_mailbox_get(struct ev_loop *loop)
-{
-    deferred__ev_mailbox_t *mb;
-
-    pthread_mutex_lock(&registry_lock);
-    for (mb = registry; mb; mb = mb->next_box)
-        if (mb->loop == loop)
-            break;
-    pthread_mutex_unlock(&registry_lock);
-    if (mb) {
-        mb->refs++;
-        return mb;
-    }
-    mb = deferred_malloc(sizeof *mb);
-    if (!mb)
-        return NULL;
-    memset(mb, 0, sizeof *mb);
-    if (pthread_mutex_init(&mb->lock, NULL) != 0) {
-        deferred_free(mb);
-        return NULL;
-    }
-    mb->loop = loop;
-    mb->refs = 1;
-    ev_async_init(&mb->async, mailbox_wake);
-    mb->async.data = mb;
-    ev_async_start(loop, &mb->async);
-    ev_unref(loop); /* the watcher alone does not keep the loop running */
-    pthread_mutex_lock(&registry_lock);
-    mb->next_box = registry;
-    registry = mb;
-    pthread_mutex_unlock(&registry_lock);
-    return mb;
-}
-
-void deferred__ev_mailbox_put(deferred__ev_mailbox_t *mb)
-{
-    deferred__ev_mailbox_t **pp;
-
-    if (--mb->refs > 0)
-        return;
-    pthread_mutex_lock(&registry_lock);
-    for (pp = &registry; *pp; pp = &(*pp)->next_box)
-        if (*pp == mb) {
-            *pp = mb->next_box;
-            break;
-        }
-    pthread_mutex_unlock(&registry_lock);
-    /* pending is 0 (each expected message holds a reference): undo the
-     * ev_unref before stopping, as ev.pod asks. */
-    ev_ref(mb->loop);
-    ev_async_stop(mb->loop, &mb->async);
-    pthread_mutex_destroy(&mb->lock);
-    deferred_free(mb);
-}
-
-void deferred__ev_mailbox_expect(deferred__ev_mailbox_t *mb)
-{
-    mb->refs++;
-    if (mb->pending++ == 0)
-        ev_ref(mb->loop);
-}
-
-void deferred__ev_mailbox_done(deferred__ev_mailbox_t *mb)
-{
-    if (--mb->pending == 0)
-        ev_unref(mb->loop);
-    deferred__ev_mailbox_put(mb);
-}
-
-void deferred__ev_mailbox_post(deferred__ev_mailbox_t *mb, deferred__ev_msg_t *m)
-{
-    bool was_empty;
-
-    m->next = NULL;
-    pthread_mutex_lock(&mb->lock);
-    was_empty = mb->head == NULL;
-    if (was_empty)
-        mb->head = m;
-    else
-        mb->tail->next = m;
-    mb->tail = m;
-    /* Only the post that made the queue non-empty wakes the loop: the
-     * drain takes the whole queue, so later posts ride on that wake-up.
-     * It is sent under the lock: once the lock is released the loop
-     * thread may deliver m and free the mailbox. */
-    if (was_empty)
-        ev_async_send(mb->loop, &mb->async);
-    pthread_mutex_unlock(&mb->lock);
-}
-
-void deferred__ev_mailbox_drain(deferred__ev_mailbox_t *mb)
-{
-    deferred__ev_msg_t *m, *next;
-
-    mb->refs++; /* a delivery may drop the last other reference */
-    for (;;) {
-        pthread_mutex_lock(&mb->lock);
-        m = mb->head;
-        mb->head = mb->tail = NULL;
-        pthread_mutex_unlock(&mb->lock);
-        if (!m)
-            break;
-        for (; m; m = next) {
-            next = m->next;
-            m->deliver(m); /* calls deferred__ev_mailbox_done() */
-        }
-    }
-    deferred__ev_mailbox_put(mb);
 }
 
 /* ---- remote handles ---------------------------------------------------- */
