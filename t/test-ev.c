@@ -1185,6 +1185,51 @@ START_TEST(test_lines_read_error_and_cancel)
 }
 END_TEST
 
+/* The last references to a process and its result go from the result's
+ * own callback, which runs inside the line producer's pump (the end of
+ * the fd is read there): the producer is destroyed from inside its own
+ * pump body, which must leave its memory to the pump's guard and free it
+ * on the way out (ASan and valgrind see a use after free otherwise). */
+struct dropped {
+    deferred_process_t *p;
+    deferred_t *done;
+    size_t lines;
+    bool ran;
+};
+
+static deferred_value_t drop_all(deferred_value_t v, void *arg)
+{
+    struct dropped *x = arg;
+    deferred_array_t *a = deferred_value_get_array(v);
+
+    x->ran = true;
+    x->lines = a ? deferred_array_size(a) : 0;
+    deferred_process_unref(x->p);
+    deferred_unref(x->done); /* the runner's reference is the last */
+    return v;
+}
+
+START_TEST(test_lines_freed_from_inside_its_pump)
+{
+    int fds[2];
+    struct dropped x = {0};
+
+    x.p = deferred_process_new(0);
+    ck_assert_ptr_nonnull(x.p);
+    ck_assert_int_eq(pipe(fds), 0);
+    ck_assert_int_eq(write(fds[1], "one\ntwo\n", 8), 8);
+    close(fds[1]);
+    ck_assert_int_eq(deferred_process_add(x.p, deferred_ev_lines(loop, fds[0], 0)), 0);
+    ck_assert_int_eq(deferred_process_add(x.p, deferred_stage_collect()), 0);
+    x.done = deferred_process_run(x.p);
+    ck_assert_int_eq(deferred_add_callback(x.done, drop_all, &x), 0);
+    ev_run(loop, 0);
+    ck_assert(x.ran);
+    ck_assert_uint_eq(x.lines, 2);
+    close(fds[0]);
+}
+END_TEST
+
 /* ---- out of memory ------------------------------------------------------ */
 
 START_TEST(test_oom_later_timeout_pool_remote)
@@ -1426,6 +1471,7 @@ static Suite *ev_suite(void)
     tcase_add_test(tc, test_E06_line_producer_pause_bounds_memory);
     tcase_add_test(tc, test_lines_last_line_and_too_long);
     tcase_add_test(tc, test_lines_read_error_and_cancel);
+    tcase_add_test(tc, test_lines_freed_from_inside_its_pump);
     tcase_add_test(tc, test_oom_later_timeout_pool_remote);
     tcase_add_test(tc, test_oom_lines);
     suite_add_tcase(s, tc);

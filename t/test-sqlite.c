@@ -191,6 +191,47 @@ static void count_iteration(struct ev_loop *l, ev_prepare *w, int revents)
     loop_iterations++;
 }
 
+/* The last references to the process and its result go from the
+ * result's own callback, which runs inside the query's batch of steps (the
+ * statement's end is stepped there): the query stage is destroyed from
+ * inside its pump, which keeps its memory until the batch returns (ASan
+ * and valgrind see a use after free otherwise). */
+struct dropped {
+    deferred_process_t *p;
+    deferred_t *done;
+    size_t rows;
+    bool ran;
+};
+
+static deferred_value_t drop_all(deferred_value_t v, void *arg)
+{
+    struct dropped *x = arg;
+    deferred_array_t *a = deferred_value_get_array(v);
+
+    x->ran = true;
+    x->rows = a ? deferred_array_size(a) : 0;
+    deferred_process_unref(x->p);
+    deferred_unref(x->done); /* the runner's reference is the last */
+    return v;
+}
+
+START_TEST(test_freed_from_inside_its_batch)
+{
+    struct dropped x = {0};
+
+    x.p = deferred_process_new(0);
+    ck_assert_ptr_nonnull(x.p);
+    ck_assert_int_eq(deferred_process_add(x.p, deferred_sqlite_query(loop, db,
+                         "SELECT i FROM t WHERE i <= 3", NULL, 0)), 0);
+    ck_assert_int_eq(deferred_process_add(x.p, deferred_stage_collect()), 0);
+    x.done = deferred_process_run(x.p);
+    ck_assert_int_eq(deferred_add_callback(x.done, drop_all, &x), 0);
+    ev_run(loop, 0);
+    ck_assert(x.ran);
+    ck_assert_uint_eq(x.rows, 3);
+}
+END_TEST
+
 /* ---- D01 ----------------------------------------------------------------- */
 
 START_TEST(test_D01_every_row_in_order)
@@ -881,6 +922,7 @@ static Suite *sqlite_suite(void)
     tcase_add_unchecked_fixture(tcc, make_database, remove_database);
     tcase_add_checked_fixture(tcc, setup, teardown);
     tcase_add_test(tcc, test_statement_without_sql_finishes);
+    tcase_add_test(tcc, test_freed_from_inside_its_batch);
     tcase_add_test(tcc, test_bad_parameters_are_einval);
     tcase_add_test(tcc, test_failure_context_reads_well);
     suite_add_tcase(s, tcc);
