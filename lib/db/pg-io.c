@@ -1,0 +1,137 @@
+/*
+ * pg-io.c: the connection's socket.  Owns the ev_io watcher, which only
+ * pg_update_io() starts and stops, deriving what it waits for from the
+ * connection's state; the socket's callback (flush, read, a lost
+ * connection); and shutting the connection (closed or lost), which fails
+ * every query still queued.
+ */
+#include <stdio.h>
+
+#include "pg-private.h"
+
+/* After a lost connection, how many results libpq may hand over at most
+ * while the last thing the server said is looked for (a bound against a
+ * libpq that would never say it is out of results). */
+#define PG_LOST_RESULTS_MAX 100000
+
+/* What the watcher waits for: while connecting, what PQconnectPoll()
+ * asked for; open, reading while the head is draining or is started and
+ * not paused, writing while libpq has output to flush; closed, nothing.
+ * Not reading is the backpressure: libpq stops pulling from the socket,
+ * the kernel buffers fill, the server blocks in its send. */
+static int pg_io_wanted(const deferred_pg_t *c)
+{
+    const struct pgq *q = c->head;
+    int events = 0;
+
+    if (!c->conn)
+        return 0;
+    if (c->connecting)
+        return c->connecting->events;
+    if (q && (q->state == PGQ_DRAINING ||
+              (q->state == PGQ_SENT && q->demand == PGQ_RUNNING && q->self)))
+        events |= EV_READ;
+    if (q && pgq_is_sent(q) && PQisnonblocking(c->conn) && PQflush(c->conn) == 1)
+        events |= EV_WRITE;
+    return events;
+}
+
+/* The one place the watcher starts and stops: after every change of the
+ * connection's state. */
+void pg_update_io(deferred_pg_t *c)
+{
+    int events = pg_io_wanted(c), fd = c->conn ? PQsocket(c->conn) : -1;
+
+    /* Each step of connecting re-arms, the same fd and events or not:
+     * libpq may have closed its socket and opened the next one (another
+     * host or address) under the same number, which libev cannot see. */
+    if (events == c->io_events && fd == c->io_fd && !c->connecting)
+        return;
+    if (c->io_events)
+        ev_io_stop(c->loop, &c->io);
+    c->io_events = events;
+    c->io_fd = fd;
+    if (events && fd >= 0) {
+        ev_set_cb(&c->io, c->connecting ? pg_connect_cb : pg_io_cb);
+        ev_io_set(&c->io, fd, events);
+        ev_io_start(c->loop, &c->io);
+    } else {
+        c->io_events = 0;
+    }
+}
+
+/* Close c's PGconn: the watcher stops before PQfinish() closes the
+ * socket under it. */
+void pg_finish(deferred_pg_t *c)
+{
+    PGconn *conn = c->conn;
+
+    c->conn = NULL;
+    pg_update_io(c);
+    if (conn)
+        PQfinish(conn);
+}
+
+/* The connection is gone (closed or lost): every query fails with code
+ * and msg; one that has a failure already keeps it. */
+void pg_shut(deferred_pg_t *c, int code, const char *msg)
+{
+    pg_finish(c);
+    while (c->head) {
+        struct pgq *q = c->head;
+
+        pgq_enter(q);
+        pgq_fail(q, pgq_failure(q, code, "%s", msg));
+        pgq_dequeue(q);
+        pgq_leave(q);
+    }
+}
+
+void pg_lost(deferred_pg_t *c)
+{
+    char msg[512], text[800];
+
+    pg_trimmed(c->conn ? PQerrorMessage(c->conn) : NULL, msg, sizeof(msg));
+    snprintf(text, sizeof(text), "connection to %s lost: %s", c->where, msg);
+    pg_shut(c, ECONNRESET, text);
+}
+
+void pg_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    deferred_pg_t *c = w->data;
+
+    (void)loop;
+    pg_enter(c);
+    if ((revents & EV_WRITE) && c->conn && PQflush(c->conn) < 0) {
+        pg_lost(c);
+        goto out;
+    }
+    if ((revents & EV_READ) && c->conn && !PQconsumeInput(c->conn)) {
+        /* The head fails with what the server said last, when it said why
+         * it closed (a shutdown's 57P01, parsed from what libpq read before
+         * the end), else with libpq's message; pg_lost() fails the rest. */
+        struct pgq *q = c->head;
+
+        if (q && q->state == PGQ_SENT && !q->failure) {
+            PGresult *res, *said = NULL;
+            int n;
+
+            for (n = 0; n < PG_LOST_RESULTS_MAX && (res = PQgetResult(c->conn)) != NULL;
+                 n++) {
+                if (PQresultErrorField(res, PG_DIAG_SQLSTATE)) {
+                    PQclear(said);
+                    said = res;
+                } else {
+                    PQclear(res);
+                }
+            }
+            q->failure = pg_result_failure(q, said);
+            PQclear(said);
+        }
+        pg_lost(c);
+        goto out;
+    }
+    pg_process(c);
+out:
+    pg_leave(c);
+}

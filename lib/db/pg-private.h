@@ -1,0 +1,204 @@
+/*
+ * pg-private.h: what the files of libdeferred-pg share (lib/db/pg.c says
+ * which file owns what).  Nothing here leaves the library: the functions
+ * are hidden, the structs are opaque to users (deferred_pg_t is declared
+ * in deferred/pg.h only).
+ */
+#ifndef DEFERRED_PG_PRIVATE_H
+#define DEFERRED_PG_PRIVATE_H
+
+#include <ev.h>
+
+#include "deferred/pg.h"
+
+#if defined(__GNUC__)
+#define PG_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define PG_HIDDEN
+#endif
+
+struct pgq;
+
+/* A connection being made: the deferred's cancel argument, so it outlives
+ * the connection when the connecting fails or is cancelled. */
+struct pgconnect {
+    deferred_pg_t *c; /* NULL once handed out or abandoned */
+    deferred_t *d;    /* borrowed: this block lives as long as d */
+    const char *file; /* the user's call that connects */
+    int line;
+    int events;       /* what PQconnectPoll() waits for: EV_READ or EV_WRITE */
+};
+
+struct deferred_pg {
+    uint32_t refs;           /* the user's, each query's, each entry's */
+    struct ev_loop *loop;
+    PGconn *conn;            /* NULL once closed or lost */
+    ev_io io;                /* started and stopped by pg_update_io() only */
+    int io_fd;               /* what io is set to; io_events 0: stopped */
+    int io_events;
+    struct pgq *head, *tail; /* the queue; head is on the wire when sent */
+    struct pgconnect *connecting;
+    char where[160];         /* "host:port/dbname", for messages */
+};
+
+/* Where a query is.  Only pg-query.c's transitions change it:
+ *
+ *   HELD   --pgq_enqueue()--> QUEUED --pgq_send()--> SENT
+ *   QUEUED, SENT --pgq_dequeue()--> HELD    (to be ended or failed)
+ *   SENT   --pgq_abandon()--> DRAINING --pgq_dequeue()--> ENDED
+ *   HELD, QUEUED --pgq_abandon()--> ENDED
+ *   HELD   --pgq_end()--> ENDED or FAILED
+ *
+ * HELD is off the queue and not ended: just made, or with a failure that
+ * waits for its stage to start.  DRAINING counts as ended: its stage is
+ * told nothing more.  The predicates below compare: keep the order. */
+enum pgq_state {
+    PGQ_HELD,
+    PGQ_QUEUED,   /* on the queue, not sent */
+    PGQ_SENT,     /* the head, on the wire: its results are read for it */
+    PGQ_DRAINING, /* abandoned on the wire: its results are read and dropped */
+    PGQ_ENDED,    /* its stage was told how it ended, or it was abandoned */
+    PGQ_FAILED,   /* its stage was told a failure of its own */
+};
+
+/* What the stage asked for, set by its resume and pause (pg-stage.c)
+ * apart from where the query is: a query waiting in the queue is resumed
+ * and paused too.  UNSTARTED and PAUSED differ: a failure is delivered to
+ * a paused stage at once, to an unstarted one at its first resume.  A
+ * pause before the first resume leaves it UNSTARTED. */
+enum pgq_demand {
+    PGQ_UNSTARTED,
+    PGQ_RUNNING,
+    PGQ_PAUSED,
+};
+
+struct pgq {
+    uint32_t refs;           /* the stage's, the queue's, each entry's */
+    deferred_pg_t *c;        /* a reference */
+    struct pgq *next;
+    deferred_stage_t *self;  /* NULL once the stage is gone */
+    char *sql;
+    const char *file;        /* the user's call that made the query */
+    int line;
+    int nparams;
+    const char **values;
+    int *lengths;
+    int *formats;
+    deferred_row_shape_t *shape;
+    int ncols;
+    deferred_row_type_t *types;
+    deferred_failure_t *failure; /* to deliver at the end */
+    uint64_t row;            /* rows emitted */
+    enum pgq_state state;
+    enum pgq_demand demand;
+    ev_idle kick;            /* see pg_kick() */
+};
+
+static inline bool pgq_is_queued(const struct pgq *q)
+{
+    return q->state >= PGQ_QUEUED && q->state <= PGQ_DRAINING;
+}
+
+static inline bool pgq_is_sent(const struct pgq *q)
+{
+    return q->state == PGQ_SENT || q->state == PGQ_DRAINING;
+}
+
+static inline bool pgq_is_ended(const struct pgq *q)
+{
+    return q->state >= PGQ_DRAINING;
+}
+
+/* ---- the kick and the re-entrancy guard ---------------------------------------
+ *
+ * The one place that would become the ev layer's helper for loop-driven
+ * producers.  The kick is ev.pod's "avoid finishing before returning": a
+ * query tells its stage nothing from inside resume, it starts its idle
+ * watcher, whose callback (pgq_kick_cb(), pg-stage.c) delivers what libpq
+ * already holds or the failure that waits.  The guard: every entry (the
+ * socket's callback, the kick, the stage's cancel and destroy,
+ * deferred_pg_close()) holds a reference on the connection, and a
+ * reference on the query across anything that may drop its last one (an
+ * emit, taking it off the queue), because a callback into the process
+ * may close or drop either. */
+
+PG_HIDDEN void pgq_kick_cb(struct ev_loop *loop, ev_idle *w, int revents);
+
+static inline void pg_kick_init(struct pgq *q)
+{
+    ev_idle_init(&q->kick, pgq_kick_cb);
+    q->kick.data = q;
+}
+
+static inline void pg_kick(struct pgq *q)
+{
+    ev_idle_start(q->c->loop, &q->kick);
+}
+
+static inline void pg_kick_stop(struct pgq *q)
+{
+    ev_idle_stop(q->c->loop, &q->kick);
+}
+
+static inline void pg_enter(deferred_pg_t *c)
+{
+    deferred_pg_ref(c);
+}
+
+static inline void pg_leave(deferred_pg_t *c)
+{
+    deferred_pg_unref(c);
+}
+
+/* Held across a call out; pgq_leave() may free q. */
+static inline void pgq_enter(struct pgq *q)
+{
+    q->refs++;
+}
+
+PG_HIDDEN void pgq_unref(struct pgq *q);
+
+static inline void pgq_leave(struct pgq *q)
+{
+    pgq_unref(q);
+}
+
+/* ---- pg-failure.c: failures from libpq's results and messages ---------------- */
+
+PG_HIDDEN const char *pg_state_text(const char *state, char *buf, size_t size);
+PG_HIDDEN const char *pg_trimmed(const char *msg, char *buf, size_t size);
+PG_HIDDEN deferred_failure_t *pgq_failure(struct pgq *q, int code, const char *fmt, ...)
+    DEFERRED_PRINTF(3, 4);
+PG_HIDDEN deferred_failure_t *pg_result_failure(struct pgq *q, const PGresult *res);
+PG_HIDDEN bool pg_message_state(char *msg, char state[6]);
+
+/* ---- pg-io.c: the socket and its watcher ------------------------------------- */
+
+PG_HIDDEN void pg_update_io(deferred_pg_t *c);
+PG_HIDDEN void pg_finish(deferred_pg_t *c);
+PG_HIDDEN void pg_shut(deferred_pg_t *c, int code, const char *msg);
+PG_HIDDEN void pg_lost(deferred_pg_t *c);
+PG_HIDDEN void pg_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+PG_HIDDEN void pg_connect_cb(struct ev_loop *loop, ev_io *w, int revents); /* pg.c */
+
+/* ---- pg-query.c: the queue and each query's state ----------------------------- */
+
+PG_HIDDEN void pgq_enqueue(struct pgq *q);
+PG_HIDDEN void pgq_dequeue(struct pgq *q);
+PG_HIDDEN void pgq_end(struct pgq *q);
+PG_HIDDEN void pgq_fail(struct pgq *q, deferred_failure_t *f);
+PG_HIDDEN void pgq_abandon(struct pgq *q);
+PG_HIDDEN void pg_pump(deferred_pg_t *c);
+
+/* ---- pg-result.c: reading the head's results, rows decoded --------------------- */
+
+PG_HIDDEN void pg_process(deferred_pg_t *c);
+
+/* ---- pg-params.c: a query's block, its parameters encoded for libpq ------------ */
+
+PG_HIDDEN size_t pg_params_size(const char *sql, const deferred_param_t *params, size_t n,
+                                char *msg, size_t size);
+PG_HIDDEN struct pgq *pgq_new(deferred_pg_t *c, const char *sql,
+                              const deferred_param_t *params, size_t n, size_t bytes);
+
+#endif
