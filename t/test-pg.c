@@ -624,6 +624,50 @@ START_TEST(test_wrong_parameter_counts)
 }
 END_TEST
 
+/* The last references to a process and its result go from the result's
+ * own callback, which runs inside the query's kick (a query on a closed
+ * connection is told its failure there): the stage is destroyed from
+ * inside the kick's run, whose pump drops the stage's reference on the
+ * query only once the run has returned (ASan and valgrind see a use after
+ * free otherwise). */
+struct dropped {
+    deferred_process_t *p;
+    deferred_t *done;
+    bool ran, failed;
+};
+
+static deferred_value_t drop_all(deferred_value_t v, void *arg)
+{
+    struct dropped *x = arg;
+
+    x->ran = true;
+    x->failed = deferred_failure_is(deferred_value_get_failure(v), DEFERRED_DOMAIN_POSTGRES,
+                                    ENOTCONN);
+    deferred_process_unref(x->p);
+    deferred_unref(x->done); /* the runner's reference is the last */
+    deferred_value_release(v); /* the failure, handled */
+    return deferred_value_none();
+}
+
+START_TEST(test_freed_from_inside_its_kick)
+{
+    struct dropped x = {0};
+    int i;
+
+    deferred_pg_close(conn);
+    x.p = deferred_process_new(0);
+    ck_assert_ptr_nonnull(x.p);
+    ck_assert_int_eq(deferred_process_add(x.p, deferred_pg_query(conn, "SELECT 1", NULL, 0)), 0);
+    ck_assert_int_eq(deferred_process_add(x.p, deferred_stage_collect()), 0);
+    x.done = deferred_process_run(x.p);
+    ck_assert_int_eq(deferred_add_both(x.done, drop_all, &x), 0);
+    for (i = 0; i < 100 && !x.ran; i++)
+        ev_run(loop, EVRUN_ONCE);
+    ck_assert(x.ran);
+    ck_assert(x.failed);
+}
+END_TEST
+
 START_TEST(test_closed_connection)
 {
     struct check c;
@@ -975,6 +1019,7 @@ static Suite *pg_suite(void)
     tcase_add_test(tc, test_bad_sql);
     tcase_add_test(tc, test_wrong_parameter_counts);
     tcase_add_test(tc, test_closed_connection);
+    tcase_add_test(tc, test_freed_from_inside_its_kick);
     tcase_add_test(tc, test_refused_connection);
     tcase_add_test(tc, test_abandoned_stream);
     tcase_add_test(tc, test_failing_allocator);

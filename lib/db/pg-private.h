@@ -10,6 +10,7 @@
 #include <ev.h>
 
 #include "deferred/pg.h"
+#include "ev/ev-pump.h"
 
 #if defined(__GNUC__)
 #define PG_HIDDEN __attribute__((visibility("hidden")))
@@ -91,7 +92,7 @@ struct pgq {
     uint64_t row;            /* rows emitted */
     enum pgq_state state;
     enum pgq_demand demand;
-    ev_idle kick;            /* see pg_kick() */
+    deferred__ev_pump_t pump; /* the kick: see pg_kick() */
 };
 
 static inline bool pgq_is_queued(const struct pgq *q)
@@ -111,33 +112,43 @@ static inline bool pgq_is_ended(const struct pgq *q)
 
 /* ---- the kick and the re-entrancy guard ---------------------------------------
  *
- * The one place that would become the ev layer's helper for loop-driven
- * producers.  The kick is ev.pod's "avoid finishing before returning": a
- * query tells its stage nothing from inside resume, it starts its idle
- * watcher, whose callback (pgq_kick_cb(), pg-stage.c) delivers what libpq
- * already holds or the failure that waits.  The guard: every entry (the
- * socket's callback, the kick, the stage's cancel and destroy,
- * deferred_pg_close()) holds a reference on the connection, and a
- * reference on the query across anything that may drop its last one (an
- * emit, taking it off the queue), because a callback into the process
- * may close or drop either. */
+ * The kick is the ev layer's pump (lib/ev/ev-pump.h, once per schedule):
+ * ev.pod's "avoid finishing before returning".  A query tells its stage
+ * nothing from inside resume: it schedules its pump, whose run
+ * (pgq_kick_run(), pg-stage.c) delivers what libpq already holds or the
+ * failure that waits.  The stage's destroy releases the stage's
+ * reference on the query through the pump, so a destroy from inside the
+ * kick's run drops it only once the run has returned.  The guard beyond
+ * that: every entry (the socket's callback, the kick, the stage's cancel
+ * and destroy, deferred_pg_close()) holds a reference on the connection,
+ * and a reference on the query across anything that may drop its last one
+ * (an emit, taking it off the queue), because a callback into the process
+ * may close or drop either; a query is shared by its stage and its
+ * connection, so the pump's release drops a reference, not the memory. */
 
-PG_HIDDEN void pgq_kick_cb(struct ev_loop *loop, ev_idle *w, int revents);
+PG_HIDDEN void pgq_kick_run(void *owner);
+PG_HIDDEN void pgq_unref(struct pgq *q);
+
+/* The pump's release: the stage's reference on q goes. */
+static inline void pgq_pump_release(void *owner)
+{
+    pgq_unref(owner);
+}
 
 static inline void pg_kick_init(struct pgq *q)
 {
-    ev_idle_init(&q->kick, pgq_kick_cb);
-    q->kick.data = q;
+    deferred__ev_pump_init(&q->pump, q->c->loop, DEFERRED__EV_PUMP_ONCE, pgq_kick_run,
+                           pgq_pump_release, q);
 }
 
 static inline void pg_kick(struct pgq *q)
 {
-    ev_idle_start(q->c->loop, &q->kick);
+    deferred__ev_pump_schedule(&q->pump);
 }
 
 static inline void pg_kick_stop(struct pgq *q)
 {
-    ev_idle_stop(q->c->loop, &q->kick);
+    deferred__ev_pump_unschedule(&q->pump);
 }
 
 static inline void pg_enter(deferred_pg_t *c)
@@ -155,8 +166,6 @@ static inline void pgq_enter(struct pgq *q)
 {
     q->refs++;
 }
-
-PG_HIDDEN void pgq_unref(struct pgq *q);
 
 static inline void pgq_leave(struct pgq *q)
 {

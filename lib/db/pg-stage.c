@@ -13,16 +13,14 @@
 /* The extended protocol counts a query's parameters in 16 bits. */
 #define PG_MAX_PARAMS 65535
 
-/* The kick (pg-private.h): deliver rows libpq already holds after a
- * resume, or the failure of a query that is off the queue. */
-void pgq_kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
+/* The kick's run (pg-private.h), from the loop: deliver rows libpq
+ * already holds after a resume, or the failure of a query that is off the
+ * queue. */
+void pgq_kick_run(void *owner)
 {
-    struct pgq *q = w->data;
+    struct pgq *q = owner;
     deferred_pg_t *c = q->c;
 
-    (void)loop;
-    (void)revents;
-    pg_kick_stop(q);
     pg_enter(c);
     pgq_enter(q);
     if (!pgq_is_queued(q))
@@ -89,7 +87,7 @@ static void pgq_destroy(void *data)
     pg_enter(c);
     q->self = NULL;
     pgq_abandon(q);
-    pgq_unref(q);
+    deferred__ev_pump_release(&q->pump); /* the stage's reference, now or after the kick */
     pg_pump(c);
     pg_leave(c);
 }
