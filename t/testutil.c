@@ -386,8 +386,13 @@ deferred_failure_t *tu_oom_ufail(struct tu_oom *r, int code)
     return f;
 }
 
+static unsigned long tu_oom_n;
+
+unsigned long tu_oom_current(void) { return tu_oom_n; }
+
 static void tu_oom_run_once(tu_oom_fn fn, void *arg, struct tu_oom *r)
 {
+    errno = 0;
     memset(r, 0, sizeof *r);
     r->arg = arg;
     tu_log_reset();
@@ -424,6 +429,7 @@ unsigned long tu_oom_sweep(const char *name, tu_oom_fn fn, void *arg,
 
     /* the scenario without injection first: its normal result */
     tu_reset_counts();
+    tu_oom_n = 0;
     tu_oom_run_once(fn, arg, &r);
     ck_assert_msg(!r.saw, "%s: ENOMEM without injection", name);
     ck_assert_msg(r.ok, "%s: wrong result without injection", name);
@@ -443,6 +449,7 @@ unsigned long tu_oom_sweep(const char *name, tu_oom_fn fn, void *arg,
                 tu_fail_from(n);
             else
                 tu_fail_at(n);
+            tu_oom_n = n;
             tu_oom_run_once(fn, arg, &r);
             inj = tu_failure_injected();
             tu_fail_at(0);

@@ -185,6 +185,10 @@ enum {
 unsigned long tu_oom_sweep(const char *name, tu_oom_fn fn, void *arg,
                            unsigned flags);
 
+/* The N of the run tu_oom_sweep() is making (0: the run without
+ * injection), for the scenarios' messages. */
+unsigned long tu_oom_current(void);
+
 /* An action's return: 0, or -ENOMEM (noted).  Anything else fails. */
 #define TU_ACT(r, expr)                                                      \
     do {                                                                     \
