@@ -1232,143 +1232,162 @@ END_TEST
 
 /* ---- out of memory ------------------------------------------------------ */
 
+/* Each allocation failing in turn (tu_oom_sweep()) in a later, a
+ * timeout, a pool running a job and a remote handle; the whole layer's
+ * sweeps, under more scenarios, are in t/test-oom-ev.c. */
+static void sc_later(struct tu_oom *r)
+{
+    deferred_t *d;
+
+    TU_NEW(r, d, deferred_ev_later(loop, 0.0), out);
+    ev_run(loop, 0);
+    r->ok = deferred_has_result(d) && deferred_value_is_none(deferred_result(d));
+    deferred_unref(d);
+out:
+    ck_assert_uint_eq(tu_live(), 0);
+}
+
+static void sc_timeout(struct tu_oom *r)
+{
+    deferred_t *d;
+    int rc;
+
+    TU_NEW(r, d, deferred_new(), out);
+    rc = deferred_ev_add_timeout(d, loop, 0.0);
+    ck_assert(rc == 0 || rc == -ENOMEM);
+    if (rc == -ENOMEM)
+        r->saw = true;
+    ev_run(loop, 0);
+    /* refused: d unchanged; else it timed out, or the timeout's failure
+     * could not be made (a failure injected after the add) */
+    if (rc == 0 && result_code(d) == ENOMEM)
+        r->saw = true;
+    else
+        ck_assert_int_eq(result_code(d), rc == 0 ? ETIMEDOUT : 0);
+    r->ok = rc == 0 && result_code(d) == ETIMEDOUT;
+    deferred_value_release(deferred_result_take(d));
+    deferred_unref(d);
+out:
+    ck_assert_uint_eq(tu_live(), 0);
+}
+
+static void sc_pool(struct tu_oom *r)
+{
+    deferred_ev_pool_t *pool;
+    deferred_t *d;
+
+    TU_NEW(r, pool, deferred_ev_pool_new(loop, 2), out);
+    errno = 0;
+    d = deferred_ev_pool_run(pool, int_job, NULL, NULL);
+    if (!d) {
+        ck_assert_int_eq(errno, ENOMEM);
+        r->saw = true;
+    }
+    ev_run(loop, 0);
+    if (d)
+        ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 1);
+    r->ok = d != NULL;
+    deferred_unref(d);
+    deferred_ev_pool_free(pool);
+out:
+    ck_assert_uint_eq(tu_live(), 0);
+}
+
+static void sc_remote(struct tu_oom *r)
+{
+    deferred_t *d;
+    deferred_ev_remote_t *rm;
+
+    TU_NEW(r, d, deferred_new(), out);
+    TU_NEW(r, rm, deferred_ev_remote_new(loop, d), drop);
+    deferred_ev_remote_callback(rm, deferred_value_int(2));
+    ev_run(loop, 0);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 2);
+    r->ok = true;
+drop:
+    deferred_unref(d);
+out:
+    ck_assert_uint_eq(tu_live(), 0);
+}
+
 START_TEST(test_oom_later_timeout_pool_remote)
 {
-    unsigned long n;
-    int done_later = 0, done_timeout = 0, done_pool = 0, done_remote = 0;
-
-    for (n = 1; n < 1000 && !(done_later && done_timeout && done_pool && done_remote); n++) {
-        deferred_t *d;
-        deferred_ev_pool_t *pool;
-        deferred_ev_remote_t *r;
-        int rc;
-
-        if (!done_later) {
-            tu_fail_at(n);
-            d = deferred_ev_later(loop, 0.0);
-            if (!tu_failure_injected())
-                done_later = 1;
-            tu_fail_at(0);
-            if (d)
-                ev_run(loop, 0);
-            deferred_unref(d);
-            ck_assert_uint_eq(tu_live(), 0);
-        }
-        if (!done_timeout) {
-            d = deferred_new();
-            tu_fail_at(n);
-            rc = deferred_ev_add_timeout(d, loop, 0.0);
-            if (!tu_failure_injected())
-                done_timeout = 1;
-            tu_fail_at(0);
-            ck_assert(rc == 0 || rc == -ENOMEM);
-            ev_run(loop, 0);
-            ck_assert_int_eq(result_code(d), rc == 0 ? ETIMEDOUT : 0);
-            deferred_value_release(deferred_result_take(d));
-            deferred_unref(d);
-            ck_assert_uint_eq(tu_live(), 0);
-        }
-        if (!done_pool) {
-            tu_fail_at(n);
-            pool = deferred_ev_pool_new(loop, 2);
-            d = pool ? deferred_ev_pool_run(pool, int_job, NULL, NULL) : NULL;
-            if (!tu_failure_injected())
-                done_pool = 1;
-            tu_fail_at(0);
-            if (!pool)
-                ck_assert_int_eq(errno, ENOMEM);
-            ev_run(loop, 0);
-            if (d)
-                ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 1);
-            deferred_unref(d);
-            deferred_ev_pool_free(pool);
-            ck_assert_uint_eq(tu_live(), 0);
-        }
-        if (!done_remote) {
-            d = deferred_new();
-            tu_fail_at(n);
-            r = deferred_ev_remote_new(loop, d);
-            if (!tu_failure_injected())
-                done_remote = 1;
-            tu_fail_at(0);
-            if (r) {
-                deferred_ev_remote_callback(r, deferred_value_int(2));
-                ev_run(loop, 0);
-                ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 2);
-            } else {
-                ck_assert_int_eq(errno, ENOMEM);
-            }
-            deferred_unref(d);
-            ck_assert_uint_eq(tu_live(), 0);
-        }
-    }
-    ck_assert(done_later && done_timeout && done_pool && done_remote);
+    tu_oom_sweep("later", sc_later, NULL, 0);
+    tu_oom_sweep("timeout", sc_timeout, NULL, 0);
+    tu_oom_sweep("pool", sc_pool, NULL, 0);
+    tu_oom_sweep("remote", sc_remote, NULL, 0);
 }
 END_TEST
 
+/* The line producer made with each allocation failing in turn, then a
+ * whole run of it through a process. */
+static void sc_lines_new(struct tu_oom *r)
+{
+    deferred_stage_t *st;
+    int fds[2];
+
+    ck_assert_int_eq(pipe(fds), 0);
+    ck_assert_int_eq(write(fds[1], "a\nb\n", 4), 4);
+    close(fds[1]);
+    TU_NEW(r, st, deferred_ev_lines(loop, fds[0], 0), out);
+    deferred_stage_free(st);
+    r->ok = true;
+out:
+    close(fds[0]);
+    ck_assert_uint_eq(tu_live(), 0);
+}
+
+static void sc_lines_run(struct tu_oom *r)
+{
+    int fds[2];
+    deferred_process_t *p;
+    deferred_stage_t *st;
+    deferred_t *d;
+
+    ck_assert_int_eq(pipe(fds), 0);
+    ck_assert_int_eq(write(fds[1], "a\nb\n", 4), 4);
+    close(fds[1]);
+    TU_NEW(r, p, deferred_process_new(0), out);
+    errno = 0;
+    st = deferred_ev_lines(loop, fds[0], 0);
+    if (!st) {
+        ck_assert_int_eq(errno, ENOMEM);
+        r->saw = true;
+    }
+    /* a NULL stage is refused (-EINVAL): the run then fails */
+    if (deferred_process_add(p, st) == -ENOMEM)
+        r->saw = true;
+    st = deferred_stage_collect();
+    if (!st)
+        r->saw = true;
+    if (deferred_process_add(p, st) == -ENOMEM)
+        r->saw = true;
+    errno = 0;
+    d = deferred_process_run(p);
+    if (!d)
+        r->saw = true;
+    ev_run(loop, 0);
+    if (d) {
+        deferred_value_t v;
+        deferred_array_t *a;
+
+        ck_assert(deferred_has_result(d));
+        v = tu_oom_note(r, deferred_result_take(d));
+        a = deferred_value_get_array(v);
+        r->ok = a && deferred_array_size(a) == 2;
+        deferred_value_release(v);
+    }
+    deferred_unref(d);
+    deferred_process_unref(p);
+out:
+    close(fds[0]);
+    ck_assert_uint_eq(tu_live(), 0);
+}
+
 START_TEST(test_oom_lines)
 {
-    unsigned long n;
-    bool done = false;
-
-    for (n = 1; n < 1000 && !done; n++) {
-        int fd;
-        deferred_t *d;
-        int fds[2];
-        deferred_stage_t *st;
-
-        ck_assert_int_eq(pipe(fds), 0);
-        ck_assert_int_eq(write(fds[1], "a\nb\n", 4), 4);
-        close(fds[1]);
-        tu_fail_at(n);
-        st = deferred_ev_lines(loop, fds[0], 0);
-        if (!tu_failure_injected()) {
-            done = true;
-        }
-        tu_fail_at(0);
-        if (st)
-            deferred_stage_free(st);
-        else
-            ck_assert_int_eq(errno, ENOMEM);
-        close(fds[0]);
-        ck_assert_uint_eq(tu_live(), 0);
-        (void)fd;
-        (void)d;
-    }
-    ck_assert(done);
-    /* And through a whole run, failing each allocation in turn. */
-    done = false;
-    for (n = 1; n < 1000 && !done; n++) {
-        int fd, fds[2];
-        deferred_process_t *p;
-        deferred_t *d;
-
-        ck_assert_int_eq(pipe(fds), 0);
-        ck_assert_int_eq(write(fds[1], "a\nb\n", 4), 4);
-        close(fds[1]);
-        fd = fds[0];
-        tu_fail_at(n);
-        p = deferred_process_new(0);
-        if (p) {
-            deferred_process_add(p, deferred_ev_lines(loop, fd, 0));
-            deferred_process_add(p, deferred_stage_collect());
-            d = deferred_process_run(p);
-            ev_run(loop, 0);
-            if (!tu_failure_injected())
-                done = true;
-            tu_fail_at(0);
-            if (d) {
-                ck_assert(deferred_has_result(d));
-                deferred_value_release(deferred_result_take(d));
-            }
-            deferred_unref(d);
-            deferred_process_unref(p);
-        }
-        tu_fail_at(0);
-        close(fd);
-        ck_assert_uint_eq(tu_live(), 0);
-    }
-    ck_assert(done);
+    tu_oom_sweep("lines_new", sc_lines_new, NULL, 0);
+    tu_oom_sweep("lines_run", sc_lines_run, NULL, 0);
 }
 END_TEST
 

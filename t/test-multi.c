@@ -419,44 +419,37 @@ START_TEST(test_multi_no_allocation_per_row)
 END_TEST
 
 /* Out of memory: the queue cannot grow, the emit is -ENOMEM, nothing
- * leaks; creation fails cleanly at every allocation. */
+ * leaks; creation fails cleanly at every allocation.  tu_oom_sweep()
+ * fails each allocation in turn; every failure must surface. */
+static void sc_multi_oom(struct tu_oom *r)
+{
+    deferred_t *m;
+    int rc = 0, i, emitted = 0;
+
+    TU_NEW(r, m, deferred_multi_new(), out);
+    deferred_pause(m);
+    for (i = 0; i < 40; i++) {
+        deferred_value_t v = tu_tracked(i);
+
+        if (deferred_value_is_failure(v))
+            r->saw = true; /* the test's own allocation failed */
+        rc = deferred_multi_emit(m, v);
+        if (rc == -ENOMEM)
+            r->saw = true;
+        else
+            ck_assert_int_eq(rc, 0);
+        if (rc == 0)
+            emitted++;
+    }
+    deferred_unref(m);
+    r->ok = emitted == 40;
+out:
+    return;
+}
+
 START_TEST(test_multi_oom)
 {
-    unsigned long n;
-    bool completed = false;
-
-    for (n = 1; n < 50 && !completed; n++) {
-        deferred_t *m;
-        int rc = 0, i;
-        bool saw = false;
-
-        tu_fail_at(n);
-        m = deferred_multi_new();
-        if (!m) {
-            saw = true;
-        } else {
-            deferred_pause(m);
-            for (i = 0; i < 40; i++) {
-                deferred_value_t v = tu_tracked(i);
-
-                if (deferred_value_is_failure(v))
-                    saw = true; /* the test's own allocation failed */
-                rc = deferred_multi_emit(m, v);
-                if (rc == -ENOMEM)
-                    saw = true;
-                else
-                    ck_assert_int_eq(rc, 0);
-            }
-            deferred_unref(m);
-        }
-        if (tu_failure_injected())
-            ck_assert(saw);
-        else
-            completed = true;
-        tu_fail_at(0);
-        ck_assert_uint_eq(tu_live(), 0);
-    }
-    ck_assert(completed);
+    tu_oom_sweep("multi_oom", sc_multi_oom, NULL, TU_OOM_STRICT);
 }
 END_TEST
 

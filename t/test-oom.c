@@ -1,171 +1,43 @@
 /*
- * test-oom.c: the failing-allocator test (Jansson's test_chaos, SQLite's
- * out-of-memory testing).
+ * test-oom.c: the failing-allocator test of the core (Jansson's
+ * test_chaos, SQLite's out-of-memory testing); the other layers have their
+ * own twins (t/test-oom-process.c, t/test-oom-ev.c, t/test-oom-sqlite.c,
+ * and the combinators' sweeps in t/test-combinators-sync.c and
+ * t/test-combinators-race-merge.c).
  *
  * Each scenario is a whole P scenario (the ids are defined in
  * docs/scenarios.md) written to check every return: an
  * action's -ENOMEM, a constructor's NULL, an ENOMEM failure as a result,
  * in a record log or in a report.  It cleans up on the way out and says
- * whether it saw ENOMEM.  run_scenario() runs it with the 1st, 2nd, ...
- * Nth allocation failing (once, and then from N on) until a run injects
- * no failure, and asserts for each N: no crash, nothing alive afterwards,
- * and ENOMEM surfaced whenever a failure was injected; on the last run the
- * scenario's normal result is correct.
+ * whether it saw ENOMEM.  tu_oom_sweep() (t/testutil.c) runs it with the
+ * 1st, 2nd, ... Nth allocation failing (once, and then from N on) until a
+ * run injects no failure, and asserts for each N: no crash, nothing alive
+ * afterwards, and ENOMEM surfaced whenever a failure was injected
+ * (TU_OOM_STRICT); on the last run the scenario's normal result is
+ * correct.
  */
 #include "testutil.h"
 
 #include <stdio.h>
 #include <string.h>
 
-/* Per-run state of a scenario. */
-struct run {
-    bool saw;   /* ENOMEM observed */
-    bool ok;    /* the normal result was correct */
-};
-
-/* An action's return: 0, or -ENOMEM (noted).  Anything else fails. */
-#define ACT(r, expr)                                                         \
-    do {                                                                     \
-        int rc_ = (expr);                                                    \
-        if (rc_ == -ENOMEM)                                                  \
-            (r)->saw = true;                                                 \
-        else                                                                 \
-            ck_assert_msg(rc_ == 0, "%s returned %d", #expr, rc_);           \
-    } while (0)
-
-/* A new deferred, or note ENOMEM and bail out through label. */
-#define NEW(r, var, expr, label)                                             \
-    do {                                                                     \
-        (var) = (expr);                                                      \
-        if (!(var)) {                                                        \
-            (r)->saw = true;                                                 \
-            goto label;                                                      \
-        }                                                                    \
-    } while (0)
-
-/* Take d's result; note an ENOMEM failure; return the integer (or -1000 -
- * code for a failure). */
-static intptr_t take(struct run *r, deferred_t *d)
-{
-    deferred_value_t v = deferred_result_take(d);
-    intptr_t x;
-
-    if (deferred_value_is_failure(v)) {
-        deferred_failure_t *f = deferred_value_get_failure(v);
-        if (deferred_failure_find(f, DEFERRED_DOMAIN_ANY, ENOMEM))
-            r->saw = true;
-        x = -1000 - deferred_failure_code(f);
-    } else if (tu_is_tracked(v)) {
-        x = tu_tracked_get(v);
-    } else {
-        x = deferred_value_get_int(v);
-    }
-    deferred_value_release(v);
-    return x;
-}
-
-/* Fold what the log and the reports saw into r. */
-static void observe(struct run *r)
-{
-    if (tu_log_has_enomem() || tu_reports.saw_enomem)
-        r->saw = true;
-}
-
-/* A tracked value / a user failure, noting ENOMEM when it could not be
- * made (the value is then an ENOMEM failure, the failure the static one). */
-static deferred_value_t tracked(struct run *r, intptr_t x)
-{
-    deferred_value_t v = tu_tracked(x);
-    if (deferred_value_is_failure(v))
-        r->saw = true;
-    return v;
-}
-
-static deferred_failure_t *ufail(struct run *r, int code)
-{
-    deferred_failure_t *f = deferred_failure_new(DEFERRED_DOMAIN_USER, code,
-                                                 "failure %d", code);
-    if (deferred_failure_code(f) == ENOMEM)
-        r->saw = true;
-    return f;
-}
-
-typedef void (*scenario_fn)(struct run *r);
-
-static void run_once(scenario_fn fn, struct run *r)
-{
-    memset(r, 0, sizeof *r);
-    tu_log_reset();
-    memset(&tu_reports, 0, sizeof tu_reports);
-    tu_released = 0;
-    fn(r);
-    observe(r);
-}
-
-static void run_scenario(const char *name, scenario_fn fn)
-{
-    unsigned long n, points = 0;
-    int sticky;
-    struct run r;
-
-    /* the scenario without injection first: its normal result */
-    tu_reset_counts();
-    run_once(fn, &r);
-    ck_assert_msg(!r.saw, "%s: ENOMEM without injection", name);
-    ck_assert_msg(r.ok, "%s: wrong result without injection", name);
-    ck_assert_uint_eq(tu_live(), 0);
-
-    for (sticky = 0; sticky < 2; sticky++) {
-        for (n = 1;; n++) {
-            bool injected;
-
-            tu_reset_counts();
-            if (sticky)
-                tu_fail_from(n);
-            else
-                tu_fail_at(n);
-            run_once(fn, &r);
-            injected = tu_failure_injected();
-            tu_fail_at(0);
-            deferred_set_debug(false);
-            ck_assert_msg(tu_live() == 0, "%s: %zu blocks alive after failing "
-                          "allocation %lu%s", name, tu_live(), n,
-                          sticky ? " onwards" : "");
-            if (!injected) {
-                ck_assert_msg(r.ok && !r.saw, "%s: wrong final result at N=%lu",
-                              name, n);
-                break;
-            }
-            ck_assert_msg(r.saw, "%s: allocation %lu%s failed but no ENOMEM "
-                          "surfaced", name, n, sticky ? " onwards" : "");
-            ck_assert_msg(n < 100000, "%s: runaway", name);
-        }
-        if (!sticky)
-            points = n - 1;
-    }
-    ck_assert_uint_gt(points, 0);
-    printf("oom: %-22s %lu allocation points exercised\n", name, points);
-    fflush(stdout);
-}
-
 /* ---- scenarios ---- */
 
 /* P01-P04: pairs, errbacks, both. */
-static void sc_chain(struct run *r)
+static void sc_chain(struct tu_oom *r)
 {
     deferred_t *d;
 
-    NEW(r, d, deferred_new(), out);
-    ACT(r, deferred_add_callback(d, tu_add_one, NULL));                /* 2 */
-    ACT(r, deferred_add_callbacks(d, tu_fail_with, TAG(5), tu_record, TAG(9)));
-    ACT(r, deferred_add_callback(d, tu_record, TAG(1)));               /* skip */
-    ACT(r, deferred_add_errback(d, tu_record, TAG(2)));                /* 5 */
-    ACT(r, deferred_add_errback(d, tu_recover, TAG(10)));
-    ACT(r, deferred_add_both(d, tu_record, TAG(3)));                   /* 10 */
-    ACT(r, deferred_add_callback(d, tu_add_one, NULL));
+    TU_NEW(r, d, deferred_new(), out);
+    TU_ACT(r, deferred_add_callback(d, tu_add_one, NULL));                /* 2 */
+    TU_ACT(r, deferred_add_callbacks(d, tu_fail_with, TAG(5), tu_record, TAG(9)));
+    TU_ACT(r, deferred_add_callback(d, tu_record, TAG(1)));               /* skip */
+    TU_ACT(r, deferred_add_errback(d, tu_record, TAG(2)));                /* 5 */
+    TU_ACT(r, deferred_add_errback(d, tu_recover, TAG(10)));
+    TU_ACT(r, deferred_add_both(d, tu_record, TAG(3)));                   /* 10 */
+    TU_ACT(r, deferred_add_callback(d, tu_add_one, NULL));
     ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
-    observe(r);
-    r->ok = take(r, d) == 11 && tu_log.n == 2 && tu_log.e[0].tag == 2 &&
+    r->ok = tu_oom_take(r, d) == 11 && tu_log.n == 2 && tu_log.e[0].tag == 2 &&
             tu_log.e[0].code == 5 && tu_log.e[1].tag == 3 &&
             tu_log.e[1].value == 10;
     deferred_unref(d);
@@ -174,19 +46,18 @@ out:
 }
 
 /* P09: chaining onto an unfired inner. */
-static void sc_chain_async(struct run *r)
+static void sc_chain_async(struct tu_oom *r)
 {
     deferred_t *outer = NULL, *inner = NULL;
 
-    NEW(r, outer, deferred_new(), out);
-    NEW(r, inner, deferred_new(), out);
-    ACT(r, deferred_add_callback(outer, tu_return_deferred, inner));
-    ACT(r, deferred_add_callback(outer, tu_add_one, NULL));
-    ACT(r, deferred_add_errback(outer, tu_record, TAG(1)));
+    TU_NEW(r, outer, deferred_new(), out);
+    TU_NEW(r, inner, deferred_new(), out);
+    TU_ACT(r, deferred_add_callback(outer, tu_return_deferred, inner));
+    TU_ACT(r, deferred_add_callback(outer, tu_add_one, NULL));
+    TU_ACT(r, deferred_add_errback(outer, tu_record, TAG(1)));
     ck_assert_int_eq(deferred_callback(outer, deferred_value_int(1)), 0);
     ck_assert_int_eq(deferred_callback(inner, deferred_value_int(41)), 0);
-    observe(r);
-    r->ok = take(r, outer) == 42 && tu_log.n == 0;
+    r->ok = tu_oom_take(r, outer) == 42 && tu_log.n == 0;
 out:
     deferred_unref(outer);
     deferred_unref(inner);
@@ -194,86 +65,82 @@ out:
 
 /* P09 again, with inners already holding 0..12 callbacks, so attaching
  * the outer's continuation has to grow the inner's chain. */
-static void sc_chain_async_grow(struct run *r)
+static void sc_chain_async_grow(struct tu_oom *r)
 {
     int k, i, good = 0;
 
     for (k = 0; k <= 12; k++) {
         deferred_t *outer = NULL, *inner = NULL;
 
-        NEW(r, outer, deferred_new(), next);
-        NEW(r, inner, deferred_new(), next);
+        TU_NEW(r, outer, deferred_new(), next);
+        TU_NEW(r, inner, deferred_new(), next);
         for (i = 0; i < k; i++)
-            ACT(r, deferred_add_callback(inner, tu_pass, NULL));
-        ACT(r, deferred_add_callback(outer, tu_return_deferred, inner));
-        ACT(r, deferred_add_errback(outer, tu_record, TAG(1)));
+            TU_ACT(r, deferred_add_callback(inner, tu_pass, NULL));
+        TU_ACT(r, deferred_add_callback(outer, tu_return_deferred, inner));
+        TU_ACT(r, deferred_add_errback(outer, tu_record, TAG(1)));
         ck_assert_int_eq(deferred_callback(outer, deferred_value_int(1)), 0);
         ck_assert_int_eq(deferred_callback(inner, deferred_value_int(k)), 0);
-        if (take(r, outer) == k)
+        if (tu_oom_take(r, outer) == k)
             good++;
     next:
         deferred_unref(outer);
         deferred_unref(inner);
     }
-    observe(r);
     r->ok = good == 13 && tu_log.n == 0;
 }
 
 /* P10: chaining onto a fired inner, and a tracked value. */
-static void sc_chain_sync(struct run *r)
+static void sc_chain_sync(struct tu_oom *r)
 {
     deferred_t *outer = NULL, *inner = NULL;
 
-    NEW(r, outer, deferred_new(), out);
-    NEW(r, inner, deferred_new(), out);
-    ck_assert_int_eq(deferred_callback(inner, tracked(r, 41)), 0);
-    ACT(r, deferred_add_callback(outer, tu_return_deferred, inner));
-    ACT(r, deferred_add_callback(outer, tu_add_one, NULL));
+    TU_NEW(r, outer, deferred_new(), out);
+    TU_NEW(r, inner, deferred_new(), out);
+    ck_assert_int_eq(deferred_callback(inner, tu_oom_tracked(r, 41)), 0);
+    TU_ACT(r, deferred_add_callback(outer, tu_return_deferred, inner));
+    TU_ACT(r, deferred_add_callback(outer, tu_add_one, NULL));
     ck_assert_int_eq(deferred_callback(outer, deferred_value_int(1)), 0);
-    ACT(r, deferred_add_callback(inner, tu_record, TAG(1)));
-    observe(r);
-    r->ok = take(r, outer) == 42 && tu_log.n == 1 && tu_log.e[0].kind == TU_NONE;
+    TU_ACT(r, deferred_add_callback(inner, tu_record, TAG(1)));
+    r->ok = tu_oom_take(r, outer) == 42 && tu_log.n == 1 && tu_log.e[0].kind == TU_NONE;
 out:
     deferred_unref(outer);
     deferred_unref(inner);
 }
 
 /* P11: chaining onto a paused inner. */
-static void sc_chain_paused(struct run *r)
+static void sc_chain_paused(struct tu_oom *r)
 {
     deferred_t *outer = NULL, *inner = NULL;
 
-    NEW(r, outer, deferred_new(), out);
-    NEW(r, inner, deferred_new(), out);
+    TU_NEW(r, outer, deferred_new(), out);
+    TU_NEW(r, inner, deferred_new(), out);
     ck_assert_int_eq(deferred_callback(inner, deferred_value_int(7)), 0);
     ck_assert_int_eq(deferred_pause(inner), 0);
-    ACT(r, deferred_add_callback(outer, tu_return_deferred, inner));
-    ACT(r, deferred_add_both(outer, tu_record, TAG(1)));
+    TU_ACT(r, deferred_add_callback(outer, tu_return_deferred, inner));
+    TU_ACT(r, deferred_add_both(outer, tu_record, TAG(1)));
     ck_assert_int_eq(deferred_callback(outer, deferred_value_int(1)), 0);
     ck_assert_int_eq(deferred_unpause(inner), 0);
-    observe(r);
-    r->ok = take(r, outer) == 7 && tu_log.n == 1 && tu_log.e[0].value == 7;
+    r->ok = tu_oom_take(r, outer) == 7 && tu_log.n == 1 && tu_log.e[0].value == 7;
 out:
     deferred_unref(outer);
     deferred_unref(inner);
 }
 
 /* P12: three levels. */
-static void sc_three_levels(struct run *r)
+static void sc_three_levels(struct tu_oom *r)
 {
     deferred_t *a = NULL, *b = NULL, *c = NULL;
 
-    NEW(r, a, deferred_new(), out);
-    NEW(r, b, deferred_new(), out);
-    NEW(r, c, deferred_new(), out);
-    ACT(r, deferred_add_callback(b, tu_return_deferred, a));
-    ACT(r, deferred_add_callback(c, tu_return_deferred, b));
-    ACT(r, deferred_add_both(c, tu_record, TAG(3)));
+    TU_NEW(r, a, deferred_new(), out);
+    TU_NEW(r, b, deferred_new(), out);
+    TU_NEW(r, c, deferred_new(), out);
+    TU_ACT(r, deferred_add_callback(b, tu_return_deferred, a));
+    TU_ACT(r, deferred_add_callback(c, tu_return_deferred, b));
+    TU_ACT(r, deferred_add_both(c, tu_record, TAG(3)));
     ck_assert_int_eq(deferred_callback(b, deferred_value_int(0)), 0);
     ck_assert_int_eq(deferred_callback(c, deferred_value_int(0)), 0);
     ck_assert_int_eq(deferred_callback(a, deferred_value_int(33)), 0);
-    observe(r);
-    r->ok = take(r, c) == 33 && tu_log.n == 1 && tu_log.e[0].value == 33;
+    r->ok = tu_oom_take(r, c) == 33 && tu_log.n == 1 && tu_log.e[0].value == 33;
 out:
     deferred_unref(a);
     deferred_unref(b);
@@ -281,32 +148,30 @@ out:
 }
 
 /* P14: returning itself. */
-static void sc_edeadlk(struct run *r)
+static void sc_edeadlk(struct tu_oom *r)
 {
     deferred_t *d;
 
-    NEW(r, d, deferred_new(), out);
-    ACT(r, deferred_add_callback(d, tu_return_deferred, d));
+    TU_NEW(r, d, deferred_new(), out);
+    TU_ACT(r, deferred_add_callback(d, tu_return_deferred, d));
     ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
-    observe(r);
-    r->ok = take(r, d) == -1000 - EDEADLK;
+    r->ok = tu_oom_take(r, d) == -1000 - EDEADLK;
     deferred_unref(d);
 out:
     return;
 }
 
 /* P16: cancel without a canceller. */
-static void sc_cancel_plain(struct run *r)
+static void sc_cancel_plain(struct tu_oom *r)
 {
     deferred_t *d;
 
-    NEW(r, d, deferred_new(), out);
-    ACT(r, deferred_add_errback(d, tu_record, TAG(1)));
+    TU_NEW(r, d, deferred_new(), out);
+    TU_ACT(r, deferred_add_errback(d, tu_record, TAG(1)));
     ck_assert_int_eq(deferred_cancel(d), 0);
-    ck_assert_int_eq(deferred_callback(d, tracked(r, 5)), 0);
+    ck_assert_int_eq(deferred_callback(d, tu_oom_tracked(r, 5)), 0);
     ck_assert_int_eq(deferred_callback(d, deferred_value_int(6)), -EALREADY);
-    observe(r);
-    r->ok = take(r, d) == -1000 - ECANCELED && tu_log.n == 1 &&
+    r->ok = tu_oom_take(r, d) == -1000 - ECANCELED && tu_log.n == 1 &&
             tu_log.e[0].code == ECANCELED;
     deferred_unref(d);
 out:
@@ -314,24 +179,23 @@ out:
 }
 
 /* P17, P18, P20: cancellers, and cancel of a wait going inward. */
-static void sc_cancel_canceller(struct run *r)
+static void sc_cancel_canceller(struct tu_oom *r)
 {
     int oc = 0, ic = 0, fc = 0;
     deferred_t *outer = NULL, *inner = NULL, *f = NULL;
 
-    NEW(r, outer, deferred_new_cancellable(tu_canceller_count, &oc, NULL), out);
-    NEW(r, inner, deferred_new_cancellable(tu_canceller_count, &ic, NULL), out);
-    NEW(r, f, deferred_new_cancellable(tu_canceller_fire, &fc, NULL), out);
-    ACT(r, deferred_add_callback(outer, tu_return_deferred, inner));
-    ACT(r, deferred_add_errback(outer, tu_record, TAG(1)));
+    TU_NEW(r, outer, deferred_new_cancellable(tu_canceller_count, &oc, NULL), out);
+    TU_NEW(r, inner, deferred_new_cancellable(tu_canceller_count, &ic, NULL), out);
+    TU_NEW(r, f, deferred_new_cancellable(tu_canceller_fire, &fc, NULL), out);
+    TU_ACT(r, deferred_add_callback(outer, tu_return_deferred, inner));
+    TU_ACT(r, deferred_add_errback(outer, tu_record, TAG(1)));
     ck_assert_int_eq(deferred_callback(outer, deferred_value_int(0)), 0);
     ck_assert_int_eq(deferred_cancel(outer), 0);
     ck_assert_int_eq(deferred_cancel(outer), 0);
     ck_assert_int_eq(deferred_cancel(f), 0);
     ck_assert_int_eq(oc, 0);
     ck_assert_int_eq(fc, 1);
-    observe(r);
-    r->ok = ic == 1 && take(r, outer) == -1000 - ECANCELED && take(r, f) == 99 &&
+    r->ok = ic == 1 && tu_oom_take(r, outer) == -1000 - ECANCELED && tu_oom_take(r, f) == 99 &&
             tu_log.n == 1 && tu_log.e[0].code == ECANCELED;
 out:
     deferred_unref(outer);
@@ -342,22 +206,21 @@ out:
 /* P23: destroy functions in every path, including failed adds. */
 static int destroyed[8];
 
-static void sc_full(struct run *r)
+static void sc_full(struct tu_oom *r)
 {
     deferred_t *d, *e;
     int i;
 
     memset(destroyed, 0, sizeof destroyed);
-    NEW(r, d, deferred_new(), out);
-    ACT(r, deferred_add_callback_full(d, tu_add_one, &destroyed[0], tu_count_destroy));
-    ACT(r, deferred_add_errback_full(d, tu_recover, &destroyed[1], tu_count_destroy));
-    ACT(r, deferred_add_callbacks_full(d, tu_record, TAG(1), NULL, tu_record, TAG(2), NULL));
-    ACT(r, deferred_add_callbacks_full(d, tu_pass, &destroyed[2], tu_count_destroy,
+    TU_NEW(r, d, deferred_new(), out);
+    TU_ACT(r, deferred_add_callback_full(d, tu_add_one, &destroyed[0], tu_count_destroy));
+    TU_ACT(r, deferred_add_errback_full(d, tu_recover, &destroyed[1], tu_count_destroy));
+    TU_ACT(r, deferred_add_callbacks_full(d, tu_record, TAG(1), NULL, tu_record, TAG(2), NULL));
+    TU_ACT(r, deferred_add_callbacks_full(d, tu_pass, &destroyed[2], tu_count_destroy,
                                        tu_pass, &destroyed[2], tu_count_destroy));
-    ACT(r, deferred_add_both_full(d, tu_pass, &destroyed[3], tu_count_destroy));
+    TU_ACT(r, deferred_add_both_full(d, tu_pass, &destroyed[3], tu_count_destroy));
     ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
-    observe(r);
-    r->ok = take(r, d) == 2;
+    r->ok = tu_oom_take(r, d) == 2;
     deferred_unref(d);
 
     e = deferred_new();
@@ -365,8 +228,8 @@ static void sc_full(struct run *r)
         r->saw = true;
         destroyed[4] = destroyed[5] = 1; /* never handed to the library */
     } else {
-        ACT(r, deferred_add_callback_full(e, tu_pass, &destroyed[4], tu_count_destroy));
-        ACT(r, deferred_add_both_full(e, tu_pass, &destroyed[5], tu_count_destroy));
+        TU_ACT(r, deferred_add_callback_full(e, tu_pass, &destroyed[4], tu_count_destroy));
+        TU_ACT(r, deferred_add_both_full(e, tu_pass, &destroyed[5], tu_count_destroy));
         deferred_unref(e); /* dropped unfired */
     }
     e = deferred_new_cancellable(tu_canceller_count, &destroyed[7], NULL);
@@ -385,15 +248,15 @@ out:
 }
 
 /* Failures: new, wrap, context, first error, group, story. */
-static void sc_failure_story(struct run *r)
+static void sc_failure_story(struct tu_oom *r)
 {
     deferred_failure_t *f, *g, *m[2];
     char *story;
 
     f = deferred_failure_new(DEFERRED_DOMAIN_SYSTEM, EIO, "disk %d", 3);
     f = deferred_failure_wrap(f, DEFERRED_DOMAIN_USER, 2, "reading %s", "x");
-    ACT(r, deferred_failure_add_context(f, "producer", "row %d", 7));
-    ACT(r, deferred_failure_add_context(f, "consumer", NULL));
+    TU_ACT(r, deferred_failure_add_context(f, "producer", "row %d", 7));
+    TU_ACT(r, deferred_failure_add_context(f, "consumer", NULL));
     m[0] = deferred_failure_first_error(1, deferred_failure_ref(f));
     m[1] = NULL;
     g = deferred_failure_group(m, 2);
@@ -415,22 +278,21 @@ static void sc_failure_story(struct run *r)
 }
 
 /* chain_to, value and failure. */
-static void sc_chain_to(struct run *r)
+static void sc_chain_to(struct tu_oom *r)
 {
     deferred_t *d = NULL, *t = NULL, *e = NULL, *te = NULL;
 
-    NEW(r, d, deferred_new(), out);
-    NEW(r, t, deferred_new(), out);
-    NEW(r, e, deferred_new(), out);
-    NEW(r, te, deferred_new(), out);
-    ACT(r, deferred_chain_to(d, t));
-    ACT(r, deferred_chain_to(e, te));
-    ACT(r, deferred_add_callback(t, tu_add_one, NULL));
+    TU_NEW(r, d, deferred_new(), out);
+    TU_NEW(r, t, deferred_new(), out);
+    TU_NEW(r, e, deferred_new(), out);
+    TU_NEW(r, te, deferred_new(), out);
+    TU_ACT(r, deferred_chain_to(d, t));
+    TU_ACT(r, deferred_chain_to(e, te));
+    TU_ACT(r, deferred_add_callback(t, tu_add_one, NULL));
     ck_assert_int_eq(deferred_callback(d, deferred_value_int(4)), 0);
     ck_assert_int_eq(deferred_errback(e, deferred_failure_new(DEFERRED_DOMAIN_USER, 3, "e")), 0);
-    observe(r);
     {
-        intptr_t tv = take(r, t), tev = take(r, te), dv = take(r, d), ev = take(r, e);
+        intptr_t tv = tu_oom_take(r, t), tev = tu_oom_take(r, te), dv = tu_oom_take(r, d), ev = tu_oom_take(r, e);
         r->ok = tv == 5 && tev == -1000 - 3 && dv == 0 && ev == 0;
     }
 out:
@@ -441,45 +303,43 @@ out:
 }
 
 /* succeed() and fail(). */
-static void sc_succeed_fail(struct run *r)
+static void sc_succeed_fail(struct tu_oom *r)
 {
     deferred_t *s, *f;
-    deferred_value_t v = tracked(r, 4);
+    deferred_value_t v = tu_oom_tracked(r, 4);
     intptr_t sv = 0, fv = 0;
 
     s = deferred_succeed(v);
     if (!s) {
         r->saw = true;
     } else {
-        ACT(r, deferred_add_callback(s, tu_add_one, NULL));
-        sv = take(r, s);
+        TU_ACT(r, deferred_add_callback(s, tu_add_one, NULL));
+        sv = tu_oom_take(r, s);
         deferred_unref(s);
     }
     f = deferred_fail(deferred_failure_new(DEFERRED_DOMAIN_USER, 8, "f"));
     if (!f) {
         r->saw = true;
     } else {
-        ACT(r, deferred_add_errback(f, tu_record, TAG(1)));
-        fv = take(r, f);
+        TU_ACT(r, deferred_add_errback(f, tu_record, TAG(1)));
+        fv = tu_oom_take(r, f);
         deferred_unref(f);
     }
-    observe(r);
     r->ok = sv == 5 && fv == -1000 - 8 && tu_log.n == 1 && tu_log.e[0].code == 8;
 }
 
 /* P15 in debug mode: the double-fire report. */
-static void sc_debug_double_fire(struct run *r)
+static void sc_debug_double_fire(struct tu_oom *r)
 {
     deferred_t *d;
 
     deferred_set_debug(true);
-    NEW(r, d, deferred_new(), out);
+    TU_NEW(r, d, deferred_new(), out);
     ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
-    ck_assert_int_eq(deferred_callback(d, tracked(r, 2)), -EALREADY);
-    ck_assert_int_eq(deferred_errback(d, ufail(r, 1)),
+    ck_assert_int_eq(deferred_callback(d, tu_oom_tracked(r, 2)), -EALREADY);
+    ck_assert_int_eq(deferred_errback(d, tu_oom_ufail(r, 1)),
                      -EALREADY);
-    observe(r);
-    r->ok = take(r, d) == 1 && tu_reports.already_fired == 2 &&
+    r->ok = tu_oom_take(r, d) == 1 && tu_reports.already_fired == 2 &&
             strstr(tu_reports.last_message, "test-oom.c") != NULL;
     deferred_unref(d);
 out:
@@ -487,23 +347,22 @@ out:
 }
 
 /* P21: an unhandled failure reported; a handled one not. */
-static void sc_unhandled(struct run *r)
+static void sc_unhandled(struct tu_oom *r)
 {
     deferred_t *d, *e;
 
-    NEW(r, d, deferred_new(), out);
-    ACT(r, deferred_add_callback(d, tu_fail_with, TAG(7)));
+    TU_NEW(r, d, deferred_new(), out);
+    TU_ACT(r, deferred_add_callback(d, tu_fail_with, TAG(7)));
     ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     deferred_unref(d);
     e = deferred_new();
     if (!e) {
         r->saw = true;
     } else {
-        ck_assert_int_eq(deferred_errback(e, ufail(r, 8)), 0);
-        ACT(r, deferred_add_errback(e, tu_recover, TAG(0)));
+        ck_assert_int_eq(deferred_errback(e, tu_oom_ufail(r, 8)), 0);
+        TU_ACT(r, deferred_add_errback(e, tu_recover, TAG(0)));
         deferred_unref(e);
     }
-    observe(r);
     r->ok = tu_reports.unhandled == 1 && tu_reports.last_code == 7;
 out:
     return;
@@ -520,44 +379,45 @@ static deferred_value_t adder(deferred_value_t v, void *arg)
     return v;
 }
 
-static void sc_reentrant(struct run *r)
+static void sc_reentrant(struct tu_oom *r)
 {
     deferred_t *d;
     int i;
 
-    NEW(r, d, deferred_new(), out);
+    TU_NEW(r, d, deferred_new(), out);
     for (i = 0; i < 20; i++)
-        ACT(r, deferred_add_callback(d, tu_add_one, NULL));
-    ACT(r, deferred_add_callback(d, adder, d));
-    ACT(r, deferred_add_callback(d, tu_record, TAG(1)));
+        TU_ACT(r, deferred_add_callback(d, tu_add_one, NULL));
+    TU_ACT(r, deferred_add_callback(d, adder, d));
+    TU_ACT(r, deferred_add_callback(d, tu_record, TAG(1)));
     ck_assert_int_eq(deferred_callback(d, deferred_value_int(0)), 0);
-    observe(r);
-    r->ok = take(r, d) == 21 && tu_log.n == 1 && tu_log.e[0].value == 20;
+    r->ok = tu_oom_take(r, d) == 21 && tu_log.n == 1 && tu_log.e[0].value == 20;
     deferred_unref(d);
 out:
     return;
 }
 
 /* P07: pause after fire, then unpause. */
-static void sc_pause(struct run *r)
+static void sc_pause(struct tu_oom *r)
 {
     deferred_t *d;
 
-    NEW(r, d, deferred_new(), out);
+    TU_NEW(r, d, deferred_new(), out);
     ck_assert_int_eq(deferred_callback(d, deferred_value_strdup("abc")), 0);
     ck_assert_int_eq(deferred_pause(d), 0);
-    ACT(r, deferred_add_both(d, tu_record, TAG(1)));
-    ACT(r, deferred_add_callback(d, tu_return_int, TAG(3)));
+    TU_ACT(r, deferred_add_both(d, tu_record, TAG(1)));
+    TU_ACT(r, deferred_add_callback(d, tu_return_int, TAG(3)));
     ck_assert_int_eq(deferred_unpause(d), 0);
-    observe(r);
-    r->ok = take(r, d) == 3 && tu_log.n == 1 && tu_log.e[0].kind == TU_VALUE;
+    r->ok = tu_oom_take(r, d) == 3 && tu_log.n == 1 && tu_log.e[0].kind == TU_VALUE;
     deferred_unref(d);
 out:
     return;
 }
 
 #define SCENARIO(name)                                                       \
-    START_TEST(test_oom_##name) { run_scenario(#name, sc_##name); }          \
+    START_TEST(test_oom_##name)                                              \
+    {                                                                        \
+        tu_oom_sweep(#name, sc_##name, NULL, TU_OOM_STICKY | TU_OOM_STRICT); \
+    }                                                                        \
     END_TEST
 
 SCENARIO(chain)

@@ -709,70 +709,70 @@ END_TEST
 
 /* ---- out of memory ------------------------------------------------------------ */
 
+/* A query of 600 rows into the checker with each allocation failing in
+ * turn (tu_oom_sweep()): each run ends with ENOMEM (or SQLite's
+ * SQLITE_NOMEM: a row that could not be made) or with every row in
+ * order; more than 3 runs end out of memory.  The whole layer's sweeps
+ * are in t/test-oom-sqlite.c. */
+static int failing_allocator_enomem;
+
+static void sc_failing_allocator(struct tu_oom *r)
+{
+    struct check c;
+    deferred_process_t *p;
+    deferred_stage_t *q, *k;
+    deferred_t *d;
+
+    p = deferred_process_new(0);
+    q = deferred_sqlite_query_p(loop, db, "SELECT i, s, d FROM t WHERE i <= ?",
+                                DEFERRED_PARAMS(deferred_param_int(600)));
+    k = check_stage(&c);
+    if (!p || !q || !k) {
+        deferred_stage_free(q);
+        deferred_stage_free(k);
+        deferred_process_unref(p);
+        r->saw = true;
+        goto out;
+    }
+    if (deferred_process_add(p, q) < 0) {
+        deferred_stage_free(k);
+        k = NULL;
+    }
+    if (!k || deferred_process_add(p, k) < 0) {
+        deferred_process_unref(p);
+        r->saw = true;
+        goto out;
+    }
+    d = deferred_process_run(p);
+    deferred_process_unref(p);
+    if (!d) {
+        ev_run(loop, 0);
+        r->saw = true;
+        goto out;
+    }
+    ev_run(loop, 0);
+    ck_assert(deferred_has_fired(d));
+    if (failure_of(d)) {
+        ck_assert(deferred_failure_find(failure_of(d), DEFERRED_DOMAIN_ANY, ENOMEM) ||
+                  deferred_failure_find(failure_of(d), DEFERRED_DOMAIN_SQLITE,
+                                        SQLITE_NOMEM));
+        r->saw = true;
+    } else {
+        ck_assert_int_eq(c.rows, 600);
+        ck_assert(c.in_order);
+        r->ok = true;
+    }
+    deferred_unref(d);
+out:
+    if (r->saw)
+        failing_allocator_enomem++;
+}
+
 START_TEST(test_failing_allocator)
 {
-    unsigned long n;
-    int ok = 0, enomem = 0;
-
-    for (n = 1; n < 200; n++) {
-        struct check c;
-        deferred_process_t *p;
-        deferred_stage_t *q, *k;
-        deferred_t *d;
-
-        tu_fail_at(n);
-        p = deferred_process_new(0);
-        q = deferred_sqlite_query_p(loop, db, "SELECT i, s, d FROM t WHERE i <= ?",
-                                    DEFERRED_PARAMS(deferred_param_int(600)));
-        k = check_stage(&c);
-        if (!p || !q || !k) {
-            deferred_stage_free(q);
-            deferred_stage_free(k);
-            deferred_process_unref(p);
-            enomem++;
-            ck_assert_uint_eq(tu_live(), 0);
-            continue;
-        }
-        if (deferred_process_add(p, q) < 0) {
-            deferred_stage_free(k);
-            k = NULL;
-        }
-        if (!k || deferred_process_add(p, k) < 0) {
-            deferred_process_unref(p);
-            enomem++;
-            ck_assert_uint_eq(tu_live(), 0);
-            continue;
-        }
-        d = deferred_process_run(p);
-        deferred_process_unref(p);
-        if (!d) {
-            ev_run(loop, 0);
-            enomem++;
-            ck_assert_uint_eq(tu_live(), 0);
-            continue;
-        }
-        ev_run(loop, 0);
-        ck_assert(deferred_has_fired(d));
-        if (failure_of(d)) {
-            ck_assert(deferred_failure_find(failure_of(d), DEFERRED_DOMAIN_ANY, ENOMEM) ||
-                      deferred_failure_find(failure_of(d), DEFERRED_DOMAIN_SQLITE,
-                                            SQLITE_NOMEM));
-            enomem++;
-        } else {
-            ck_assert_int_eq(c.rows, 600);
-            ck_assert(c.in_order);
-            ok++;
-        }
-        deferred_unref(d);
-        if (tu_live() != 0)
-            fprintf(stderr, "test_failing_allocator: leak at allocation %lu\n", n);
-        ck_assert_uint_eq(tu_live(), 0);
-        if (!tu_failure_injected())
-            break;
-    }
-    tu_fail_at(0);
-    ck_assert_int_gt(enomem, 3);
-    ck_assert_int_ge(ok, 1);
+    failing_allocator_enomem = 0;
+    tu_oom_sweep("sqlite query", sc_failing_allocator, NULL, 0);
+    ck_assert_int_gt(failing_allocator_enomem, 3);
 }
 END_TEST
 

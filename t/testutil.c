@@ -324,6 +324,170 @@ void tu_canceller_fire(deferred_t *d, void *arg)
     deferred_callback(d, deferred_value_int(99));
 }
 
+/* ---- the out-of-memory sweep ---- */
+
+bool tu_failure_has_enomem(const deferred_failure_t *f)
+{
+    size_t i;
+
+    if (!f)
+        return false;
+    if (deferred_failure_find(f, DEFERRED_DOMAIN_ANY, ENOMEM))
+        return true;
+    for (i = 0; i < deferred_failure_group_size(f); i++)
+        if (tu_failure_has_enomem(deferred_failure_group_get(f, i)))
+            return true;
+    return false;
+}
+
+deferred_value_t tu_oom_note(struct tu_oom *r, deferred_value_t v)
+{
+    if (deferred_value_is_failure(v) &&
+        tu_failure_has_enomem(deferred_value_get_failure(v)))
+        r->saw = true;
+    return v;
+}
+
+intptr_t tu_oom_take(struct tu_oom *r, deferred_t *d)
+{
+    deferred_value_t v = deferred_result_take(d);
+    intptr_t x;
+
+    if (deferred_value_is_failure(v)) {
+        deferred_failure_t *f = deferred_value_get_failure(v);
+        if (tu_failure_has_enomem(f))
+            r->saw = true;
+        x = -1000 - deferred_failure_code(f);
+    } else if (tu_is_tracked(v)) {
+        x = tu_tracked_get(v);
+    } else {
+        x = deferred_value_get_int(v);
+    }
+    deferred_value_release(v);
+    return x;
+}
+
+deferred_value_t tu_oom_tracked(struct tu_oom *r, intptr_t x)
+{
+    deferred_value_t v = tu_tracked(x);
+
+    if (deferred_value_is_failure(v))
+        r->saw = true;
+    return v;
+}
+
+deferred_failure_t *tu_oom_ufail(struct tu_oom *r, int code)
+{
+    deferred_failure_t *f = deferred_failure_new(DEFERRED_DOMAIN_USER, code,
+                                                 "failure %d", code);
+
+    if (deferred_failure_code(f) == ENOMEM)
+        r->saw = true;
+    return f;
+}
+
+static unsigned long tu_oom_n;
+
+unsigned long tu_oom_current(void) { return tu_oom_n; }
+
+static void tu_oom_run_once(tu_oom_fn fn, void *arg, struct tu_oom *r)
+{
+    errno = 0;
+    memset(r, 0, sizeof *r);
+    r->arg = arg;
+    tu_log_reset();
+    memset(&tu_reports, 0, sizeof tu_reports);
+    tu_released = 0;
+    fn(r);
+    if (tu_log_has_enomem() || tu_reports.saw_enomem)
+        r->saw = true;
+}
+
+/* TU_OOM_QUIET: only an unhandled ENOMEM or ECANCELED, under injection. */
+static void tu_oom_check_reports(const char *name, unsigned long n,
+                                 bool inj)
+{
+    ck_assert_msg(tu_reports.total == tu_reports.unhandled,
+                  "%s: %d unexpected reports at N=%lu", name,
+                  tu_reports.total - tu_reports.unhandled, n);
+    if (tu_reports.unhandled) {
+        ck_assert_msg(inj, "%s: unhandled failure %d reported without "
+                      "injection", name, tu_reports.last_code);
+        ck_assert_msg(tu_reports.last_code == ENOMEM ||
+                      tu_reports.last_code == ECANCELED,
+                      "%s: unhandled failure %d reported at N=%lu", name,
+                      tu_reports.last_code, n);
+    }
+}
+
+unsigned long tu_oom_sweep(const char *name, tu_oom_fn fn, void *arg,
+                           unsigned flags)
+{
+    unsigned long n, points = 0;
+    int sticky;
+    struct tu_oom r;
+
+    /* the scenario without injection first: its normal result */
+    tu_reset_counts();
+    tu_oom_n = 0;
+    tu_oom_run_once(fn, arg, &r);
+    ck_assert_msg(!r.saw, "%s: ENOMEM without injection", name);
+    ck_assert_msg(r.ok, "%s: wrong result without injection", name);
+    ck_assert_msg(tu_live() == 0, "%s: %zu blocks alive without injection",
+                  name, tu_live());
+    if (flags & TU_OOM_QUIET)
+        tu_oom_check_reports(name, 0, false);
+
+    for (sticky = 0; sticky < ((flags & TU_OOM_STICKY) ? 2 : 1); sticky++) {
+        unsigned long surfaced = 0;
+
+        for (n = 1;; n++) {
+            bool inj;
+
+            tu_reset_counts();
+            if (sticky)
+                tu_fail_from(n);
+            else
+                tu_fail_at(n);
+            tu_oom_n = n;
+            tu_oom_run_once(fn, arg, &r);
+            inj = tu_failure_injected();
+            tu_fail_at(0);
+            deferred_set_debug(false);
+            ck_assert_msg(tu_live() == 0, "%s: %zu blocks alive after failing "
+                          "allocation %lu%s", name, tu_live(), n,
+                          sticky ? " onwards" : "");
+            if (flags & TU_OOM_QUIET)
+                tu_oom_check_reports(name, n, inj);
+            if (!inj) {
+                ck_assert_msg(r.ok && !r.saw, "%s: wrong final result at N=%lu",
+                              name, n);
+                break;
+            }
+            surfaced += r.saw;
+            if (flags & TU_OOM_STRICT)
+                ck_assert_msg(r.saw, "%s: allocation %lu%s failed but no "
+                              "ENOMEM surfaced", name, n,
+                              sticky ? " onwards" : "");
+            else if (!(flags & TU_OOM_HALF))
+                ck_assert_msg(r.saw || r.ok, "%s: allocation %lu%s failed: "
+                              "neither ENOMEM nor the normal result", name, n,
+                              sticky ? " onwards" : "");
+            ck_assert_msg(n < 100000, "%s: runaway", name);
+        }
+        if (flags & TU_OOM_HALF)
+            ck_assert_msg(surfaced * 2 >= n - 1, "%s: only %lu of %lu failed "
+                          "allocations surfaced as ENOMEM", name, surfaced,
+                          n - 1);
+        if (!sticky)
+            points = n - 1;
+    }
+    ck_assert_uint_gt(points, 0);
+    printf("oom: %-28s %lu allocation points exercised\n", name, points);
+    fflush(stdout);
+    return points;
+}
+
 /* ---- strings ---- */
 
 bool tu_contains_number(const char *s, long n)

@@ -10,12 +10,15 @@
  * return_deferred, recover, ...), counted destroy functions and released
  * values, a report hook that captures what the library reports, and the
  * checked fixture (tu_setup/tu_teardown) that resets all of it, so the
- * tests also pass with CK_FORK=no (as valgrind runs them).
+ * tests also pass with CK_FORK=no (as valgrind runs them).  And the one
+ * out-of-memory sweep (tu_oom_sweep) that every layer's fault-injection
+ * tests run their scenarios through.
  */
 #ifndef TESTUTIL_H
 #define TESTUTIL_H
 
 #include <check.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -138,6 +141,89 @@ intptr_t tu_tracked_get(deferred_value_t v);
 /* Cancellers: count into *(int *)arg; the second also fires d with 99. */
 void tu_canceller_count(deferred_t *d, void *arg);
 void tu_canceller_fire(deferred_t *d, void *arg);
+
+/* ---- the out-of-memory sweep ---- */
+
+/* One run of a scenario.  The scenario checks every return and notes in
+ * saw when ENOMEM surfaced (an action's -ENOMEM, a constructor's NULL, an
+ * ENOMEM failure as a result), sets ok when its normal result was correct,
+ * and cleans up on every path. */
+struct tu_oom {
+    bool saw;       /* ENOMEM observed */
+    bool ok;        /* the normal result was correct */
+    void *arg;      /* tu_oom_sweep's arg */
+};
+typedef void (*tu_oom_fn)(struct tu_oom *r);
+
+/* Flags of tu_oom_sweep. */
+enum {
+    /* After failing the Nth allocation alone, sweep again failing the
+     * Nth and every one after it. */
+    TU_OOM_STICKY = 1u << 0,
+    /* Every run with a failure injected must surface ENOMEM (by default
+     * it must surface ENOMEM or give the normal result: a failure a
+     * documented fallback absorbs). */
+    TU_OOM_STRICT = 1u << 1,
+    /* At least half the runs with a failure injected surface ENOMEM; the
+     * others are not checked run by run (a few failed allocations are
+     * absorbed by documented fallbacks). */
+    TU_OOM_HALF = 1u << 2,
+    /* Nothing may be reported but, under injection, an unhandled ENOMEM
+     * or ECANCELED failure (an inner cancelled because it could not be
+     * guarded). */
+    TU_OOM_QUIET = 1u << 3,
+};
+
+/* Run fn without injection (it must give its normal result, without
+ * ENOMEM), then with the 1st, 2nd, ... Nth allocation failing until a run
+ * injects no failure.  Before each run the record log, the reports and
+ * tu_released are reset; after it the log and the reports are searched
+ * for ENOMEM.  For each N: no crash, no block alive afterwards, the run
+ * ended cleanly (see the flags); the run that injected nothing gave the
+ * normal result.  Prints the count and returns the number of allocation
+ * points (the N that failed an allocation in the first pass). */
+unsigned long tu_oom_sweep(const char *name, tu_oom_fn fn, void *arg,
+                           unsigned flags);
+
+/* The N of the run tu_oom_sweep() is making (0: the run without
+ * injection), for the scenarios' messages. */
+unsigned long tu_oom_current(void);
+
+/* An action's return: 0, or -ENOMEM (noted).  Anything else fails. */
+#define TU_ACT(r, expr)                                                      \
+    do {                                                                     \
+        int rc_ = (expr);                                                    \
+        if (rc_ == -ENOMEM)                                                  \
+            (r)->saw = true;                                                 \
+        else                                                                 \
+            ck_assert_msg(rc_ == 0, "%s returned %d", #expr, rc_);           \
+    } while (0)
+
+/* A constructor's result, or note ENOMEM (errno must say so) and bail out
+ * through label. */
+#define TU_NEW(r, var, expr, label)                                          \
+    do {                                                                     \
+        errno = 0;                                                           \
+        (var) = (expr);                                                      \
+        if (!(var)) {                                                        \
+            ck_assert_msg(errno == ENOMEM, "%s: NULL with errno %d", #expr,  \
+                          errno);                                            \
+            (r)->saw = true;                                                 \
+            goto label;                                                      \
+        }                                                                    \
+    } while (0)
+
+/* Whether f, or a failure it wraps or groups, is ENOMEM. */
+bool tu_failure_has_enomem(const deferred_failure_t *f);
+/* Note in r whether v is a failure holding ENOMEM; returns v. */
+deferred_value_t tu_oom_note(struct tu_oom *r, deferred_value_t v);
+/* Take d's result and release it; note an ENOMEM failure.  Returns the
+ * integer (tracked or plain), or -1000 - code for a failure. */
+intptr_t tu_oom_take(struct tu_oom *r, deferred_t *d);
+/* tu_tracked(x), noting ENOMEM when it could not be made. */
+deferred_value_t tu_oom_tracked(struct tu_oom *r, intptr_t x);
+/* A new USER failure, noting ENOMEM when only the static one was made. */
+deferred_failure_t *tu_oom_ufail(struct tu_oom *r, int code);
 
 /* ---- strings ---- */
 

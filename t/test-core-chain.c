@@ -1,0 +1,668 @@
+/*
+ * test-core-chain.c: the deferred core, the chain: callbacks, errbacks
+ * and both (P01 to P06), adds while the chain runs (P22), destroy
+ * functions (P23), and the branches of the chain runner: which half of a
+ * pair runs, skipping by kind, NULL halves, a callback firing, dropping
+ * or returning deferreds.
+ *
+ * The tests named test_Pnn_... show the P scenarios of docs/scenarios.md;
+ * the core's tests are split over t/test-core-chain.c,
+ * t/test-core-pause-chaining.c, t/test-core-cancel.c and
+ * t/test-core-report.c.  Every test runs inside the checked fixture of
+ * testutil.c, whose teardown asserts that no block allocated through the
+ * library's allocator is alive: each test also proves that nothing leaks.
+ */
+#include "core-util.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+START_TEST(test_P01_add_callback_result)
+{
+    deferred_t *d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(6)), 0);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(tu_log.e[0].kind, TU_VALUE);
+    ck_assert_int_eq(tu_log.e[0].value, 7);
+    ck_assert(deferred_has_fired(d));
+    ck_assert(deferred_has_result(d));
+    ck_assert_int_eq(result_int(d), 7);
+    deferred_unref(d);
+    ck_assert_int_eq(tu_reports.total, 0);
+}
+END_TEST
+
+START_TEST(test_P02_callback_fails_skips_to_errback)
+{
+    deferred_t *d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callback(d, tu_fail_with, TAG(5)), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_add_errback(d, tu_recover, TAG(0)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(tu_log.e[0].tag, 2);
+    ck_assert_int_eq(tu_log.e[0].kind, TU_FAILURE);
+    ck_assert_int_eq(tu_log.e[0].code, 5);
+    ck_assert_ptr_eq(tu_log.e[0].failure, tu_last_failure);
+    deferred_unref(d);
+    ck_assert_int_eq(tu_reports.unhandled, 0);
+}
+END_TEST
+
+START_TEST(test_P03_errback_recovers)
+{
+    deferred_t *d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callback(d, tu_fail_with, TAG(5)), 0);
+    ck_assert_int_eq(deferred_add_errback(d, tu_recover, TAG(42)), 0);
+    ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(tu_log.e[0].tag, 2);
+    ck_assert_int_eq(tu_log.e[0].kind, TU_VALUE);
+    ck_assert_int_eq(tu_log.e[0].value, 42);
+    ck_assert_int_eq(result_int(d), 42);
+    deferred_unref(d);
+    ck_assert_int_eq(tu_reports.total, 0);
+}
+END_TEST
+
+START_TEST(test_P04_add_both_sees_value_and_failure)
+{
+    deferred_t *a = deferred_new(), *b = deferred_new();
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(deferred_add_both(a, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_both(b, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_callback(a, deferred_value_int(3)), 0);
+    ck_assert_int_eq(deferred_errback(b, user_failure(9)), 0);
+    ck_assert_int_eq(tu_log.n, 2);
+    ck_assert_int_eq(tu_log.e[0].tag, 1);
+    ck_assert_int_eq(tu_log.e[0].kind, TU_VALUE);
+    ck_assert_int_eq(tu_log.e[0].value, 3);
+    ck_assert_int_eq(tu_log.e[1].tag, 2);
+    ck_assert_int_eq(tu_log.e[1].kind, TU_FAILURE);
+    ck_assert_int_eq(tu_log.e[1].code, 9);
+    take_failure_code(b, 9);
+    deferred_unref(a);
+    deferred_unref(b);
+    ck_assert_int_eq(tu_reports.total, 0);
+}
+END_TEST
+
+START_TEST(test_P05_add_to_fired_runs_at_once)
+{
+    deferred_t *d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(5)), 0);
+    ck_assert_int_eq(tu_log.n, 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(tu_log.e[0].value, 5);
+    ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(tu_log.n, 2);
+    ck_assert_int_eq(tu_log.e[1].value, 6);
+    ck_assert_int_eq(result_int(d), 6);
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_P06_second_failing_callback_skipped)
+{
+    deferred_t *d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callback(d, tu_fail_with, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_fail_with, TAG(2)), 0);
+    ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(3)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(0)), 0);
+    ck_assert_int_eq(tu_fail_calls, 1);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(tu_log.e[0].kind, TU_FAILURE);
+    ck_assert_int_eq(tu_log.e[0].code, 1);
+    /* the first failure object itself, not a copy */
+    ck_assert_ptr_eq(tu_log.e[0].failure, tu_last_failure);
+    ck_assert_ptr_eq(deferred_value_get_failure(deferred_result(d)),
+                     tu_last_failure);
+    take_failure_code(d, 1);
+    deferred_unref(d);
+    ck_assert_int_eq(tu_reports.total, 0);
+}
+END_TEST
+
+static int p22_nested;
+
+static deferred_value_t p22_adder(deferred_value_t v, void *arg)
+{
+    deferred_t *d = arg;
+    int before = tu_log.n;
+
+    tu_depth++;
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(3)), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(4)), 0);
+    if (tu_log.n != before)
+        p22_nested++;
+    tu_depth--;
+    return v;
+}
+
+START_TEST(test_P22_add_during_run)
+{
+    deferred_t *d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    p22_nested = 0;
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callback(d, p22_adder, d), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(10)), 0);
+    ck_assert_int_eq(p22_nested, 0);
+    ck_assert_int_eq(tu_log.n, 4);
+    ck_assert_int_eq(tu_log.e[0].tag, 1);
+    ck_assert_int_eq(tu_log.e[1].tag, 2);
+    ck_assert_int_eq(tu_log.e[2].tag, 3);
+    ck_assert_int_eq(tu_log.e[3].tag, 4);
+    ck_assert_int_eq(tu_log.e[2].value, 10);
+    ck_assert_int_eq(tu_log.e[3].value, 11);
+    ck_assert_int_eq(tu_log.e[2].depth, 0);
+    ck_assert_int_eq(tu_log.e[3].depth, 0);
+    ck_assert_int_eq(result_int(d), 11);
+    deferred_unref(d);
+}
+END_TEST
+
+/* A callback added by a callback that then fails: the added callback is
+ * skipped and the first errback after it sees the failure (Twisted
+ * test_reentrantRunCallbacksWithFailure). */
+static deferred_value_t add_then_fail(deferred_value_t v, void *arg)
+{
+    deferred_t *d = arg;
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(5)), 0);
+    ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(6)), 0);
+    ck_assert_int_eq(deferred_add_errback(d, tu_recover, TAG(0)), 0);
+    return tu_fail_with(v, TAG(13));
+}
+
+START_TEST(test_reentrant_add_then_fail)
+{
+    deferred_t *d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callback(d, add_then_fail, d), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(tu_log.e[0].tag, 6);
+    ck_assert_int_eq(tu_log.e[0].code, 13);
+    deferred_unref(d);
+    ck_assert_int_eq(tu_reports.total, 0);
+}
+END_TEST
+
+static void canceller_none(deferred_t *d, void *arg)
+{
+    (void)d;
+    (void)arg;
+}
+
+START_TEST(test_P23_destroy_functions)
+{
+    int ran = 0, skipped = 0, cb_pair = 0, eb_pair = 0, shared = 0, both = 0;
+    int dropped = 0, dropped2 = 0, waiting = 0, einval1 = 0, einval2 = 0,
+        einval3 = 0, canc_ran = 0, canc_not = 0, canc_fail = 0;
+    deferred_t *d = deferred_new(), *d2 = deferred_new(), *w = deferred_new(),
+               *inner = deferred_new();
+    deferred_t *c1, *c2;
+    struct tu_carg *sa;
+
+    ck_assert_ptr_nonnull(d);
+    ck_assert_ptr_nonnull(inner);
+    ck_assert_int_eq(deferred_add_callback_full(d, tu_record_carg, tu_carg(1, &ran),
+                                                tu_carg_destroy), 0);
+    ck_assert_int_eq(deferred_add_errback_full(d, tu_record_carg,
+                                               tu_carg(2, &skipped),
+                                               tu_carg_destroy), 0);
+    ck_assert_int_eq(deferred_add_callbacks_full(d, tu_record_carg,
+                                                 tu_carg(3, &cb_pair),
+                                                 tu_carg_destroy, tu_record_carg,
+                                                 tu_carg(4, &eb_pair),
+                                                 tu_carg_destroy), 0);
+    sa = tu_carg(5, &shared);
+    ck_assert_int_eq(deferred_add_callbacks_full(d, tu_record_carg, sa,
+                                                 tu_carg_destroy, tu_record_carg,
+                                                 sa, tu_carg_destroy), 0);
+    ck_assert_int_eq(deferred_add_both_full(d, tu_record_carg, tu_carg(6, &both),
+                                            tu_carg_destroy), 0);
+    ck_assert_int_eq(ran + skipped + cb_pair + eb_pair + shared + both, 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
+    ck_assert_int_eq(ran, 1);
+    ck_assert_int_eq(skipped, 1);
+    ck_assert_int_eq(cb_pair, 1);
+    ck_assert_int_eq(eb_pair, 1);
+    ck_assert_int_eq(shared, 1);
+    ck_assert_int_eq(both, 1);
+    ck_assert_int_eq(tu_log.n, 4);
+    ck_assert_int_eq(tu_log.e[0].tag, 1);
+    ck_assert_int_eq(tu_log.e[1].tag, 3);
+    ck_assert_int_eq(tu_log.e[2].tag, 5);
+    ck_assert_int_eq(tu_log.e[3].tag, 6);
+    deferred_unref(d);
+    ck_assert_int_eq(ran + skipped + cb_pair + eb_pair + shared + both, 6);
+
+    /* dropped unfired */
+    ck_assert_int_eq(deferred_add_callback_full(d2, tu_record_carg,
+                                                tu_carg(7, &dropped),
+                                                tu_carg_destroy), 0);
+    ck_assert_int_eq(deferred_add_callbacks_full(d2, tu_record_carg,
+                                                 tu_carg(7, &dropped2),
+                                                 tu_carg_destroy, tu_record_carg,
+                                                 tu_carg(7, &dropped2),
+                                                 tu_carg_destroy), 0);
+    deferred_unref(d2);
+    ck_assert_int_eq(dropped, 1);
+    ck_assert_int_eq(dropped2, 2);
+
+    /* never reached: the chain waits forever, then is dropped */
+    ck_assert_int_eq(deferred_add_callback(w, tu_return_deferred, inner), 0);
+    ck_assert_int_eq(deferred_add_both_full(w, tu_record_carg,
+                                            tu_carg(8, &waiting),
+                                            tu_carg_destroy), 0);
+    ck_assert_int_eq(deferred_callback(w, deferred_value_int(1)), 0);
+    deferred_unref(w);
+    ck_assert_int_eq(waiting, 1);
+    deferred_unref(inner);
+
+    /* errors: destroyed before returning, never run */
+    ck_assert_int_eq(deferred_add_callback_full(NULL, tu_record_carg,
+                                                tu_carg(9, &einval1),
+                                                tu_carg_destroy), -EINVAL);
+    ck_assert_int_eq(einval1, 1);
+    d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callbacks_full(d, NULL, tu_carg(9, &einval2),
+                                                 tu_carg_destroy, NULL,
+                                                 tu_carg(9, &einval2),
+                                                 tu_carg_destroy), -EINVAL);
+    ck_assert_int_eq(einval2, 2);
+    ck_assert_int_eq(deferred_add_both_full(NULL, tu_record_carg,
+                                            tu_carg(9, &einval3),
+                                            tu_carg_destroy), -EINVAL);
+    ck_assert_int_eq(einval3, 1);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
+    deferred_unref(d);
+    ck_assert_int_eq(tu_log.n, 4);
+
+    /* the canceller's argument: once, whether the canceller ran or not */
+    c1 = deferred_new_cancellable(canceller_none, tu_carg(10, &canc_ran),
+                                  tu_carg_destroy);
+    c2 = deferred_new_cancellable(canceller_none, tu_carg(11, &canc_not),
+                                  tu_carg_destroy);
+    ck_assert_ptr_nonnull(c1);
+    ck_assert_ptr_nonnull(c2);
+    ck_assert_int_eq(deferred_cancel(c1), 0);
+    ck_assert_int_eq(canc_ran, 0);
+    take_failure_code(c1, ECANCELED);
+    deferred_unref(c1);
+    deferred_unref(c2);
+    ck_assert_int_eq(canc_ran, 1);
+    ck_assert_int_eq(canc_not, 1);
+
+    /* failing constructor: destroy called already */
+    tu_fail_from(1);
+    c1 = deferred_new_cancellable(canceller_none, &canc_fail, tu_count_destroy);
+    tu_fail_at(0);
+    ck_assert_ptr_null(c1);
+    ck_assert_int_eq(canc_fail, 1);
+}
+END_TEST
+
+/* A destroy function runs after its half, not before: the half sees its
+ * argument intact (tu_record_carg reads it), and a value callback's own
+ * argument is destroyed when its errback ran instead. */
+START_TEST(test_destroy_after_errback_path)
+{
+    int cb = 0, eb = 0;
+    deferred_t *d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callbacks_full(d, tu_record_carg,
+                                                 tu_carg(1, &cb), tu_carg_destroy,
+                                                 tu_record_carg, tu_carg(2, &eb),
+                                                 tu_carg_destroy), 0);
+    ck_assert_int_eq(deferred_errback(d, user_failure(1)), 0);
+    ck_assert_int_eq(cb, 1);
+    ck_assert_int_eq(eb, 1);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(tu_log.e[0].tag, 2);
+    take_failure_code(d, 1);
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_pair_exactly_one_half)
+{
+    deferred_t *a = deferred_new(), *b = deferred_new();
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(deferred_add_callbacks(a, tu_record, TAG(1), tu_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_add_callbacks(b, tu_record, TAG(3), tu_record, TAG(4)), 0);
+    ck_assert_int_eq(deferred_callback(a, deferred_value_int(1)), 0);
+    ck_assert_int_eq(deferred_errback(b, user_failure(2)), 0);
+    ck_assert_int_eq(tu_log.n, 2);
+    ck_assert_int_eq(tu_log.e[0].tag, 1);
+    ck_assert_int_eq(tu_log.e[1].tag, 4);
+    ck_assert_int_eq(tu_log.e[1].code, 2);
+    /* a callback half that fails does not run its own errback */
+    ck_assert_int_eq(deferred_add_callbacks(a, tu_fail_with, TAG(3), tu_record,
+                                            TAG(5)), 0);
+    ck_assert_int_eq(tu_log.n, 2);
+    ck_assert_int_eq(deferred_add_callbacks(a, tu_record, TAG(6), tu_record,
+                                            TAG(7)), 0);
+    ck_assert_int_eq(tu_log.n, 3);
+    ck_assert_int_eq(tu_log.e[2].tag, 7);
+    /* an errback half that recovers does not run its own callback */
+    ck_assert_int_eq(deferred_add_callbacks(b, tu_record, TAG(8), tu_recover,
+                                            TAG(9)), 0);
+    ck_assert_int_eq(tu_log.n, 3);
+    ck_assert_int_eq(result_int(b), 9);
+    take_failure_code(a, 3);
+    deferred_unref(a);
+    deferred_unref(b);
+}
+END_TEST
+
+START_TEST(test_skipping_by_kind)
+{
+    deferred_t *a = deferred_new(), *b = deferred_new();
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    /* value path: errbacks skipped, callbacks and both run */
+    ck_assert_int_eq(deferred_add_errback(a, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callback(a, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_add_both(a, tu_record, TAG(3)), 0);
+    ck_assert_int_eq(deferred_add_errback(a, tu_record, TAG(4)), 0);
+    /* failure path: callbacks skipped, errbacks and both run */
+    ck_assert_int_eq(deferred_add_callback(b, tu_record, TAG(5)), 0);
+    ck_assert_int_eq(deferred_add_errback(b, tu_record, TAG(6)), 0);
+    ck_assert_int_eq(deferred_add_both(b, tu_record, TAG(7)), 0);
+    ck_assert_int_eq(deferred_add_callback(b, tu_record, TAG(8)), 0);
+    ck_assert_int_eq(deferred_callback(a, deferred_value_int(1)), 0);
+    ck_assert_int_eq(deferred_errback(b, user_failure(2)), 0);
+    ck_assert_int_eq(tu_log.n, 4);
+    ck_assert_int_eq(tu_log.e[0].tag, 2);
+    ck_assert_int_eq(tu_log.e[1].tag, 3);
+    ck_assert_int_eq(tu_log.e[2].tag, 6);
+    ck_assert_int_eq(tu_log.e[3].tag, 7);
+    ck_assert_int_eq(tu_log.e[3].code, 2);
+    take_failure_code(b, 2);
+    deferred_unref(a);
+    deferred_unref(b);
+}
+END_TEST
+
+START_TEST(test_null_halves_pass_through)
+{
+    deferred_t *a = deferred_new(), *b = deferred_new();
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(deferred_add_callbacks(a, NULL, NULL, tu_recover, TAG(0)), 0);
+    ck_assert_int_eq(deferred_add_callbacks(a, tu_add_one, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(deferred_add_callbacks(b, tu_add_one, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(deferred_add_callbacks(b, NULL, NULL, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callbacks(a, NULL, NULL, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_callback(a, deferred_value_int(1)), 0);
+    ck_assert_int_eq(result_int(a), 2);
+    ck_assert_int_eq(deferred_errback(b, user_failure(3)), 0);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(tu_log.e[0].code, 3);
+    take_failure_code(b, 3);
+    deferred_unref(a);
+    deferred_unref(b);
+}
+END_TEST
+
+/* An errback that returns another failure: the next errback sees the new
+ * one; one that returns a deferred makes the chain wait. */
+static deferred_value_t replace_failure(deferred_value_t v, void *arg)
+{
+    deferred_failure_t *cause = deferred_value_take_failure(v);
+    ck_assert_ptr_nonnull(cause);
+    return deferred_value_failure(deferred_failure_wrap(cause, DEFERRED_DOMAIN_USER,
+                                                        (int)ARGI(arg), "wrapped"));
+}
+
+static bool cause_found;
+
+static deferred_value_t find_cause(deferred_value_t v, void *arg)
+{
+    cause_found = deferred_failure_find(deferred_value_get_failure(v),
+                                        DEFERRED_DOMAIN_USER, (int)ARGI(arg)) != NULL;
+    return v;
+}
+
+START_TEST(test_errback_replaces_and_chains)
+{
+    deferred_t *d = deferred_new(), *inner = deferred_new();
+    deferred_value_t r;
+    ck_assert_ptr_nonnull(d);
+    ck_assert_ptr_nonnull(inner);
+    ck_assert_int_eq(deferred_add_errback(d, replace_failure, TAG(20)), 0);
+    ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_errback(d, find_cause, TAG(10)), 0);
+    ck_assert_int_eq(deferred_add_errback(d, tu_return_deferred, inner), 0);
+    ck_assert_int_eq(deferred_add_both(d, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_errback(d, user_failure(10)), 0);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(tu_log.e[0].code, 20);
+    ck_assert(cause_found);
+    ck_assert(deferred_is_paused(d));
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(5)), 0);
+    ck_assert_int_eq(tu_log.n, 2);
+    ck_assert_int_eq(tu_log.e[1].kind, TU_VALUE);
+    ck_assert_int_eq(tu_log.e[1].value, 5);
+    r = deferred_result_take(d);
+    ck_assert_int_eq(deferred_value_get_int(r), 5);
+    deferred_unref(d);
+    deferred_unref(inner);
+    ck_assert_int_eq(tu_reports.total, 0);
+}
+END_TEST
+
+START_TEST(test_fire_with_deferred_value)
+{
+    deferred_t *d = deferred_new(), *other = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_ptr_nonnull(other);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_deferred(deferred_ref(other))),
+                     -EINVAL);
+    ck_assert(!deferred_has_fired(d));
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(3)), 0);
+    ck_assert_int_eq(result_int(d), 3);
+    /* on a fired deferred: -EALREADY or -EINVAL, the value released */
+    {
+        int rc = deferred_callback(d, deferred_value_deferred(deferred_ref(other)));
+        ck_assert(rc == -EINVAL || rc == -EALREADY);
+    }
+    deferred_unref(d);
+    deferred_unref(other); /* freed now: no reference was kept */
+    ck_assert_uint_eq(tu_live(), 0);
+}
+END_TEST
+
+/* A callback drops the last reference to its own deferred: the chain
+ * keeps it alive until the pass returns, the rest of the chain runs, then
+ * it is freed with its final value. */
+static deferred_value_t unref_arg(deferred_value_t v, void *arg)
+{
+    deferred_unref((deferred_t *)arg);
+    return v;
+}
+
+START_TEST(test_callback_drops_last_reference)
+{
+    int later = 0;
+    deferred_t *d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callback(d, unref_arg, d), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callback_full(d, tu_record_carg,
+                                                tu_carg(2, &later),
+                                                tu_carg_destroy), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
+    ck_assert_int_eq(tu_log.n, 2);
+    ck_assert_int_eq(tu_log.e[0].value, 2);
+    ck_assert_int_eq(later, 1);
+    ck_assert_uint_eq(tu_live(), 0);
+}
+END_TEST
+
+/* The same while the chain is paused by a wait: the outer is dropped by its
+ * own callback, before the inner fires. */
+START_TEST(test_callback_drops_last_reference_then_waits)
+{
+    deferred_t *d = deferred_new(), *inner = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_ptr_nonnull(inner);
+    ck_assert_int_eq(deferred_add_callback(d, unref_arg, d), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_return_deferred, inner), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, tu_tracked(1)), 0);
+    /* d is gone (nobody holds it); its wait on inner is undone */
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(2)), 0);
+    ck_assert_int_eq(tu_log_count(1), 0);
+    deferred_unref(inner);
+    ck_assert_int_eq(tu_released, 1);
+}
+END_TEST
+
+/* A callback fires another deferred: its chain runs at once. */
+static deferred_value_t fire_arg(deferred_value_t v, void *arg)
+{
+    int before = tu_log.n;
+    ck_assert_int_eq(deferred_callback((deferred_t *)arg, deferred_value_int(50)), 0);
+    ck_assert_int_eq(tu_log.n, before + 1);
+    return v;
+}
+
+/* A callback fires its own deferred: -EALREADY. */
+static int self_fire_rc;
+
+static deferred_value_t fire_self(deferred_value_t v, void *arg)
+{
+    self_fire_rc = deferred_callback((deferred_t *)arg, tu_tracked(1));
+    return v;
+}
+
+START_TEST(test_callback_fires_other_deferreds)
+{
+    deferred_t *a = deferred_new(), *b = deferred_new();
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(deferred_add_callback(b, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_add_callback(a, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callback(a, fire_arg, b), 0);
+    ck_assert_int_eq(deferred_add_callback(a, fire_self, a), 0);
+    ck_assert_int_eq(deferred_add_callback(a, tu_record, TAG(3)), 0);
+    ck_assert_int_eq(deferred_callback(a, deferred_value_int(1)), 0);
+    ck_assert_int_eq(tu_log.n, 3);
+    ck_assert_int_eq(tu_log.e[0].tag, 1);
+    ck_assert_int_eq(tu_log.e[1].tag, 2);
+    ck_assert_int_eq(tu_log.e[1].value, 50);
+    ck_assert_int_eq(tu_log.e[2].tag, 3);
+    ck_assert_int_eq(tu_log.e[2].value, 1);
+    ck_assert_int_eq(self_fire_rc, -EALREADY);
+    ck_assert_int_eq(tu_released, 1);
+    deferred_unref(a);
+    deferred_unref(b);
+}
+END_TEST
+
+/* Many callbacks: the link array grows. */
+START_TEST(test_many_callbacks)
+{
+    int i;
+    deferred_t *d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    for (i = 0; i < 1000; i++)
+        ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(0)), 0);
+    ck_assert_int_eq(result_int(d), 1000);
+    for (i = 0; i < 1000; i++)
+        ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    ck_assert_int_eq(result_int(d), 2000);
+    deferred_unref(d);
+}
+END_TEST
+
+/* A callback that returns a new deferred made inside it, fired later. */
+static deferred_t *made_inside;
+
+static deferred_value_t return_new(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    deferred_value_release(v);
+    made_inside = deferred_new();
+    return deferred_value_deferred(deferred_ref(made_inside));
+}
+
+START_TEST(test_return_new_deferred)
+{
+    deferred_t *d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callback(d, return_new, NULL), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(0)), 0);
+    ck_assert_ptr_nonnull(made_inside);
+    deferred_unref(d); /* the chain is freed; made_inside lives on */
+    ck_assert_int_eq(deferred_callback(made_inside, deferred_value_int(1)), 0);
+    ck_assert_int_eq(tu_log.n, 0);
+    deferred_unref(made_inside);
+}
+END_TEST
+
+static Suite *core_suite(void)
+{
+    Suite *s = suite_create("core-chain");
+    TCase *tc = tcase_create("P");
+    TCase *rn = tcase_create("runner");
+
+    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
+    tcase_add_checked_fixture(rn, tu_setup, tu_teardown);
+
+    tcase_add_test(tc, test_P01_add_callback_result);
+    tcase_add_test(tc, test_P02_callback_fails_skips_to_errback);
+    tcase_add_test(tc, test_P03_errback_recovers);
+    tcase_add_test(tc, test_P04_add_both_sees_value_and_failure);
+    tcase_add_test(tc, test_P05_add_to_fired_runs_at_once);
+    tcase_add_test(tc, test_P06_second_failing_callback_skipped);
+    tcase_add_test(tc, test_P22_add_during_run);
+    tcase_add_test(tc, test_P23_destroy_functions);
+    tcase_add_test(rn, test_reentrant_add_then_fail);
+    tcase_add_test(rn, test_destroy_after_errback_path);
+    tcase_add_test(rn, test_pair_exactly_one_half);
+    tcase_add_test(rn, test_skipping_by_kind);
+    tcase_add_test(rn, test_null_halves_pass_through);
+    tcase_add_test(rn, test_errback_replaces_and_chains);
+    tcase_add_test(rn, test_fire_with_deferred_value);
+    tcase_add_test(rn, test_callback_drops_last_reference);
+    tcase_add_test(rn, test_callback_drops_last_reference_then_waits);
+    tcase_add_test(rn, test_callback_fires_other_deferreds);
+    tcase_add_test(rn, test_many_callbacks);
+    tcase_add_test(rn, test_return_new_deferred);
+
+    suite_add_tcase(s, tc);
+    suite_add_tcase(s, rn);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run_suite(core_suite());
+}
