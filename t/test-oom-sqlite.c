@@ -11,13 +11,9 @@
  * made through the library's allocator (SQLite's own allocations are not
  * its) until a run injects nothing and asserts for each N: no crash, no
  * hang, nothing alive afterwards, every statement finalized, and the run
- * ended cleanly (ENOMEM, or the normal result).
- *
- * One difference from the other layers: a row that cannot be allocated
- * ends the stream with a failure of the SQLite domain, SQLITE_NOMEM
- * ("out of memory making a row", lib/db/sqlite.c), not with ENOMEM;
- * t/test-sqlite.c's test_failing_allocator accepts it too, and note()
- * below counts it as out of memory.
+ * ended cleanly (ENOMEM, or the normal result).  A row that cannot be
+ * allocated ends the stream with the library's ENOMEM too (it was
+ * SQLite's SQLITE_NOMEM before).
  */
 #include "testutil.h"
 
@@ -93,14 +89,9 @@ static void settle(void)
     ck_assert_ptr_null(sqlite3_next_stmt(db, NULL));
 }
 
-/* tu_oom_note(), and SQLITE_NOMEM counted as out of memory too (see
- * above). */
+/* tu_oom_note(): only the library's ENOMEM counts as out of memory. */
 static deferred_value_t note(struct tu_oom *r, deferred_value_t v)
 {
-    deferred_failure_t *f = deferred_value_get_failure(v);
-
-    if (f && deferred_failure_find(f, DEFERRED_DOMAIN_SQLITE, SQLITE_NOMEM))
-        r->saw = true;
     return tu_oom_note(r, v);
 }
 

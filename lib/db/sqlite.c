@@ -193,8 +193,11 @@ static void sq_run(void *data)
             row = sq_make_row(q);
             if (!row) {
                 q->step_failed = true;
-                sq_end(q, deferred_value_failure(
-                              sq_failure(q, SQLITE_NOMEM, "out of memory making a row")));
+                /* The library's ENOMEM, as every layer reports running
+                 * out of its allocator's memory. */
+                sq_end(q, deferred_value_failure(deferred_failure_new_at(
+                              q->file, q->line, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
+                              "out of memory making a row")));
                 return;
             }
             q->row++;
