@@ -133,11 +133,28 @@ void deferred__full_arg_destroy(struct full_arg *fa)
 
 /* ---- construction and destruction ------------------------------------- */
 
+/* Where deferred__new_extra()'s bytes start: past the deferred, aligned
+ * for any type a frame may hold. */
+#define EXTRA_AT ((sizeof(deferred_t) + 15) & ~(size_t)15)
+
 deferred_t *deferred_new_at(const char *file, int line,
                             deferred_canceller_fn canceller, void *arg,
                             deferred_destroy_fn destroy)
 {
-    deferred_t *d = deferred__malloc(sizeof(*d));
+    return deferred__new_extra(0, file, line, canceller, arg, destroy);
+}
+
+void *deferred__extra(deferred_t *d)
+{
+    return (char *)d + EXTRA_AT;
+}
+
+deferred_t *deferred__new_extra(size_t extra, const char *file, int line,
+                                deferred_canceller_fn canceller, void *arg,
+                                deferred_destroy_fn destroy)
+{
+    deferred_t *d = extra > SIZE_MAX - EXTRA_AT ? NULL
+                    : deferred__malloc(extra ? EXTRA_AT + extra : sizeof(*d));
 
     if (!d)
         goto out_destroy;
