@@ -319,6 +319,19 @@ deferred_value_t deferred_result(const deferred_t *d)
     return d->result;
 }
 
+bool deferred__take_result(deferred_t *d, deferred_value_t *v)
+{
+    if (is_multi(d) || !deferred_has_result(d))
+        return false;
+    *v = d->result;
+    d->result = deferred_value_none();
+    if (DEFERRED_LIKELY(d->refs > 1))
+        d->refs--;
+    else
+        deferred_unref(d);
+    return true;
+}
+
 deferred_value_t deferred_result_take(deferred_t *d)
 {
     deferred_value_t v;

@@ -98,6 +98,12 @@ DEFERRED_HIDDEN deferred_t *deferred__new_extra(size_t extra, const char *file, 
                                                 deferred_destroy_fn destroy);
 DEFERRED_HIDDEN void *deferred__extra(deferred_t *d);
 
+/* When d (single-shot) has its result (deferred_has_result()), move it to
+ * *v, drop a reference on d and return true; else false, nothing done.
+ * One call for the async layer's await of a deferred that has fired
+ * (core.c). */
+DEFERRED_HIDDEN bool deferred__take_result(deferred_t *d, deferred_value_t *v);
+
 /* Report through the hook (core.c). */
 DEFERRED_HIDDEN void deferred__report(deferred_report_t kind,
                                       const deferred_failure_t *f);
