@@ -1009,11 +1009,8 @@ START_TEST(test_A13_bad_input)
     ck_assert_str_eq(deferred_async_name(NULL), "");
     ck_assert(!deferred_async_dropped(NULL));
     ck_assert_ptr_null(deferred_async_input(NULL));
-    ck_assert_int_eq(deferred_async_await(NULL, deferred_new(), 1), -EINVAL);
-    ck_assert(!deferred_async_check(NULL, "f", 1));
-    ck_assert(!deferred_async_check_dropped(NULL));
-    v = deferred_async_take(NULL);
-    ck_assert(deferred_value_is_none(v));
+    ck_assert_int_eq(deferred_async_await(NULL, deferred_new(), &v, 0, "f", 1), -EINVAL);
+    ck_assert_int_eq(deferred_async_resume(NULL, &v, 0, "f", 1), -EINVAL);
     ck_assert_int_eq(deferred_async_return(NULL, tu_tracked(1)), -EINVAL);
     ck_assert_int_eq(tu_released, 1);
     memset(&it, 0, sizeof(it));
@@ -1025,6 +1022,8 @@ START_TEST(test_A13_bad_input)
 
     f = seq_new(NULL);
     ck_assert_str_eq(deferred_async_name(&f->co), "seq");
+    ck_assert_int_eq(deferred_async_await(&f->co, deferred_new(), NULL, 0, "f", 1), -EINVAL);
+    ck_assert_int_eq(deferred_async_resume(&f->co, NULL, 0, "f", 1), -EINVAL);
     ck_assert_ptr_nonnull(deferred_async_self(&f->co));
     ck_assert_int_eq(deferred_async_iter_open(&f->co, NULL, int_array(1)), -EINVAL);
     ck_assert_int_eq(deferred_async_iter_open(&f->co, &it, NULL), -EINVAL);

@@ -2030,12 +2030,17 @@ START_TEST(s_async_steps)
 {
     deferred_value_t v;
 
-    ck_assert_int_eq(deferred_async_await(NULL, NULL, 0), -EINVAL);
-    ck_assert_int_eq(deferred_async_await(NULL, deferred_new(), INT_MIN), -EINVAL);
-    ck_assert(!deferred_async_check(NULL, NULL, 0));
-    ck_assert(!deferred_async_check_dropped(NULL));
-    v = deferred_async_take(NULL);
-    ck_assert(deferred_value_is_none(v));
+    struct sweep_frame *f;
+
+    ck_assert_int_eq(deferred_async_await(NULL, NULL, &v, 0, NULL, 0), -EINVAL);
+    ck_assert_int_eq(deferred_async_await(NULL, deferred_new(), &v, INT_MIN, NULL, INT_MIN),
+                     -EINVAL);
+    ck_assert_int_eq(deferred_async_resume(NULL, &v, 0, NULL, 0), -EINVAL);
+    f = DEFERRED_ASYNC_NEW(struct sweep_frame, sweep_body, "sweep");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(deferred_async_await(&f->co, deferred_new(), NULL, 0, NULL, 0), -EINVAL);
+    ck_assert_int_eq(deferred_async_resume(&f->co, NULL, 1, NULL, 0), -EINVAL);
+    deferred_async_discard(f);
     ck_assert_int_eq(deferred_async_return(NULL, tu_tracked(1)), -EINVAL);
     ck_assert_int_eq(tu_released, 1);
 }
@@ -2155,9 +2160,7 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_async_name, C(s_async_construct)),
     CORE(deferred_async_dropped, C(s_async_construct)),
     CORE(deferred_async_await, C(s_async_steps)),
-    CORE(deferred_async_check, C(s_async_steps)),
-    CORE(deferred_async_check_dropped, C(s_async_steps)),
-    CORE(deferred_async_take, C(s_async_steps)),
+    CORE(deferred_async_resume, C(s_async_steps)),
     CORE(deferred_async_return, C(s_async_steps)),
     CORE(deferred_async_iter_open, C(s_async_streams)),
     CORE(deferred_async_iter_open_multi, C(s_async_streams)),

@@ -208,29 +208,26 @@ DEFERRED_EXPORT bool deferred_async_dropped(const deferred_async_t *co);
  * owned by the body.  A failure ends the coroutine (see the header
  * comment).  A multi-fire d is awaited until its stream finishes.
  */
-#define DEFERRED_AWAIT(f, d, out)                                            \
-    do {                                                                     \
-        if (deferred_async_await(&(f)->co, (d), __LINE__)) {                 \
-            return DEFERRED_ASYNC_SUSPEND_;                                  \
-        case __LINE__:;                                                      \
-        }                                                                    \
-        if (deferred_async_check(&(f)->co, __FILE__, __LINE__))              \
-            return DEFERRED_ASYNC_AGAIN_;                                    \
-        (out) = deferred_async_take(&(f)->co);                               \
-    } while (0)
+#define DEFERRED_AWAIT(f, d, out) DEFERRED_ASYNC_AWAIT_(f, d, out, 0)
 
 /* Await d as DEFERRED_AWAIT() does, but a failure is given to out as a
  * failure value (owned by the body: release it, or return it) for the body
  * to test and handle. */
-#define DEFERRED_AWAIT_TRY(f, d, out)                                        \
+#define DEFERRED_AWAIT_TRY(f, d, out) DEFERRED_ASYNC_AWAIT_(f, d, out, 1)
+
+/* Both awaits: one call when d has its result, one more on a resume. */
+#define DEFERRED_ASYNC_AWAIT_(f, d, out, try_)                               \
     do {                                                                     \
-        if (deferred_async_await(&(f)->co, (d), __LINE__)) {                 \
+        (f)->co.status_ = deferred_async_await(&(f)->co, (d), &(out), (try_), \
+                                               __FILE__, __LINE__);          \
+        if ((f)->co.status_ == DEFERRED_ASYNC_SUSPEND_) {                    \
             return DEFERRED_ASYNC_SUSPEND_;                                  \
-        case __LINE__:;                                                      \
+        case __LINE__:                                                       \
+            (f)->co.status_ = deferred_async_resume(&(f)->co, &(out), (try_), \
+                                                    __FILE__, __LINE__);     \
         }                                                                    \
-        if (deferred_async_check_dropped(&(f)->co))                          \
+        if ((f)->co.status_ == DEFERRED_ASYNC_AGAIN_)                        \
             return DEFERRED_ASYNC_AGAIN_;                                    \
-        (out) = deferred_async_take(&(f)->co);                               \
     } while (0)
 
 /* End the coroutine with v (taken: a value, or a failure value to fail
@@ -291,30 +288,28 @@ DEFERRED_EXPORT bool deferred_async_dropped(const deferred_async_t *co);
 /* ---- what the macros call ----------------------------------------------- */
 
 /*
- * Await d (taken) at resume point line: returns 0 when the result is there
- * already (d had its result, or d is NULL: its failure) and the body goes
- * on at once; 1 when the body must return DEFERRED_ASYNC_SUSPEND_ (the
- * coroutine waits on d, and resumes at line).  -EINVAL (a NULL co) does
- * nothing (d is released).  In a dropped coroutine, d is released and the
- * await fails with ECANCELED at once.  Callbacks of d may run before it
- * returns.
+ * Await d (taken) at resume point line of file.  Returns
+ * DEFERRED_ASYNC_DONE_ (0) with *out set to d's value (or, with try_, to
+ * its failure value) when d had its result (d NULL: errno's failure, as
+ * deferred_value_deferred(NULL)); DEFERRED_ASYNC_SUSPEND_ (1) when the
+ * coroutine now waits on d (the body returns, and resumes at line with
+ * deferred_async_resume()); DEFERRED_ASYNC_AGAIN_ (2) when d failed and
+ * try_ is 0: the failure, with a frame "async NAME", "await at FILE:LINE",
+ * is the coroutine's outcome and the body is pointed at its cleanups (or,
+ * inside them, at its end).  In a dropped coroutine d is released and the
+ * await fails with ECANCELED at once (outside the cleanups, try_ or not,
+ * the body then unwinds).  -EINVAL for NULL co or out (d released).
+ * Callbacks of d may run before it returns.
  */
-DEFERRED_EXPORT int deferred_async_await(deferred_async_t *co, deferred_t *d, int line);
+DEFERRED_EXPORT int deferred_async_await(deferred_async_t *co, deferred_t *d,
+                                         deferred_value_t *out, int try_,
+                                         const char *file, int line);
 
-/* After an await: when what it gave is a failure (or the coroutine is
- * dropped), add the context frame ("async NAME", "await at FILE:LINE"),
- * make the failure the coroutine's outcome, point the body at its cleanups
- * (or its end, inside them) and return true; false otherwise, and for
- * NULL co. */
-DEFERRED_EXPORT bool deferred_async_check(deferred_async_t *co, const char *file, int line);
-
-/* After an await: true (the body is pointed at its cleanups) when the
- * coroutine is dropped; false otherwise, and for NULL co. */
-DEFERRED_EXPORT bool deferred_async_check_dropped(deferred_async_t *co);
-
-/* What the last await gave, moved to the caller (the empty value after
- * that, and for NULL co). */
-DEFERRED_EXPORT deferred_value_t deferred_async_take(deferred_async_t *co);
+/* After an await resumed: what deferred_async_await() would have given
+ * had d had its result then (0 with *out set, or 2), from what d gave.
+ * -EINVAL for NULL co or out. */
+DEFERRED_EXPORT int deferred_async_resume(deferred_async_t *co, deferred_value_t *out,
+                                          int try_, const char *file, int line);
 
 /* Make v (taken) the coroutine's outcome (a deferred value becomes an
  * EINVAL failure) and point the body at its cleanups, or, inside them, at

@@ -301,48 +301,71 @@ static void pair_dispose(struct deferred__owned *o)
     deferred_unref(self);
 }
 
-int deferred_async_await(deferred_async_t *co, deferred_t *d, int line)
+/* What an await gave (st->got) goes to *out, or, a failure and not
+ * try_, becomes the outcome; or a dropped coroutine unwinds. */
+static int deliver(deferred_async_t *co, struct deferred__async *st, deferred_value_t *out,
+                   int try_, const char *file, int line)
+{
+    deferred_value_t v = st->got;
+
+    st->got = deferred_value_none();
+    if (DEFERRED_UNLIKELY(st->flags & A_DROPPED) && !co->finally_) {
+        deferred_value_release(v);
+        unwind(co);
+        return DEFERRED_ASYNC_AGAIN_;
+    }
+    if (DEFERRED_UNLIKELY(deferred_value_is_failure(v)) && !try_) {
+        add_frame(st, deferred_value_get_failure(v), "await", file, line);
+        deferred_value_release(st->outcome);
+        st->outcome = v;
+        unwind(co);
+        return DEFERRED_ASYNC_AGAIN_;
+    }
+    *out = v;
+    return DEFERRED_ASYNC_DONE_;
+}
+
+/* Everything but the common case of deferred_async_await(). */
+static DEFERRED_NOINLINE int await_slow(deferred_async_t *co, deferred_t *d,
+                                        deferred_value_t *out, int try_,
+                                        const char *file, int line)
 {
     struct deferred__async *st;
+    deferred_value_t v;
 
-    if (!co || !co->state_) {
+    if (DEFERRED_UNLIKELY(!co || !co->state_ || !out)) {
         deferred_unref(d);
         return -EINVAL;
     }
     st = co->state_;
-    if (DEFERRED_UNLIKELY(!d)) {
-        int e = errno; /* the constructor's, before a release can change it */
-
-        deferred_value_release(st->got);
-        errno = e;
-        st->got = deferred_value_deferred(NULL); /* errno's failure */
-        return 0;
+    if (DEFERRED_LIKELY(d != NULL) && !(st->flags & A_DROPPED) &&
+        deferred__take_result(d, &v)) {
+        st->got = v;
+        return deliver(co, st, out, try_, file, line);
     }
-    deferred_value_release(st->got);
+    if (DEFERRED_UNLIKELY(!d)) {
+        st->got = deferred_value_deferred(NULL); /* errno's failure */
+        return deliver(co, st, out, try_, file, line);
+    }
     if (DEFERRED_UNLIKELY(st->flags & A_DROPPED)) {
         deferred_unref(d);
-        st->got = deferred_value_failure(
-            cancelled_failure("await in a dropped coroutine"));
-        return 0;
+        st->got = deferred_value_failure(cancelled_failure("await in a dropped coroutine"));
+        return deliver(co, st, out, try_, file, line);
     }
     if (DEFERRED_UNLIKELY(deferred_is_multi(d))) {
         deferred_t *end = deferred_multi_when_finished(d);
 
         deferred_unref(d);
+        if (deferred__take_result(end, &st->got))
+            return deliver(co, st, out, try_, file, line);
         d = end;
     }
-    if (deferred_has_result(d)) {
-        st->got = deferred_result_take(d);
-        deferred_unref(d);
-        return 0;
-    }
-    st->got = deferred_value_none();
     if (deferred__add_both_owned(d, resume_fn, &st->owned) < 0) {
         deferred_unref(d);
         st->got = deferred_value_failure(deferred_failure_new_at(
             NULL, 0, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
             "out of memory while awaiting a deferred"));
-        return 0;
+        return deliver(co, st, out, try_, file, line);
     }
     deferred_ref(st->self); /* the pair's */
     st->awaited = d;
@@ -355,49 +378,37 @@ int deferred_async_await(deferred_async_t *co, deferred_t *d, int line)
     /* The caller's reference: d lives as long as its other holders keep
      * it (freed now, the pair's dispose drops the coroutine). */
     deferred_unref(d);
-    return 1;
+    return DEFERRED_ASYNC_SUSPEND_;
 }
 
-bool deferred_async_check(deferred_async_t *co, const char *file, int line)
+int deferred_async_await(deferred_async_t *co, deferred_t *d, deferred_value_t *out,
+                         int try_, const char *file, int line)
 {
-    struct deferred__async *st = co ? co->state_ : NULL;
+    struct deferred__async *st;
 
-    if (!st)
-        return false;
-    if ((st->flags & A_DROPPED) && !co->finally_) {
-        unwind(co);
-        return true;
+    /* The common case: d has its result, a value (or try_), and the body
+     * goes on at once. */
+    if (DEFERRED_LIKELY(co && (st = co->state_) && out && d && !(st->flags & A_DROPPED))) {
+        deferred_value_t v;
+
+        if (deferred__take_result(d, &v)) {
+            if (DEFERRED_LIKELY(v.release != deferred__release_failure) || try_) {
+                *out = v;
+                return DEFERRED_ASYNC_DONE_;
+            }
+            st->got = v;
+            return deliver(co, st, out, try_, file, line);
+        }
     }
-    if (DEFERRED_LIKELY(!deferred_value_is_failure(st->got)))
-        return false;
-    add_frame(st, deferred_value_get_failure(st->got), "await", file, line);
-    deferred_value_release(st->outcome);
-    st->outcome = st->got;
-    st->got = deferred_value_none();
-    unwind(co);
-    return true;
+    return await_slow(co, d, out, try_, file, line);
 }
 
-bool deferred_async_check_dropped(deferred_async_t *co)
+int deferred_async_resume(deferred_async_t *co, deferred_value_t *out, int try_,
+                          const char *file, int line)
 {
-    struct deferred__async *st = co ? co->state_ : NULL;
-
-    if (st && (st->flags & A_DROPPED) && !co->finally_) {
-        unwind(co);
-        return true;
-    }
-    return false;
-}
-
-deferred_value_t deferred_async_take(deferred_async_t *co)
-{
-    deferred_value_t v;
-
-    if (!co || !co->state_)
-        return deferred_value_none();
-    v = co->state_->got;
-    co->state_->got = deferred_value_none();
-    return v;
+    if (!co || !co->state_ || !out)
+        return -EINVAL;
+    return deliver(co, co->state_, out, try_, file, line);
 }
 
 int deferred_async_return(deferred_async_t *co, deferred_value_t v)

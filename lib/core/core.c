@@ -321,7 +321,9 @@ deferred_value_t deferred_result(const deferred_t *d)
 
 bool deferred__take_result(deferred_t *d, deferred_value_t *v)
 {
-    if (is_multi(d) || !deferred_has_result(d))
+    /* deferred_has_result(), single-shot, without the calls. */
+    if ((d->flags & (F_CALLED | F_RUNNING | F_MULTI)) != F_CALLED || d->paused ||
+        d->chained_to || d->pos != d->n)
         return false;
     *v = d->result;
     d->result = deferred_value_none();
