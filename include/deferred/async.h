@@ -267,11 +267,13 @@ DEFERRED_EXPORT bool deferred_async_dropped(const deferred_async_t *co);
  * (opened with deferred_async_iter_open() or _open_multi(), or the input
  * of a consumer coroutine), with item (an lvalue of type deferred_value_t)
  * holding the item, owned by the block.  Waiting for an item is an await.
- * break and continue work as in a for loop.  When the stream fails, the
- * coroutine ends with that failure (as an unhandled await).  The stream
- * is held (its producers paused) from an item's arrival until the block
- * asks for the next one.  Not inside a switch of the body's own; one per
- * line.
+ * break and continue work as in a for loop (after a break the stream is
+ * held until deferred_async_iter_close() or the coroutine's end cancels
+ * it, or until a later DEFERRED_ASYNC_FOR() over it goes on).  When the
+ * stream fails, the coroutine ends with that failure (as an unhandled
+ * await).  The stream is held (its producers paused) from an item's
+ * arrival until the block asks for the next one.  Not inside a switch of
+ * the body's own; one per line.
  */
 #define DEFERRED_ASYNC_FOR(f, it, item)                                      \
     for (;;)                                                                 \
