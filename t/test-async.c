@@ -69,6 +69,7 @@ struct seq_frame {
     int *cleanups;
     int catch_at;     /* await number whose failure is handled (-1: none) */
     int caught;
+    int *dropped;     /* set in the cleanups: deferred_async_dropped() */
     deferred_value_t v;
 };
 
@@ -112,6 +113,8 @@ static int seq_body(void *frame)
         deferred_unref(f->in[f->k]);
     if (f->cleanups)
         (*f->cleanups)++;
+    if (f->dropped)
+        *f->dropped = deferred_async_dropped(&f->co);
     DEFERRED_ASYNC_END(f);
 }
 
@@ -496,13 +499,14 @@ END_TEST
 
 START_TEST(test_A07_dropped_when_awaited_freed)
 {
-    int cleanups = 0;
+    int cleanups = 0, dropped = -1;
     struct seq_frame *f = seq_new(&cleanups);
     deferred_t *p = deferred_new(), *d;
 
     f->in[0] = deferred_ref(p);
     f->in[1] = deferred_succeed(deferred_value_int(1)); /* held by the frame */
     f->n = 2;
+    f->dropped = &dropped;
     d = deferred_async_start(f);
     /* Dropping the coroutine's deferred does not stop it... */
     deferred_unref(d);
@@ -513,6 +517,7 @@ START_TEST(test_A07_dropped_when_awaited_freed)
      * left). */
     deferred_unref(p);
     ck_assert_int_eq(cleanups, 1);
+    ck_assert_int_eq(dropped, 1);
     ck_assert_int_eq(tu_reports.total, 0);
 }
 END_TEST
@@ -750,6 +755,38 @@ START_TEST(test_A09_async_for_multi_backpressure)
     ck_assert_int_eq(cleanups, 1);
     deferred_unref(gates[0]);
     deferred_unref(gates[1]);
+    deferred_unref(m);
+    deferred_unref(d);
+}
+END_TEST
+
+/* A cancel while the block awaits (the stream held): the await fails,
+ * the coroutine unwinds, and its end cancels the stream. */
+START_TEST(test_A09_cancel_while_block_awaits)
+{
+    int cleanups = 0, cancels = 0;
+    deferred_t *m = deferred_multi_new_cancellable(tu_canceller_count, &cancels, NULL);
+    deferred_t *gate = deferred_new(), *d;
+    struct rows_frame *f = DEFERRED_ASYNC_NEW(struct rows_frame, rows_body, "rows");
+    deferred_failure_t *fl;
+
+    f->rows = m;
+    f->gates = &gate;
+    f->ngates = 1;
+    f->cleanups = &cleanups;
+    d = deferred_async_start(f);
+    deferred_multi_emit(m, deferred_value_int(1));
+    deferred_multi_emit(m, deferred_value_int(2));
+    ck_assert(deferred_is_paused(m));
+    deferred_cancel(d);
+    fl = take_failure(d);
+    ck_assert(deferred_failure_is(fl, DEFERRED_DOMAIN_LIBRARY, ECANCELED));
+    ck_assert_int_gt(frame_line(fl, "rows", "await"), 0);
+    ck_assert_int_eq(f->n, 1);
+    ck_assert_int_eq(cleanups, 1);
+    ck_assert_int_eq(cancels, 1);
+    deferred_failure_unref(fl);
+    deferred_unref(gate);
     deferred_unref(m);
     deferred_unref(d);
 }
@@ -1093,6 +1130,7 @@ int main(void)
     tcase_add_test(tc, test_A08_chain_of_100k_coroutines);
     tcase_add_test(tc, test_A08_chain_of_100k_cancel_and_drop);
     tcase_add_test(tc, test_A09_async_for_multi_backpressure);
+    tcase_add_test(tc, test_A09_cancel_while_block_awaits);
     tcase_add_test(tc, test_A09_async_for_stream_failure);
     tcase_add_test(tc, test_A09_async_for_break_cancels_stream);
     tcase_add_test(tc, test_A09_cancel_while_waiting_for_a_row);
