@@ -937,6 +937,55 @@ START_TEST(test_A11_consumer_never_run)
 }
 END_TEST
 
+/* ---- A15: a coroutine as a processor ------------------------------------- */
+
+struct double_frame {
+    deferred_async_t co;
+    deferred_value_t item;
+    long n;
+};
+
+static int double_body(void *frame)
+{
+    struct double_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    DEFERRED_ASYNC_FOR(f, deferred_async_input(&f->co), f->item) {
+        f->n++;
+        if (deferred_async_emit(&f->co, deferred_value_int(2 * deferred_value_get_int(f->item))) < 0)
+            break;
+    }
+    DEFERRED_ASYNC_RETURN(f, deferred_value_int(f->n));
+    DEFERRED_ASYNC_END(f);
+}
+
+START_TEST(test_A15_processor_coroutine)
+{
+    struct double_frame *f = DEFERRED_ASYNC_NEW(struct double_frame, double_body, "double");
+    deferred_process_t *p = deferred_process_new(0);
+    deferred_t *d;
+    deferred_array_t *a;
+    size_t i;
+
+    ck_assert_int_eq(deferred_async_emit(&f->co, tu_tracked(1)), -EINVAL); /* no stage */
+    ck_assert_int_eq(tu_released, 1);
+    ck_assert_int_eq(deferred_process_add(p, int_array(5)), 0);
+    ck_assert_int_eq(deferred_process_add(p, deferred_async_consumer(f)), 0);
+    ck_assert_int_eq(deferred_process_add(p, deferred_stage_collect()), 0);
+    d = deferred_process_run(p);
+    ck_assert(deferred_has_result(d));
+    a = deferred_value_get_array(deferred_result(d));
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_eq(deferred_array_size(a), 5);
+    for (i = 0; i < 5; i++)
+        ck_assert_int_eq(deferred_value_get_int(deferred_array_get(a, i)), 2 * (long)(i + 1));
+    deferred_unref(d);
+    deferred_process_unref(p);
+    ck_assert_int_eq(deferred_async_emit(NULL, tu_tracked(2)), -EINVAL);
+    ck_assert_int_eq(tu_released, 2);
+}
+END_TEST
+
 /* ---- A12: the failing allocator at every allocation ---------------------- */
 
 static void oom_scenarios(void)
@@ -995,6 +1044,26 @@ static void oom_scenarios(void)
             d1 = deferred_process_run(pr);
             deferred_value_release(deferred_result_take(d1));
             deferred_unref(d1);
+        }
+        deferred_stage_free(c);
+        deferred_process_unref(pr);
+    }
+
+    {
+        struct double_frame *df = DEFERRED_ASYNC_NEW(struct double_frame, double_body, "double");
+        deferred_process_t *pr = deferred_process_new(0);
+        deferred_stage_t *c = df ? deferred_async_consumer(df) : NULL;
+
+        if (c && pr && deferred_process_add(pr, int_array(3)) == 0 &&
+            deferred_process_add(pr, c) == 0) {
+            c = NULL;
+            if (deferred_process_add(pr, deferred_stage_collect()) == 0) {
+                d1 = deferred_process_run(pr);
+                deferred_value_release(deferred_result_take(d1));
+                deferred_unref(d1);
+            }
+        } else if (!c) {
+            deferred_async_discard(df); /* no-op when the stage took it */
         }
         deferred_stage_free(c);
         deferred_process_unref(pr);
@@ -1137,6 +1206,7 @@ int main(void)
     tcase_add_test(tc, test_A10_async_for_producer_stage);
     tcase_add_test(tc, test_A11_consumer_coroutine);
     tcase_add_test(tc, test_A11_consumer_never_run);
+    tcase_add_test(tc, test_A15_processor_coroutine);
     tcase_add_test(tc, test_A12_failing_allocator_everywhere);
     tcase_add_test(tc, test_A13_bad_input);
     tcase_add_test(tc, test_A14_await_null_and_multi);

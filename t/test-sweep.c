@@ -2062,8 +2062,12 @@ START_TEST(s_async_streams)
     deferred_async_iter_close(&it);
     ck_assert_int_eq(NULL_ERRNO(deferred_async_consumer(NULL)), EINVAL);
     ck_assert_ptr_null(deferred_async_input(NULL));
+    ck_assert_int_eq(deferred_async_emit(NULL, tu_tracked(1)), -EINVAL);
+    ck_assert_int_eq(tu_released, 1);
 
     f = DEFERRED_ASYNC_NEW(struct sweep_frame, sweep_body, "sweep");
+    ck_assert_int_eq(deferred_async_emit(&f->co, tu_tracked(2)), -EINVAL); /* no stage */
+    ck_assert_int_eq(tu_released, 2);
     ck_assert_ptr_nonnull(f);
     ck_assert_int_eq(deferred_async_iter_open(&f->co, NULL, idle_producer()), -EINVAL);
     ck_assert_int_eq(deferred_async_iter_open(&f->co, &it, NULL), -EINVAL);
@@ -2168,6 +2172,7 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_async_next, C(s_async_streams)),
     CORE(deferred_async_consumer, C(s_async_streams), C(s_async_construct)),
     CORE(deferred_async_input, C(s_async_streams)),
+    CORE(deferred_async_emit, C(s_async_streams)),
     /* core.h */
     CORE(deferred_new_at, C(s_core_construct), C(s_core_canceller)),
     CORE(deferred_succeed, C(s_core_construct)),

@@ -96,9 +96,11 @@
  * block runs or awaits, the producers stay paused, so backpressure reaches
  * the source.  A stream that fails ends the coroutine as an unhandled
  * await does (its frame names "async-for at FILE:LINE").  A coroutine can
- * also be a process's consumer (deferred_async_consumer()): it pulls the
- * process's items with DEFERRED_ASYNC_FOR() over deferred_async_input(),
- * and what it returns is the process's result.
+ * also be a process's consumer or processor (deferred_async_consumer()):
+ * it pulls the process's items with DEFERRED_ASYNC_FOR() over
+ * deferred_async_input() and, as a processor, sends items on with
+ * deferred_async_emit(); what it returns is the process's result (or the
+ * outcome the stages after it finish with).
  *
  * Threads: a coroutine belongs to one thread, like its deferreds.
  */
@@ -358,16 +360,26 @@ DEFERRED_EXPORT int deferred_async_next(deferred_async_t *co, deferred_async_ite
                                         deferred_value_t *item, const char *file, int line);
 
 /*
- * A consumer stage (deferred/process.h) that is the coroutine of frame
- * (made by deferred_async_new(), not started; taken, also on error): it is
- * started when the process starts, reads the process's items with
+ * A stage (deferred/process.h) that is the coroutine of frame (made by
+ * deferred_async_new(), not started; taken, also on error): it is started
+ * when the process starts, reads the process's items with
  * DEFERRED_ASYNC_FOR() over deferred_async_input(), one item at a time
- * (pull: the producers are paused until it asks for the next), and what
- * it returns is the process's result.  Its name in failure contexts is the
- * coroutine's.  NULL with errno EINVAL (NULL, or a frame already started)
- * or ENOMEM.
+ * (pull: the producers are paused until it asks for the next).  Added
+ * last it is the consumer, and what it returns is the process's result;
+ * added before other stages it is a processor: it sends items on with
+ * deferred_async_emit(), and what it returns is the outcome the stages
+ * after it are finished with.  NULL with errno EINVAL (NULL, or a frame
+ * already started) or ENOMEM.
  */
 DEFERRED_EXPORT deferred_stage_t *deferred_async_consumer(void *frame);
+
+/* Send item (taken) downstream from a stage coroutine (a processor): as
+ * deferred_stage_emit() (0, or -ECANCELED when the stream was cancelled or
+ * failed: stop emitting).  -EINVAL (item released) for NULL, a coroutine
+ * that is no stage, or one that ended.  The stages downstream may run
+ * before it returns; when they pause, the producers upstream pause and
+ * the coroutine's next DEFERRED_ASYNC_FOR() step waits. */
+DEFERRED_EXPORT int deferred_async_emit(deferred_async_t *co, deferred_value_t item);
 
 /* The input of a consumer coroutine (for DEFERRED_ASYNC_FOR()), or NULL
  * for a coroutine that is no consumer, and for NULL. */

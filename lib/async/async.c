@@ -78,6 +78,7 @@ struct deferred__async {
     struct deferred__async_link *iters;   /* open iterators */
     struct deferred__async_link *waiting; /* the iterator waited on */
     deferred_async_iter_t input;          /* a consumer's input */
+    deferred_stage_t *stage;              /* a stage coroutine's stage */
     unsigned flags;
     bool ran; /* the pair ran: its dispose comes next */
 };
@@ -940,6 +941,8 @@ deferred_stage_t *deferred_async_consumer(void *frame)
         return NULL;
     }
     l->stage = stage;
+    st->stage = stage; /* valid while the body can run: the process ends
+                          only once the coroutine did */
     iter_attach(l);
     return stage;
 
@@ -948,6 +951,17 @@ nomem:
     deferred_unref(st->self);
     errno = ENOMEM;
     return NULL;
+}
+
+int deferred_async_emit(deferred_async_t *co, deferred_value_t item)
+{
+    struct deferred__async *st = co ? co->state_ : NULL;
+
+    if (!st || !st->stage || (st->flags & A_DONE)) {
+        deferred_value_release(item);
+        return -EINVAL;
+    }
+    return deferred_stage_emit(st->stage, item);
 }
 
 deferred_async_iter_t *deferred_async_input(deferred_async_t *co)
