@@ -382,24 +382,25 @@ static DEFERRED_NOINLINE int await_slow(deferred_async_t *co, deferred_t *d,
     return DEFERRED_ASYNC_SUSPEND_;
 }
 
+/* The await's failure that d had already: the outcome, or try_'s. */
+static DEFERRED_NOINLINE int await_failed(deferred_async_t *co, deferred_value_t *out,
+                                          int try_, const char *file, int line)
+{
+    co->state_->got = *out;
+    *out = deferred_value_none();
+    return deliver(co, co->state_, out, try_, file, line);
+}
+
 int deferred_async_await(deferred_async_t *co, deferred_t *d, deferred_value_t *out,
                          int try_, const char *file, int line)
 {
-    struct deferred__async *st;
-
     /* The common case: d has its result, a value (or try_), and the body
-     * goes on at once. */
-    if (DEFERRED_LIKELY(co && (st = co->state_) && out && d && !(st->flags & A_DROPPED))) {
-        deferred_value_t v;
-
-        if (deferred__take_result(d, &v)) {
-            if (DEFERRED_LIKELY(v.release != deferred__release_failure) || try_) {
-                *out = v;
-                return DEFERRED_ASYNC_DONE_;
-            }
-            st->got = v;
-            return deliver(co, st, out, try_, file, line);
-        }
+     * goes on at once: one call into the core, then tail calls only. */
+    if (DEFERRED_LIKELY(co && co->state_ && out && d && !(co->state_->flags & A_DROPPED)) &&
+        deferred__take_result(d, out)) {
+        if (DEFERRED_LIKELY(out->release != deferred__release_failure) || try_)
+            return DEFERRED_ASYNC_DONE_;
+        return await_failed(co, out, try_, file, line);
     }
     return await_slow(co, d, out, try_, file, line);
 }
