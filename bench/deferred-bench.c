@@ -360,6 +360,82 @@ static int floor_chain10(size_t ops)
     return 0;
 }
 
+/*
+ * chain10-async: chain10 written as a coroutine (deferred/async.h).  The
+ * driver makes a pending deferred and calls the coroutine, whose first
+ * await is of it (a pending await: the coroutine suspends), then fires it
+ * with 0, as chain10 fires its deferred.  The other 9 awaits are of a
+ * deferred that has fired (one made before the timed loop, as a program
+ * keeps a succeed(None) at hand): each takes its result and goes on
+ * without suspending.  After each await the coroutine adds one through an
+ * indirect call (the work of a chain10 callback).  It returns x, which the
+ * driver takes and checks (10).  Two allocations per op: the driver's
+ * deferred and the coroutine (its frame and its deferred, one block).
+ * (Awaiting the driver's deferred again would be a pending await: the
+ * coroutine runs inside that deferred's chain, and a deferred whose chain
+ * runs has no result yet, in Twisted too.)
+ */
+struct chain10_frame {
+    deferred_async_t co;
+    deferred_t *in;    /* borrowed: the driver's */
+    deferred_t *fired; /* borrowed: a deferred that has fired */
+    int k;
+    intptr_t x;
+    deferred_value_t v;
+};
+
+static floor_step_fn volatile async_steps[1];
+
+static int chain10_body(void *frame)
+{
+    struct chain10_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    for (f->k = 0; f->k < 10; f->k++) {
+        DEFERRED_AWAIT(f, deferred_ref(f->k == 0 ? f->in : f->fired), f->v);
+        f->x = async_steps[0](f->x + deferred_value_get_int(f->v));
+    }
+    DEFERRED_ASYNC_RETURN(f, deferred_value_int(f->x));
+    DEFERRED_ASYNC_END(f);
+}
+
+static int run_chain10_async(size_t ops)
+{
+    deferred_t *fired = deferred_succeed(deferred_value_int(0));
+
+    if (!fired)
+        return wrong("chain10-async", "out of memory");
+    async_steps[0] = floor_steps[0];
+    for (size_t i = 0; i < ops; i++) {
+        deferred_t *p = deferred_new(), *d;
+        struct chain10_frame *f = DEFERRED_ASYNC_NEW(struct chain10_frame, chain10_body,
+                                                     "chain10");
+        deferred_value_t r;
+
+        if (!p || !f) {
+            deferred_unref(p);
+            deferred_async_discard(f);
+            deferred_unref(fired);
+            return wrong("chain10-async", "out of memory");
+        }
+        f->in = p;
+        f->fired = fired;
+        d = deferred_async_start(f);
+        deferred_callback(p, deferred_value_int(0));
+        r = deferred_result_take(d);
+        deferred_unref(d);
+        deferred_unref(p);
+        if (deferred_value_get_int(r) != 10) {
+            deferred_value_release(r);
+            deferred_unref(fired);
+            return wrong("chain10-async", "got %ld, expected 10",
+                         (long)deferred_value_get_int(r));
+        }
+    }
+    deferred_unref(fired);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* multifire: 1,000,000 rows through 3 callbacks                        */
 /* ------------------------------------------------------------------ */
@@ -1605,6 +1681,11 @@ static const workload_t workloads[] = {
     {"chain10-after", run_chain10_after, floor_chain10, 0.0, 500000, 20000, 0, "op",
      "chain10-after: deferred_succeed(0), then 10 x add_callback(x+1) "
      "running at once; same floor as chain10"},
+    {"chain10-async", run_chain10_async, floor_chain10, 3.0, 500000, 20000, 0, "op",
+     "chain10-async: chain10 as a coroutine: new pending deferred, the coroutine "
+     "awaits it (suspends), fire 0, then 9 awaits of it fired (no suspension), "
+     "x+1 by an indirect call after each await, take result; target 1.5 x "
+     "chain10's; same floor as chain10"},
     {"multifire", run_multifire, floor_multifire, 4.0, 1000000, 20000, 0, "row",
      "multifire: one multi-fire deferred, 3 callbacks (x+1, x*2, sum), rows "
      "emitted one by one, then finished; floor: a loop of 3 indirect calls "

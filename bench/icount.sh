@@ -31,6 +31,7 @@ test -x "$bin" || {
 # name  run-function(s)  floor-function(s)  operations per quick run
 table='chain10 run_chain10 floor_chain10 20000
 chain10-after run_chain10_after floor_chain10 20000
+chain10-async run_chain10_async floor_chain10 20000
 multifire run_multifire floor_multifire 20000
 stream run_stream floor_stream 20000
 gather-10k run_gather_10k floor_gather_10k 20000

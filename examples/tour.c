@@ -31,12 +31,36 @@ static deferred_value_t use_default(deferred_value_t v, void *arg)
     return deferred_value_int((intptr_t)arg);
 }
 
+/* The same chain as a coroutine (deferred/async.h): the locals that live
+ * across an await are in its frame, whose first member is co. */
+struct chain_frame {
+    deferred_async_t co;
+    deferred_t *in; /* what it awaits first (taken) */
+    deferred_value_t v;
+};
+
+static int chain_body(void *frame)
+{
+    struct chain_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    DEFERRED_AWAIT(f, f->in, f->v); /* resumes when in fires */
+    f->v = fail_if_big(add_one(f->v, NULL), NULL);
+    /* A failure is a value the body tests: its try/catch. */
+    DEFERRED_AWAIT_TRY(f, deferred_succeed(f->v), f->v);
+    if (deferred_value_is_failure(f->v))
+        f->v = use_default(f->v, (void *)(intptr_t)10);
+    DEFERRED_ASYNC_RETURN(f, add_one(f->v, NULL));
+    DEFERRED_ASYNC_END(f);
+}
+
 int main(void)
 {
-    deferred_t *d = deferred_new();
-    intptr_t result;
+    deferred_t *d = deferred_new(), *in = deferred_new(), *co;
+    struct chain_frame *f = DEFERRED_ASYNC_NEW(struct chain_frame, chain_body, "chain");
+    intptr_t result, co_result;
 
-    if (d == NULL)
+    if (d == NULL || in == NULL || f == NULL)
         return 1;
     deferred_add_callback(d, add_one, NULL);
     deferred_add_callback(d, fail_if_big, NULL);
@@ -48,5 +72,13 @@ int main(void)
     result = deferred_value_get_int(deferred_result(d));
     printf("result: %ld\n", (long)result); /* 41+1 is too big: 10, then 11 */
     deferred_unref(d);
-    return result == 11 ? 0 : 1;
+
+    f->in = deferred_ref(in);
+    co = deferred_async_start(f); /* runs up to its first await */
+    deferred_callback(in, deferred_value_int(41)); /* the coroutine goes on */
+    co_result = deferred_value_get_int(deferred_result(co));
+    printf("coroutine: %ld\n", (long)co_result); /* 11 too */
+    deferred_unref(co);
+    deferred_unref(in);
+    return result == 11 && co_result == 11 ? 0 : 1;
 }

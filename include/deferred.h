@@ -2,8 +2,8 @@
  * deferred.h: the umbrella header of libdeferred.
  *
  * Includes every layer that needs nothing beyond libc: values and failures,
- * the deferred core, multi-fire deferreds, processes and the row value
- * that the database producers emit.  Each layer's header can also be
+ * the deferred core, multi-fire deferreds, processes, the row value
+ * that the database producers emit, and async functions (coroutines).  Each layer's header can also be
  * included alone.
  * Optional parts (the libev binding, the database producers) have headers of
  * their own and are not included here.
@@ -18,5 +18,6 @@
 #include "deferred/multi.h"
 #include "deferred/process.h"
 #include "deferred/row.h"
+#include "deferred/async.h"
 
 #endif /* DEFERRED_H */

@@ -16,6 +16,7 @@
 #define DEFERRED_TEST_HEADER_COMBINATORS_TYPE deferred_indexed_t
 #define DEFERRED_TEST_HEADER_EV_TYPE deferred_ev_job_fn
 #define DEFERRED_TEST_HEADER_ROW_TYPE deferred_param_t
+#define DEFERRED_TEST_HEADER_ASYNC_TYPE deferred_async_iter_t
 
 int deferred_test_header_common(void);
 int deferred_test_header_value(void);
@@ -26,5 +27,6 @@ int deferred_test_header_process(void);
 int deferred_test_header_combinators(void);
 int deferred_test_header_ev(void);
 int deferred_test_header_row(void);
+int deferred_test_header_async(void);
 
 #endif /* DEFERRED_TEST_HEADER_ALONE_H */

@@ -1979,6 +1979,115 @@ START_TEST(s_pg)
 END_TEST
 #endif
 
+/* ---- async.h ---- */
+
+struct sweep_frame {
+    deferred_async_t co;
+    deferred_value_t v;
+};
+
+static int sweep_body(void *frame)
+{
+    struct sweep_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    DEFERRED_AWAIT(f, deferred_new(), f->v); /* freed unfired: dropped */
+    DEFERRED_ASYNC_END(f);
+}
+
+START_TEST(s_async_construct)
+{
+    struct sweep_frame *f;
+    deferred_t *d;
+
+    ck_assert_int_eq(NULL_ERRNO(deferred_async_new(NULL, sizeof(*f), "x")), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_async_new(sweep_body, 0, "x")), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_async_new(sweep_body, SIZE_MAX, NULL)), ENOMEM);
+    ck_assert_int_eq(NULL_ERRNO(deferred_async_start(NULL)), EINVAL);
+    deferred_async_discard(NULL);
+    ck_assert_ptr_null(deferred_async_self(NULL));
+    ck_assert_str_eq(deferred_async_name(NULL), "");
+    ck_assert(!deferred_async_dropped(NULL));
+    tu_fail_at(1);
+    ck_assert_int_eq(NULL_ERRNO(deferred_async_new(sweep_body, sizeof(*f), "x")), ENOMEM);
+    tu_fail_at(0);
+
+    f = DEFERRED_ASYNC_NEW(struct sweep_frame, sweep_body, NULL);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_str_eq(deferred_async_name(&f->co), "async function");
+    d = deferred_async_start(f);
+    ck_assert_ptr_nonnull(d);
+    /* Wrong state: started twice, discarded after the start. */
+    ck_assert_int_eq(NULL_ERRNO(deferred_async_start(f)), EINVAL);
+    deferred_async_discard(f);
+    ck_assert_int_eq(NULL_ERRNO(deferred_async_consumer(f)), EINVAL);
+    ck_assert(!deferred_has_fired(d)); /* dropped: it never fires */
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(s_async_steps)
+{
+    deferred_value_t v;
+
+    struct sweep_frame *f;
+
+    ck_assert_int_eq(deferred_async_await(NULL, NULL, &v, 0, NULL, 0), -EINVAL);
+    ck_assert_int_eq(deferred_async_await(NULL, deferred_new(), &v, INT_MIN, NULL, INT_MIN),
+                     -EINVAL);
+    ck_assert_int_eq(deferred_async_resume(NULL, &v, 0, NULL, 0), -EINVAL);
+    f = DEFERRED_ASYNC_NEW(struct sweep_frame, sweep_body, "sweep");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(deferred_async_await(&f->co, deferred_new(), NULL, 0, NULL, 0), -EINVAL);
+    ck_assert_int_eq(deferred_async_resume(&f->co, NULL, 1, NULL, 0), -EINVAL);
+    deferred_async_discard(f);
+    ck_assert_int_eq(deferred_async_return(NULL, tu_tracked(1)), -EINVAL);
+    ck_assert_int_eq(tu_released, 1);
+}
+END_TEST
+
+START_TEST(s_async_streams)
+{
+    deferred_async_iter_t it;
+    deferred_value_t v;
+    deferred_t *m = deferred_multi_new(), *d = deferred_new();
+    struct sweep_frame *f;
+
+    memset(&it, 0, sizeof(it));
+    ck_assert_int_eq(deferred_async_iter_open(NULL, &it, idle_producer()), -EINVAL);
+    ck_assert_int_eq(deferred_async_iter_open(NULL, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_async_iter_open_multi(NULL, &it, m), -EINVAL);
+    ck_assert_int_eq(deferred_async_next(NULL, &it, &v, NULL, 0), -EINVAL);
+    deferred_async_iter_close(NULL);
+    deferred_async_iter_close(&it);
+    ck_assert_int_eq(NULL_ERRNO(deferred_async_consumer(NULL)), EINVAL);
+    ck_assert_ptr_null(deferred_async_input(NULL));
+    ck_assert_int_eq(deferred_async_emit(NULL, tu_tracked(1)), -EINVAL);
+    ck_assert_int_eq(tu_released, 1);
+
+    f = DEFERRED_ASYNC_NEW(struct sweep_frame, sweep_body, "sweep");
+    ck_assert_int_eq(deferred_async_emit(&f->co, tu_tracked(2)), -EINVAL); /* no stage */
+    ck_assert_int_eq(tu_released, 2);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(deferred_async_iter_open(&f->co, NULL, idle_producer()), -EINVAL);
+    ck_assert_int_eq(deferred_async_iter_open(&f->co, &it, NULL), -EINVAL);
+    /* Not multi-fire, or NULL. */
+    ck_assert_int_eq(deferred_async_iter_open_multi(&f->co, &it, d), -EINVAL);
+    ck_assert_int_eq(deferred_async_iter_open_multi(&f->co, &it, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_async_next(&f->co, NULL, &v, NULL, 0), -EINVAL);
+    ck_assert_int_eq(deferred_async_next(&f->co, &it, NULL, NULL, 0), -EINVAL);
+    /* A never-opened iterator has no items. */
+    ck_assert_int_eq(deferred_async_next(&f->co, &it, &v, NULL, 0), 0);
+    ck_assert_int_eq(it.done_, 1);
+    /* Not a consumer. */
+    ck_assert_ptr_null(deferred_async_input(&f->co));
+    deferred_async_discard(f);
+    ck_assert_int_eq(destroyed, 2); /* the idle producers, freed */
+    deferred_unref(m);
+    deferred_unref(d);
+}
+END_TEST
+
 /* ---- the table: every exported function and the cases covering it ---- */
 
 typedef void (*sweep_fn_t)(void);
@@ -2047,6 +2156,23 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_failure_context_item, C(s_failure_null), C(s_failure_context_story)),
     CORE(deferred_failure_story, C(s_failure_context_story)),
     CORE(deferred_failure_story_alloc, C(s_failure_null), C(s_failure_context_story)),
+    /* async.h */
+    CORE(deferred_async_new, C(s_async_construct)),
+    CORE(deferred_async_start, C(s_async_construct)),
+    CORE(deferred_async_discard, C(s_async_construct)),
+    CORE(deferred_async_self, C(s_async_construct)),
+    CORE(deferred_async_name, C(s_async_construct)),
+    CORE(deferred_async_dropped, C(s_async_construct)),
+    CORE(deferred_async_await, C(s_async_steps)),
+    CORE(deferred_async_resume, C(s_async_steps)),
+    CORE(deferred_async_return, C(s_async_steps)),
+    CORE(deferred_async_iter_open, C(s_async_streams)),
+    CORE(deferred_async_iter_open_multi, C(s_async_streams)),
+    CORE(deferred_async_iter_close, C(s_async_streams)),
+    CORE(deferred_async_next, C(s_async_streams)),
+    CORE(deferred_async_consumer, C(s_async_streams), C(s_async_construct)),
+    CORE(deferred_async_input, C(s_async_streams)),
+    CORE(deferred_async_emit, C(s_async_streams)),
     /* core.h */
     CORE(deferred_new_at, C(s_core_construct), C(s_core_canceller)),
     CORE(deferred_succeed, C(s_core_construct)),

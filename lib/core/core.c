@@ -133,11 +133,28 @@ void deferred__full_arg_destroy(struct full_arg *fa)
 
 /* ---- construction and destruction ------------------------------------- */
 
+/* Where deferred__new_extra()'s bytes start: past the deferred, aligned
+ * for any type a frame may hold. */
+#define EXTRA_AT ((sizeof(deferred_t) + 15) & ~(size_t)15)
+
 deferred_t *deferred_new_at(const char *file, int line,
                             deferred_canceller_fn canceller, void *arg,
                             deferred_destroy_fn destroy)
 {
-    deferred_t *d = deferred__malloc(sizeof(*d));
+    return deferred__new_extra(0, file, line, canceller, arg, destroy);
+}
+
+void *deferred__extra(deferred_t *d)
+{
+    return (char *)d + EXTRA_AT;
+}
+
+deferred_t *deferred__new_extra(size_t extra, const char *file, int line,
+                                deferred_canceller_fn canceller, void *arg,
+                                deferred_destroy_fn destroy)
+{
+    deferred_t *d = extra > SIZE_MAX - EXTRA_AT ? NULL
+                    : deferred__malloc(extra ? EXTRA_AT + extra : sizeof(*d));
 
     if (!d)
         goto out_destroy;
@@ -300,6 +317,21 @@ deferred_value_t deferred_result(const deferred_t *d)
     if (!d || !(d->flags & F_CALLED) || d->chained_to || is_multi(d))
         return deferred_value_none();
     return d->result;
+}
+
+bool deferred__take_result(deferred_t *d, deferred_value_t *v)
+{
+    /* deferred_has_result(), single-shot, without the calls. */
+    if ((d->flags & (F_CALLED | F_RUNNING | F_MULTI)) != F_CALLED || d->paused ||
+        d->chained_to || d->pos != d->n)
+        return false;
+    *v = d->result;
+    d->result = deferred_value_none();
+    if (DEFERRED_LIKELY(d->refs > 1))
+        d->refs--;
+    else
+        deferred_unref(d);
+    return true;
 }
 
 deferred_value_t deferred_result_take(deferred_t *d)

@@ -89,6 +89,21 @@ struct deferred__owned {
 DEFERRED_HIDDEN int deferred__add_both_owned(deferred_t *d, deferred_fn fn,
                                              struct deferred__owned *arg);
 
+/* A deferred made as deferred_new_at() makes it, with extra bytes of the
+ * caller's after it in the same allocation, at deferred__extra(d) (aligned
+ * for any type, freed with d): the async layer keeps a coroutine's frame
+ * in its deferred, so a call costs one allocation (core.c). */
+DEFERRED_HIDDEN deferred_t *deferred__new_extra(size_t extra, const char *file, int line,
+                                                deferred_canceller_fn canceller, void *arg,
+                                                deferred_destroy_fn destroy);
+DEFERRED_HIDDEN void *deferred__extra(deferred_t *d);
+
+/* When d (single-shot) has its result (deferred_has_result()), move it to
+ * *v, drop a reference on d and return true; else false, nothing done.
+ * One call for the async layer's await of a deferred that has fired
+ * (core.c). */
+DEFERRED_HIDDEN bool deferred__take_result(deferred_t *d, deferred_value_t *v);
+
 /* Report through the hook (core.c). */
 DEFERRED_HIDDEN void deferred__report(deferred_report_t kind,
                                       const deferred_failure_t *f);

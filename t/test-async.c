@@ -1,0 +1,1215 @@
+/*
+ * test-async.c: async functions (deferred/async.h) against the A
+ * scenarios of docs/scenarios.md (test_A01_... to test_A14_...).
+ *
+ * Every test runs inside the checked fixture of testutil.c, whose teardown
+ * asserts that no block allocated through the library's allocator is
+ * alive: each test also proves that nothing leaks, frames included.
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <deferred/async.h>
+
+static deferred_failure_t *user_failure(int code)
+{
+    return deferred_failure_new(DEFERRED_DOMAIN_USER, code, "user failure %d", code);
+}
+
+static intptr_t result_int(deferred_t *d)
+{
+    deferred_value_t v = deferred_result(d);
+
+    ck_assert(deferred_has_result(d));
+    ck_assert(!deferred_value_is_failure(v));
+    return deferred_value_get_int(v);
+}
+
+/* d's failure, taken (so it is handled); the caller unrefs it. */
+static deferred_failure_t *take_failure(deferred_t *d)
+{
+    deferred_value_t v;
+
+    ck_assert(deferred_has_result(d));
+    v = deferred_result_take(d);
+    ck_assert(deferred_value_is_failure(v));
+    return deferred_value_take_failure(v);
+}
+
+/* The line of the await in the context frame "async NAME". */
+static int frame_line(const deferred_failure_t *f, const char *name, const char *what)
+{
+    size_t i, n = deferred_failure_context_size(f);
+    char stage[128], prefix[64];
+
+    snprintf(stage, sizeof(stage), "async %s", name);
+    snprintf(prefix, sizeof(prefix), "%s at test-async.c:", what);
+    for (i = 0; i < n; i++) {
+        const char *item = deferred_failure_context_item(f, i);
+
+        if (strcmp(deferred_failure_context_stage(f, i), stage) == 0 && item &&
+            strncmp(item, prefix, strlen(prefix)) == 0)
+            return atoi(item + strlen(prefix));
+    }
+    return -1;
+}
+
+/* ---- a coroutine summing what it awaits ------------------------------- */
+
+#define SEQ_MAX 8
+
+struct seq_frame {
+    deferred_async_t co;
+    deferred_t *in[SEQ_MAX]; /* awaited in order (references, taken) */
+    int n, k;
+    intptr_t sum;
+    int *cleanups;
+    int catch_at;     /* await number whose failure is handled (-1: none) */
+    int caught;
+    int *dropped;     /* set in the cleanups: deferred_async_dropped() */
+    deferred_value_t v;
+};
+
+static int seq_await_line;
+static int seq_try_line;
+
+/* Input k, moved out of the frame: the await takes it. */
+static deferred_t *seq_take(struct seq_frame *f)
+{
+    deferred_t *d = f->in[f->k];
+
+    f->in[f->k] = NULL;
+    return d;
+}
+
+static int seq_body(void *frame)
+{
+    struct seq_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    for (f->k = 0; f->k < f->n; f->k++) {
+        if (f->k == f->catch_at) {
+            seq_try_line = __LINE__ + 1;
+            DEFERRED_AWAIT_TRY(f, seq_take(f), f->v);
+            if (deferred_value_is_failure(f->v)) {
+                f->caught = deferred_failure_code(deferred_value_get_failure(f->v));
+                deferred_value_release(f->v);
+                continue;
+            }
+        } else {
+            seq_await_line = __LINE__ + 1;
+            DEFERRED_AWAIT(f, seq_take(f), f->v);
+        }
+        f->sum += deferred_value_get_int(f->v);
+        deferred_value_release(f->v);
+    }
+    DEFERRED_ASYNC_RETURN(f, deferred_value_int(f->sum));
+    DEFERRED_ASYNC_FINALLY(f);
+    /* Inputs never awaited (the coroutine left early) are released. */
+    for (f->k = 0; f->k < f->n; f->k++)
+        deferred_unref(f->in[f->k]);
+    if (f->cleanups)
+        (*f->cleanups)++;
+    if (f->dropped)
+        *f->dropped = deferred_async_dropped(&f->co);
+    DEFERRED_ASYNC_END(f);
+}
+
+static struct seq_frame *seq_new(int *cleanups)
+{
+    struct seq_frame *f = DEFERRED_ASYNC_NEW(struct seq_frame, seq_body, "seq");
+
+    ck_assert_ptr_nonnull(f);
+    f->cleanups = cleanups;
+    f->catch_at = -1;
+    return f;
+}
+
+/* ---- A01: await, resume, return; one allocation ------------------------ */
+
+START_TEST(test_A01_await_pending_and_fired)
+{
+    int cleanups = 0;
+    deferred_t *p = deferred_new(), *q = deferred_succeed(deferred_value_int(5)), *d;
+    struct seq_frame *f;
+    size_t before;
+
+    ck_assert_ptr_nonnull(p);
+    ck_assert_ptr_nonnull(q);
+    before = tu_total();
+    f = seq_new(&cleanups);
+    ck_assert_uint_eq(tu_total() - before, 1); /* the frame and its deferred */
+    f->in[0] = q;
+    f->in[1] = deferred_ref(p);
+    f->n = 2;
+    before = tu_total();
+    d = deferred_async_start(f);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_uint_eq(tu_total() - before, 0); /* no allocation per await */
+    ck_assert(!deferred_has_result(d));
+    ck_assert_int_eq(cleanups, 0);
+    ck_assert_ptr_null(deferred_async_start(f)); /* once */
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_int_eq(deferred_callback(p, deferred_value_int(37)), 0);
+    ck_assert_int_eq(result_int(d), 42);
+    ck_assert_int_eq(cleanups, 1);
+    /* The awaited deferred keeps the empty value (Twisted leaves None). */
+    ck_assert(deferred_value_is_none(deferred_result(p)));
+    deferred_unref(p);
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_A01_finishes_before_start_returns)
+{
+    int cleanups = 0;
+    struct seq_frame *f = seq_new(&cleanups);
+    deferred_t *d;
+
+    f->in[0] = deferred_succeed(deferred_value_int(1));
+    f->in[1] = deferred_succeed(deferred_value_int(2));
+    f->n = 2;
+    d = deferred_async_start(f);
+    ck_assert_int_eq(result_int(d), 3);
+    ck_assert_int_eq(cleanups, 1);
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_A01_callbacks_on_the_result)
+{
+    struct seq_frame *f = seq_new(NULL);
+    deferred_t *p = deferred_new(), *d;
+
+    f->in[0] = deferred_ref(p);
+    f->n = 1;
+    d = deferred_async_start(f);
+    ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
+    deferred_callback(p, deferred_value_int(9));
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(tu_log.e[0].value, 10);
+    deferred_unref(p);
+    deferred_unref(d);
+}
+END_TEST
+
+/* ---- A02: an unhandled failure ends it, with a frame -------------------- */
+
+START_TEST(test_A02_unhandled_failure_has_frame)
+{
+    int cleanups = 0;
+    struct seq_frame *f = seq_new(&cleanups);
+    deferred_t *p = deferred_new(), *d;
+    deferred_failure_t *fl;
+
+    f->in[0] = deferred_succeed(deferred_value_int(1));
+    f->in[1] = deferred_ref(p);
+    f->in[2] = deferred_succeed(deferred_value_int(100)); /* never awaited */
+    f->n = 3;
+    d = deferred_async_start(f);
+    deferred_errback(p, user_failure(7));
+    fl = take_failure(d);
+    ck_assert_int_eq(deferred_failure_code(fl), 7);
+    ck_assert_int_eq(frame_line(fl, "seq", "await"), seq_await_line);
+    ck_assert_int_eq(cleanups, 1);
+    deferred_failure_unref(fl);
+    deferred_unref(p);
+    deferred_unref(d);
+    ck_assert_int_eq(tu_reports.total, 0);
+}
+END_TEST
+
+START_TEST(test_A02_story_names_the_coroutine)
+{
+    struct seq_frame *f = seq_new(NULL);
+    deferred_t *d;
+    deferred_failure_t *fl;
+    char story[1024];
+
+    f->in[0] = deferred_fail(user_failure(3));
+    f->n = 1;
+    d = deferred_async_start(f);
+    fl = take_failure(d);
+    deferred_failure_story(fl, story, sizeof(story));
+    ck_assert_ptr_nonnull(strstr(story, "in async seq: await at test-async.c:"));
+    deferred_failure_unref(fl);
+    deferred_unref(d);
+}
+END_TEST
+
+/* ---- A03: a handled failure -------------------------------------------- */
+
+START_TEST(test_A03_await_try_handles)
+{
+    int cleanups = 0;
+    struct seq_frame *f = seq_new(&cleanups);
+    deferred_t *p = deferred_new(), *d;
+
+    f->in[0] = deferred_ref(p);
+    f->in[1] = deferred_succeed(deferred_value_int(4));
+    f->n = 2;
+    f->catch_at = 0;
+    d = deferred_async_start(f);
+    deferred_errback(p, user_failure(11));
+    ck_assert_int_eq(f->caught, 11);
+    ck_assert_int_eq(result_int(d), 4);
+    ck_assert_int_eq(cleanups, 1);
+    deferred_unref(p);
+    deferred_unref(d);
+    ck_assert_int_eq(tu_reports.total, 0);
+}
+END_TEST
+
+/* ---- A04: returns, failures, cleanups ----------------------------------- */
+
+struct ret_frame {
+    deferred_async_t co;
+    int mode;
+    int *log;
+    int nlog;
+    deferred_t *p;
+    deferred_value_t v;
+};
+
+static int ret_body(void *frame)
+{
+    struct ret_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    f->log[f->nlog++] = 1;
+    if (f->mode == 1)
+        DEFERRED_ASYNC_FAIL(f, user_failure(21));
+    if (f->mode == 2)
+        DEFERRED_ASYNC_RETURN(f, deferred_value_deferred(deferred_new()));
+    if (f->mode == 3) {
+        /* Fall off into the cleanups: the empty value. */
+    } else {
+        DEFERRED_ASYNC_RETURN(f, deferred_value_int(5));
+    }
+    DEFERRED_ASYNC_FINALLY(f);
+    f->log[f->nlog++] = 2;
+    if (f->p) {
+        /* Cleanups may await. */
+        DEFERRED_AWAIT_TRY(f, f->p, f->v);
+        f->p = NULL;
+        f->log[f->nlog++] = 3;
+        if (f->mode == 4) {
+            /* A return inside the cleanups replaces the outcome. */
+            deferred_value_release(f->v);
+            DEFERRED_ASYNC_RETURN(f, deferred_value_int(77));
+        }
+        deferred_value_release(f->v);
+    }
+    DEFERRED_ASYNC_END(f);
+}
+
+static deferred_t *ret_run(int mode, int *log, deferred_t *p)
+{
+    struct ret_frame *f = DEFERRED_ASYNC_NEW(struct ret_frame, ret_body, "ret");
+
+    ck_assert_ptr_nonnull(f);
+    f->mode = mode;
+    f->log = log;
+    f->p = p;
+    return deferred_async_start(f);
+}
+
+START_TEST(test_A04_return_and_fail)
+{
+    int log[8];
+    deferred_t *d;
+    deferred_failure_t *fl;
+
+    d = ret_run(0, log, NULL);
+    ck_assert_int_eq(result_int(d), 5);
+    ck_assert_int_eq(log[0], 1);
+    ck_assert_int_eq(log[1], 2);
+    deferred_unref(d);
+
+    d = ret_run(1, log, NULL);
+    fl = take_failure(d);
+    ck_assert_int_eq(deferred_failure_code(fl), 21);
+    ck_assert_int_eq(log[1], 2);
+    deferred_failure_unref(fl);
+    deferred_unref(d);
+
+    d = ret_run(2, log, NULL); /* a deferred is no result */
+    fl = take_failure(d);
+    ck_assert(deferred_failure_is(fl, DEFERRED_DOMAIN_LIBRARY, EINVAL));
+    deferred_failure_unref(fl);
+    deferred_unref(d);
+
+    d = ret_run(3, log, NULL);
+    ck_assert(deferred_has_result(d));
+    ck_assert(deferred_value_is_none(deferred_result(d)));
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_A04_cleanups_await)
+{
+    int log[8] = {0};
+    deferred_t *p = deferred_new(), *d;
+
+    d = ret_run(4, log, deferred_ref(p));
+    ck_assert(!deferred_has_result(d));
+    ck_assert_int_eq(log[1], 2);
+    ck_assert_int_eq(log[2], 0);
+    deferred_callback(p, deferred_value_int(1));
+    ck_assert_int_eq(log[2], 3);
+    ck_assert_int_eq(result_int(d), 77);
+    deferred_unref(p);
+    deferred_unref(d);
+}
+END_TEST
+
+/* ---- A05: cancel captured (Twisted's test_inlineCallbacksCancelCaptured) */
+
+static int canceller_calls[2];
+
+static void count_canceller(deferred_t *d, void *arg)
+{
+    (void)d;
+    canceller_calls[ARGI(arg)]++;
+}
+
+START_TEST(test_A05_cancel_captured)
+{
+    int cleanups = 0;
+    struct seq_frame *f = seq_new(&cleanups);
+    deferred_t *d1 = deferred_new_cancellable(count_canceller, TAG(0), NULL);
+    deferred_t *d2 = deferred_new_cancellable(count_canceller, TAG(1), NULL);
+    deferred_t *d;
+    deferred_failure_t *fl;
+
+    canceller_calls[0] = canceller_calls[1] = 0;
+    f->in[0] = deferred_ref(d1);
+    f->in[1] = deferred_ref(d2);
+    f->n = 2;
+    f->catch_at = 0; /* try: yield d1 except: pass */
+    d = deferred_async_start(f);
+    ck_assert(!deferred_has_result(d));
+    ck_assert_int_eq(canceller_calls[0], 0);
+    ck_assert_int_eq(canceller_calls[1], 0);
+
+    ck_assert_int_eq(deferred_cancel(d), 0);
+    ck_assert_int_eq(canceller_calls[0], 1);
+    ck_assert_int_eq(canceller_calls[1], 0);
+    ck_assert_int_eq(f->caught, ECANCELED);
+    ck_assert(!deferred_has_result(d)); /* now waiting on d2 */
+    ck_assert_int_eq(cleanups, 0);
+
+    ck_assert_int_eq(deferred_cancel(d), 0);
+    ck_assert_int_eq(canceller_calls[1], 1);
+    fl = take_failure(d);
+    ck_assert(deferred_failure_is(fl, DEFERRED_DOMAIN_LIBRARY, ECANCELED));
+    ck_assert_int_eq(frame_line(fl, "seq", "await"), seq_await_line);
+    ck_assert_int_eq(cleanups, 1);
+    deferred_failure_unref(fl);
+    deferred_unref(d1);
+    deferred_unref(d2);
+    deferred_unref(d);
+    ck_assert_int_eq(tu_reports.total, 0);
+}
+END_TEST
+
+/* A captured cancel: the coroutine's value still reaches the callbacks
+ * added to its deferred before the cancel. */
+START_TEST(test_A05_cancel_captured_value)
+{
+    struct seq_frame *f = seq_new(NULL);
+    deferred_t *d1 = deferred_new(), *d2 = deferred_new(), *d;
+
+    f->in[0] = deferred_ref(d1);
+    f->in[1] = deferred_ref(d2);
+    f->n = 2;
+    f->catch_at = 0;
+    d = deferred_async_start(f);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
+    deferred_cancel(d);
+    ck_assert_int_eq(tu_log.n, 0);
+    deferred_callback(d2, deferred_value_int(8));
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(tu_log.e[0].value, 8);
+    ck_assert_int_eq(result_int(d), 8);
+    deferred_unref(d1);
+    deferred_unref(d2);
+    deferred_unref(d);
+}
+END_TEST
+
+/* ---- A06: cancel at every await point ---------------------------------- */
+
+START_TEST(test_A06_cancel_at_every_await)
+{
+    int at, k;
+
+    for (at = 0; at < 4; at++) {
+        int cleanups = 0;
+        struct seq_frame *f = seq_new(&cleanups);
+        deferred_t *in[4], *d;
+        deferred_failure_t *fl;
+
+        for (k = 0; k < 4; k++) {
+            in[k] = deferred_new();
+            f->in[k] = deferred_ref(in[k]);
+        }
+        f->n = 4;
+        d = deferred_async_start(f);
+        for (k = 0; k < at; k++)
+            deferred_callback(in[k], deferred_value_int(k));
+        ck_assert(!deferred_has_result(d));
+        ck_assert_int_eq(cleanups, 0);
+        deferred_cancel(d);
+        fl = take_failure(d);
+        ck_assert(deferred_failure_is(fl, DEFERRED_DOMAIN_LIBRARY, ECANCELED));
+        ck_assert_int_eq(frame_line(fl, "seq", "await"), seq_await_line);
+        ck_assert_int_eq(cleanups, 1);
+        ck_assert(deferred_has_fired(in[at]));
+        for (k = at + 1; k < 4; k++)
+            ck_assert(!deferred_has_fired(in[k])); /* released, never awaited */
+        deferred_failure_unref(fl);
+        for (k = 0; k < 4; k++)
+            deferred_unref(in[k]);
+        deferred_unref(d);
+    }
+    ck_assert_int_eq(tu_reports.total, 0);
+}
+END_TEST
+
+START_TEST(test_A06_cancel_after_end_does_nothing)
+{
+    struct seq_frame *f = seq_new(NULL);
+    deferred_t *d;
+
+    f->in[0] = deferred_succeed(deferred_value_int(2));
+    f->n = 1;
+    d = deferred_async_start(f);
+    deferred_cancel(d);
+    ck_assert_int_eq(result_int(d), 2);
+    deferred_unref(d);
+}
+END_TEST
+
+/* ---- A07: dropped ------------------------------------------------------- */
+
+START_TEST(test_A07_dropped_when_awaited_freed)
+{
+    int cleanups = 0, dropped = -1;
+    struct seq_frame *f = seq_new(&cleanups);
+    deferred_t *p = deferred_new(), *d;
+
+    f->in[0] = deferred_ref(p);
+    f->in[1] = deferred_succeed(deferred_value_int(1)); /* held by the frame */
+    f->n = 2;
+    f->dropped = &dropped;
+    d = deferred_async_start(f);
+    /* Dropping the coroutine's deferred does not stop it... */
+    deferred_unref(d);
+    ck_assert_int_eq(cleanups, 0);
+    ck_assert_uint_gt(tu_live(), 0);
+    /* ...the awaited deferred freed unfired does: cleanups run, the frame
+     * goes, what it held is released (the teardown checks no block is
+     * left). */
+    deferred_unref(p);
+    ck_assert_int_eq(cleanups, 1);
+    ck_assert_int_eq(dropped, 1);
+    ck_assert_int_eq(tu_reports.total, 0);
+}
+END_TEST
+
+START_TEST(test_A07_dropped_result_held_never_fires)
+{
+    int cleanups = 0;
+    struct seq_frame *f = seq_new(&cleanups);
+    deferred_t *p = deferred_new(), *d;
+
+    f->in[0] = p; /* the coroutine's is the only reference */
+    f->n = 1;
+    d = deferred_async_start(f);
+    /* p was freed by the await itself: nobody could fire it. */
+    ck_assert_int_eq(cleanups, 1);
+    ck_assert(!deferred_has_fired(d));
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_A07_discard_unstarted)
+{
+    struct seq_frame *f = seq_new(NULL);
+
+    deferred_async_discard(f);
+    deferred_async_discard(NULL);
+}
+END_TEST
+
+/* ---- A08: constant stack ------------------------------------------------ */
+
+struct loop_frame {
+    deferred_async_t co;
+    long i, n;
+    deferred_value_t v;
+};
+
+static int loop_body(void *frame)
+{
+    struct loop_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    for (f->i = 0; f->i < f->n; f->i++)
+        DEFERRED_AWAIT(f, deferred_succeed(deferred_value_int(1)), f->v);
+    DEFERRED_ASYNC_RETURN(f, deferred_value_int(f->i));
+    DEFERRED_ASYNC_END(f);
+}
+
+static void million_awaits(void *arg)
+{
+    struct loop_frame *f = DEFERRED_ASYNC_NEW(struct loop_frame, loop_body, "loop");
+    deferred_t *d;
+
+    (void)arg;
+    ck_assert_ptr_nonnull(f);
+    f->n = 1000000;
+    d = deferred_async_start(f);
+    ck_assert_int_eq(result_int(d), 1000000);
+    deferred_unref(d);
+}
+
+START_TEST(test_A08_million_fired_awaits_constant_stack)
+{
+    tu_run_small_stack(million_awaits, NULL);
+}
+END_TEST
+
+/* Each coroutine starts the next and awaits it; the last awaits p. */
+struct nest_frame {
+    deferred_async_t co;
+    long left;
+    deferred_t *p;
+    deferred_value_t v;
+};
+
+static int nest_body(void *frame);
+
+static deferred_t *nest_start(long left, deferred_t *p)
+{
+    struct nest_frame *f = DEFERRED_ASYNC_NEW(struct nest_frame, nest_body, "nest");
+
+    if (!f)
+        return NULL;
+    f->left = left;
+    f->p = p;
+    return deferred_async_start(f);
+}
+
+static int nest_body(void *frame)
+{
+    struct nest_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    if (f->left == 0)
+        DEFERRED_AWAIT(f, f->p, f->v);
+    else
+        DEFERRED_AWAIT(f, nest_start(f->left - 1, f->p), f->v);
+    DEFERRED_ASYNC_RETURN(f, deferred_value_int(deferred_value_get_int(f->v) + 1));
+    DEFERRED_ASYNC_END(f);
+}
+
+static void chain_100k(void *arg)
+{
+    deferred_t *p = deferred_new(), *d;
+
+    (void)arg;
+    d = nest_start(100000 - 1, deferred_ref(p));
+    ck_assert_ptr_nonnull(d);
+    ck_assert(!deferred_has_result(d));
+    deferred_callback(p, deferred_value_int(0));
+    ck_assert_int_eq(result_int(d), 100000);
+    deferred_unref(p);
+    deferred_unref(d);
+}
+
+START_TEST(test_A08_chain_of_100k_coroutines)
+{
+    tu_run_small_stack(chain_100k, NULL);
+}
+END_TEST
+
+static void chain_100k_cancel(void *arg)
+{
+    deferred_t *p = deferred_new(), *d;
+    deferred_failure_t *fl;
+
+    d = nest_start(ARGI(arg) - 1, deferred_ref(p));
+    deferred_cancel(d);
+    ck_assert_msg(deferred_has_result(d), "chain of %ld: no result (fired %d, waiting %d)",
+                  (long)ARGI(arg), deferred_has_fired(d), deferred_is_waiting(d));
+    fl = take_failure(d);
+    ck_assert(deferred_failure_is(fl, DEFERRED_DOMAIN_LIBRARY, ECANCELED));
+    /* A frame from each coroutine it crossed. */
+    ck_assert_uint_eq(deferred_failure_context_size(fl), (size_t)ARGI(arg));
+    deferred_failure_unref(fl);
+    deferred_unref(p);
+    deferred_unref(d);
+}
+
+START_TEST(test_A08_chain_of_100k_cancel_and_drop)
+{
+    tu_run_small_stack(chain_100k_cancel, TAG(1));
+    tu_run_small_stack(chain_100k_cancel, TAG(2));
+    tu_run_small_stack(chain_100k_cancel, TAG(3));
+    tu_run_small_stack(chain_100k_cancel, TAG(40));
+    tu_run_small_stack(chain_100k_cancel, TAG(100000));
+}
+END_TEST
+
+/* ---- A09: async-for over a multi-fire deferred --------------------------- */
+
+struct rows_frame {
+    deferred_async_t co;
+    deferred_async_iter_t it;
+    deferred_t *rows;    /* taken at open */
+    deferred_t *gate;    /* awaited per row when set (the test fires them) */
+    deferred_t **gates;
+    int ngates;
+    intptr_t seen[16];
+    int n;
+    int *cleanups;
+    int stop_after;
+    deferred_value_t item, v;
+};
+
+static int rows_for_line;
+
+static int rows_body(void *frame)
+{
+    struct rows_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    deferred_async_iter_open_multi(&f->co, &f->it, f->rows);
+    rows_for_line = __LINE__ + 1;
+    DEFERRED_ASYNC_FOR(f, &f->it, f->item) {
+        f->seen[f->n++] = deferred_value_get_int(f->item);
+        deferred_value_release(f->item);
+        if (f->n <= f->ngates) {
+            /* While this awaits, the stream is held. */
+            DEFERRED_AWAIT(f, deferred_ref(f->gates[f->n - 1]), f->v);
+            deferred_value_release(f->v);
+        }
+        if (f->n == f->stop_after)
+            break;
+    }
+    DEFERRED_ASYNC_RETURN(f, deferred_value_int(f->n));
+    DEFERRED_ASYNC_FINALLY(f);
+    if (f->cleanups)
+        (*f->cleanups)++;
+    DEFERRED_ASYNC_END(f);
+}
+
+static int flow_events[2];
+
+static void flow_count(deferred_t *d, bool paused, void *arg)
+{
+    (void)d;
+    (void)arg;
+    flow_events[paused ? 1 : 0]++;
+}
+
+START_TEST(test_A09_async_for_multi_backpressure)
+{
+    int cleanups = 0;
+    deferred_t *m = deferred_multi_new(), *gates[2], *d;
+    struct rows_frame *f = DEFERRED_ASYNC_NEW(struct rows_frame, rows_body, "rows");
+    int i;
+
+    flow_events[0] = flow_events[1] = 0;
+    gates[0] = deferred_new();
+    gates[1] = deferred_new();
+    ck_assert_int_eq(deferred_multi_set_flow(m, flow_count, NULL), 0);
+    f->rows = m;
+    f->gates = gates;
+    f->ngates = 2;
+    f->cleanups = &cleanups;
+    d = deferred_async_start(f);
+    ck_assert(!deferred_has_result(d));
+    for (i = 1; i <= 4; i++)
+        ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(i * 10)), 0);
+    /* The first row awaits gate 0: the stream is held, the others queue. */
+    ck_assert_int_eq(f->n, 1);
+    ck_assert(deferred_is_paused(m));
+    ck_assert_int_ge(flow_events[1], 1);
+    ck_assert_uint_ge(deferred_multi_queued(m), 2);
+    deferred_callback(gates[0], deferred_value_none());
+    ck_assert_int_eq(f->n, 2);
+    deferred_callback(gates[1], deferred_value_none());
+    ck_assert_int_eq(f->n, 4);
+    ck_assert(!deferred_has_result(d));
+    ck_assert_int_eq(deferred_multi_finish(m, deferred_value_none()), 0);
+    ck_assert_int_eq(result_int(d), 4);
+    for (i = 0; i < 4; i++)
+        ck_assert_int_eq(f->seen[i], (i + 1) * 10);
+    ck_assert_int_eq(cleanups, 1);
+    deferred_unref(gates[0]);
+    deferred_unref(gates[1]);
+    deferred_unref(m);
+    deferred_unref(d);
+}
+END_TEST
+
+/* A cancel while the block awaits (the stream held): the await fails,
+ * the coroutine unwinds, and its end cancels the stream. */
+START_TEST(test_A09_cancel_while_block_awaits)
+{
+    int cleanups = 0, cancels = 0;
+    deferred_t *m = deferred_multi_new_cancellable(tu_canceller_count, &cancels, NULL);
+    deferred_t *gate = deferred_new(), *d;
+    struct rows_frame *f = DEFERRED_ASYNC_NEW(struct rows_frame, rows_body, "rows");
+    deferred_failure_t *fl;
+
+    f->rows = m;
+    f->gates = &gate;
+    f->ngates = 1;
+    f->cleanups = &cleanups;
+    d = deferred_async_start(f);
+    deferred_multi_emit(m, deferred_value_int(1));
+    deferred_multi_emit(m, deferred_value_int(2));
+    ck_assert(deferred_is_paused(m));
+    deferred_cancel(d);
+    fl = take_failure(d);
+    ck_assert(deferred_failure_is(fl, DEFERRED_DOMAIN_LIBRARY, ECANCELED));
+    ck_assert_int_gt(frame_line(fl, "rows", "await"), 0);
+    ck_assert_int_eq(f->n, 1);
+    ck_assert_int_eq(cleanups, 1);
+    ck_assert_int_eq(cancels, 1);
+    deferred_failure_unref(fl);
+    deferred_unref(gate);
+    deferred_unref(m);
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_A09_async_for_stream_failure)
+{
+    int cleanups = 0;
+    deferred_t *m = deferred_multi_new(), *d;
+    struct rows_frame *f = DEFERRED_ASYNC_NEW(struct rows_frame, rows_body, "rows");
+    deferred_failure_t *fl;
+
+    f->rows = m;
+    f->cleanups = &cleanups;
+    d = deferred_async_start(f);
+    deferred_multi_emit(m, deferred_value_int(1));
+    deferred_multi_finish(m, deferred_value_failure(user_failure(5)));
+    fl = take_failure(d);
+    ck_assert(deferred_failure_find(fl, DEFERRED_DOMAIN_USER, 5) != NULL);
+    ck_assert_int_eq(frame_line(fl, "rows", "async-for"), rows_for_line);
+    ck_assert_int_eq(cleanups, 1);
+    deferred_failure_unref(fl);
+    deferred_unref(m);
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_A09_async_for_break_cancels_stream)
+{
+    int cancels = 0;
+    deferred_t *m = deferred_multi_new_cancellable(tu_canceller_count, &cancels, NULL), *d;
+    struct rows_frame *f = DEFERRED_ASYNC_NEW(struct rows_frame, rows_body, "rows");
+
+    f->rows = m;
+    f->stop_after = 2;
+    d = deferred_async_start(f);
+    deferred_multi_emit(m, deferred_value_int(1));
+    deferred_multi_emit(m, deferred_value_int(2));
+    ck_assert_int_eq(result_int(d), 2);
+    ck_assert_int_eq(cancels, 1);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(3)), -EALREADY);
+    deferred_unref(m);
+    deferred_unref(d);
+}
+END_TEST
+
+START_TEST(test_A09_cancel_while_waiting_for_a_row)
+{
+    int cleanups = 0, cancels = 0;
+    deferred_t *m = deferred_multi_new_cancellable(tu_canceller_count, &cancels, NULL), *d;
+    struct rows_frame *f = DEFERRED_ASYNC_NEW(struct rows_frame, rows_body, "rows");
+    deferred_failure_t *fl;
+
+    f->rows = m;
+    f->cleanups = &cleanups;
+    d = deferred_async_start(f);
+    deferred_multi_emit(m, deferred_value_int(1));
+    deferred_cancel(d);
+    fl = take_failure(d);
+    ck_assert(deferred_failure_find(fl, DEFERRED_DOMAIN_LIBRARY, ECANCELED) != NULL);
+    ck_assert_int_eq(cancels, 1);
+    ck_assert_int_eq(cleanups, 1);
+    deferred_failure_unref(fl);
+    deferred_unref(m);
+    deferred_unref(d);
+}
+END_TEST
+
+/* ---- A10: async-for over a process's producer ---------------------------- */
+
+struct sum_frame {
+    deferred_async_t co;
+    deferred_async_iter_t it;
+    deferred_stage_t *producer;
+    deferred_async_iter_t *src;
+    intptr_t sum;
+    deferred_value_t item;
+};
+
+static int sum_body(void *frame)
+{
+    struct sum_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    /* A consumer's input, or a stream of its own. */
+    f->src = deferred_async_input(&f->co);
+    if (!f->src) {
+        deferred_async_iter_open(&f->co, &f->it, f->producer);
+        f->src = &f->it;
+    }
+    DEFERRED_ASYNC_FOR(f, f->src, f->item) {
+        f->sum += deferred_value_get_int(f->item);
+        deferred_value_release(f->item);
+    }
+    DEFERRED_ASYNC_RETURN(f, deferred_value_int(f->sum));
+    DEFERRED_ASYNC_END(f);
+}
+
+static deferred_stage_t *int_array(int n)
+{
+    deferred_value_t items[16];
+    int i;
+
+    for (i = 0; i < n; i++)
+        items[i] = deferred_value_int(i + 1);
+    return deferred_stage_array(items, (size_t)n);
+}
+
+START_TEST(test_A10_async_for_producer_stage)
+{
+    struct sum_frame *f = DEFERRED_ASYNC_NEW(struct sum_frame, sum_body, "sum");
+    deferred_t *d;
+
+    f->producer = int_array(10);
+    d = deferred_async_start(f);
+    ck_assert_int_eq(result_int(d), 55);
+    deferred_unref(d);
+}
+END_TEST
+
+/* ---- A11: a coroutine as a process's consumer ---------------------------- */
+
+START_TEST(test_A11_consumer_coroutine)
+{
+    struct sum_frame *f = DEFERRED_ASYNC_NEW(struct sum_frame, sum_body, "sum");
+    deferred_process_t *p = deferred_process_new(0);
+    deferred_stage_t *c = deferred_async_consumer(f);
+    deferred_t *d;
+
+    ck_assert_ptr_nonnull(c);
+    ck_assert_ptr_null(deferred_async_start(f)); /* the process starts it */
+    ck_assert_int_eq(deferred_process_add(p, int_array(6)), 0);
+    ck_assert_int_eq(deferred_process_add(p, c), 0);
+    d = deferred_process_run(p);
+    ck_assert_int_eq(result_int(d), 21);
+    deferred_unref(d);
+    deferred_process_unref(p);
+}
+END_TEST
+
+START_TEST(test_A11_consumer_never_run)
+{
+    struct sum_frame *f = DEFERRED_ASYNC_NEW(struct sum_frame, sum_body, "sum");
+    deferred_stage_t *c = deferred_async_consumer(f);
+
+    ck_assert_ptr_nonnull(c);
+    deferred_stage_free(c);
+}
+END_TEST
+
+/* ---- A15: a coroutine as a processor ------------------------------------- */
+
+struct double_frame {
+    deferred_async_t co;
+    deferred_value_t item;
+    long n;
+};
+
+static int double_body(void *frame)
+{
+    struct double_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    DEFERRED_ASYNC_FOR(f, deferred_async_input(&f->co), f->item) {
+        f->n++;
+        if (deferred_async_emit(&f->co, deferred_value_int(2 * deferred_value_get_int(f->item))) < 0)
+            break;
+    }
+    DEFERRED_ASYNC_RETURN(f, deferred_value_int(f->n));
+    DEFERRED_ASYNC_END(f);
+}
+
+START_TEST(test_A15_processor_coroutine)
+{
+    struct double_frame *f = DEFERRED_ASYNC_NEW(struct double_frame, double_body, "double");
+    deferred_process_t *p = deferred_process_new(0);
+    deferred_t *d;
+    deferred_array_t *a;
+    size_t i;
+
+    ck_assert_int_eq(deferred_async_emit(&f->co, tu_tracked(1)), -EINVAL); /* no stage */
+    ck_assert_int_eq(tu_released, 1);
+    ck_assert_int_eq(deferred_process_add(p, int_array(5)), 0);
+    ck_assert_int_eq(deferred_process_add(p, deferred_async_consumer(f)), 0);
+    ck_assert_int_eq(deferred_process_add(p, deferred_stage_collect()), 0);
+    d = deferred_process_run(p);
+    ck_assert(deferred_has_result(d));
+    a = deferred_value_get_array(deferred_result(d));
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_eq(deferred_array_size(a), 5);
+    for (i = 0; i < 5; i++)
+        ck_assert_int_eq(deferred_value_get_int(deferred_array_get(a, i)), 2 * (long)(i + 1));
+    deferred_unref(d);
+    deferred_process_unref(p);
+    ck_assert_int_eq(deferred_async_emit(NULL, tu_tracked(2)), -EINVAL);
+    ck_assert_int_eq(tu_released, 2);
+}
+END_TEST
+
+/* ---- A12: the failing allocator at every allocation ---------------------- */
+
+static void oom_scenarios(void)
+{
+    int cleanups = 0;
+    deferred_t *p = deferred_new(), *d1, *d2;
+    struct seq_frame *f;
+    struct rows_frame *r;
+    struct sum_frame *s;
+    deferred_t *m, *gate;
+
+    /* A plain coroutine, a cancel, async-for over a multi and a stage. */
+    f = DEFERRED_ASYNC_NEW(struct seq_frame, seq_body, "seq");
+    if (f) {
+        f->catch_at = 0;
+        f->cleanups = &cleanups;
+        f->in[0] = p ? deferred_ref(p) : NULL;
+        f->in[1] = deferred_new();
+        f->n = 2;
+        d1 = deferred_async_start(f);
+        deferred_cancel(d1);
+        deferred_cancel(d1);
+        deferred_value_release(deferred_result_take(d1));
+        deferred_unref(d1);
+    }
+    deferred_unref(p);
+
+    m = deferred_multi_new();
+    gate = deferred_new();
+    r = DEFERRED_ASYNC_NEW(struct rows_frame, rows_body, "rows");
+    if (r && m) {
+        r->rows = m;
+        r->gates = &gate;
+        r->ngates = gate ? 1 : 0;
+        d2 = deferred_async_start(r);
+        deferred_multi_emit(m, deferred_value_int(1));
+        deferred_multi_emit(m, deferred_value_int(2));
+        deferred_callback(gate, deferred_value_none());
+        deferred_multi_finish(m, deferred_value_none());
+        deferred_value_release(deferred_result_take(d2));
+        deferred_unref(d2);
+    } else {
+        deferred_async_discard(r);
+    }
+    deferred_unref(gate);
+    deferred_unref(m);
+
+    s = DEFERRED_ASYNC_NEW(struct sum_frame, sum_body, "sum");
+    if (s) {
+        deferred_stage_t *c = deferred_async_consumer(s);
+        deferred_process_t *pr = deferred_process_new(0);
+
+        if (c && pr && deferred_process_add(pr, int_array(3)) == 0 &&
+            deferred_process_add(pr, c) == 0) {
+            c = NULL;
+            d1 = deferred_process_run(pr);
+            deferred_value_release(deferred_result_take(d1));
+            deferred_unref(d1);
+        }
+        deferred_stage_free(c);
+        deferred_process_unref(pr);
+    }
+
+    {
+        struct double_frame *df = DEFERRED_ASYNC_NEW(struct double_frame, double_body, "double");
+        deferred_process_t *pr = deferred_process_new(0);
+        deferred_stage_t *c = df ? deferred_async_consumer(df) : NULL;
+
+        if (c && pr && deferred_process_add(pr, int_array(3)) == 0 &&
+            deferred_process_add(pr, c) == 0) {
+            c = NULL;
+            if (deferred_process_add(pr, deferred_stage_collect()) == 0) {
+                d1 = deferred_process_run(pr);
+                deferred_value_release(deferred_result_take(d1));
+                deferred_unref(d1);
+            }
+        } else if (!c) {
+            deferred_async_discard(df); /* no-op when the stage took it */
+        }
+        deferred_stage_free(c);
+        deferred_process_unref(pr);
+    }
+}
+
+START_TEST(test_A12_failing_allocator_everywhere)
+{
+    unsigned long n;
+
+    for (n = 1; n < 400; n++) {
+        tu_fail_at(n);
+        oom_scenarios();
+        tu_fail_at(0);
+        ck_assert_msg(tu_live() == 0, "leak with allocation %lu failed", n);
+        if (!tu_failure_injected())
+            break;
+    }
+    ck_assert_uint_lt(n, 400);
+    /* Reports of unhandled ENOMEM failures are allowed: nothing else. */
+    ck_assert_int_eq(tu_reports.already_fired, 0);
+}
+END_TEST
+
+/* ---- A13: bad input -------------------------------------------------------- */
+
+START_TEST(test_A13_bad_input)
+{
+    struct seq_frame *f;
+    deferred_value_t v;
+    deferred_async_iter_t it;
+
+    errno = 0;
+    ck_assert_ptr_null(deferred_async_new(NULL, sizeof(struct seq_frame), "x"));
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_ptr_null(deferred_async_new(seq_body, sizeof(deferred_async_t) - 1, "x"));
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_ptr_null(deferred_async_new(seq_body, SIZE_MAX, "x"));
+    ck_assert_int_eq(errno, ENOMEM);
+    errno = 0;
+    ck_assert_ptr_null(deferred_async_start(NULL));
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_ptr_null(deferred_async_consumer(NULL));
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_ptr_null(deferred_async_self(NULL));
+    ck_assert_str_eq(deferred_async_name(NULL), "");
+    ck_assert(!deferred_async_dropped(NULL));
+    ck_assert_ptr_null(deferred_async_input(NULL));
+    ck_assert_int_eq(deferred_async_await(NULL, deferred_new(), &v, 0, "f", 1), -EINVAL);
+    ck_assert_int_eq(deferred_async_resume(NULL, &v, 0, "f", 1), -EINVAL);
+    ck_assert_int_eq(deferred_async_return(NULL, tu_tracked(1)), -EINVAL);
+    ck_assert_int_eq(tu_released, 1);
+    memset(&it, 0, sizeof(it));
+    ck_assert_int_eq(deferred_async_iter_open(NULL, &it, int_array(1)), -EINVAL);
+    ck_assert_int_eq(deferred_async_iter_open_multi(NULL, &it, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_async_next(NULL, &it, &v, "f", 1), -EINVAL);
+    deferred_async_iter_close(NULL);
+    deferred_async_iter_close(&it);
+
+    f = seq_new(NULL);
+    ck_assert_str_eq(deferred_async_name(&f->co), "seq");
+    ck_assert_int_eq(deferred_async_await(&f->co, deferred_new(), NULL, 0, "f", 1), -EINVAL);
+    ck_assert_int_eq(deferred_async_resume(&f->co, NULL, 0, "f", 1), -EINVAL);
+    ck_assert_ptr_nonnull(deferred_async_self(&f->co));
+    ck_assert_int_eq(deferred_async_iter_open(&f->co, NULL, int_array(1)), -EINVAL);
+    ck_assert_int_eq(deferred_async_iter_open(&f->co, &it, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_async_iter_open_multi(&f->co, &it, f->in[0]), -EINVAL);
+    ck_assert_ptr_null(deferred_async_input(&f->co));
+    deferred_async_discard(f);
+}
+END_TEST
+
+/* ---- A14: awaiting NULL, a multi-fire deferred ------------------------------ */
+
+START_TEST(test_A14_await_null_and_multi)
+{
+    struct seq_frame *f = seq_new(NULL);
+    deferred_t *m = deferred_multi_new(), *d;
+    deferred_failure_t *fl;
+
+    f->in[0] = deferred_ref(m); /* awaited until its stream finishes */
+    f->in[1] = NULL;            /* a constructor's NULL: errno's failure */
+    f->n = 2;
+    f->catch_at = 1;
+    d = deferred_async_start(f);
+    deferred_multi_emit(m, deferred_value_int(1));
+    ck_assert(!deferred_has_result(d));
+    errno = EBADF;
+    deferred_multi_finish(m, deferred_value_int(3));
+    ck_assert_int_eq(f->caught, EBADF);
+    ck_assert_int_eq(result_int(d), 3);
+    deferred_unref(m);
+    deferred_unref(d);
+
+    f = seq_new(NULL);
+    f->in[0] = NULL;
+    f->n = 1;
+    errno = EINVAL;
+    d = deferred_async_start(f);
+    fl = take_failure(d);
+    ck_assert(deferred_failure_is(fl, DEFERRED_DOMAIN_LIBRARY, EINVAL));
+    deferred_failure_unref(fl);
+    deferred_unref(d);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("async");
+    TCase *tc = tcase_create("A");
+
+    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_A01_await_pending_and_fired);
+    tcase_add_test(tc, test_A01_finishes_before_start_returns);
+    tcase_add_test(tc, test_A01_callbacks_on_the_result);
+    tcase_add_test(tc, test_A02_unhandled_failure_has_frame);
+    tcase_add_test(tc, test_A02_story_names_the_coroutine);
+    tcase_add_test(tc, test_A03_await_try_handles);
+    tcase_add_test(tc, test_A04_return_and_fail);
+    tcase_add_test(tc, test_A04_cleanups_await);
+    tcase_add_test(tc, test_A05_cancel_captured);
+    tcase_add_test(tc, test_A05_cancel_captured_value);
+    tcase_add_test(tc, test_A06_cancel_at_every_await);
+    tcase_add_test(tc, test_A06_cancel_after_end_does_nothing);
+    tcase_add_test(tc, test_A07_dropped_when_awaited_freed);
+    tcase_add_test(tc, test_A07_dropped_result_held_never_fires);
+    tcase_add_test(tc, test_A07_discard_unstarted);
+    tcase_add_test(tc, test_A08_million_fired_awaits_constant_stack);
+    tcase_add_test(tc, test_A08_chain_of_100k_coroutines);
+    tcase_add_test(tc, test_A08_chain_of_100k_cancel_and_drop);
+    tcase_add_test(tc, test_A09_async_for_multi_backpressure);
+    tcase_add_test(tc, test_A09_cancel_while_block_awaits);
+    tcase_add_test(tc, test_A09_async_for_stream_failure);
+    tcase_add_test(tc, test_A09_async_for_break_cancels_stream);
+    tcase_add_test(tc, test_A09_cancel_while_waiting_for_a_row);
+    tcase_add_test(tc, test_A10_async_for_producer_stage);
+    tcase_add_test(tc, test_A11_consumer_coroutine);
+    tcase_add_test(tc, test_A11_consumer_never_run);
+    tcase_add_test(tc, test_A15_processor_coroutine);
+    tcase_add_test(tc, test_A12_failing_allocator_everywhere);
+    tcase_add_test(tc, test_A13_bad_input);
+    tcase_add_test(tc, test_A14_await_null_and_multi);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
