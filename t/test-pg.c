@@ -941,10 +941,27 @@ START_TEST(test_connect_failures_say_why)
     deferred_free(story);
     deferred_unref(d);
 
-    /* A malformed one: NULL with errno EINVAL, before it returns. */
+    /* A malformed one: NULL with errno EINVAL, before it returns, and
+     * libpq's reason from deferred_pg_conninfo_check(). */
     errno = 0;
     ck_assert_ptr_null(deferred_pg_connect(loop, "host=/tmp port"));
     ck_assert_int_eq(errno, EINVAL);
+    {
+        char why[200], small[8];
+
+        ck_assert_int_eq(deferred_pg_conninfo_check("host=/tmp port", why, sizeof why), -EINVAL);
+        ck_assert_msg(strstr(why, "port") && strstr(why, "connection info"), "%s", why);
+        ck_assert(why[strlen(why) - 1] != '\n');
+        ck_assert_int_eq(deferred_pg_conninfo_check("host=/tmp port", small, sizeof small),
+                         -EINVAL);
+        ck_assert_uint_eq(strlen(small), sizeof small - 1);
+        ck_assert_int_eq(deferred_pg_conninfo_check("host=/tmp port", NULL, 0), -EINVAL);
+        ck_assert_int_eq(deferred_pg_conninfo_check(server.conninfo, why, sizeof why), 0);
+        ck_assert_str_eq(why, "");
+        ck_assert_int_eq(deferred_pg_conninfo_check("postgresql://x:y@/db?bad=1", why,
+                                                    sizeof why), -EINVAL);
+        ck_assert_msg(strstr(why, "bad"), "%s", why);
+    }
 }
 END_TEST
 

@@ -1935,6 +1935,10 @@ START_TEST(s_pg)
     ck_assert_int_eq(NULL_ERRNO(deferred_pg_connect_at(NULL, 0, NULL, "host=/nonexistent")), EINVAL);
     ck_assert_int_eq(NULL_ERRNO(deferred_pg_connect(loop, NULL)), EINVAL);
     ck_assert_int_eq(NULL_ERRNO((deferred_pg_connect)(NULL, NULL)), EINVAL);
+    ck_assert_int_eq(deferred_pg_conninfo_check(NULL, NULL, 0), -EINVAL);
+    ck_assert_int_eq(deferred_pg_conninfo_check(NULL, buf, sizeof buf), -EINVAL);
+    ck_assert_int_eq(deferred_pg_conninfo_check("=", buf, 0), -EINVAL);
+    ck_assert_int_eq(deferred_pg_conninfo_check("", NULL, 0), 0);
     ck_assert_ptr_null(deferred_value_get_pg(deferred_value_none()));
     ck_assert_ptr_null(deferred_value_get_pg(deferred_value_int(1)));
     deferred_pg_unref(NULL);
@@ -2353,6 +2357,7 @@ static const struct sweep_entry sweep_table[] = {
     E("pg", deferred_pg_query_one_at, C(s_pg)),
     E("pg", deferred_pg_query_one, C(s_pg)),
     E("pg", deferred_pg_sqlstate, C(s_pg)),
+    E("pg", deferred_pg_conninfo_check, C(s_pg)),
     E("pg", deferred_pg_condition_name, C(s_pg)),
     E("pg", deferred_pg_failure_sqlstate, C(s_pg)),
 #endif

@@ -68,7 +68,8 @@ typedef struct deferred_pg deferred_pg_t;
  * code when it refuses (deferred_pg_sqlstate("3D000") for a missing
  * database).  Cancelling it (or dropping its last reference) abandons the
  * attempt.  NULL with errno EINVAL for NULL arguments or a malformed
- * conninfo (found before it returns: PQconninfoParse()), ENOMEM on
+ * conninfo (found before it returns: PQconninfoParse();
+ * deferred_pg_conninfo_check() gives libpq's reason), ENOMEM on
  * allocation failure (deferred/common.h).  As with libpq's
  * own PQconnectStart(), a host name is resolved before it returns
  * (blocking); give hostaddr= or a socket directory to avoid that.
@@ -79,6 +80,16 @@ typedef struct deferred_pg deferred_pg_t;
  * pointer) record none.
  */
 #define deferred_pg_connect(...) deferred_pg_connect_at(__FILE__, __LINE__, __VA_ARGS__)
+
+/*
+ * Check conninfo as deferred_pg_connect() does before it connects (libpq's
+ * PQconninfoParse()), without connecting: 0 when it is well formed;
+ * -EINVAL when conninfo is NULL or malformed, with libpq's reason (for
+ * example 'missing "=" after "port" in connection info string') written
+ * to buf, cut to size bytes with its terminating NUL, when buf is not NULL
+ * and size > 0; -ENOMEM when libpq ran out of memory.  Runs no callback.
+ */
+DEFERRED_EXPORT int deferred_pg_conninfo_check(const char *conninfo, char *buf, size_t size);
 DEFERRED_EXPORT deferred_t *deferred_pg_connect_at(const char *file, int line,
                                                    struct ev_loop *loop,
                                                    const char *conninfo);

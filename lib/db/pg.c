@@ -209,30 +209,56 @@ static void pg_connect_destroy(void *arg)
     deferred_free(op);
 }
 
+int deferred_pg_conninfo_check(const char *conninfo, char *buf, size_t size)
+{
+    PQconninfoOption *opts;
+    char *err = NULL;
+    size_t n;
+
+    if (buf && size > 0)
+        buf[0] = '\0';
+    if (!conninfo) {
+        if (buf && size > 0)
+            snprintf(buf, size, "no connection info string");
+        return -EINVAL;
+    }
+    opts = PQconninfoParse(conninfo, &err);
+    if (opts) {
+        PQconninfoFree(opts);
+        return 0;
+    }
+    if (!err)
+        return -ENOMEM; /* libpq says so by giving no message */
+    if (buf && size > 0) {
+        snprintf(buf, size, "%s", err);
+        n = strlen(buf); /* libpq ends its messages with a newline */
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+            buf[--n] = '\0';
+    }
+    PQfreemem(err);
+    return -EINVAL;
+}
+
 deferred_t *deferred_pg_connect_at(const char *file, int line, struct ev_loop *loop,
                                    const char *conninfo)
 {
     struct pgconnect *op;
-    PQconninfoOption *opts;
     deferred_pg_t *c;
     deferred_t *d;
-    char *err = NULL;
+    int rc;
 
     if (!loop || !conninfo) {
         errno = EINVAL;
         return NULL;
     }
     /* A malformed conninfo is the caller's mistake, not a refusal: found
-     * now, it is NULL with EINVAL (deferred/common.h). */
-    opts = PQconninfoParse(conninfo, &err);
-    if (!opts) {
-        int e = err ? EINVAL : ENOMEM;
-
-        PQfreemem(err);
-        errno = e;
+     * now, it is NULL with EINVAL (deferred/common.h), and
+     * deferred_pg_conninfo_check() gives libpq's reason. */
+    rc = deferred_pg_conninfo_check(conninfo, NULL, 0);
+    if (rc < 0) {
+        errno = -rc;
         return NULL;
     }
-    PQconninfoFree(opts);
     op = deferred_malloc(sizeof(*op));
     if (!op)
         return NULL; /* errno ENOMEM */
