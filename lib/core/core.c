@@ -137,21 +137,16 @@ void deferred__full_arg_destroy(struct full_arg *fa)
  * for any type a frame may hold. */
 #define EXTRA_AT ((sizeof(deferred_t) + 15) & ~(size_t)15)
 
-deferred_t *deferred_new_at(const char *file, int line,
-                            deferred_canceller_fn canceller, void *arg,
-                            deferred_destroy_fn destroy)
-{
-    return deferred__new_extra(0, file, line, canceller, arg, destroy);
-}
-
 void *deferred__extra(deferred_t *d)
 {
     return (char *)d + EXTRA_AT;
 }
 
-deferred_t *deferred__new_extra(size_t extra, const char *file, int line,
-                                deferred_canceller_fn canceller, void *arg,
-                                deferred_destroy_fn destroy)
+/* The constructor, inline in both entries so that deferred_new_at()'s
+ * constant extra of 0 costs nothing. */
+static DEFERRED_ALWAYS_INLINE inline deferred_t *
+new_deferred(size_t extra, const char *file, int line, deferred_canceller_fn canceller,
+             void *arg, deferred_destroy_fn destroy)
 {
     deferred_t *d = extra > SIZE_MAX - EXTRA_AT ? NULL
                     : deferred__malloc(extra ? EXTRA_AT + extra : sizeof(*d));
@@ -197,6 +192,20 @@ out_destroy:
         destroy(arg);
     errno = ENOMEM;
     return NULL;
+}
+
+deferred_t *deferred_new_at(const char *file, int line,
+                            deferred_canceller_fn canceller, void *arg,
+                            deferred_destroy_fn destroy)
+{
+    return new_deferred(0, file, line, canceller, arg, destroy);
+}
+
+deferred_t *deferred__new_extra(size_t extra, const char *file, int line,
+                                deferred_canceller_fn canceller, void *arg,
+                                deferred_destroy_fn destroy)
+{
+    return new_deferred(extra, file, line, canceller, arg, destroy);
 }
 
 int deferred__set_inputs(deferred_t *d, deferred__inputs_fn fn, void *arg)
