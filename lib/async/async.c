@@ -1,5 +1,7 @@
 /*
- * async.c: async functions, stackless coroutines (deferred/async.h).
+ * async.c: async functions, stackless coroutines (deferred/async.h): the
+ * driver, awaits, cancel, making and starting; streams are in
+ * async-stream.c.
  *
  * The design decisions to know:
  *
@@ -35,74 +37,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/deferred-private.h"
-#include "deferred/process.h"
-#include "deferred/async.h"
-
-#if defined(__GNUC__)
-#define THREAD_LOCAL __thread __attribute__((tls_model("initial-exec")))
-#else
-#define THREAD_LOCAL _Thread_local
-#endif
-
-#define NEST_MAX 32
-
-enum {
-    A_STARTED = 1u << 0,
-    A_RUNNING = 1u << 1,   /* the body is on the stack */
-    A_DONE = 1u << 2,      /* ended: the outcome went to the deferred */
-    A_DROPPED = 1u << 3,   /* what it awaited was freed unfired */
-    A_QUEUED = 1u << 4,    /* on the run queue */
-    A_WAIT_PAIR = 1u << 5, /* waits on st->awaited through its pair */
-    A_WAIT_ITER = 1u << 6, /* waits for an item of st->waiting */
-    A_CANCEL = 1u << 7,    /* cancelled while running: cancel the next wait */
-    A_CONSUMER = 1u << 8   /* a process's consumer, started by its start */
-};
-
-struct deferred__async_link;
-
-struct deferred__async {
-    struct deferred__owned owned; /* the pair's argument: first member */
-    struct deferred__owned hold;  /* holds self until a cancel's target ran */
-    deferred_async_fn body;
-    void *frame;
-    const char *name;
-    deferred_t *self;      /* the coroutine's deferred, this block's owner */
-    deferred_t *target;    /* what the end fires: self, or after a cancel the
-                              deferred self waits on (borrowed) */
-    deferred_t *rearm;     /* made by a cancel, for the trap (a reference) */
-    deferred_t *awaited;   /* borrowed, valid while A_WAIT_PAIR */
-    deferred_value_t got;  /* what the last await gave */
-    deferred_value_t outcome;
-    struct deferred__async *next_run;
-    struct deferred__async_link *iters;   /* open iterators */
-    struct deferred__async_link *waiting; /* the iterator waited on */
-    deferred_async_iter_t input;          /* a consumer's input */
-    deferred_stage_t *stage;              /* a stage coroutine's stage */
-    unsigned flags;
-    bool ran; /* the pair ran: its dispose comes next */
-};
-
-/* A stream a coroutine iterates: the data of the consumer stage that
- * receives its items, shared by that stage and the iterator (refs). */
-struct deferred__async_link {
-    unsigned refs;
-    struct deferred__async *st; /* NULL once detached from the coroutine */
-    deferred_stage_t *stage;    /* NULL once the stage is destroyed */
-    deferred_async_iter_t *it;
-    struct deferred__async_link *next; /* st's open iterators */
-    deferred_t *self; /* the coroutine's deferred (a reference): a consumer's
-                         until the stream's end hands it to the process, an
-                         iterator's while attached */
-    deferred_value_t item;
-    deferred_value_t outcome;
-    bool has, ended, held, waiting, consumer;
-};
+#include "async-private.h"
 
 static THREAD_LOCAL unsigned depth;
 static THREAD_LOCAL struct deferred__async *runq_head, *runq_tail;
 
-#define STATE_SIZE ((sizeof(struct deferred__async) + 15) & ~(size_t)15)
 
 static struct deferred__async *state_of(deferred_t *d)
 {
@@ -127,7 +66,7 @@ static const char *base_name(const char *file)
 }
 
 /* A failure that passes out of the coroutine: "async NAME", what where. */
-static void add_frame(struct deferred__async *st, deferred_failure_t *f, const char *what,
+void deferred__async_add_frame(struct deferred__async *st, deferred_failure_t *f, const char *what,
                       const char *file, int line)
 {
     char stage[160];
@@ -137,13 +76,11 @@ static void add_frame(struct deferred__async *st, deferred_failure_t *f, const c
 }
 
 /* Point the body at its cleanups, or at its end once they run. */
-static void unwind(deferred_async_t *co)
+void deferred__async_unwind(deferred_async_t *co)
 {
     co->line = co->finally_ ? DEFERRED_ASYNC_LINE_END_ : DEFERRED_ASYNC_LINE_FINALLY_;
 }
 
-static void link_unref(struct deferred__async_link *l);
-static void iter_detach(struct deferred__async_link *l);
 
 /* ---- the driver -------------------------------------------------------- */
 
@@ -168,14 +105,14 @@ static void hold_dispose(struct deferred__owned *o)
 
 /* The coroutine ended: its iterators close, the outcome goes to target
  * (released, for a dropped coroutine). */
-static void finish(struct deferred__async *st)
+void deferred__async_finish(struct deferred__async *st)
 {
     deferred_value_t v;
 
     st->flags |= A_DONE;
     st->flags &= ~A_CANCEL;
     while (st->iters)
-        iter_detach(st->iters);
+        deferred__async_iter_detach(st->iters);
     deferred_value_release(st->got);
     st->got = deferred_value_none();
     v = st->outcome;
@@ -217,7 +154,7 @@ static void step(struct deferred__async *st)
             break;
         }
         st->flags &= ~A_RUNNING;
-        finish(st);
+        deferred__async_finish(st);
         break;
     }
     st->flags &= ~A_RUNNING;
@@ -243,7 +180,7 @@ static DEFERRED_NOINLINE void drain(void)
 }
 
 /* The coroutine may go on: run it now, or, nested too deep, queue it. */
-static void drive(struct deferred__async *st)
+void deferred__async_drive(struct deferred__async *st)
 {
     if (st->flags & (A_RUNNING | A_DONE))
         return; /* the running body's loop sees it; or nothing to do */
@@ -278,7 +215,7 @@ static deferred_value_t resume_fn(deferred_value_t v, void *arg)
     st->flags &= ~A_WAIT_PAIR;
     deferred_value_release(st->got);
     st->got = v;
-    drive(st);
+    deferred__async_drive(st);
     st->ran = true; /* set last: a pair disposed meanwhile is another's */
     return deferred_value_none();
 }
@@ -298,7 +235,7 @@ static void pair_dispose(struct deferred__owned *o)
     st->awaited = NULL;
     st->flags &= ~A_WAIT_PAIR;
     st->flags |= A_DROPPED;
-    drive(st);
+    deferred__async_drive(st);
     deferred_unref(self);
 }
 
@@ -312,14 +249,14 @@ static int deliver(deferred_async_t *co, struct deferred__async *st, deferred_va
     st->got = deferred_value_none();
     if (DEFERRED_UNLIKELY(st->flags & A_DROPPED) && !co->finally_) {
         deferred_value_release(v);
-        unwind(co);
+        deferred__async_unwind(co);
         return DEFERRED_ASYNC_AGAIN_;
     }
     if (DEFERRED_UNLIKELY(deferred_value_is_failure(v)) && !try_) {
-        add_frame(st, deferred_value_get_failure(v), "await", file, line);
+        deferred__async_add_frame(st, deferred_value_get_failure(v), "await", file, line);
         deferred_value_release(st->outcome);
         st->outcome = v;
-        unwind(co);
+        deferred__async_unwind(co);
         return DEFERRED_ASYNC_AGAIN_;
     }
     *out = v;
@@ -429,7 +366,7 @@ int deferred_async_return(deferred_async_t *co, deferred_value_t v)
     }
     deferred_value_release(st->outcome);
     st->outcome = v;
-    unwind(co);
+    deferred__async_unwind(co);
     return 0;
 }
 
@@ -535,7 +472,7 @@ void *deferred_async_new(deferred_async_fn body, size_t frame_size, const char *
     return st->frame;
 }
 
-static struct deferred__async *unstarted(void *frame)
+struct deferred__async *deferred__async_unstarted(void *frame)
 {
     deferred_async_t *co = frame;
 
@@ -546,7 +483,7 @@ static struct deferred__async *unstarted(void *frame)
 
 deferred_t *deferred_async_start(void *frame)
 {
-    struct deferred__async *st = unstarted(frame);
+    struct deferred__async *st = deferred__async_unstarted(frame);
 
     if (!st) {
         errno = EINVAL;
@@ -554,13 +491,13 @@ deferred_t *deferred_async_start(void *frame)
     }
     st->flags |= A_STARTED;
     /* The reference deferred_async_new() made is the caller's now. */
-    drive(st);
+    deferred__async_drive(st);
     return st->self;
 }
 
 void deferred_async_discard(void *frame)
 {
-    struct deferred__async *st = unstarted(frame);
+    struct deferred__async *st = deferred__async_unstarted(frame);
 
     if (st) {
         st->flags |= A_STARTED | A_DONE;
@@ -583,391 +520,3 @@ bool deferred_async_dropped(const deferred_async_t *co)
     return co && co->state_ && (co->state_->flags & A_DROPPED);
 }
 
-/* ---- streams ------------------------------------------------------------ */
-
-static void link_unref(struct deferred__async_link *l)
-{
-    deferred_t *self = l->self;
-
-    if (--l->refs)
-        return;
-    deferred_value_release(l->item);
-    deferred_value_release(l->outcome);
-    deferred__free(l);
-    deferred_unref(self);
-}
-
-/* An event for a coroutine waiting on this stream. */
-static void link_wake(struct deferred__async_link *l)
-{
-    struct deferred__async *st = l->st;
-
-    if (!st || !l->waiting)
-        return;
-    l->waiting = false;
-    st->waiting = NULL;
-    st->flags &= ~A_WAIT_ITER;
-    drive(st);
-}
-
-static deferred_failure_t *link_start(deferred_stage_t *self, deferred_stage_t *from,
-                                      deferred_value_t tag, deferred_stage_t **sub)
-{
-    struct deferred__async_link *l = deferred_stage_data(self);
-
-    (void)from;
-    (void)sub;
-    if (l->consumer && deferred_value_is_none(tag) && l->st &&
-        !(l->st->flags & A_STARTED)) {
-        l->st->flags |= A_STARTED;
-        drive(l->st);
-    }
-    return NULL;
-}
-
-static deferred_failure_t *link_handle(deferred_stage_t *self, deferred_stage_t *from,
-                                       deferred_value_t tag, deferred_value_t *item)
-{
-    struct deferred__async_link *l = deferred_stage_data(self);
-
-    (void)from;
-    (void)tag;
-    if (!l->st)
-        return NULL; /* detached: the library releases the item */
-    if (DEFERRED_UNLIKELY(l->has))
-        return deferred_stage_failure(self, DEFERRED_DOMAIN_LIBRARY, EBUSY,
-                                      "async-for: an item arrived while the one before it "
-                                      "was held (a producer emitted while paused)");
-    l->item = *item;
-    *item = deferred_value_none();
-    l->has = true;
-    l->held = true; /* AUTOPAUSE paused the producers */
-    link_wake(l);
-    return NULL;
-}
-
-static deferred_value_t link_finish(deferred_stage_t *self, deferred_stage_t *from,
-                                    deferred_value_t tag, deferred_value_t outcome)
-{
-    struct deferred__async_link *l = deferred_stage_data(self);
-
-    (void)from;
-    if (!deferred_value_is_none(tag) || l->ended) {
-        deferred_value_release(outcome); /* a group's end */
-        return deferred_value_none();
-    }
-    l->ended = true;
-    if (l->st)
-        l->outcome = outcome;
-    else
-        deferred_value_release(outcome);
-    if (l->consumer) {
-        deferred_t *self_d = l->self;
-
-        l->self = NULL;
-        link_wake(l);
-        /* What the coroutine returns is the process's result. */
-        return deferred_value_deferred(self_d);
-    }
-    link_wake(l);
-    return deferred_value_none();
-}
-
-static void link_destroy(void *data)
-{
-    struct deferred__async_link *l = data;
-
-    l->stage = NULL;
-    if (l->consumer && l->st && !(l->st->flags & A_STARTED)) {
-        /* A consumer whose process never ran: its frame goes unstarted
-         * (with the link's reference, when the link goes). */
-        l->st->flags |= A_STARTED | A_DONE;
-        iter_detach(l);
-    }
-    link_unref(l);
-}
-
-static const deferred_stage_ops_t link_ops = {
-    .name = "async-for",
-    .start = link_start,
-    .handle = link_handle,
-    .finish = link_finish,
-    .destroy = link_destroy,
-};
-
-static struct deferred__async_link *link_new(struct deferred__async *st,
-                                             deferred_async_iter_t *it)
-{
-    struct deferred__async_link *l = deferred__malloc(sizeof(*l));
-
-    if (!l)
-        return NULL;
-    memset(l, 0, sizeof(*l));
-    l->refs = 2; /* the stage's and the iterator's */
-    l->st = st;
-    l->it = it;
-    l->item = deferred_value_none();
-    l->outcome = deferred_value_none();
-    return l;
-}
-
-/* Attach l to its coroutine's open iterators, holding the coroutine. */
-static void iter_attach(struct deferred__async_link *l)
-{
-    l->next = l->st->iters;
-    l->st->iters = l;
-    l->it->link_ = l;
-    l->it->done_ = 0;
-    if (!l->consumer)
-        l->self = deferred_ref(l->st->self);
-}
-
-/* Let go of the stream: cancelled if it still runs; the iterator's
- * reference on the link goes. */
-static void iter_detach(struct deferred__async_link *l)
-{
-    struct deferred__async *st = l->st;
-    struct deferred__async_link **pp;
-    deferred_t *self = NULL;
-
-    if (!st)
-        return;
-    for (pp = &st->iters; *pp && *pp != l; pp = &(*pp)->next)
-        ;
-    if (*pp)
-        *pp = l->next;
-    if (st->waiting == l) {
-        st->waiting = NULL;
-        st->flags &= ~A_WAIT_ITER;
-    }
-    l->st = NULL;
-    l->waiting = false;
-    l->it->link_ = NULL;
-    l->it->done_ = 1;
-    deferred_value_release(l->item);
-    l->item = deferred_value_none();
-    l->has = false;
-    if (!l->consumer) {
-        self = l->self;
-        l->self = NULL;
-    }
-    if (!l->ended && l->stage)
-        deferred_stage_cancel(l->stage);
-    link_unref(l);
-    deferred_unref(self);
-}
-
-static deferred_value_t swallow(deferred_value_t v, void *arg)
-{
-    (void)arg;
-    deferred_value_release(v);
-    return deferred_value_none();
-}
-
-int deferred_async_iter_open(deferred_async_t *co, deferred_async_iter_t *it,
-                             deferred_stage_t *producer)
-{
-    struct deferred__async *st = co ? co->state_ : NULL;
-    struct deferred__async_link *l;
-    deferred_stage_t *consumer;
-    deferred_process_t *p;
-    deferred_t *pd;
-    int rc;
-
-    if (!st || !it || !producer || it->link_) {
-        deferred_stage_free(producer);
-        return -EINVAL;
-    }
-    l = link_new(st, it);
-    if (!l) {
-        deferred_stage_free(producer);
-        goto nomem;
-    }
-    consumer = deferred_stage_new(&link_ops, l, DEFERRED_STAGE_AUTOPAUSE);
-    if (!consumer) {
-        link_unref(l); /* its destroy dropped the stage's reference */
-        deferred_stage_free(producer);
-        goto nomem;
-    }
-    l->stage = consumer;
-    p = deferred_process_new(0);
-    rc = p ? deferred_process_add(p, producer) : (deferred_stage_free(producer), -ENOMEM);
-    if (rc < 0) {
-        deferred_stage_free(consumer);
-        link_unref(l);
-        deferred_process_unref(p);
-        if (rc == -ENOMEM)
-            goto nomem;
-        it->done_ = 1;
-        return rc;
-    }
-    if ((rc = deferred_process_add(p, consumer)) < 0) {
-        link_unref(l);
-        deferred_process_unref(p);
-        goto nomem;
-    }
-    iter_attach(l);
-    pd = deferred_process_run(p);
-    deferred_process_unref(p); /* a running process keeps itself */
-    if (!pd) {
-        /* Its stages went with it: the stream failed before it began. */
-        l->ended = true;
-        l->outcome = deferred_value_failure(deferred_failure_new_at(
-            NULL, 0, DEFERRED_DOMAIN_LIBRARY, ENOMEM, "async-for: out of memory"));
-        return -ENOMEM;
-    }
-    /* The stream's outcome reaches the iterator; the process's deferred
-     * has nothing more to tell. */
-    if (deferred_add_both(pd, swallow, NULL) < 0)
-        deferred_cancel(pd);
-    deferred_unref(pd);
-    return 0;
-
-nomem:
-    /* No stream: a DEFERRED_ASYNC_FOR() over it fails with ENOMEM. */
-    it->link_ = NULL;
-    it->done_ = -ENOMEM;
-    return -ENOMEM;
-}
-
-int deferred_async_iter_open_multi(deferred_async_t *co, deferred_async_iter_t *it,
-                                   deferred_t *multi)
-{
-    deferred_stage_t *producer;
-
-    if (!co || !co->state_ || !it || it->link_ || !deferred_is_multi(multi))
-        return -EINVAL;
-    producer = deferred_stage_from_multi(multi);
-    if (!producer) {
-        it->done_ = -ENOMEM;
-        return -ENOMEM;
-    }
-    return deferred_async_iter_open(co, it, producer);
-}
-
-void deferred_async_iter_close(deferred_async_iter_t *it)
-{
-    if (it && it->link_)
-        iter_detach(it->link_);
-}
-
-int deferred_async_next(deferred_async_t *co, deferred_async_iter_t *it,
-                        deferred_value_t *item, const char *file, int line)
-{
-    struct deferred__async *st = co ? co->state_ : NULL;
-    struct deferred__async_link *l;
-
-    if (!st || !it || !item)
-        return -EINVAL;
-    if ((st->flags & A_DROPPED) && !co->finally_) {
-        unwind(co);
-        return -1;
-    }
-    l = it->link_;
-    if (!l) {
-        if (DEFERRED_UNLIKELY(it->done_ == -ENOMEM)) {
-            /* Its open failed: the stream's failure. */
-            deferred_failure_t *f = deferred_failure_new_at(
-                NULL, 0, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
-                "async-for: out of memory while opening the stream");
-
-            it->done_ = 1;
-            add_frame(st, f, "async-for", file, line);
-            deferred_value_release(st->outcome);
-            st->outcome = deferred_value_failure(f);
-            unwind(co);
-            return -1;
-        }
-        it->done_ = 1; /* closed, or never opened: no items */
-        return 0;
-    }
-    if (!l->has && !l->ended && l->held && l->stage) {
-        /* Ask for the next item: it may arrive before this returns. */
-        l->held = false;
-        deferred_stage_resume(l->stage);
-    }
-    if (l->has) {
-        *item = l->item;
-        l->item = deferred_value_none();
-        l->has = false;
-        it->done_ = 0;
-        return 0;
-    }
-    if (l->ended) {
-        deferred_value_t v = l->outcome;
-
-        l->outcome = deferred_value_none();
-        iter_detach(l);
-        if (deferred_value_is_failure(v)) {
-            add_frame(st, deferred_value_get_failure(v), "async-for", file, line);
-            deferred_value_release(st->outcome);
-            st->outcome = v;
-            unwind(co);
-            return -1;
-        }
-        deferred_value_release(v);
-        return 0;
-    }
-    /* Wait for the next item or the end. */
-    l->waiting = true;
-    st->waiting = l;
-    st->flags |= A_WAIT_ITER;
-    co->line = line;
-    if (DEFERRED_UNLIKELY(st->flags & A_CANCEL) && l->stage) {
-        st->flags &= ~A_CANCEL;
-        deferred_stage_cancel(l->stage);
-    }
-    return 1;
-}
-
-deferred_stage_t *deferred_async_consumer(void *frame)
-{
-    struct deferred__async *st = unstarted(frame);
-    struct deferred__async_link *l;
-    deferred_stage_t *stage;
-
-    if (!st) {
-        errno = EINVAL;
-        return NULL;
-    }
-    l = link_new(st, &st->input);
-    if (!l)
-        goto nomem;
-    l->consumer = true;
-    l->self = st->self; /* the reference deferred_async_new() made */
-    st->flags |= A_CONSUMER;
-    stage = deferred_stage_new(&link_ops, l, DEFERRED_STAGE_AUTOPAUSE);
-    if (!stage) {
-        /* Its destroy ran: the frame went with it. */
-        return NULL;
-    }
-    l->stage = stage;
-    st->stage = stage; /* valid while the body can run: the process ends
-                          only once the coroutine did */
-    iter_attach(l);
-    return stage;
-
-nomem:
-    st->flags |= A_STARTED | A_DONE;
-    deferred_unref(st->self);
-    errno = ENOMEM;
-    return NULL;
-}
-
-int deferred_async_emit(deferred_async_t *co, deferred_value_t item)
-{
-    struct deferred__async *st = co ? co->state_ : NULL;
-
-    if (!st || !st->stage || (st->flags & A_DONE)) {
-        deferred_value_release(item);
-        return -EINVAL;
-    }
-    return deferred_stage_emit(st->stage, item);
-}
-
-deferred_async_iter_t *deferred_async_input(deferred_async_t *co)
-{
-    if (!co || !co->state_ || !(co->state_->flags & A_CONSUMER))
-        return NULL;
-    return &co->state_->input;
-}
