@@ -237,6 +237,49 @@ START_TEST(test_batch_failure_names_its_items)
 }
 END_TEST
 
+/* A consumer failing on the second batch with a first-error naming its
+ * element 1: the batch's frame names item 6, the offending one, and not
+ * the count of items it was handed (8). */
+static deferred_failure_t *fail_on_element(deferred_stage_t *self, deferred_stage_t *from,
+                                           deferred_value_t tag, deferred_value_t *item)
+{
+    (void)from;
+    (void)tag;
+    (void)item;
+    if (deferred_stage_items(self) == 2)
+        return deferred_failure_first_error(
+            1, deferred_failure_new(DEFERRED_DOMAIN_USER, 5, "bad value"));
+    return NULL;
+}
+
+static const deferred_stage_ops_t fail_element_ops = {
+    .name = "picky",
+    .handle = fail_on_element,
+};
+
+START_TEST(test_batch_failure_names_the_offending_item)
+{
+    deferred_value_t items[10];
+    deferred_t *d;
+    char story[2048];
+    int i;
+
+    for (i = 0; i < 10; i++)
+        items[i] = deferred_value_int(i);
+    d = run3(deferred_stage_array(items, 10), deferred_stage_batch(4),
+             deferred_stage_new(&fail_element_ops, NULL, 0));
+    ck_assert(deferred_value_is_failure(deferred_result(d)));
+    deferred_failure_story(deferred_value_get_failure(deferred_result(d)), story,
+                           sizeof(story));
+    ck_assert_msg(strstr(story, "in batch: item 6, element 1 of the batch of items 5 to 8") != NULL,
+                  "%s", story);
+    ck_assert_msg(strstr(story, "item 8:") == NULL, "%s", story);
+    /* the library's first-error names no site of the library's */
+    ck_assert_msg(strstr(story, "lib/") == NULL, "%s", story);
+    deferred_unref(d);
+}
+END_TEST
+
 START_TEST(test_end_of_unopened_group_fails)
 {
     struct script s;
@@ -944,6 +987,7 @@ int main(void)
     tcase_add_test(tc, test_reduce_and_first_around_groups);
     tcase_add_test(tc, test_batch_around_groups);
     tcase_add_test(tc, test_batch_failure_names_its_items);
+    tcase_add_test(tc, test_batch_failure_names_the_offending_item);
     tcase_add_test(tc, test_end_of_unopened_group_fails);
     tcase_add_test(tc, test_deferred_producer_outcome_fails);
     tcase_add_test(tc, test_failure_inside_group_reaches_consumer);

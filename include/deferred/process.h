@@ -329,8 +329,11 @@ DEFERRED_EXPORT deferred_stage_t *deferred_stage_filter(const char *name,
  * one may be shorter; it is flushed at the start and the end of each
  * group, whatever the group's outcome, and at the end of the stream).
  * When a stage after it fails on a batch, the batch's frame names the
- * items in it ("in the batch of items 5 to 8").  NULL with errno EINVAL
- * for n == 0. */
+ * items in it ("in the batch of items 5 to 8"), or the one at fault when
+ * the failure is a first-error naming an element of the batch
+ * (deferred_failure_first_error(), as a gather over its items makes:
+ * "item 6, element 1 of the batch of items 5 to 8").  NULL with errno
+ * EINVAL for n == 0. */
 DEFERRED_EXPORT deferred_stage_t *deferred_stage_batch(size_t n);
 
 /* Consumer collecting every item, those inside groups too; the process's

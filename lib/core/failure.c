@@ -240,8 +240,9 @@ deferred_failure_t *deferred_failure_first_error(size_t index,
     }
     len = head_len + quote + (cut ? 3 : 0);
     /* cause is not taken until f exists: on failure it is released here */
-    f = failure_alloc(__FILE__, __LINE__, DEFERRED_DOMAIN_LIBRARY,
-                      DEFERRED_EFIRSTERROR, len, NULL);
+    /* No site: the library's own file would tell its reader nothing (the
+     * combinator's or the caller's frames say where). */
+    f = failure_alloc(NULL, 0, DEFERRED_DOMAIN_LIBRARY, DEFERRED_EFIRSTERROR, len, NULL);
     if (f == &deferred__failure_enomem) {
         deferred_failure_unref(cause);
         return f;
@@ -269,7 +270,7 @@ deferred_failure_t *deferred_failure_group(deferred_failure_t *const *failures,
         return &deferred__failure_enomem;
     for (i = 0; i < n; i++)
         failed += failures[i] != NULL;
-    f = deferred_failure_new_at(__FILE__, __LINE__, DEFERRED_DOMAIN_LIBRARY,
+    f = deferred_failure_new_at(NULL, 0, DEFERRED_DOMAIN_LIBRARY, /* no site, as above */
                                 DEFERRED_EGROUP, "%zu of %zu inputs failed",
                                 failed, n);
     if (f != &deferred__failure_enomem && n > 0) {

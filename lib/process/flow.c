@@ -47,8 +47,8 @@ static void push_frame(deferred_process_t *p, deferred_stage_t *st, deferred_val
         if (n < 0)
             small[0] = '\0';
     }
-    if (st->producer && st->items == 0)
-        where[0] = '\0'; /* nothing emitted yet: no item to name */
+    if ((st->producer && st->items == 0) || (st->names_items && desc[0]))
+        where[0] = '\0'; /* nothing emitted yet, or the stage names them */
     else if (st->producer)
         snprintf(where, sizeof(where), "item %llu emitted",
                  (unsigned long long)st->items);

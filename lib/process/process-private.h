@@ -62,6 +62,9 @@ struct deferred_stage {
     uint64_t items;         /* handed (consumer) or emitted (producer) */
     bool producer;
     bool consumer;        /* a built-in consumer: nothing may follow it */
+    bool names_items;     /* its describe names the items itself (a batch,
+                             whose count of items handed is not the one at
+                             fault): a frame shows no "item N" before it */
     bool fast;            /* derived (deferred__refresh_fast()): its emits
                              may take the per-item fast path */
     bool in_resume;

@@ -376,6 +376,7 @@ struct batch {
     uint64_t first;       /* the number of the current batch's first item */
     uint64_t sent_first;  /* ... and of the batch last sent, and its last */
     uint64_t sent_last;
+    long sent_bad;        /* the element of it a first-error failure named, or -1 */
     bool sent_failed;     /* the stream failed while the last one was sent */
 };
 
@@ -389,6 +390,15 @@ static deferred_failure_t *batch_flush(deferred_stage_t *self, struct batch *b,
         b->sent_first = b->first;
         b->sent_last = b->first + deferred_array_size(a) - 1;
         b->sent_failed = deferred__emit(self, tag, deferred_value_array(a)) < 0;
+        /* A failure that names one element of the batch (a first-error,
+         * as a gather over its items makes) names that item. */
+        b->sent_bad = -1;
+        if (b->sent_failed && self->p->failure) {
+            long i = deferred_failure_index(self->p->failure);
+
+            if (i >= 0 && (uint64_t)i <= b->sent_last - b->sent_first)
+                b->sent_bad = i;
+        }
     }
     return NULL;
 }
@@ -407,13 +417,19 @@ static deferred_failure_t *batch_start(deferred_stage_t *self, deferred_stage_t 
 }
 
 /* Describe the batch being sent (or, between batches, the one being
- * filled) by the numbers of the items in it. */
+ * filled) by the numbers of the items in it; the offending item when the
+ * failure named one of its elements. */
 static int batch_describe(deferred_stage_t *self, deferred_value_t item, char *buf,
                           size_t size)
 {
     struct batch *b = STAGE_DATA(self);
 
     (void)item;
+    if (b->sent_failed && b->sent_bad >= 0)
+        return snprintf(buf, size, "item %llu, element %ld of the batch of items %llu to %llu",
+                        (unsigned long long)(b->sent_first + (uint64_t)b->sent_bad),
+                        b->sent_bad, (unsigned long long)b->sent_first,
+                        (unsigned long long)b->sent_last);
     if (b->sent_failed)
         return snprintf(buf, size, "in the batch of items %llu to %llu",
                         (unsigned long long)b->sent_first,
@@ -488,6 +504,7 @@ static const deferred_stage_ops_t batch_ops = {
 deferred_stage_t *deferred_stage_batch(size_t n)
 {
     struct batch *b;
+    deferred_stage_t *st;
 
     if (n == 0) {
         errno = EINVAL;
@@ -500,5 +517,8 @@ deferred_stage_t *deferred_stage_batch(size_t n)
     b->n = n;
     b->cur = NULL;
     b->tag = deferred_value_none();
-    return deferred_stage_new(&batch_ops, b, 0);
+    st = deferred_stage_new(&batch_ops, b, 0);
+    if (st)
+        st->names_items = true;
+    return st;
 }
