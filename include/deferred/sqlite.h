@@ -26,6 +26,15 @@
  *  - Busy databases: the library does not retry.  A busy timeout set with
  *    sqlite3_busy_timeout() applies (and blocks the loop while SQLite
  *    waits); without one, a busy or locked database fails at once.
+ *  - The statement runs on the loop thread: a single sqlite3_step() that
+ *    takes long (an aggregate, a sort, a busy wait) blocks the loop for
+ *    its whole duration.  Batches bound the time between rows, not the
+ *    time of one step.
+ *
+ * deferred_sqlite_query_one(), deferred_sqlite_query_all() and
+ * deferred_sqlite_exec() run such a query in a process of their own and
+ * give a plain deferred: its first row, every row as an array, or the
+ * change count and last insert rowid of a statement run for its effect.
  *
  * The connection is borrowed: it must stay open until the stage is freed
  * (when its process is freed).  A process belongs to one thread: use the
