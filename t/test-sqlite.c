@@ -1,5 +1,5 @@
 /*
- * test-sqlite.c: SQLite query producers (scenarios D01, D02, defined in
+ * test-sqlite.c: SQLite query producers (scenarios D01, D02, D06, defined in
  * docs/scenarios.md), the row value, one-row queries, bound parameters,
  * busy and locked databases, wrong parameter counts, and every allocation
  * failing in turn.
@@ -773,6 +773,193 @@ START_TEST(test_failing_allocator)
 }
 END_TEST
 
+/* ---- D06: the conveniences --------------------------------------------------- */
+
+/* Every row into one array, in order; an empty result is an empty array;
+ * bad SQL fails it as a stream. */
+START_TEST(test_D06_query_all_collects_rows)
+{
+    deferred_t *d;
+    deferred_array_t *a;
+    size_t i;
+
+    d = deferred_sqlite_query_all_p(loop, db, "SELECT i, s FROM t WHERE i <= ? ORDER BY i",
+                                    DEFERRED_PARAMS(deferred_param_int(500)));
+    ck_assert_ptr_nonnull(d);
+    ck_assert(!deferred_has_fired(d)); /* never before it returns */
+    ev_run(loop, 0);
+    ck_assert(deferred_has_result(d));
+    a = deferred_value_get_array(deferred_result(d));
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_eq(deferred_array_size(a), 500);
+    for (i = 0; i < 500; i++) {
+        deferred_row_t *row = deferred_value_get_row(deferred_array_get(a, i));
+
+        ck_assert_ptr_nonnull(row);
+        ck_assert_int_eq(deferred_row_int(row, 0), (int64_t)i + 1);
+    }
+    ck_assert_str_eq(deferred_row_text(deferred_value_get_row(deferred_array_get(a, 41)), 1),
+                     "row 42");
+    deferred_unref(d);
+
+    d = deferred_sqlite_query_all(loop, db, "SELECT i FROM t WHERE i < 0", NULL, 0);
+    ev_run(loop, 0);
+    a = deferred_value_get_array(deferred_result(d));
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_eq(deferred_array_size(a), 0);
+    deferred_unref(d);
+
+    d = (deferred_sqlite_query_all)(loop, db, "SELEC nothing", NULL, 0);
+    ev_run(loop, 0);
+    ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_SQLITE, SQLITE_ERROR));
+    deferred_unref(d);
+}
+END_TEST
+
+static int64_t exec_count(deferred_t *d, const char *col)
+{
+    deferred_row_t *row;
+
+    ck_assert(deferred_has_result(d));
+    ck_assert_ptr_null(failure_of(d));
+    row = deferred_value_get_row(deferred_result(d));
+    ck_assert_ptr_nonnull(row);
+    return deferred_row_int_named(row, col);
+}
+
+/* An exec: DDL, an INSERT's rowid, an UPDATE's change count, RETURNING
+ * rows dropped; a transaction as statements in order, each made from the
+ * callback of the one before (here: after it fired); a rollback undoes;
+ * a failing statement fails the exec. */
+START_TEST(test_D06_exec_counts_and_transactions)
+{
+    deferred_t *d;
+
+    d = deferred_sqlite_exec(loop, db, "CREATE TEMP TABLE w (id INTEGER PRIMARY KEY, v TEXT)",
+                             NULL, 0);
+    ck_assert(!deferred_has_fired(d));
+    ev_run(loop, 0);
+    ck_assert_int_eq(exec_count(d, "changes"), 0);
+    deferred_unref(d);
+
+    d = deferred_sqlite_exec(loop, db, "BEGIN", NULL, 0);
+    ev_run(loop, 0);
+    exec_count(d, "changes");
+    deferred_unref(d);
+    d = deferred_sqlite_exec_p(loop, db, "INSERT INTO w (id, v) VALUES (?, ?)",
+                               DEFERRED_PARAMS(deferred_param_int(41),
+                                               deferred_param_text("a")));
+    ev_run(loop, 0);
+    ck_assert_int_eq(exec_count(d, "changes"), 1);
+    ck_assert_int_eq(exec_count(d, "last_insert_rowid"), 41);
+    deferred_unref(d);
+    d = deferred_sqlite_exec(loop, db, "INSERT INTO w (v) VALUES ('b'), ('c') RETURNING id",
+                             NULL, 0);
+    ev_run(loop, 0);
+    ck_assert_int_eq(exec_count(d, "changes"), 2);
+    ck_assert_int_eq(exec_count(d, "last_insert_rowid"), 43);
+    deferred_unref(d);
+    d = deferred_sqlite_exec(loop, db, "COMMIT", NULL, 0);
+    ev_run(loop, 0);
+    exec_count(d, "changes");
+    deferred_unref(d);
+
+    d = (deferred_sqlite_exec)(loop, db, "UPDATE w SET v = 'x' WHERE id >= 42", NULL, 0);
+    ev_run(loop, 0);
+    ck_assert_int_eq(exec_count(d, "changes"), 2);
+    deferred_unref(d);
+
+    d = deferred_sqlite_exec(loop, db, "BEGIN", NULL, 0);
+    ev_run(loop, 0);
+    deferred_unref(d);
+    d = deferred_sqlite_exec(loop, db, "DELETE FROM w", NULL, 0);
+    ev_run(loop, 0);
+    ck_assert_int_eq(exec_count(d, "changes"), 3);
+    deferred_unref(d);
+    d = deferred_sqlite_exec(loop, db, "ROLLBACK", NULL, 0);
+    ev_run(loop, 0);
+    deferred_unref(d);
+    d = deferred_sqlite_query_all(loop, db, "SELECT id FROM w", NULL, 0);
+    ev_run(loop, 0);
+    ck_assert_uint_eq(deferred_array_size(deferred_value_get_array(deferred_result(d))), 3);
+    deferred_unref(d);
+
+    /* A constraint violation fails the exec with SQLite's code. */
+    d = deferred_sqlite_exec(loop, db, "INSERT INTO w (id, v) VALUES (41, 'dup')", NULL, 0);
+    ev_run(loop, 0);
+    ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_SQLITE,
+                                  SQLITE_CONSTRAINT_PRIMARYKEY));
+    deferred_unref(d);
+    /* Only a comment: the counts, nothing run. */
+    d = deferred_sqlite_exec(loop, db, "-- nothing", NULL, 0);
+    ev_run(loop, 0);
+    exec_count(d, "changes");
+    deferred_unref(d);
+    /* Cancelled before it ran: ECANCELED, the statement finalized. */
+    d = deferred_sqlite_exec(loop, db, "DELETE FROM w", NULL, 0);
+    deferred_cancel(d);
+    ev_run(loop, 0);
+    ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_LIBRARY, ECANCELED));
+    deferred_unref(d);
+    d = deferred_sqlite_exec(loop, db, "DROP TABLE w", NULL, 0);
+    ev_run(loop, 0);
+    exec_count(d, "changes");
+    deferred_unref(d);
+}
+END_TEST
+
+/* Every allocation failing in turn under query_all and exec: each fails
+ * with ENOMEM or succeeds whole. */
+static int conv_enomem;
+
+static void sc_conveniences(struct tu_oom *r)
+{
+    deferred_t *d;
+
+    d = deferred_sqlite_query_all_p(loop, db, "SELECT i, s FROM t WHERE i <= ?",
+                                    DEFERRED_PARAMS(deferred_param_int(40)));
+    if (!d) {
+        r->saw = true;
+    } else {
+        ev_run(loop, 0);
+        ck_assert(deferred_has_fired(d));
+        if (failure_of(d)) {
+            ck_assert(deferred_failure_find(failure_of(d), DEFERRED_DOMAIN_LIBRARY, ENOMEM));
+            r->saw = true;
+        } else {
+            ck_assert_uint_eq(deferred_array_size(deferred_value_get_array(deferred_result(d))),
+                              40);
+        }
+        deferred_unref(d);
+    }
+    d = deferred_sqlite_exec(loop, db, "SELECT 1", NULL, 0);
+    if (!d) {
+        r->saw = true;
+    } else {
+        ev_run(loop, 0);
+        ck_assert(deferred_has_fired(d));
+        if (failure_of(d)) {
+            ck_assert(deferred_failure_find(failure_of(d), DEFERRED_DOMAIN_LIBRARY, ENOMEM));
+            r->saw = true;
+        } else {
+            ck_assert_ptr_nonnull(deferred_value_get_row(deferred_result(d)));
+        }
+        deferred_unref(d);
+    }
+    if (r->saw)
+        conv_enomem++;
+    else
+        r->ok = true;
+}
+
+START_TEST(test_D06_failing_allocator)
+{
+    conv_enomem = 0;
+    tu_oom_sweep("sqlite conveniences", sc_conveniences, NULL, 0);
+    ck_assert_int_gt(conv_enomem, 3);
+}
+END_TEST
+
 /* ---- contracts at the edges (issue 12) ------------------------------------------ */
 
 /* f's story, for messages (freed by the caller). */
@@ -940,6 +1127,9 @@ static Suite *sqlite_suite(void)
     tcase_add_test(tc, test_busy_and_locked);
     tcase_add_test(tc, test_cancel_before_run_and_free);
     tcase_add_test(tc, test_failing_allocator);
+    tcase_add_test(tc, test_D06_query_all_collects_rows);
+    tcase_add_test(tc, test_D06_exec_counts_and_transactions);
+    tcase_add_test(tc, test_D06_failing_allocator);
     suite_add_tcase(s, tc);
     return s;
 }

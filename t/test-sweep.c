@@ -1911,6 +1911,22 @@ START_TEST(s_sqlite)
         ev_run(loop, 0);
         ck_assert_int_eq(failed_code(d), EINVAL);
     }
+    /* query_all and exec: bad arguments as the stage constructor. */
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_all_at(NULL, 0, NULL, db, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_all(loop, NULL, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_all(loop, db, NULL, NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_query_all)(loop, db, "SELECT ?", NULL, 1)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_exec_at(NULL, 0, NULL, db, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_exec(loop, NULL, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_exec(loop, db, NULL, NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_exec)(loop, db, "SELECT ?", NULL, SIZE_MAX)), EINVAL);
+    d = deferred_sqlite_exec(loop, db, "SELECT 1; SELECT 2", NULL, 0);
+    ev_run(loop, 0);
+    ck_assert_int_eq(failed_code(d), EINVAL);
+    d = deferred_sqlite_query_all_p(loop, db, "SELECT ?", DEFERRED_PARAMS(deferred_param_int(1),
+                                                                       deferred_param_int(2)));
+    ev_run(loop, 0);
+    ck_assert_int_eq(failed_code(d) & 0xff, SQLITE_RANGE);
     /* Only a comment: no row. */
     d = deferred_sqlite_query_one(loop, db, "-- nothing", NULL, 0);
     ev_run(loop, 0);
@@ -2342,6 +2358,10 @@ static const struct sweep_entry sweep_table[] = {
     E("sqlite", deferred_sqlite_set_batch, C(s_sqlite)),
     E("sqlite", deferred_sqlite_query_one_at, C(s_sqlite)),
     E("sqlite", deferred_sqlite_query_one, C(s_sqlite)),
+    E("sqlite", deferred_sqlite_query_all_at, C(s_sqlite)),
+    E("sqlite", deferred_sqlite_query_all, C(s_sqlite)),
+    E("sqlite", deferred_sqlite_exec_at, C(s_sqlite)),
+    E("sqlite", deferred_sqlite_exec, C(s_sqlite)),
 #endif
 #ifdef SWEEP_HAVE_PQ
     E("pg", deferred_pg_connect_at, C(s_pg)),

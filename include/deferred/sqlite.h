@@ -26,6 +26,15 @@
  *  - Busy databases: the library does not retry.  A busy timeout set with
  *    sqlite3_busy_timeout() applies (and blocks the loop while SQLite
  *    waits); without one, a busy or locked database fails at once.
+ *  - The statement runs on the loop thread: a single sqlite3_step() that
+ *    takes long (an aggregate, a sort, a busy wait) blocks the loop for
+ *    its whole duration.  Batches bound the time between rows, not the
+ *    time of one step.
+ *
+ * deferred_sqlite_query_one(), deferred_sqlite_query_all() and
+ * deferred_sqlite_exec() run such a query in a process of their own and
+ * give a plain deferred: its first row, every row as an array, or the
+ * change count and last insert rowid of a statement run for its effect.
  *
  * The connection is borrowed: it must stay open until the stage is freed
  * (when its process is freed).  A process belongs to one thread: use the
@@ -136,6 +145,82 @@ static inline deferred_t *deferred_sqlite_query_one_p_at(const char *file, int l
                                                          deferred_params_t params)
 {
     return deferred_sqlite_query_one_at(file, line, loop, db, sql, params.items, params.n);
+}
+
+/*
+ * Run a query for every row, as a plain deferred (a new reference): it
+ * fires with a deferred_array_t value (deferred_value_get_array()) of
+ * the rows in order (deferred_value_row() values; an empty array when
+ * there is none), or fails as a query stream would.  It holds every row
+ * in memory: for a large result, run deferred_sqlite_query() in a
+ * process.  Cancelling it cancels the query.  It never fires before this
+ * returns.  NULL with errno as deferred_sqlite_query() gives it (EINVAL
+ * for bad arguments, ENOMEM).  A macro recording the caller's file and
+ * line; the function of the same name records none.
+ */
+#define deferred_sqlite_query_all(...) \
+    deferred_sqlite_query_all_at(__FILE__, __LINE__, __VA_ARGS__)
+DEFERRED_EXPORT deferred_t *deferred_sqlite_query_all_at(const char *file, int line,
+                                                         struct ev_loop *loop, sqlite3 *db,
+                                                         const char *sql,
+                                                         const deferred_param_t *params,
+                                                         size_t n);
+DEFERRED_EXPORT deferred_t *(deferred_sqlite_query_all)(struct ev_loop *loop, sqlite3 *db,
+                                                        const char *sql,
+                                                        const deferred_param_t *params,
+                                                        size_t n);
+
+/*
+ * Run one statement for its effect (INSERT, UPDATE, DELETE, DDL, BEGIN,
+ * COMMIT...), as a plain deferred (a new reference): it fires, once the
+ * statement is done, with a row (a deferred_value_row() value) of two
+ * integer columns, "changes" (sqlite3_changes64() of db: the rows the
+ * statement inserted, updated or deleted; for a statement that changes
+ * none, what SQLite reports, see its documentation) and
+ * "last_insert_rowid" (sqlite3_last_insert_rowid() of db), both read as
+ * the statement ends.  Rows the statement returns (RETURNING) are stepped
+ * and dropped.  SQL that is only a comment or white space gives the
+ * counts without running anything.  It fails as a query stream would.
+ * Statements on one connection run in the order they were made when
+ * each is made after the one before has fired (a transaction: exec
+ * "BEGIN", then the statements, then "COMMIT", each from the callback of
+ * the one before).  Cancelling it cancels the statement.  It never fires
+ * before this returns.  NULL with errno as deferred_sqlite_query() gives
+ * it (EINVAL for bad arguments, ENOMEM).  A macro recording the caller's
+ * file and line; the function of the same name records none.
+ */
+#define deferred_sqlite_exec(...) deferred_sqlite_exec_at(__FILE__, __LINE__, __VA_ARGS__)
+DEFERRED_EXPORT deferred_t *deferred_sqlite_exec_at(const char *file, int line,
+                                                    struct ev_loop *loop, sqlite3 *db,
+                                                    const char *sql,
+                                                    const deferred_param_t *params,
+                                                    size_t n);
+DEFERRED_EXPORT deferred_t *(deferred_sqlite_exec)(struct ev_loop *loop, sqlite3 *db,
+                                                   const char *sql,
+                                                   const deferred_param_t *params,
+                                                   size_t n);
+
+/*
+ * deferred_sqlite_query_all() and deferred_sqlite_exec() with their
+ * parameters as one deferred_params_t (DEFERRED_PARAMS(...)); same
+ * answers.  Macros over the inline functions ..._p_at().
+ */
+#define deferred_sqlite_query_all_p(loop, db, sql, params) \
+    deferred_sqlite_query_all_p_at(__FILE__, __LINE__, (loop), (db), (sql), (params))
+static inline deferred_t *deferred_sqlite_query_all_p_at(const char *file, int line,
+                                                         struct ev_loop *loop, sqlite3 *db,
+                                                         const char *sql,
+                                                         deferred_params_t params)
+{
+    return deferred_sqlite_query_all_at(file, line, loop, db, sql, params.items, params.n);
+}
+#define deferred_sqlite_exec_p(loop, db, sql, params) \
+    deferred_sqlite_exec_p_at(__FILE__, __LINE__, (loop), (db), (sql), (params))
+static inline deferred_t *deferred_sqlite_exec_p_at(const char *file, int line,
+                                                    struct ev_loop *loop, sqlite3 *db,
+                                                    const char *sql, deferred_params_t params)
+{
+    return deferred_sqlite_exec_at(file, line, loop, db, sql, params.items, params.n);
 }
 
 #ifdef __cplusplus

@@ -61,6 +61,9 @@ struct sq {
     bool step_failed;        /* the step to row + 1 failed */
     bool in_step;            /* sqlite3_step() is on the stack */
     bool cancelled;
+    bool exec;               /* deferred_sqlite_exec(): rows are skipped and
+                              * the end value is a row of the counts */
+    deferred_row_shape_t *exec_shape; /* changes, last_insert_rowid */
     deferred__ev_pump_t pump; /* runs sq_run(); owns q's free */
 };
 
@@ -98,6 +101,30 @@ static void sq_end(struct sq *q, deferred_value_t outcome)
     sq_finalize(q);
     q->ended = true;
     deferred_stage_finish(q->self, outcome);
+}
+
+/* The value the statement ends with: none, or for an exec a row of
+ * sqlite3_changes64() and sqlite3_last_insert_rowid() read as the step
+ * returned SQLITE_DONE (a failure of the library's ENOMEM when that row
+ * cannot be made). */
+static deferred_value_t sq_done_value(struct sq *q)
+{
+    deferred_row_t *row;
+
+    if (!q->exec)
+        return deferred_value_none();
+    row = deferred_row_alloc(q->exec_shape, 0);
+    if (!row)
+        return deferred_value_failure(deferred_failure_new_at(
+            q->file, q->line, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
+            "out of memory making the counts of an exec"));
+#if SQLITE_VERSION_NUMBER >= 3037000
+    deferred_row_set_int(row, 0, (int64_t)sqlite3_changes64(q->db));
+#else
+    deferred_row_set_int(row, 0, (int64_t)sqlite3_changes(q->db));
+#endif
+    deferred_row_set_int(row, 1, (int64_t)sqlite3_last_insert_rowid(q->db));
+    return deferred_value_row(row);
 }
 
 /* ---- rows ------------------------------------------------------------------- */
@@ -172,7 +199,7 @@ static void sq_run(void *data)
     }
     if (q->empty && !q->ended) {
         /* Only a comment or white space: no row. */
-        sq_end(q, deferred_value_none());
+        sq_end(q, sq_done_value(q));
         return;
     }
     for (n = 0; n < q->batch; n++) {
@@ -189,7 +216,9 @@ static void sq_run(void *data)
             sq_finalize(q);
             return;
         }
-        if (rc == SQLITE_ROW) {
+        if (rc == SQLITE_ROW && q->exec) {
+            continue; /* an exec's rows (RETURNING) are stepped, not made */
+        } else if (rc == SQLITE_ROW) {
             row = sq_make_row(q);
             if (!row) {
                 q->step_failed = true;
@@ -204,7 +233,7 @@ static void sq_run(void *data)
             if (deferred_stage_emit(q->self, deferred_value_row(row)) < 0)
                 return;
         } else if (rc == SQLITE_DONE) {
-            sq_end(q, deferred_value_none());
+            sq_end(q, sq_done_value(q));
             return;
         } else {
             q->step_failed = true;
@@ -273,6 +302,7 @@ static void sq_free(void *data)
     sq_finalize(q);
     deferred_failure_unref(q->failure);
     deferred_row_shape_unref(q->shape);
+    deferred_row_shape_unref(q->exec_shape);
     deferred_free(q->colmem);
     deferred_free(q);
 }
@@ -431,10 +461,11 @@ static int sq_prepare(struct sq *q, const deferred_param_t *params, size_t n)
     return q->shape ? 0 : -ENOMEM;
 }
 
-deferred_stage_t *deferred_sqlite_query_at(const char *file, int line, struct ev_loop *loop,
-                                           sqlite3 *db, const char *sql,
-                                           const deferred_param_t *params, size_t n)
+static deferred_stage_t *sq_new(const char *file, int line, struct ev_loop *loop,
+                                sqlite3 *db, const char *sql,
+                                const deferred_param_t *params, size_t n, bool exec)
 {
+    static const char *const counts[] = {"changes", "last_insert_rowid"};
     deferred_stage_t *st;
     struct sq *q;
     size_t len;
@@ -461,7 +492,15 @@ deferred_stage_t *deferred_sqlite_query_at(const char *file, int line, struct ev
     q->batch = DEFERRED_SQLITE_BATCH;
     deferred__ev_pump_init(&q->pump, loop, DEFERRED__EV_PUMP_EVERY_ITERATION, sq_run,
                            sq_free, q);
-    rc = sq_prepare(q, params, n);
+    q->exec = exec;
+    rc = 0;
+    if (exec) {
+        q->exec_shape = deferred_row_shape_new(2, counts);
+        if (!q->exec_shape)
+            rc = -ENOMEM;
+    }
+    if (rc == 0)
+        rc = sq_prepare(q, params, n);
     if (rc < 0) {
         sq_free(q);
         errno = -rc;
@@ -471,6 +510,13 @@ deferred_stage_t *deferred_sqlite_query_at(const char *file, int line, struct ev
     if (st)
         q->self = st;
     return st;
+}
+
+deferred_stage_t *deferred_sqlite_query_at(const char *file, int line, struct ev_loop *loop,
+                                           sqlite3 *db, const char *sql,
+                                           const deferred_param_t *params, size_t n)
+{
+    return sq_new(file, line, loop, db, sql, params, n, false);
 }
 
 int deferred_sqlite_set_batch(deferred_stage_t *st, unsigned rows)
@@ -496,6 +542,52 @@ deferred_t *deferred_sqlite_query_one_at(const char *file, int line, struct ev_l
     return st ? deferred_process_first_at(file, line, st) : NULL;
 }
 
+/* ---- every row; an exec ---------------------------------------------------------- */
+
+deferred_t *deferred_sqlite_query_all_at(const char *file, int line, struct ev_loop *loop,
+                                         sqlite3 *db, const char *sql,
+                                         const deferred_param_t *params, size_t n)
+{
+    deferred_stage_t *st = deferred_sqlite_query_at(file, line, loop, db, sql, params, n);
+    deferred_stage_t *all;
+    deferred_process_t *p;
+    deferred_t *d;
+    int rc;
+
+    if (!st)
+        return NULL; /* the stage's errno (EINVAL, ENOMEM) stands */
+    p = deferred_process_new(0);
+    if (!p) {
+        deferred_stage_free(st);
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* deferred_process_add() takes its stage, also when it fails. */
+    rc = deferred_process_add(p, st);
+    if (rc == 0) {
+        all = deferred_stage_collect();
+        rc = all ? deferred_process_add(p, all) : -ENOMEM;
+    }
+    if (rc < 0) {
+        deferred_process_unref(p);
+        errno = -rc;
+        return NULL;
+    }
+    d = deferred_process_run_at(file, line, p);
+    deferred_process_unref(p);
+    return d;
+}
+
+deferred_t *deferred_sqlite_exec_at(const char *file, int line, struct ev_loop *loop,
+                                    sqlite3 *db, const char *sql,
+                                    const deferred_param_t *params, size_t n)
+{
+    deferred_stage_t *st = sq_new(file, line, loop, db, sql, params, n, true);
+
+    /* It emits nothing: deferred_stage_first() gives its end value. */
+    return st ? deferred_process_first_at(file, line, st) : NULL;
+}
+
 /* The functions behind the macros, for callers without them (bindings,
  * pointers to functions): their failures name no site of the caller's. */
 deferred_stage_t *(deferred_sqlite_query)(struct ev_loop *loop, sqlite3 *db,
@@ -509,4 +601,16 @@ deferred_t *(deferred_sqlite_query_one)(struct ev_loop *loop, sqlite3 *db, const
                                         const deferred_param_t *params, size_t n)
 {
     return deferred_sqlite_query_one_at(NULL, 0, loop, db, sql, params, n);
+}
+
+deferred_t *(deferred_sqlite_query_all)(struct ev_loop *loop, sqlite3 *db, const char *sql,
+                                        const deferred_param_t *params, size_t n)
+{
+    return deferred_sqlite_query_all_at(NULL, 0, loop, db, sql, params, n);
+}
+
+deferred_t *(deferred_sqlite_exec)(struct ev_loop *loop, sqlite3 *db, const char *sql,
+                                   const deferred_param_t *params, size_t n)
+{
+    return deferred_sqlite_exec_at(NULL, 0, loop, db, sql, params, n);
 }
