@@ -199,6 +199,9 @@ static void body_side_effect(const struct step *s)
 
     if (!d || !side_effect_allowed())
         return;
+    /* (pending/async/uaf-cancel-during-finish-frees-rearm-target.) */
+    if (s->kind == ST_CANCEL && fz_avoid_pending && made_serial(d))
+        return;
     d = deferred_ref(d);
     if (s->kind == ST_FIRE) {
         TRI(deferred_callback(d, fz_token()));
