@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """fuzz/gen-corpus.py: write the seed corpus of the fuzz harnesses.
 
-    python3 fuzz/gen-corpus.py [--check-core BIN] [--check-process BIN] [OUTDIR]
+    python3 fuzz/gen-corpus.py [--check-core BIN] [--check-process BIN]
+        [--check-async BIN] [OUTDIR]
 
-writes OUTDIR/core/* and OUTDIR/process/* (OUTDIR defaults to fuzz/corpus
-beside this script): named scenarios written by hand in the harnesses'
-byte code (see fuzz-core.c and fuzz-process.c), then deterministic random
-programs.  With --check-HARNESS, each input is first run by BIN (a
-harness or a regression driver taking files): an input that crashes the
-tree as it is now is written to fuzz/pending/HARNESS/ instead, since the
-seed corpus is also a test of "make check".
+writes OUTDIR/core/*, OUTDIR/process/* and OUTDIR/async/* (OUTDIR
+defaults to fuzz/corpus beside this script): named scenarios written by
+hand in the harnesses' byte code (see fuzz-core.c, fuzz-process.c and
+fuzz-async.c), then deterministic random programs.  With
+--check-HARNESS, each input is first run by BIN (a harness or a
+regression driver taking files): an input that crashes the tree as it is
+now is written to fuzz/pending/HARNESS/ instead, since the seed corpus is
+also a test of "make check".
 """
 import os
 import random
@@ -192,6 +194,75 @@ PROCESS = {
 }
 
 
+# fuzz-async.c: opcodes (enum op), steps (enum step_kind), cleanups
+# (enum fin_kind).
+(A_NEW, A_NEW_MULTI, A_CORO, A_CORO2, A_FIRE, A_ERRBACK, A_CANCEL, A_PAUSE,
+ A_UNPAUSE, A_REF, A_UNREF, A_EMIT, A_FINISH, A_FAIL_ALLOC, A_CONSUMER,
+ A_SUCCEED) = range(16)
+(ST_AWAIT, ST_TRY, ST_FOR, ST_RETURN, ST_FAIL, ST_FIRE, ST_CANCEL) = range(7)
+(FIN_NOTHING, FIN_AWAIT_TRY, FIN_AWAIT, FIN_RETURN) = range(4)
+
+
+def a_step(kind, x=0, flag=False, y=0, k=0):
+    return [(0x80 if flag else 0) | kind, (y << 4) | x, k]
+def a_program(steps, fin, finx, hold):
+    return [(0x80 if hold else 0) | (fin << 3) | (len(steps) - 1), finx] + sum(steps, [])
+def a_coro(s, steps, fin=FIN_NOTHING, finx=0, hold=False, discard=False):
+    return [A_CORO, (0x80 if discard else 0) | s] + a_program(steps, fin, finx, hold)
+def a_consumer(s, steps, multi=None, n=0, fail_mask=0, paused=False, fin=FIN_NOTHING, finx=0):
+    pb = (0x80 | multi) if multi is not None else (fail_mask << 3) | n
+    return [A_CONSUMER, (0x40 if paused else 0) | s, pb] + a_program(steps, fin, finx, False)
+def a_op(op, s, failed=False): return [op, (0x80 if failed else 0) | s]
+
+
+ASYNC = {
+    "await-fire": a_op(A_NEW, 0) + a_coro(1, [a_step(ST_AWAIT, 0)]) + a_op(A_FIRE, 0),
+    "await-ready": a_op(A_SUCCEED, 0) + a_coro(1, [a_step(ST_AWAIT, 0), a_step(ST_RETURN)]),
+    "try-handled": a_op(A_NEW, 0) + a_coro(1, [a_step(ST_TRY, 0), a_step(ST_RETURN)])
+        + a_op(A_ERRBACK, 0),
+    "try-passed-on": a_op(A_NEW, 0) + a_coro(1, [a_step(ST_TRY, 0, flag=True), a_step(ST_RETURN)])
+        + a_op(A_ERRBACK, 0),
+    "unhandled-finally-awaits": a_op(A_NEW, 0) + a_op(A_NEW, 2)
+        + a_coro(1, [a_step(ST_AWAIT, 0)], fin=FIN_AWAIT_TRY, finx=2, hold=True)
+        + a_op(A_ERRBACK, 0) + a_op(A_FIRE, 2),
+    "cancel-handled-twice": a_op(A_NEW, 0) + a_op(A_NEW, 2)
+        + a_coro(1, [a_step(ST_TRY, 0), a_step(ST_TRY, 2), a_step(ST_RETURN)])
+        + a_op(A_CANCEL, 1) + a_op(A_CANCEL, 1),
+    "cancel-unhandled": a_op(A_NEW, 0) + a_coro(1, [a_step(ST_AWAIT, 0)], hold=True)
+        + a_op(A_CANCEL, 1),
+    "for-multi": a_op(A_NEW_MULTI, 0) + a_op(A_NEW, 2)
+        + a_coro(1, [a_step(ST_FOR, 0, flag=True, y=2), a_step(ST_RETURN)])
+        + a_op(A_EMIT, 0) + a_op(A_FIRE, 2) + a_op(A_EMIT, 0) + a_op(A_FINISH, 0),
+    "for-break": a_op(A_NEW_MULTI, 0) + a_coro(1, [a_step(ST_FOR, 0, k=2), a_step(ST_FOR, 0)])
+        + a_op(A_EMIT, 0) + a_op(A_EMIT, 0) + a_op(A_EMIT, 0) + a_op(A_FINISH, 0),
+    "for-failed-row": a_op(A_NEW_MULTI, 0) + a_coro(1, [a_step(ST_FOR, 0)], hold=True)
+        + a_op(A_EMIT, 0) + a_op(A_FINISH, 0, failed=True),
+    "await-multi": a_op(A_NEW_MULTI, 0) + a_coro(1, [a_step(ST_AWAIT, 0)])
+        + a_op(A_EMIT, 0) + a_op(A_FINISH, 0),
+    "coro-awaits-coro": a_op(A_NEW, 0) + a_coro(1, [a_step(ST_AWAIT, 0)])
+        + a_coro(2, [a_step(ST_TRY, 1), a_step(ST_FAIL, 3)]) + a_op(A_FIRE, 0),
+    "dropped": a_op(A_NEW, 0) + a_coro(1, [a_step(ST_AWAIT, 0)], fin=FIN_AWAIT, finx=0, hold=True)
+        + a_op(A_UNREF, 0),
+    "discard": a_coro(0, [a_step(ST_AWAIT, 0)], hold=True, discard=True),
+    "finally-returns": a_op(A_NEW, 0) + a_coro(1, [a_step(ST_FAIL, 1)], fin=FIN_RETURN),
+    "pause-coro": a_op(A_NEW, 0) + a_coro(1, [a_step(ST_AWAIT, 0)]) + a_op(A_PAUSE, 1)
+        + a_op(A_FIRE, 0) + a_op(A_UNPAUSE, 1),
+    "side-effects": a_op(A_NEW, 0) + a_op(A_NEW, 2) + a_op(A_NEW, 4)
+        + a_coro(1, [a_step(ST_AWAIT, 0), a_step(ST_FIRE, 2), a_step(ST_CANCEL, 4)])
+        + a_coro(3, [a_step(ST_AWAIT, 2), a_step(ST_AWAIT, 1)]) + a_op(A_FIRE, 0),
+    "consumer-array": a_consumer(0, [a_step(ST_FOR, 0), a_step(ST_RETURN)], n=4),
+    "consumer-array-failed": a_consumer(0, [a_step(ST_FOR, 0)], n=3, fail_mask=2),
+    "consumer-multi": a_op(A_NEW_MULTI, 1) + a_op(A_NEW, 2)
+        + a_consumer(0, [a_step(ST_FOR, 0, flag=True, y=2)], multi=1, paused=True)
+        + a_op(A_EMIT, 1) + a_op(A_FIRE, 2) + a_op(A_EMIT, 1) + a_op(A_FINISH, 1),
+    "consumer-cancel": a_op(A_NEW_MULTI, 1) + a_consumer(0, [a_step(ST_FOR, 0, k=3)], multi=1)
+        + a_op(A_EMIT, 1) + a_op(A_CANCEL, 0),
+    "fail-alloc": a_op(A_NEW, 0) + [A_FAIL_ALLOC, 0] + a_coro(1, [a_step(ST_AWAIT, 0)])
+        + [A_FAIL_ALLOC, 1] + a_coro(2, [a_step(ST_TRY, 0)]) + [A_FAIL_ALLOC, 2]
+        + a_op(A_CANCEL, 2) + a_op(A_FIRE, 0),
+}
+
+
 def random_inputs(seed, count, alphabet_max, length):
     rng = random.Random(seed)
     out = {}
@@ -226,6 +297,7 @@ def main():
     sets = {
         "core": dict(CORE, **random_inputs(1, 12, 256, 48)),
         "process": dict(PROCESS, **random_inputs(2, 12, 256, 40)),
+        "async": dict(ASYNC, **random_inputs(3, 8, 256, 48)),
     }
     for harness, inputs in sets.items():
         for name, data in sorted(inputs.items()):
