@@ -1173,6 +1173,171 @@ START_TEST(test_A14_await_null_and_multi)
 }
 END_TEST
 
+/* ---- found by fuzz/fuzz-async ------------------------------------------ */
+
+/* A07: a consumer coroutine dropped (what it awaited freed unfired) fails
+ * its process's result with ECANCELED; before, the process waited on the
+ * coroutine's deferred forever and kept itself alive (the fixture's
+ * teardown sees the blocks). */
+struct fz_consumer {
+    deferred_async_t co;
+    deferred_t *in;
+    deferred_value_t v;
+};
+
+static int fz_consumer_body(void *frame)
+{
+    struct fz_consumer *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    DEFERRED_AWAIT(f, f->in, f->v); /* f->in never fires */
+    deferred_value_release(f->v);
+    DEFERRED_ASYNC_FOR(f, deferred_async_input(&f->co), f->v)
+        deferred_value_release(f->v);
+    DEFERRED_ASYNC_END(f);
+}
+
+START_TEST(test_A07_dropped_consumer_fails_its_process)
+{
+    deferred_t *x = deferred_new(), *d;
+    deferred_process_t *p = deferred_process_new(0);
+    struct fz_consumer *f = DEFERRED_ASYNC_NEW(struct fz_consumer, fz_consumer_body, "consumer");
+    deferred_failure_t *fl;
+
+    ck_assert_ptr_nonnull(f);
+    f->in = deferred_ref(x);
+    ck_assert_int_eq(deferred_process_add(p, deferred_stage_array(NULL, 0)), 0);
+    ck_assert_int_eq(deferred_process_add(p, deferred_async_consumer(f)), 0);
+    d = deferred_process_run(p);
+    deferred_process_unref(p);
+    ck_assert(!deferred_has_fired(d));
+    deferred_unref(x); /* freed unfired: the coroutine is dropped */
+    ck_assert(deferred_has_fired(d));
+    fl = take_failure(d);
+    ck_assert(deferred_failure_find(fl, DEFERRED_DOMAIN_LIBRARY, ECANCELED) != NULL);
+    deferred_failure_unref(fl);
+    deferred_unref(d);
+}
+END_TEST
+
+/* A05: after a captured cancel (the coroutine's deferred waits on the
+ * deferred the cancel made for it), the coroutine's end closes its
+ * iterator, which resumes another coroutine that cancels the first one's
+ * deferred again: the core cancels and frees the deferred it waits on,
+ * and the end must not use it (ASan saw a use after free). */
+static deferred_t *fz_x_deferred;
+
+struct fz_x {
+    deferred_async_t co;
+    deferred_t *m;
+    deferred_async_iter_t it;
+    deferred_value_t v;
+};
+
+static int fz_x_body(void *frame)
+{
+    struct fz_x *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    ck_assert_int_eq(deferred_async_iter_open_multi(&f->co, &f->it, f->m), 0);
+    DEFERRED_ASYNC_FOR(f, &f->it, f->v) {
+        deferred_value_release(f->v);
+        break;
+    }
+    deferred_cancel(deferred_async_self(&f->co));
+    DEFERRED_ASYNC_RETURN(f, tu_tracked(5));
+    DEFERRED_ASYNC_END(f);
+}
+
+struct fz_y {
+    deferred_async_t co;
+    deferred_t *m;
+    deferred_value_t v;
+};
+
+static int fz_y_body(void *frame)
+{
+    struct fz_y *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    DEFERRED_AWAIT_TRY(f, deferred_ref(f->m), f->v);
+    deferred_value_release(f->v);
+    deferred_cancel(fz_x_deferred);
+    DEFERRED_ASYNC_END(f);
+}
+
+START_TEST(test_A05_cancel_during_end_after_captured_cancel)
+{
+    deferred_t *m = deferred_multi_new(), *y;
+    struct fz_x *xf = DEFERRED_ASYNC_NEW(struct fz_x, fz_x_body, "X");
+    struct fz_y *yf = DEFERRED_ASYNC_NEW(struct fz_y, fz_y_body, "Y");
+
+    ck_assert_ptr_nonnull(xf);
+    ck_assert_ptr_nonnull(yf);
+    xf->m = m;
+    fz_x_deferred = deferred_async_start(xf);
+    yf->m = m;
+    y = deferred_async_start(yf);
+    /* X breaks, cancels itself (captured: it goes on), ends; its end
+     * cancels m, whose end resumes Y, which cancels X again */
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(1)), 0);
+    ck_assert(deferred_has_fired(fz_x_deferred));
+    ck_assert(deferred_has_fired(y));
+    deferred_value_release(deferred_result_take(fz_x_deferred));
+    deferred_value_release(deferred_result_take(y));
+    ck_assert_int_eq(tu_released, 1); /* X's return value, released once */
+    deferred_unref(fz_x_deferred);
+    deferred_unref(y);
+    deferred_unref(m);
+}
+END_TEST
+
+/* A06: a captured cancel, then a second cancel of the coroutine's deferred
+ * from its body while the allocation that cancel needs fails: the deferred
+ * it waited on fails with ECANCELED and is freed, and the end must not use
+ * it (ASan saw a use after free). */
+struct fz_self {
+    deferred_async_t co;
+    deferred_t *m;
+    deferred_value_t v;
+};
+
+static int fz_self_body(void *frame)
+{
+    struct fz_self *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    DEFERRED_AWAIT_TRY(f, deferred_ref(f->m), f->v); /* the first cancel, handled */
+    ck_assert(deferred_value_is_failure(f->v));
+    deferred_value_release(f->v);
+    tu_fail_at(1);
+    deferred_cancel(deferred_async_self(&f->co)); /* the second, out of memory */
+    tu_fail_at(0);
+    DEFERRED_ASYNC_FINALLY(f);
+    DEFERRED_ASYNC_RETURN(f, tu_tracked(6));
+    DEFERRED_ASYNC_END(f);
+}
+
+START_TEST(test_A06_second_cancel_out_of_memory)
+{
+    deferred_t *m = deferred_multi_new(), *d;
+    struct fz_self *f = DEFERRED_ASYNC_NEW(struct fz_self, fz_self_body, "self-cancel");
+    deferred_failure_t *fl;
+
+    ck_assert_ptr_nonnull(f);
+    f->m = m;
+    d = deferred_async_start(f);
+    ck_assert_int_eq(deferred_cancel(d), 0);
+    ck_assert(deferred_has_fired(d));
+    fl = take_failure(d); /* the second cancel's ECANCELED; the return released */
+    ck_assert_int_eq(deferred_failure_code(fl), ECANCELED);
+    deferred_failure_unref(fl);
+    ck_assert_int_eq(tu_released, 1);
+    deferred_unref(d);
+    deferred_unref(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("async");
@@ -1210,6 +1375,9 @@ int main(void)
     tcase_add_test(tc, test_A12_failing_allocator_everywhere);
     tcase_add_test(tc, test_A13_bad_input);
     tcase_add_test(tc, test_A14_await_null_and_multi);
+    tcase_add_test(tc, test_A07_dropped_consumer_fails_its_process);
+    tcase_add_test(tc, test_A05_cancel_during_end_after_captured_cancel);
+    tcase_add_test(tc, test_A06_second_cancel_out_of_memory);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -82,7 +82,10 @@
  * freed without having fired, the coroutine can never resume: it is
  * dropped: its cleanups run at once (awaits there fail with ECANCELED at
  * once), what the iterators hold is released, its deferred never fires
- * and its frame is freed with its last reference.
+ * and its frame is freed with its last reference.  A consumer coroutine
+ * (deferred_async_consumer()) is the exception: its process's result
+ * waits on its deferred, which then fails with ECANCELED so that the
+ * process ends.
  *
  * Nothing recurses: an await of a deferred that has its result goes on at
  * once inside the body (a loop of a million such awaits runs in constant

@@ -104,36 +104,52 @@ static void hold_dispose(struct deferred__owned *o)
 }
 
 /* The coroutine ended: its iterators close, the outcome goes to target
- * (released, for a dropped coroutine). */
+ * (released, for a dropped coroutine).  target is held across the
+ * iterators' closing, which runs user code (a stream's end resumes other
+ * coroutines), and so may cancel this coroutine's deferred: the core then
+ * cancels target (a rearmed one is freed once it failed), and a target
+ * that already has its outcome is not fired again. */
 void deferred__async_finish(struct deferred__async *st)
 {
     deferred_value_t v;
+    deferred_t *target;
 
     st->flags |= A_DONE;
     st->flags &= ~A_CANCEL;
+    target = deferred_ref(st->target); /* NULL: it failed at a cancel already */
     while (st->iters)
         deferred__async_iter_detach(st->iters);
     deferred_value_release(st->got);
     st->got = deferred_value_none();
     v = st->outcome;
     st->outcome = deferred_value_none();
-    if (st->flags & A_DROPPED) {
+    if ((st->flags & A_DROPPED) || !target || deferred_has_fired(target)) {
         deferred_value_release(v);
+        /* A consumer's deferred is what its process's result waits on:
+         * dropped, it fails, or the process would wait (and live)
+         * forever. */
+        if ((st->flags & (A_DROPPED | A_CONSUMER)) == (A_DROPPED | A_CONSUMER) && target &&
+            !deferred_has_fired(target))
+            deferred_errback(target, cancelled_failure(
+                                         "a consumer coroutine was dropped: what it awaited "
+                                         "was freed without firing"));
+        deferred_unref(target);
         return;
     }
-    if (st->target != st->self) {
+    if (target != st->self) {
         /* After a captured cancel self waits on target: self must live
          * until target's chain has handed it the outcome (the core may
          * run that chain later, holding target only).  An entry after
          * self's continue entry holds it that long. */
         deferred_ref(st->self);
-        if (deferred__add_both_owned(st->target, hold_fn, &st->hold) < 0)
+        if (deferred__add_both_owned(target, hold_fn, &st->hold) < 0)
             deferred_unref(st->self); /* not reached: target has room */
     }
     if (deferred_value_is_failure(v))
-        deferred_errback(st->target, deferred_value_take_failure(v));
+        deferred_errback(target, deferred_value_take_failure(v));
     else
-        deferred_callback(st->target, v);
+        deferred_callback(target, v);
+    deferred_unref(target);
 }
 
 /* Call the body until it waits or ends. */
@@ -411,8 +427,11 @@ static void cancel_common(struct deferred__async *st, deferred_t *target)
         deferred_callback(target, deferred_value_make(st, marker_release));
     } else {
         /* No memory: target fails with ECANCELED now; the end finds it
-         * fired and its outcome is released. */
+         * fired and its outcome is released.  A rearmed target is freed
+         * once its waiter has taken that failure: forget it. */
         deferred_unref(next);
+        if (target != st->self)
+            st->target = NULL;
     }
     if (st->flags & A_WAIT_PAIR)
         deferred_cancel(st->awaited);
