@@ -166,9 +166,10 @@ static int side_effect_allowed(void)
 /* What a body awaits for slot x: a new reference to its deferred; a
  * deferred fired with a token when the slot is empty or holds the
  * deferred of the coroutine itself or of a younger one (see made[]), and
- * with FUZZ_AVOID_PENDING in a consumer coroutine (which must
- * then never be dropped: pending/async/
- * leak-dropped-consumer-coroutine-keeps-process). */
+ * with FUZZ_AVOID_PENDING in a consumer coroutine (which was then never
+ * to be dropped: regressions/async/
+ * leak-dropped-consumer-coroutine-keeps-process, fixed; the avoidance is
+ * kept so that an old campaign's setting still means what it meant). */
 static deferred_t *await_target(struct frame *f, int x)
 {
     deferred_t *d = slot[x % NSLOTS];
@@ -186,7 +187,7 @@ static void release_value(deferred_value_t v)
 }
 
 /* With FUZZ_AVOID_PENDING no allocation fails in a cancel
- * (pending/async/uaf-second-cancel-oom-rearmed-target). */
+ * (regressions/async/uaf-second-cancel-oom-rearmed-target, fixed). */
 static void avoid_oom_in_cancel(void)
 {
     if (fz_avoid_pending)
@@ -199,7 +200,7 @@ static void body_side_effect(const struct step *s)
 
     if (!d || !side_effect_allowed())
         return;
-    /* (pending/async/uaf-cancel-during-finish-frees-rearm-target.) */
+    /* (regressions/async/uaf-cancel-during-finish-frees-rearm-target, fixed.) */
     if (s->kind == ST_CANCEL && fz_avoid_pending && made_serial(d))
         return;
     d = deferred_ref(d);
