@@ -41,7 +41,6 @@
 #define MAX_MULTIS 32
 
 static deferred_t *slot[NSLOTS];
-static int side_budget;
 /* Every multi-fire deferred made (a reference of the harness's): at the
  * end each is unpaused and finished, so that the streams iterating them
  * end (a process keeps itself until its finish; one whose source nobody
@@ -140,27 +139,9 @@ static deferred_failure_t *new_failure(uint8_t b)
     return deferred_failure_new(DEFERRED_DOMAIN_USER, codes[b % 6], b & 0x80 ? NULL : "fuzz failure %u", b);
 }
 
-#define TRI(call) \
-    do { \
-        int rc_ = (call); \
-        FZ_TRACE("  %s -> %d", #call, rc_); \
-    } while (0)
-
 static void set_slot(int i, deferred_t *d)
 {
-    deferred_t *old = slot[i];
-
-    FZ_TRACE("  slot[%d] = %p (drops %p)", i, (void *)d, (void *)old);
-    slot[i] = d;
-    deferred_unref(old);
-}
-
-static int side_effect_allowed(void)
-{
-    if (side_budget <= 0)
-        return 0;
-    side_budget--;
-    return 1;
+    fz_set_slot(slot, i, d);
 }
 
 /* What a body awaits for slot x: a new reference to its deferred; a
@@ -198,7 +179,7 @@ static void body_side_effect(const struct step *s)
 {
     deferred_t *d = slot[s->x % NSLOTS];
 
-    if (!d || !side_effect_allowed())
+    if (!d || !fz_side_effect_allowed())
         return;
     /* (regressions/async/uaf-cancel-during-finish-frees-rearm-target, fixed.) */
     if (s->kind == ST_CANCEL && fz_avoid_pending && made_serial(d))
@@ -538,7 +519,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int i, ops = 0;
 
     fz_begin();
-    side_budget = SIDE_BUDGET;
+    fz_side_budget = SIDE_BUDGET;
     nmade = 0;
     serial = 0;
     while (fz_more(&r) && ops++ < MAX_OPS)

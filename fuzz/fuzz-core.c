@@ -34,7 +34,6 @@ static deferred_t *slot[NSLOTS];
 static deferred_semaphore_t *sem;
 static deferred_lock_t *lock;
 static deferred_queue_t *queue;
-static int side_budget;
 
 /* What a callback (or a semaphore run's fn) does. */
 enum cb_action {
@@ -101,12 +100,6 @@ static deferred_failure_t *new_failure(uint8_t b)
 
 /* Tracing (FUZZ_TRACE): each call of the API that returns a status is
  * printed with it. */
-#define TRI(call) \
-    do { \
-        int rc_ = (call); \
-        FZ_TRACE("  %s -> %d", #call, rc_); \
-    } while (0)
-
 /* A reference of the harness's own for the length of a call. */
 static deferred_t *hold(int i)
 {
@@ -116,20 +109,7 @@ static deferred_t *hold(int i)
 
 static void set_slot(int i, deferred_t *d)
 {
-    deferred_t *old = slot[i];
-
-    FZ_TRACE("  slot[%d] = %p (drops %p)", i, (void *)d, (void *)old);
-
-    slot[i] = d;
-    deferred_unref(old);
-}
-
-static int side_effect_allowed(void)
-{
-    if (side_budget <= 0)
-        return 0;
-    side_budget--;
-    return 1;
+    fz_set_slot(slot, i, d);
 }
 
 static deferred_fn cb_fn_for(int n);
@@ -147,7 +127,7 @@ static void act_on_slot(int action, int x)
 {
     deferred_t *d;
 
-    if (!slot[x] || !side_effect_allowed())
+    if (!slot[x] || !fz_side_effect_allowed())
         return;
     d = hold(x);
     switch (action) {
@@ -300,7 +280,7 @@ static void flow_hook(deferred_t *d, bool paused, void *arg)
 {
     struct flow *f = arg;
 
-    if (!side_effect_allowed())
+    if (!fz_side_effect_allowed())
         return;
     switch (f->action) {
     case 1:
@@ -799,7 +779,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int i, ops = 0;
 
     fz_begin();
-    side_budget = SIDE_BUDGET;
+    fz_side_budget = SIDE_BUDGET;
     while (fz_more(&r) && ops++ < MAX_OPS)
         one_op(&r);
     fz_fail_alloc_after(0);

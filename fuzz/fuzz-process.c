@@ -34,7 +34,6 @@ static deferred_t *result;           /* the run's deferred */
 static deferred_t *pend[NPEND];      /* deferreds stages wait on */
 static deferred_t *multi_in[MAX_PRODUCERS]; /* multi-fire producers' deferreds */
 static deferred_t *multi_out;        /* what a to_multi consumer feeds */
-static int side_budget;
 
 /* A user stage (producer, processor, consumer or subordinate). */
 struct ustage {
@@ -62,14 +61,6 @@ static deferred_failure_t *new_failure(uint8_t b)
     static const int codes[] = {EIO, ECANCELED, ENOMEM, ETIMEDOUT, EINVAL};
 
     return deferred_failure_new(DEFERRED_DOMAIN_USER, codes[b % 5], "fuzz failure %u", b);
-}
-
-static int side_effect_allowed(void)
-{
-    if (side_budget <= 0)
-        return 0;
-    side_budget--;
-    return 1;
 }
 
 /* A tag is borrowed: an integer, or a token still alive. */
@@ -203,7 +194,7 @@ static deferred_failure_t *user_handle(deferred_stage_t *self, deferred_stage_t 
     check_item(*item);
     u->items++;
     action = (u->mode + u->items * (u->param | 1)) % 10;
-    if (!side_effect_allowed())
+    if (!fz_side_effect_allowed())
         action = 0;
     switch (action) {
     case 0:
@@ -263,7 +254,7 @@ static deferred_failure_t *user_start(deferred_stage_t *self, deferred_stage_t *
 
         *sub = deferred_stage_new(&usub_ops, s, 0);
     }
-    if ((u->param & 0x60) == 0x60 && side_effect_allowed())
+    if ((u->param & 0x60) == 0x60 && fz_side_effect_allowed())
         return new_failure(u->param);
     return NULL;
 }
@@ -289,7 +280,7 @@ static deferred_value_t user_finish(deferred_stage_t *self, deferred_stage_t *fr
             return fz_token();
         }
     }
-    if (deferred_value_is_none(tag) && (u->param & 0x10) && side_effect_allowed()) {
+    if (deferred_value_is_none(tag) && (u->param & 0x10) && fz_side_effect_allowed()) {
         /* Work still in flight at the end of the stream. */
         deferred_t *d = pending(u->param >> 5);
 
@@ -358,7 +349,7 @@ static deferred_value_t map_fn(deferred_value_t v, void *arg)
     check_item(v);
     a->calls++;
     action = (a->mode + a->calls) % 6;
-    if (!side_effect_allowed())
+    if (!fz_side_effect_allowed())
         action = 0;
     switch (action) {
     case 0:
@@ -419,7 +410,7 @@ static deferred_value_t row_fn(deferred_value_t v, void *arg)
     struct fn_arg *a = arg;
 
     a->calls++;
-    if (!side_effect_allowed())
+    if (!fz_side_effect_allowed())
         return v;
     switch ((a->mode + a->calls) % 5) {
     case 1:
@@ -680,7 +671,7 @@ static void one_op(fz_reader_t *r)
         (void)deferred_process_is_finished(proc);
         break;
     case 6:
-        if (side_effect_allowed())
+        if (fz_side_effect_allowed())
             (void)deferred_process_cancel(proc);
         break;
     case 7:
@@ -704,7 +695,7 @@ static void one_op(fz_reader_t *r)
         deferred_unref(d);
         break;
     case 9:
-        if (result && side_effect_allowed()) {
+        if (result && fz_side_effect_allowed()) {
             d = deferred_ref(result);
             if (a & 1)
                 (void)deferred_cancel(d);
@@ -742,7 +733,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int i, ops = 0;
 
     fz_begin();
-    side_budget = SIDE_BUDGET;
+    fz_side_budget = SIDE_BUDGET;
     proc = NULL;
     result = NULL;
     multi_out = NULL;
@@ -757,7 +748,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* A running process keeps itself until its finish is delivered:
      * cancel it, then drop every reference. */
-    side_budget = 0;
+    fz_side_budget = 0;
     if (proc)
         (void)deferred_process_cancel(proc);
     /* What a map stage, a finish or a row of the to_multi consumer's

@@ -296,3 +296,22 @@ void fz_end(void)
     tokens.n = 0;
     args.n = 0;
 }
+
+void fz_set_slot(deferred_t **slots, int i, deferred_t *d)
+{
+    deferred_t *old = slots[i];
+
+    FZ_TRACE("  slot[%d] = %p (drops %p)", i, (void *)d, (void *)old);
+    slots[i] = d;
+    deferred_unref(old);
+}
+
+int fz_side_budget;
+
+int fz_side_effect_allowed(void)
+{
+    if (fz_side_budget <= 0)
+        return 0;
+    fz_side_budget--;
+    return 1;
+}

@@ -54,6 +54,24 @@ void fz_trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Print "fuzz: invariant broken: <what>" and abort(). */
 void fz_fail(const char *what) __attribute__((noreturn));
+
+/* Tracing (FUZZ_TRACE): each call of the API that returns a status is
+ * printed with it. */
+#define TRI(call) \
+    do { \
+        int rc_ = (call); \
+        FZ_TRACE("  %s -> %d", #call, rc_); \
+    } while (0)
+
+/* Put d (a reference, or NULL) in slots[i], dropping what was there. */
+void fz_set_slot(deferred_t **slots, int i, deferred_t *d);
+
+/* How many side effects (fires, cancels from inside callbacks) an input
+ * may still make, set by each harness at its start; a harness asks
+ * fz_side_effect_allowed() before each one, which spends one. */
+extern int fz_side_budget;
+int fz_side_effect_allowed(void);
+
 #define FZ_CHECK(cond, what) \
     do { \
         if (!(cond)) \
