@@ -305,6 +305,29 @@ static DEFERRED_NOINLINE int grow_append(deferred_t *d, deferred_fn fn, void *ar
 {
     uint32_t n;
 
+    if (DEFERRED_LIKELY(d->links == d->inline_links && d->pos == 0 &&
+                        fn != deferred__continue_fn)) {
+        /* Leaving the inline entries, the usual way: to the cache's
+         * 12-entry block, both inline entries copied as they are. */
+        char *b = deferred__block_alloc(BLOCK_SPILL2);
+        struct link *links;
+        uint32_t k;
+
+        if (!b)
+            return -ENOMEM;
+        links = (struct link *)(b + KINDS_PAD(SPILL2_LINKS));
+        for (k = 0; k < DEFERRED_INLINE_LINKS; k++) {
+            links[k] = d->inline_links[k];
+            ((uint8_t *)links)[-1 - (int)k] = *kind_at(d, k);
+        }
+        links[k].fn = fn;
+        links[k].arg = arg;
+        ((uint8_t *)links)[-1 - (int)k] = kind;
+        d->links = links;
+        d->cap = SPILL2_LINKS;
+        d->n = k + 1;
+        return 0;
+    }
     if (reserve(d, 1, fn == deferred__continue_fn ? SPILL1_LINKS : SPILL2_LINKS) < 0)
         return -ENOMEM;
     n = d->n;
@@ -315,14 +338,43 @@ static DEFERRED_NOINLINE int grow_append(deferred_t *d, deferred_fn fn, void *ar
     return 0;
 }
 
-/* The common case inline: one entry on a pending single-shot deferred,
- * nothing to run. */
+/*
+ * A plain callback (or a both) added to a single-shot deferred that has
+ * fired and is not running: run_one()'s step without its generality, in a
+ * small frame, when nothing stops the chain; else append_slow().
+ */
+static DEFERRED_NOINLINE int call_now(deferred_t *d, deferred_fn fn, void *arg, uint8_t kind)
+{
+    deferred_value_t r;
+
+    if (DEFERRED_UNLIKELY(d->paused || d->chained_to || d->pos != d->n || !d->refs))
+        return append_slow(d, fn, arg, kind, NULL, NULL);
+    r = d->result;
+    if (kind == LINK_CB && r.release == deferred__release_failure)
+        return 0; /* skipped, as the runner would */
+    d->refs++;
+    d->flags |= F_RUNNING;
+    d->result = deferred_value_none();
+    r = fn(r, arg);
+    if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
+        chain_on(d, r.ptr);
+    else
+        d->result = r;
+    d->flags &= ~F_RUNNING;
+    if (DEFERRED_UNLIKELY(d->pos < d->n) && idle_with_result(d))
+        run(d);
+    unref_inline(d);
+    return 0;
+}
+
+/* The common cases inline: one entry on a pending single-shot deferred,
+ * nothing to run; or one to run at once. */
 static inline int append(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
                          deferred_fn fn2, void *arg2)
 {
-    uint32_t n = d->n;
+    uint32_t n = d->n, flags = d->flags;
 
-    if (DEFERRED_LIKELY(kind1 != LINK_PAIR_CB && !(d->flags & (F_CALLED | F_MULTI)))) {
+    if (DEFERRED_LIKELY(kind1 != LINK_PAIR_CB && !(flags & (F_CALLED | F_MULTI)))) {
         if (DEFERRED_UNLIKELY(n == d->cap))
             return grow_append(d, fn1, arg1, kind1);
         d->links[n].fn = fn1;
@@ -331,6 +383,9 @@ static inline int append(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kin
         d->n = n + 1;
         return 0;
     }
+    if ((flags & (F_CALLED | F_MULTI | F_RUNNING | F_LATER_RUN)) == F_CALLED &&
+        (kind1 == LINK_CB || kind1 == LINK_BOTH) && fn1 != deferred__continue_fn)
+        return call_now(d, fn1, arg1, kind1);
     return append_slow(d, fn1, arg1, kind1, fn2, arg2);
 }
 
@@ -571,14 +626,37 @@ static void run_stack(deferred_t *d)
             if (i >= cur->n || cur->paused || cur->chained_to)
                 break;
             kind = *kind_at(cur, i);
-            failed = cur->result.release == deferred__release_failure;
             if (DEFERRED_LIKELY(kind == LINK_CB)) {
-                /* The common entry: a plain callback, nothing to dispose. */
-                cur->pos = i + 1;
-                if (failed)
-                    continue;
-                call = cur->links[i];
-            } else {
+                /* The common entries: plain callbacks, nothing to dispose,
+                 * run in a row with the value kept in registers between
+                 * them (cur->result stays empty meanwhile, as it is while
+                 * any callback runs: nobody sees the difference). */
+                r = cur->result;
+                cur->result = deferred_value_none();
+                do {
+                    cur->pos = i + 1;
+                    if (DEFERRED_LIKELY(r.release != deferred__release_failure)) {
+                        const struct link *cb = &cur->links[i];
+
+                        r = cb->fn(r, cb->arg);
+                        if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
+                            break;
+                    }
+                    i = cur->pos;
+                } while (i < cur->n && !cur->paused && !cur->chained_to &&
+                         *kind_at(cur, i) == LINK_CB);
+                if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred) &&
+                    chain_on(cur, r.ptr)) {
+                    if (is_multi(cur))
+                        deferred__flow_update(cur);
+                    break;
+                }
+                if (r.release != deferred__release_deferred)
+                    cur->result = r;
+                continue;
+            }
+            failed = cur->result.release == deferred__release_failure;
+            {
                 l = entry_pick(kind, failed, &cur->links[i], &width);
                 cur->pos = i + width;
                 if (!l) {
