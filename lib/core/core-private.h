@@ -307,6 +307,11 @@ DEFERRED_HIDDEN void deferred__report_about(deferred_report_t kind, const deferr
 
 /* runner.c: run d's chain if it can run; fire a single-shot deferred. */
 DEFERRED_HIDDEN void deferred__run(deferred_t *d);
+/* runner.c: run row r (taken) through the idle multi-fire deferred d,
+ * whose row count multi.c has set: plain callbacks in a row with the value
+ * in registers, and the row retired at once when it ends as a plain value
+ * with nothing queued; else the runner takes over where it stopped. */
+DEFERRED_HIDDEN void deferred__run_row(deferred_t *d, deferred_value_t r);
 DEFERRED_HIDDEN int deferred__fire(deferred_t *d, deferred_value_t v,
                                    const char *file, int line);
 

@@ -207,14 +207,11 @@ int deferred_multi_emit(deferred_t *d, deferred_value_t v)
         deferred_value_release(v);
         return -EALREADY;
     }
-    if (!(d->flags & (F_ROW | F_RUNNING)) && m->queue.len == 0 && !d->paused &&
+    if (!(d->flags & (F_ROW | F_RUNNING | F_LATER_RUN)) && m->queue.len == 0 && !d->paused &&
         !d->chained_to) {
         m->rows++;
         m->row = m->rows;
-        d->result = v;
-        d->pos = 0;
-        d->flags |= F_ROW;
-        deferred__run(d);
+        deferred__run_row(d, v);
         return 0;
     }
     if (deferred__ring_push(&m->queue, v) < 0) {

@@ -861,6 +861,57 @@ int (deferred_cancel)(deferred_t *d)
     return deferred_cancel_at(d, __FILE__, __LINE__);
 }
 
+void deferred__run_row(deferred_t *d, deferred_value_t r)
+{
+    struct multi *m = d->ext->multi;
+    uint32_t i = 0;
+
+    d->pos = 0;
+    d->flags |= F_ROW;
+    if (DEFERRED_UNLIKELY(nest >= NEST_MAX)) {
+        d->result = r;
+        later(d, F_LATER_RUN);
+        return;
+    }
+    nest++;
+    d->refs++;
+    d->flags |= F_RUNNING;
+    while (i < d->n && !d->paused && !d->chained_to && *kind_at(d, i) == LINK_CB) {
+        d->pos = i + 1;
+        if (DEFERRED_LIKELY(r.release != deferred__release_failure)) {
+            const struct link *cb = &d->links[i];
+
+            r = cb->fn(r, cb->arg);
+            if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
+                break;
+        }
+        i = d->pos;
+    }
+    if (DEFERRED_LIKELY(r.release != deferred__release_deferred &&
+                        r.release != deferred__release_failure && i >= d->n && !d->paused &&
+                        !d->chained_to && m->queue.len == 0 && !m->closing && !m->ended &&
+                        !m->flow_paused)) {
+        /* The row is done, nothing waits: what deferred__multi_step()
+         * would find. */
+        d->flags &= ~(F_RUNNING | F_ROW);
+        deferred__release(r);
+    } else {
+        /* The runner goes on from here, in this frame; or the row waits
+         * on the deferred its callback returned, and nothing runs now. */
+        d->flags &= ~F_RUNNING;
+        if (r.release != deferred__release_deferred) {
+            d->result = r;
+            run_stack(d);
+        } else if (chain_on(d, r.ptr)) {
+            deferred__flow_update(d);
+        } else {
+            run_stack(d);
+        }
+    }
+    unref_inline(d);
+    leave();
+}
+
 void deferred__run(deferred_t *d)
 {
     run(d);
