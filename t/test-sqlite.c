@@ -793,6 +793,120 @@ START_TEST(test_D07_busy_wait_off_the_loop)
 }
 END_TEST
 
+/* Rows and names larger than a batch's first buffer (16 KiB): a row that
+ * does not fit waits on the statement for a larger buffer, a full batch
+ * makes the next one larger; every byte arrives, in order. */
+START_TEST(test_D07_large_rows_and_names)
+{
+    static char sql[40000], name[20001];
+    deferred_t *d;
+    deferred_array_t *a;
+    deferred_row_t *row;
+    size_t k;
+
+    d = deferred_sqlite_query_all(loop, db,
+                                  "SELECT i, printf('%.*c', 50000 + i, 'x') AS big"
+                                  " FROM t WHERE i <= 40 ORDER BY i", NULL, 0);
+    ck_assert_ptr_nonnull(d);
+    ev_run(loop, 0);
+    ck_assert_ptr_null(failure_of(d));
+    a = deferred_value_get_array(deferred_result(d));
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_eq(deferred_array_size(a), 40);
+    for (k = 0; k < 40; k++) {
+        const char *big;
+
+        row = deferred_value_get_row(deferred_array_get(a, k));
+        ck_assert_int_eq(deferred_row_int(row, 0), (int64_t)k + 1);
+        big = deferred_row_text(row, 1);
+        ck_assert_ptr_nonnull(big);
+        ck_assert_uint_eq(strlen(big), 50000 + k + 1);
+        ck_assert(big[0] == 'x' && big[50000 + k] == 'x');
+    }
+    deferred_unref(d);
+
+    /* A column name of 20,000 bytes. */
+    memset(name, 'n', sizeof(name) - 1);
+    snprintf(sql, sizeof(sql), "SELECT 7 AS \"%s\"", name);
+    d = deferred_sqlite_query_one(loop, db, sql, NULL, 0);
+    ev_run(loop, 0);
+    row = deferred_value_get_row(deferred_result(d));
+    ck_assert_ptr_nonnull(row);
+    ck_assert_int_eq(deferred_row_int(row, 0), 7);
+    ck_assert_str_eq(deferred_row_name(row, 0), name);
+    deferred_unref(d);
+}
+END_TEST
+
+/* The close: it waits until the handle's last query is freed and its
+ * statement finalized (here a long step, cancelled later), then closes;
+ * with nothing on the handle it fires on the next loop iteration, never
+ * before it returns; a statement of the caller's keeps the handle open
+ * (SQLITE_BUSY); a cancelled close leaves the handle open. */
+static void cancel_later(struct ev_loop *l, ev_timer *w, int revents)
+{
+    (void)revents;
+    ev_timer_stop(l, w);
+    deferred_cancel(w->data);
+}
+
+START_TEST(test_D07_close_waits_for_the_worker)
+{
+    sqlite3 *h;
+    sqlite3_stmt *mine;
+    deferred_t *q, *c, *c2;
+    ev_timer t;
+
+    /* A long step on h, then its close. */
+    ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_create_function(h, "tick", 1, SQLITE_UTF8, NULL, tick_fn,
+                                             NULL, NULL),
+                     SQLITE_OK);
+    q = deferred_sqlite_query_one(loop, h, LONG_STEP_SQL, NULL, 0);
+    ck_assert_ptr_nonnull(q);
+    c = deferred_sqlite_close(loop, h);
+    ck_assert_ptr_nonnull(c);
+    ev_timer_init(&t, cancel_later, 0.1, 0.);
+    t.data = q;
+    ev_timer_start(loop, &t);
+    ck_assert(!deferred_has_fired(c));
+    ev_run(loop, EVRUN_ONCE);
+    ck_assert(!deferred_has_fired(c));
+    deferred_unref(q); /* the last of the query once it failed */
+    ev_run(loop, 0);
+    ck_assert(deferred_has_fired(c));
+    ck_assert_ptr_null(failure_of(c)); /* h is closed */
+    deferred_unref(c);
+
+    /* Nothing on the handle; a statement of the caller's; a cancel. */
+    ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(h, "SELECT 1", -1, &mine, NULL), SQLITE_OK);
+    c = deferred_sqlite_close(loop, h);
+    ck_assert(!deferred_has_fired(c));
+    ev_run(loop, 0);
+    ck_assert(deferred_failure_is(failure_of(c), DEFERRED_DOMAIN_SQLITE, SQLITE_BUSY));
+    deferred_unref(c);
+    sqlite3_finalize(mine);
+    c = deferred_sqlite_close(loop, h);
+    deferred_cancel(c);
+    ck_assert(deferred_failure_is(failure_of(c), DEFERRED_DOMAIN_LIBRARY, ECANCELED));
+    ev_run(loop, 0);
+    deferred_unref(c);
+    c = deferred_sqlite_close(loop, h);
+    c2 = deferred_sqlite_query_one(loop, h, "SELECT 1", NULL, 0); /* waited for too */
+    ev_run(loop, 0);
+    ck_assert_ptr_null(failure_of(c2));
+    ck_assert(!deferred_has_fired(c));
+    deferred_unref(c2);
+    ev_run(loop, 0);
+    ck_assert_ptr_null(failure_of(c));
+    deferred_unref(c);
+    ck_assert_ptr_null(deferred_sqlite_close(NULL, db));
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_ptr_null(deferred_sqlite_close(loop, NULL));
+}
+END_TEST
+
 /* ---- D02 and other failures ------------------------------------------------ */
 
 /* f's story contains s. */
@@ -1386,6 +1500,8 @@ static Suite *sqlite_suite(void)
     tcase_add_test(tc, test_D07_freed_while_stepping);
     tcase_add_test(tc, test_D07_pause_bounds_rows_ahead);
     tcase_add_test(tc, test_D07_busy_wait_off_the_loop);
+    tcase_add_test(tc, test_D07_large_rows_and_names);
+    tcase_add_test(tc, test_D07_close_waits_for_the_worker);
     tcase_add_test(tc, test_D02_bad_sql);
     tcase_add_test(tc, test_D02_error_mid_stream_names_row);
     tcase_add_test(tc, test_wrong_parameter_counts);

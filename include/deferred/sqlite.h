@@ -201,6 +201,26 @@ DEFERRED_EXPORT deferred_t *(deferred_sqlite_exec)(struct ev_loop *loop, sqlite3
                                                    size_t n);
 
 /*
+ * Close db once the library is done with it, as a plain deferred (a new
+ * reference): once every query stage made on db was freed and the worker
+ * thread of db has finalized their statements and stopped (at once when
+ * there is none), sqlite3_close(db) is called on the loop thread and the
+ * deferred fires with the empty value; when sqlite3_close() refuses (a
+ * statement or backup the caller made is still open: SQLITE_BUSY) it
+ * fails with that code (domain DEFERRED_DOMAIN_SQLITE) and db stays open.
+ * Queries made on db while it waits are waited for too.  Waiting keeps
+ * no loop alive by itself (the stages do, while their statements run).
+ * Cancelling it stops the wait and leaves db open (ECANCELED).  It never
+ * fires before this returns.  Call it on the loop thread of db's queries.
+ * NULL with errno EINVAL (NULL loop or db) or ENOMEM.  A macro recording
+ * the caller's file and line; the function of the same name records none.
+ */
+#define deferred_sqlite_close(...) deferred_sqlite_close_at(__FILE__, __LINE__, __VA_ARGS__)
+DEFERRED_EXPORT deferred_t *deferred_sqlite_close_at(const char *file, int line,
+                                                     struct ev_loop *loop, sqlite3 *db);
+DEFERRED_EXPORT deferred_t *(deferred_sqlite_close)(struct ev_loop *loop, sqlite3 *db);
+
+/*
  * deferred_sqlite_query_all() and deferred_sqlite_exec() with their
  * parameters as one deferred_params_t (DEFERRED_PARAMS(...)); same
  * answers.  Macros over the inline functions ..._p_at().

@@ -92,6 +92,14 @@ struct sqb {
     char text[SQ_MSG_MAX];  /* SQ_SQLFAIL, SQ_LIBFAIL: the message */
 };
 
+/* Someone waiting for a handle's worker to be gone (a close): run(self)
+ * once the last query on the handle was freed, on that query's (the loop)
+ * thread. */
+struct sqw_waiter {
+    struct sqw_waiter *next;
+    void (*run)(struct sqw_waiter *self);
+};
+
 /* The worker of one sqlite3 handle. */
 struct sqw {
     sqlite3 *db;
@@ -102,6 +110,7 @@ struct sqw {
     struct sq *current;       /* the job's query, under lock */
     bool stop;                /* under lock: exit once the queue is empty */
     unsigned long refs;       /* under the registry's lock */
+    struct sqw_waiter *waiters; /* under the registry's lock */
     struct sqw *next;         /* the registry */
 };
 
@@ -152,6 +161,12 @@ SQ_HIDDEN struct sqw *deferred__sqw_get(sqlite3 *db);
 SQ_HIDDEN void deferred__sqw_put(struct sqw *w);
 /* Whether db has a worker now (a query alive on it).  Any thread. */
 SQ_HIDDEN bool deferred__sqw_exists(sqlite3 *db);
+/* Run w->run(w) once db has no worker: now (false returned) when it has
+ * none, else when its last query is freed (true: w is registered).  Loop
+ * thread. */
+SQ_HIDDEN bool deferred__sqw_wait(sqlite3 *db, struct sqw_waiter *w);
+/* Take w off the handle's list if it is there.  Loop thread. */
+SQ_HIDDEN void deferred__sqw_unwait(sqlite3 *db, struct sqw_waiter *w);
 /* Queue b for its query (under the worker's lock). */
 SQ_HIDDEN void deferred__sqw_queue(struct sqw *w, struct sqb *b);
 /* Finalize q's statement now (loop thread, under w->lock, worker idle). */

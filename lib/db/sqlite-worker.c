@@ -95,6 +95,7 @@ struct sqw *deferred__sqw_get(sqlite3 *db)
 
 void deferred__sqw_put(struct sqw *w)
 {
+    struct sqw_waiter *waiters, *next;
     struct sqw **pp;
 
     pthread_mutex_lock(&registry_lock);
@@ -107,6 +108,7 @@ void deferred__sqw_put(struct sqw *w)
             *pp = w->next;
             break;
         }
+    waiters = w->waiters;
     pthread_mutex_unlock(&registry_lock);
     /* No query is left, so no job: the worker waits on its condition and
      * the join returns at once. */
@@ -118,6 +120,44 @@ void deferred__sqw_put(struct sqw *w)
     pthread_cond_destroy(&w->cond);
     pthread_mutex_destroy(&w->lock);
     deferred_free(w);
+    for (; waiters; waiters = next) {
+        next = waiters->next;
+        waiters->next = NULL;
+        waiters->run(waiters);
+    }
+}
+
+bool deferred__sqw_wait(sqlite3 *db, struct sqw_waiter *wt)
+{
+    struct sqw *w;
+
+    pthread_mutex_lock(&registry_lock);
+    for (w = registry; w; w = w->next)
+        if (w->db == db)
+            break;
+    if (w) {
+        wt->next = w->waiters;
+        w->waiters = wt;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return w != NULL;
+}
+
+void deferred__sqw_unwait(sqlite3 *db, struct sqw_waiter *wt)
+{
+    struct sqw_waiter **pp;
+    struct sqw *w;
+
+    pthread_mutex_lock(&registry_lock);
+    for (w = registry; w; w = w->next)
+        if (w->db == db)
+            break;
+    for (pp = w ? &w->waiters : NULL; pp && *pp; pp = &(*pp)->next)
+        if (*pp == wt) {
+            *pp = wt->next;
+            break;
+        }
+    pthread_mutex_unlock(&registry_lock);
 }
 
 bool deferred__sqw_exists(sqlite3 *db)

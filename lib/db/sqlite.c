@@ -741,3 +741,106 @@ deferred_t *(deferred_sqlite_exec)(struct ev_loop *loop, sqlite3 *db, const char
 {
     return deferred_sqlite_exec_at(NULL, 0, loop, db, sql, params, n);
 }
+
+/* ---- the close ---------------------------------------------------------------------- */
+
+/* A close waiting for the handle's worker to be gone, then for a loop
+ * iteration (an ev_idle: never from inside the free of the last query,
+ * nor before deferred_sqlite_close() returns). */
+struct sq_close {
+    struct sqw_waiter wait; /* first */
+    struct ev_loop *loop;
+    sqlite3 *db;
+    deferred_t *d;          /* weak: freeing d detaches and frees this */
+    ev_idle idle;
+    bool waiting;           /* on the handle's list */
+    const char *file;
+    int line;
+};
+
+static void close_kick(struct sqw_waiter *w)
+{
+    struct sq_close *c = (struct sq_close *)w;
+
+    c->waiting = false;
+    ev_idle_start(c->loop, &c->idle);
+}
+
+static void close_idle(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    struct sq_close *c = w->data;
+    deferred_t *d = c->d;
+    int rc;
+
+    (void)revents;
+    ev_idle_stop(loop, w);
+    if (deferred__sqw_wait(c->db, &c->wait)) {
+        c->waiting = true; /* a query was made meanwhile: wait for it too */
+        return;
+    }
+    rc = sqlite3_close(c->db);
+    /* d may be freed by its callbacks, and c with it. */
+    if (rc == SQLITE_OK)
+        deferred_callback(d, deferred_value_none());
+    else
+        deferred_errback(d, deferred_failure_new_at(c->file, c->line, DEFERRED_DOMAIN_SQLITE,
+                                                    rc, "closing the connection: %s",
+                                                    sqlite3_errmsg(c->db)));
+}
+
+static void close_detach(struct sq_close *c)
+{
+    if (c->waiting)
+        deferred__sqw_unwait(c->db, &c->wait);
+    c->waiting = false;
+    ev_idle_stop(c->loop, &c->idle);
+}
+
+static void close_cancel(deferred_t *d, void *arg)
+{
+    (void)d;
+    close_detach(arg); /* the core fails d with ECANCELED; db stays open */
+}
+
+static void close_destroy(void *arg)
+{
+    struct sq_close *c = arg;
+
+    close_detach(c);
+    deferred_free(c);
+}
+
+deferred_t *deferred_sqlite_close_at(const char *file, int line, struct ev_loop *loop,
+                                     sqlite3 *db)
+{
+    struct sq_close *c;
+
+    if (!loop || !db) {
+        errno = EINVAL;
+        return NULL;
+    }
+    c = deferred_malloc(sizeof(*c));
+    if (!c)
+        return NULL; /* errno ENOMEM */
+    memset(c, 0, sizeof(*c));
+    c->wait.run = close_kick;
+    c->loop = loop;
+    c->db = db;
+    c->file = file;
+    c->line = line;
+    ev_idle_init(&c->idle, close_idle);
+    c->idle.data = c;
+    c->d = deferred_new_at(file, line, close_cancel, c, close_destroy);
+    if (!c->d)
+        return NULL; /* c destroyed; errno ENOMEM */
+    if (deferred__sqw_wait(db, &c->wait))
+        c->waiting = true;
+    else
+        ev_idle_start(loop, &c->idle);
+    return c->d;
+}
+
+deferred_t *(deferred_sqlite_close)(struct ev_loop *loop, sqlite3 *db)
+{
+    return deferred_sqlite_close_at(NULL, 0, loop, db);
+}
