@@ -228,8 +228,11 @@ static void sq_deliver(deferred__ev_msg_t *m)
     /* Emitted from the pump's ev_idle, not from here: the drain takes
      * every batch posted meanwhile, and the loop gets its turn (its other
      * watchers, its poll) between two batches. */
-    if (!deferred_stage_is_paused(q->self))
+    if (!deferred_stage_is_paused(q->self)) {
+        /* The worker steps the next batch while this one is emitted. */
+        sq_request(q);
         deferred__ev_pump_schedule(&q->pump);
+    }
 }
 
 /* ---- rows -------------------------------------------------------------------- */
