@@ -870,8 +870,9 @@ START_TEST(test_D07_close_waits_for_the_worker)
     t.data = q;
     ev_timer_start(loop, &t);
     ck_assert(!deferred_has_fired(c));
-    ev_run(loop, EVRUN_ONCE);
-    ck_assert(!deferred_has_fired(c));
+    while (!deferred_has_fired(q)) /* until the timer cancelled it */
+        ev_run(loop, EVRUN_ONCE);
+    ck_assert(!deferred_has_fired(c)); /* the worker is not back yet */
     deferred_unref(q); /* the last of the query once it failed */
     ev_run(loop, 0);
     ck_assert(deferred_has_fired(c));
@@ -1046,7 +1047,11 @@ START_TEST(test_busy_and_locked)
      * connection still reads. */
     d = run_query(&c, "SELECT i, s FROM t ORDER BY i", NULL, 0, &p);
     c.pause_at = 1;
-    ev_run(loop, EVRUN_ONCE);
+    /* The first batch comes from the worker through the mailbox: the
+     * loop turns until it was delivered and its first row paused the
+     * stream. */
+    while (c.rows == 0)
+        ev_run(loop, EVRUN_ONCE);
     ev_run(loop, EVRUN_NOWAIT);
     ck_assert_int_eq(c.rows, 1);
     {
