@@ -279,7 +279,7 @@ static void free_deferred(deferred_t *d)
 
     if (DEFERRED_UNLIKELY(d->result.release == deferred__release_failure))
         deferred__report_about(DEFERRED_REPORT_UNHANDLED, d->result.ptr, d);
-    deferred_value_release(d->result);
+    deferred__release(d->result);
     for (i = first_live(d); i < d->n; i++)
         link_dispose(*kind_at(d, i), d->links[i]);
     if (d->chained_to)
