@@ -103,6 +103,7 @@ struct fanin {
     bool aborted;       /* building failed: every pair passes through */
     bool detached;
     deferred_t *out;    /* weak: NULL once freed */
+    const char *name;   /* "gather", "merge", ... for deferred_dump() */
     const struct fanin_ops *ops;
     void *mode;         /* the mode's part, inside this block */
     struct fanin_slot slots[];
@@ -121,8 +122,10 @@ DEFERRED_HIDDEN void deferred__fanin_unref(struct fanin *f);
  * out): out is being freed. */
 DEFERRED_HIDDEN void deferred__fanin_out_freed(void *arg);
 /* Record out (made with deferred__fanin_out_freed as its canceller
- * destroy) and name the inputs for the cycle check. */
-DEFERRED_HIDDEN void deferred__fanin_set_out(struct fanin *f, deferred_t *out);
+ * destroy), name the inputs for the cycle check and the combinator (name,
+ * static) for deferred_dump(). */
+DEFERRED_HIDDEN void deferred__fanin_set_out(struct fanin *f, deferred_t *out,
+                                             const char *name);
 
 /* Append the pairs (see the file comment).  Returns 0, or a negative
  * errno (-ENOMEM, -EINVAL) after aborting: every pair in place passes

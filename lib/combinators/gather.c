@@ -256,7 +256,7 @@ static deferred_t *combine(enum mode mode, deferred_t *const *inputs, size_t n,
     r = deferred_new_cancellable(on_cancel, f, deferred__fanin_out_freed);
     if (!r)
         goto out_free; /* the destroy function dropped out's reference */
-    deferred__fanin_set_out(f, r);
+    deferred__fanin_set_out(f, r, mode == MODE_RACE ? "race" : mode == MODE_LIST ? "list" : "gather");
 
     rc = deferred__fanin_attach(f, inputs);
     deferred__fanin_built(f);

@@ -337,7 +337,7 @@ deferred_t *deferred_merge(deferred_t *const *inputs, size_t n)
         errno = ENOMEM;
         return NULL;
     }
-    deferred__fanin_set_out(f, out);
+    deferred__fanin_set_out(f, out, "merge");
     deferred_multi_set_flow(out, merge_flow, f);
     deferred_pause(out); /* the caller's to lift; the hook records it */
 

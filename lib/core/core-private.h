@@ -9,6 +9,7 @@
 
 #include "deferred-private.h"
 #include "ring.h"
+#include "dump-private.h"
 
 #ifndef DEFERRED_INLINE_LINKS
 #define DEFERRED_INLINE_LINKS 10
@@ -73,6 +74,7 @@ struct deferred_ext {
     struct multi *multi;
     deferred__inputs_fn inputs; /* what a combinator's result holds */
     void *inputs_arg;
+    struct deferred__dbg dbg; /* deferred_dump()'s (dump.c) */
 };
 
 struct deferred {

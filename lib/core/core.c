@@ -182,6 +182,9 @@ new_deferred(size_t extra, const char *file, int line, deferred_canceller_fn can
         d->ext->multi = NULL;
         d->ext->inputs = NULL;
         d->ext->inputs_arg = NULL;
+        memset(&d->ext->dbg, 0, sizeof(d->ext->dbg));
+        if (debug_on)
+            deferred__dump_register(d);
     }
     return d;
 
@@ -250,6 +253,8 @@ static void free_deferred(deferred_t *d)
 {
     uint32_t i;
 
+    if (DEFERRED_UNLIKELY(d->ext && d->ext->dbg.reg))
+        deferred__dump_unregister(d);
     if (DEFERRED_UNLIKELY(d->result.release == deferred__release_failure))
         deferred__report_about(DEFERRED_REPORT_UNHANDLED, d->result.ptr, d);
     deferred_value_release(d->result);

@@ -316,6 +316,18 @@ deferred_stage_t *deferred_stage_map(const char *name, deferred_fn fn, void *arg
     return st;
 }
 
+void deferred__map_dump(deferred_dump_t *w, const deferred_stage_t *st)
+{
+    const struct map *m;
+
+    if (st->ops->handle != map_handle)
+        return;
+    m = STAGE_DATA(st);
+    deferred_dump_int(w, "in_flight", (long long)m->len);
+    if (m->waiting && deferred_value_is_deferred(m->queue[m->head]))
+        deferred_dump_deferred(w, "waits on", m->queue[m->head].ptr);
+}
+
 /* ---- filter ---------------------------------------------------------------- */
 
 struct filter {
