@@ -301,7 +301,9 @@ out_einval:
 
 /* The process's lines in a dump: its phase and result deferred, then each
  * stage by name: a producer's pause count and state, the items handled,
- * the pauses and groups it holds, and what a map waits on. */
+ * what the stage says of itself, the pauses and groups it holds, and what
+ * a map waits on; what a suspended finish waits on.  Its result deferred
+ * is written where its waiters are, noted with the process. */
 static void dump_process(deferred_dump_t *w, void *arg)
 {
     static const char *const phases[] = { "building", "open", "ending", "finishing",
@@ -324,7 +326,6 @@ static void dump_process(deferred_dump_t *w, void *arg)
         deferred_dump_str(w, "cancelling", "yes");
     if (p->failure)
         deferred_dump_str(w, "failure", deferred_failure_message(p->failure));
-    deferred_dump_deferred(w, "result", p->done);
     deferred_dump_enter(w);
     for (i = 0; i < p->n; i++) {
         deferred_stage_t *st = p->stages[i];
@@ -340,6 +341,20 @@ static void dump_process(deferred_dump_t *w, void *arg)
             deferred_dump_str(w, "producer", stopped[st->stopped]);
         }
         deferred_dump_int(w, "items", (long long)st->items);
+        if (st->ops->describe) {
+            /* What the stage says of itself with no item: a producer's
+             * source (a query's SQL and row). */
+            char what[512], *big;
+            int n = st->ops->describe(st, deferred_value_none(), what, sizeof(what));
+
+            if (n >= (int)sizeof(what) && (big = deferred__malloc((size_t)n + 1))) {
+                if (st->ops->describe(st, deferred_value_none(), big, (size_t)n + 1) > 0)
+                    deferred_dump_str(w, "at", big);
+                deferred__free(big);
+            } else if (n > 0) {
+                deferred_dump_str(w, "at", what);
+            }
+        }
         if (st->held)
             deferred_dump_int(w, "holds", st->held);
         if (st->groups)
@@ -357,6 +372,17 @@ static void dump_process(deferred_dump_t *w, void *arg)
         deferred_dump_deferred(w, "waits on", p->finish_wait);
     }
     deferred_dump_leave(w);
+}
+
+/* The result deferred's line: the process it is the result of (p lives as
+ * long as it: its canceller holds a reference). */
+static void dump_result_note(deferred_dump_t *w, void *arg)
+{
+    deferred_process_t *p = arg;
+    char site[512];
+
+    snprintf(site, sizeof(site), "%s:%d", p->file ? p->file : "?", p->line);
+    deferred_dump_str(w, "result_of", site);
 }
 
 static void process_cancel_cb(deferred_t *d, void *arg)
@@ -409,6 +435,7 @@ deferred_t *deferred_process_run_at(const char *file, int line, deferred_process
         p->stages[i]->paused = (uint32_t)(pauses > UINT32_MAX ? UINT32_MAX : pauses);
     p->done = d;
     deferred_dump_holder_add(&p->dump, dump_process, p);
+    deferred_dump_note(d, dump_result_note, p);
     open_stream(p);
     p->refs++; /* held until finish is delivered */
     deferred__enter(p);
