@@ -1157,7 +1157,7 @@ START_TEST(test_DU11_open_query_sql_in_dump)
     ck_assert_ptr_nonnull(strstr(w.dump, " of SELECT i FROM t WHERE s <> 'x' ORDER BY i\""));
     ck_assert_ptr_nonnull(strstr(w.dump, "stage wait index=1"));
     ck_assert_ptr_nonnull(strstr(w.dump, "waits on: deferred "));
-    ck_assert_ptr_nonnull(strstr(w.dump, "innermost"));
+    ck_assert_msg(strstr(w.dump, "innermost") != NULL, "%s", w.dump);
     deferred_free(w.dump);
     deferred_unref(d);
 }

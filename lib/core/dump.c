@@ -213,7 +213,7 @@ struct item {
     const char *role;
     size_t depth;
     size_t parent; /* line number, 0 for none */
-    bool child;    /* held by the deferred before it in the tree */
+    bool child;    /* held by the deferred (or holder) before it */
 };
 
 struct deferred_dump {
@@ -670,15 +670,16 @@ static void deferred_fields(deferred_dump_t *w, deferred_t *d)
     }
 }
 
-/* Write the tree of root at depth under parent, without recursion. */
+/* Write the tree of root at depth under parent, without recursion.  held:
+ * a holder waits on root (a leaf root is then the innermost wait). */
 static void write_tree(deferred_dump_t *w, deferred_t *root, const char *role, size_t depth,
-                       size_t parent)
+                       size_t parent, bool held)
 {
     size_t base = w->sp;
 
     if (!push(w, root, role, depth, parent))
         return;
-    w->stack[base].child = false;
+    w->stack[base].child = held;
     while (w->sp > base && !w->err) {
         struct item it = w->stack[--w->sp];
         deferred_t *d = it.d;
@@ -747,9 +748,9 @@ void deferred_dump_deferred(deferred_dump_t *w, const char *role, deferred_t *d)
         return;
     }
     if (w->last)
-        write_tree(w, d, role, w->last_depth + 1, w->last);
+        write_tree(w, d, role, w->last_depth + 1, w->last, true);
     else
-        write_tree(w, d, role, w->nest_len, cur_parent(w));
+        write_tree(w, d, role, w->nest_len, cur_parent(w), true);
 }
 
 /* ---- the dump -------------------------------------------------------------- */
@@ -806,12 +807,12 @@ static void run_dump(deferred_dump_t *w, struct deferred__registry *r)
     for (d = r->first; d && !w->err; d = d->ext->dbg.next) {
         w->stats.steps++;
         if (d->refs && d->ext->dbg.epoch != w->epoch && d->ext->dbg.parent_epoch != w->epoch)
-            write_tree(w, d, NULL, 0, 0);
+            write_tree(w, d, NULL, 0, 0, false);
     }
     for (d = r->first; d && !w->err; d = d->ext->dbg.next) {
         w->stats.steps++;
         if (d->refs && d->ext->dbg.epoch != w->epoch)
-            write_tree(w, d, NULL, 0, 0);
+            write_tree(w, d, NULL, 0, 0, false);
     }
     flush_line(w);
 }
