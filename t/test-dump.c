@@ -2,6 +2,7 @@
  * t/test-dump.c: deferred_dump() and the debug-mode registry
  * (deferred/dump.h), scenarios DU01-DU08 of docs/scenarios.md.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -620,6 +621,49 @@ START_TEST(test_DU08_coroutine_awaits)
 }
 END_TEST
 
+/* ---- DU12: registries per thread ------------------------------------------ */
+
+static void *make_one(void *arg)
+{
+    deferred_t **out = arg;
+
+    *out = deferred_new();
+    /* Listed here, on this thread, not on the main one. */
+    ck_assert_uint_eq(deferred_dump_count(), 1);
+    return NULL; /* the thread ends with it alive */
+}
+
+static void *free_one(void *arg)
+{
+    ck_assert_uint_eq(deferred_dump_count(), 0);
+    deferred_unref(arg); /* made on the main thread, freed here */
+    return NULL;
+}
+
+START_TEST(test_DU12_registry_per_thread)
+{
+    deferred_t *d = NULL, *mine;
+    pthread_t th;
+    char *s;
+
+    deferred_set_debug(true);
+    ck_assert_int_eq(pthread_create(&th, NULL, make_one, &d), 0);
+    pthread_join(th, NULL);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_uint_eq(deferred_dump_count(), 0); /* not ours */
+    deferred_unref(d); /* its thread's registry let it go when it ended */
+
+    mine = deferred_new();
+    ck_assert_uint_eq(deferred_dump_count(), 1);
+    ck_assert_int_eq(pthread_create(&th, NULL, free_one, mine), 0);
+    pthread_join(th, NULL);
+    ck_assert_uint_eq(deferred_dump_count(), 0);
+    s = deferred_dump_string(DEFERRED_DUMP_TEXT);
+    ck_assert_str_eq(s, "dump deferreds=0 holders=0 debug=1\n");
+    deferred_free(s);
+}
+END_TEST
+
 static Suite *dump_suite(void)
 {
     Suite *s = suite_create("dump");
@@ -636,6 +680,7 @@ static Suite *dump_suite(void)
     tcase_add_test(tc, test_DU06_shared_input_written_once);
     tcase_add_test(tc, test_DU07_states_and_forms);
     tcase_add_test(tc, test_DU08_coroutine_awaits);
+    tcase_add_test(tc, test_DU12_registry_per_thread);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -253,8 +253,6 @@ static void free_deferred(deferred_t *d)
 {
     uint32_t i;
 
-    if (DEFERRED_UNLIKELY(d->ext && d->ext->dbg.reg))
-        deferred__dump_unregister(d);
     if (DEFERRED_UNLIKELY(d->result.release == deferred__release_failure))
         deferred__report_about(DEFERRED_REPORT_UNHANDLED, d->result.ptr, d);
     deferred_value_release(d->result);
@@ -265,6 +263,8 @@ static void free_deferred(deferred_t *d)
     if (d->links != d->inline_links)
         deferred__free(d->links);
     if (d->ext) {
+        if (d->ext->dbg.reg) /* dying: a dump skips it until then */
+            deferred__dump_unregister(d);
         if (d->ext->multi)
             deferred__multi_free(d->ext->multi);
         if (d->ext->canceller_destroy)

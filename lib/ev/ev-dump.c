@@ -84,16 +84,14 @@ static void maybe_free(struct deferred__ev_binding *b)
     deferred_free(b);
 }
 
-void deferred__ev_track(struct ev_loop *loop, deferred__ev_item_t *it,
-                        void (*describe)(deferred_dump_t *w, deferred__ev_item_t *it))
+void deferred__ev_track_on(struct ev_loop *loop, deferred__ev_item_t *it,
+                           void (*describe)(deferred_dump_t *w, deferred__ev_item_t *it))
 {
     struct deferred__ev_binding *b;
 
     it->b = NULL;
     it->prev = it->next = NULL;
     it->describe = describe;
-    if (!deferred_get_debug())
-        return;
     b = find_binding(loop, true);
     if (!b)
         return;
@@ -107,7 +105,7 @@ void deferred__ev_track(struct ev_loop *loop, deferred__ev_item_t *it,
     b->items++;
 }
 
-void deferred__ev_untrack(deferred__ev_item_t *it)
+void deferred__ev_untrack_on(deferred__ev_item_t *it)
 {
     struct deferred__ev_binding *b = it->b;
 

@@ -46,12 +46,27 @@ typedef struct deferred__ev_item {
 } deferred__ev_item_t;
 
 /* Track it in loop's binding (made on first use) when debug mode is on;
- * else, or when the binding cannot be made, it->b is NULL.  Loop thread. */
-DEFERRED_EV_HIDDEN void deferred__ev_track(struct ev_loop *loop, deferred__ev_item_t *it,
-                                           void (*describe)(deferred_dump_t *w,
-                                                            deferred__ev_item_t *it));
+ * else, or when the binding cannot be made, it->b is NULL.  Loop thread.
+ * Inline, so that with debug mode off an item costs a store and a test. */
+DEFERRED_EV_HIDDEN void deferred__ev_track_on(struct ev_loop *loop, deferred__ev_item_t *it,
+                                              void (*describe)(deferred_dump_t *w,
+                                                               deferred__ev_item_t *it));
+static inline void deferred__ev_track(struct ev_loop *loop, deferred__ev_item_t *it,
+                                      void (*describe)(deferred_dump_t *w,
+                                                       deferred__ev_item_t *it))
+{
+    it->b = NULL;
+    if (deferred_get_debug())
+        deferred__ev_track_on(loop, it, describe);
+}
+
 /* Stop tracking it (nothing if it was not tracked).  Loop thread. */
-DEFERRED_EV_HIDDEN void deferred__ev_untrack(deferred__ev_item_t *it);
+DEFERRED_EV_HIDDEN void deferred__ev_untrack_on(deferred__ev_item_t *it);
+static inline void deferred__ev_untrack(deferred__ev_item_t *it)
+{
+    if (it->b)
+        deferred__ev_untrack_on(it);
+}
 
 /* The struct that contains item it as its member m. */
 #define DEFERRED_EV_ITEM_OF(it, type, m) ((type *)(void *)((char *)(it) - offsetof(type, m)))
