@@ -85,6 +85,8 @@ struct fanin_ops {
     /* Optional: the build failed; undo what attach did that is not undone
      * by over (called before the slots are let go). */
     void (*abort)(struct fanin *f);
+    /* The combinator's name for deferred_dump() ("gather", "merge"). */
+    const char *(*name)(const struct fanin *f);
     /* Optional: visit the references the mode holds besides the slots'. */
     void (*visit)(struct fanin *f, deferred__visit_fn visit, void *ctx);
 };
@@ -103,7 +105,6 @@ struct fanin {
     bool aborted;       /* building failed: every pair passes through */
     bool detached;
     deferred_t *out;    /* weak: NULL once freed */
-    const char *name;   /* "gather", "merge", ... for deferred_dump() */
     const struct fanin_ops *ops;
     void *mode;         /* the mode's part, inside this block */
     struct fanin_slot slots[];
@@ -122,10 +123,9 @@ DEFERRED_HIDDEN void deferred__fanin_unref(struct fanin *f);
  * out): out is being freed. */
 DEFERRED_HIDDEN void deferred__fanin_out_freed(void *arg);
 /* Record out (made with deferred__fanin_out_freed as its canceller
- * destroy), name the inputs for the cycle check and the combinator (name,
- * static) for deferred_dump(). */
-DEFERRED_HIDDEN void deferred__fanin_set_out(struct fanin *f, deferred_t *out,
-                                             const char *name);
+ * destroy), name the inputs for the cycle check, and note out for
+ * deferred_dump() (the ops' name). */
+DEFERRED_HIDDEN void deferred__fanin_set_out(struct fanin *f, deferred_t *out);
 
 /* Append the pairs (see the file comment).  Returns 0, or a negative
  * errno (-ENOMEM, -EINVAL) after aborting: every pair in place passes

@@ -141,15 +141,14 @@ static void dump_note(deferred_dump_t *dump, void *arg)
 {
     struct fanin *f = arg;
 
-    deferred_dump_str(dump, "combinator", f->name);
+    deferred_dump_str(dump, "combinator", f->ops->name(f));
     deferred_dump_int(dump, "inputs", (long long)f->n);
     deferred_dump_int(dump, "pending", (long long)f->pending);
 }
 
-void deferred__fanin_set_out(struct fanin *f, deferred_t *out, const char *name)
+void deferred__fanin_set_out(struct fanin *f, deferred_t *out)
 {
     f->out = out;
-    f->name = name;
     deferred__set_inputs(out, visit_inputs, f);
     deferred_dump_note(out, dump_note, f);
 }

@@ -179,9 +179,17 @@ static deferred_value_t combo_outcome(struct fanin *f, size_t i, deferred_value_
     return deliver_list(f, i, v);
 }
 
+static const char *combo_name(const struct fanin *f)
+{
+    static const char *const names[] = { "gather", "list", "race" };
+
+    return names[COMBO(f)->mode];
+}
+
 static const struct fanin_ops combo_ops = {
     .outcome = combo_outcome,
     .drop = drop_collected,
+    .name = combo_name,
 };
 
 /* out's canceller. */
@@ -256,7 +264,7 @@ static deferred_t *combine(enum mode mode, deferred_t *const *inputs, size_t n,
     r = deferred_new_cancellable(on_cancel, f, deferred__fanin_out_freed);
     if (!r)
         goto out_free; /* the destroy function dropped out's reference */
-    deferred__fanin_set_out(f, r, mode == MODE_RACE ? "race" : mode == MODE_LIST ? "list" : "gather");
+    deferred__fanin_set_out(f, r);
 
     rc = deferred__fanin_attach(f, inputs);
     deferred__fanin_built(f);

@@ -281,8 +281,15 @@ static void merge_visit(struct fanin *f, deferred__visit_fn visit, void *ctx)
             visit(m->ms[i].stream, ctx);
 }
 
+static const char *merge_name(const struct fanin *f)
+{
+    (void)f;
+    return "merge";
+}
+
 static const struct fanin_ops merge_ops = {
     .outcome = merge_outcome,
+    .name = merge_name,
     .hold = merge_hold,
     .attach = merge_attach,
     .over = merge_over,
@@ -337,7 +344,7 @@ deferred_t *deferred_merge(deferred_t *const *inputs, size_t n)
         errno = ENOMEM;
         return NULL;
     }
-    deferred__fanin_set_out(f, out, "merge");
+    deferred__fanin_set_out(f, out);
     deferred_multi_set_flow(out, merge_flow, f);
     deferred_pause(out); /* the caller's to lift; the hook records it */
 
