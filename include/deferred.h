@@ -3,7 +3,8 @@
  *
  * Includes every layer that needs nothing beyond libc: values and failures,
  * the deferred core, multi-fire deferreds, processes, the row value
- * that the database producers emit, and async functions (coroutines).  Each layer's header can also be
+ * that the database producers emit, async functions (coroutines) and the
+ * dump of what is pending (debug mode).  Each layer's header can also be
  * included alone.
  * Optional parts (the libev binding, the database producers) have headers of
  * their own and are not included here.
@@ -19,5 +20,6 @@
 #include "deferred/process.h"
 #include "deferred/row.h"
 #include "deferred/async.h"
+#include "deferred/dump.h"
 
 #endif /* DEFERRED_H */

@@ -17,6 +17,7 @@
 #define DEFERRED_TEST_HEADER_EV_TYPE deferred_ev_job_fn
 #define DEFERRED_TEST_HEADER_ROW_TYPE deferred_param_t
 #define DEFERRED_TEST_HEADER_ASYNC_TYPE deferred_async_iter_t
+#define DEFERRED_TEST_HEADER_DUMP_TYPE deferred_dump_holder_t
 
 int deferred_test_header_common(void);
 int deferred_test_header_value(void);
@@ -28,5 +29,6 @@ int deferred_test_header_combinators(void);
 int deferred_test_header_ev(void);
 int deferred_test_header_row(void);
 int deferred_test_header_async(void);
+int deferred_test_header_dump(void);
 
 #endif /* DEFERRED_TEST_HEADER_ALONE_H */

@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1454,6 +1455,158 @@ START_TEST(test_remote_refuses_deferreds_and_multi)
 }
 END_TEST
 
+/* ---- DU09, DU10: the loop in a dump, and the dump on a signal ----------- */
+
+struct sigdump {
+    char *text;
+    size_t len;
+    int lines;
+    bool on_loop_thread;
+    deferred_t *wait; /* cancelled once the dump came */
+};
+
+/* Appends with libc (the dump's own allocations are the library's). */
+static int sig_sink(const char *text, size_t len, void *arg)
+{
+    struct sigdump *c = arg;
+    char *p = realloc(c->text, c->len + len + 1);
+
+    ck_assert_ptr_nonnull(p);
+    memcpy(p + c->len, text, len);
+    c->len += len;
+    p[c->len] = '\0';
+    c->text = p;
+    c->lines++;
+    c->on_loop_thread = pthread_equal(pthread_self(), loop_thread);
+    return 0;
+}
+
+static void *send_sigusr1(void *arg)
+{
+    (void)arg;
+    kill(getpid(), SIGUSR1);
+    return NULL;
+}
+
+/* Once the dump came: let the loop end. */
+static void sig_poll(struct ev_loop *l, ev_timer *w, int revents)
+{
+    struct sigdump *c = w->data;
+
+    (void)revents;
+    if (c->lines == 0)
+        return;
+    ev_timer_stop(l, w);
+    deferred_cancel(c->wait);
+}
+
+START_TEST(test_DU09_sigusr1_dump_on_loop_thread)
+{
+    struct sigdump c = { NULL, 0, 0, false, NULL };
+    deferred_t *timed;
+    ev_timer poll;
+    pthread_t th;
+    char want[600];
+    int timed_line;
+
+    deferred_set_debug(true);
+    c.wait = deferred_ev_later(loop, 60.0);
+    ck_assert_ptr_nonnull(c.wait);
+    timed_line = __LINE__ + 1;
+    timed = deferred_new();
+    ck_assert_int_eq(deferred_ev_add_timeout(timed, loop, 30.0), 0);
+    ck_assert_int_eq(deferred_ev_dump_on_signal(loop, -1, DEFERRED_DUMP_TEXT, NULL, NULL),
+                     -EINVAL);
+    ck_assert_int_eq(deferred_ev_dump_on_signal(NULL, 0, DEFERRED_DUMP_TEXT, NULL, NULL),
+                     -EINVAL);
+    ck_assert_int_eq(deferred_ev_dump_on_signal(loop, 0, DEFERRED_DUMP_TEXT, sig_sink, &c), 0);
+    ev_timer_init(&poll, sig_poll, 0.01, 0.01);
+    poll.data = &c;
+    ev_timer_start(loop, &poll);
+    ck_assert_int_eq(pthread_create(&th, NULL, send_sigusr1, NULL), 0);
+    ev_run(loop, 0);
+    pthread_join(th, NULL);
+    ck_assert(c.on_loop_thread);
+    ck_assert_ptr_nonnull(c.text);
+    ck_assert_msg(strstr(c.text, "\nloop ") != NULL, "%s", c.text);
+    snprintf(want, sizeof(want), "dump_signal=%d", SIGUSR1);
+    ck_assert_ptr_nonnull(strstr(c.text, want));
+    ck_assert_ptr_nonnull(strstr(c.text, "\n  timer later remaining_s="));
+    /* deferred_ev_later() makes its deferred in the library: that site. */
+    ck_assert_msg(strstr(c.text, "\n    fires: deferred ") != NULL, "%s", c.text);
+    snprintf(want, sizeof(want), "\n    on: deferred %s:%d state=unfired", __FILE__, timed_line);
+    ck_assert_msg(strstr(c.text, want) != NULL, "%s", c.text);
+    ck_assert_ptr_nonnull(strstr(c.text, "\n  timeout after_s=30 remaining_s="));
+    free(c.text);
+    deferred_ev_dump_on_signal_stop(loop);
+    deferred_ev_dump_on_signal_stop(loop);
+    deferred_unref(c.wait);
+    deferred_cancel(timed);
+    deferred_unref(timed);
+}
+END_TEST
+
+static int job_pipe[2];
+
+static deferred_value_t blocking_job(void *arg)
+{
+    char ch;
+
+    (void)arg;
+    ck_assert_int_eq(read(job_pipe[0], &ch, 1), 1);
+    return deferred_value_int(1);
+}
+
+START_TEST(test_DU10_pool_jobs_and_remote_in_dump)
+{
+    deferred_ev_pool_t *pool;
+    deferred_t *a, *b, *r;
+    deferred_ev_remote_t *h;
+    char *s;
+    const char *q;
+    int n = 0;
+
+    deferred_set_debug(true);
+    ck_assert_int_eq(pipe(job_pipe), 0);
+    pool = deferred_ev_pool_new(loop, 1);
+    ck_assert_ptr_nonnull(pool);
+    a = deferred_ev_pool_run(pool, blocking_job, NULL, NULL);
+    b = deferred_ev_pool_run(pool, blocking_job, NULL, NULL);
+    r = deferred_new();
+    h = deferred_ev_remote_new(loop, r);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_ptr_nonnull(h);
+    s = deferred_dump_string(DEFERRED_DUMP_JSON);
+    ck_assert_ptr_nonnull(s);
+    for (q = s; (q = strstr(q, "\"type\":\"pool_job\"")); q++)
+        n++;
+    ck_assert_msg(n == 2, "%s", s);
+    /* The second job cannot have started: the only worker blocks. */
+    ck_assert_ptr_nonnull(strstr(s, "\"type\":\"pool_job\",\"line\":"));
+    ck_assert_ptr_nonnull(strstr(s, "\"name\":\"queued\""));
+    ck_assert_ptr_nonnull(strstr(s, "\"type\":\"remote\""));
+    ck_assert_ptr_nonnull(strstr(s, "\"role\":\"fires\""));
+    deferred_free(s);
+    ck_assert_int_eq(write(job_pipe[1], "xx", 2), 2);
+    ck_assert_int_eq(deferred_ev_remote_callback(h, deferred_value_int(3)), 0);
+    ev_run(loop, 0);
+    ck_assert(deferred_has_fired(a));
+    ck_assert(deferred_has_fired(b));
+    ck_assert(deferred_has_fired(r));
+    s = deferred_dump_string(DEFERRED_DUMP_TEXT);
+    ck_assert_ptr_null(strstr(s, "pool_job"));
+    ck_assert_ptr_null(strstr(s, "remote"));
+    deferred_free(s);
+    deferred_ev_pool_free(pool);
+    deferred_unref(a);
+    deferred_unref(b);
+    deferred_unref(r);
+    close(job_pipe[0]);
+    close(job_pipe[1]);
+}
+END_TEST
+
 static Suite *ev_suite(void)
 {
     Suite *s = suite_create("ev");
@@ -1493,6 +1646,8 @@ static Suite *ev_suite(void)
     tcase_add_test(tc, test_lines_freed_from_inside_its_pump);
     tcase_add_test(tc, test_oom_later_timeout_pool_remote);
     tcase_add_test(tc, test_oom_lines);
+    tcase_add_test(tc, test_DU09_sigusr1_dump_on_loop_thread);
+    tcase_add_test(tc, test_DU10_pool_jobs_and_remote_in_dump);
     suite_add_tcase(s, tc);
 
     tcase_add_checked_fixture(stress, setup, teardown);

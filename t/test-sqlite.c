@@ -1480,6 +1480,72 @@ START_TEST(test_failure_context_reads_well)
 }
 END_TEST
 
+/* ---- DU11: an open query in a dump, with its SQL ------------------------- */
+
+struct dump_wait {
+    deferred_t *stuck; /* what the map waits on at row 3 */
+    char *dump;        /* the dump made while it waits */
+    long rows;
+};
+
+static deferred_value_t wait_at_row_3(deferred_value_t v, void *arg)
+{
+    struct dump_wait *w = arg;
+
+    deferred_value_release(v);
+    if (++w->rows != 3)
+        return deferred_value_none();
+    w->stuck = deferred_new();
+    return deferred_value_deferred(deferred_ref(w->stuck));
+}
+
+static void dump_when_stuck(struct ev_loop *l, ev_timer *t, int revents)
+{
+    struct dump_wait *w = t->data;
+
+    (void)revents;
+    if (!w->stuck)
+        return;
+    ev_timer_stop(l, t);
+    w->dump = deferred_dump_string(DEFERRED_DUMP_TEXT);
+    deferred_callback(w->stuck, deferred_value_none());
+    deferred_unref(w->stuck);
+}
+
+START_TEST(test_DU11_open_query_sql_in_dump)
+{
+    struct dump_wait w = { NULL, NULL, 0 };
+    deferred_process_t *p;
+    deferred_t *d;
+    ev_timer t;
+
+    deferred_set_debug(true);
+    p = deferred_process_new(0);
+    ck_assert_int_eq(deferred_process_add(p, deferred_sqlite_query(
+                         loop, db, "SELECT i FROM t WHERE s <> 'x' ORDER BY i", NULL, 0)), 0);
+    ck_assert_int_eq(deferred_process_add(p, deferred_stage_map("wait", wait_at_row_3, &w)), 0);
+    ck_assert_int_eq(deferred_process_add(p, deferred_stage_collect()), 0);
+    d = deferred_process_run(p);
+    ck_assert_ptr_nonnull(d);
+    deferred_process_unref(p);
+    ev_timer_init(&t, dump_when_stuck, 0.001, 0.01);
+    t.data = &w;
+    ev_timer_start(loop, &t);
+    ev_run(loop, 0);
+    ck_assert(deferred_has_fired(d));
+    ck_assert_ptr_nonnull(w.dump);
+    /* The query stage names its SQL (through its describe), the map what
+     * it waits on. */
+    ck_assert_msg(strstr(w.dump, "at=\"row ") != NULL, "%s", w.dump);
+    ck_assert_ptr_nonnull(strstr(w.dump, " of SELECT i FROM t WHERE s <> 'x' ORDER BY i\""));
+    ck_assert_ptr_nonnull(strstr(w.dump, "stage wait index=1"));
+    ck_assert_ptr_nonnull(strstr(w.dump, "waits on: deferred "));
+    ck_assert_msg(strstr(w.dump, "innermost") != NULL, "%s", w.dump);
+    deferred_free(w.dump);
+    deferred_unref(d);
+}
+END_TEST
+
 static Suite *sqlite_suite(void)
 {
     Suite *s = suite_create("sqlite");
@@ -1519,6 +1585,7 @@ static Suite *sqlite_suite(void)
     tcase_add_test(tc, test_D06_query_all_collects_rows);
     tcase_add_test(tc, test_D06_exec_counts_and_transactions);
     tcase_add_test(tc, test_D06_failing_allocator);
+    tcase_add_test(tc, test_DU11_open_query_sql_in_dump);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1851,6 +1851,26 @@ START_TEST(s_ev_pool)
     ev_loop_destroy(loop);
 }
 END_TEST
+START_TEST(s_ev_dump)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+
+    ck_assert_ptr_nonnull(loop);
+    ck_assert_int_eq(deferred_ev_dump_on_signal(NULL, 0, DEFERRED_DUMP_TEXT, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_ev_dump_on_signal(loop, -1, DEFERRED_DUMP_TEXT, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_ev_dump_on_signal(loop, INT_MAX, DEFERRED_DUMP_TEXT, NULL, NULL),
+                     -EINVAL);
+    ck_assert_int_eq(deferred_ev_dump_on_signal(loop, 0, (deferred_dump_format_t)5, NULL, NULL),
+                     -EINVAL);
+    deferred_ev_dump_on_signal_stop(NULL);
+    deferred_ev_dump_on_signal_stop(loop); /* none set up */
+    ck_assert_int_eq(deferred_ev_dump_on_signal(loop, 0, DEFERRED_DUMP_TEXT, NULL, NULL), 0);
+    ck_assert_int_eq(deferred_ev_dump_on_signal(loop, 0, DEFERRED_DUMP_JSON, NULL, NULL), 0);
+    deferred_ev_dump_on_signal_stop(loop);
+    ev_loop_destroy(loop);
+}
+END_TEST
+
 #endif /* SWEEP_HAVE_LIBEV */
 
 /* ---- sqlite.h ---- */
@@ -2115,6 +2135,71 @@ START_TEST(s_async_streams)
 }
 END_TEST
 
+/* ---- dump.h ---- */
+
+static int sweep_sink(const char *text, size_t len, void *arg)
+{
+    (void)text;
+    (void)len;
+    (void)arg;
+    return 0;
+}
+
+static void sweep_describe(deferred_dump_t *w, void *arg)
+{
+    (void)arg;
+    /* Bad input inside a dump: NULL keys and values are left out. */
+    deferred_dump_node(w, NULL, "x");
+    deferred_dump_node(w, "k", NULL);
+    deferred_dump_str(w, NULL, "v");
+    deferred_dump_str(w, "k", NULL);
+    deferred_dump_int(w, NULL, 1);
+    deferred_dump_int(w, "k", LLONG_MIN);
+    deferred_dump_leave(w); /* without an enter */
+    deferred_dump_deferred(w, NULL, NULL);
+}
+
+START_TEST(s_dump)
+{
+    deferred_dump_holder_t h;
+    deferred_dump_stats_t st;
+    deferred_t *d;
+    char *s;
+
+    ck_assert_int_eq(deferred_dump_to(DEFERRED_DUMP_TEXT, NULL, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_dump_to((deferred_dump_format_t)-1, sweep_sink, NULL, &st),
+                     -EINVAL);
+    ck_assert_uint_eq(st.lines, 0);
+    ck_assert_int_eq(deferred_dump(NULL, (deferred_dump_format_t)2), -EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_dump_string((deferred_dump_format_t)2)), EINVAL);
+    ck_assert_uint_eq(deferred_dump_count(), 0);
+    /* A NULL dump: nothing. */
+    deferred_dump_node(NULL, "k", "n");
+    deferred_dump_str(NULL, "k", "v");
+    deferred_dump_int(NULL, "k", 1);
+    deferred_dump_enter(NULL);
+    deferred_dump_leave(NULL);
+    deferred_dump_deferred(NULL, "r", NULL);
+    ck_assert_int_eq(deferred_dump_holder_add(NULL, sweep_describe, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_dump_holder_add(&h, NULL, NULL), -EINVAL);
+    deferred_dump_holder_remove(NULL);
+    ck_assert_int_eq(deferred_dump_note(NULL, NULL, NULL), -EINVAL);
+    d = deferred_new(); /* debug off: no rare part, the note is not kept */
+    ck_assert_int_eq(deferred_dump_note(d, sweep_describe, NULL), 0);
+    deferred_unref(d);
+    deferred_set_debug(true);
+    ck_assert_int_eq(deferred_dump_holder_add(&h, sweep_describe, NULL), 0);
+    ck_assert_int_eq(deferred_dump_to(DEFERRED_DUMP_JSON, sweep_sink, NULL, &st), 0);
+    ck_assert_uint_eq(st.holders, 1);
+    deferred_dump_holder_remove(&h);
+    deferred_dump_holder_remove(&h);
+    deferred_set_debug(false);
+    s = deferred_dump_string(DEFERRED_DUMP_TEXT);
+    ck_assert_ptr_nonnull(s);
+    deferred_free(s);
+}
+END_TEST
+
 /* ---- the table: every exported function and the cases covering it ---- */
 
 typedef void (*sweep_fn_t)(void);
@@ -2189,6 +2274,20 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_async_discard, C(s_async_construct)),
     CORE(deferred_async_self, C(s_async_construct)),
     CORE(deferred_async_name, C(s_async_construct)),
+    /* dump.h */
+    CORE(deferred_dump_to, C(s_dump)),
+    CORE(deferred_dump, C(s_dump)),
+    CORE(deferred_dump_string, C(s_dump)),
+    CORE(deferred_dump_count, C(s_dump)),
+    CORE(deferred_dump_node, C(s_dump)),
+    CORE(deferred_dump_str, C(s_dump)),
+    CORE(deferred_dump_int, C(s_dump)),
+    CORE(deferred_dump_enter, C(s_dump)),
+    CORE(deferred_dump_leave, C(s_dump)),
+    CORE(deferred_dump_deferred, C(s_dump)),
+    CORE(deferred_dump_holder_add, C(s_dump)),
+    CORE(deferred_dump_holder_remove, C(s_dump)),
+    CORE(deferred_dump_note, C(s_dump)),
     CORE(deferred_async_dropped, C(s_async_construct)),
     CORE(deferred_async_await, C(s_async_steps)),
     CORE(deferred_async_resume, C(s_async_steps)),
@@ -2358,6 +2457,8 @@ static const struct sweep_entry sweep_table[] = {
     E("ev", deferred_ev_pool_shutdown, C(s_ev_pool)),
     E("ev", deferred_ev_pool_free, C(s_ev_pool)),
     E("ev", deferred_ev_pool_threads, C(s_ev_pool)),
+    E("ev", deferred_ev_dump_on_signal, C(s_ev_dump)),
+    E("ev", deferred_ev_dump_on_signal_stop, C(s_ev_dump)),
 #endif
 #ifdef SWEEP_HAVE_SQLITE
     E("sqlite", deferred_sqlite_query_at, C(s_sqlite)),

@@ -30,6 +30,7 @@
 #define DEFERRED_EV_H
 
 #include "process.h"
+#include "dump.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -255,6 +256,27 @@ DEFERRED_EXPORT void deferred_ev_pool_free(deferred_ev_pool_t *pool);
 
 /* The number of worker threads (0 once shut down or for NULL). */
 DEFERRED_EXPORT unsigned deferred_ev_pool_threads(const deferred_ev_pool_t *pool);
+
+/*
+ * Dump what is pending when signal signum arrives (0: SIGUSR1), on the
+ * loop thread: an ev_signal watcher on loop runs deferred_dump_to(format,
+ * sink, arg) (deferred/dump.h) from the loop, never from the signal
+ * handler, so the dump sees the loop thread's registry in a consistent
+ * state.  sink NULL writes to stderr.  The watcher does not keep ev_run()
+ * going.  A second call for the same loop replaces the first.  libev
+ * delivers a signal to one loop at a time.  Returns 0, -EINVAL (NULL loop,
+ * a signal number out of range, an unknown format) or -ENOMEM.  Loop
+ * thread.  The loop's lines in a dump (debug mode): its timers, timeouts,
+ * fd waits, remote handles not yet delivered and pool jobs (queued,
+ * running) with the deferreds they fire.
+ */
+DEFERRED_EXPORT int deferred_ev_dump_on_signal(struct ev_loop *loop, int signum,
+                                               deferred_dump_format_t format,
+                                               deferred_dump_sink_fn sink, void *arg);
+
+/* Stop the dump on a signal of loop (nothing if none was set up).  Loop
+ * thread. */
+DEFERRED_EXPORT void deferred_ev_dump_on_signal_stop(struct ev_loop *loop);
 
 #ifdef __cplusplus
 }

@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "async-private.h"
+#include "deferred/dump.h"
 
 static THREAD_LOCAL unsigned depth;
 static THREAD_LOCAL struct deferred__async *runq_head, *runq_tail;
@@ -454,6 +455,22 @@ static void cancel_rearmed(deferred_t *d, void *arg)
 
 /* ---- making and starting ----------------------------------------------- */
 
+/* The coroutine's line in a dump: its name, where its body stopped, and
+ * what it awaits (a child of its line). */
+static void dump_note(deferred_dump_t *w, void *arg)
+{
+    struct deferred__async *st = arg;
+    const deferred_async_t *co = st->frame;
+
+    deferred_dump_str(w, "coroutine", st->name);
+    if (co->line)
+        deferred_dump_int(w, "at_line", co->line);
+    if (st->flags & A_WAIT_PAIR)
+        deferred_dump_deferred(w, "awaits", st->awaited);
+    else if (st->flags & A_WAIT_ITER)
+        deferred_dump_str(w, "awaits", "item");
+}
+
 void *deferred_async_new(deferred_async_fn body, size_t frame_size, const char *name)
 {
     deferred_t *d;
@@ -485,6 +502,7 @@ void *deferred_async_new(deferred_async_fn body, size_t frame_size, const char *
     st->outcome = deferred_value_none();
     co = st->frame;
     co->state_ = st;
+    deferred_dump_note(d, dump_note, st);
     /* First in the chain, before the caller can add anything; a pending
      * deferred's first entry needs no allocation. */
     deferred_add_callback(d, trap_fn, st);

@@ -85,6 +85,8 @@ struct fanin_ops {
     /* Optional: the build failed; undo what attach did that is not undone
      * by over (called before the slots are let go). */
     void (*abort)(struct fanin *f);
+    /* The combinator's name for deferred_dump() ("gather", "merge"). */
+    const char *(*name)(const struct fanin *f);
     /* Optional: visit the references the mode holds besides the slots'. */
     void (*visit)(struct fanin *f, deferred__visit_fn visit, void *ctx);
 };
@@ -121,7 +123,8 @@ DEFERRED_HIDDEN void deferred__fanin_unref(struct fanin *f);
  * out): out is being freed. */
 DEFERRED_HIDDEN void deferred__fanin_out_freed(void *arg);
 /* Record out (made with deferred__fanin_out_freed as its canceller
- * destroy) and name the inputs for the cycle check. */
+ * destroy), name the inputs for the cycle check, and note out for
+ * deferred_dump() (the ops' name). */
 DEFERRED_HIDDEN void deferred__fanin_set_out(struct fanin *f, deferred_t *out);
 
 /* Append the pairs (see the file comment).  Returns 0, or a negative

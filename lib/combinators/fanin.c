@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "deferred/dump.h"
 #include "fanin-private.h"
 #include "deferred/multi.h"
 
@@ -134,10 +135,22 @@ static void visit_inputs(void *arg, deferred__visit_fn visit, void *ctx)
         f->ops->visit(f, visit, ctx);
 }
 
+/* out's line in a dump: which combinator, of how many inputs, how many
+ * still pending. */
+static void dump_note(deferred_dump_t *dump, void *arg)
+{
+    struct fanin *f = arg;
+
+    deferred_dump_str(dump, "combinator", f->ops->name(f));
+    deferred_dump_int(dump, "inputs", (long long)f->n);
+    deferred_dump_int(dump, "pending", (long long)f->pending);
+}
+
 void deferred__fanin_set_out(struct fanin *f, deferred_t *out)
 {
     f->out = out;
     deferred__set_inputs(out, visit_inputs, f);
+    deferred_dump_note(out, dump_note, f);
 }
 
 /* ---- cancelling -------------------------------------------------------- */

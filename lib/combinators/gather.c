@@ -179,9 +179,17 @@ static deferred_value_t combo_outcome(struct fanin *f, size_t i, deferred_value_
     return deliver_list(f, i, v);
 }
 
+static const char *combo_name(const struct fanin *f)
+{
+    static const char *const names[] = { "gather", "list", "race" };
+
+    return names[COMBO(f)->mode];
+}
+
 static const struct fanin_ops combo_ops = {
     .outcome = combo_outcome,
     .drop = drop_collected,
+    .name = combo_name,
 };
 
 /* out's canceller. */

@@ -281,8 +281,15 @@ static void merge_visit(struct fanin *f, deferred__visit_fn visit, void *ctx)
             visit(m->ms[i].stream, ctx);
 }
 
+static const char *merge_name(const struct fanin *f)
+{
+    (void)f;
+    return "merge";
+}
+
 static const struct fanin_ops merge_ops = {
     .outcome = merge_outcome,
+    .name = merge_name,
     .hold = merge_hold,
     .attach = merge_attach,
     .over = merge_over,

@@ -9,6 +9,7 @@
 
 #include "deferred-private.h"
 #include "ring.h"
+#include "dump-private.h"
 
 #if defined(__GNUC__)
 #define THREAD_LOCAL __thread __attribute__((tls_model("initial-exec")))
@@ -95,6 +96,7 @@ struct deferred_ext {
     struct multi *multi;
     deferred__inputs_fn inputs; /* what a combinator's result holds */
     void *inputs_arg;
+    struct deferred__dbg dbg; /* deferred_dump()'s (dump.c) */
 };
 
 struct deferred {

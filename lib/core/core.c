@@ -209,6 +209,9 @@ new_deferred(size_t extra, const char *file, int line, deferred_canceller_fn can
         d->ext->multi = NULL;
         d->ext->inputs = NULL;
         d->ext->inputs_arg = NULL;
+        memset(&d->ext->dbg, 0, sizeof(d->ext->dbg));
+        if (debug_on)
+            deferred__dump_register(d);
     }
     return d;
 
@@ -287,6 +290,8 @@ static void free_deferred(deferred_t *d)
     if (d->links != d->inline_links)
         deferred__spill_free(d->links, d->cap);
     if (d->ext) {
+        if (d->ext->dbg.reg) /* dying: a dump skips it until then */
+            deferred__dump_unregister(d);
         if (d->ext->multi)
             deferred__multi_free(d->ext->multi);
         if (d->ext->canceller_destroy)

@@ -38,6 +38,7 @@ struct job {
     deferred_destroy_fn destroy;
     deferred_value_t result;
     int state; /* enum job_state, under the pool's lock */
+    deferred__ev_item_t dbg;
 };
 
 struct deferred_ev_pool {
@@ -87,6 +88,21 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* A job's line in a dump: queued, running or done (back, not yet
+ * delivered), and its deferred. */
+static void job_describe(deferred_dump_t *w, deferred__ev_item_t *it)
+{
+    static const char *const states[] = { "queued", "running", "dropped" };
+    struct job *j = DEFERRED_EV_ITEM_OF(it, struct job, dbg);
+    int state;
+
+    pthread_mutex_lock(&j->pool->lock);
+    state = j->state;
+    pthread_mutex_unlock(&j->pool->lock);
+    deferred_dump_node(w, "pool_job", states[state]);
+    deferred_dump_deferred(w, "fires", j->d);
+}
+
 /* On the loop thread: the job came back (run or dropped). */
 static void job_deliver(deferred__ev_msg_t *m)
 {
@@ -107,6 +123,7 @@ static void job_deliver(deferred__ev_msg_t *m)
         deferred_callback(d, v);
     if (j->destroy)
         j->destroy(j->arg);
+    deferred__ev_untrack(&j->dbg);
     deferred_free(j);
     deferred_unref(d);
     deferred__ev_mailbox_done(mb);
@@ -239,6 +256,7 @@ deferred_t *deferred_ev_pool_run(deferred_ev_pool_t *pool, deferred_ev_job_fn fn
         goto out_destroy;
     }
     j->d = deferred_ref(d);
+    deferred__ev_track(pool->mb->loop, &j->dbg, job_describe);
     deferred__ev_mailbox_expect(pool->mb);
     pthread_mutex_lock(&pool->lock);
     j->prev = pool->tail;

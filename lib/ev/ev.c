@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -44,7 +45,19 @@ struct later {
     ev_timer timer;
     struct ev_loop *loop;
     deferred_t *d; /* borrowed: d owns this struct */
+    deferred__ev_item_t dbg;
 };
+
+static void later_describe(deferred_dump_t *w, deferred__ev_item_t *it)
+{
+    struct later *t = DEFERRED_EV_ITEM_OF(it, struct later, dbg);
+    char buf[32];
+
+    deferred_dump_node(w, "timer", "later");
+    snprintf(buf, sizeof(buf), "%.3f", ev_timer_remaining(t->loop, &t->timer));
+    deferred_dump_str(w, "remaining_s", ev_is_active(&t->timer) ? buf : NULL);
+    deferred_dump_deferred(w, "fires", t->d);
+}
 
 static void later_fired(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -70,6 +83,7 @@ static void later_destroy(void *arg)
     struct later *t = arg;
 
     ev_timer_stop(t->loop, &t->timer);
+    deferred__ev_untrack(&t->dbg);
     deferred_free(t);
 }
 
@@ -89,10 +103,12 @@ deferred_t *deferred_ev_later(struct ev_loop *loop, double seconds)
     t->loop = loop;
     ev_timer_init(&t->timer, later_fired, seconds, 0.0);
     t->timer.data = t;
+    t->dbg.b = NULL;
     d = deferred_new_cancellable(later_cancel, t, later_destroy);
     if (!d)
         return NULL; /* t freed by later_destroy; errno ENOMEM */
     t->d = d;
+    deferred__ev_track(loop, &t->dbg, later_describe);
     /* The delay counts from now, not from the loop's cached time, which
      * may be stale when the loop has been busy. */
     ev_now_update(loop);
@@ -111,7 +127,21 @@ struct timeout {
     deferred_ev_timeout_fn hook;
     void *arg;
     deferred_destroy_fn destroy;
+    deferred__ev_item_t dbg;
 };
+
+static void timeout_describe(deferred_dump_t *w, deferred__ev_item_t *it)
+{
+    struct timeout *t = DEFERRED_EV_ITEM_OF(it, struct timeout, dbg);
+    char buf[32];
+
+    deferred_dump_node(w, "timeout", NULL);
+    snprintf(buf, sizeof(buf), "%g", t->seconds);
+    deferred_dump_str(w, "after_s", buf);
+    snprintf(buf, sizeof(buf), "%.3f", ev_timer_remaining(t->loop, &t->timer));
+    deferred_dump_str(w, "remaining_s", ev_is_active(&t->timer) ? buf : NULL);
+    deferred_dump_deferred(w, "on", t->d);
+}
 
 static void timeout_fired(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -196,6 +226,7 @@ static void timeout_destroy(void *arg)
     struct timeout *t = arg;
 
     ev_timer_stop(t->loop, &t->timer);
+    deferred__ev_untrack(&t->dbg);
     if (t->destroy)
         t->destroy(t->arg);
     deferred_free(t);
@@ -227,6 +258,7 @@ int deferred_ev_add_timeout_full(deferred_t *d, struct ev_loop *loop, double sec
     t->destroy = destroy;
     ev_timer_init(&t->timer, timeout_fired, seconds, 0.0);
     t->timer.data = t;
+    deferred__ev_track(loop, &t->dbg, timeout_describe);
     /* Started first: if d already has a result, adding the pair runs it,
      * which stops the timer and frees t before the add returns; on error
      * the add has freed t (stopping the timer) too.  t is not touched
@@ -247,7 +279,17 @@ struct io_wait {
     ev_io io;
     struct ev_loop *loop;
     deferred_t *d; /* borrowed: d owns this struct */
+    deferred__ev_item_t dbg;
 };
+
+static void io_wait_describe(deferred_dump_t *w, deferred__ev_item_t *it)
+{
+    struct io_wait *t = DEFERRED_EV_ITEM_OF(it, struct io_wait, dbg);
+
+    deferred_dump_node(w, "io", (t->io.events & EV_READ) ? "readable" : "writable");
+    deferred_dump_int(w, "fd", t->io.fd);
+    deferred_dump_deferred(w, "fires", t->d);
+}
 
 static void io_wait_ready(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -271,6 +313,7 @@ static void io_wait_destroy(void *arg)
     struct io_wait *t = arg;
 
     ev_io_stop(t->loop, &t->io);
+    deferred__ev_untrack(&t->dbg);
     deferred_free(t);
 }
 
@@ -292,10 +335,12 @@ static deferred_t *io_wait_new(struct ev_loop *loop, int fd, int events,
     t->loop = loop;
     ev_io_init(&t->io, io_wait_ready, fd, events);
     t->io.data = t;
+    t->dbg.b = NULL;
     d = deferred_new_cancellable(io_wait_cancel, t, io_wait_destroy);
     if (!d)
         return NULL;
     t->d = d;
+    deferred__ev_track(loop, &t->dbg, io_wait_describe);
     ev_io_start(loop, &t->io);
     return d;
 }
@@ -321,7 +366,16 @@ struct deferred_ev_remote {
     deferred_value_t v;
     deferred_value_t refused; /* a deferred given to callback: released here */
     int kind;
+    deferred__ev_item_t dbg;
 };
+
+static void remote_describe(deferred_dump_t *w, deferred__ev_item_t *it)
+{
+    deferred_ev_remote_t *r = DEFERRED_EV_ITEM_OF(it, deferred_ev_remote_t, dbg);
+
+    deferred_dump_node(w, "remote", NULL);
+    deferred_dump_deferred(w, "fires", r->d);
+}
 
 static void remote_deliver(deferred__ev_msg_t *m)
 {
@@ -338,6 +392,7 @@ static void remote_deliver(deferred__ev_msg_t *m)
     /* A deferred belongs to its own thread's loop: it is let go here, on
      * the loop thread, like any value that crossed. */
     deferred_value_release(r->refused);
+    deferred__ev_untrack(&r->dbg);
     deferred_free(r);
     deferred_unref(d);
     deferred__ev_mailbox_done(mb);
@@ -370,6 +425,7 @@ deferred_ev_remote_t *deferred_ev_remote_new(struct ev_loop *loop, deferred_t *d
     r->v = deferred_value_none();
     r->refused = deferred_value_none();
     r->kind = REMOTE_VALUE;
+    deferred__ev_track(loop, &r->dbg, remote_describe);
     return r;
 }
 

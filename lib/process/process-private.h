@@ -18,6 +18,7 @@
 
 #include "core/deferred-private.h"
 #include "deferred/process.h"
+#include "deferred/dump.h"
 
 /*
  * The life of a process.  Always forward, one step at a time except that
@@ -97,6 +98,7 @@ struct deferred_process {
                                 run): the stream ends with ECANCELED */
     bool aborted;            /* the stream ends by a cancel or a failure:
                                 what a finish waits on is cancelled */
+    deferred_dump_holder_t dump; /* listed while it runs (debug mode) */
 };
 
 /* A producer should not emit: paused, cancelled, finished, or the stream
@@ -151,6 +153,11 @@ DEFERRED_HIDDEN void deferred__resume_producers(deferred_process_t *p, deferred_
 
 /* Run a producer's resume, never nested (flow.c). */
 DEFERRED_HIDDEN void deferred__call_resume(deferred_stage_t *st, deferred_stage_t *by);
+
+/* A map stage's part of its line in a dump: the results queued, and the
+ * deferred it waits on, under it (transforms.c).  Nothing for another
+ * stage. */
+DEFERRED_HIDDEN void deferred__map_dump(deferred_dump_t *w, const deferred_stage_t *st);
 
 /* ---- stage calls: depth ------------------------------------------------ */
 

@@ -243,6 +243,7 @@ void deferred_process_unref(deferred_process_t *p)
     for (i = 0; i < p->n; i++)
         deferred_stage_free(p->stages[i]);
     deferred__free(p->stages);
+    deferred_dump_holder_remove(&p->dump);
     deferred_failure_unref(p->failure);
     deferred_value_release(p->outcome);
     deferred_unref(p->done);
@@ -298,6 +299,92 @@ out_einval:
     return -EINVAL;
 }
 
+/* The process's lines in a dump: its phase and result deferred, then each
+ * stage by name: a producer's pause count and state, the items handled,
+ * what the stage says of itself, the pauses and groups it holds, and what
+ * a map waits on; what a suspended finish waits on.  Its result deferred
+ * is written where its waiters are, noted with the process. */
+static void dump_process(deferred_dump_t *w, void *arg)
+{
+    static const char *const phases[] = { "building", "open", "ending", "finishing",
+                                          "finished" };
+    static const char *const stopped[] = { "live", "cancelled", "done" };
+    deferred_process_t *p = arg;
+    char site[512];
+    size_t i;
+
+    if (p->phase == DEFERRED__FINISHED)
+        return;
+    snprintf(site, sizeof(site), "%s:%d", p->file ? p->file : "?", p->line);
+    deferred_dump_node(w, "process", site);
+    deferred_dump_str(w, "phase", phases[p->phase]);
+    deferred_dump_int(w, "stages", (long long)p->n);
+    deferred_dump_int(w, "producers_done", (long long)p->producers_done);
+    if (p->held)
+        deferred_dump_int(w, "held", p->held);
+    if (p->cancelling)
+        deferred_dump_str(w, "cancelling", "yes");
+    if (p->failure)
+        deferred_dump_str(w, "failure", deferred_failure_message(p->failure));
+    deferred_dump_enter(w);
+    for (i = 0; i < p->n; i++) {
+        deferred_stage_t *st = p->stages[i];
+        struct route *r;
+        long long subs = 0;
+
+        deferred_dump_node(w, "stage", st->ops->name ? st->ops->name : "?");
+        deferred_dump_int(w, "index", st->index);
+        deferred_dump_str(w, "kind", st->producer ? "producer" : st->consumer ? "consumer"
+                                                                             : "processor");
+        if (st->producer) {
+            deferred_dump_int(w, "paused", st->paused);
+            deferred_dump_str(w, "producer", stopped[st->stopped]);
+        }
+        deferred_dump_int(w, "items", (long long)st->items);
+        if (st->ops->describe) {
+            /* What the stage says of itself with no item: a producer's
+             * source (a query's SQL and row). */
+            char what[512], *big;
+            int n = st->ops->describe(st, deferred_value_none(), what, sizeof(what));
+
+            if (n >= (int)sizeof(what) && (big = deferred__malloc((size_t)n + 1))) {
+                if (st->ops->describe(st, deferred_value_none(), big, (size_t)n + 1) > 0)
+                    deferred_dump_str(w, "at", big);
+                deferred__free(big);
+            } else if (n > 0) {
+                deferred_dump_str(w, "at", what);
+            }
+        }
+        if (st->held)
+            deferred_dump_int(w, "holds", st->held);
+        if (st->groups)
+            deferred_dump_int(w, "open_groups", st->groups);
+        for (r = st->routes; r; r = r->up)
+            subs++;
+        if (subs)
+            deferred_dump_int(w, "subordinates", subs);
+        deferred__map_dump(w, st);
+    }
+    if (p->finish_wait) {
+        deferred_dump_node(w, "finish", p->finishing < p->n && p->stages[p->finishing]->ops->name
+                                            ? p->stages[p->finishing]->ops->name
+                                            : "?");
+        deferred_dump_deferred(w, "waits on", p->finish_wait);
+    }
+    deferred_dump_leave(w);
+}
+
+/* The result deferred's line: the process it is the result of (p lives as
+ * long as it: its canceller holds a reference). */
+static void dump_result_note(deferred_dump_t *w, void *arg)
+{
+    deferred_process_t *p = arg;
+    char site[512];
+
+    snprintf(site, sizeof(site), "%s:%d", p->file ? p->file : "?", p->line);
+    deferred_dump_str(w, "result_of", site);
+}
+
 static void process_cancel_cb(deferred_t *d, void *arg)
 {
     (void)d;
@@ -347,6 +434,8 @@ deferred_t *deferred_process_run_at(const char *file, int line, deferred_process
     for (i = 0; i < p->nproducers; i++)
         p->stages[i]->paused = (uint32_t)(pauses > UINT32_MAX ? UINT32_MAX : pauses);
     p->done = d;
+    deferred_dump_holder_add(&p->dump, dump_process, p);
+    deferred_dump_note(d, dump_result_note, p);
     open_stream(p);
     p->refs++; /* held until finish is delivered */
     deferred__enter(p);

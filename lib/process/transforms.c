@@ -240,6 +240,22 @@ static void map_drain_cancel(deferred_t *d, void *arg)
     }
 }
 
+/* The drain's line in a dump: which map, and what the head of its queue
+ * waits on (the drain fires after it).  sh lives as long as the drain. */
+static void drain_note(deferred_dump_t *w, void *arg)
+{
+    struct deferred__shared *sh = arg;
+    struct map *m;
+
+    if (!sh->self)
+        return;
+    m = STAGE_DATA(sh->self);
+    deferred_dump_str(w, "drains", m->ops.name);
+    deferred_dump_int(w, "queued", (long long)m->len);
+    if (m->waiting && deferred_value_is_deferred(m->queue[m->head]))
+        deferred_dump_deferred(w, "after", m->queue[m->head].ptr);
+}
+
 /* At the end of the stream, wait for the results still queued; when the
  * stream failed or was cancelled, nobody wants them: they are dropped. */
 static deferred_value_t map_finish(deferred_stage_t *self, deferred_stage_t *from,
@@ -264,6 +280,7 @@ static deferred_value_t map_finish(deferred_stage_t *self, deferred_stage_t *fro
         deferred_value_release(outcome);
         return deferred_value_failure(NULL);
     }
+    deferred_dump_note(m->drain, drain_note, m->sh);
     m->final = outcome;
     return deferred_value_deferred(deferred_ref(m->drain));
 }
@@ -314,6 +331,18 @@ deferred_stage_t *deferred_stage_map(const char *name, deferred_fn fn, void *arg
     if (st)
         sh->self = st;
     return st;
+}
+
+void deferred__map_dump(deferred_dump_t *w, const deferred_stage_t *st)
+{
+    const struct map *m;
+
+    if (st->ops->handle != map_handle)
+        return;
+    m = STAGE_DATA(st);
+    deferred_dump_int(w, "in_flight", (long long)m->len);
+    if (m->waiting && deferred_value_is_deferred(m->queue[m->head]))
+        deferred_dump_deferred(w, "waits on", m->queue[m->head].ptr);
 }
 
 /* ---- filter ---------------------------------------------------------------- */
