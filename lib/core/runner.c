@@ -172,6 +172,32 @@ entry_pick(uint8_t kind, bool failed, const struct link *pair, uint32_t *width)
 
 static bool chain_on(deferred_t *cur, deferred_t *inner);
 
+/*
+ * The runner's common case: d's plain callbacks (LINK_CB) from entry i on,
+ * in a row, while nothing stops the chain, the value r in registers
+ * between them (d->result stays empty meanwhile, as it is while any
+ * callback runs: nobody sees the difference).  A failure skips them.
+ * Returns the value where it stopped: at an entry of another kind, at the
+ * end (d->pos == d->n), when d was paused or made to wait, or with the
+ * deferred a callback returned (d->pos past that callback).
+ */
+static DEFERRED_ALWAYS_INLINE inline deferred_value_t run_plain(deferred_t *d, uint32_t i,
+                                                                deferred_value_t r)
+{
+    while (i < d->n && !d->paused && !d->chained_to && *kind_at(d, i) == LINK_CB) {
+        d->pos = i + 1;
+        if (DEFERRED_LIKELY(r.release != deferred__release_failure)) {
+            const struct link *cb = &d->links[i];
+
+            r = cb->fn(r, cb->arg);
+            if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
+                break;
+        }
+        i = d->pos;
+    }
+    return r;
+}
+
 /* ---- nesting ----------------------------------------------------------- */
 
 static void run_stack(deferred_t *d);
@@ -627,24 +653,11 @@ static void run_stack(deferred_t *d)
                 break;
             kind = *kind_at(cur, i);
             if (DEFERRED_LIKELY(kind == LINK_CB)) {
-                /* The common entries: plain callbacks, nothing to dispose,
-                 * run in a row with the value kept in registers between
-                 * them (cur->result stays empty meanwhile, as it is while
-                 * any callback runs: nobody sees the difference). */
+                /* The common entries: plain callbacks, nothing to
+                 * dispose, run in a row (run_plain()). */
                 r = cur->result;
                 cur->result = deferred_value_none();
-                do {
-                    cur->pos = i + 1;
-                    if (DEFERRED_LIKELY(r.release != deferred__release_failure)) {
-                        const struct link *cb = &cur->links[i];
-
-                        r = cb->fn(r, cb->arg);
-                        if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
-                            break;
-                    }
-                    i = cur->pos;
-                } while (i < cur->n && !cur->paused && !cur->chained_to &&
-                         *kind_at(cur, i) == LINK_CB);
+                r = run_plain(cur, i, r);
                 if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred) &&
                     chain_on(cur, r.ptr)) {
                     if (is_multi(cur))
@@ -864,7 +877,6 @@ int (deferred_cancel)(deferred_t *d)
 void deferred__run_row(deferred_t *d, deferred_value_t r)
 {
     struct multi *m = d->ext->multi;
-    uint32_t i = 0;
 
     d->pos = 0;
     d->flags |= F_ROW;
@@ -876,19 +888,9 @@ void deferred__run_row(deferred_t *d, deferred_value_t r)
     nest++;
     d->refs++;
     d->flags |= F_RUNNING;
-    while (i < d->n && !d->paused && !d->chained_to && *kind_at(d, i) == LINK_CB) {
-        d->pos = i + 1;
-        if (DEFERRED_LIKELY(r.release != deferred__release_failure)) {
-            const struct link *cb = &d->links[i];
-
-            r = cb->fn(r, cb->arg);
-            if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
-                break;
-        }
-        i = d->pos;
-    }
+    r = run_plain(d, 0, r);
     if (DEFERRED_LIKELY(r.release != deferred__release_deferred &&
-                        r.release != deferred__release_failure && i >= d->n && !d->paused &&
+                        r.release != deferred__release_failure && d->pos >= d->n && !d->paused &&
                         !d->chained_to && m->queue.len == 0 && !m->closing && !m->ended &&
                         !m->flow_paused)) {
         /* The row is done, nothing waits: what deferred__multi_step()
