@@ -202,7 +202,10 @@ new_deferred(size_t extra, const char *file, int line, deferred_canceller_fn can
         if (!d->ext)
             goto out_free_deferred;
         d->ext->canceller_destroy = destroy;
-        d->ext->new_file = debug_on ? file : NULL;
+        /* Debug mode records a site even when none is given: a
+         * recorded creation file is what marks a deferred debug mode
+         * watches (its double fire is reported). */
+        d->ext->new_file = debug_on ? (file ? file : "?") : NULL;
         d->ext->new_line = line;
         d->ext->fire_file = NULL;
         d->ext->fire_line = 0;
