@@ -25,6 +25,8 @@ void pgq_kick_run(void *owner)
     pgq_enter(q);
     if (!pgq_is_queued(q))
         pgq_end(q);
+    else if (q->state == PGQ_DRAINING)
+        pgq_tell(q);
     else if (c->head == q)
         pg_process(c);
     pgq_leave(q);
