@@ -222,6 +222,11 @@ DEFERRED_EXPORT int deferred_pg_set_pipeline(deferred_pg_t *c, bool on);
 /* True when c is in pipeline mode; false for NULL. */
 DEFERRED_EXPORT bool deferred_pg_is_pipelined(const deferred_pg_t *c);
 
+/* How many of c's queries are on the wire: sent, their results not all
+ * read yet (a cancelled one being drained counts).  Off pipeline mode 0 or
+ * 1; on, up to 512.  0 for NULL. */
+DEFERRED_EXPORT unsigned deferred_pg_in_flight(const deferred_pg_t *c);
+
 /*
  * A batch, in pipeline mode: the queries made on c between
  * deferred_pg_batch_begin() and deferred_pg_batch_end() share one sync

@@ -416,3 +416,8 @@ int deferred_pg_cancel_all(deferred_pg_t *c)
     pg_leave(c);
     return n;
 }
+
+unsigned deferred_pg_in_flight(const deferred_pg_t *c)
+{
+    return c ? c->nsent : 0;
+}
