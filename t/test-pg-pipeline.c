@@ -1,6 +1,6 @@
 /*
- * test-pg-pipeline.c: PostgreSQL pipeline mode (issue 19; scenarios D06
- * to D11 in docs/scenarios.md) on a throwaway server the test starts
+ * test-pg-pipeline.c: PostgreSQL pipeline mode (issue 19; scenarios D20
+ * to D25 in docs/scenarios.md) on a throwaway server the test starts
  * itself (pg-harness.c): queries in flight together, their results in
  * order, a failing query in the middle (alone, and inside a batch, where
  * it aborts the rest of the batch), cancel of one query and of all, a
@@ -198,9 +198,9 @@ static deferred_t *run_query_p(struct coll *c, int id, deferred_pg_t *on, const 
 
 #define run_query(c, id, sql) run_query_p((c), (id), conn, (sql), NULL, 0)
 
-/* ---- D06: in flight together, results in order ------------------------------ */
+/* ---- D20: in flight together, results in order ------------------------------ */
 
-START_TEST(test_D06_in_flight_together_results_in_order)
+START_TEST(test_D20_in_flight_together_results_in_order)
 {
     enum { N = 40 };
     struct coll c[N];
@@ -237,7 +237,7 @@ END_TEST
 
 /* Off (the default), one query is on the wire at a time; switching needs
  * an idle connection. */
-START_TEST(test_D06_serial_mode_stays_available)
+START_TEST(test_D20_serial_mode_stays_available)
 {
     deferred_pg_t *c2 = connect_to(server.conninfo);
     struct coll c[3];
@@ -271,9 +271,9 @@ START_TEST(test_D06_serial_mode_stays_available)
 }
 END_TEST
 
-/* ---- D07: a failing query in the middle ------------------------------------- */
+/* ---- D21: a failing query in the middle ------------------------------------- */
 
-START_TEST(test_D07_failing_query_fails_only_itself)
+START_TEST(test_D21_failing_query_fails_only_itself)
 {
     struct coll c[3];
     deferred_t *d[3];
@@ -299,7 +299,7 @@ END_TEST
 /* In a batch: the failure aborts the queries after it up to the batch's
  * end, each naming the one that failed; the batch's writes are rolled
  * back together; the queries after the batch run. */
-START_TEST(test_D07_failure_aborts_rest_of_batch)
+START_TEST(test_D21_failure_aborts_rest_of_batch)
 {
     struct coll c[6];
     deferred_t *d[6], *one;
@@ -359,9 +359,9 @@ START_TEST(test_D07_failure_aborts_rest_of_batch)
 }
 END_TEST
 
-/* ---- D08: cancel of one query, and of all -------------------------------------- */
+/* ---- D22: cancel of one query, and of all -------------------------------------- */
 
-START_TEST(test_D08_cancel_one_mid_pipeline)
+START_TEST(test_D22_cancel_one_mid_pipeline)
 {
     struct coll c[4];
     deferred_t *d[4];
@@ -402,7 +402,7 @@ END_TEST
 
 /* The last query on the wire, cancelled: a cancel request stops the
  * server (a result of 50 million rows is not drained to its end). */
-START_TEST(test_D08_cancel_last_sends_cancel_request)
+START_TEST(test_D22_cancel_last_sends_cancel_request)
 {
     struct coll c[2];
     deferred_t *d[2];
@@ -431,7 +431,7 @@ static void cancel_all_at_5(struct coll *c)
         cancelled_all = deferred_pg_cancel_all(conn);
 }
 
-START_TEST(test_D08_cancel_all)
+START_TEST(test_D22_cancel_all)
 {
     struct coll c[4];
     deferred_t *d[4];
@@ -477,7 +477,7 @@ START_TEST(test_D08_cancel_all)
 }
 END_TEST
 
-/* ---- D09: a paused query stops reading the socket ------------------------------ */
+/* ---- D23: a paused query stops reading the socket ------------------------------ */
 
 static deferred_pg_t *watcher;
 static struct coll *paused_one, *behind;
@@ -514,7 +514,7 @@ static void look_at_server(struct coll *c)
     deferred_unref(d);
 }
 
-START_TEST(test_D09_pause_one_query)
+START_TEST(test_D23_pause_one_query)
 {
     struct coll c[3];
     deferred_t *d[3];
@@ -547,7 +547,7 @@ START_TEST(test_D09_pause_one_query)
 }
 END_TEST
 
-/* ---- D10: the server killed mid-pipeline ---------------------------------------- */
+/* ---- D24: the server killed mid-pipeline ---------------------------------------- */
 
 static struct pgh *dying;
 static void kill_at_100(struct coll *c)
@@ -556,7 +556,7 @@ static void kill_at_100(struct coll *c)
         pgh_kill(dying);
 }
 
-START_TEST(test_D10_server_killed_mid_pipeline)
+START_TEST(test_D24_server_killed_mid_pipeline)
 {
     struct pgh own;
     deferred_pg_t *c2;
@@ -598,7 +598,7 @@ START_TEST(test_D10_server_killed_mid_pipeline)
 }
 END_TEST
 
-/* ---- D11: every allocation failed in turn ---------------------------------------- */
+/* ---- D25: every allocation failed in turn ---------------------------------------- */
 
 static void oom_pipeline(struct tu_oom *r)
 {
@@ -674,7 +674,7 @@ static void oom_pipeline(struct tu_oom *r)
         ;
 }
 
-START_TEST(test_D11_every_allocation_failed)
+START_TEST(test_D25_every_allocation_failed)
 {
     unsigned long points;
 
@@ -692,16 +692,16 @@ static Suite *pipeline_suite(void)
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, test_D06_in_flight_together_results_in_order);
-    tcase_add_test(tc, test_D06_serial_mode_stays_available);
-    tcase_add_test(tc, test_D07_failing_query_fails_only_itself);
-    tcase_add_test(tc, test_D07_failure_aborts_rest_of_batch);
-    tcase_add_test(tc, test_D08_cancel_one_mid_pipeline);
-    tcase_add_test(tc, test_D08_cancel_last_sends_cancel_request);
-    tcase_add_test(tc, test_D08_cancel_all);
-    tcase_add_test(tc, test_D09_pause_one_query);
-    tcase_add_test(tc, test_D10_server_killed_mid_pipeline);
-    tcase_add_test(tc, test_D11_every_allocation_failed);
+    tcase_add_test(tc, test_D20_in_flight_together_results_in_order);
+    tcase_add_test(tc, test_D20_serial_mode_stays_available);
+    tcase_add_test(tc, test_D21_failing_query_fails_only_itself);
+    tcase_add_test(tc, test_D21_failure_aborts_rest_of_batch);
+    tcase_add_test(tc, test_D22_cancel_one_mid_pipeline);
+    tcase_add_test(tc, test_D22_cancel_last_sends_cancel_request);
+    tcase_add_test(tc, test_D22_cancel_all);
+    tcase_add_test(tc, test_D23_pause_one_query);
+    tcase_add_test(tc, test_D24_server_killed_mid_pipeline);
+    tcase_add_test(tc, test_D25_every_allocation_failed);
     suite_add_tcase(s, tc);
     return s;
 }
