@@ -120,7 +120,8 @@ DEFERRED_EXPORT PGconn *deferred_pg_conn(const deferred_pg_t *c);
 /*
  * A producer stage emitting the rows of sql with params[0..n-1] for $1..$n.
  * It queues the query on c now (it is sent when the queries before it
- * ended) and takes a reference on c.  sql and params are copied.  Errors
+ * ended, or at once in pipeline mode: deferred_pg_set_pipeline()) and
+ * takes a reference on c.  sql and params are copied.  Errors
  * (a closed connection among them) become the stream's failure when the
  * process runs.  Add the stage to a process or free it with
  * deferred_stage_free() (a sent query is then cancelled).  A text or
@@ -215,7 +216,8 @@ static inline deferred_t *deferred_pg_query_one_p_at(const char *file, int line,
  * Switching is allowed only while no query of c is queued or running.
  * Returns 0 (also when c is already so), -EINVAL for NULL c, -ENOTCONN
  * for a closed (or lost) connection, -EBUSY while queries are queued or
- * running or a batch is open.  Runs no callback.
+ * running or a batch is open, -ENOTSUP when the library was built with a
+ * libpq older than 14 (no pipeline mode).  Runs no callback.
  */
 DEFERRED_EXPORT int deferred_pg_set_pipeline(deferred_pg_t *c, bool on);
 

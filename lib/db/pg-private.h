@@ -20,6 +20,24 @@
 
 struct pgq;
 
+/* libpq before 14 has no pipeline mode: deferred_pg_set_pipeline() says
+ * -ENOTSUP, and what the pipeline code names is never reached. */
+#ifndef LIBPQ_HAS_PIPELINING
+#define PG_NO_PIPELINING 1
+#define PGRES_PIPELINE_SYNC ((ExecStatusType)10)
+#define PGRES_PIPELINE_ABORTED ((ExecStatusType)11)
+static inline int PQpipelineSync(PGconn *conn)
+{
+    (void)conn;
+    return 0;
+}
+static inline int PQsendFlushRequest(PGconn *conn)
+{
+    (void)conn;
+    return 0;
+}
+#endif
+
 /* A connection being made: the deferred's cancel argument, so it outlives
  * the connection when the connecting fails or is cancelled. */
 struct pgconnect {

@@ -4,10 +4,11 @@
  * references, closing it) and connecting.
  *
  * A connection (deferred_pg_t) owns the PGconn, one ev_io watcher on its
- * socket and a FIFO of queries.  The head of the FIFO is the query on the
- * wire: it is sent with PQsendQueryParams() in single-row mode as soon as
- * the one before it ended, and its rows are read from the socket while
- * its process wants them.  The watcher follows the connection's state:
+ * socket and a FIFO of queries.  The head of the FIFO is the query whose
+ * results are read: it is sent with PQsendQueryParams() in single-row
+ * mode as soon as the one before it ended (or, in pipeline mode, as soon
+ * as it is made, while those before it are still on the wire), and its
+ * rows are read from the socket while its process wants them.  The watcher follows the connection's state:
  * pg_update_io() derives what it waits for after every step and is the
  * only place that starts or stops it.
  *
@@ -27,7 +28,8 @@
  *
  * The files, by what they own:
  *   pg-private.h  the structs, the query's states, the kick and the guard
- *   pg.c          the handle and connecting
+ *   pg.c          the handle and connecting; pipeline mode, batches,
+ *                 cancel all
  *   pg-io.c       the socket: the watcher, reading and flushing, shutting
  *   pg-query.c    the queue and every change of a query's state; the
  *                 sending of the head
@@ -311,6 +313,9 @@ int deferred_pg_set_pipeline(deferred_pg_t *c, bool on)
         return -ENOTCONN;
     if (c->pipeline == on)
         return 0;
+#ifdef PG_NO_PIPELINING
+    return -ENOTSUP;
+#else
     /* libpq switches only while nothing is on the wire. */
     if (c->head || c->sync_due || c->batch)
         return -EBUSY;
@@ -318,6 +323,7 @@ int deferred_pg_set_pipeline(deferred_pg_t *c, bool on)
         return -EBUSY;
     c->pipeline = on;
     return 0;
+#endif
 }
 
 bool deferred_pg_is_pipelined(const deferred_pg_t *c)
