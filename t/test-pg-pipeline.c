@@ -9,7 +9,11 @@
  *
  * Skips (77) only when the server binaries are absent.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* RTLD_NEXT */
+#endif
 #include <check.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +31,20 @@ static struct ev_loop *loop;
 static deferred_pg_t *conn;
 
 /* ---- helpers -------------------------------------------------------------- */
+
+/* Cancel requests the library sends, counted: this definition of libpq's
+ * PQcancel() comes first in the lookup, and forwards to libpq's. */
+static int cancel_requests;
+
+__attribute__((visibility("default"))) int PQcancel(PGcancel *cancel, char *errbuf,
+                                                 int errbufsize)
+{
+    int (*real)(PGcancel *, char *, int);
+
+    cancel_requests++;
+    *(void **)&real = dlsym(RTLD_NEXT, "PQcancel");
+    return real ? real(cancel, errbuf, errbufsize) : 0;
+}
 
 static void wait_for(deferred_t *d)
 {
@@ -376,6 +394,7 @@ START_TEST(test_D22_cancel_one_mid_pipeline)
     d[2] = run_query(&c[2], 2, "SELECT g FROM generate_series(1, 100000) g");
     d[3] = run_query(&c[3], 3, "SELECT g FROM generate_series(1, 3) g");
     ck_assert_int_eq(deferred_cancel(d[2]), 0);
+    cancel_requests = 0;
     wait_for(d[3]);
     for (i = 0; i < 3; i++)
         wait_for(d[i]);
@@ -387,6 +406,7 @@ START_TEST(test_D22_cancel_one_mid_pipeline)
     ck_assert_int_eq(c[2].rows, 0);
     ck_assert_msg(failure_of(d[3]) == NULL, "%s", story_of(d[3]));
     ck_assert_int_eq(c[3].rows, 3);
+    ck_assert_int_eq(cancel_requests, 0); /* it could have hit the others */
     for (i = 0; i < 4; i++)
         deferred_unref(d[i]);
     /* Drained, the connection goes on. */
@@ -410,7 +430,9 @@ START_TEST(test_D22_cancel_last_sends_cancel_request)
     d[0] = run_query(&c[0], 0, "SELECT 1");
     d[1] = run_query(&c[1], 1, "SELECT g FROM generate_series(1, 50000000) g");
     c[1].cancel_at = 20;
+    cancel_requests = 0;
     wait_for(d[1]);
+    ck_assert_int_eq(cancel_requests, 1);
     ck_assert_ptr_null(failure_of(d[0]));
     ck_assert(deferred_failure_is(failure_of(d[1]), DEFERRED_DOMAIN_LIBRARY, ECANCELED));
     ck_assert_int_eq(c[1].rows, 20);
@@ -421,6 +443,34 @@ START_TEST(test_D22_cancel_last_sends_cancel_request)
     ck_assert_msg(failure_of(d[0]) == NULL, "%s", story_of(d[0]));
     ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d[0])), 0), 43);
     deferred_unref(d[0]);
+}
+END_TEST
+
+/* A query cancelled once libpq holds its whole result (query_one() of a
+ * one-row query cancels after its row) needs no cancel request, with
+ * pipelining off or on: one round trip per query, not two connections. */
+START_TEST(test_D22_query_one_sends_no_cancel_request)
+{
+    deferred_pg_t *c2 = connect_to(server.conninfo);
+    deferred_pg_t *on[2] = {c2, conn};
+    int i, k;
+
+    for (k = 0; k < 2; k++) {
+        cancel_requests = 0;
+        for (i = 0; i < 20; i++) {
+            deferred_t *d = deferred_pg_query_one_p(on[k], "SELECT $1::int + 1",
+                                                    DEFERRED_PARAMS(deferred_param_int(i)));
+
+            wait_for(d);
+            ck_assert_msg(failure_of(d) == NULL, "%s", story_of(d));
+            ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0),
+                             i + 1);
+            deferred_unref(d);
+        }
+        ck_assert_int_eq(cancel_requests, 0);
+        ck_assert_uint_eq(deferred_pg_in_flight(on[k]), 0);
+    }
+    deferred_pg_unref(c2);
 }
 END_TEST
 
@@ -440,6 +490,9 @@ START_TEST(test_D22_cancel_all)
     cancelled_all = -1;
     d[0] = run_query(&c[0], 0, "SELECT g FROM generate_series(1, 50000000) g");
     c[0].at_row = cancel_all_at_5;
+    /* Run by the server after the first was cancelled: it gets a cancel
+     * request of its own when it comes to be read (best effort: see
+     * deferred_pg_cancel_all()). */
     d[1] = run_query(&c[1], 1, "SELECT g FROM generate_series(1, 50000000) g");
     d[2] = run_query(&c[2], 2, "SELECT 2");
     /* Made but its process not run yet: told when it runs. */
@@ -698,6 +751,7 @@ static Suite *pipeline_suite(void)
     tcase_add_test(tc, test_D21_failure_aborts_rest_of_batch);
     tcase_add_test(tc, test_D22_cancel_one_mid_pipeline);
     tcase_add_test(tc, test_D22_cancel_last_sends_cancel_request);
+    tcase_add_test(tc, test_D22_query_one_sends_no_cancel_request);
     tcase_add_test(tc, test_D22_cancel_all);
     tcase_add_test(tc, test_D23_pause_one_query);
     tcase_add_test(tc, test_D24_server_killed_mid_pipeline);

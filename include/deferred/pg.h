@@ -253,9 +253,15 @@ DEFERRED_EXPORT int deferred_pg_batch_end(deferred_pg_t *c);
  * stream fails with ECANCELED (library domain, "cancelled with every
  * query on the connection to ..."), told by the loop, never before this
  * returns (a query whose process has not run yet is told when it runs).
- * When queries were on the wire, one cancel request goes to the server
- * (PQcancel(), which blocks briefly) and their remaining results are read
- * and dropped; the connection stays open for later queries.  Returns the
+ * When queries were on the wire, a cancel request goes to the server
+ * (PQcancel(), which blocks briefly), and in pipeline mode one more as
+ * each of them comes to be read while no query made later is on the
+ * wire (a request stops only what the server runs at that moment); their
+ * remaining results are read and dropped.  That is best effort: a
+ * request that reaches the server between two queries is ignored by it,
+ * and that query then runs to its end (a long pg_sleep() holds the
+ * connection that long), its result dropped.  The connection stays open
+ * for later queries.  Returns the
  * number of queries cancelled, or -EINVAL for NULL c.
  */
 DEFERRED_EXPORT int deferred_pg_cancel_all(deferred_pg_t *c);

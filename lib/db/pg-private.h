@@ -131,6 +131,7 @@ struct pgq {
     unsigned syncs;          /* pipeline syncs that follow it on the wire */
     bool single;             /* single-row mode set for it */
     bool told;               /* DRAINING with its stage told (cancel all) */
+    bool doomed;             /* on the wire when cancel all ran */
     enum pgq_state state;
     enum pgq_demand demand;
     deferred__ev_pump_t pump; /* the kick: see pg_kick() */
@@ -241,6 +242,8 @@ PG_HIDDEN void pgq_abandon(struct pgq *q);
 PG_HIDDEN void pgq_tell(struct pgq *q);
 PG_HIDDEN void pg_pump(deferred_pg_t *c);
 PG_HIDDEN int pg_send_sync(deferred_pg_t *c);
+PG_HIDDEN void pg_cancel_request(deferred_pg_t *c);
+PG_HIDDEN void pg_cancel_doomed(deferred_pg_t *c);
 
 /* ---- pg-result.c: reading the head's results, rows decoded --------------------- */
 

@@ -143,6 +143,39 @@ void pgq_fail(struct pgq *q, deferred_failure_t *f)
         pg_kick(q);
 }
 
+/* The head q, DRAINING and alone on the wire: read and drop what libpq
+ * already holds of its results (no socket read, no callback).  When its
+ * end was among them, q leaves the queue (ENDED), with the syncs after it
+ * read too when libpq holds them (else counted as due); true then. */
+static bool pgq_drain_buffered(struct pgq *q)
+{
+    deferred_pg_t *c = q->c;
+    PGresult *res;
+    unsigned syncs = q->syncs;
+
+    for (;;) {
+        if (PQisBusy(c->conn))
+            return false;
+        res = PQgetResult(c->conn);
+        q->single = true;
+        if (!res)
+            break;
+        PQclear(res);
+    }
+    while (syncs && !PQisBusy(c->conn) && (res = PQgetResult(c->conn)) != NULL) {
+        bool sync = PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+
+        PQclear(res);
+        if (!sync)
+            break; /* out of step: left for pg_process() to find */
+        syncs--;
+        c->abort_by[0] = '\0';
+    }
+    c->sync_due += syncs;
+    pgq_unlink(q, PGQ_ENDED);
+    return true;
+}
+
 /* Stop q for good: HELD and QUEUED -> ENDED (dropped), SENT -> DRAINING
  * (the rest of its result is read and dropped).  A cancel request goes to
  * the server only when q is the one query on the wire: in a pipeline the
@@ -160,20 +193,16 @@ void pgq_abandon(struct pgq *q)
     case PGQ_QUEUED:
         pgq_unlink(q, PGQ_ENDED);
         break;
-    case PGQ_SENT: {
+    case PGQ_SENT:
         q->state = PGQ_DRAINING;
         if (c->conn && c->head == q && c->nsent == 1 && !c->sync_due) {
-            PGcancel *cancel = PQgetCancel(c->conn);
-            char err[256];
-
-            if (cancel) {
-                PQcancel(cancel, err, sizeof(err)); /* blocks briefly */
-                PQfreeCancel(cancel);
-            }
+            /* Alone on the wire: done when libpq holds its end already
+             * (a one-row query_one()), else the server is asked to stop. */
+            if (!pgq_drain_buffered(q))
+                pg_cancel_request(c);
         }
         pg_update_io(c);
         break;
-    }
     case PGQ_DRAINING:
         pg_update_io(c);
         break;
@@ -181,6 +210,33 @@ void pgq_abandon(struct pgq *q)
     case PGQ_FAILED:
         break;
     }
+}
+
+/* Ask the server to cancel what it runs now (PQcancel() blocks briefly
+ * while it connects to the server). */
+void pg_cancel_request(deferred_pg_t *c)
+{
+    PGcancel *cancel = PQgetCancel(c->conn);
+    char err[256];
+
+    if (cancel) {
+        PQcancel(cancel, err, sizeof(err));
+        PQfreeCancel(cancel);
+    }
+}
+
+/* After cancel all, each query it found on the wire gets a cancel request
+ * of its own when its results come next, while every query on the wire is
+ * one of those (a later one the request could hit instead is not): one
+ * request stops only what the server runs at that moment. */
+void pg_cancel_doomed(deferred_pg_t *c)
+{
+    struct pgq *q = c->head, *last = c->unsent ? c->unsent->prev : c->tail;
+
+    if (!c->conn || !q || !q->doomed || !last || !last->doomed || c->sync_due)
+        return;
+    q->doomed = false;
+    pg_cancel_request(c);
 }
 
 /* ---- sending ------------------------------------------------------------------- */

@@ -212,6 +212,7 @@ void pg_process(deferred_pg_t *c)
             PQclear(res);
             c->sync_due--;
             c->abort_by[0] = '\0';
+            pg_cancel_doomed(c);
             continue;
         }
         if (!q->single && c->pipeline)
@@ -241,6 +242,7 @@ void pg_process(deferred_pg_t *c)
                 return;
             }
             pg_pump(c);
+            pg_cancel_doomed(c);
             continue;
         }
         switch (PQresultStatus(res)) {

@@ -61,7 +61,10 @@ static void pgq_cancel(deferred_stage_t *self, deferred_stage_t *by)
 
     (void)by;
     pg_enter(c);
+    pgq_enter(q);
     pgq_abandon(q);
+    pg_pump(c); /* it may have left the wire free */
+    pgq_leave(q);
     pg_leave(c);
 }
 

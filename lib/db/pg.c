@@ -385,6 +385,8 @@ int deferred_pg_cancel_all(deferred_pg_t *c)
         deferred_failure_t *f;
 
         next = q->next;
+        if (pgq_is_sent(q))
+            q->doomed = q != c->head; /* the head's request is sent below */
         if (pgq_is_ended(q) || !q->self)
             continue; /* draining already: nobody to tell */
         pgq_enter(q);
@@ -408,15 +410,8 @@ int deferred_pg_cancel_all(deferred_pg_t *c)
         }
         pgq_leave(q);
     }
-    if (wire && c->conn) {
-        PGcancel *cancel = PQgetCancel(c->conn);
-        char err[256];
-
-        if (cancel) {
-            PQcancel(cancel, err, sizeof(err)); /* blocks briefly */
-            PQfreeCancel(cancel);
-        }
-    }
+    if (wire && c->conn)
+        pg_cancel_request(c);
     if (c->conn)
         pg_update_io(c);
     pg_leave(c);
