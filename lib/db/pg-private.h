@@ -21,7 +21,7 @@
 struct pgq;
 
 /* libpq before 14 has no pipeline mode: deferred_pg_set_pipeline() says
- * -ENOTSUP, and what the pipeline code names is never reached. */
+ * -EPROTO, and what the pipeline code names is never reached. */
 #ifndef LIBPQ_HAS_PIPELINING
 #define PG_NO_PIPELINING 1
 #define PGRES_PIPELINE_SYNC ((ExecStatusType)10)
