@@ -2463,7 +2463,9 @@ static void print_memory(const memory_figure_t *bare, const memory_figure_t *one
 #endif
     for (size_t i = 0; i < N_WORKLOADS; i++) {
         if (results[i].ran && strcmp(workloads[i].name, "chain10") == 0)
-            printf("  allocations per chain10: %.2f (target: at most 1)\n",
+            printf("  allocations per chain10: %.2f (the deferred and one heap "
+                   "block for entries 3 to 12; a per-thread cache serves both "
+                   "in the steady state)\n",
                    results[i].allocs);
     }
 }

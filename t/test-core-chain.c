@@ -627,6 +627,141 @@ START_TEST(test_return_new_deferred)
 }
 END_TEST
 
+
+/* ---- the deferred's size and the per-thread block cache ---- */
+
+/* An allocator that remembers the size of each block it gives. */
+#define SIZED_MAX 16
+static void *sized_ptr[SIZED_MAX];
+static size_t sized_size[SIZED_MAX];
+static unsigned sized_n, sized_live;
+
+static void *sized_malloc(size_t n)
+{
+    void *p = malloc(n);
+
+    if (p && sized_n < SIZED_MAX) {
+        sized_ptr[sized_n] = p;
+        sized_size[sized_n++] = n;
+    }
+    if (p)
+        sized_live++;
+    return p;
+}
+
+static void *sized_realloc(void *p, size_t n)
+{
+    if (!p)
+        return sized_malloc(n);
+    return realloc(p, n);
+}
+
+static void sized_free(void *p)
+{
+    if (p)
+        sized_live--;
+    free(p);
+}
+
+/* A pending deferred with one callback, or two, is one block of at most
+ * 120 bytes (128 with malloc's own rounding); the third entry moves the
+ * chain to a second block; the chain still runs in order. */
+START_TEST(test_pending_deferred_is_small)
+{
+    deferred_t *d;
+
+    ck_assert_int_eq(deferred_set_allocator(sized_malloc, sized_realloc, sized_free), 0);
+    sized_n = sized_live = 0;
+    d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    ck_assert_uint_eq(sized_n, 1);
+    ck_assert_uint_le(sized_size[0], 120);
+    ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    ck_assert_uint_eq(sized_n, 1);
+    ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    ck_assert_uint_eq(sized_n, 2);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 3);
+    deferred_unref(d);
+    ck_assert_uint_eq(sized_live, 0);
+    tu_install_allocator();
+}
+END_TEST
+
+static deferred_value_t return_inner(deferred_value_t v, void *arg)
+{
+    deferred_value_release(v);
+    return deferred_value_deferred(deferred_ref(arg));
+}
+
+/* Chains of every length class (inline, the 4- and 12-entry blocks, a
+ * doubled one), waits and their frees, with the default allocator, so
+ * the cache serves blocks again and again: each result right. */
+static void cache_workout(void)
+{
+    static const int lengths[] = { 1, 2, 3, 5, 12, 13, 30 };
+    size_t k;
+    int round, i;
+
+    for (round = 0; round < 200; round++) {
+        for (k = 0; k < sizeof lengths / sizeof lengths[0]; k++) {
+            deferred_t *d = deferred_new(), *inner = deferred_new();
+
+            ck_assert_ptr_nonnull(d);
+            ck_assert_ptr_nonnull(inner);
+            for (i = 0; i < lengths[k]; i++)
+                ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+            ck_assert_int_eq(deferred_add_callback(d, return_inner, inner), 0);
+            ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+            /* inner gets two entries and d's continue entry: a spill to
+             * the 4-entry block. */
+            ck_assert_int_eq(deferred_add_callback(inner, tu_add_one, NULL), 0);
+            ck_assert_int_eq(deferred_add_callback(inner, tu_add_one, NULL), 0);
+            ck_assert_int_eq(deferred_callback(d, deferred_value_int(0)), 0);
+            ck_assert(deferred_is_waiting(d));
+            ck_assert_int_eq(deferred_callback(inner, deferred_value_int(100)), 0);
+            ck_assert(!deferred_is_waiting(d));
+            ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 103);
+            deferred_unref(inner);
+            deferred_unref(d);
+        }
+    }
+}
+
+static void *cache_thread(void *arg)
+{
+    (void)arg;
+    cache_workout();
+    return NULL;
+}
+
+/* With the default allocator the blocks go round the cache, on the main
+ * thread and on one that exits (its cache is emptied then: the sanitizer
+ * build's leak check fails this test otherwise); a replaced allocator
+ * bypasses the cache, so it is asked for every block. */
+START_TEST(test_block_cache)
+{
+    pthread_t t;
+    deferred_t *d;
+
+    ck_assert_int_eq(deferred_set_allocator(NULL, NULL, NULL), 0);
+    cache_workout();
+    ck_assert_int_eq(pthread_create(&t, NULL, cache_thread, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    /* The main thread's cache is warm now; a counting allocator still sees
+     * the next deferred's block. */
+    tu_install_allocator();
+    tu_reset_counts();
+    d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_uint_eq(tu_total(), 1);
+    ck_assert_uint_eq(tu_live(), 1);
+    deferred_unref(d);
+    ck_assert_uint_eq(tu_live(), 0);
+}
+END_TEST
+
 static Suite *core_suite(void)
 {
     Suite *s = suite_create("core-chain");
@@ -656,6 +791,8 @@ static Suite *core_suite(void)
     tcase_add_test(rn, test_callback_fires_other_deferreds);
     tcase_add_test(rn, test_many_callbacks);
     tcase_add_test(rn, test_return_new_deferred);
+    tcase_add_test(rn, test_pending_deferred_is_small);
+    tcase_add_test(rn, test_block_cache);
 
     suite_add_tcase(s, tc);
     suite_add_tcase(s, rn);

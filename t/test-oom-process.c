@@ -306,6 +306,18 @@ out:
 
 /* ---- M01, M04: multi-fire ---- */
 
+/* An emit after an earlier act failed for lack of memory: with an entry
+ * missing (the recovering errback), a row's failure may have ended the
+ * stream, and a later emit is then told so. */
+#define ACT_EMIT(r, expr)                                                    \
+    do {                                                                     \
+        int rc_ = (expr);                                                    \
+        if (rc_ == -ENOMEM || ((r)->saw && rc_ == -EALREADY))                \
+            (r)->saw = true;                                                 \
+        else                                                                 \
+            ck_assert_msg(rc_ == 0, "%s returned %d", #expr, rc_);           \
+    } while (0)
+
 /* Rows 1, 2, a failure 5, 3 through add_one, a recording errback, a
  * recovering errback and a recording both; then the finish. */
 static void sc_multi(struct tu_oom *r)
@@ -319,10 +331,12 @@ static void sc_multi(struct tu_oom *r)
     TU_ACT(r, deferred_add_errback(m, tu_record, TAG(2)));
     TU_ACT(r, deferred_add_errback(m, tu_recover, TAG(0)));
     TU_ACT(r, deferred_add_both(m, tu_record, TAG(1)));
-    TU_ACT(r, deferred_multi_emit(m, deferred_value_int(1)));
-    TU_ACT(r, deferred_multi_emit(m, tu_oom_tracked(r, 2)));
-    TU_ACT(r, deferred_multi_emit(m, deferred_value_failure(tu_oom_ufail(r, 5))));
-    TU_ACT(r, deferred_multi_emit(m, deferred_value_int(3)));
+    ACT_EMIT(r, deferred_multi_emit(m, deferred_value_int(1)));
+    ACT_EMIT(r, deferred_multi_emit(m, tu_oom_tracked(r, 2)));
+    ACT_EMIT(r, deferred_multi_emit(m, deferred_value_failure(tu_oom_ufail(r, 5))));
+    ACT_EMIT(r, deferred_multi_emit(m, deferred_value_int(3)));
+    if (r->saw && deferred_has_fired(m))
+        goto out; /* ended by a row's failure: nothing more to check */
     ck_assert_int_eq(deferred_multi_finish(m, deferred_value_int(9)), 0);
     ck_assert(deferred_has_result(end));
     x = tu_oom_take(r, end);

@@ -6,7 +6,8 @@
  * suite: 40 rows in table t) and a real libev loop.  The scenarios: a
  * query with a bound parameter through a process (D01 of
  * docs/scenarios.md: query -> map -> batch -> collect, stepping a few
- * rows per loop iteration), a one-row query, and bad SQL (D02).
+ * rows per loop iteration), a one-row query, bad SQL (D02) and rows larger
+ * than a batch's first buffer (D07).
  * tu_oom_sweep() (t/testutil.c) fails the 1st, 2nd, ... Nth allocation
  * made through the library's allocator (SQLite's own allocations are not
  * its) until a run injects nothing and asserts for each N: no crash, no
@@ -215,6 +216,53 @@ out:
     settle();
 }
 
+/* ---- D07: rows larger than a batch's buffer ---- */
+
+/* Rows of 20,000 bytes and more, one batch of 3 rows at a time: the
+ * buffers grow on the loop thread (a row waits on the statement until its
+ * batch has the room), each growth failing in turn. */
+static void sc_large_rows(struct tu_oom *r)
+{
+    deferred_process_t *p;
+    deferred_stage_t *q;
+    deferred_t *d = NULL;
+    deferred_value_t v;
+    deferred_array_t *a;
+    size_t i;
+    bool ok = true;
+
+    TU_NEW(r, p, deferred_process_new(0), out);
+    errno = 0;
+    q = deferred_sqlite_query(loop, db, "SELECT i, printf('%.*c', 20000 * i, 'x')"
+                                        " FROM t WHERE i <= 6 ORDER BY i", NULL, 0);
+    if (q)
+        ck_assert_int_eq(deferred_sqlite_set_batch(q, 3), 0);
+    if (!add(r, p, q))
+        goto out;
+    errno = 0;
+    if (!add(r, p, deferred_stage_collect()))
+        goto out;
+    TU_NEW(r, d, deferred_process_run(p), out);
+    ev_run(loop, 0);
+    ck_assert(deferred_has_result(d));
+    v = note(r, deferred_result_take(d));
+    a = deferred_value_get_array(v);
+    for (i = 0; a && i < deferred_array_size(a); i++) {
+        deferred_row_t *row = deferred_value_get_row(deferred_array_get(a, i));
+        const char *t = deferred_row_text(row, 1);
+
+        if (deferred_row_int(row, 0) != (int64_t)i + 1 || !t ||
+            strlen(t) != 20000 * (i + 1))
+            ok = false;
+    }
+    r->ok = a && deferred_array_size(a) == 6 && ok;
+    deferred_value_release(v);
+out:
+    deferred_unref(d);
+    deferred_process_unref(p);
+    settle();
+}
+
 /* ---- D02: bad SQL ---- */
 
 /* The process fails with SQLite's error (its message and the query's
@@ -262,6 +310,7 @@ out:
 SCENARIO(query, TU_OOM_STICKY)
 SCENARIO(query_one, TU_OOM_STICKY)
 SCENARIO(bad_sql, TU_OOM_STICKY)
+SCENARIO(large_rows, TU_OOM_STICKY)
 
 static Suite *oom_sqlite_suite(void)
 {
@@ -273,6 +322,7 @@ static Suite *oom_sqlite_suite(void)
     tcase_add_test(tc, test_oom_query);
     tcase_add_test(tc, test_oom_query_one);
     tcase_add_test(tc, test_oom_bad_sql);
+    tcase_add_test(tc, test_oom_large_rows);
     suite_add_tcase(s, tc);
     return s;
 }

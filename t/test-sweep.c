@@ -1933,7 +1933,14 @@ START_TEST(s_sqlite)
     ck_assert(deferred_has_result(d));
     ck_assert(deferred_value_is_none(deferred_result(d)));
     deferred_unref(d);
-    sqlite3_close(db);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_close_at(NULL, 0, NULL, db)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_close)(loop, NULL)), EINVAL);
+    d = deferred_sqlite_close(loop, db);
+    ck_assert(!deferred_has_fired(d));
+    ev_run(loop, 0);
+    ck_assert(deferred_has_result(d));
+    ck_assert(deferred_value_is_none(deferred_result(d)));
+    deferred_unref(d);
     ev_loop_destroy(loop);
 }
 END_TEST
@@ -2368,6 +2375,8 @@ static const struct sweep_entry sweep_table[] = {
     E("sqlite", deferred_sqlite_query_all, C(s_sqlite)),
     E("sqlite", deferred_sqlite_exec_at, C(s_sqlite)),
     E("sqlite", deferred_sqlite_exec, C(s_sqlite)),
+    E("sqlite", deferred_sqlite_close_at, C(s_sqlite)),
+    E("sqlite", deferred_sqlite_close, C(s_sqlite)),
 #endif
 #ifdef SWEEP_HAVE_PQ
     E("pg", deferred_pg_connect_at, C(s_pg)),

@@ -19,6 +19,9 @@ fi
 
 CK_FORK=no
 export CK_FORK
+# Tests that bound a delay loosen it under valgrind (one thread at a time).
+TU_UNDER_VALGRIND=1
+export TU_UNDER_VALGRIND
 
 failed=0
 passed=0

@@ -121,6 +121,17 @@ DEFERRED_EXPORT const char *deferred_err_name(int code);
  * Every allocation failure surfaces to the caller as -ENOMEM, a NULL
  * constructor result with errno ENOMEM (whatever the allocator left in
  * errno) or an ENOMEM failure; the library never aborts.
+ *
+ * With the default allocator (only), each thread keeps up to 64 freed
+ * blocks of each of the three sizes every deferred uses (a deferred
+ * without a canceller, the first two heap blocks of a longer chain) and
+ * hands them out again instead of calling malloc.  The blocks go back to
+ * free() when the thread exits (the main thread's at exit) and when
+ * deferred_set_allocator() is called (the calling thread's).  The cache
+ * is off while another allocator is set, so a counting or failing
+ * allocator sees every allocation; off under valgrind unless
+ * DEFERRED_BLOCK_CACHE is set in the environment (valgrind then sees each
+ * use after free); and off with DEFERRED_NO_BLOCK_CACHE set.
  */
 typedef void *(*deferred_malloc_fn)(size_t size);
 typedef void *(*deferred_realloc_fn)(void *ptr, size_t size);

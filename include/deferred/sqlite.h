@@ -4,16 +4,30 @@
  *
  * A query is a producer stage for deferred_process (see process.h): it
  * emits one deferred_row_t value (see row.h) per result row and finishes
- * at the end of the result.  It steps the statement from libev watchers
- * on the loop you give, a bounded batch of rows per loop iteration, so the
- * loop stays responsive during a long query; the producer never emits
- * before its resume returns.
+ * at the end of the result.  Its statement runs on the worker thread of
+ * its connection (one thread per sqlite3 handle, started by the first
+ * query made on the handle and stopped once the last one is freed), so a
+ * slow sqlite3_step() (an aggregate, a sort, a busy wait) never blocks the
+ * loop.  The worker prepares the statement and steps it a batch of rows at
+ * a time; the batches reach the loop you give through its mailbox and
+ * their rows are emitted on the loop thread, at most one batch per loop
+ * iteration; the producer never emits before its resume returns.
  *
  *  - Parameters are bound (sqlite3_bind_*), never pasted into the SQL.
  *    They are copied when the query is made.
- *  - Pause stops stepping (the watchers stop); resume goes on.
- *  - Cancel interrupts the statement (sqlite3_interrupt() if it is inside
- *    sqlite3_step) and finalizes it.
+ *  - Pause stops the worker after its current batch; resume goes on.  At
+ *    most two batches of rows (2 x the batch, DEFERRED_SQLITE_BATCH
+ *    unless set) are stepped ahead of the consumer: one being emitted, one
+ *    being stepped.
+ *  - Cancel fails the stream with ECANCELED at once and stops the
+ *    statement: finalized there and then when the worker is idle,
+ *    interrupted (sqlite3_interrupt()) when the worker is inside its step,
+ *    finalized by the worker when it is busy with another statement.
+ *    sqlite3_interrupt() acts on the whole connection: another query that
+ *    is mid-result on the same handle may fail with SQLITE_INTERRUPT too.
+ *    The query's memory is freed once the worker gave it back: after a
+ *    cancel or a free, run the loop (ev_run() returns once the worker is
+ *    done) before destroying it.
  *  - Errors (bad SQL, a wrong number of parameters, SQLITE_BUSY,
  *    SQLITE_LOCKED, any failing step) fail the stream with a failure of
  *    domain DEFERRED_DOMAIN_SQLITE whose code is SQLite's extended result
@@ -24,21 +38,26 @@
  *    last row it emitted, or the row a failing step was reaching (a step
  *    that fails after rows 1 and 2 names row 3).
  *  - Busy databases: the library does not retry.  A busy timeout set with
- *    sqlite3_busy_timeout() applies (and blocks the loop while SQLite
- *    waits); without one, a busy or locked database fails at once.
- *  - The statement runs on the loop thread: a single sqlite3_step() that
- *    takes long (an aggregate, a sort, a busy wait) blocks the loop for
- *    its whole duration.  Batches bound the time between rows, not the
- *    time of one step.
+ *    sqlite3_busy_timeout() applies; SQLite waits on the worker, the loop
+ *    goes on.  Without one, a busy or locked database fails at once.
  *
  * deferred_sqlite_query_one(), deferred_sqlite_query_all() and
  * deferred_sqlite_exec() run such a query in a process of their own and
  * give a plain deferred: its first row, every row as an array, or the
  * change count and last insert rowid of a statement run for its effect.
+ * deferred_sqlite_close() closes a handle once the library is done with
+ * it.
  *
- * The connection is borrowed: it must stay open until the stage is freed
- * (when its process is freed).  A process belongs to one thread: use the
- * connection from that thread alone, or open it in serialized mode.
+ * Threads.  SQLite must be thread-safe (sqlite3_threadsafe() not 0: a
+ * query is EINVAL otherwise).  The connection is borrowed: it must stay
+ * open until every stage made on it was freed and its worker is done
+ * (deferred_sqlite_close() waits for that; sqlite3_close() right after
+ * the last stage's free can find a statement still being finalized and
+ * return SQLITE_BUSY).  While queries are alive on a handle, do not use
+ * the handle from the loop thread or another one, except through this
+ * library: the worker uses it.  SQL functions (sqlite3_create_function())
+ * run on the worker thread and must not call into libdeferred.  Use a
+ * handle's queries from one loop, on its thread.
  */
 #ifndef DEFERRED_SQLITE_H
 #define DEFERRED_SQLITE_H
@@ -54,14 +73,15 @@ extern "C" {
 
 struct ev_loop;
 
-/* Rows a query steps per loop iteration unless told otherwise. */
+/* Rows a query steps per batch unless told otherwise. */
 #define DEFERRED_SQLITE_BATCH 256
 
 /*
  * A producer stage emitting the rows of sql run on db with params[0..n-1]
- * bound to its parameters in order.  The statement is prepared here; a
- * preparation or binding error is not returned but becomes the stream's
- * failure when the process runs.  SQL that is only a comment or white
+ * bound to its parameters in order.  The statement is prepared by the
+ * worker when the process first resumes the stage (nothing runs for a
+ * stage that never runs); a preparation or binding error is not returned
+ * but becomes the stream's failure.  SQL that is only a comment or white
  * space has no row (and takes no parameter); SQL with more than one
  * statement is an EINVAL failure (library domain).  A text or blob parameter
  * with NULL data and a non-zero length, or of an unknown type, is an
@@ -69,7 +89,9 @@ struct ev_loop;
  * borrowed; sql and params are copied.  Add the stage to a process (which
  * takes it) or free it with deferred_stage_free().  NULL with errno
  * EINVAL when loop, db or sql is NULL, or params is NULL with n > 0;
- * ENOMEM on allocation failure (deferred/common.h).
+ * EINVAL too when SQLite is built single-threaded; EAGAIN when the worker
+ * thread of db cannot be started; ENOMEM on allocation failure
+ * (deferred/common.h).
  *
  * A macro: the failures the query makes record the file and line of this
  * call (deferred_failure_file()).  The function of the same name (taken
@@ -107,8 +129,11 @@ static inline deferred_stage_t *deferred_sqlite_query_p_at(const char *file, int
 }
 
 /*
- * Set how many rows st (a deferred_sqlite_query() stage) steps per loop
- * iteration (at least 1).  Returns 0 or -EINVAL.
+ * Set how many rows st (a deferred_sqlite_query() stage) steps per batch
+ * (at least 1): the worker steps at most that many before it hands them
+ * to the loop thread, and at most two batches are stepped ahead of the
+ * consumer.  It applies to the batches asked for after the call.  Returns
+ * 0 or -EINVAL.
  */
 DEFERRED_EXPORT int deferred_sqlite_set_batch(deferred_stage_t *st, unsigned rows);
 
@@ -199,6 +224,26 @@ DEFERRED_EXPORT deferred_t *(deferred_sqlite_exec)(struct ev_loop *loop, sqlite3
                                                    const char *sql,
                                                    const deferred_param_t *params,
                                                    size_t n);
+
+/*
+ * Close db once the library is done with it, as a plain deferred (a new
+ * reference): once every query stage made on db was freed and the worker
+ * thread of db has finalized their statements and stopped (at once when
+ * there is none), sqlite3_close(db) is called on the loop thread and the
+ * deferred fires with the empty value; when sqlite3_close() refuses (a
+ * statement or backup the caller made is still open: SQLITE_BUSY) it
+ * fails with that code (domain DEFERRED_DOMAIN_SQLITE) and db stays open.
+ * Queries made on db while it waits are waited for too.  Waiting keeps
+ * no loop alive by itself (the stages do, while their statements run).
+ * Cancelling it stops the wait and leaves db open (ECANCELED).  It never
+ * fires before this returns.  Call it on the loop thread of db's queries.
+ * NULL with errno EINVAL (NULL loop or db) or ENOMEM.  A macro recording
+ * the caller's file and line; the function of the same name records none.
+ */
+#define deferred_sqlite_close(...) deferred_sqlite_close_at(__FILE__, __LINE__, __VA_ARGS__)
+DEFERRED_EXPORT deferred_t *deferred_sqlite_close_at(const char *file, int line,
+                                                     struct ev_loop *loop, sqlite3 *db);
+DEFERRED_EXPORT deferred_t *(deferred_sqlite_close)(struct ev_loop *loop, sqlite3 *db);
 
 /*
  * deferred_sqlite_query_all() and deferred_sqlite_exec() with their

@@ -116,7 +116,7 @@ int deferred__holds(deferred_t *from, deferred_t *want, bool targets)
         for (i = first_live(d); i < d->n; i++) {
             struct full_arg *fa = d->links[i].arg;
 
-            if ((d->kinds[i] & LINK_FULL) && fa->cb == chain_to_fn)
+            if ((*kind_at(d, i) & LINK_FULL) && fa->cb == chain_to_fn)
                 walk_visit(fa->cb_arg, &w);
         }
     }

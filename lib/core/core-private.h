@@ -10,9 +10,19 @@
 #include "deferred-private.h"
 #include "ring.h"
 
-#ifndef DEFERRED_INLINE_LINKS
-#define DEFERRED_INLINE_LINKS 10
+#if defined(__GNUC__)
+#define THREAD_LOCAL __thread __attribute__((tls_model("initial-exec")))
+#else
+#define THREAD_LOCAL _Thread_local
 #endif
+
+/* Chain entries kept inside the deferred's block: two keep a pending
+ * deferred with one callback (or a combinator's input with its entry and a
+ * waiter's continue entry) in 120 bytes, one malloc size class. */
+#ifndef DEFERRED_INLINE_LINKS
+#define DEFERRED_INLINE_LINKS 2
+#endif
+
 
 /* What a chain entry does.  A pair added with both halves takes two
  * consecutive entries, PAIR_CB then PAIR_EB: the runner picks one and
@@ -45,8 +55,12 @@ enum {
     F_LATER_RUN = 1u << 6, /* queued to run once the nesting unwinds */
     F_LATER_CANCEL = 1u << 7, /* queued to be cancelled likewise */
     F_VISIT = 1u << 8,     /* seen by the cycle check under way */
-    F_HELD = 1u << 9       /* once a chain_to() target or a combinator's
+    F_HELD = 1u << 9,      /* once a chain_to() target or a combinator's
                               input: chaining on it checks for a cycle */
+    F_TAIL = 1u << 10,     /* made with a canceller or a destroy function:
+                              a struct canceller_tail follows the block */
+    F_BLOCK = 1u << 11     /* its block is of the cache's class
+                              BLOCK_DEFERRED (no tail, no extra bytes) */
 };
 
 /* The state of a multi-fire deferred.  Queued rows wait in a ring. */
@@ -63,6 +77,14 @@ struct multi {
     void *flow_arg;
 };
 
+/* A deferred made with a canceller (or a destroy function for its
+ * argument) has this right after its block, in the same allocation: the
+ * common deferred, made without, does not pay for it. */
+struct canceller_tail {
+    deferred_canceller_fn fn; /* NULL once disabled */
+    void *arg;
+};
+
 /* The rarely needed parts, allocated only when used. */
 struct deferred_ext {
     deferred_destroy_fn canceller_destroy;
@@ -77,32 +99,149 @@ struct deferred_ext {
 
 struct deferred {
     uint32_t refs;
-    uint32_t paused; /* the user's pause count */
     uint32_t flags;
     uint32_t pos;    /* next entry to run */
     uint32_t n;      /* entries in use */
     uint32_t cap;    /* entries that fit in links */
+    uint32_t paused; /* the user's pause count */
     uint32_t waiters; /* continue entries of other deferreds in this chain */
     uint32_t wait_idx; /* while waiting: where its continue entry sits */
     deferred_value_t result;
     deferred_t *chained_to; /* the deferred this one waits on (a reference) */
     deferred_t *next;       /* runner stack, later queue or free list */
-    struct link *links;
-    uint8_t *kinds;
-    deferred_canceller_fn canceller;
-    void *canceller_arg;
+    struct link *links;     /* cap entries, their kinds before them (kind_at()) */
     struct deferred_ext *ext;
-    /* The kinds first: with the header and the first entries they share a
-     * cache line, so a short chain touches two lines, not three. */
-    uint8_t inline_kinds[DEFERRED_INLINE_LINKS];
+    /* Inline, the same layout as a heap block: the kinds, backwards, right
+     * before the entries (KINDS_PAD(cap) bytes), then the entries. */
+    uint8_t inline_kinds[(DEFERRED_INLINE_LINKS + 7) & ~7];
     struct link inline_links[DEFERRED_INLINE_LINKS];
 };
 
-#if defined(__GNUC__)
-#define THREAD_LOCAL __thread __attribute__((tls_model("initial-exec")))
-#else
-#define THREAD_LOCAL _Thread_local
+/* The bytes of kinds before a block's cap entries: cap, rounded up to keep
+ * the entries aligned. */
+#define KINDS_PAD(cap) (((size_t)(cap) + 7) & ~(size_t)7)
+
+/* The kind of entry i, a byte, i + 1 bytes before the entries: the runner
+ * finds it from the links pointer it loads anyway, with no pointer or
+ * capacity of its own in the header. */
+static inline uint8_t *kind_at(const deferred_t *d, uint32_t i)
+{
+    return (uint8_t *)d->links - 1 - (size_t)i;
+}
+
+/* The entries of a chain's first two heap blocks, and the three block
+ * classes of the per-thread cache (alloc.c): a deferred without a
+ * canceller, those two blocks.  The cache links a block through the word
+ * at class_link (a deferred's next, an entry's arg). */
+#define SPILL1_LINKS 4
+#define SPILL2_LINKS 12
+#define SPILL_SIZE(cap) (KINDS_PAD(cap) + (size_t)(cap) * sizeof(struct link))
+#define DEFERRED__BLOCK_SIZES \
+    { sizeof(deferred_t), SPILL_SIZE(SPILL1_LINKS), SPILL_SIZE(SPILL2_LINKS) }
+#define DEFERRED__BLOCK_LINKS \
+    { offsetof(deferred_t, next), KINDS_PAD(SPILL1_LINKS) + offsetof(struct link, arg), \
+      KINDS_PAD(SPILL2_LINKS) + offsetof(struct link, arg) }
+enum { BLOCK_DEFERRED, BLOCK_SPILL1, BLOCK_SPILL2 };
+
+/* ---- the per-thread block cache (alloc.c), its fast paths inline ------- */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define DEFERRED__BLOCK_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define DEFERRED__BLOCK_ASAN 1
 #endif
+#endif
+#ifdef DEFERRED__BLOCK_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
+#ifndef BLOCK_CACHE_MAX
+#define BLOCK_CACHE_MAX 64
+#endif
+
+struct deferred__block_cache {
+    void *head[DEFERRED__BLOCK_CLASSES];
+    unsigned n[DEFERRED__BLOCK_CLASSES];
+    bool keyed; /* its thread-exit destructor is registered */
+};
+DEFERRED_HIDDEN extern THREAD_LOCAL struct deferred__block_cache deferred__cache;
+DEFERRED_HIDDEN extern bool deferred__cache_on;
+DEFERRED_HIDDEN void *deferred__block_alloc_slow(unsigned c);
+DEFERRED_HIDDEN void deferred__block_free_slow(void *p, unsigned c);
+
+static const size_t deferred__class_size[DEFERRED__BLOCK_CLASSES] = DEFERRED__BLOCK_SIZES;
+static const size_t deferred__class_link[DEFERRED__BLOCK_CLASSES] = DEFERRED__BLOCK_LINKS;
+
+/* A block of class c: the cache's last freed one, else malloc's.  A cached
+ * block is poisoned for AddressSanitizer but for its link word. */
+static DEFERRED_ALWAYS_INLINE inline void *deferred__block_alloc(unsigned c)
+{
+    void *p = deferred__cache.head[c];
+
+    if (DEFERRED_LIKELY(p != NULL) && DEFERRED_LIKELY(deferred__cache_on)) {
+        deferred__cache.head[c] = *(void **)((char *)p + deferred__class_link[c]);
+        deferred__cache.n[c]--;
+#ifdef DEFERRED__BLOCK_ASAN
+        ASAN_UNPOISON_MEMORY_REGION(p, deferred__class_size[c]);
+#endif
+        return p;
+    }
+    return deferred__block_alloc_slow(c);
+}
+
+static DEFERRED_ALWAYS_INLINE inline void deferred__block_free(void *p, unsigned c)
+{
+    if (DEFERRED_LIKELY(deferred__cache.keyed) && DEFERRED_LIKELY(deferred__cache_on) &&
+        DEFERRED_LIKELY(deferred__cache.n[c] < BLOCK_CACHE_MAX)) {
+        size_t at = deferred__class_link[c];
+
+        *(void **)((char *)p + at) = deferred__cache.head[c];
+#ifdef DEFERRED__BLOCK_ASAN
+        ASAN_POISON_MEMORY_REGION(p, at);
+        ASAN_POISON_MEMORY_REGION((char *)p + at + sizeof(void *),
+                                  deferred__class_size[c] - at - sizeof(void *));
+#endif
+        deferred__cache.head[c] = p;
+        deferred__cache.n[c]++;
+        return;
+    }
+    deferred__block_free_slow(p, c);
+}
+
+/* A chain's heap block of cap entries, made and freed through the cache
+ * for the first two sizes. */
+static inline struct link *deferred__spill_alloc(uint32_t cap)
+{
+    char *b;
+
+    if (cap == SPILL1_LINKS)
+        b = deferred__block_alloc(BLOCK_SPILL1);
+    else if (cap == SPILL2_LINKS)
+        b = deferred__block_alloc(BLOCK_SPILL2);
+    else
+        b = deferred__malloc(SPILL_SIZE(cap));
+    return b ? (struct link *)(b + KINDS_PAD(cap)) : NULL;
+}
+
+static inline void deferred__spill_free(struct link *links, uint32_t cap)
+{
+    char *b = (char *)links - KINDS_PAD(cap);
+
+    if (cap == SPILL1_LINKS)
+        deferred__block_free(b, BLOCK_SPILL1);
+    else if (cap == SPILL2_LINKS)
+        deferred__block_free(b, BLOCK_SPILL2);
+    else
+        deferred__free(b);
+}
+
+/* The canceller of a deferred made with one (F_TAIL). */
+static inline struct canceller_tail *canceller_of(deferred_t *d)
+{
+    return (struct canceller_tail *)(d + 1);
+}
+
 
 /* A callback argument with destroy functions (the _full calls): both
  * halves of a _full pair point at the same one. */
@@ -143,7 +282,7 @@ DEFERRED_HIDDEN deferred_value_t deferred__continue_fn(deferred_value_t v, void 
 /* Entry i of inner is the continue entry of outer. */
 static inline bool is_continue(const deferred_t *inner, uint32_t i, const deferred_t *outer)
 {
-    return inner->kinds[i] == LINK_BOTH && inner->links[i].fn == deferred__continue_fn &&
+    return *kind_at(inner, i) == LINK_BOTH && inner->links[i].fn == deferred__continue_fn &&
            inner->links[i].arg == outer;
 }
 
@@ -168,6 +307,11 @@ DEFERRED_HIDDEN void deferred__report_about(deferred_report_t kind, const deferr
 
 /* runner.c: run d's chain if it can run; fire a single-shot deferred. */
 DEFERRED_HIDDEN void deferred__run(deferred_t *d);
+/* runner.c: run row r (taken) through the idle multi-fire deferred d,
+ * whose row count multi.c has set: plain callbacks in a row with the value
+ * in registers, and the row retired at once when it ends as a plain value
+ * with nothing queued; else the runner takes over where it stopped. */
+DEFERRED_HIDDEN void deferred__run_row(deferred_t *d, deferred_value_t r);
 DEFERRED_HIDDEN int deferred__fire(deferred_t *d, deferred_value_t v,
                                    const char *file, int line);
 

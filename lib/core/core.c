@@ -3,10 +3,12 @@
  * state read; the report hook and debug mode.  The chain and its runner
  * are in runner.c, chain_to() and the cycle check in chain-to.c.
  *
- * A deferred is one allocation: a small header, the result, and room for
- * DEFERRED_INLINE_LINKS chain entries, so the common chain (a deferred, a
- * handful of callbacks, a fire) costs one malloc.  Longer chains move their
- * entries to a heap block that grows geometrically (runner.c).
+ * A deferred is one 120-byte block: a small header, the result, and room
+ * for DEFERRED_INLINE_LINKS (two) chain entries, so a pending deferred with
+ * a callback or two costs one malloc; with a canceller, a tail of 16 bytes
+ * follows it in the same block.  Longer chains move their entries to a
+ * heap block that grows (runner.c).  With the default allocator the blocks
+ * of these sizes come from a per-thread cache (alloc.c).
  *
  * Freeing is iterative: the last deferred_unref() frees, and every
  * deferred whose count reaches zero meanwhile (through the releases and
@@ -133,13 +135,31 @@ void deferred__full_arg_destroy(struct full_arg *fa)
 
 /* ---- construction and destruction ------------------------------------- */
 
-/* Where deferred__new_extra()'s bytes start: past the deferred, aligned
- * for any type a frame may hold. */
-#define EXTRA_AT ((sizeof(deferred_t) + 15) & ~(size_t)15)
+/* The block of a deferred: the deferred, then its canceller when it has
+ * one, then deferred__new_extra()'s bytes, aligned for any type a frame
+ * may hold. */
+#define TAIL_END (sizeof(deferred_t) + sizeof(struct canceller_tail))
+#define EXTRA_AT(tail) ((((tail) ? TAIL_END : sizeof(deferred_t)) + 15) & ~(size_t)15)
+
+/* The inline entries' kinds come right before the inline entries, as in a
+ * heap block (kind_at()), and the deferred stays in 120 bytes. */
+typedef char inline_kinds_before_links
+    [offsetof(deferred_t, inline_links) ==
+             offsetof(deferred_t, inline_kinds) + KINDS_PAD(DEFERRED_INLINE_LINKS)
+         ? 1 : -1];
 
 void *deferred__extra(deferred_t *d)
 {
-    return (char *)d + EXTRA_AT;
+    return (char *)d + EXTRA_AT(d->flags & F_TAIL);
+}
+
+/* Give d's block back, to the cache when it is of its class. */
+static inline void free_block(deferred_t *d)
+{
+    if (d->flags & F_BLOCK)
+        deferred__block_free(d, BLOCK_DEFERRED);
+    else
+        deferred__free(d);
 }
 
 /* The constructor, inline in both entries so that deferred_new_at()'s
@@ -148,17 +168,23 @@ static DEFERRED_ALWAYS_INLINE inline deferred_t *
 new_deferred(size_t extra, const char *file, int line, deferred_canceller_fn canceller,
              void *arg, deferred_destroy_fn destroy)
 {
-    deferred_t *d = extra > SIZE_MAX - EXTRA_AT ? NULL
-                    : deferred__malloc(extra ? EXTRA_AT + extra : sizeof(*d));
+    bool tail = canceller || destroy;
+    deferred_t *d;
 
+    if (!extra && !tail)
+        d = deferred__block_alloc(BLOCK_DEFERRED);
+    else if (extra > SIZE_MAX - EXTRA_AT(1))
+        d = NULL;
+    else
+        d = deferred__malloc(extra ? EXTRA_AT(tail) + extra : TAIL_END);
     if (!d)
         goto out_destroy;
     d->refs = 1;
-    d->paused = 0;
-    d->flags = 0;
+    d->flags = tail ? F_TAIL : extra ? 0 : F_BLOCK;
     d->pos = 0;
     d->n = 0;
     d->cap = DEFERRED_INLINE_LINKS;
+    d->paused = 0;
     d->waiters = 0;
     d->wait_idx = 0;
     d->result.ptr = NULL;
@@ -166,10 +192,11 @@ new_deferred(size_t extra, const char *file, int line, deferred_canceller_fn can
     d->chained_to = NULL;
     d->next = NULL;
     d->links = d->inline_links;
-    d->kinds = d->inline_kinds;
-    d->canceller = canceller;
-    d->canceller_arg = arg;
     d->ext = NULL;
+    if (tail) {
+        canceller_of(d)->fn = canceller;
+        canceller_of(d)->arg = arg;
+    }
     if (DEFERRED_UNLIKELY(debug_on || destroy)) {
         d->ext = deferred__malloc(sizeof(*d->ext));
         if (!d->ext)
@@ -186,7 +213,7 @@ new_deferred(size_t extra, const char *file, int line, deferred_canceller_fn can
     return d;
 
 out_free_deferred:
-    deferred__free(d);
+    free_block(d);
 out_destroy:
     if (destroy)
         destroy(arg);
@@ -238,7 +265,7 @@ static void unchain(deferred_t *d)
         for (i = inner->pos; i < inner->n && !is_continue(inner, i, d); i++)
             ;
     if (i < inner->n) {
-        inner->kinds[i] = LINK_DEAD;
+        *kind_at(inner, i) = LINK_DEAD;
         inner->waiters--;
     }
     deferred_unref(inner);
@@ -252,21 +279,21 @@ static void free_deferred(deferred_t *d)
 
     if (DEFERRED_UNLIKELY(d->result.release == deferred__release_failure))
         deferred__report_about(DEFERRED_REPORT_UNHANDLED, d->result.ptr, d);
-    deferred_value_release(d->result);
+    deferred__release(d->result);
     for (i = first_live(d); i < d->n; i++)
-        link_dispose(d->kinds[i], d->links[i]);
+        link_dispose(*kind_at(d, i), d->links[i]);
     if (d->chained_to)
         unchain(d);
     if (d->links != d->inline_links)
-        deferred__free(d->links);
+        deferred__spill_free(d->links, d->cap);
     if (d->ext) {
         if (d->ext->multi)
             deferred__multi_free(d->ext->multi);
         if (d->ext->canceller_destroy)
-            d->ext->canceller_destroy(d->canceller_arg);
+            d->ext->canceller_destroy(canceller_of(d)->arg);
         deferred__free(d->ext);
     }
-    deferred__free(d);
+    free_block(d);
 }
 
 void deferred_unref(deferred_t *d)

@@ -38,6 +38,12 @@ DEFERRED_HIDDEN char *deferred__strdup(const char *s);
 /* A new string formatted through the allocator; NULL on allocation failure. */
 DEFERRED_HIDDEN char *deferred__vasprintf(const char *fmt, va_list ap);
 
+/* Blocks of the sizes every deferred uses, through a per-thread cache
+ * (alloc.c): class 0 a deferred with no canceller, 1 and 2 the first two
+ * heap blocks of a chain (core-private.h gives the sizes and the inline
+ * fast paths).  A block of class c is freed with deferred__block_free(p, c). */
+#define DEFERRED__BLOCK_CLASSES 3
+
 /* The release functions that mark failure and deferred values (value.c). */
 DEFERRED_HIDDEN void deferred__release_failure(void *ptr);
 DEFERRED_HIDDEN void deferred__release_deferred(void *ptr);

@@ -21,7 +21,7 @@ void deferred__multi_free(struct multi *m)
     deferred__ring_clear(&m->queue);
     deferred_value_release(m->final);
     /* The end may outlive the stream: it must not cancel a freed one. */
-    m->end->canceller = NULL;
+    canceller_of(m->end)->fn = NULL;
     deferred_unref(m->end);
     deferred__free(m);
 }
@@ -133,8 +133,8 @@ static void cancel_source(deferred_t *d)
     if (d->flags & F_CANCELLED)
         return;
     d->flags |= F_CANCELLED;
-    if (d->canceller)
-        d->canceller(d, d->canceller_arg);
+    if ((d->flags & F_TAIL) && canceller_of(d)->fn)
+        canceller_of(d)->fn(d, canceller_of(d)->arg);
 }
 
 /* A row's chain ended in failure f (taken) that nothing recovered: the
@@ -207,14 +207,11 @@ int deferred_multi_emit(deferred_t *d, deferred_value_t v)
         deferred_value_release(v);
         return -EALREADY;
     }
-    if (!(d->flags & (F_ROW | F_RUNNING)) && m->queue.len == 0 && !d->paused &&
+    if (!(d->flags & (F_ROW | F_RUNNING | F_LATER_RUN)) && m->queue.len == 0 && !d->paused &&
         !d->chained_to) {
         m->rows++;
         m->row = m->rows;
-        d->result = v;
-        d->pos = 0;
-        d->flags |= F_ROW;
-        deferred__run(d);
+        deferred__run_row(d, v);
         return 0;
     }
     if (deferred__ring_push(&m->queue, v) < 0) {

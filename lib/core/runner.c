@@ -67,12 +67,12 @@ static deferred_value_t full_eb(deferred_value_t v, void *arg)
 /* ---- the chain --------------------------------------------------------- */
 
 /* Make room for need more entries: compact consumed ones away first, then
- * grow into a heap block (entries, then their kinds). */
-static int reserve(deferred_t *d, uint32_t need)
+ * grow into a heap block (the kinds, backwards, then the entries). */
+static int reserve(deferred_t *d, uint32_t need, uint32_t first)
 {
     uint32_t live = d->n - d->pos, cap;
     struct link *links;
-    uint8_t *kinds;
+    uint8_t *base = (uint8_t *)d->links; /* the kinds run backwards from here */
 
     if (d->n + need <= d->cap)
         return 0;
@@ -81,31 +81,44 @@ static int reserve(deferred_t *d, uint32_t need)
         uint32_t i;
 
         memmove(d->links, d->links + d->pos, live * sizeof(*d->links));
-        memmove(d->kinds, d->kinds + d->pos, live);
-        /* The outers waiting here find their continue entries moved. */
-        for (i = 0; d->waiters && i < live; i++)
-            if (d->kinds[i] == LINK_BOTH && d->links[i].fn == deferred__continue_fn)
-                ((deferred_t *)d->links[i].arg)->wait_idx -= d->pos;
+        /* Kinds pos..n-1 lie at base-n .. base-pos-1; they move to
+         * base-live .. base-1. */
+        memmove(base - live, base - d->n, live);
         d->pos = 0;
         d->n = live;
+        /* The outers waiting here find their continue entries moved. */
+        for (i = 0; d->waiters && i < live; i++)
+            if (*kind_at(d, i) == LINK_BOTH && d->links[i].fn == deferred__continue_fn)
+                ((deferred_t *)d->links[i].arg)->wait_idx = i;
         return 0;
     }
-    cap = d->cap;
+    /* Inline, then the cache's two sizes (or straight to the second),
+     * then doubling. */
+    cap = d->cap < first ? first : d->cap < SPILL2_LINKS ? SPILL2_LINKS : d->cap;
     while (cap < d->n + need) {
         if (cap > UINT32_MAX / 2 / (sizeof(struct link) + 1))
             return -ENOMEM;
-        cap *= 2;
+        cap = cap < SPILL2_LINKS ? SPILL2_LINKS : cap * 2;
     }
-    links = deferred__malloc((size_t)cap * (sizeof(*links) + 1));
+    links = deferred__spill_alloc(cap);
     if (!links)
         return -ENOMEM;
-    kinds = (uint8_t *)(links + cap);
-    memcpy(links, d->links, d->n * sizeof(*links));
-    memcpy(kinds, d->kinds, d->n);
+    /* The first two sizes copy their whole old block, a constant size the
+     * compiler moves inline. */
+    if (d->cap == DEFERRED_INLINE_LINKS) {
+        memcpy(links, d->links, DEFERRED_INLINE_LINKS * sizeof(*links));
+        memcpy((uint8_t *)links - DEFERRED_INLINE_LINKS, base - DEFERRED_INLINE_LINKS,
+               DEFERRED_INLINE_LINKS);
+    } else if (d->cap == SPILL1_LINKS) {
+        memcpy(links, d->links, SPILL1_LINKS * sizeof(*links));
+        memcpy((uint8_t *)links - SPILL1_LINKS, base - SPILL1_LINKS, SPILL1_LINKS);
+    } else {
+        memcpy(links, d->links, d->n * sizeof(*links));
+        memcpy((uint8_t *)links - d->n, base - d->n, d->n);
+    }
     if (d->links != d->inline_links)
-        deferred__free(d->links);
+        deferred__spill_free(d->links, d->cap);
     d->links = links;
-    d->kinds = kinds;
     d->cap = cap;
     return 0;
 }
@@ -265,15 +278,15 @@ static int append_slow(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1
         run_one(d, fn1, arg1, kind1, fn2, arg2);
         return 0;
     }
-    if (DEFERRED_UNLIKELY(d->n + need > d->cap) && reserve(d, need) < 0)
+    if (DEFERRED_UNLIKELY(d->n + need > d->cap) && reserve(d, need, SPILL1_LINKS) < 0)
         return -ENOMEM;
     d->links[d->n].fn = fn1;
     d->links[d->n].arg = arg1;
-    d->kinds[d->n] = kind1;
+    *kind_at(d, d->n) = kind1;
     if (need == 2) {
         d->links[d->n + 1].fn = fn2;
         d->links[d->n + 1].arg = arg2;
-        d->kinds[d->n + 1] = LINK_PAIR_EB;
+        *kind_at(d, d->n + 1) = LINK_PAIR_EB;
     }
     d->n += need;
     if (DEFERRED_UNLIKELY(is_multi(d)) && !(d->flags & F_ROW))
@@ -283,20 +296,96 @@ static int append_slow(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1
     return 0;
 }
 
-/* The common case inline: one entry, room for it, nothing to run. */
+/* One entry on a pending single-shot deferred whose block is full: grow
+ * it and store, in a small frame of its own.  A chain a user builds past
+ * the inline entries is likely long, and goes straight to the cache's
+ * second size; a waiter's continue entry (the usual third entry of a
+ * deferred another waits on) only to the first. */
+static DEFERRED_NOINLINE int grow_append(deferred_t *d, deferred_fn fn, void *arg, uint8_t kind)
+{
+    uint32_t n;
+
+    if (DEFERRED_LIKELY(d->links == d->inline_links && d->pos == 0 &&
+                        fn != deferred__continue_fn)) {
+        /* Leaving the inline entries, the usual way: to the cache's
+         * 12-entry block, both inline entries copied as they are. */
+        char *b = deferred__block_alloc(BLOCK_SPILL2);
+        struct link *links;
+        uint32_t k;
+
+        if (!b)
+            return -ENOMEM;
+        links = (struct link *)(b + KINDS_PAD(SPILL2_LINKS));
+        for (k = 0; k < DEFERRED_INLINE_LINKS; k++) {
+            links[k] = d->inline_links[k];
+            ((uint8_t *)links)[-1 - (int)k] = *kind_at(d, k);
+        }
+        links[k].fn = fn;
+        links[k].arg = arg;
+        ((uint8_t *)links)[-1 - (int)k] = kind;
+        d->links = links;
+        d->cap = SPILL2_LINKS;
+        d->n = k + 1;
+        return 0;
+    }
+    if (reserve(d, 1, fn == deferred__continue_fn ? SPILL1_LINKS : SPILL2_LINKS) < 0)
+        return -ENOMEM;
+    n = d->n;
+    d->links[n].fn = fn;
+    d->links[n].arg = arg;
+    *kind_at(d, n) = kind;
+    d->n = n + 1;
+    return 0;
+}
+
+/*
+ * A plain callback (or a both) added to a single-shot deferred that has
+ * fired and is not running: run_one()'s step without its generality, in a
+ * small frame, when nothing stops the chain; else append_slow().
+ */
+static DEFERRED_NOINLINE int call_now(deferred_t *d, deferred_fn fn, void *arg, uint8_t kind)
+{
+    deferred_value_t r;
+
+    if (DEFERRED_UNLIKELY(d->paused || d->chained_to || d->pos != d->n || !d->refs))
+        return append_slow(d, fn, arg, kind, NULL, NULL);
+    r = d->result;
+    if (kind == LINK_CB && r.release == deferred__release_failure)
+        return 0; /* skipped, as the runner would */
+    d->refs++;
+    d->flags |= F_RUNNING;
+    d->result = deferred_value_none();
+    r = fn(r, arg);
+    if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
+        chain_on(d, r.ptr);
+    else
+        d->result = r;
+    d->flags &= ~F_RUNNING;
+    if (DEFERRED_UNLIKELY(d->pos < d->n) && idle_with_result(d))
+        run(d);
+    unref_inline(d);
+    return 0;
+}
+
+/* The common cases inline: one entry on a pending single-shot deferred,
+ * nothing to run; or one to run at once. */
 static inline int append(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
                          deferred_fn fn2, void *arg2)
 {
-    uint32_t n = d->n;
+    uint32_t n = d->n, flags = d->flags;
 
-    if (DEFERRED_LIKELY(kind1 != LINK_PAIR_CB && n < d->cap &&
-                        !(d->flags & (F_CALLED | F_MULTI)))) { /* pending, single-shot */
+    if (DEFERRED_LIKELY(kind1 != LINK_PAIR_CB && !(flags & (F_CALLED | F_MULTI)))) {
+        if (DEFERRED_UNLIKELY(n == d->cap))
+            return grow_append(d, fn1, arg1, kind1);
         d->links[n].fn = fn1;
         d->links[n].arg = arg1;
-        d->kinds[n] = kind1;
+        *kind_at(d, n) = kind1;
         d->n = n + 1;
         return 0;
     }
+    if ((flags & (F_CALLED | F_MULTI | F_RUNNING | F_LATER_RUN)) == F_CALLED &&
+        (kind1 == LINK_CB || kind1 == LINK_BOTH) && fn1 != deferred__continue_fn)
+        return call_now(d, fn1, arg1, kind1);
     return append_slow(d, fn1, arg1, kind1, fn2, arg2);
 }
 
@@ -536,15 +625,38 @@ static void run_stack(deferred_t *d)
 
             if (i >= cur->n || cur->paused || cur->chained_to)
                 break;
-            kind = cur->kinds[i];
-            failed = cur->result.release == deferred__release_failure;
+            kind = *kind_at(cur, i);
             if (DEFERRED_LIKELY(kind == LINK_CB)) {
-                /* The common entry: a plain callback, nothing to dispose. */
-                cur->pos = i + 1;
-                if (failed)
-                    continue;
-                call = cur->links[i];
-            } else {
+                /* The common entries: plain callbacks, nothing to dispose,
+                 * run in a row with the value kept in registers between
+                 * them (cur->result stays empty meanwhile, as it is while
+                 * any callback runs: nobody sees the difference). */
+                r = cur->result;
+                cur->result = deferred_value_none();
+                do {
+                    cur->pos = i + 1;
+                    if (DEFERRED_LIKELY(r.release != deferred__release_failure)) {
+                        const struct link *cb = &cur->links[i];
+
+                        r = cb->fn(r, cb->arg);
+                        if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
+                            break;
+                    }
+                    i = cur->pos;
+                } while (i < cur->n && !cur->paused && !cur->chained_to &&
+                         *kind_at(cur, i) == LINK_CB);
+                if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred) &&
+                    chain_on(cur, r.ptr)) {
+                    if (is_multi(cur))
+                        deferred__flow_update(cur);
+                    break;
+                }
+                if (r.release != deferred__release_deferred)
+                    cur->result = r;
+                continue;
+            }
+            failed = cur->result.release == deferred__release_failure;
+            {
                 l = entry_pick(kind, failed, &cur->links[i], &width);
                 cur->pos = i + width;
                 if (!l) {
@@ -716,8 +828,8 @@ static void cancel_now(deferred_t *d, const char *file, int line)
         return;
     d->flags |= F_CANCELLED;
     d->refs++;
-    if (d->canceller)
-        d->canceller(d, d->canceller_arg);
+    if ((d->flags & F_TAIL) && canceller_of(d)->fn)
+        canceller_of(d)->fn(d, canceller_of(d)->arg);
     else
         d->flags |= F_SUPPRESS;
     if (!(d->flags & F_CALLED))
@@ -747,6 +859,57 @@ int deferred_cancel_at(deferred_t *d, const char *file, int line)
 int (deferred_cancel)(deferred_t *d)
 {
     return deferred_cancel_at(d, __FILE__, __LINE__);
+}
+
+void deferred__run_row(deferred_t *d, deferred_value_t r)
+{
+    struct multi *m = d->ext->multi;
+    uint32_t i = 0;
+
+    d->pos = 0;
+    d->flags |= F_ROW;
+    if (DEFERRED_UNLIKELY(nest >= NEST_MAX)) {
+        d->result = r;
+        later(d, F_LATER_RUN);
+        return;
+    }
+    nest++;
+    d->refs++;
+    d->flags |= F_RUNNING;
+    while (i < d->n && !d->paused && !d->chained_to && *kind_at(d, i) == LINK_CB) {
+        d->pos = i + 1;
+        if (DEFERRED_LIKELY(r.release != deferred__release_failure)) {
+            const struct link *cb = &d->links[i];
+
+            r = cb->fn(r, cb->arg);
+            if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
+                break;
+        }
+        i = d->pos;
+    }
+    if (DEFERRED_LIKELY(r.release != deferred__release_deferred &&
+                        r.release != deferred__release_failure && i >= d->n && !d->paused &&
+                        !d->chained_to && m->queue.len == 0 && !m->closing && !m->ended &&
+                        !m->flow_paused)) {
+        /* The row is done, nothing waits: what deferred__multi_step()
+         * would find. */
+        d->flags &= ~(F_RUNNING | F_ROW);
+        deferred__release(r);
+    } else {
+        /* The runner goes on from here, in this frame; or the row waits
+         * on the deferred its callback returned, and nothing runs now. */
+        d->flags &= ~F_RUNNING;
+        if (r.release != deferred__release_deferred) {
+            d->result = r;
+            run_stack(d);
+        } else if (chain_on(d, r.ptr)) {
+            deferred__flow_update(d);
+        } else {
+            run_stack(d);
+        }
+    }
+    unref_inline(d);
+    leave();
 }
 
 void deferred__run(deferred_t *d)

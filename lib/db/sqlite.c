@@ -1,113 +1,336 @@
 /*
  * sqlite.c: SQLite query results as producers of rows, on libev
- * (libdeferred-sqlite).
+ * (libdeferred-sqlite): the loop thread's half.
  *
- * A query stage prepares and binds its statement when it is made, and
- * steps it from a pump (lib/ev/ev-pump.h) in its once-per-loop-iteration
- * mode once its process resumes it: one batch of at most `batch`
- * sqlite3_step() calls per loop iteration, from an ev_check (after the
- * loop polled, so other watchers get their turn between batches), with an
- * ev_idle that keeps the loop from blocking in its poll while rows
- * remain.  Pause unschedules the pump; resume schedules it; resume itself
- * never steps, so the producer never emits before its resume returns.
+ * A query's statement runs on the worker thread of its connection
+ * (sqlite-worker.c): the worker prepares it, steps a batch of rows into a
+ * buffer and posts the buffer to the loop's mailbox (lib/ev/ev-mailbox.h,
+ * compiled into this library too); on the loop thread the batch's rows
+ * are made into deferred_row_t values (from the shape's spare row: no
+ * allocation per row when the consumer releases them) and emitted.  Two
+ * batches per query: while the loop thread emits one, the worker steps
+ * the other; a batch is queued to the worker again once its rows were
+ * emitted, and not while the stage is paused, so at most two batches of
+ * rows are stepped ahead of the consumer.
  *
- * The design decision to know: everything that can end the statement (the
- * end of the result, an error, a cancel from inside a consumer's handle)
- * may happen in the middle of the batch loop, through the emit call.  So
- * the loop re-reads the statement pointer after each emit; cancel (and
- * destroy) finalizes at once unless a sqlite3_step() is on the stack
- * (in_step: then it interrupts the step and the loop finalizes when the
- * step returns: SQLite's own re-entrancy, which the pump cannot see); and
- * the batch runs under the pump's guard, so a destroy from inside it
- * leaves the stage's memory to the pump, which frees it once the batch
- * has returned.
+ * The design decisions to know:
+ *  - Everything that can end the stream (its end, an error, a cancel or a
+ *    destroy from inside a consumer's handle) may happen in the middle of
+ *    the emission, through the emit call: the emission re-reads the
+ *    query's state after each emit, and runs under the pump's guard
+ *    (lib/ev/ev-pump.h), so a destroy from inside it leaves the query's
+ *    memory to the pump, which lets go of it once the emission returned.
+ *  - Cancel, destroy and errors "halt" the query: the ready batches are
+ *    dropped and the statement is finalized at once when the worker is
+ *    idle (under its lock), interrupted (sqlite3_interrupt()) when the
+ *    worker is stepping it, or handed to the worker to finalize when it is
+ *    busy with another statement.  The query's memory stays until the
+ *    worker has given its batch back; the stage ends at once.
+ *  - Resume only queues work or schedules the pump (its once mode, an
+ *    ev_idle), so the producer never emits before its resume returns.
  *
- * Written against the public interfaces of process.h and row.h only, as
- * any user's producer would be, plus the header-only pump of lib/ev/
- * (it needs libev only, which this library links, not libdeferred-ev);
- * allocation goes through deferred_malloc().
+ * Written against the public interfaces of process.h and row.h, as any
+ * user's producer would be, plus the header-only pump and the mailbox of
+ * lib/ev/; allocation goes through deferred_malloc(), on the loop thread
+ * only.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include <ev.h>
 
-#include "deferred/sqlite.h"
-#include "ev/ev-pump.h"
+#include "sqlite-private.h"
 
-/* Room for the messages formatted here (SQLite's own are not copied). */
-#define SQ_MSG_MAX 160
-
-struct sq {
-    sqlite3 *db;
-    sqlite3_stmt *stmt;      /* NULL once finalized */
-    char *sql;
-    const char *file;        /* the user's call that made the query */
-    int line;
-    deferred_stage_t *self;
-    deferred_row_shape_t *shape;
-    deferred_failure_t *failure; /* a preparation error, for the first run */
-    int ncols;
-    /* Per column, for one row: the type and the bytes of text and blobs. */
-    void *colmem;            /* one block: vals, ptrs, then types, lens */
-    sqlite3_value **vals;
-    const void **ptrs;
-    int *types;
-    int *lens;
-    unsigned batch;
-    uint64_t row;            /* rows emitted */
-    bool empty;              /* the SQL has no statement: no row */
-    bool ended;              /* told its stage how it ended */
-    bool step_failed;        /* the step to row + 1 failed */
-    bool in_step;            /* sqlite3_step() is on the stack */
-    bool cancelled;
-    bool exec;               /* deferred_sqlite_exec(): rows are skipped and
-                              * the end value is a row of the counts */
-    deferred_row_shape_t *exec_shape; /* changes, last_insert_rowid */
-    deferred__ev_pump_t pump; /* runs sq_run(); owns q's free */
-};
+enum { B_FREE, B_WORKER, B_READY };
 
 /* ---- failures ------------------------------------------------------------ */
 
-/* A failure of domain SQLite with code and message.  The query is named
- * once, by the producer's frame (sq_describe()), which the process adds
- * as the failure leaves the stage; the site is the user's call that made
- * the query. */
-static deferred_failure_t *sq_failure(struct sq *q, int code, const char *msg)
+/* A failure of the query's site.  The query is named once, by the
+ * producer's frame (sq_describe()), which the process adds as the failure
+ * leaves the stage. */
+static deferred_failure_t *sq_failure(struct sq *q, deferred_domain_t domain, int code,
+                                      const char *msg)
 {
-    return deferred_failure_new_at(q->file, q->line, DEFERRED_DOMAIN_SQLITE, code, "%s",
+    return deferred_failure_new_at(q->file, q->line, domain, code, "%s",
                                    msg ? msg : sqlite3_errstr(code));
 }
 
-static deferred_failure_t *sq_db_failure(struct sq *q)
+static deferred_failure_t *sq_enomem(struct sq *q, const char *what)
 {
-    return sq_failure(q, sqlite3_extended_errcode(q->db), sqlite3_errmsg(q->db));
+    return sq_failure(q, DEFERRED_DOMAIN_LIBRARY, ENOMEM, what);
 }
 
-/* ---- the statement's end --------------------------------------------------- */
+/* ---- the worker's side of a query ----------------------------------------------- */
 
-static void sq_finalize(struct sq *q)
+static void sq_run(void *data);
+
+/* Give b to the worker: one message more for the loop to wait for. */
+static void sq_queue(struct sq *q, struct sqb *b)
 {
+    b->state = B_WORKER;
+    b->limit = q->batch;
+    q->at_worker++;
+    deferred__ev_mailbox_expect(q->mb);
+    deferred__sqw_queue(q->w, b);
+}
+
+/* Make sure the statement gets finalized: now when the worker is idle,
+ * by interrupting it when the worker is stepping it, else by the worker
+ * (a batch of q already with it, or a job handed to it). */
+static void sq_settle(struct sq *q)
+{
+    struct sqw *w = q->w;
+    int i;
+
+    if (q->final)
+        return;
+    pthread_mutex_lock(&w->lock);
+    if (w->current == q) {
+        /* Inside sqlite3_step() (or about to be): the step returns
+         * SQLITE_INTERRUPT, the worker sees q->cancel and finalizes. */
+        sqlite3_interrupt(q->db);
+        pthread_mutex_unlock(&w->lock);
+        return;
+    }
+    if (w->current == NULL) {
+        /* Idle: the worker cannot start a job while we hold its lock. */
+        for (i = 0; i < 2; i++) {
+            struct sqb *b = &q->b[i], **pp;
+
+            if (!b->queued)
+                continue;
+            for (pp = &w->head; *pp; pp = &(*pp)->job_next)
+                if (*pp == b) {
+                    *pp = b->job_next;
+                    break;
+                }
+            w->tail = NULL;
+            for (pp = &w->head; *pp; pp = &(*pp)->job_next)
+                w->tail = *pp;
+            b->queued = false;
+            b->state = B_FREE;
+            q->at_worker--;
+            deferred__ev_mailbox_done(q->mb);
+        }
+        deferred__sq_finalize_locked(q);
+        q->final = true;
+        pthread_mutex_unlock(&w->lock);
+        return;
+    }
+    /* Busy with another statement. */
+    for (i = 0; i < 2; i++)
+        if (q->b[i].queued) {
+            pthread_mutex_unlock(&w->lock);
+            return; /* the worker finalizes when it comes to it */
+        }
+    pthread_mutex_unlock(&w->lock);
+    if (q->at_worker)
+        return; /* on its way back: its delivery settles again */
+    q->b[0].state = B_FREE;
+    sq_queue(q, &q->b[0]);
+}
+
+/* No more steps: the ready rows are dropped and the statement finalized
+ * (sq_settle()).  The stage is told nothing here. */
+static void sq_halt(struct sq *q)
+{
+    struct sqb *b;
+
+    if (q->halted)
+        return;
+    q->halted = true;
+    __atomic_store_n(&q->cancel, 1, __ATOMIC_RELEASE);
     deferred__ev_pump_unschedule(&q->pump);
-    if (q->stmt) {
-        sqlite3_finalize(q->stmt);
-        q->stmt = NULL;
+    for (b = q->ready; b; b = b->ready_next)
+        b->state = B_FREE;
+    q->ready = q->ready_tail = NULL;
+    sq_settle(q);
+}
+
+/* A buffer of size bytes for b (its old one dropped: a free batch's
+ * bytes are all read).  0 or -ENOMEM (b unchanged). */
+static int sq_give_room(struct sqb *b, size_t size)
+{
+    unsigned char *buf = deferred_malloc(size);
+
+    if (!buf)
+        return -ENOMEM;
+    deferred_free(b->buf);
+    b->buf = buf;
+    b->cap = size;
+    return 0;
+}
+
+/* Queue the next batch when the stream wants rows and a batch is free.
+ * Returns 0, or -ENOMEM when the statement needs a larger buffer than
+ * could be had (q->failure is then set for the pump). */
+static int sq_request(struct sq *q)
+{
+    struct sqb *b = NULL;
+    int i;
+
+    if (q->halted || q->ended || q->final || q->at_worker || q->failure ||
+        deferred_stage_is_paused(q->self))
+        return 0;
+    for (i = 0; i < 2 && !b; i++)
+        if (q->b[i].state == B_FREE)
+            b = &q->b[i];
+    if (!b)
+        return 0;
+    if (!q->exec && (!b->buf || b->grow_to > b->cap)) {
+        size_t want = b->grow_to > b->cap ? b->grow_to : SQ_BUF_START;
+
+        if (sq_give_room(b, want) < 0) {
+            /* Only a row or names larger than every buffer need room:
+             * a short batch can go on in the buffer it has. */
+            if (b->buf && b->need == 0) {
+                b->grow_to = 0;
+            } else if (b != &q->b[0] && q->b[0].buf) {
+                return 0; /* the first batch goes on alone */
+            } else {
+                q->failure = sq_enomem(q, "out of memory making room for a row");
+                sq_halt(q);
+                return -ENOMEM;
+            }
+        }
+    }
+    b->grow_to = 0;
+    b->need = 0;
+    sq_queue(q, b);
+    return 0;
+}
+
+/* The mailbox's delivery of b, on the loop thread. */
+static void sq_deliver(deferred__ev_msg_t *m)
+{
+    struct sqb *b = (struct sqb *)m;
+    struct sq *q = b->q;
+
+    q->at_worker--;
+    if (b->final)
+        q->final = true;
+    if (q->halted) {
+        b->state = B_FREE;
+        deferred__ev_mailbox_done(q->mb);
+        sq_settle(q);
+        if (q->stage_gone && !q->at_worker)
+            q->pump.release(q); /* sq_free() */
+        return;
+    }
+    b->state = B_READY;
+    b->ready_next = NULL;
+    if (q->ready_tail)
+        q->ready_tail->ready_next = b;
+    else
+        q->ready = b;
+    q->ready_tail = b;
+    deferred__ev_mailbox_done(q->mb);
+    /* Emitted from the pump's ev_idle, not from here: the drain takes
+     * every batch posted meanwhile, and the loop gets its turn (its other
+     * watchers, its poll) between two batches. */
+    if (!deferred_stage_is_paused(q->self)) {
+        /* The worker steps the next batch while this one is emitted. */
+        sq_request(q);
+        deferred__ev_pump_schedule(&q->pump);
     }
 }
 
-/* The statement ended (outcome taken: the empty value or a failure). */
+/* ---- rows -------------------------------------------------------------------- */
+
+/* The shape from the column names at the start of b. */
+static int sq_make_shape(struct sq *q, struct sqb *b)
+{
+    const char **names = NULL;
+    const char *p = (const char *)b->buf;
+    int i;
+
+    if (b->ncols) {
+        names = deferred_malloc((size_t)b->ncols * sizeof(char *));
+        if (!names)
+            return -ENOMEM;
+    }
+    for (i = 0; i < b->ncols; i++) {
+        names[i] = p;
+        p += strlen(p) + 1;
+    }
+    q->shape = deferred_row_shape_new((size_t)b->ncols, names);
+    deferred_free(names);
+    if (!q->shape)
+        return -ENOMEM;
+    q->ncols = b->ncols;
+    b->pos = (size_t)((const unsigned char *)p - b->buf);
+    return 0;
+}
+
+/* The next row of b as a row; NULL on allocation failure. */
+static deferred_row_t *sq_take_row(struct sq *q, struct sqb *b)
+{
+    const unsigned char *p = b->buf + b->pos;
+    deferred_row_t *row;
+    size_t bytes;
+    int i;
+
+    memcpy(&bytes, p, sizeof(bytes));
+    p += sizeof(bytes);
+    row = deferred_row_alloc(q->shape, bytes);
+    if (!row)
+        return NULL;
+    for (i = 0; i < q->ncols; i++) {
+        unsigned char t = *p++;
+
+        switch (t) {
+        case SQLITE_INTEGER: {
+            int64_t x;
+
+            memcpy(&x, p, sizeof(x));
+            p += sizeof(x);
+            deferred_row_set_int(row, (size_t)i, x);
+            break;
+        }
+        case SQLITE_FLOAT: {
+            double x;
+
+            memcpy(&x, p, sizeof(x));
+            p += sizeof(x);
+            deferred_row_set_double(row, (size_t)i, x);
+            break;
+        }
+        case SQLITE_TEXT:
+        case SQLITE_BLOB: {
+            size_t n;
+
+            memcpy(&n, p, sizeof(n));
+            p += sizeof(n);
+            if (t == SQLITE_TEXT)
+                deferred_row_set_text(row, (size_t)i, (const char *)p, n);
+            else
+                deferred_row_set_blob(row, (size_t)i, p, n);
+            p += n;
+            break;
+        }
+        default:
+            break;
+        }
+    }
+    b->pos = (size_t)(p - b->buf);
+    return row;
+}
+
+/* ---- the stream's end -------------------------------------------------------- */
+
+/* The stream ended (outcome taken: the empty value or a failure). */
 static void sq_end(struct sq *q, deferred_value_t outcome)
 {
-    sq_finalize(q);
+    sq_halt(q);
     q->ended = true;
     deferred_stage_finish(q->self, outcome);
 }
 
-/* The value the statement ends with: none, or for an exec a row of
- * sqlite3_changes64() and sqlite3_last_insert_rowid() read as the step
- * returned SQLITE_DONE (a failure of the library's ENOMEM when that row
- * cannot be made). */
-static deferred_value_t sq_done_value(struct sq *q)
+/* The value a statement that ran to its end gives: none, or for an exec
+ * a row of sqlite3_changes64() and sqlite3_last_insert_rowid() read as the
+ * step returned SQLITE_DONE (a failure of the library's ENOMEM when that
+ * row cannot be made). */
+static deferred_value_t sq_done_value(struct sq *q, const struct sqb *b)
 {
     deferred_row_t *row;
 
@@ -115,81 +338,46 @@ static deferred_value_t sq_done_value(struct sq *q)
         return deferred_value_none();
     row = deferred_row_alloc(q->exec_shape, 0);
     if (!row)
-        return deferred_value_failure(deferred_failure_new_at(
-            q->file, q->line, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
-            "out of memory making the counts of an exec"));
-#if SQLITE_VERSION_NUMBER >= 3037000
-    deferred_row_set_int(row, 0, (int64_t)sqlite3_changes64(q->db));
-#else
-    deferred_row_set_int(row, 0, (int64_t)sqlite3_changes(q->db));
-#endif
-    deferred_row_set_int(row, 1, (int64_t)sqlite3_last_insert_rowid(q->db));
+        return deferred_value_failure(sq_enomem(q, "out of memory making the counts of "
+                                                   "an exec"));
+    deferred_row_set_int(row, 0, b->changes);
+    deferred_row_set_int(row, 1, b->rowid);
     return deferred_value_row(row);
 }
 
-/* ---- rows ------------------------------------------------------------------- */
-
-/* The current result row of q's statement as a row; NULL on allocation
- * failure. */
-static deferred_row_t *sq_make_row(struct sq *q)
+/* The end a final batch reports. */
+static void sq_end_with(struct sq *q, const struct sqb *b)
 {
-    sqlite3_stmt *st = q->stmt;
-    deferred_row_t *row;
-    size_t bytes = 0;
-    int i;
-
-    /* One sqlite3_column_value() per column: each sqlite3_column_*() call
-     * takes the connection's mutex, the sqlite3_value_*() calls on the
-     * value it returns do not. */
-    for (i = 0; i < q->ncols; i++) {
-        sqlite3_value *v = sqlite3_column_value(st, i);
-        int t = sqlite3_value_type(v);
-
-        q->vals[i] = v;
-        q->types[i] = t;
-        if (t == SQLITE_TEXT || t == SQLITE_BLOB) {
-            q->ptrs[i] = t == SQLITE_TEXT ? (const void *)sqlite3_value_text(v)
-                                          : sqlite3_value_blob(v);
-            q->lens[i] = sqlite3_value_bytes(v);
-            /* A NULL pointer is an out-of-memory in SQLite (or an empty
-             * blob); the sum of the lengths must not wrap. */
-            if ((!q->ptrs[i] && q->lens[i]) || q->lens[i] < 0 ||
-                (size_t)q->lens[i] >= SIZE_MAX - bytes)
-                return NULL;
-            bytes += (size_t)q->lens[i] + 1;
-        }
+    switch (b->end) {
+    case SQ_DONE:
+        sq_end(q, sq_done_value(q, b));
+        break;
+    case SQ_SQLFAIL:
+        q->step_failed = b->step_error;
+        sq_end(q, deferred_value_failure(sq_failure(q, DEFERRED_DOMAIN_SQLITE, b->code,
+                                                    b->text)));
+        break;
+    case SQ_LIBFAIL:
+        sq_end(q, deferred_value_failure(sq_failure(q, DEFERRED_DOMAIN_LIBRARY, b->code,
+                                                    b->text)));
+        break;
+    default:
+        sq_end(q, deferred_value_failure(sq_failure(q, DEFERRED_DOMAIN_LIBRARY, ECANCELED,
+                                                    "the statement was interrupted")));
+        break;
     }
-    row = deferred_row_alloc(q->shape, bytes);
-    if (!row)
-        return NULL;
-    for (i = 0; i < q->ncols; i++) {
-        switch (q->types[i]) {
-        case SQLITE_INTEGER:
-            deferred_row_set_int(row, (size_t)i, sqlite3_value_int64(q->vals[i]));
-            break;
-        case SQLITE_FLOAT:
-            deferred_row_set_double(row, (size_t)i, sqlite3_value_double(q->vals[i]));
-            break;
-        case SQLITE_TEXT:
-            deferred_row_set_text(row, (size_t)i, q->ptrs[i], (size_t)q->lens[i]);
-            break;
-        case SQLITE_BLOB:
-            deferred_row_set_blob(row, (size_t)i, q->ptrs[i], (size_t)q->lens[i]);
-            break;
-        default:
-            break;
-        }
-    }
-    return row;
 }
 
-/* One batch of steps.  Run by the pump (from the loop, never from
- * resume), under its guard. */
+/* Emit the ready rows, in order, until the stream pauses, ends or runs
+ * out of them; then ask for more.  Run by the pump (from the loop, never
+ * from resume), under its guard. */
 static void sq_run(void *data)
 {
     struct sq *q = data;
-    unsigned n;
+    struct sqb *b;
 
+    if (q->ended)
+        return;
     if (q->failure) {
         deferred_failure_t *f = q->failure;
 
@@ -197,50 +385,48 @@ static void sq_run(void *data)
         sq_end(q, deferred_value_failure(f));
         return;
     }
-    if (q->empty && !q->ended) {
-        /* Only a comment or white space: no row. */
-        sq_end(q, sq_done_value(q));
-        return;
-    }
-    for (n = 0; n < q->batch; n++) {
-        deferred_row_t *row;
-        int rc;
-
-        if (!q->stmt || deferred_stage_is_paused(q->self))
-            return;
-        q->in_step = true;
-        rc = sqlite3_step(q->stmt);
-        q->in_step = false;
-        if (q->cancelled) {
-            /* Cancelled while stepping: the step was interrupted. */
-            sq_finalize(q);
+    while ((b = q->ready) != NULL) {
+        if (b->has_names && !q->shape && sq_make_shape(q, b) < 0) {
+            sq_end(q, deferred_value_failure(sq_enomem(q, "out of memory making a row")));
             return;
         }
-        if (rc == SQLITE_ROW && q->exec) {
-            continue; /* an exec's rows (RETURNING) are stepped, not made */
-        } else if (rc == SQLITE_ROW) {
-            row = sq_make_row(q);
+        while (b->emitted < b->nrows) {
+            deferred_row_t *row;
+
+            if (deferred_stage_is_paused(q->self))
+                return;
+            row = sq_take_row(q, b);
             if (!row) {
                 q->step_failed = true;
                 /* The library's ENOMEM, as every layer reports running
                  * out of its allocator's memory. */
-                sq_end(q, deferred_value_failure(deferred_failure_new_at(
-                              q->file, q->line, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
-                              "out of memory making a row")));
+                sq_end(q, deferred_value_failure(sq_enomem(q, "out of memory making a "
+                                                              "row")));
                 return;
             }
+            b->emitted++;
             q->row++;
-            if (deferred_stage_emit(q->self, deferred_value_row(row)) < 0)
+            if (deferred_stage_emit(q->self, deferred_value_row(row)) < 0 ||
+                deferred__ev_pump_released(&q->pump) || q->halted)
                 return;
-        } else if (rc == SQLITE_DONE) {
-            sq_end(q, sq_done_value(q));
+        }
+        if (deferred_stage_is_paused(q->self))
             return;
-        } else {
-            q->step_failed = true;
-            sq_end(q, deferred_value_failure(sq_db_failure(q)));
+        q->ready = b->ready_next;
+        if (!q->ready)
+            q->ready_tail = NULL;
+        b->state = B_FREE;
+        if (b->final) {
+            sq_end_with(q, b);
             return;
         }
+        if (b->need)
+            b->grow_to = b->need;
+        else if (b->nrows < b->limit && b->cap < SQ_BUF_MAX)
+            b->grow_to = 2 * b->cap; /* it filled up: more room next time */
     }
+    if (sq_request(q) < 0)
+        deferred__ev_pump_schedule(&q->pump); /* ends with q->failure */
 }
 
 /* ---- the stage --------------------------------------------------------------- */
@@ -250,7 +436,11 @@ static void sq_resume(deferred_stage_t *self, deferred_stage_t *by)
     struct sq *q = deferred_stage_data(self);
 
     (void)by;
-    if (!q->cancelled && !q->ended && (q->stmt || q->failure || q->empty))
+    if (q->halted || q->ended)
+        return;
+    if (q->ready || q->failure)
+        deferred__ev_pump_schedule(&q->pump);
+    else if (sq_request(q) < 0)
         deferred__ev_pump_schedule(&q->pump);
 }
 
@@ -262,22 +452,10 @@ static void sq_pause(deferred_stage_t *self, deferred_stage_t *by)
     deferred__ev_pump_unschedule(&q->pump);
 }
 
-/* No more steps: finalize now, or interrupt the step on the stack (the
- * batch loop finalizes when it returns). */
-static void sq_stop(struct sq *q)
-{
-    q->cancelled = true;
-    deferred__ev_pump_unschedule(&q->pump);
-    if (q->in_step)
-        sqlite3_interrupt(q->db);
-    else
-        sq_finalize(q);
-}
-
 static void sq_cancel(deferred_stage_t *self, deferred_stage_t *by)
 {
     (void)by;
-    sq_stop(deferred_stage_data(self));
+    sq_halt(deferred_stage_data(self));
 }
 
 static int sq_describe(deferred_stage_t *self, deferred_value_t item, char *buf,
@@ -294,25 +472,38 @@ static int sq_describe(deferred_stage_t *self, deferred_value_t item, char *buf,
                     (unsigned long long)(q->row + (q->step_failed ? 1 : 0)), q->sql);
 }
 
-/* The pump's release: the last of q (its statement is finalized). */
-static void sq_free(void *data)
+/* The last of q: its stage is gone and no batch is with the worker (its
+ * statement is finalized). */
+static void sq_free(struct sq *q)
 {
-    struct sq *q = data;
-
-    sq_finalize(q);
     deferred_failure_unref(q->failure);
     deferred_row_shape_unref(q->shape);
     deferred_row_shape_unref(q->exec_shape);
-    deferred_free(q->colmem);
+    deferred_free(q->b[0].buf);
+    deferred_free(q->b[1].buf);
+    if (q->w)
+        deferred__sqw_put(q->w);
+    if (q->mb)
+        deferred__ev_mailbox_put(q->mb);
     deferred_free(q);
+}
+
+/* The pump's release: the stage's part of q is gone. */
+static void sq_release(void *data)
+{
+    struct sq *q = data;
+
+    q->stage_gone = true;
+    if (!q->at_worker)
+        sq_free(q);
 }
 
 static void sq_destroy(void *data)
 {
     struct sq *q = data;
 
-    sq_stop(q);
-    deferred__ev_pump_release(&q->pump); /* sq_free() now or after the batch */
+    sq_halt(q);
+    deferred__ev_pump_release(&q->pump); /* sq_release() now or after the emission */
 }
 
 static const deferred_stage_ops_t sq_ops = {
@@ -324,11 +515,11 @@ static const deferred_stage_ops_t sq_ops = {
     .destroy = sq_destroy,
 };
 
-/* Bind params[0..n-1]; 0 or an SQLite code (q->failure set). */
-static int sq_bind(struct sq *q, const deferred_param_t *params, size_t n)
+/* Check params[0..n-1] and the room their copies take; q->failure is set
+ * for a bad one. */
+static size_t sq_params_size(struct sq *q, const deferred_param_t *params, size_t n)
 {
-    int want = sqlite3_bind_parameter_count(q->stmt);
-    size_t i;
+    size_t i, bytes = n * sizeof(deferred_param_t);
 
     for (i = 0; i < n; i++) {
         const deferred_param_t *p = &params[i];
@@ -339,126 +530,21 @@ static int sq_bind(struct sq *q, const deferred_param_t *params, size_t n)
                 q->file, q->line, DEFERRED_DOMAIN_LIBRARY, EINVAL,
                 "parameter %zu: NULL %s with length %zu", i + 1,
                 p->type == DEFERRED_ROW_TEXT ? "text" : "blob", p->u.s.len);
-            return SQLITE_MISUSE;
+            return 0;
         }
         if ((unsigned)p->type > (unsigned)DEFERRED_ROW_BLOB) {
             q->failure = deferred_failure_new_at(q->file, q->line, DEFERRED_DOMAIN_LIBRARY,
                                                  EINVAL, "parameter %zu: unknown type %d",
                                                  i + 1, (int)p->type);
-            return SQLITE_MISUSE;
-        }
-    }
-    if ((size_t)want != n) {
-        char msg[SQ_MSG_MAX];
-
-        snprintf(msg, sizeof(msg), "the query takes %d parameter%s, %zu given", want,
-                 want == 1 ? "" : "s", n);
-        q->failure = sq_failure(q, SQLITE_RANGE, msg);
-        return SQLITE_RANGE;
-    }
-    for (i = 0; i < n; i++) {
-        const deferred_param_t *p = &params[i];
-        int col = (int)i + 1, rc;
-
-        switch (p->type) {
-        case DEFERRED_ROW_NULL:
-            rc = sqlite3_bind_null(q->stmt, col);
-            break;
-        case DEFERRED_ROW_INTEGER:
-            rc = sqlite3_bind_int64(q->stmt, col, p->u.i);
-            break;
-        case DEFERRED_ROW_DOUBLE:
-            rc = sqlite3_bind_double(q->stmt, col, p->u.d);
-            break;
-        case DEFERRED_ROW_TEXT:
-            rc = sqlite3_bind_text64(q->stmt, col, p->u.s.p ? p->u.s.p : "",
-                                     p->u.s.len, SQLITE_TRANSIENT, SQLITE_UTF8);
-            break;
-        case DEFERRED_ROW_BLOB:
-            rc = sqlite3_bind_blob64(q->stmt, col, p->u.s.p ? p->u.s.p : "",
-                                     p->u.s.len, SQLITE_TRANSIENT);
-            break;
-        default:
-            rc = SQLITE_MISUSE;
-            break;
-        }
-        if (rc != SQLITE_OK) {
-            char msg[SQ_MSG_MAX];
-
-            snprintf(msg, sizeof(msg), "binding parameter %zu: %s", i + 1,
-                     sqlite3_errstr(rc));
-            q->failure = sq_failure(q, rc, msg);
-            return rc;
-        }
-    }
-    return SQLITE_OK;
-}
-
-/* Prepare q's statement and its per-column arrays; on an SQLite error
- * q->failure is set and 0 returned; -ENOMEM on allocation failure. */
-static int sq_prepare(struct sq *q, const deferred_param_t *params, size_t n)
-{
-    const char **names, *tail = NULL;
-    sqlite3_stmt *more = NULL;
-    int rc, i;
-
-    rc = sqlite3_prepare_v2(q->db, q->sql, -1, &q->stmt, &tail);
-    if (rc != SQLITE_OK) {
-        q->failure = sq_db_failure(q);
-        sqlite3_finalize(q->stmt);
-        q->stmt = NULL;
-        return 0;
-    }
-    /* One statement: a second one would be silently ignored.  What
-     * follows the first may only be comments and white space. */
-    if (q->stmt && tail && *tail &&
-        (sqlite3_prepare_v2(q->db, tail, -1, &more, NULL) != SQLITE_OK || more)) {
-        sqlite3_finalize(more);
-        sqlite3_finalize(q->stmt);
-        q->stmt = NULL;
-        q->failure = deferred_failure_new_at(q->file, q->line, DEFERRED_DOMAIN_LIBRARY,
-                                             EINVAL, "the SQL holds more than one "
-                                             "statement (a query runs one)");
-        return 0;
-    }
-    if (!q->stmt) {
-        /* Only a comment or white space: an empty result (it takes no
-         * parameter). */
-        q->empty = true;
-        if (n) {
-            char msg[SQ_MSG_MAX];
-
-            snprintf(msg, sizeof(msg), "the query has no statement and takes no "
-                                       "parameter, %zu given", n);
-            q->failure = sq_failure(q, SQLITE_RANGE, msg);
             return 0;
         }
-        q->shape = deferred_row_shape_new(0, NULL);
-        return q->shape ? 0 : -ENOMEM;
+        if ((p->type == DEFERRED_ROW_TEXT || p->type == DEFERRED_ROW_BLOB)) {
+            if (p->u.s.len > SIZE_MAX / 2 - bytes)
+                return SIZE_MAX;
+            bytes += p->u.s.len;
+        }
     }
-    if (sq_bind(q, params, n) != SQLITE_OK) {
-        sqlite3_finalize(q->stmt);
-        q->stmt = NULL;
-        return 0;
-    }
-    q->ncols = sqlite3_column_count(q->stmt);
-    /* One block for the three per-column arrays. */
-    q->colmem = deferred_malloc((size_t)(q->ncols ? q->ncols : 1) *
-                                (2 * sizeof(void *) + 2 * sizeof(int)));
-    names = deferred_malloc((size_t)(q->ncols ? q->ncols : 1) * sizeof(char *));
-    if (!q->colmem || !names) {
-        deferred_free(names);
-        return -ENOMEM;
-    }
-    q->vals = q->colmem;
-    q->ptrs = (const void **)(q->vals + q->ncols);
-    q->types = (int *)(q->ptrs + q->ncols);
-    q->lens = q->types + q->ncols;
-    for (i = 0; i < q->ncols; i++)
-        names[i] = sqlite3_column_name(q->stmt, i);
-    q->shape = deferred_row_shape_new((size_t)q->ncols, names);
-    deferred_free(names);
-    return q->shape ? 0 : -ENOMEM;
+    return bytes;
 }
 
 static deferred_stage_t *sq_new(const char *file, int line, struct ev_loop *loop,
@@ -466,50 +552,94 @@ static deferred_stage_t *sq_new(const char *file, int line, struct ev_loop *loop
                                 const deferred_param_t *params, size_t n, bool exec)
 {
     static const char *const counts[] = {"changes", "last_insert_rowid"};
+    struct sq probe, *q;
     deferred_stage_t *st;
-    struct sq *q;
-    size_t len;
-    int rc;
+    size_t len, pbytes;
+    char *at;
 
     if (!loop || !db || !sql || (!params && n)) {
         errno = EINVAL;
         return NULL;
     }
+    if (!sqlite3_threadsafe()) {
+        errno = EINVAL; /* a worker thread needs a thread-safe SQLite */
+        return NULL;
+    }
     len = strlen(sql);
-    if (len > SIZE_MAX - sizeof(*q) - 1) {
+    memset(&probe, 0, sizeof(probe));
+    probe.file = file;
+    probe.line = line;
+    pbytes = sq_params_size(&probe, params, n);
+    if (probe.failure)
+        pbytes = 0; /* the stream fails with it; nothing to copy */
+    if (pbytes == SIZE_MAX || len > SIZE_MAX / 2 - sizeof(*q) - pbytes) {
+        deferred_failure_unref(probe.failure);
         errno = ENOMEM;
         return NULL;
     }
-    q = deferred_malloc(sizeof(*q) + len + 1);
-    if (!q)
+    q = deferred_malloc(sizeof(*q) + pbytes + len + 1 + sizeof(deferred_param_t));
+    if (!q) {
+        deferred_failure_unref(probe.failure);
         return NULL; /* errno ENOMEM */
+    }
     memset(q, 0, sizeof(*q));
     q->file = file;
     q->line = line;
-    q->sql = (char *)(q + 1);
-    memcpy(q->sql, sql, len + 1);
+    q->failure = probe.failure;
     q->db = db;
-    q->batch = DEFERRED_SQLITE_BATCH;
-    deferred__ev_pump_init(&q->pump, loop, DEFERRED__EV_PUMP_EVERY_ITERATION, sq_run,
-                           sq_free, q);
     q->exec = exec;
-    rc = 0;
+    q->batch = DEFERRED_SQLITE_BATCH;
+    q->b[0].q = q->b[1].q = q;
+    q->b[0].msg.deliver = q->b[1].msg.deliver = sq_deliver;
+    /* The copies: the parameters (aligned after q), their bytes, the SQL. */
+    q->params = (deferred_param_t *)(q + 1);
+    at = (char *)(q->params + (q->failure ? 0 : n));
+    if (!q->failure) {
+        size_t i;
+
+        q->nparams = n;
+        for (i = 0; i < n; i++) {
+            q->params[i] = params[i];
+            if ((params[i].type == DEFERRED_ROW_TEXT ||
+                 params[i].type == DEFERRED_ROW_BLOB) && params[i].u.s.len) {
+                memcpy(at, params[i].u.s.p, params[i].u.s.len);
+                q->params[i].u.s.p = at;
+                at += params[i].u.s.len;
+            }
+        }
+    }
+    q->sql = at;
+    memcpy(q->sql, sql, len + 1);
+    deferred__ev_pump_init(&q->pump, loop, DEFERRED__EV_PUMP_ONCE, sq_run, sq_release, q);
     if (exec) {
         q->exec_shape = deferred_row_shape_new(2, counts);
         if (!q->exec_shape)
-            rc = -ENOMEM;
+            goto fail;
+    } else {
+        q->b[0].buf = deferred_malloc(SQ_BUF_START);
+        if (!q->b[0].buf)
+            goto fail;
+        q->b[0].cap = SQ_BUF_START;
     }
-    if (rc == 0)
-        rc = sq_prepare(q, params, n);
-    if (rc < 0) {
+    q->mb = deferred__ev_mailbox_get(loop);
+    if (!q->mb)
+        goto fail;
+    q->w = deferred__sqw_get(db);
+    if (!q->w) {
+        int e = errno;
+
         sq_free(q);
-        errno = -rc;
+        errno = e;
         return NULL;
     }
     st = deferred_stage_new(&sq_ops, q, 0); /* destroys q on failure */
     if (st)
         q->self = st;
     return st;
+fail:
+    sq_free(q);
+    errno = ENOMEM;
+    return NULL;
 }
 
 deferred_stage_t *deferred_sqlite_query_at(const char *file, int line, struct ev_loop *loop,
@@ -613,4 +743,107 @@ deferred_t *(deferred_sqlite_exec)(struct ev_loop *loop, sqlite3 *db, const char
                                    const deferred_param_t *params, size_t n)
 {
     return deferred_sqlite_exec_at(NULL, 0, loop, db, sql, params, n);
+}
+
+/* ---- the close ---------------------------------------------------------------------- */
+
+/* A close waiting for the handle's worker to be gone, then for a loop
+ * iteration (an ev_idle: never from inside the free of the last query,
+ * nor before deferred_sqlite_close() returns). */
+struct sq_close {
+    struct sqw_waiter wait; /* first */
+    struct ev_loop *loop;
+    sqlite3 *db;
+    deferred_t *d;          /* weak: freeing d detaches and frees this */
+    ev_idle idle;
+    bool waiting;           /* on the handle's list */
+    const char *file;
+    int line;
+};
+
+static void close_kick(struct sqw_waiter *w)
+{
+    struct sq_close *c = (struct sq_close *)w;
+
+    c->waiting = false;
+    ev_idle_start(c->loop, &c->idle);
+}
+
+static void close_idle(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    struct sq_close *c = w->data;
+    deferred_t *d = c->d;
+    int rc;
+
+    (void)revents;
+    ev_idle_stop(loop, w);
+    if (deferred__sqw_wait(c->db, &c->wait)) {
+        c->waiting = true; /* a query was made meanwhile: wait for it too */
+        return;
+    }
+    rc = sqlite3_close(c->db);
+    /* d may be freed by its callbacks, and c with it. */
+    if (rc == SQLITE_OK)
+        deferred_callback(d, deferred_value_none());
+    else
+        deferred_errback(d, deferred_failure_new_at(c->file, c->line, DEFERRED_DOMAIN_SQLITE,
+                                                    rc, "closing the connection: %s",
+                                                    sqlite3_errmsg(c->db)));
+}
+
+static void close_detach(struct sq_close *c)
+{
+    if (c->waiting)
+        deferred__sqw_unwait(c->db, &c->wait);
+    c->waiting = false;
+    ev_idle_stop(c->loop, &c->idle);
+}
+
+static void close_cancel(deferred_t *d, void *arg)
+{
+    (void)d;
+    close_detach(arg); /* the core fails d with ECANCELED; db stays open */
+}
+
+static void close_destroy(void *arg)
+{
+    struct sq_close *c = arg;
+
+    close_detach(c);
+    deferred_free(c);
+}
+
+deferred_t *deferred_sqlite_close_at(const char *file, int line, struct ev_loop *loop,
+                                     sqlite3 *db)
+{
+    struct sq_close *c;
+
+    if (!loop || !db) {
+        errno = EINVAL;
+        return NULL;
+    }
+    c = deferred_malloc(sizeof(*c));
+    if (!c)
+        return NULL; /* errno ENOMEM */
+    memset(c, 0, sizeof(*c));
+    c->wait.run = close_kick;
+    c->loop = loop;
+    c->db = db;
+    c->file = file;
+    c->line = line;
+    ev_idle_init(&c->idle, close_idle);
+    c->idle.data = c;
+    c->d = deferred_new_at(file, line, close_cancel, c, close_destroy);
+    if (!c->d)
+        return NULL; /* c destroyed; errno ENOMEM */
+    if (deferred__sqw_wait(db, &c->wait))
+        c->waiting = true;
+    else
+        ev_idle_start(loop, &c->idle);
+    return c->d;
+}
+
+deferred_t *(deferred_sqlite_close)(struct ev_loop *loop, sqlite3 *db)
+{
+    return deferred_sqlite_close_at(NULL, 0, loop, db);
 }
