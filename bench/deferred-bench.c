@@ -1556,13 +1556,20 @@ static struct {
     bool tried, ok;
     struct pgh server;
     deferred_pg_t *conn; /* the library's connection */
+    deferred_pg_t *pipe; /* the library's, in pipeline mode */
     PGconn *raw;         /* the floor's, blocking */
+    PGconn *rawpipe;     /* the pipeline floor's, blocking, in pipeline mode */
 } bpg;
 
 static void pg_bench_cleanup(void)
 {
     deferred_pg_unref(bpg.conn);
     bpg.conn = NULL;
+    deferred_pg_unref(bpg.pipe);
+    bpg.pipe = NULL;
+    if (bpg.rawpipe)
+        PQfinish(bpg.rawpipe);
+    bpg.rawpipe = NULL;
     if (db_loop)
         ev_run(db_loop, EVRUN_NOWAIT);
     if (bpg.raw)
@@ -1599,6 +1606,18 @@ static int pg_bench_open(void)
         return wrong("pg-rows", "deferred_pg_connect failed");
     }
     deferred_unref(d);
+    d = deferred_pg_connect(db_loop, bpg.server.conninfo);
+    while (d && !deferred_has_fired(d) && ev_run(db_loop, EVRUN_ONCE))
+        ;
+    if (!d || !(bpg.pipe = deferred_value_get_pg(deferred_result_take(d))) ||
+        deferred_pg_set_pipeline(bpg.pipe, true) != 0) {
+        deferred_unref(d);
+        return wrong("pg-pipeline", "deferred_pg_connect failed");
+    }
+    deferred_unref(d);
+    bpg.rawpipe = PQconnectdb(bpg.server.conninfo);
+    if (PQstatus(bpg.rawpipe) != CONNECTION_OK || PQenterPipelineMode(bpg.rawpipe) != 1)
+        return wrong("pg-pipeline", "connect: %s", PQerrorMessage(bpg.rawpipe));
     bpg.ok = true;
     return 0;
 }
@@ -1651,6 +1670,102 @@ static int floor_pg_rows(size_t ops)
         return wrong("pg-rows floor", "sum %lld, expected %lld", (long long)sum,
                      (long long)db_expected(ops));
     return 0;
+}
+
+/*
+ * pg-pipeline and pg-serial: ops small queries (SELECT $1::int + 1, $1
+ * the query's number), each a deferred_pg_query_one() made up front and
+ * checked.  pg-pipeline runs them on a connection in pipeline mode (each
+ * query its own sync point, the library's default there); its floor is a
+ * raw blocking libpq pipeline loop doing the same (PQsendQueryParams,
+ * PQpipelineSync per query, then every result read and checked).
+ * pg-serial runs them one at a time (pipeline mode off); its floor is
+ * the pipelined run, so its ratio is the speed-up pipelining gives.
+ */
+static const char pg_small_sql[] = "SELECT $1::int + 1";
+
+static int pg_small_queries(deferred_pg_t *c, size_t ops, const char *name)
+{
+    deferred_t **d = malloc(ops * sizeof *d);
+    size_t i;
+    int rc = 0;
+
+    if (!d)
+        return wrong(name, "out of memory");
+    for (i = 0; i < ops; i++)
+        d[i] = deferred_pg_query_one_p(c, pg_small_sql,
+                                       DEFERRED_PARAMS(deferred_param_int((int64_t)i)));
+    for (i = 0; i < ops; i++)
+        while (d[i] && !deferred_has_fired(d[i]) && ev_run(db_loop, EVRUN_ONCE))
+            ;
+    for (i = 0; i < ops; i++) {
+        deferred_row_t *row = d[i] ? deferred_value_get_row(deferred_result(d[i])) : NULL;
+
+        if (rc == 0 && (!row || deferred_row_int(row, 0) != (int64_t)i + 1))
+            rc = wrong(name, "query %zu: no row %zu", i, i + 1);
+        deferred_unref(d[i]);
+    }
+    free(d);
+    return rc;
+}
+
+static int run_pg_pipeline(size_t ops)
+{
+    int rc = pg_bench_open();
+
+    return rc != 0 ? rc : pg_small_queries(bpg.pipe, ops, "pg-pipeline");
+}
+
+static int run_pg_serial(size_t ops)
+{
+    int rc = pg_bench_open();
+
+    return rc != 0 ? rc : pg_small_queries(bpg.conn, ops, "pg-serial");
+}
+
+static int floor_pg_pipeline(size_t ops)
+{
+    PGconn *c;
+    PGresult *res;
+    size_t i;
+    bool failed = false;
+
+    if (pg_bench_open() != 0)
+        return -1;
+    c = bpg.rawpipe;
+    for (i = 0; i < ops; i++) {
+        char n[32];
+        const char *values[1] = {n};
+
+        snprintf(n, sizeof n, "%zu", i);
+        if (!PQsendQueryParams(c, pg_small_sql, 1, NULL, values, NULL, NULL, 0) ||
+            !PQpipelineSync(c))
+            return wrong("pg-pipeline floor", "%s", PQerrorMessage(c));
+    }
+    for (i = 0; i < ops; i++) {
+        while ((res = PQgetResult(c))) {
+            if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+                if (PQntuples(res) != 1 ||
+                    strtoll(PQgetvalue(res, 0, 0), NULL, 10) != (long long)i + 1)
+                    failed = true;
+            } else {
+                failed = true;
+            }
+            PQclear(res);
+        }
+        res = PQgetResult(c); /* the sync */
+        if (!res || PQresultStatus(res) != PGRES_PIPELINE_SYNC)
+            failed = true;
+        PQclear(res);
+    }
+    if (failed)
+        return wrong("pg-pipeline floor", "a wrong result");
+    return 0;
+}
+
+static int floor_pg_serial(size_t ops)
+{
+    return run_pg_pipeline(ops);
 }
 #endif /* BENCH_PG */
 
@@ -1738,6 +1853,15 @@ static const workload_t workloads[] = {
      "pg-rows: generate_series rows (3 columns) from a throwaway PostgreSQL server over "
      "a Unix socket, single-row mode through a process (deferred_pg_query -> reduce); "
      "floor: a raw blocking libpq single-row loop reading the same columns"},
+    {"pg-pipeline", run_pg_pipeline, floor_pg_pipeline, 1.3, 10000, 2000, 0, "query",
+     "pg-pipeline: 10,000 small queries (SELECT $1::int + 1), each a "
+     "deferred_pg_query_one() made up front, on a connection in pipeline mode (a sync "
+     "after each); floor: a raw blocking libpq pipeline loop (PQsendQueryParams and "
+     "PQpipelineSync per query, then the results read)"},
+    {"pg-serial", run_pg_serial, floor_pg_serial, 0.0, 10000, 2000, 0, "query",
+     "pg-serial: the same 10,000 queries one at a time (pipeline mode off); its "
+     "\"floor\" is pg-pipeline's run, so the ratio is what pipelining saves "
+     "(issue 19: at least 3x)"},
 #endif
 };
 

@@ -1,8 +1,9 @@
 /*
  * orders-pg.c: the flagship example (examples/orders.c) against
  * PostgreSQL: the same report, per-order queries, merge, options and
- * summary, on connections to a server you name (one for the orders
- * stream, one per line query the window keeps in flight, up to 8):
+ * summary, on two connections to a server you name (one for the orders
+ * stream, one in pipeline mode for the per-order queries, which the window
+ * keeps in flight together on it):
  *
  *   build/examples/orders-pg "host=/var/run/postgresql dbname=mydb"
  *   DEFERRED_PG_CONNINFO="postgresql://me@localhost/mydb" build/examples/orders-pg

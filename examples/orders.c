@@ -128,29 +128,22 @@ static const char gen_sql[] =
     " FROM orders, generate_series(1, 4) AS j WHERE j <= id * 7 %% 5;";
 
 /* Connections: the orders stream holds the first until it ends, so the
- * per-order queries go to others, one per query the window keeps in
- * flight (at most MAX_LOOKUPS, taken in turn). */
-#define MAX_LOOKUPS 8
-static deferred_pg_t *pg_stream, *pg_lookup[MAX_LOOKUPS];
-static int n_lookups, next_lookup;
+ * per-order queries go to a second one, in pipeline mode: the queries the
+ * window keeps in flight are on the wire together, not one round trip
+ * after another (each is still its own stream, its results in order). */
+static deferred_pg_t *pg_stream, *pg_lookup;
 
 static deferred_stage_t *query(const char *sql, const deferred_param_t *params, size_t n,
                                int which)
 {
-    deferred_pg_t *c = pg_stream;
-
-    if (which) {
-        c = pg_lookup[next_lookup];
-        next_lookup = (next_lookup + 1) % n_lookups;
-    }
     stats.queries++;
-    return deferred_pg_query(c, sql, params, n);
+    return deferred_pg_query(which ? pg_lookup : pg_stream, sql, params, n);
 }
 
 static deferred_t *query_one(const char *sql)
 {
     stats.queries++;
-    return deferred_pg_query_one(pg_lookup[0], sql, NULL, 0);
+    return deferred_pg_query_one(pg_lookup, sql, NULL, 0);
 }
 #else
 static const char gen_sql[] =
@@ -978,7 +971,7 @@ int main(int argc, char **argv)
     const char *conninfo;
     char info[1024];
     double t_gen;
-    int ok, i, arg, status = 0;
+    int ok, arg, status = 0;
 
     if ((arg = parse_options(argc, argv, &status)) < 0)
         return status;
@@ -999,21 +992,19 @@ int main(int argc, char **argv)
     snprintf(info, sizeof(info), "%s options='-c search_path=deferred_orders'", conninfo);
     if (strstr(conninfo, "://"))
         snprintf(info, sizeof(info), "%s", conninfo);
-    n_lookups = opt.window < MAX_LOOKUPS ? (int)opt.window : MAX_LOOKUPS;
     pg_stream = connect_pg(info);
     ok = pg_stream != NULL;
-    for (i = 0; i < n_lookups; i++)
-        ok = (pg_lookup[i] = connect_pg(info)) != NULL && ok;
-    if (ok && strstr(conninfo, "://")) {
-        ok = set_path(pg_stream);
-        for (i = 0; ok && i < n_lookups; i++)
-            ok = set_path(pg_lookup[i]);
+    ok = (pg_lookup = connect_pg(info)) != NULL && ok;
+    if (ok && strstr(conninfo, "://"))
+        ok = set_path(pg_stream) && set_path(pg_lookup);
+    if (ok && deferred_pg_set_pipeline(pg_lookup, true) != 0) {
+        fprintf(stderr, PROG ": could not enter pipeline mode\n");
+        ok = 0;
     }
     if (ok)
         ok = run_examples(t_gen);
     deferred_pg_unref(pg_stream);
-    for (i = 0; i < n_lookups; i++)
-        deferred_pg_unref(pg_lookup[i]);
+    deferred_pg_unref(pg_lookup);
     ev_run(loop, 0);
     setup_pg(conninfo, 1);
     ev_loop_destroy(loop);

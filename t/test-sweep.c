@@ -1985,6 +1985,12 @@ START_TEST(s_pg)
     ck_assert_ptr_null(deferred_value_get_pg(deferred_value_int(1)));
     deferred_pg_unref(NULL);
     deferred_pg_close(NULL);
+    ck_assert_int_eq(deferred_pg_set_pipeline(NULL, true), -EINVAL);
+    ck_assert(!deferred_pg_is_pipelined(NULL));
+    ck_assert_uint_eq(deferred_pg_in_flight(NULL), 0);
+    ck_assert_int_eq(deferred_pg_batch_begin(NULL), -EINVAL);
+    ck_assert_int_eq(deferred_pg_batch_end(NULL), -EINVAL);
+    ck_assert_int_eq(deferred_pg_cancel_all(NULL), -EINVAL);
     /* UNDOCUMENTED: ref, is_open and conn of NULL.  Today: NULL, false
      * and NULL. */
     ck_assert_ptr_null(deferred_pg_ref(NULL));
@@ -2489,6 +2495,12 @@ static const struct sweep_entry sweep_table[] = {
     E("pg", deferred_pg_conninfo_check, C(s_pg)),
     E("pg", deferred_pg_condition_name, C(s_pg)),
     E("pg", deferred_pg_failure_sqlstate, C(s_pg)),
+    E("pg", deferred_pg_set_pipeline, C(s_pg)),
+    E("pg", deferred_pg_is_pipelined, C(s_pg)),
+    E("pg", deferred_pg_in_flight, C(s_pg)),
+    E("pg", deferred_pg_batch_begin, C(s_pg)),
+    E("pg", deferred_pg_batch_end, C(s_pg)),
+    E("pg", deferred_pg_cancel_all, C(s_pg)),
 #endif
 };
 #define SWEEP_N (sizeof sweep_table / sizeof sweep_table[0])

@@ -20,6 +20,9 @@
  *    order they were made.  A stream holds its connection until it ends:
  *    a per-row query made on the same connection as the stream it serves
  *    waits behind it, so give such queries a second connection.
+ *  - Pipeline mode (deferred_pg_set_pipeline(); off by default) sends a
+ *    query at once, while the earlier ones still run, instead of one round
+ *    trip after another; see there for what changes.
  *  - Failures have domain DEFERRED_DOMAIN_POSTGRES.  A server error's code
  *    is deferred_pg_sqlstate() of its SQLSTATE; the message is the
  *    server's (with its detail and hint), then the SQLSTATE and its
@@ -117,7 +120,8 @@ DEFERRED_EXPORT PGconn *deferred_pg_conn(const deferred_pg_t *c);
 /*
  * A producer stage emitting the rows of sql with params[0..n-1] for $1..$n.
  * It queues the query on c now (it is sent when the queries before it
- * ended) and takes a reference on c.  sql and params are copied.  Errors
+ * ended, or at once in pipeline mode: deferred_pg_set_pipeline()) and
+ * takes a reference on c.  sql and params are copied.  Errors
  * (a closed connection among them) become the stream's failure when the
  * process runs.  Add the stage to a process or free it with
  * deferred_stage_free() (a sent query is then cancelled).  A text or
@@ -182,6 +186,85 @@ static inline deferred_t *deferred_pg_query_one_p_at(const char *file, int line,
 {
     return deferred_pg_query_one_at(file, line, c, sql, params.items, params.n);
 }
+
+/*
+ * Pipeline mode (libpq's PQenterPipelineMode()), on or off for c; off
+ * when connected.  Off, a query is sent once the one before it ended (one
+ * round trip per query).  On, each query is sent as soon as it is made,
+ * while the earlier ones still run, up to 512 queries on the wire (later
+ * ones wait queued).  What stays: each query is its own producer, in
+ * single-row mode, its results delivered in the order the queries were
+ * made; and, outside a batch (deferred_pg_batch_begin()), each query is
+ * followed by a sync point, so each runs in its own implicit transaction
+ * as when off, and a failing query fails only itself.  What changes:
+ *  - Backpressure: results are read in order, so pausing the stream of
+ *    the query being read stops reading the socket for every query
+ *    behind it too (they wait, their results stay in the kernel's buffers
+ *    and the server's); pausing a later one stops reading once its turn
+ *    comes.  Memory stays bounded by the 512 queries on the wire.  (libpq
+ *    itself reads the socket when a send of queries would block.)
+ *  - Cancelling one query (its process, or freeing its stage) sends the
+ *    server a cancel request only when no later query is on the wire (the
+ *    server may be running a later one already, which the request would
+ *    hit); otherwise the rest of its result is read and dropped.
+ *  - A query the server cancelled or that failed inside a batch aborts the
+ *    queries after it up to the batch's end (libpq's
+ *    PGRES_PIPELINE_ABORTED): each fails with ECANCELED (domain
+ *    postgres) and a message naming the query that failed, "not run: an
+ *    earlier query of its pipeline batch failed ("SELECT 1/0": division
+ *    by zero (22012 division_by_zero))".  Queries after the batch run.
+ * Switching is allowed only while no query of c is queued or running.
+ * Returns 0 (also when c is already so), -EINVAL for NULL c, -ENOTCONN
+ * for a closed (or lost) connection, -EBUSY while queries are queued or
+ * running or a batch is open, -EPROTO when the library was built with a
+ * libpq older than 14 (no pipeline mode).  Runs no callback.
+ */
+DEFERRED_EXPORT int deferred_pg_set_pipeline(deferred_pg_t *c, bool on);
+
+/* True when c is in pipeline mode; false for NULL. */
+DEFERRED_EXPORT bool deferred_pg_is_pipelined(const deferred_pg_t *c);
+
+/* How many of c's queries are on the wire: sent, their results not all
+ * read yet (a cancelled one being drained counts).  Off pipeline mode 0 or
+ * 1; on, up to 512.  0 for NULL. */
+DEFERRED_EXPORT unsigned deferred_pg_in_flight(const deferred_pg_t *c);
+
+/*
+ * A batch, in pipeline mode: the queries made on c between
+ * deferred_pg_batch_begin() and deferred_pg_batch_end() share one sync
+ * point, after the last: they run in one implicit transaction (the server
+ * commits them together at the sync, or none when one fails), and a
+ * failing one aborts those after it in the batch (see
+ * deferred_pg_set_pipeline()).  Their results still stream as they come
+ * (the library asks the server to flush after each query).  Batches nest
+ * (counted: the outermost end is the sync point).  A batch left open
+ * keeps its transaction open.  begin returns 0, -EINVAL for NULL c or a
+ * connection not in pipeline mode, -ENOTCONN for a closed one,
+ * -EOVERFLOW past UINT_MAX levels.  end returns 0, -EINVAL for NULL c or
+ * no open batch, -ECONNRESET when the sync could not be sent (the
+ * connection is lost: its queries fail with that).  Neither runs a
+ * callback.
+ */
+DEFERRED_EXPORT int deferred_pg_batch_begin(deferred_pg_t *c);
+DEFERRED_EXPORT int deferred_pg_batch_end(deferred_pg_t *c);
+
+/*
+ * Cancel every query of c, queued or running, in either mode: each one's
+ * stream fails with ECANCELED (library domain, "cancelled with every
+ * query on the connection to ..."), told by the loop, never before this
+ * returns (a query whose process has not run yet is told when it runs).
+ * When queries were on the wire, a cancel request goes to the server
+ * (PQcancel(), which blocks briefly), and in pipeline mode one more as
+ * each of them comes to be read while no query made later is on the
+ * wire (a request stops only what the server runs at that moment); their
+ * remaining results are read and dropped.  That is best effort: a
+ * request that reaches the server between two queries is ignored by it,
+ * and that query then runs to its end (a long pg_sleep() holds the
+ * connection that long), its result dropped.  The connection stays open
+ * for later queries.  Returns the
+ * number of queries cancelled, or -EINVAL for NULL c.
+ */
+DEFERRED_EXPORT int deferred_pg_cancel_all(deferred_pg_t *c);
 
 /* The failure code of a five-character SQLSTATE ("42601"), for
  * deferred_failure_is(f, DEFERRED_DOMAIN_POSTGRES, code); 0 for a NULL or

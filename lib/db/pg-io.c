@@ -15,10 +15,12 @@
 #define PG_LOST_RESULTS_MAX 100000
 
 /* What the watcher waits for: while connecting, what PQconnectPoll()
- * asked for; open, reading while the head is draining or is started and
- * not paused, writing while libpq has output to flush; closed, nothing.
- * Not reading is the backpressure: libpq stops pulling from the socket,
- * the kernel buffers fill, the server blocks in its send. */
+ * asked for; open, reading while a sync's result is due or the head is
+ * draining or is started and not paused, writing while queries are on the
+ * wire and libpq has output to flush; closed, nothing.  Not reading is
+ * the backpressure: libpq stops pulling from the socket, the kernel
+ * buffers fill, the server blocks in its send.  In a pipeline the queries
+ * behind a paused head wait with it. */
 static int pg_io_wanted(const deferred_pg_t *c)
 {
     const struct pgq *q = c->head;
@@ -28,10 +30,11 @@ static int pg_io_wanted(const deferred_pg_t *c)
         return 0;
     if (c->connecting)
         return c->connecting->events;
-    if (q && (q->state == PGQ_DRAINING ||
-              (q->state == PGQ_SENT && q->demand == PGQ_RUNNING && q->self)))
+    if (c->sync_due ||
+        (q && (q->state == PGQ_DRAINING ||
+               (q->state == PGQ_SENT && q->demand == PGQ_RUNNING && q->self))))
         events |= EV_READ;
-    if (q && pgq_is_sent(q) && PQisnonblocking(c->conn) && PQflush(c->conn) == 1)
+    if (c->nsent && PQisnonblocking(c->conn) && PQflush(c->conn) == 1)
         events |= EV_WRITE;
     return events;
 }
@@ -77,12 +80,16 @@ void pg_finish(deferred_pg_t *c)
 void pg_shut(deferred_pg_t *c, int code, const char *msg)
 {
     pg_finish(c);
+    c->sync_due = 0;
+    c->abort_by[0] = '\0';
     while (c->head) {
         struct pgq *q = c->head;
 
         pgq_enter(q);
         pgq_fail(q, pgq_failure(q, code, "%s", msg));
         pgq_dequeue(q);
+        if (q->state == PGQ_HELD && q->self && q->demand != PGQ_UNSTARTED)
+            pg_kick(q); /* a drained one cancel all failed: told now */
         pgq_leave(q);
     }
 }

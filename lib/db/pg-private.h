@@ -20,6 +20,24 @@
 
 struct pgq;
 
+/* libpq before 14 has no pipeline mode: deferred_pg_set_pipeline() says
+ * -EPROTO, and what the pipeline code names is never reached. */
+#ifndef LIBPQ_HAS_PIPELINING
+#define PG_NO_PIPELINING 1
+#define PGRES_PIPELINE_SYNC ((ExecStatusType)10)
+#define PGRES_PIPELINE_ABORTED ((ExecStatusType)11)
+static inline int PQpipelineSync(PGconn *conn)
+{
+    (void)conn;
+    return 0;
+}
+static inline int PQsendFlushRequest(PGconn *conn)
+{
+    (void)conn;
+    return 0;
+}
+#endif
+
 /* A connection being made: the deferred's cancel argument, so it outlives
  * the connection when the connecting fails or is cancelled. */
 struct pgconnect {
@@ -37,10 +55,24 @@ struct deferred_pg {
     ev_io io;                /* started and stopped by pg_update_io() only */
     int io_fd;               /* what io is set to; io_events 0: stopped */
     int io_events;
-    struct pgq *head, *tail; /* the queue; head is on the wire when sent */
+    struct pgq *head, *tail; /* the queue, in the order made; the sent ones first */
+    struct pgq *unsent;      /* the first query of the queue not sent, or NULL */
+    unsigned nsent;          /* queries on the wire (SENT, DRAINING) */
     struct pgconnect *connecting;
+    /* Pipeline mode (deferred_pg_set_pipeline()): queries are sent while
+     * earlier ones run, up to PG_PIPELINE_MAX on the wire.  Off, a query
+     * is sent once the one before it ended. */
+    bool pipeline;
+    unsigned batch;          /* deferred_pg_batch_begin() not yet ended */
+    bool batch_queued;       /* a query was queued since the batch began */
+    unsigned sync_due;       /* sync results to read before the head's results */
+    char abort_by[480];      /* what failed in the current batch ("" if nothing) */
     char where[160];         /* "host:port/dbname", for messages */
 };
+
+/* Queries on the wire at most in pipeline mode: bounds what libpq and the
+ * server buffer for queries nobody reads yet; the rest wait queued. */
+#define PG_PIPELINE_MAX 512
 
 /* Where a query is.  Only pg-query.c's transitions change it:
  *
@@ -52,11 +84,17 @@ struct deferred_pg {
  *
  * HELD is off the queue and not ended: just made, or with a failure that
  * waits for its stage to start.  DRAINING counts as ended: its stage is
- * told nothing more.  The predicates below compare: keep the order. */
+ * told nothing more, but for one cancelled by deferred_pg_cancel_all(),
+ * which keeps its failure until the kick told the stage (q->told; one
+ * whose stage had not started is HELD with it once drained).  The queue
+ * is the sent queries (SENT, DRAINING; in pipeline mode several, else the
+ * head alone) then the unsent ones (QUEUED) from c->unsent on; results
+ * are read for the head only.  The predicates below compare: keep the
+ * order. */
 enum pgq_state {
     PGQ_HELD,
     PGQ_QUEUED,   /* on the queue, not sent */
-    PGQ_SENT,     /* the head, on the wire: its results are read for it */
+    PGQ_SENT,     /* on the wire: its results are read for it at the head */
     PGQ_DRAINING, /* abandoned on the wire: its results are read and dropped */
     PGQ_ENDED,    /* its stage was told how it ended, or it was abandoned */
     PGQ_FAILED,   /* its stage was told a failure of its own */
@@ -76,7 +114,7 @@ enum pgq_demand {
 struct pgq {
     uint32_t refs;           /* the stage's, the queue's, each entry's */
     deferred_pg_t *c;        /* a reference */
-    struct pgq *next;
+    struct pgq *next, *prev;
     deferred_stage_t *self;  /* NULL once the stage is gone */
     char *sql;
     const char *file;        /* the user's call that made the query */
@@ -90,6 +128,10 @@ struct pgq {
     deferred_row_type_t *types;
     deferred_failure_t *failure; /* to deliver at the end */
     uint64_t row;            /* rows emitted */
+    unsigned syncs;          /* pipeline syncs that follow it on the wire */
+    bool single;             /* single-row mode set for it */
+    bool told;               /* DRAINING with its stage told (cancel all) */
+    bool doomed;             /* on the wire when cancel all ran */
     enum pgq_state state;
     enum pgq_demand demand;
     deferred__ev_pump_t pump; /* the kick: see pg_kick() */
@@ -197,7 +239,11 @@ PG_HIDDEN void pgq_dequeue(struct pgq *q);
 PG_HIDDEN void pgq_end(struct pgq *q);
 PG_HIDDEN void pgq_fail(struct pgq *q, deferred_failure_t *f);
 PG_HIDDEN void pgq_abandon(struct pgq *q);
+PG_HIDDEN void pgq_tell(struct pgq *q);
 PG_HIDDEN void pg_pump(deferred_pg_t *c);
+PG_HIDDEN int pg_send_sync(deferred_pg_t *c);
+PG_HIDDEN void pg_cancel_request(deferred_pg_t *c);
+PG_HIDDEN void pg_cancel_doomed(deferred_pg_t *c);
 
 /* ---- pg-result.c: reading the head's results, rows decoded --------------------- */
 

@@ -5,6 +5,7 @@
  * ended at its last result, the next one sent.  The per-row path is all
  * here, in one file, so the compiler keeps it as one function.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,37 +148,89 @@ static deferred_row_t *pgq_make_row(struct pgq *q, const PGresult *res)
 
 /* ---- reading -------------------------------------------------------------- */
 
-/* May the head's results be read now? */
+/* May results be read now: a sync's, or the head's while it drains or
+ * its stage wants rows? */
 static bool pg_wants(const deferred_pg_t *c)
 {
     const struct pgq *q = c->head;
 
-    return q && c->conn &&
-           (q->state == PGQ_DRAINING ||
-            (q->state == PGQ_SENT && q->self && q->demand == PGQ_RUNNING &&
-             !deferred_stage_is_paused(q->self)));
+    if (!c->conn)
+        return false;
+    if (c->sync_due)
+        return true;
+    return q && (q->state == PGQ_DRAINING ||
+                 (q->state == PGQ_SENT && q->self && q->demand == PGQ_RUNNING &&
+                  !deferred_stage_is_paused(q->self)));
+}
+
+/* A query of a batch that a failure before it aborted: the server ran
+ * none of it.  Names the query that failed. */
+static deferred_failure_t *pgq_aborted(struct pgq *q)
+{
+    deferred_pg_t *c = q->c;
+
+    return pgq_failure(q, ECANCELED, "not run: %s",
+                       c->abort_by[0] ? c->abort_by
+                                      : "an earlier query of its pipeline batch failed");
+}
+
+/* The head q failed with f (a result's error): in a pipeline, the queries
+ * after it up to the next sync are aborted; say which one failed. */
+static void pg_note_abort(deferred_pg_t *c, const struct pgq *q, const deferred_failure_t *f)
+{
+    if (!c->pipeline || c->abort_by[0])
+        return;
+    if (q->state == PGQ_DRAINING)
+        snprintf(c->abort_by, sizeof(c->abort_by),
+                 "an earlier query of its pipeline batch was cancelled (\"%.160s\")", q->sql);
+    else
+        snprintf(c->abort_by, sizeof(c->abort_by),
+                 "an earlier query of its pipeline batch failed (\"%.160s\": %.200s)", q->sql,
+                 f ? deferred_failure_message(f) : "error");
 }
 
 /* Read what libpq has (without touching the socket): emit rows, end the
- * query at its last result, send the next one. */
+ * head at its last result, read the syncs between queries, send more. */
 void pg_process(deferred_pg_t *c)
 {
     while (pg_wants(c)) {
         struct pgq *q = c->head;
         PGresult *res;
 
+        if (c->sync_due) {
+            /* The sync after the query that ended: its batch is over. */
+            if (PQisBusy(c->conn))
+                break;
+            res = PQgetResult(c->conn);
+            if (!res || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+                /* libpq is out of step with us (or the connection
+                 * broke): nothing it says can be placed any more. */
+                PQclear(res);
+                pg_lost(c);
+                return;
+            }
+            PQclear(res);
+            c->sync_due--;
+            c->abort_by[0] = '\0';
+            pg_cancel_doomed(c);
+            continue;
+        }
+        if (!q->single && c->pipeline)
+            q->single = PQsetSingleRowMode(c->conn) == 1;
         if (PQisBusy(c->conn))
             break; /* wait for the socket */
         res = PQgetResult(c->conn);
+        q->single = true; /* its results began: too late to set */
         if (!res) {
             /* The query is over. */
             bool drained = q->state == PGQ_DRAINING;
 
             pgq_enter(q);
+            c->sync_due += q->syncs;
             pgq_dequeue(q);
             if (PQstatus(c->conn) == CONNECTION_BAD && !q->failure)
                 q->failure = pg_result_failure(q, NULL);
-            if (drained) {
+            if (drained && q->state == PGQ_ENDED) {
                 /* Its stage is gone or cancelled: nobody to tell. */
                 deferred_failure_unref(q->failure);
                 q->failure = NULL;
@@ -189,6 +242,7 @@ void pg_process(deferred_pg_t *c)
                 return;
             }
             pg_pump(c);
+            pg_cancel_doomed(c);
             continue;
         }
         switch (PQresultStatus(res)) {
@@ -214,9 +268,19 @@ void pg_process(deferred_pg_t *c)
         case PGRES_COMMAND_OK:
         case PGRES_EMPTY_QUERY:
             break;
+        case PGRES_PIPELINE_ABORTED:
+            if (!q->failure && q->state != PGQ_DRAINING)
+                q->failure = pgq_aborted(q);
+            break;
+        case PGRES_PIPELINE_SYNC:
+            /* A sync where a query's results were due. */
+            PQclear(res);
+            pg_lost(c);
+            return;
         default:
             if (!q->failure && q->state != PGQ_DRAINING)
                 q->failure = pg_result_failure(q, res);
+            pg_note_abort(c, q, q->failure);
             break;
         }
         PQclear(res);

@@ -25,6 +25,8 @@ void pgq_kick_run(void *owner)
     pgq_enter(q);
     if (!pgq_is_queued(q))
         pgq_end(q);
+    else if (q->state == PGQ_DRAINING)
+        pgq_tell(q);
     else if (c->head == q)
         pg_process(c);
     pgq_leave(q);
@@ -59,7 +61,10 @@ static void pgq_cancel(deferred_stage_t *self, deferred_stage_t *by)
 
     (void)by;
     pg_enter(c);
+    pgq_enter(q);
     pgq_abandon(q);
+    pg_pump(c); /* it may have left the wire free */
+    pgq_leave(q);
     pg_leave(c);
 }
 

@@ -4,10 +4,11 @@
  * references, closing it) and connecting.
  *
  * A connection (deferred_pg_t) owns the PGconn, one ev_io watcher on its
- * socket and a FIFO of queries.  The head of the FIFO is the query on the
- * wire: it is sent with PQsendQueryParams() in single-row mode as soon as
- * the one before it ended, and its rows are read from the socket while
- * its process wants them.  The watcher follows the connection's state:
+ * socket and a FIFO of queries.  The head of the FIFO is the query whose
+ * results are read: it is sent with PQsendQueryParams() in single-row
+ * mode as soon as the one before it ended (or, in pipeline mode, as soon
+ * as it is made, while those before it are still on the wire), and its
+ * rows are read from the socket while its process wants them.  The watcher follows the connection's state:
  * pg_update_io() derives what it waits for after every step and is the
  * only place that starts or stops it.
  *
@@ -27,7 +28,8 @@
  *
  * The files, by what they own:
  *   pg-private.h  the structs, the query's states, the kick and the guard
- *   pg.c          the handle and connecting
+ *   pg.c          the handle and connecting; pipeline mode, batches,
+ *                 cancel all
  *   pg-io.c       the socket: the watcher, reading and flushing, shutting
  *   pg-query.c    the queue and every change of a query's state; the
  *                 sending of the head
@@ -40,6 +42,7 @@
  * Written against the public interfaces of process.h and row.h only;
  * allocation goes through deferred_malloc().
  */
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -298,4 +301,124 @@ deferred_t *deferred_pg_connect_at(const char *file, int line, struct ev_loop *l
 deferred_t *(deferred_pg_connect)(struct ev_loop *loop, const char *conninfo)
 {
     return deferred_pg_connect_at(NULL, 0, loop, conninfo);
+}
+
+/* ---- pipeline mode ------------------------------------------------------------- */
+
+int deferred_pg_set_pipeline(deferred_pg_t *c, bool on)
+{
+    if (!c)
+        return -EINVAL;
+    if (!c->conn || c->connecting)
+        return -ENOTCONN;
+    if (c->pipeline == on)
+        return 0;
+#ifdef PG_NO_PIPELINING
+    return -EPROTO; /* no pipeline mode in this libpq */
+#else
+    /* libpq switches only while nothing is on the wire. */
+    if (c->head || c->sync_due || c->batch)
+        return -EBUSY;
+    if (on ? PQenterPipelineMode(c->conn) != 1 : PQexitPipelineMode(c->conn) != 1)
+        return -EBUSY;
+    c->pipeline = on;
+    return 0;
+#endif
+}
+
+bool deferred_pg_is_pipelined(const deferred_pg_t *c)
+{
+    return c && c->pipeline;
+}
+
+int deferred_pg_batch_begin(deferred_pg_t *c)
+{
+    if (!c || !c->pipeline)
+        return -EINVAL;
+    if (!c->conn)
+        return -ENOTCONN;
+    if (c->batch == UINT_MAX)
+        return -EOVERFLOW;
+    c->batch++;
+    return 0;
+}
+
+int deferred_pg_batch_end(deferred_pg_t *c)
+{
+    int rc = 0;
+
+    if (!c || !c->batch)
+        return -EINVAL;
+    if (--c->batch > 0 || !c->batch_queued)
+        return 0;
+    c->batch_queued = false;
+    if (!c->conn)
+        return 0; /* its queries failed with the connection */
+    pg_enter(c);
+    if (c->tail && c->tail->state == PGQ_QUEUED) {
+        c->tail->syncs++; /* sent after it */
+    } else if (pg_send_sync(c) < 0) {
+        pg_lost(c);
+        rc = -ECONNRESET;
+    } else {
+        /* Everything queued is on the wire: the sync follows it. */
+        if (c->tail)
+            c->tail->syncs++;
+        else
+            c->sync_due++;
+        pg_update_io(c);
+    }
+    pg_leave(c);
+    return rc;
+}
+
+int deferred_pg_cancel_all(deferred_pg_t *c)
+{
+    struct pgq *q, *next;
+    bool wire = false;
+    int n = 0;
+
+    if (!c)
+        return -EINVAL;
+    pg_enter(c);
+    for (q = c->head; q; q = next) {
+        deferred_failure_t *f;
+
+        next = q->next;
+        if (pgq_is_sent(q))
+            q->doomed = q != c->head; /* the head's request is sent below */
+        if (pgq_is_ended(q) || !q->self)
+            continue; /* draining already: nobody to tell */
+        pgq_enter(q);
+        f = deferred_failure_new_at(q->file, q->line, DEFERRED_DOMAIN_LIBRARY, ECANCELED,
+                                    "cancelled with every query on the connection to %s",
+                                    c->where);
+        n++;
+        if (q->state == PGQ_QUEUED) {
+            pgq_fail(q, f);
+            pgq_dequeue(q);
+        } else {
+            /* On the wire: its stage is told now, the rest of its result
+             * is read and dropped. */
+            deferred_failure_unref(q->failure);
+            q->failure = f;
+            q->told = false;
+            q->state = PGQ_DRAINING;
+            if (q->demand != PGQ_UNSTARTED)
+                pg_kick(q);
+            wire = true;
+        }
+        pgq_leave(q);
+    }
+    if (wire && c->conn)
+        pg_cancel_request(c);
+    if (c->conn)
+        pg_update_io(c);
+    pg_leave(c);
+    return n;
+}
+
+unsigned deferred_pg_in_flight(const deferred_pg_t *c)
+{
+    return c ? c->nsent : 0;
 }
