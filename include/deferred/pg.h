@@ -216,7 +216,7 @@ static inline deferred_t *deferred_pg_query_one_p_at(const char *file, int line,
  * Switching is allowed only while no query of c is queued or running.
  * Returns 0 (also when c is already so), -EINVAL for NULL c, -ENOTCONN
  * for a closed (or lost) connection, -EBUSY while queries are queued or
- * running or a batch is open, -EPROTO when the library was built with a
+ * running or a batch is open, -ENOTSUP when the library was built with a
  * libpq older than 14 (no pipeline mode).  Runs no callback.
  */
 DEFERRED_EXPORT int deferred_pg_set_pipeline(deferred_pg_t *c, bool on);

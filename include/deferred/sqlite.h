@@ -49,7 +49,7 @@
  * it.
  *
  * Threads.  SQLite must be thread-safe (sqlite3_threadsafe() not 0: a
- * query is EINVAL otherwise).  The connection is borrowed: it must stay
+ * query is ENOTSUP otherwise).  The connection is borrowed: it must stay
  * open until every stage made on it was freed and its worker is done
  * (deferred_sqlite_close() waits for that; sqlite3_close() right after
  * the last stage's free can find a statement still being finalized and
@@ -89,7 +89,7 @@ struct ev_loop;
  * borrowed; sql and params are copied.  Add the stage to a process (which
  * takes it) or free it with deferred_stage_free().  NULL with errno
  * EINVAL when loop, db or sql is NULL, or params is NULL with n > 0;
- * EINVAL too when SQLite is built single-threaded; EAGAIN when the worker
+ * ENOTSUP when SQLite is built single-threaded; EAGAIN when the worker
  * thread of db cannot be started; ENOMEM on allocation failure
  * (deferred/common.h).
  *

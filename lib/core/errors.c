@@ -58,6 +58,7 @@
     X(ENOTCONN, "not connected")                                               \
     X(EBADF, "not an open file descriptor")                                    \
     X(EPROTO, "protocol error")                                                \
+    X(ENOTSUP, "not supported")                                                \
     X(EINTR, "interrupted")                                                    \
     X(DEFERRED_EFIRSTERROR, "an input failed")                                 \
     X(DEFERRED_EGROUP, "every input failed")

@@ -314,7 +314,7 @@ int deferred_pg_set_pipeline(deferred_pg_t *c, bool on)
     if (c->pipeline == on)
         return 0;
 #ifdef PG_NO_PIPELINING
-    return -EPROTO; /* no pipeline mode in this libpq */
+    return -ENOTSUP; /* no pipeline mode in this libpq */
 #else
     /* libpq switches only while nothing is on the wire. */
     if (c->head || c->sync_due || c->batch)

@@ -562,7 +562,7 @@ static deferred_stage_t *sq_new(const char *file, int line, struct ev_loop *loop
         return NULL;
     }
     if (!sqlite3_threadsafe()) {
-        errno = EINVAL; /* a worker thread needs a thread-safe SQLite */
+        errno = ENOTSUP; /* a worker thread needs a thread-safe SQLite */
         return NULL;
     }
     len = strlen(sql);
