@@ -34,10 +34,6 @@
 #include "deferred-private.h"
 #include "core-private.h"
 
-#ifdef DEFERRED__BLOCK_ASAN
-#define BLOCK_ASAN 1
-#endif
-
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
 #include <valgrind/valgrind.h>
@@ -48,44 +44,18 @@
 static deferred_malloc_fn alloc_malloc = malloc;
 static deferred_realloc_fn alloc_realloc = realloc;
 static deferred_free_fn alloc_free = free;
-/* The cache is used: the default allocator, and not under valgrind. */
-bool deferred__cache_on = true;
-#define cache_on deferred__cache_on
-static bool cache_disabled; /* under valgrind, or by the environment */
-
 /* ---- the per-thread block cache (see the file comment) ---------------- */
 
-#ifndef BLOCK_CACHE_MAX
-#define BLOCK_CACHE_MAX 64
-#endif
-
+/* The cache is used: the default allocator, and not under valgrind. */
+bool deferred__cache_on = true;
+static bool cache_disabled; /* under valgrind, or by the environment */
+/* Each thread's cache; its blocks' sizes and link words are
+ * deferred__class_size and deferred__class_link (core-private.h). */
 THREAD_LOCAL struct deferred__block_cache deferred__cache;
-#define cache deferred__cache
-/* The sizes of the classes, and where in each class's blocks the word
- * linking a cached block lies: not the first word, which a use after free
- * most likely reads (a deferred's reference count), so that stays
- * poisoned. */
-#define class_size deferred__class_size
-#define class_link deferred__class_link
 
 static pthread_key_t cache_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 static bool cache_key_ok;
-
-static void unpoison(void *p, size_t size)
-{
-#ifdef BLOCK_ASAN
-    ASAN_UNPOISON_MEMORY_REGION(p, size);
-#endif
-    (void)p;
-    (void)size;
-}
-
-/* The link word of a cached block p of class c. */
-static void **link_of(void *p, unsigned c)
-{
-    return (void **)((char *)p + class_link[c]);
-}
 
 /* Free every block of the calling thread's cache (to libc: the cache is
  * only filled with the default allocator). */
@@ -97,10 +67,11 @@ static void cache_flush(struct deferred__block_cache *bc)
         void *p;
 
         while ((p = bc->head[c])) {
-            void **l = link_of(p, c);
-
-            bc->head[c] = *l;
-            unpoison(p, class_size[c]);
+            /* The link word is not poisoned. */
+            bc->head[c] = *(void **)((char *)p + deferred__class_link[c]);
+#ifdef DEFERRED__BLOCK_ASAN
+            ASAN_UNPOISON_MEMORY_REGION(p, deferred__class_size[c]);
+#endif
             free(p);
         }
         bc->n[c] = 0;
@@ -126,7 +97,7 @@ static void cache_key_make(void)
  * for it). */
 __attribute__((destructor)) static void cache_program_exit(void)
 {
-    cache_flush(&cache);
+    cache_flush(&deferred__cache);
 }
 
 __attribute__((constructor)) static void cache_program_start(void)
@@ -137,21 +108,23 @@ __attribute__((constructor)) static void cache_program_start(void)
 #endif
     if (getenv("DEFERRED_NO_BLOCK_CACHE"))
         cache_disabled = true;
-    cache_on = !cache_disabled;
+    deferred__cache_on = !cache_disabled;
 }
 
 void *deferred__block_alloc_slow(unsigned c)
 {
-    return deferred__malloc(class_size[c]);
+    return deferred__malloc(deferred__class_size[c]);
 }
 
 void deferred__block_free_slow(void *p, unsigned c)
 {
-    if (cache_on && cache.n[c] < BLOCK_CACHE_MAX && !cache.keyed) {
+    struct deferred__block_cache *bc = &deferred__cache;
+
+    if (deferred__cache_on && bc->n[c] < BLOCK_CACHE_MAX && !bc->keyed) {
         /* First use on this thread: its exit must empty the cache. */
         pthread_once(&cache_once, cache_key_make);
-        if (cache_key_ok && pthread_setspecific(cache_key, &cache) == 0) {
-            cache.keyed = true;
+        if (cache_key_ok && pthread_setspecific(cache_key, bc) == 0) {
+            bc->keyed = true;
             deferred__block_free(p, c);
             return;
         }
@@ -165,9 +138,9 @@ int deferred_set_allocator(deferred_malloc_fn malloc_fn,
 {
     /* The cache's blocks are libc's: give them back before the allocator
      * changes, so a counting allocator set next sees a quiet heap. */
-    cache_flush(&cache);
+    cache_flush(&deferred__cache);
     if (!malloc_fn && !realloc_fn && !free_fn) {
-        cache_on = !cache_disabled;
+        deferred__cache_on = !cache_disabled;
         alloc_malloc = malloc;
         alloc_realloc = realloc;
         alloc_free = free;
@@ -175,7 +148,7 @@ int deferred_set_allocator(deferred_malloc_fn malloc_fn,
     }
     if (!malloc_fn || !realloc_fn || !free_fn)
         return -EINVAL;
-    cache_on = false;
+    deferred__cache_on = false;
     alloc_malloc = malloc_fn;
     alloc_realloc = realloc_fn;
     alloc_free = free_fn;

@@ -24,7 +24,6 @@
 #define DEFERRED_INLINE_LINKS 2
 #endif
 
-
 /* What a chain entry does.  A pair added with both halves takes two
  * consecutive entries, PAIR_CB then PAIR_EB: the runner picks one and
  * steps over both. */
@@ -242,6 +241,15 @@ static inline void deferred__spill_free(struct link *links, uint32_t cap)
 static inline struct canceller_tail *canceller_of(deferred_t *d)
 {
     return (struct canceller_tail *)(d + 1);
+}
+
+/* Call d's canceller if it has one (not disabled); whether it did. */
+static inline bool deferred__call_canceller(deferred_t *d)
+{
+    if (!(d->flags & F_TAIL) || !canceller_of(d)->fn)
+        return false;
+    canceller_of(d)->fn(d, canceller_of(d)->arg);
+    return true;
 }
 
 

@@ -133,8 +133,7 @@ static void cancel_source(deferred_t *d)
     if (d->flags & F_CANCELLED)
         return;
     d->flags |= F_CANCELLED;
-    if ((d->flags & F_TAIL) && canceller_of(d)->fn)
-        canceller_of(d)->fn(d, canceller_of(d)->arg);
+    deferred__call_canceller(d);
 }
 
 /* A row's chain ended in failure f (taken) that nothing recovered: the

@@ -66,12 +66,40 @@ static deferred_value_t full_eb(deferred_value_t v, void *arg)
 
 /* ---- the chain --------------------------------------------------------- */
 
+/* Move d's entries to a new heap block of cap entries (at least d->n),
+ * the old block freed.  The first two sizes copy their whole old block, a
+ * constant size the compiler moves inline. */
+static DEFERRED_ALWAYS_INLINE inline int spill_to(deferred_t *d, uint32_t cap)
+{
+    uint8_t *base = (uint8_t *)d->links; /* the kinds run backwards from here */
+    struct link *links = deferred__spill_alloc(cap);
+
+    if (!links)
+        return -ENOMEM;
+    if (d->cap == DEFERRED_INLINE_LINKS) {
+        memcpy(links, d->links, DEFERRED_INLINE_LINKS * sizeof(*links));
+        memcpy((uint8_t *)links - DEFERRED_INLINE_LINKS, base - DEFERRED_INLINE_LINKS,
+               DEFERRED_INLINE_LINKS);
+    } else if (d->cap == SPILL1_LINKS) {
+        memcpy(links, d->links, SPILL1_LINKS * sizeof(*links));
+        memcpy((uint8_t *)links - SPILL1_LINKS, base - SPILL1_LINKS, SPILL1_LINKS);
+    } else {
+        memcpy(links, d->links, d->n * sizeof(*links));
+        memcpy((uint8_t *)links - d->n, base - d->n, d->n);
+    }
+    if (d->links != d->inline_links)
+        deferred__spill_free(d->links, d->cap);
+    d->links = links;
+    d->cap = cap;
+    return 0;
+}
+
 /* Make room for need more entries: compact consumed ones away first, then
- * grow into a heap block (the kinds, backwards, then the entries). */
+ * grow into a heap block: from the inline entries to one of first entries
+ * (one of the cache's two sizes), then the other size, then doubling. */
 static int reserve(deferred_t *d, uint32_t need, uint32_t first)
 {
     uint32_t live = d->n - d->pos, cap;
-    struct link *links;
     uint8_t *base = (uint8_t *)d->links; /* the kinds run backwards from here */
 
     if (d->n + need <= d->cap)
@@ -92,35 +120,13 @@ static int reserve(deferred_t *d, uint32_t need, uint32_t first)
                 ((deferred_t *)d->links[i].arg)->wait_idx = i;
         return 0;
     }
-    /* Inline, then the cache's two sizes (or straight to the second),
-     * then doubling. */
     cap = d->cap < first ? first : d->cap < SPILL2_LINKS ? SPILL2_LINKS : d->cap;
     while (cap < d->n + need) {
         if (cap > UINT32_MAX / 2 / (sizeof(struct link) + 1))
             return -ENOMEM;
         cap = cap < SPILL2_LINKS ? SPILL2_LINKS : cap * 2;
     }
-    links = deferred__spill_alloc(cap);
-    if (!links)
-        return -ENOMEM;
-    /* The first two sizes copy their whole old block, a constant size the
-     * compiler moves inline. */
-    if (d->cap == DEFERRED_INLINE_LINKS) {
-        memcpy(links, d->links, DEFERRED_INLINE_LINKS * sizeof(*links));
-        memcpy((uint8_t *)links - DEFERRED_INLINE_LINKS, base - DEFERRED_INLINE_LINKS,
-               DEFERRED_INLINE_LINKS);
-    } else if (d->cap == SPILL1_LINKS) {
-        memcpy(links, d->links, SPILL1_LINKS * sizeof(*links));
-        memcpy((uint8_t *)links - SPILL1_LINKS, base - SPILL1_LINKS, SPILL1_LINKS);
-    } else {
-        memcpy(links, d->links, d->n * sizeof(*links));
-        memcpy((uint8_t *)links - d->n, base - d->n, d->n);
-    }
-    if (d->links != d->inline_links)
-        deferred__spill_free(d->links, d->cap);
-    d->links = links;
-    d->cap = cap;
-    return 0;
+    return spill_to(d, cap);
 }
 
 static void run(deferred_t *d);
@@ -330,32 +336,15 @@ static int append_slow(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1
 static DEFERRED_NOINLINE int grow_append(deferred_t *d, deferred_fn fn, void *arg, uint8_t kind)
 {
     uint32_t n;
+    int rc;
 
     if (DEFERRED_LIKELY(d->links == d->inline_links && d->pos == 0 &&
-                        fn != deferred__continue_fn)) {
-        /* Leaving the inline entries, the usual way: to the cache's
-         * 12-entry block, both inline entries copied as they are. */
-        char *b = deferred__block_alloc(BLOCK_SPILL2);
-        struct link *links;
-        uint32_t k;
-
-        if (!b)
-            return -ENOMEM;
-        links = (struct link *)(b + KINDS_PAD(SPILL2_LINKS));
-        for (k = 0; k < DEFERRED_INLINE_LINKS; k++) {
-            links[k] = d->inline_links[k];
-            ((uint8_t *)links)[-1 - (int)k] = *kind_at(d, k);
-        }
-        links[k].fn = fn;
-        links[k].arg = arg;
-        ((uint8_t *)links)[-1 - (int)k] = kind;
-        d->links = links;
-        d->cap = SPILL2_LINKS;
-        d->n = k + 1;
-        return 0;
-    }
-    if (reserve(d, 1, fn == deferred__continue_fn ? SPILL1_LINKS : SPILL2_LINKS) < 0)
-        return -ENOMEM;
+                        fn != deferred__continue_fn))
+        rc = spill_to(d, SPILL2_LINKS); /* the usual way out of the inline entries */
+    else
+        rc = reserve(d, 1, fn == deferred__continue_fn ? SPILL1_LINKS : SPILL2_LINKS);
+    if (rc < 0)
+        return rc;
     n = d->n;
     d->links[n].fn = fn;
     d->links[n].arg = arg;
@@ -841,9 +830,7 @@ static void cancel_now(deferred_t *d, const char *file, int line)
         return;
     d->flags |= F_CANCELLED;
     d->refs++;
-    if ((d->flags & F_TAIL) && canceller_of(d)->fn)
-        canceller_of(d)->fn(d, canceller_of(d)->arg);
-    else
+    if (!deferred__call_canceller(d))
         d->flags |= F_SUPPRESS;
     if (!(d->flags & F_CALLED))
         fire(d, deferred_value_failure(deferred_failure_new_at(
