@@ -591,10 +591,12 @@ START_TEST(test_D07_long_step_leaves_loop_free)
     ev_run(loop, 0);
     ck_assert(lk.fired > 0);
     /* Under valgrind (t/valgrind.sh sets TU_UNDER_VALGRIND), which runs
-     * one thread at a time, the bound is 0.5 s: still far below the
-     * step's several seconds. */
-    ck_assert_msg(lk.fired - lk.start < 0.2 + (getenv("TU_UNDER_VALGRIND") ? 0.5 : 0.05),
-                  "the timer fired %.3f s late", lk.fired - lk.start - 0.2);
+     * one thread at a time and can leave the worker's step running for
+     * seconds before the loop thread gets its turn, no bound holds: the
+     * checks below (the timer fired while the step ran) still do. */
+    if (!getenv("TU_UNDER_VALGRIND"))
+        ck_assert_msg(lk.fired - lk.start < 0.2 + 0.05, "the timer fired %.3f s late",
+                      lk.fired - lk.start - 0.2);
     ck_assert(!lk.done_before);
     ck_assert_int_gt(lk.ticks, 0); /* it was inside its step */
     ck_assert(lk.cancelled_at_once);
