@@ -1,0 +1,2 @@
+// t/header-glib.cc: <deferred/glib.h> compiles alone as C++.
+#include "header-glib.c"
