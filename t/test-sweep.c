@@ -1,6 +1,6 @@
 /*
  * test-sweep.c: the bad-input sweep.  Every exported function of
- * libdeferred (and of libdeferred-ev, -sqlite and -pg when they are
+ * libdeferred (and of libdeferred-ev, -sqlite, -pg and -glib when they are
  * built) is called with NULL pointers, out-of-range integers and sizes
  * (0, SIZE_MAX, negative, INT_MIN) and in legal but wrong states (fire
  * twice, unpause at zero, add a stage after the run, finish twice, release
@@ -45,6 +45,10 @@
 #endif
 #ifdef SWEEP_HAVE_PQ
 #include <deferred/pg.h>
+#endif
+#ifdef SWEEP_HAVE_GLIB
+#include <glib.h>
+#include <deferred/glib.h>
 #endif
 
 #ifndef SWEEP_BUILDDIR
@@ -1872,6 +1876,25 @@ END_TEST
 
 #endif /* SWEEP_HAVE_LIBEV */
 
+/* ---- glib.h ---- */
+
+#ifdef SWEEP_HAVE_GLIB
+/* deferred_glib_loop_new has no bad input: NULL is the global default
+ * context.  The loop it makes is whole, and its last unref leaves nothing
+ * (the fixture counts). */
+START_TEST(s_glib_loop_new)
+{
+    deferred_loop_t *l = deferred_glib_loop_new(NULL);
+
+    ck_assert_ptr_nonnull(l);
+    ck_assert_str_eq(deferred_loop_name(l), "glib");
+    ck_assert_ptr_nonnull(deferred_loop_impl(l));
+    deferred_loop_unref(l);
+    g_main_context_iteration(NULL, FALSE);
+}
+END_TEST
+#endif /* SWEEP_HAVE_GLIB */
+
 /* ---- sqlite.h ---- */
 
 #ifdef SWEEP_HAVE_SQLITE
@@ -2210,7 +2233,7 @@ END_TEST
 typedef void (*sweep_fn_t)(void);
 
 struct sweep_entry {
-    const char *lib;     /* "" core, "ev", "sqlite", "pg" */
+    const char *lib;     /* "" core, "ev", "sqlite", "pg", "glib" */
     const char *name;
     sweep_fn_t fn;       /* the symbol: the entry does not compile without it */
     const TTest *const *cases[6]; /* the START_TEST pointers' addresses */
@@ -2502,6 +2525,10 @@ static const struct sweep_entry sweep_table[] = {
     E("pg", deferred_pg_batch_end, C(s_pg)),
     E("pg", deferred_pg_cancel_all, C(s_pg)),
 #endif
+#ifdef SWEEP_HAVE_GLIB
+    /* glib.h */
+    E("glib", deferred_glib_loop_new, C(s_glib_loop_new)),
+#endif
 };
 #define SWEEP_N (sizeof sweep_table / sizeof sweep_table[0])
 
@@ -2580,6 +2607,9 @@ START_TEST(table_matches_exports)
 #endif
 #ifdef SWEEP_HAVE_PQ
         "pg",
+#endif
+#ifdef SWEEP_HAVE_GLIB
+        "glib",
 #endif
     };
     const char *builddir = getenv("top_builddir");
@@ -2670,6 +2700,12 @@ int main(void)
     tc = tcase_create("pg");
     tcase_add_checked_fixture(tc, sweep_setup, tu_teardown);
     add_cases(tc, "pg");
+    suite_add_tcase(s, tc);
+#endif
+#ifdef SWEEP_HAVE_GLIB
+    tc = tcase_create("glib");
+    tcase_add_checked_fixture(tc, sweep_setup, tu_teardown);
+    add_cases(tc, "glib");
     suite_add_tcase(s, tc);
 #endif
     return tu_run_suite(s);
