@@ -28,9 +28,10 @@
  * The sources.  One source per loop carries all its timers (a heap
  * ordered by deadline, then by start order: timers that are due in the
  * same iteration fire in the order of their deadlines, as under libev and
- * libuv), woken through g_source_set_ready_time() on
- * g_get_monotonic_time(), in microseconds (a delay is rounded up to the
- * next microsecond, never down); one source per fd watcher
+ * libuv), its deadlines on g_get_monotonic_time() in microseconds (a
+ * delay is rounded up to the next microsecond, never down; the poll waits
+ * for the first deadline rounded up to the millisecond); one source per
+ * fd watcher
  * (g_source_add_unix_fd(), level-triggered: G_IO_HUP and G_IO_ERR are
  * reported as readiness for the watched events, so that the read or write
  * that follows sees the end of file or the error); one source per wakeup

@@ -7,8 +7,8 @@
  * timers' source and a binary heap of the running timers.  One source
  * carries every timer of the loop, so that timers due in the same
  * iteration fire in deadline order (GLib dispatches the ready sources of
- * one priority in the order they were attached, not by time); its ready
- * time is the heap's first deadline.  The heap's array always has room
+ * one priority in the order they were attached, not by time); its
+ * prepare and check look at the heap's first deadline.  The heap's array always has room
  * for every timer handle (timer_new grows it), so timer_start never
  * allocates and cannot fail.
  *
@@ -172,11 +172,36 @@ static void gl_heap_remove(struct gl_loop *l, struct gl_timer *t)
         gl_heap_down(l, i);
 }
 
-/* The timers' source wakes at the first deadline (-1: never). */
-static void gl_clock_update(struct gl_loop *l)
+/* The timers' source: ready when the first deadline has come, else its
+ * poll waits until then (rounded up to the millisecond).  prepare and
+ * check read the heap, which only the loop thread changes, and never
+ * while it polls: a start or stop needs nothing from GLib until the next
+ * prepare.  (g_source_set_ready_time() would do, but each change of the
+ * first deadline would write to the context's wakeup fd.) */
+static gboolean gl_clock_prepare(GSource *source, gint *timeout)
 {
-    if (!l->dispatching)
-        g_source_set_ready_time(l->clock, l->n > 0 ? l->heap[0]->deadline : -1);
+    struct gl_loop *l = ((struct gl_clock_source *)source)->loop;
+    gint64 wait;
+
+    if (l->n == 0) {
+        *timeout = -1;
+        return FALSE;
+    }
+    wait = l->heap[0]->deadline - g_get_monotonic_time();
+    if (wait <= 0) {
+        *timeout = 0;
+        return TRUE;
+    }
+    wait = (wait + 999) / 1000;
+    *timeout = wait > G_MAXINT ? G_MAXINT : (gint)wait;
+    return FALSE;
+}
+
+static gboolean gl_clock_check(GSource *source)
+{
+    struct gl_loop *l = ((struct gl_clock_source *)source)->loop;
+
+    return l->n > 0 && l->heap[0]->deadline <= g_get_monotonic_time();
 }
 
 /* Fires the due timers in order.  A timer started by a callback of this
@@ -207,12 +232,11 @@ static gboolean gl_clock_dispatch(GSource *source, GSourceFunc unused, gpointer 
         }
     }
     l->dispatching = false;
-    gl_clock_update(l);
     return G_SOURCE_CONTINUE;
 }
 
 static GSourceFuncs gl_clock_funcs = {
-    NULL, NULL, gl_clock_dispatch, NULL, NULL, NULL
+    gl_clock_prepare, gl_clock_check, gl_clock_dispatch, NULL, NULL, NULL
 };
 
 /* ---- timers ---------------------------------------------------------------- */
@@ -256,15 +280,9 @@ static void *gl_timer_new(void *impl, deferred_loop_fn cb, void *arg)
 static void gl_timer_stop(void *timer)
 {
     struct gl_timer *t = timer;
-    struct gl_loop *l = t->loop;
-    bool first;
 
-    if (t->index == SIZE_MAX)
-        return;
-    first = t->index == 0;
-    gl_heap_remove(l, t);
-    if (first)
-        gl_clock_update(l);
+    if (t->index != SIZE_MAX)
+        gl_heap_remove(t->loop, t);
 }
 
 static void gl_timer_start(void *timer, double seconds)
@@ -294,9 +312,6 @@ static void gl_timer_start(void *timer, double seconds)
     l->heap[l->n] = t;
     t->index = l->n++;
     gl_heap_up(l, t->index);
-    /* only a new first deadline moves the source's ready time, but a
-     * restarted first timer may have moved down: update either way */
-    gl_clock_update(l);
 }
 
 static void gl_timer_free(void *timer)
