@@ -2,9 +2,10 @@
 # scripts/check-install.sh BUILDDIR: install the build in BUILDDIR into a
 # scratch directory (make install DESTDIR=...), then build and run small
 # programs outside the tree with nothing but the installed pkg-config
-# files: one per library (deferred, deferred-ev, and deferred-sqlite and
-# deferred-pg when they were built).  Each program also calls its
-# dependency directly (ev_run, sqlite3_open, PQlibVersion), so a library
+# files: one per library (deferred, deferred-ev, and deferred-sqlite,
+# deferred-pg and deferred-glib when they were built).  Each program also
+# calls its dependency directly (ev_run, sqlite3_open, PQlibVersion,
+# g_main_context_iteration), so a library
 # missing from a .pc file's Libs or Requires fails the link.
 set -eu
 
@@ -115,9 +116,27 @@ int main(void)
     return PQlibVersion() > 0 && !deferred_value_get_pg(deferred_value_none()) ? 0 : 1;
 }
 C
+cat >"$scratch/glib.c" <<'C'
+#include <deferred.h>
+#include <deferred/glib.h>
+#include <glib.h>
+#include <string.h>
+int main(void)
+{
+    GMainContext *context = g_main_context_new();
+    deferred_loop_t *loop = deferred_glib_loop_new(context);
+    int ok = loop && strcmp(deferred_loop_name(loop), "glib") == 0 &&
+             deferred_loop_now(loop) > 0;
+    deferred_loop_unref(loop);
+    g_main_context_iteration(context, FALSE);
+    g_main_context_unref(context);
+    return ok ? 0 : 1;
+}
+C
 
 try core deferred
 try ev deferred-ev
 try sqlite deferred-sqlite
 try pg deferred-pg
+try glib deferred-glib
 exit $status
