@@ -31,11 +31,6 @@
 #include "loop/loop-private.h"
 #include "loop-harness.h"
 
-extern const tl_harness_t tl_harness_glib;
-#ifndef TL_HAVE_LOOP_ALIVE
-extern int tl_glib_outstanding;
-#endif
-
 static GMainContext *ctx;
 static deferred_loop_t *loop;
 static const deferred_loop_ops_t *ops;
@@ -916,46 +911,39 @@ END_TEST
 
 static void harness_fired(void *arg)
 {
-    struct tcall *c = arg;
-
-    c->calls++;
-#ifndef TL_HAVE_LOOP_ALIVE
-    tl_glib_outstanding--;
-#endif
+    (*(int *)arg)++;
 }
 
-/* tl_harness_glib: make, run until nothing is left, one non-blocking
- * iteration, destroy. */
+/* tl_harness_glib: make, run while deferred_loop_alive() says the library
+ * has something on the loop (two timers of the loop layer, then nothing:
+ * run returns), one non-blocking iteration, destroy. */
 START_TEST(test_harness)
 {
     const tl_harness_t *h = &tl_harness_glib;
     void *state = NULL;
     deferred_loop_t *l = h->make(&state);
-    struct tcall a = {0, 0, NULL}, b = {1, 0, NULL};
+    deferred_loop_timer_t *a, *b;
+    int ac = 0, bc = 0;
 
     ck_assert_str_eq(h->name, "glib");
     ck_assert_ptr_nonnull(l);
     ck_assert_str_eq(deferred_loop_name(l), "glib");
-    a.timer = l->ops->timer_new(deferred_loop_impl(l), harness_fired, &a);
-    b.timer = l->ops->timer_new(deferred_loop_impl(l), harness_fired, &b);
-    ck_assert_ptr_nonnull(a.timer);
-    ck_assert_ptr_nonnull(b.timer);
-#ifndef TL_HAVE_LOOP_ALIVE
-    tl_glib_outstanding = 2;
-#endif
-    l->ops->timer_start(a.timer, 0.01);
-    l->ops->timer_start(b.timer, 0.02);
+    a = deferred_loop_timer_new(l, harness_fired, &ac);
+    b = deferred_loop_timer_new(l, harness_fired, &bc);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(deferred_loop_timer_start(a, 0.01), 0);
+    ck_assert_int_eq(deferred_loop_timer_start(b, 0.02), 0);
+    ck_assert_uint_eq(deferred_loop_alive(l), 2);
     h->run(l, state);
-    ck_assert_int_eq(a.calls, 1);
-    ck_assert_int_eq(b.calls, 1);
-    l->ops->timer_start(a.timer, 0.0);
+    ck_assert_int_eq(ac, 1);
+    ck_assert_int_eq(bc, 1);
+    ck_assert_uint_eq(deferred_loop_alive(l), 0);
+    ck_assert_int_eq(deferred_loop_timer_start(a, 0.0), 0);
     h->run_nowait(l, state);
-    ck_assert_int_eq(a.calls, 1 + 1);
-    l->ops->timer_free(a.timer);
-    l->ops->timer_free(b.timer);
-#ifndef TL_HAVE_LOOP_ALIVE
-    tl_glib_outstanding = 0;
-#endif
+    ck_assert_int_eq(ac, 2);
+    deferred_loop_timer_free(a);
+    deferred_loop_timer_free(b);
     h->destroy(l, state);
 }
 END_TEST
