@@ -39,6 +39,10 @@
  * G_PRIORITY_DEFAULT.  The loop's time (deferred_loop_now()) is
  * g_get_monotonic_time() in seconds, read afresh at each call (not the
  * iteration's cached g_source_get_time()), and delays count from it.
+ * GLib does not dispatch a source again from a main loop nested inside
+ * its own dispatch: a callback that runs a nested loop on the same
+ * context (a modal dialog, say) holds up the loop's timers, or that fd
+ * watcher or wakeup, until it returns.
  *
  * Memory: the loop's state and every handle are allocated with
  * deferred_malloc() (deferred_set_allocator(), deferred/common.h), so
