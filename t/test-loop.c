@@ -532,6 +532,7 @@ static void sc_everything(struct tu_oom *r)
     /* The loop too is made in the run: its adapter's allocations are
      * swept with the rest. */
     TU_NEW(r, L, H->make(&HS), out_loop);
+    ck_assert_uint_eq(deferred_loop_alive(L), 0);
     ck_assert_int_eq(pipe(fds), 0);
     ck_assert_int_eq(write(fds[1], "x", 1), 1);
     TU_NEW(r, a, deferred_loop_later(L, 0.0), out);
