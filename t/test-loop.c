@@ -15,6 +15,13 @@
 #include "loop-harness.h"
 
 #include <deferred/loop.h>
+#ifdef TL_HAVE_SQLITE
+#include <deferred/sqlite.h>
+#endif
+#ifdef TL_HAVE_PQ
+#include <deferred/pg.h>
+#include "pg-harness.h"
+#endif
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -313,6 +320,168 @@ START_TEST(test_E06_lines_on_every_loop)
 }
 END_TEST
 
+
+/* ---- D: the databases on every loop ----------------------------------------- */
+
+/* Every 100th row waits for a later(0) on the loop: the stream is paused
+ * (the producer stops: the SQLite worker after its batch, PostgreSQL's
+ * socket watcher) and resumed from the loop.  One row waits at a time
+ * (the map holds the stream meanwhile), kept in held_row. */
+static deferred_value_t held_row;
+
+static deferred_value_t give_back_row(deferred_value_t v, void *arg)
+{
+    deferred_value_t row = held_row;
+
+    (void)arg;
+    deferred_value_release(v);
+    held_row = deferred_value_none();
+    return row;
+}
+
+static deferred_value_t wait_now_and_then(deferred_value_t row, void *arg)
+{
+    long *seen = arg;
+    deferred_t *d;
+
+    if (++*seen % 100 != 0)
+        return row;
+    ck_assert(deferred_value_is_none(held_row));
+    d = deferred_loop_later(L, 0.0);
+    ck_assert_ptr_nonnull(d);
+    held_row = row;
+    ck_assert_int_eq(deferred_add_callback(d, give_back_row, NULL), 0);
+    return deferred_value_deferred(d);
+}
+
+static deferred_value_t sum_first_column(deferred_value_t acc, deferred_value_t item, void *arg)
+{
+    long *n = arg;
+    int64_t x = deferred_row_int(deferred_value_get_row(item), 0);
+
+    (*n)++;
+    deferred_value_release(item);
+    return deferred_value_int(deferred_value_get_int(acc) + x);
+}
+
+/* A process: producer -> map(wait now and then) -> reduce(sum); its
+ * result after the run, with the rows counted. */
+static deferred_t *sum_rows(deferred_stage_t *producer, long *rows, long *seen)
+{
+    deferred_process_t *p = deferred_process_new(0);
+    deferred_t *d;
+
+    ck_assert_ptr_nonnull(producer);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(deferred_process_add(p, producer), 0);
+    ck_assert_int_eq(deferred_process_add(p, deferred_stage_map("wait", wait_now_and_then,
+                                                                seen)), 0);
+    ck_assert_int_eq(deferred_process_add(p, deferred_stage_reduce(sum_first_column,
+                                                                   deferred_value_int(0),
+                                                                   rows)), 0);
+    d = deferred_process_run(p);
+    ck_assert_ptr_nonnull(d);
+    ck_assert(!deferred_has_fired(d));
+    run();
+    deferred_process_unref(p);
+    return d;
+}
+
+
+#ifdef TL_HAVE_SQLITE
+/* D01, D02, D06 on every loop: a 10,000-row query through a process that
+ * pauses the stream every 100 rows; bad SQL; an exec's change count; the
+ * close waiting for the worker. */
+START_TEST(test_D01_sqlite_on_every_loop)
+{
+    char dir[] = "/tmp/test-loop.XXXXXX", path[64];
+    sqlite3 *db;
+    deferred_t *d;
+    deferred_failure_t *f;
+    long rows = 0, seen = 0;
+
+    begin(_i);
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/t.db", dir);
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(db, "CREATE TABLE t (i INTEGER);"
+                                  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+                                  "SELECT x + 1 FROM c WHERE x < 10000) "
+                                  "INSERT INTO t SELECT x FROM c", NULL, NULL, NULL),
+                     SQLITE_OK);
+    d = sum_rows(deferred_sqlite_query(L, db, "SELECT i FROM t ORDER BY i", NULL, 0), &rows,
+                 &seen);
+    ck_assert_msg(deferred_has_result(d), "%s", H->name);
+    ck_assert_int_eq(rows, 10000);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 10000L * 10001 / 2);
+    deferred_unref(d);
+
+    d = deferred_sqlite_query_one(L, db, "SELEC nothing", NULL, 0);
+    ck_assert_ptr_nonnull(d);
+    run();
+    f = deferred_value_get_failure(deferred_result(d));
+    ck_assert_int_eq(deferred_failure_domain(f), DEFERRED_DOMAIN_SQLITE);
+    deferred_value_release(deferred_result_take(d));
+    deferred_unref(d);
+
+    d = deferred_sqlite_exec(L, db, "UPDATE t SET i = -i WHERE i <= 10", NULL, 0);
+    ck_assert_ptr_nonnull(d);
+    run();
+    ck_assert_int_eq(deferred_row_int_named(deferred_value_get_row(deferred_result(d)),
+                                            "changes"), 10);
+    deferred_unref(d);
+
+    d = deferred_sqlite_close(L, db);
+    ck_assert_ptr_nonnull(d);
+    run();
+    ck_assert(deferred_value_is_none(deferred_result(d)));
+    deferred_unref(d);
+    unlink(path);
+    rmdir(dir);
+    end();
+}
+END_TEST
+#endif
+
+#ifdef TL_HAVE_PQ
+static struct pgh server;
+static int server_rc = -1; /* pgh_start()'s answer */
+
+/* D03 on every loop: connecting, then 5,000 rows in single-row mode
+ * through a process that pauses the stream (and so the socket's read
+ * watcher) every 100 rows. */
+START_TEST(test_D03_postgres_on_every_loop)
+{
+    deferred_t *d;
+    deferred_value_t v;
+    deferred_pg_t *c;
+    long rows = 0, seen = 0;
+
+    if (server_rc != 0) {
+        printf("postgres: no server (%d), D03 on every loop not run\n", server_rc);
+        return;
+    }
+    begin(_i);
+    d = deferred_pg_connect(L, server.conninfo);
+    ck_assert_ptr_nonnull(d);
+    run();
+    v = deferred_result_take(d);
+    c = deferred_value_get_pg(v); /* the value's reference is c's */
+    ck_assert_msg(c != NULL, "%s: no connection", H->name);
+    deferred_unref(d);
+    d = sum_rows(deferred_pg_query(c, "SELECT g FROM generate_series(1, 5000) g", NULL, 0),
+                 &rows, &seen);
+    ck_assert_msg(deferred_has_result(d), "%s", H->name);
+    ck_assert_int_eq(rows, 5000);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 5000L * 5001 / 2);
+    deferred_unref(d);
+    deferred_pg_unref(c);
+    run();
+    end();
+}
+END_TEST
+#endif
+
 /* ---- LO: the interface ------------------------------------------------------- */
 
 static int timer_hits;
@@ -532,6 +701,7 @@ static void sc_everything(struct tu_oom *r)
     /* The loop too is made in the run: its adapter's allocations are
      * swept with the rest. */
     TU_NEW(r, L, H->make(&HS), out_loop);
+    ck_assert_uint_eq(deferred_loop_alive(L), 0);
     ck_assert_int_eq(pipe(fds), 0);
     ck_assert_int_eq(write(fds[1], "x", 1), 1);
     TU_NEW(r, a, deferred_loop_later(L, 0.0), out);
@@ -585,7 +755,7 @@ int main(void)
 {
     Suite *s = suite_create("loop");
     TCase *tc = tcase_create("loop");
-    int n = (int)tl_n_harnesses;
+    int n = (int)tl_n_harnesses, rc;
 
     tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
     tcase_set_timeout(tc, 60);
@@ -602,6 +772,18 @@ int main(void)
     tcase_add_loop_test(tc, test_LO04_dump_names_adapter, 0, n);
     tcase_add_loop_test(tc, test_LO05_objects_hold_the_loop, 0, n);
     tcase_add_loop_test(tc, test_oom_on_every_loop, 0, n);
+#ifdef TL_HAVE_SQLITE
+    tcase_add_loop_test(tc, test_D01_sqlite_on_every_loop, 0, n);
+#endif
+#ifdef TL_HAVE_PQ
+    tcase_add_loop_test(tc, test_D03_postgres_on_every_loop, 0, n);
+    server_rc = pgh_start(&server);
+#endif
     suite_add_tcase(s, tc);
-    return tu_run_suite(s);
+    rc = tu_run_suite(s);
+#ifdef TL_HAVE_PQ
+    if (server_rc == 0)
+        pgh_stop(&server, true);
+#endif
+    return rc;
 }

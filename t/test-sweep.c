@@ -2045,21 +2045,22 @@ END_TEST
 START_TEST(s_sqlite)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    deferred_loop_t *dl = deferred_ev_loop_new(loop);
     sqlite3 *db;
     deferred_stage_t *st, *other = deferred_stage_collect();
     deferred_t *d;
 
     ck_assert_int_eq(sqlite3_open(":memory:", &db), SQLITE_OK);
     ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_at(NULL, 0, NULL, db, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(loop, NULL, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(loop, db, NULL, NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(loop, db, "SELECT ?", NULL, 1)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(loop, db, "SELECT ?", NULL, SIZE_MAX)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(dl, NULL, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(dl, db, NULL, NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(dl, db, "SELECT ?", NULL, 1)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(dl, db, "SELECT ?", NULL, SIZE_MAX)), EINVAL);
     ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_query)(NULL, NULL, NULL, NULL, 0)), EINVAL);
     ck_assert_int_eq(deferred_sqlite_set_batch(NULL, 1), -EINVAL);
     ck_assert_int_eq(deferred_sqlite_set_batch(other, 1), -EINVAL);
     deferred_stage_free(other);
-    st = deferred_sqlite_query(loop, db, "SELECT 1", NULL, 0);
+    st = deferred_sqlite_query(dl, db, "SELECT 1", NULL, 0);
     ck_assert_ptr_nonnull(st);
     ck_assert_int_eq(deferred_sqlite_set_batch(st, 0), -EINVAL);
     ck_assert_int_eq(deferred_sqlite_set_batch(st, UINT_MAX), 0);
@@ -2068,24 +2069,24 @@ START_TEST(s_sqlite)
     /* UNDOCUMENTED: query_one's bad arguments ("NULL on allocation
      * failure" only).  Today: NULL, as the stage constructor. */
     ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_one_at(NULL, 0, NULL, db, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_one(loop, NULL, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_one(loop, db, NULL, NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_query_one)(loop, db, "SELECT ?", NULL, 1)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_one(dl, NULL, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_one(dl, db, NULL, NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_query_one)(dl, db, "SELECT ?", NULL, 1)), EINVAL);
     /* A bad parameter is the stream's failure, when it runs. */
     {
         deferred_param_t bad = deferred_param_blob(NULL, 3);
 
-        d = deferred_sqlite_query_one(loop, db, "SELECT ?", &bad, 1);
+        d = deferred_sqlite_query_one(dl, db, "SELECT ?", &bad, 1);
         ck_assert_ptr_nonnull(d);
         ev_run(loop, 0);
         ck_assert_int_eq(failed_code(d), EINVAL);
     }
     /* More than one statement: EINVAL; a wrong parameter count:
      * SQLITE_RANGE; an unknown parameter type: EINVAL. */
-    d = deferred_sqlite_query_one(loop, db, "SELECT 1; SELECT 2", NULL, 0);
+    d = deferred_sqlite_query_one(dl, db, "SELECT 1; SELECT 2", NULL, 0);
     ev_run(loop, 0);
     ck_assert_int_eq(failed_code(d), EINVAL);
-    d = deferred_sqlite_query_one_p(loop, db, "SELECT ?", DEFERRED_PARAMS(deferred_param_int(1),
+    d = deferred_sqlite_query_one_p(dl, db, "SELECT ?", DEFERRED_PARAMS(deferred_param_int(1),
                                                                        deferred_param_int(2)));
     ev_run(loop, 0);
     ck_assert_int_eq(failed_code(d) & 0xff, SQLITE_RANGE);
@@ -2093,40 +2094,41 @@ START_TEST(s_sqlite)
         deferred_param_t odd = deferred_param_int(1);
 
         odd.type = (deferred_row_type_t)99;
-        d = deferred_sqlite_query_one(loop, db, "SELECT ?", &odd, 1);
+        d = deferred_sqlite_query_one(dl, db, "SELECT ?", &odd, 1);
         ev_run(loop, 0);
         ck_assert_int_eq(failed_code(d), EINVAL);
     }
     /* query_all and exec: bad arguments as the stage constructor. */
     ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_all_at(NULL, 0, NULL, db, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_all(loop, NULL, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_all(loop, db, NULL, NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_query_all)(loop, db, "SELECT ?", NULL, 1)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_all(dl, NULL, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_all(dl, db, NULL, NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_query_all)(dl, db, "SELECT ?", NULL, 1)), EINVAL);
     ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_exec_at(NULL, 0, NULL, db, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_exec(loop, NULL, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_exec(loop, db, NULL, NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_exec)(loop, db, "SELECT ?", NULL, SIZE_MAX)), EINVAL);
-    d = deferred_sqlite_exec(loop, db, "SELECT 1; SELECT 2", NULL, 0);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_exec(dl, NULL, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_exec(dl, db, NULL, NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_exec)(dl, db, "SELECT ?", NULL, SIZE_MAX)), EINVAL);
+    d = deferred_sqlite_exec(dl, db, "SELECT 1; SELECT 2", NULL, 0);
     ev_run(loop, 0);
     ck_assert_int_eq(failed_code(d), EINVAL);
-    d = deferred_sqlite_query_all_p(loop, db, "SELECT ?", DEFERRED_PARAMS(deferred_param_int(1),
+    d = deferred_sqlite_query_all_p(dl, db, "SELECT ?", DEFERRED_PARAMS(deferred_param_int(1),
                                                                        deferred_param_int(2)));
     ev_run(loop, 0);
     ck_assert_int_eq(failed_code(d) & 0xff, SQLITE_RANGE);
     /* Only a comment: no row. */
-    d = deferred_sqlite_query_one(loop, db, "-- nothing", NULL, 0);
+    d = deferred_sqlite_query_one(dl, db, "-- nothing", NULL, 0);
     ev_run(loop, 0);
     ck_assert(deferred_has_result(d));
     ck_assert(deferred_value_is_none(deferred_result(d)));
     deferred_unref(d);
     ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_close_at(NULL, 0, NULL, db)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_close)(loop, NULL)), EINVAL);
-    d = deferred_sqlite_close(loop, db);
+    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_close)(dl, NULL)), EINVAL);
+    d = deferred_sqlite_close(dl, db);
     ck_assert(!deferred_has_fired(d));
     ev_run(loop, 0);
     ck_assert(deferred_has_result(d));
     ck_assert(deferred_value_is_none(deferred_result(d)));
     deferred_unref(d);
+    deferred_loop_unref(dl);
     ev_loop_destroy(loop);
 }
 END_TEST
@@ -2138,11 +2140,12 @@ END_TEST
 START_TEST(s_pg)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    deferred_loop_t *dl = deferred_ev_loop_new(loop);
     char buf[6] = "xxxxx";
     deferred_failure_t *f;
 
     ck_assert_int_eq(NULL_ERRNO(deferred_pg_connect_at(NULL, 0, NULL, "host=/nonexistent")), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_pg_connect(loop, NULL)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_pg_connect(dl, NULL)), EINVAL);
     ck_assert_int_eq(NULL_ERRNO((deferred_pg_connect)(NULL, NULL)), EINVAL);
     ck_assert_int_eq(deferred_pg_conninfo_check(NULL, NULL, 0), -EINVAL);
     ck_assert_int_eq(deferred_pg_conninfo_check(NULL, buf, sizeof buf), -EINVAL);
@@ -2191,8 +2194,9 @@ START_TEST(s_pg)
     ck_assert_ptr_null(deferred_pg_failure_sqlstate(f, buf));
     deferred_failure_unref(f);
     /* A malformed conninfo, found before it returns: NULL with EINVAL. */
-    ck_assert_int_eq(NULL_ERRNO(deferred_pg_connect(loop, "this is = not a conninfo '")),
+    ck_assert_int_eq(NULL_ERRNO(deferred_pg_connect(dl, "this is = not a conninfo '")),
                      EINVAL);
+    deferred_loop_unref(dl);
     ev_loop_destroy(loop);
 }
 END_TEST

@@ -214,8 +214,8 @@ typedef struct deferred_loop_msg {
 /*
  * Loop thread: one more message is coming.  Until the matching
  * deferred_loop_done() the loop is kept running (its wakeup held) and
- * alive (a reference).  The first call makes the loop's wakeup.  0 or
- * -EINVAL (NULL) or -ENOMEM (nothing taken).
+ * alive (a reference).  Never fails on a loop (its wakeup is made with
+ * it): 0, or -EINVAL for NULL.
  */
 DEFERRED_EXPORT int deferred_loop_expect(deferred_loop_t *loop);
 
@@ -228,8 +228,7 @@ DEFERRED_EXPORT void deferred_loop_done(deferred_loop_t *loop);
  * soon after (never inside this call, even on the loop thread).  Messages
  * are delivered in the order they were posted.  Only while a message is
  * expected (the loop cannot be freed meanwhile).  Never allocates.
- * 0, or -EINVAL (NULL loop, m or m->deliver; a loop that expects no
- * message).
+ * 0, or -EINVAL (NULL loop, m or m->deliver).
  */
 DEFERRED_EXPORT int deferred_loop_post(deferred_loop_t *loop, deferred_loop_msg_t *m);
 

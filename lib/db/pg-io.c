@@ -58,7 +58,7 @@ void pg_update_io(deferred_pg_t *c)
 
     /* Each step of connecting re-arms, the same fd and events or not:
      * libpq may have closed its socket and opened the next one (another
-     * host or address) under the same number, which libev cannot see. */
+     * host or address) under the same number, which a loop (libev, epoll) cannot see. */
     if (events == c->io_events && fd == c->io_fd && !c->connecting)
         return;
     deferred_loop_io_set(c->io, 0);

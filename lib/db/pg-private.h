@@ -8,7 +8,6 @@
 #define DEFERRED_PG_PRIVATE_H
 
 #include "deferred/pg.h"
-#include "deferred/ev.h"
 #include "loop/loop-pump.h"
 
 #if defined(__GNUC__)

@@ -1,7 +1,7 @@
 /*
  * pg.c: PostgreSQL connections and query results as producers of rows, on
- * libev (libdeferred-pg).  This file: the connection handle (its
- * references, closing it) and connecting.
+ * any loop of deferred/loop.h (libdeferred-pg).  This file: the connection
+ * handle (its references, closing it) and connecting.
  *
  * A connection (deferred_pg_t) owns the PGconn, one fd watcher of its loop on its
  * socket and a FIFO of queries.  The head of the FIFO is the query whose
@@ -238,11 +238,10 @@ int deferred_pg_conninfo_check(const char *conninfo, char *buf, size_t size)
     return -EINVAL;
 }
 
-deferred_t *deferred_pg_connect_at(const char *file, int line, struct ev_loop *loop,
+deferred_t *deferred_pg_connect_at(const char *file, int line, deferred_loop_t *loop,
                                    const char *conninfo)
 {
     struct pgconnect *op;
-    deferred_loop_t *dl;
     deferred_pg_t *c;
     deferred_t *d;
     int rc;
@@ -270,10 +269,9 @@ deferred_t *deferred_pg_connect_at(const char *file, int line, struct ev_loop *l
     if (!d)
         return NULL; /* op freed by pg_connect_destroy; errno ENOMEM */
     op->d = d;
-    dl = deferred_ev_loop_new(loop);
-    c = dl ? pg_alloc(dl) : NULL;
+    c = pg_alloc(deferred_loop_ref(loop));
     if (!c) {
-        deferred_loop_unref(dl);
+        deferred_loop_unref(loop);
         deferred_unref(d); /* unfired: frees op */
         errno = ENOMEM;
         return NULL;
@@ -297,7 +295,7 @@ deferred_t *deferred_pg_connect_at(const char *file, int line, struct ev_loop *l
     return d;
 }
 
-deferred_t *(deferred_pg_connect)(struct ev_loop *loop, const char *conninfo)
+deferred_t *(deferred_pg_connect)(deferred_loop_t *loop, const char *conninfo)
 {
     return deferred_pg_connect_at(NULL, 0, loop, conninfo);
 }

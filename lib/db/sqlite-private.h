@@ -35,7 +35,6 @@
 #include <stdint.h>
 
 #include "deferred/sqlite.h"
-#include "deferred/ev.h"
 #include "loop/loop-pump.h"
 
 #if defined(__GNUC__)

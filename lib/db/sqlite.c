@@ -1,5 +1,5 @@
 /*
- * sqlite.c: SQLite query results as producers of rows, on libev
+ * sqlite.c: SQLite query results as producers of rows, on any loop
  * (libdeferred-sqlite): the loop thread's half.
  *
  * A query's statement runs on the worker thread of its connection
@@ -37,7 +37,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <ev.h>
 
 #include "sqlite-private.h"
 
@@ -70,7 +69,7 @@ static void sq_queue(struct sq *q, struct sqb *b)
     b->state = B_WORKER;
     b->limit = q->batch;
     q->at_worker++;
-    (void)deferred_loop_expect(q->dl); /* cannot fail: sq_new made the wakeup */
+    (void)deferred_loop_expect(q->dl); /* never fails on a loop */
     deferred__sqw_queue(q->w, b);
 }
 
@@ -548,7 +547,7 @@ static size_t sq_params_size(struct sq *q, const deferred_param_t *params, size_
     return bytes;
 }
 
-static deferred_stage_t *sq_new(const char *file, int line, struct ev_loop *loop,
+static deferred_stage_t *sq_new(const char *file, int line, deferred_loop_t *loop,
                                 sqlite3 *db, const char *sql,
                                 const deferred_param_t *params, size_t n, bool exec)
 {
@@ -611,13 +610,7 @@ static deferred_stage_t *sq_new(const char *file, int line, struct ev_loop *loop
     }
     q->sql = at;
     memcpy(q->sql, sql, len + 1);
-    q->dl = deferred_ev_loop_new(loop);
-    if (!q->dl)
-        goto fail;
-    /* The loop's wakeup is made now, so that no later expect can fail. */
-    if (deferred_loop_expect(q->dl) < 0)
-        goto fail;
-    deferred_loop_done(q->dl);
+    q->dl = deferred_loop_ref(loop);
     if (deferred__pump_init(&q->pump, q->dl, sq_run, sq_release, q) < 0)
         goto fail;
     if (exec) {
@@ -648,7 +641,7 @@ fail:
     return NULL;
 }
 
-deferred_stage_t *deferred_sqlite_query_at(const char *file, int line, struct ev_loop *loop,
+deferred_stage_t *deferred_sqlite_query_at(const char *file, int line, deferred_loop_t *loop,
                                            sqlite3 *db, const char *sql,
                                            const deferred_param_t *params, size_t n)
 {
@@ -668,7 +661,7 @@ int deferred_sqlite_set_batch(deferred_stage_t *st, unsigned rows)
 
 /* ---- one row or none ------------------------------------------------------------ */
 
-deferred_t *deferred_sqlite_query_one_at(const char *file, int line, struct ev_loop *loop,
+deferred_t *deferred_sqlite_query_one_at(const char *file, int line, deferred_loop_t *loop,
                                          sqlite3 *db, const char *sql,
                                          const deferred_param_t *params, size_t n)
 {
@@ -680,7 +673,7 @@ deferred_t *deferred_sqlite_query_one_at(const char *file, int line, struct ev_l
 
 /* ---- every row; an exec ---------------------------------------------------------- */
 
-deferred_t *deferred_sqlite_query_all_at(const char *file, int line, struct ev_loop *loop,
+deferred_t *deferred_sqlite_query_all_at(const char *file, int line, deferred_loop_t *loop,
                                          sqlite3 *db, const char *sql,
                                          const deferred_param_t *params, size_t n)
 {
@@ -714,7 +707,7 @@ deferred_t *deferred_sqlite_query_all_at(const char *file, int line, struct ev_l
     return d;
 }
 
-deferred_t *deferred_sqlite_exec_at(const char *file, int line, struct ev_loop *loop,
+deferred_t *deferred_sqlite_exec_at(const char *file, int line, deferred_loop_t *loop,
                                     sqlite3 *db, const char *sql,
                                     const deferred_param_t *params, size_t n)
 {
@@ -726,26 +719,26 @@ deferred_t *deferred_sqlite_exec_at(const char *file, int line, struct ev_loop *
 
 /* The functions behind the macros, for callers without them (bindings,
  * pointers to functions): their failures name no site of the caller's. */
-deferred_stage_t *(deferred_sqlite_query)(struct ev_loop *loop, sqlite3 *db,
+deferred_stage_t *(deferred_sqlite_query)(deferred_loop_t *loop, sqlite3 *db,
                                           const char *sql,
                                           const deferred_param_t *params, size_t n)
 {
     return deferred_sqlite_query_at(NULL, 0, loop, db, sql, params, n);
 }
 
-deferred_t *(deferred_sqlite_query_one)(struct ev_loop *loop, sqlite3 *db, const char *sql,
+deferred_t *(deferred_sqlite_query_one)(deferred_loop_t *loop, sqlite3 *db, const char *sql,
                                         const deferred_param_t *params, size_t n)
 {
     return deferred_sqlite_query_one_at(NULL, 0, loop, db, sql, params, n);
 }
 
-deferred_t *(deferred_sqlite_query_all)(struct ev_loop *loop, sqlite3 *db, const char *sql,
+deferred_t *(deferred_sqlite_query_all)(deferred_loop_t *loop, sqlite3 *db, const char *sql,
                                         const deferred_param_t *params, size_t n)
 {
     return deferred_sqlite_query_all_at(NULL, 0, loop, db, sql, params, n);
 }
 
-deferred_t *(deferred_sqlite_exec)(struct ev_loop *loop, sqlite3 *db, const char *sql,
+deferred_t *(deferred_sqlite_exec)(deferred_loop_t *loop, sqlite3 *db, const char *sql,
                                    const deferred_param_t *params, size_t n)
 {
     return deferred_sqlite_exec_at(NULL, 0, loop, db, sql, params, n);
@@ -758,7 +751,6 @@ deferred_t *(deferred_sqlite_exec)(struct ev_loop *loop, sqlite3 *db, const char
  * nor before deferred_sqlite_close() returns). */
 struct sq_close {
     struct sqw_waiter wait; /* first */
-    deferred_loop_t *dl;    /* a reference */
     sqlite3 *db;
     deferred_t *d;          /* weak: freeing d detaches and frees this */
     deferred_loop_timer_t *idle; /* a zero-delay kick */
@@ -815,11 +807,10 @@ static void close_destroy(void *arg)
 
     close_detach(c);
     deferred_loop_timer_free(c->idle);
-    deferred_loop_unref(c->dl);
     deferred_free(c);
 }
 
-deferred_t *deferred_sqlite_close_at(const char *file, int line, struct ev_loop *loop,
+deferred_t *deferred_sqlite_close_at(const char *file, int line, deferred_loop_t *loop,
                                      sqlite3 *db)
 {
     struct sq_close *c;
@@ -833,10 +824,8 @@ deferred_t *deferred_sqlite_close_at(const char *file, int line, struct ev_loop 
         return NULL; /* errno ENOMEM */
     memset(c, 0, sizeof(*c));
     c->wait.run = close_kick;
-    c->dl = deferred_ev_loop_new(loop);
-    c->idle = c->dl ? deferred_loop_timer_new(c->dl, close_idle, c) : NULL;
+    c->idle = deferred_loop_timer_new(loop, close_idle, c);
     if (!c->idle) {
-        deferred_loop_unref(c->dl);
         deferred_free(c);
         errno = ENOMEM;
         return NULL;
@@ -854,7 +843,7 @@ deferred_t *deferred_sqlite_close_at(const char *file, int line, struct ev_loop 
     return c->d;
 }
 
-deferred_t *(deferred_sqlite_close)(struct ev_loop *loop, sqlite3 *db)
+deferred_t *(deferred_sqlite_close)(deferred_loop_t *loop, sqlite3 *db)
 {
     return deferred_sqlite_close_at(NULL, 0, loop, db);
 }

@@ -245,18 +245,14 @@ deferred_t *deferred_pool_run(deferred_pool_t *pool, deferred_job_fn fn, void *a
     j->destroy = destroy;
     j->result = deferred_value_none();
     j->state = JOB_QUEUED;
-    if (deferred_loop_expect(pool->loop) < 0) {
-        deferred_free(j);
-        goto out_destroy;
-    }
     d = deferred_new_cancellable(job_cancel, j, NULL);
     if (!d) {
         deferred_free(j);
-        deferred_loop_done(pool->loop);
         goto out_destroy;
     }
     j->d = deferred_ref(d);
     deferred__loop_track(pool->loop, &j->dbg, job_describe);
+    (void)deferred_loop_expect(pool->loop); /* never fails on a loop */
     pthread_mutex_lock(&pool->lock);
     j->prev = pool->tail;
     if (pool->tail)

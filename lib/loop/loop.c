@@ -11,6 +11,8 @@
 
 #include "loop-private.h"
 
+static void mailbox_drain(void *arg);
+
 deferred_loop_t *deferred_loop_new(const deferred_loop_ops_t *ops, void *impl)
 {
     deferred_loop_t *l;
@@ -36,6 +38,16 @@ deferred_loop_t *deferred_loop_new(const deferred_loop_ops_t *ops, void *impl)
     l->ops = ops;
     l->impl = impl;
     l->refs = 1;
+    /* The mailbox's wakeup, made now so that expecting a message never
+     * fails (a remote, a pool job or a query's batch cannot be refused
+     * half-way). */
+    l->wake = ops->wakeup_new(impl, mailbox_drain, l);
+    if (!l->wake) {
+        pthread_mutex_destroy(&l->lock);
+        deferred_free(l);
+        errno = ENOMEM;
+        return NULL;
+    }
     return l;
 }
 
@@ -52,8 +64,7 @@ void deferred_loop_unref(deferred_loop_t *loop)
         return;
     if (loop->holder_on)
         deferred_dump_holder_remove(&loop->holder);
-    if (loop->wake)
-        loop->ops->wakeup_free(loop->wake);
+    loop->ops->wakeup_free(loop->wake);
     pthread_mutex_destroy(&loop->lock);
     if (loop->ops->release)
         loop->ops->release(loop->impl);
@@ -324,11 +335,6 @@ int deferred_loop_expect(deferred_loop_t *loop)
 {
     if (!loop)
         return -EINVAL;
-    if (!loop->wake) {
-        loop->wake = loop->ops->wakeup_new(loop->impl, mailbox_drain, loop);
-        if (!loop->wake)
-            return -ENOMEM;
-    }
     loop->refs++;
     if (loop->pending++ == 0) {
         loop->alive++;
@@ -354,7 +360,7 @@ int deferred_loop_post(deferred_loop_t *loop, deferred_loop_msg_t *m)
 
     /* pending is the loop thread's: read here it may be stale, but it is
      * above zero for as long as the caller's expected message is. */
-    if (!loop || !m || !m->deliver || !loop->wake)
+    if (!loop || !m || !m->deliver)
         return -EINVAL;
     m->next = NULL;
     pthread_mutex_lock(&loop->lock);
