@@ -95,7 +95,8 @@ DEFERRED_EXPORT int deferred_clock_pump(deferred_loop_t *clock, const double *st
  * A round runs, in this order: the wakeups that were sent; the fd
  * watchers whose fd is ready (one poll(2) with no timeout; READ for
  * readable, hangup or error, WRITE for writable, hangup or error, each
- * only if watched); the timers that were due when the round began (0
+ * only if watched; an fd closed while watched counts as ready for what it
+ * watches, every round, until its watcher stops); the timers that were due when the round began (0
  * delay included; those that its own callbacks start wait for the next
  * round).
  *
