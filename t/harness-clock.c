@@ -34,7 +34,6 @@ static void clock_destroy(deferred_loop_t *l, void *state)
     deferred_loop_unref(l);
 }
 
-extern const tl_harness_t tl_harness_clock;
 const tl_harness_t tl_harness_clock = {
     "clock", clock_make, clock_run, clock_run_nowait, clock_destroy,
 };

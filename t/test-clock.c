@@ -24,8 +24,6 @@
 #include "loop/loop-private.h"
 #include "loop-harness.h"
 
-extern const tl_harness_t tl_harness_clock;
-
 /* ---- helpers ---- */
 
 static const deferred_loop_ops_t *ops_of(deferred_loop_t *l)
@@ -973,9 +971,30 @@ static void fake_hold(void *h, bool b)
 }
 
 /* Another adapter that calls itself "clock". */
+static int fake_wakeup;
+static void *fake_wakeup_new(void *impl, deferred_loop_fn cb, void *arg)
+{
+    (void)impl;
+    (void)cb;
+    (void)arg;
+    return &fake_wakeup; /* the loop object makes its mailbox's */
+}
+
 static const deferred_loop_ops_t fake_ops = {
-    DEFERRED_LOOP_OPS_VERSION, "clock", fake_now, fake_new, fake_start, fake_h, fake_h,
-    fake_io_new, fake_set, fake_h, fake_new, fake_h, fake_hold, fake_h, NULL,
+    .version = DEFERRED_LOOP_OPS_VERSION,
+    .name = "clock",
+    .now = fake_now,
+    .timer_new = fake_new,
+    .timer_start = fake_start,
+    .timer_stop = fake_h,
+    .timer_free = fake_h,
+    .io_new = fake_io_new,
+    .io_set = fake_set,
+    .io_free = fake_h,
+    .wakeup_new = fake_wakeup_new,
+    .wakeup_send = fake_h,
+    .wakeup_hold = fake_hold,
+    .wakeup_free = fake_h,
 };
 
 static void record_timer(void *arg)
@@ -1145,6 +1164,105 @@ START_TEST(test_K13_harness)
 }
 END_TEST
 
+/* ---- K14: the dump ---- */
+
+static int dump_sink(const char *text, size_t len, void *arg)
+{
+    char *out = arg;
+    size_t have = strlen(out);
+
+    if (have + len < 4096) {
+        memcpy(out + have, text, len);
+        out[have + len] = '\0';
+    }
+    return 0;
+}
+
+START_TEST(test_K14_dump_shows_time_and_timers)
+{
+    deferred_loop_t *l = new_clock();
+    static char text[4096];
+    deferred_t *d;
+
+    deferred_set_debug(true);
+    d = deferred_loop_later(l, 2.5);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_clock_advance(l, 1.0), 0);
+    text[0] = '\0';
+    ck_assert_int_eq(deferred_dump_to(DEFERRED_DUMP_TEXT, dump_sink, text, NULL), 0);
+    ck_assert_msg(strstr(text, "loop clock ") != NULL, "%s", text);
+    ck_assert_msg(strstr(text, "now_ns=1000000000") != NULL, "%s", text);
+    ck_assert_msg(strstr(text, "timers=1") != NULL, "%s", text);
+    ck_assert_int_eq(deferred_clock_advance(l, 2.0), 0);
+    ck_assert(deferred_has_result(d));
+    deferred_unref(d);
+    deferred_set_debug(false);
+    deferred_loop_unref(l);
+}
+END_TEST
+
+/* ---- K15: the library's layer on a clock ---- */
+
+START_TEST(test_K15_timeout_without_sleeping)
+{
+    deferred_loop_t *l = new_clock();
+    deferred_t *d = deferred_new(), *later;
+
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_loop_add_timeout(d, l, 5.0), 0);
+    later = deferred_loop_later(l, 2.0);
+    ck_assert_ptr_nonnull(later);
+    ck_assert_uint_eq(deferred_loop_alive(l), 2);
+    ck_assert_int_eq(deferred_clock_advance(l, 2.0), 0);
+    ck_assert(deferred_has_result(later));
+    ck_assert_int_eq(deferred_clock_advance(l, 2.999999999), 0);
+    ck_assert(!deferred_has_result(d));
+    ck_assert_int_eq(deferred_clock_advance(l, 0.000000001), 0);
+    ck_assert(deferred_has_result(d));
+    ck_assert(deferred_value_is_failure(deferred_result(d)));
+    ck_assert_int_eq(deferred_failure_code(deferred_value_get_failure(deferred_result(d))),
+                     ETIMEDOUT);
+    ck_assert_uint_eq(deferred_loop_alive(l), 0);
+    ck_assert_uint_eq(deferred_clock_timers(l), 0);
+    deferred_unref(d);
+    deferred_unref(later);
+    deferred_loop_unref(l);
+}
+END_TEST
+
+static deferred_value_t slow_job(void *arg)
+{
+    (void)arg;
+    usleep(20000);
+    return deferred_value_int(42);
+}
+
+/* A job on the pool answers before a virtual timeout running beside it:
+ * run() waits for the outside before it jumps time. */
+START_TEST(test_K15_pool_before_virtual_timeout)
+{
+    deferred_loop_t *l = new_clock();
+    deferred_pool_t *pool = deferred_loop_pool_new(l, 1);
+    deferred_t *job, *guard;
+
+    ck_assert_ptr_nonnull(pool);
+    job = deferred_pool_run(pool, slow_job, NULL, NULL);
+    ck_assert_ptr_nonnull(job);
+    ck_assert_int_eq(deferred_loop_add_timeout(job, l, 1.0), 0);
+    guard = deferred_loop_later(l, 3600.0);
+    ck_assert_ptr_nonnull(guard);
+    ck_assert_int_eq(deferred_clock_run(l), 0);
+    ck_assert(deferred_has_result(job));
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(job)), 42);
+    ck_assert(deferred_has_result(guard));
+    ck_assert_double_eq(deferred_clock_now(l), 3600.0);
+    deferred_unref(job);
+    deferred_unref(guard);
+    deferred_pool_free(pool);
+    deferred_loop_unref(l);
+}
+END_TEST
+
 static Suite *clock_suite(void)
 {
     Suite *s = suite_create("clock");
@@ -1172,6 +1290,9 @@ static Suite *clock_suite(void)
     tcase_add_test(tc, test_K11_bad_input);
     tcase_add_test(tc, test_K12_every_allocation_failed);
     tcase_add_test(tc, test_K13_harness);
+    tcase_add_test(tc, test_K14_dump_shows_time_and_timers);
+    tcase_add_test(tc, test_K15_timeout_without_sleeping);
+    tcase_add_test(tc, test_K15_pool_before_virtual_timeout);
     suite_add_tcase(s, tc);
     return s;
 }

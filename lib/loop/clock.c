@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "deferred/clock.h"
+#include "deferred/dump.h"
 
 #define NO_SLOT SIZE_MAX
 
@@ -450,22 +451,34 @@ static void clock_release(void *impl)
     deferred_free(c);
 }
 
+/* The clock's fields on its loop's line of a dump (deferred/dump.h). */
+static void clock_describe(void *impl, deferred_dump_t *w)
+{
+    struct clock *c = impl;
+
+    deferred_dump_int(w, "now_ns", (long long)c->now);
+    deferred_dump_int(w, "timers", (long long)c->nheap);
+    deferred_dump_int(w, "fds", (long long)c->nwatched);
+    deferred_dump_int(w, "held", (long long)c->nheld);
+}
+
 static const deferred_loop_ops_t clock_ops = {
-    DEFERRED_LOOP_OPS_VERSION,
-    clock_name,
-    clock_now,
-    clock_timer_new,
-    clock_timer_start,
-    clock_timer_stop,
-    clock_timer_free,
-    clock_io_new,
-    clock_io_set,
-    clock_io_free,
-    clock_wakeup_new,
-    clock_wakeup_send,
-    clock_wakeup_hold,
-    clock_wakeup_free,
-    clock_release,
+    .version = DEFERRED_LOOP_OPS_VERSION,
+    .name = clock_name,
+    .now = clock_now,
+    .timer_new = clock_timer_new,
+    .timer_start = clock_timer_start,
+    .timer_stop = clock_timer_stop,
+    .timer_free = clock_timer_free,
+    .io_new = clock_io_new,
+    .io_set = clock_io_set,
+    .io_free = clock_io_free,
+    .wakeup_new = clock_wakeup_new,
+    .wakeup_send = clock_wakeup_send,
+    .wakeup_hold = clock_wakeup_hold,
+    .wakeup_free = clock_wakeup_free,
+    .release = clock_release,
+    .describe = clock_describe,
 };
 
 /* ---- rounds ---- */
