@@ -743,6 +743,7 @@ out_loop:
     return;
 }
 
+/* LO06 */
 START_TEST(test_oom_on_every_loop)
 {
     H = tl_harnesses[_i];
