@@ -258,8 +258,10 @@ END_TEST
 
 /* A callback that keeps the loop busy for 30 ms, then starts a 20 ms
  * timer: counted from the time it was started, not from the cached time
- * of the iteration's start. */
-static void *busy_timer, *late_timer;
+ * of the iteration's start.  (A 0 timer started after it makes the next
+ * iteration come at once: from the stale time, the 20 ms timer would be
+ * due then.) */
+static void *busy_timer, *late_timer, *nudge_timer;
 static uint64_t late_started;
 static double late_started_now;
 static uint64_t late_fired;
@@ -282,12 +284,20 @@ static void on_busy(void *arg)
     late_started = uv_hrtime();
     O->timer_start(late_timer, 0.020);
     late_started_now = deferred_loop_now(L);
+    O->timer_start(nudge_timer, 0.0);
+}
+
+static void on_nudge(void *arg)
+{
+    (void)arg;
 }
 
 START_TEST(test_timer_busy_callback_does_not_shorten_delay)
 {
     busy_timer = O->timer_new(I, on_busy, NULL);
     late_timer = O->timer_new(I, on_late, NULL);
+    nudge_timer = O->timer_new(I, on_nudge, NULL);
+    ck_assert_ptr_nonnull(nudge_timer);
     ck_assert_ptr_nonnull(busy_timer);
     ck_assert_ptr_nonnull(late_timer);
     late_fired = 0;
@@ -303,6 +313,38 @@ START_TEST(test_timer_busy_callback_does_not_shorten_delay)
                   late_fired_now - late_started_now);
     O->timer_free(busy_timer);
     O->timer_free(late_timer);
+    O->timer_free(nudge_timer);
+}
+END_TEST
+
+/* A delay between two milliseconds is rounded up, never down: on the
+ * loop's own clock (uv_now()), a 1.5 ms timer fires 2 ms or more after it
+ * started. */
+static double frac_started, frac_fired;
+
+static void on_frac(void *arg)
+{
+    (void)arg;
+    frac_fired = deferred_loop_now(L);
+}
+
+START_TEST(test_timer_delay_rounded_up)
+{
+    void *t = O->timer_new(I, on_frac, NULL);
+    int i;
+
+    ck_assert_ptr_nonnull(t);
+    for (i = 0; i < 5; i++) {
+        frac_fired = -1.0;
+        O->timer_start(t, 0.0015);
+        frac_started = deferred_loop_now(L); /* refreshed by timer_start */
+        run();
+        ck_assert(frac_fired >= 0.0);
+        ck_assert_msg(frac_fired - frac_started >= 0.002 - 1e-9,
+                      "a 1.5 ms timer fired %.4f s after it started on the loop's clock",
+                      frac_fired - frac_started);
+    }
+    O->timer_free(t);
 }
 END_TEST
 
@@ -977,6 +1019,7 @@ int main(void)
     tcase_add_test(tc, test_timer_stop);
     tcase_add_test(tc, test_timer_zero_next_iteration);
     tcase_add_test(tc, test_timer_busy_callback_does_not_shorten_delay);
+    tcase_add_test(tc, test_timer_delay_rounded_up);
     tcase_add_test(tc, test_free_from_own_callback);
     tcase_add_test(tc, test_io_pipe_read_write_level_triggered);
     tcase_add_test(tc, test_io_two_watchers_one_fd);
