@@ -36,7 +36,7 @@
 #include "deferred.h"
 #include "deferred/uv.h"
 
-#define EVENTS (DEFERRED_LOOP_READ | DEFERRED_LOOP_WRITE)
+#define WATCHABLE (DEFERRED_LOOP_READ | DEFERRED_LOOP_WRITE)
 
 struct uvl_timer;
 struct uvl_fd;
@@ -357,7 +357,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
          * for everything watched, so that the read or write that follows
          * sees the error; fd_settle() starts h again (level-triggered: the
          * error is reported on each iteration while it lasts). */
-        revents = EVENTS;
+        revents = WATCHABLE;
         f->started = 0;
     } else {
         /* A hang-up without data reaches here as UV_READABLE (libuv merges
@@ -486,7 +486,7 @@ static void uvl_io_set(void *io, int events)
 {
     struct uvl_io *w = io;
 
-    w->events = events & EVENTS;
+    w->events = events & WATCHABLE;
     if (!w->f->dispatching)
         fd_update(w->f);
 }
