@@ -719,8 +719,7 @@ static void user_poll_cb(uv_poll_t *h, int status, int events)
 
 START_TEST(test_io_refused_fds)
 {
-    char path[] = "/tmp/test-uv-XXXXXX";
-    int p[2], fd;
+    int p[2];
     void *w;
     uv_poll_t poll;
 
@@ -732,15 +731,6 @@ START_TEST(test_io_refused_fds)
     errno = 0;
     ck_assert_ptr_null(O->io_new(I, p[1], io_record, NULL)); /* closed */
     ck_assert_int_eq(errno, EBADF);
-    /* epoll refuses regular files */
-    fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    unlink(path);
-    errno = 0;
-    ck_assert_ptr_null(O->io_new(I, fd, io_record, NULL));
-    ck_assert_int_eq(errno, EPERM);
-    ck_assert_int_eq(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
-    close(fd);
     /* the user's own started uv_poll_t on the fd: EEXIST */
     ck_assert_int_eq(uv_poll_init(UV, &poll, p[0]), 0);
     ck_assert_int_eq(uv_poll_start(&poll, UV_READABLE, user_poll_cb), 0);
@@ -754,6 +744,61 @@ START_TEST(test_io_refused_fds)
     ck_assert_ptr_nonnull(w);
     O->io_free(w);
     close(p[0]);
+}
+END_TEST
+
+/* A regular file, which epoll refuses: always ready, as poll() says. */
+static int file_calls[2], file_last[2];
+static void *file_w[2];
+
+static void file_cb(void *arg, int revents)
+{
+    int i = (int)ARGI(arg);
+
+    file_calls[i]++;
+    file_last[i] = revents;
+    if (i == 1 && file_calls[1] == 2)
+        O->io_free(file_w[1]); /* from inside its callback */
+}
+
+START_TEST(test_io_regular_file_always_ready)
+{
+    char path[] = "/tmp/test-uv-XXXXXX";
+    char buf[8];
+    int fd = mkstemp(path);
+
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    ck_assert_int_eq(write(fd, "abc", 3), 3);
+    ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+    memset(file_calls, 0, sizeof file_calls);
+    file_w[0] = O->io_new(I, fd, file_cb, TAG(0));
+    file_w[1] = O->io_new(I, fd, file_cb, TAG(1));
+    ck_assert_ptr_nonnull(file_w[0]);
+    ck_assert_ptr_nonnull(file_w[1]);
+    ck_assert_int_eq(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+    ck_assert_int_eq(uv_loop_alive(UV), 0); /* watching nothing */
+    O->io_set(file_w[0], DEFERRED_LOOP_READ);
+    O->io_set(file_w[1], DEFERRED_LOOP_READ | DEFERRED_LOOP_WRITE);
+    run_nowait();
+    ck_assert_int_eq(file_calls[0], 1);
+    ck_assert_int_eq(file_last[0], DEFERRED_LOOP_READ);
+    ck_assert_int_eq(file_calls[1], 1);
+    ck_assert_int_eq(file_last[1], DEFERRED_LOOP_READ | DEFERRED_LOOP_WRITE);
+    ck_assert_int_eq(read(fd, buf, sizeof buf), 3);
+    run_nowait(); /* at the end of the file: still ready (read() says EOF) */
+    ck_assert_int_eq(file_calls[0], 2);
+    ck_assert_int_eq(file_calls[1], 2); /* and freed itself */
+    ck_assert_int_eq(read(fd, buf, sizeof buf), 0);
+    run_nowait();
+    ck_assert_int_eq(file_calls[0], 3);
+    ck_assert_int_eq(file_calls[1], 2);
+    O->io_set(file_w[0], 0);
+    ck_assert_int_eq(uv_loop_alive(UV), 0);
+    run_nowait();
+    ck_assert_int_eq(file_calls[0], 3);
+    O->io_free(file_w[0]);
+    close(fd);
 }
 END_TEST
 
@@ -1027,6 +1072,7 @@ int main(void)
     tcase_add_test(tc, test_io_hangup_and_error_are_readiness);
     tcase_add_test(tc, test_io_leaves_fd_flags_alone);
     tcase_add_test(tc, test_io_refused_fds);
+    tcase_add_test(tc, test_io_regular_file_always_ready);
     tcase_add_test(tc, test_wakeup_from_other_thread);
     tcase_add_test(tc, test_wakeup_sends_coalesce);
     tcase_add_test(tc, test_wakeup_hold_keeps_uv_run);

@@ -12,8 +12,9 @@
  *   - a uv_timer_t per timer (a running one keeps uv_run() going);
  *   - one uv_poll_t per fd that library objects watch (the adapter shares
  *     it between the watchers of the same fd, since libuv allows only one
- *     poll handle per fd and loop); it keeps uv_run() going while one of
- *     them watches events;
+ *     poll handle per fd and loop), or a uv_idle_t for an fd that epoll
+ *     refuses (below); it keeps uv_run() going while one of them watches
+ *     events;
  *   - a uv_async_t per cross-thread wakeup (the pool, remote handles),
  *     unreferenced (uv_unref()) unless the library holds it because work
  *     is in flight, so an idle wakeup never keeps uv_run() going;
@@ -51,9 +52,14 @@
  * error or hang-up on the fd (libuv's status < 0, UV_DISCONNECT, or a
  * POLLHUP) is reported as readiness for every event watched, so that the
  * read() or write() that follows sees the error or the end of file.
- * libuv's uv_poll_init() makes an fd non-blocking; the adapter puts the
- * fd's O_NONBLOCK flag back as it found it, so the fd stays the caller's
- * in every way.
+ * An fd that epoll refuses (a regular file, a directory) is always ready,
+ * as poll() says of it (and as libev treats it): its watchers are called
+ * on every iteration, from a uv_idle_t of its own.  libuv's
+ * uv_poll_init() makes an fd non-blocking; the adapter puts the fd's
+ * O_NONBLOCK flag back as it found it, so the fd stays the caller's in
+ * every way.  Watching an fd fails (the library's constructor gives NULL
+ * or a failure) with EBADF when it is not open and EEXIST when the
+ * user's own uv_poll_t watches it on the same loop.
  *
  * Threads: as deferred/loop.h says.  The uv loop is run by one thread
  * (the loop thread); the library's functions on it are called there,

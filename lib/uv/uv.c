@@ -72,12 +72,20 @@ struct uvl_timer {
 
 struct uvl_io;
 
-/* The one uv_poll_t of an fd, shared by its watchers. */
+/* The one uv_poll_t of an fd, shared by its watchers; or, for an fd that
+ * epoll refuses (a regular file, which poll() reports always ready), a
+ * uv_idle_t that reports it ready on every iteration. */
 struct uvl_fd {
-    uv_poll_t h;
+    union {
+        uv_handle_t handle;
+        uv_poll_t poll;
+        uv_idle_t idle;
+    } h;
     struct uvl *u;
     int fd;
-    int started;       /* the UV_* events h runs with (0: stopped) */
+    bool always;       /* h.idle: always ready */
+    int started;       /* the UV_* events h.poll runs with (0: stopped);
+                        * always: 1 while h.idle runs */
     int dispatching;   /* inside its callback */
     size_t live;       /* watchers not freed */
     struct uvl_io *head;
@@ -107,26 +115,36 @@ static void handle_gone(struct uvl *u)
         deferred_free(u);
 }
 
-static void on_closed(uv_handle_t *h)
+/* The close callbacks: each handle's data is its block. */
+static void on_idle_closed(uv_handle_t *h)
 {
-    struct uvl *u;
+    handle_gone(h->data); /* the idle handle is inside u */
+}
 
-    /* Every block of the adapter starts with its handle, then u. */
-    switch (h->type) {
-    case UV_TIMER:
-        u = ((struct uvl_timer *)h->data)->u;
-        break;
-    case UV_POLL:
-        u = ((struct uvl_fd *)h->data)->u;
-        break;
-    case UV_ASYNC:
-        u = ((struct uvl_wakeup *)h->data)->u;
-        break;
-    default: /* the idle handle, inside u */
-        handle_gone((struct uvl *)h->data);
-        return;
-    }
-    deferred_free(h->data);
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct uvl_timer *t = h->data;
+    struct uvl *u = t->u;
+
+    deferred_free(t);
+    handle_gone(u);
+}
+
+static void on_fd_closed(uv_handle_t *h)
+{
+    struct uvl_fd *f = h->data;
+    struct uvl *u = f->u;
+
+    deferred_free(f);
+    handle_gone(u);
+}
+
+static void on_wakeup_closed(uv_handle_t *h)
+{
+    struct uvl_wakeup *k = h->data;
+    struct uvl *u = k->u;
+
+    deferred_free(k);
     handle_gone(u);
 }
 
@@ -148,7 +166,7 @@ static void uvl_release(void *impl)
     u->fds = NULL;
     u->nfds = 0;
     if (u->idle_made)
-        uv_close((uv_handle_t *)&u->idle, on_closed);
+        uv_close((uv_handle_t *)&u->idle, on_idle_closed);
     if (u->handles == 0)
         deferred_free(u);
 }
@@ -272,7 +290,7 @@ static void uvl_timer_free(void *timer)
     struct uvl_timer *t = timer;
 
     uvl_timer_stop(t);
-    uv_close((uv_handle_t *)&t->h, on_closed);
+    uv_close((uv_handle_t *)&t->h, on_timer_closed);
 }
 
 /* ---- fd readiness ------------------------------------------------------ */
@@ -291,8 +309,9 @@ static int uv_events(int events)
 }
 
 static void on_poll(uv_poll_t *h, int status, int events);
+static void on_always(uv_idle_t *h);
 
-/* Start, change or stop f's poll handle for its watchers' union. */
+/* Start, change or stop f's handle for its watchers' union. */
 static void fd_update(struct uvl_fd *f)
 {
     struct uvl_io *w;
@@ -300,13 +319,20 @@ static void fd_update(struct uvl_fd *f)
 
     for (w = f->head; w; w = w->next)
         want |= w->events;
-    want = uv_events(want);
+    if (f->always)
+        want = want != 0;
+    else
+        want = uv_events(want);
     if (want == f->started)
         return;
-    if (want)
-        uv_poll_start(&f->h, want, on_poll);
+    if (f->always && want)
+        uv_idle_start(&f->h.idle, on_always);
+    else if (f->always)
+        uv_idle_stop(&f->h.idle);
+    else if (want)
+        uv_poll_start(&f->h.poll, want, on_poll);
     else
-        uv_poll_stop(&f->h);
+        uv_poll_stop(&f->h.poll);
     f->started = want;
 }
 
@@ -343,13 +369,35 @@ static void fd_settle(struct uvl_fd *f)
     }
     if (!u->released)
         u->fds[f->fd] = NULL;
-    uv_close((uv_handle_t *)&f->h, on_closed);
+    uv_close(&f->h.handle, on_fd_closed);
+}
+
+/* Hand each watcher of f the events of revents it watches. */
+static void fd_dispatch(struct uvl_fd *f, int revents)
+{
+    struct uvl_io *w;
+
+    /* Watchers made by a callback are linked at the head, so the walk
+     * skips them; freed ones are only marked (their next stays valid). */
+    f->dispatching++;
+    for (w = f->head; w; w = w->next) {
+        int r = revents & w->events;
+
+        if (r && !w->dead)
+            w->cb(w->arg, r);
+    }
+    f->dispatching--;
+    fd_settle(f);
+}
+
+static void on_always(uv_idle_t *h)
+{
+    fd_dispatch(h->data, WATCHABLE);
 }
 
 static void on_poll(uv_poll_t *h, int status, int events)
 {
     struct uvl_fd *f = h->data;
-    struct uvl_io *w;
     int revents = 0;
 
     if (status < 0) {
@@ -368,17 +416,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
         if (events & UV_WRITABLE)
             revents |= DEFERRED_LOOP_WRITE;
     }
-    /* Watchers made by a callback are linked at the head, so the walk
-     * skips them; freed ones are only marked (their next stays valid). */
-    f->dispatching++;
-    for (w = f->head; w; w = w->next) {
-        int r = revents & w->events;
-
-        if (r && !w->dead)
-            w->cb(w->arg, r);
-    }
-    f->dispatching--;
-    fd_settle(f);
+    fd_dispatch(f, revents);
 }
 
 /* The table entry for fd, growing the table; NULL on allocation failure. */
@@ -418,19 +456,26 @@ static struct uvl_fd *fd_open(struct uvl *u, int fd)
         return NULL;
     }
     memset(f, 0, sizeof *f);
-    rc = uv_poll_init(u->loop, &f->h, fd);
+    rc = uv_poll_init(u->loop, &f->h.poll, fd);
     /* uv_poll_init() makes fd non-blocking, which uv_poll_t does not need:
      * the fd's flags stay the caller's. */
     if (!(flags & O_NONBLOCK))
         (void)fcntl(fd, F_SETFL, flags);
+    if (rc == UV_EPERM) {
+        /* epoll refuses fd (a regular file, a directory): poll() says
+         * such an fd is always ready, and so does the adapter (as libev
+         * does), from an idle handle */
+        uv_idle_init(u->loop, &f->h.idle); /* cannot fail */
+        f->always = true;
+        rc = 0;
+    }
     if (rc < 0) {
-        /* EEXIST: another poll handle (the user's) has fd on this loop;
-         * EPERM: epoll refuses it (a regular file). */
+        /* EEXIST: another poll handle (the user's) has fd on this loop */
         deferred_free(f);
         errno = -rc;
         return NULL;
     }
-    f->h.data = f;
+    f->h.handle.data = f;
     f->u = u;
     f->fd = fd;
     u->handles++;
@@ -563,7 +608,7 @@ static void uvl_wakeup_free(void *wakeup)
 {
     struct uvl_wakeup *k = wakeup;
 
-    uv_close((uv_handle_t *)&k->h, on_closed);
+    uv_close((uv_handle_t *)&k->h, on_wakeup_closed);
 }
 
 /* ---- the loop ---------------------------------------------------------- */
