@@ -256,6 +256,65 @@ START_TEST(test_timer_zero_next_iteration)
 }
 END_TEST
 
+/* A 0 timer started from another timer's callback: not in the same pass
+ * of the timers either. */
+static void *zero_from_timer;
+
+static void start_zero(void *arg)
+{
+    record(arg);
+    O->timer_start(zero_from_timer, 0.0);
+}
+
+START_TEST(test_timer_zero_from_timer_callback)
+{
+    void *a = O->timer_new(I, start_zero, TAG(1));
+    int i;
+
+    zero_from_timer = O->timer_new(I, record, TAG(2));
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(zero_from_timer);
+    reset_rec();
+    O->timer_start(a, 0.001);
+    for (i = 0; i < 10000 && nrec == 0; i++) {
+        usleep(1000);
+        run_nowait();
+    }
+    ck_assert_int_eq(nrec, 1); /* a fired; the 0 timer it started waits */
+    run_nowait();
+    ck_assert_int_eq(nrec, 2);
+    ck_assert_int_eq(rec[1], 2);
+    O->timer_free(a);
+    O->timer_free(zero_from_timer);
+}
+END_TEST
+
+/* 0 timers fire among the others in the order of their due times: a 0
+ * timer started before a 1 ms one fires first, also when both are due
+ * by the time the loop runs. */
+START_TEST(test_timer_zero_orders_with_due_timers)
+{
+    void *z = O->timer_new(I, record, TAG(1));
+    void *a = O->timer_new(I, record, TAG(2));
+    uint64_t until;
+
+    ck_assert_ptr_nonnull(z);
+    ck_assert_ptr_nonnull(a);
+    reset_rec();
+    O->timer_start(z, 0.0);
+    O->timer_start(a, 0.001);
+    until = uv_hrtime() + 5 * 1000000ull;
+    while (uv_hrtime() < until)
+        ;
+    run();
+    ck_assert_int_eq(nrec, 2);
+    ck_assert_int_eq(rec[0], 1);
+    ck_assert_int_eq(rec[1], 2);
+    O->timer_free(z);
+    O->timer_free(a);
+}
+END_TEST
+
 /* A callback that keeps the loop busy for 30 ms, then starts a 20 ms
  * timer: counted from the time it was started, not from the cached time
  * of the iteration's start.  (A 0 timer started after it makes the next
@@ -1063,6 +1122,8 @@ int main(void)
     tcase_add_test(tc, test_timer_restart);
     tcase_add_test(tc, test_timer_stop);
     tcase_add_test(tc, test_timer_zero_next_iteration);
+    tcase_add_test(tc, test_timer_zero_from_timer_callback);
+    tcase_add_test(tc, test_timer_zero_orders_with_due_timers);
     tcase_add_test(tc, test_timer_busy_callback_does_not_shorten_delay);
     tcase_add_test(tc, test_timer_delay_rounded_up);
     tcase_add_test(tc, test_free_from_own_callback);

@@ -13,12 +13,16 @@
  *
  * What maps to what:
  *   timer    a uv_timer_t (milliseconds, rounded up), after uv_update_time();
- *            a delay of 0 goes on the "soon" list instead, run by one
- *            uv_idle_t: libuv runs a 0 ms uv_timer_t started from a timer
- *            callback in the same uv__run_timers() pass, so a callback that
- *            restarts its own timer with 0 would never let the loop poll;
- *            the soon list runs only what was started before the current
- *            pass began, so each start waits for the next pass;
+ *            a delay of 0 goes on the "soon" list instead: libuv runs a
+ *            0 ms uv_timer_t started from a timer callback in the same
+ *            uv__run_timers() pass, so a callback that restarts its own
+ *            timer with 0 would never let the loop poll.  The list is run
+ *            by one 0 ms uv_timer_t of the adapter's (so it fires among the
+ *            other timers in the order of their due times), armed at most
+ *            once per iteration: a pass runs only the timers started
+ *            before it began, and the list's timer is armed again by a
+ *            uv_prepare_t, after the timers' phase of the iteration, when
+ *            a timer's callback started one;
  *   io       libuv allows one uv_poll_t per fd and loop, so the watchers of
  *            one fd share one (struct uvl_fd, found by fd in a table), started
  *            with the union of their events; its callback hands each watcher
@@ -45,15 +49,20 @@ struct uvl_fd;
 struct uvl {
     uv_loop_t *loop;
     /* Handles of this adapter whose close callback has not run yet: the
-     * timers, fd pollers and wakeups made, and the idle handle. */
+     * timers, fd pollers and wakeups made, and the soon list's two. */
     size_t handles;
     bool released; /* the deferred_loop_t is gone */
+    bool in_timer; /* inside a timer's callback (the timers' phase) */
     /* The soon list: timers started with 0, in start order, and the pass
-     * counter of the idle callback that runs them. */
+     * counter of the callback that runs them.  soon (made with the first
+     * 0 delay, with soon_prep) is armed while the list waits; soon_ran:
+     * its pass ran in this iteration's timers' phase, so soon_prep (before
+     * the iteration polls) arms it for the next one. */
     struct uvl_timer *soon_head, *soon_tail;
     unsigned long soon_pass;
-    bool idle_made;
-    uv_idle_t idle;
+    bool soon_made, soon_armed, soon_ran;
+    uv_timer_t soon;
+    uv_prepare_t soon_prep;
     /* The fd pollers, indexed by fd (NULL: none); nfds entries. */
     struct uvl_fd **fds;
     size_t nfds;
@@ -116,9 +125,9 @@ static void handle_gone(struct uvl *u)
 }
 
 /* The close callbacks: each handle's data is its block. */
-static void on_idle_closed(uv_handle_t *h)
+static void on_own_closed(uv_handle_t *h)
 {
-    handle_gone(h->data); /* the idle handle is inside u */
+    handle_gone(h->data); /* the soon list's handles are inside u */
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -165,8 +174,10 @@ static void uvl_release(void *impl)
     deferred_free(u->fds);
     u->fds = NULL;
     u->nfds = 0;
-    if (u->idle_made)
-        uv_close((uv_handle_t *)&u->idle, on_idle_closed);
+    if (u->soon_made) {
+        uv_close((uv_handle_t *)&u->soon, on_own_closed);
+        uv_close((uv_handle_t *)&u->soon_prep, on_own_closed);
+    }
     if (u->handles == 0)
         deferred_free(u);
 }
@@ -187,32 +198,69 @@ static void soon_unlink(struct uvl_timer *t)
         u->soon_tail = t->soon_prev;
     t->soon_prev = t->soon_next = NULL;
     t->soon = false;
-    /* an active idle handle keeps uv_run() going and its poll from
-     * blocking: only while a timer waits on it */
-    if (!u->soon_head && !u->released)
-        uv_idle_stop(&u->idle);
+    /* the list's timer keeps uv_run() going: only while a timer waits */
+    if (!u->soon_head && u->soon_armed && !u->released) {
+        uv_timer_stop(&u->soon);
+        u->soon_armed = false;
+    }
 }
 
-/* The idle handle's callback: runs the timers started with 0 before this
- * pass; those started by their callbacks wait for the next pass. */
-static void on_idle(uv_idle_t *h)
+static void on_soon(uv_timer_t *h);
+static void on_soon_prep(uv_prepare_t *h);
+
+/* The list has a timer: arm the list's timer, for this iteration's
+ * timers' phase when that is still to come, else for the next one. */
+static void soon_arm(struct uvl *u)
+{
+    if (u->soon_armed)
+        return;
+    if (u->soon_ran || u->in_timer) {
+        /* a 0 ms timer started now would run in this very pass */
+        uv_prepare_start(&u->soon_prep, on_soon_prep);
+        return;
+    }
+    uv_timer_start(&u->soon, on_soon, 0, 0);
+    u->soon_armed = true;
+}
+
+/* The list's pass: the timers started with 0 before it began, in start
+ * order; those their callbacks start wait for the next iteration. */
+static void on_soon(uv_timer_t *h)
 {
     struct uvl *u = h->data;
     struct uvl_timer *t;
     unsigned long pass = u->soon_pass++;
 
+    u->soon_armed = false;
+    u->soon_ran = true;
+    uv_prepare_start(&u->soon_prep, on_soon_prep); /* clears soon_ran */
     while ((t = u->soon_head) != NULL && t->soon_pass == pass) {
         soon_unlink(t);
         t->cb(t->arg); /* may free t, start timers, release u */
     }
-    (void)h; /* soon_unlink() stopped it when the list ran empty */
+}
+
+/* After the timers' phase, before the poll: arm the list's timer for the
+ * next iteration if a callback of this one started a timer with 0. */
+static void on_soon_prep(uv_prepare_t *h)
+{
+    struct uvl *u = h->data;
+
+    uv_prepare_stop(h);
+    u->soon_ran = false;
+    if (u->soon_head)
+        soon_arm(u);
 }
 
 static void on_timer(uv_timer_t *h)
 {
     struct uvl_timer *t = h->data;
+    struct uvl *u = t->u;
 
-    t->cb(t->arg);
+    u->in_timer = true;
+    t->cb(t->arg); /* may free t (its block stays until the close), release u
+                    * (which stays while t's handle is not closed) */
+    u->in_timer = false;
 }
 
 static void *uvl_timer_new(void *impl, deferred_loop_fn cb, void *arg)
@@ -261,12 +309,14 @@ static void uvl_timer_start(void *timer, double seconds)
 
     uvl_timer_stop(t);
     if (!(seconds > 0.0)) {
-        /* 0: the next pass of the idle handle */
-        if (!u->idle_made) {
-            uv_idle_init(u->loop, &u->idle); /* cannot fail */
-            u->idle.data = u;
-            u->idle_made = true;
-            u->handles++;
+        /* 0: the soon list */
+        if (!u->soon_made) {
+            uv_timer_init(u->loop, &u->soon); /* cannot fail */
+            uv_prepare_init(u->loop, &u->soon_prep);
+            u->soon.data = u;
+            u->soon_prep.data = u;
+            u->soon_made = true;
+            u->handles += 2;
         }
         t->soon = true;
         t->soon_pass = u->soon_pass;
@@ -277,7 +327,7 @@ static void uvl_timer_start(void *timer, double seconds)
         else
             u->soon_head = t;
         u->soon_tail = t;
-        uv_idle_start(&u->idle, on_idle); /* a no-op when active */
+        soon_arm(u);
         return;
     }
     /* the cached time may be stale in a busy callback */
