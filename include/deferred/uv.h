@@ -18,10 +18,12 @@
  *   - a uv_async_t per cross-thread wakeup (the pool, remote handles),
  *     unreferenced (uv_unref()) unless the library holds it because work
  *     is in flight, so an idle wakeup never keeps uv_run() going;
- *   - one uv_idle_t, made the first time a timer is started with a delay
- *     of 0 and active only while such a timer waits (libuv would run a
+ *   - one uv_timer_t and one uv_prepare_t, made the first time a timer
+ *     is started with a delay of 0, for all such timers: libuv would run a
  *     0 ms uv_timer_t started from a timer callback in the same pass, so
- *     the adapter runs those itself, on the next iteration).
+ *     the adapter queues them and runs the queue from its own 0 ms timer,
+ *     at most once per iteration (the uv_prepare_t arms it again for the
+ *     next one); both are active only while a 0 timer waits.
  * The handles belong to the adapter: the user must not close them (the
  * user's uv_walk() sees them; a "close everything" walk must skip them or
  * run only after the library is done).  The user's fd must not be watched
