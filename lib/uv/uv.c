@@ -26,7 +26,8 @@
  *   io       libuv allows one uv_poll_t per fd and loop, so the watchers of
  *            one fd share one (struct uvl_fd, found by fd in a table), started
  *            with the union of their events; its callback hands each watcher
- *            the events it asked for;
+ *            the events it asked for; an fd that epoll refuses (a regular
+ *            file) gets a uv_idle_t instead, always ready;
  *   wakeup   a uv_async_t, uv_unref()ed unless held.
  */
 #include <errno.h>
