@@ -1397,6 +1397,7 @@ static int floor_cross_thread(size_t n)
 #include "deferred/row.h"
 
 static struct ev_loop *db_loop;
+static deferred_loop_t *db_dloop; /* db_loop's adapter (deferred/loop.h) */
 
 static deferred_value_t db_sum_row(deferred_value_t acc, deferred_value_t item, void *arg)
 {
@@ -1483,7 +1484,8 @@ static int sqlite_bench_open(size_t n)
     if (bsq.db && bsq.rows == n)
         return 0;
     sqlite_bench_cleanup();
-    if (!db_loop && !(db_loop = ev_loop_new(EVFLAG_AUTO)))
+    if (!db_loop && (!(db_loop = ev_loop_new(EVFLAG_AUTO)) ||
+                     !(db_dloop = deferred_ev_loop_new(db_loop))))
         return wrong("sqlite-rows", "no libev loop");
     snprintf(bsq.dir, sizeof bsq.dir, "/tmp/deferred-bench.XXXXXX");
     if (!mkdtemp(bsq.dir))
@@ -1511,7 +1513,7 @@ static int run_sqlite_rows(size_t ops)
 
     if (sqlite_bench_open(ops) != 0)
         return -1;
-    q = deferred_sqlite_query(db_loop, bsq.db, "SELECT i, s, d FROM t", NULL, 0);
+    q = deferred_sqlite_query(db_dloop, bsq.db, "SELECT i, s, d FROM t", NULL, 0);
     deferred_sqlite_set_batch(q, 1024);
     if (db_run_process(q, "sqlite-rows", &sum) != 0)
         return -1;
@@ -1587,7 +1589,8 @@ static int pg_bench_open(void)
     if (bpg.tried)
         return bpg.ok ? 0 : 1;
     bpg.tried = true;
-    if (!db_loop && !(db_loop = ev_loop_new(EVFLAG_AUTO)))
+    if (!db_loop && (!(db_loop = ev_loop_new(EVFLAG_AUTO)) ||
+                     !(db_dloop = deferred_ev_loop_new(db_loop))))
         return wrong("pg-rows", "no libev loop");
     if (pgh_start(&bpg.server) != 0) {
         printf("pg-rows: skipped: no PostgreSQL server could be started "
@@ -1598,7 +1601,7 @@ static int pg_bench_open(void)
     bpg.raw = PQconnectdb(bpg.server.conninfo);
     if (PQstatus(bpg.raw) != CONNECTION_OK)
         return wrong("pg-rows", "connect: %s", PQerrorMessage(bpg.raw));
-    d = deferred_pg_connect(db_loop, bpg.server.conninfo);
+    d = deferred_pg_connect(db_dloop, bpg.server.conninfo);
     while (d && !deferred_has_fired(d) && ev_run(db_loop, EVRUN_ONCE))
         ;
     if (!d || !(bpg.conn = deferred_value_get_pg(deferred_result_take(d)))) {
@@ -1606,7 +1609,7 @@ static int pg_bench_open(void)
         return wrong("pg-rows", "deferred_pg_connect failed");
     }
     deferred_unref(d);
-    d = deferred_pg_connect(db_loop, bpg.server.conninfo);
+    d = deferred_pg_connect(db_dloop, bpg.server.conninfo);
     while (d && !deferred_has_fired(d) && ev_run(db_loop, EVRUN_ONCE))
         ;
     if (!d || !(bpg.pipe = deferred_value_get_pg(deferred_result_take(d))) ||

@@ -29,10 +29,12 @@
 #include <ev.h>
 #include <deferred.h>
 #include <deferred/sqlite.h>
+#include <deferred/ev.h>
 
 #define PROG "orders-async"
 
 static struct ev_loop *loop;
+static deferred_loop_t *dloop; /* the loop layer's adapter of loop */
 static sqlite3 *db;
 
 /* The data of examples/orders.c's fixture. */
@@ -63,7 +65,7 @@ static deferred_t *fetch_lines(const deferred_row_t *order)
     if (!p)
         return NULL;
     deferred_process_add(p, deferred_sqlite_query(
-                                loop, db,
+                                dloop, db,
                                 "SELECT line_no, item, qty, price_cents FROM lines"
                                 " WHERE order_id = $1 ORDER BY line_no",
                                 DEFERRED_PARAMS_ARGS(deferred_param_int(
@@ -96,7 +98,7 @@ static int report_body(void *frame)
     DEFERRED_ASYNC_BEGIN(f);
     printf("Orders report\n=============\n");
     deferred_async_iter_open(&f->co, &f->orders,
-                             deferred_sqlite_query(loop, db,
+                             deferred_sqlite_query(dloop, db,
                                                    "SELECT id, customer, placed FROM orders"
                                                    " ORDER BY id",
                                                    NULL, 0));
@@ -187,6 +189,7 @@ int main(void)
     }
     printf("(database %s)\n\n", path);
     loop = ev_default_loop(0);
+    dloop = deferred_ev_loop_new(loop);
 
     f = DEFERRED_ASYNC_NEW(struct report_frame, report_body, "report");
     d = f ? deferred_async_start(f) : NULL;
@@ -196,7 +199,7 @@ int main(void)
     deferred_unref(d);
 
     /* The grand total, checked against plain SQL. */
-    check = deferred_sqlite_query_one(loop, db, "SELECT sum(qty * price_cents) FROM lines",
+    check = deferred_sqlite_query_one(dloop, db, "SELECT sum(qty * price_cents) FROM lines",
                                       NULL, 0);
     if (wait_ok(check, "the check"))
         sql_total = deferred_row_int(deferred_value_get_row(deferred_result(check)), 0);
@@ -205,6 +208,7 @@ int main(void)
     sqlite3_close(db);
     unlink(path);
     rmdir(dir);
+    deferred_loop_unref(dloop);
     ev_loop_destroy(loop);
     ok = ok && grand == sql_total;
     printf(ok ? "\n" PROG ": the report is right\n" : "\n" PROG ": FAILED\n");

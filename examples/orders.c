@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include <ev.h>
+#include <deferred/ev.h>
 
 #ifdef ORDERS_PG
 #include <deferred/pg.h>
@@ -59,6 +60,7 @@
 #endif
 
 static struct ev_loop *loop;
+static deferred_loop_t *dloop; /* the loop layer's adapter of loop */
 
 /* ---- options and counters -------------------------------------------------- */
 
@@ -162,13 +164,13 @@ static deferred_stage_t *query(const char *sql, const deferred_param_t *params, 
 {
     (void)which;
     stats.queries++;
-    return deferred_sqlite_query(loop, db, sql, params, n);
+    return deferred_sqlite_query(dloop, db, sql, params, n);
 }
 
 static deferred_t *query_one(const char *sql)
 {
     stats.queries++;
-    return deferred_sqlite_query_one(loop, db, sql, NULL, 0);
+    return deferred_sqlite_query_one(dloop, db, sql, NULL, 0);
 }
 #endif
 
@@ -944,7 +946,7 @@ static int setup_pg(const char *conninfo, int drop)
 
 static deferred_pg_t *connect_pg(const char *conninfo)
 {
-    deferred_t *d = deferred_pg_connect(loop, conninfo);
+    deferred_t *d = deferred_pg_connect(dloop, conninfo);
     deferred_pg_t *c = NULL;
 
     if (d && wait_ok(d, "connecting")) {
@@ -988,6 +990,7 @@ int main(int argc, char **argv)
     printf("(schema deferred_orders: %ld orders%s)\n\n", opt.orders ? opt.orders : 5,
            opt.orders ? ", generated" : "");
     loop = ev_default_loop(0);
+    dloop = deferred_ev_loop_new(loop);
     /* Every connection looks in the example's schema first. */
     snprintf(info, sizeof(info), "%s options='-c search_path=deferred_orders'", conninfo);
     if (strstr(conninfo, "://"))
@@ -1007,6 +1010,7 @@ int main(int argc, char **argv)
     deferred_pg_unref(pg_lookup);
     ev_run(loop, 0);
     setup_pg(conninfo, 1);
+    deferred_loop_unref(dloop);
     ev_loop_destroy(loop);
     printf(ok ? "\n" PROG ": the report is right\n" : "\n" PROG ": FAILED\n");
     return ok ? 0 : 1;
@@ -1051,11 +1055,13 @@ int main(int argc, char **argv)
     else
         printf("(database %s)\n\n", path);
     loop = ev_default_loop(0);
+    dloop = deferred_ev_loop_new(loop);
     ok = run_examples(t_gen);
     ev_run(loop, 0); /* nothing is left: every query finished */
     sqlite3_close(db);
     unlink(path);
     rmdir(dir);
+    deferred_loop_unref(dloop);
     ev_loop_destroy(loop);
     printf(ok ? "\n" PROG ": the report is right\n" : "\n" PROG ": FAILED\n");
     return ok ? 0 : 1;

@@ -21,5 +21,6 @@
 #include "deferred/row.h"
 #include "deferred/async.h"
 #include "deferred/dump.h"
+#include "deferred/loop.h"
 
 #endif /* DEFERRED_H */

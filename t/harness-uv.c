@@ -18,8 +18,6 @@
 
 #include "loop-harness.h"
 
-extern const tl_harness_t tl_harness_uv;
-
 static deferred_loop_t *uv_make(void **state)
 {
     uv_loop_t *loop = malloc(sizeof *loop);

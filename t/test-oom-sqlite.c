@@ -24,11 +24,13 @@
 #include <unistd.h>
 
 #include <ev.h>
+#include <deferred/ev.h>
 #include <deferred/sqlite.h>
 
 static char dir[256];
 static char path[300];
 static struct ev_loop *loop;
+static deferred_loop_t *dloop; /* its adapter (deferred/loop.h) */
 static sqlite3 *db;
 
 /* ---- the database ---- */
@@ -70,6 +72,8 @@ static void setup(void)
 {
     tu_setup();
     loop = ev_loop_new(EVFLAG_AUTO);
+    dloop = deferred_ev_loop_new(loop);
+    ck_assert_ptr_nonnull(dloop);
     ck_assert_ptr_nonnull(loop);
     ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
 }
@@ -78,6 +82,8 @@ static void teardown(void)
 {
     ck_assert_ptr_null(sqlite3_next_stmt(db, NULL));
     ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+    deferred_loop_unref(dloop);
+    dloop = NULL;
     ev_loop_destroy(loop);
     tu_teardown();
 }
@@ -152,7 +158,7 @@ static void sc_query(struct tu_oom *r)
 
     TU_NEW(r, p, deferred_process_new(0), out);
     errno = 0;
-    q = deferred_sqlite_query_p(loop, db, "SELECT i, s FROM t WHERE i <= ? ORDER BY i",
+    q = deferred_sqlite_query_p(dloop, db, "SELECT i, s FROM t WHERE i <= ? ORDER BY i",
                                 DEFERRED_PARAMS(deferred_param_int(30)));
     if (q)
         ck_assert_int_eq(deferred_sqlite_set_batch(q, 7), 0);
@@ -194,10 +200,10 @@ static void sc_query_one(struct tu_oom *r)
     deferred_value_t v;
     deferred_row_t *row;
 
-    TU_NEW(r, d, deferred_sqlite_query_one_p(loop, db, "SELECT s FROM t WHERE i = ?",
+    TU_NEW(r, d, deferred_sqlite_query_one_p(dloop, db, "SELECT s FROM t WHERE i = ?",
                                              DEFERRED_PARAMS(deferred_param_int(17))),
            out);
-    TU_NEW(r, none, deferred_sqlite_query_one_p(loop, db, "SELECT s FROM t WHERE i = ?",
+    TU_NEW(r, none, deferred_sqlite_query_one_p(dloop, db, "SELECT s FROM t WHERE i = ?",
                                                 DEFERRED_PARAMS(deferred_param_int(99))),
            out);
     ev_run(loop, 0);
@@ -233,7 +239,7 @@ static void sc_large_rows(struct tu_oom *r)
 
     TU_NEW(r, p, deferred_process_new(0), out);
     errno = 0;
-    q = deferred_sqlite_query(loop, db, "SELECT i, printf('%.*c', 20000 * i, 'x')"
+    q = deferred_sqlite_query(dloop, db, "SELECT i, printf('%.*c', 20000 * i, 'x')"
                                         " FROM t WHERE i <= 6 ORDER BY i", NULL, 0);
     if (q)
         ck_assert_int_eq(deferred_sqlite_set_batch(q, 3), 0);
@@ -278,7 +284,7 @@ static void sc_bad_sql(struct tu_oom *r)
 
     TU_NEW(r, p, deferred_process_new(0), out);
     errno = 0;
-    if (!add(r, p, deferred_sqlite_query(loop, db, "SELECT nope FROM t", NULL, 0)))
+    if (!add(r, p, deferred_sqlite_query(dloop, db, "SELECT nope FROM t", NULL, 0)))
         goto out;
     errno = 0;
     if (!add(r, p, deferred_stage_collect()))

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <ev.h>
+#include <deferred/ev.h>
 #include <deferred/pg.h>
 
 #include "pg-harness.h"
@@ -28,6 +29,7 @@
 
 static struct pgh server;
 static struct ev_loop *loop;
+static deferred_loop_t *dloop; /* its adapter (deferred/loop.h) */
 static deferred_pg_t *conn;
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -56,7 +58,7 @@ static void wait_for(deferred_t *d)
 /* A connection, or NULL with *failure set (when failure is not NULL). */
 static deferred_pg_t *try_connect(const char *conninfo, deferred_failure_t **failure)
 {
-    deferred_t *d = deferred_pg_connect(loop, conninfo);
+    deferred_t *d = deferred_pg_connect(dloop, conninfo);
     deferred_value_t v;
     deferred_pg_t *c;
 
@@ -90,6 +92,8 @@ static void setup(void)
 {
     tu_setup();
     loop = ev_loop_new(EVFLAG_AUTO);
+    dloop = deferred_ev_loop_new(loop);
+    ck_assert_ptr_nonnull(dloop);
     conn = connect_to(server.conninfo);
     ck_assert_int_eq(deferred_pg_set_pipeline(conn, true), 0);
     ck_assert(deferred_pg_is_pipelined(conn));
@@ -100,6 +104,8 @@ static void teardown(void)
     deferred_pg_unref(conn);
     conn = NULL;
     ck_assert_int_eq(ev_run(loop, EVRUN_NOWAIT), 0); /* no watcher left */
+    deferred_loop_unref(dloop);
+    dloop = NULL;
     ev_loop_destroy(loop);
     tu_teardown();
 }
@@ -668,8 +674,18 @@ static void oom_pipeline(struct tu_oom *r)
     bool good = true;
     int i, rc;
 
+    /* The loop's adapter is made in the run too: swept with the rest. */
+    errno = 0;
+    dloop = deferred_ev_loop_new(loop);
+    if (!dloop) {
+        ck_assert_int_eq(errno, ENOMEM);
+        r->saw = true;
+        return;
+    }
     c = try_connect(server.conninfo, &cf);
     if (!c) {
+        deferred_loop_unref(dloop);
+        dloop = NULL;
         if (cf) {
             ck_assert_msg(tu_failure_has_enomem(cf), "connect failed without ENOMEM");
             deferred_failure_unref(cf);
@@ -726,6 +742,8 @@ static void oom_pipeline(struct tu_oom *r)
     deferred_pg_unref(c);
     while (ev_run(loop, EVRUN_NOWAIT))
         ;
+    deferred_loop_unref(dloop);
+    dloop = NULL;
 }
 
 START_TEST(test_D25_every_allocation_failed)
@@ -734,6 +752,8 @@ START_TEST(test_D25_every_allocation_failed)
 
     deferred_pg_unref(conn); /* the sweep counts every block: none before */
     conn = NULL;
+    deferred_loop_unref(dloop);
+    dloop = NULL;
     points = tu_oom_sweep("pg pipeline", oom_pipeline, NULL, 0);
     ck_assert_uint_gt(points, 10);
 }

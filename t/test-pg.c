@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <ev.h>
+#include <deferred/ev.h>
 #include <deferred/pg.h>
 #ifdef TEST_WITH_SQLITE
 #include <deferred/sqlite.h>
@@ -27,6 +28,7 @@
 
 static struct pgh server;
 static struct ev_loop *loop;
+static deferred_loop_t *dloop; /* its adapter (deferred/loop.h) */
 static deferred_pg_t *conn;
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -41,7 +43,7 @@ static void wait_for(deferred_t *d)
 
 static deferred_pg_t *connect_to(const char *conninfo)
 {
-    deferred_t *d = deferred_pg_connect(loop, conninfo);
+    deferred_t *d = deferred_pg_connect(dloop, conninfo);
     deferred_value_t v;
     deferred_pg_t *c;
 
@@ -63,6 +65,8 @@ static void setup(void)
 {
     tu_setup();
     loop = ev_loop_new(EVFLAG_AUTO);
+    dloop = deferred_ev_loop_new(loop);
+    ck_assert_ptr_nonnull(dloop);
     conn = connect_to(server.conninfo);
     ck_assert(deferred_pg_is_open(conn));
 }
@@ -73,6 +77,8 @@ static void teardown(void)
     conn = NULL;
     /* The connections and queries left no watcher behind. */
     ck_assert_int_eq(ev_run(loop, EVRUN_NOWAIT), 0);
+    deferred_loop_unref(dloop);
+    dloop = NULL;
     ev_loop_destroy(loop);
     tu_teardown();
 }
@@ -533,7 +539,7 @@ START_TEST(test_D05_sqlite_and_postgres_merged)
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     p = deferred_process_new(0);
-    sq = deferred_sqlite_query(loop, db, "SELECT i, s FROM t ORDER BY i", NULL, 0);
+    sq = deferred_sqlite_query(dloop, db, "SELECT i, s FROM t ORDER BY i", NULL, 0);
     pq = deferred_pg_query_p(conn, "SELECT g, 'postgres' FROM generate_series(1, $1) g",
                              DEFERRED_PARAMS(deferred_param_int(7000)));
     ck_assert_int_eq(deferred_process_add(p, sq), 0);
@@ -711,7 +717,7 @@ START_TEST(test_refused_connection)
 
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(info, sizeof(info), "host=%s port=5432 user=postgres connect_timeout=5", dir);
-    d = deferred_pg_connect(loop, info);
+    d = deferred_pg_connect(dloop, info);
     wait_for(d);
     f = failure_of(d);
     ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_POSTGRES, ECONNREFUSED));
@@ -722,16 +728,16 @@ START_TEST(test_refused_connection)
     /* A bad connection string: the caller's mistake, found before the
      * call returns: NULL with errno EINVAL (deferred/common.h). */
     errno = 0;
-    ck_assert_ptr_null(deferred_pg_connect(loop, "this is not a conninfo"));
+    ck_assert_ptr_null(deferred_pg_connect(dloop, "this is not a conninfo"));
     ck_assert_int_eq(errno, EINVAL);
 
     /* Cancelling a connect abandons it. */
-    d = deferred_pg_connect(loop, server.conninfo);
+    d = deferred_pg_connect(dloop, server.conninfo);
     deferred_cancel(d);
     ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_LIBRARY, ECANCELED));
     deferred_unref(d);
     /* Dropping one as well. */
-    d = deferred_pg_connect(loop, server.conninfo);
+    d = deferred_pg_connect(dloop, server.conninfo);
     deferred_unref(d);
 }
 END_TEST
@@ -927,7 +933,7 @@ START_TEST(test_connect_failures_say_why)
 
     /* A missing database: the server's own code, not ECONNREFUSED. */
     snprintf(info, sizeof(info), "%s dbname=no_such_db", server.conninfo);
-    d = deferred_pg_connect(loop, info);
+    d = deferred_pg_connect(dloop, info);
     wait_for(d);
     f = failure_of(d);
     ck_assert_ptr_nonnull(f);
@@ -944,7 +950,7 @@ START_TEST(test_connect_failures_say_why)
     /* A malformed one: NULL with errno EINVAL, before it returns, and
      * libpq's reason from deferred_pg_conninfo_check(). */
     errno = 0;
-    ck_assert_ptr_null(deferred_pg_connect(loop, "host=/tmp port"));
+    ck_assert_ptr_null(deferred_pg_connect(dloop, "host=/tmp port"));
     ck_assert_int_eq(errno, EINVAL);
     {
         char why[200], small[8];

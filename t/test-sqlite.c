@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <ev.h>
+#include <deferred/ev.h>
 #include <deferred/sqlite.h>
 
 #include "testutil.h"
@@ -24,6 +25,7 @@
 static char dir[256];
 static char path[300];
 static struct ev_loop *loop;
+static deferred_loop_t *dloop; /* its adapter (deferred/loop.h) */
 static sqlite3 *db;
 
 /* ---- the database ------------------------------------------------------- */
@@ -72,6 +74,8 @@ static void setup(void)
 {
     tu_setup();
     loop = ev_loop_new(EVFLAG_AUTO);
+    dloop = deferred_ev_loop_new(loop);
+    ck_assert_ptr_nonnull(dloop);
     ck_assert_ptr_nonnull(loop);
     ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
 }
@@ -81,6 +85,8 @@ static void teardown(void)
     /* Every statement was finalized. */
     ck_assert_ptr_null(sqlite3_next_stmt(db, NULL));
     ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+    deferred_loop_unref(dloop);
+    dloop = NULL;
     ev_loop_destroy(loop);
     tu_teardown();
 }
@@ -162,7 +168,7 @@ static deferred_t *run_query(struct check *c, const char *sql,
                              deferred_process_t **pp)
 {
     deferred_process_t *p = deferred_process_new(0);
-    deferred_stage_t *q = deferred_sqlite_query(loop, db, sql, params, n);
+    deferred_stage_t *q = deferred_sqlite_query(dloop, db, sql, params, n);
     deferred_t *d;
 
     ck_assert_ptr_nonnull(q);
@@ -221,7 +227,7 @@ START_TEST(test_freed_from_inside_its_batch)
 
     x.p = deferred_process_new(0);
     ck_assert_ptr_nonnull(x.p);
-    ck_assert_int_eq(deferred_process_add(x.p, deferred_sqlite_query(loop, db,
+    ck_assert_int_eq(deferred_process_add(x.p, deferred_sqlite_query(dloop, db,
                          "SELECT i FROM t WHERE i <= 3", NULL, 0)), 0);
     ck_assert_int_eq(deferred_process_add(x.p, deferred_stage_collect()), 0);
     x.done = deferred_process_run(x.p);
@@ -333,7 +339,7 @@ START_TEST(test_D01_parameters_bound)
     const unsigned char *b;
 
     d = deferred_sqlite_query_one_p(
-        loop, db, "SELECT ? AS a, ? AS b, ? AS c, ? AS d, ? AS e",
+        dloop, db, "SELECT ? AS a, ? AS b, ? AS c, ? AS d, ? AS e",
         DEFERRED_PARAMS(deferred_param_int(-42), deferred_param_double(2.5),
                         deferred_param_text("it's \"quoted\"; DROP TABLE t"),
                         deferred_param_blob(blob, sizeof(blob)), deferred_param_null()));
@@ -353,7 +359,7 @@ START_TEST(test_D01_parameters_bound)
     deferred_unref(d);
 
     /* No row: the empty value. */
-    d = deferred_sqlite_query_one_p(loop, db, "SELECT i FROM t WHERE i = ?",
+    d = deferred_sqlite_query_one_p(dloop, db, "SELECT i FROM t WHERE i = ?",
                                     DEFERRED_PARAMS(deferred_param_int(-1)));
     ev_run(loop, 0);
     ck_assert(deferred_has_fired(d));
@@ -361,7 +367,7 @@ START_TEST(test_D01_parameters_bound)
     deferred_unref(d);
 
     /* Many rows: the first; the rest is not read. */
-    d = deferred_sqlite_query_one(loop, db, "SELECT i FROM t ORDER BY i DESC", NULL, 0);
+    d = deferred_sqlite_query_one(dloop, db, "SELECT i FROM t ORDER BY i DESC", NULL, 0);
     ev_run(loop, 0);
     ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0),
                      NROWS);
@@ -386,7 +392,7 @@ START_TEST(test_D01_params_as_one_value)
     int big = 1;
 
     ck_assert_uint_eq(ps.n, 2);
-    d = deferred_sqlite_query_one_p(loop, db, "SELECT ? + 1 AS n, ? AS s", ps);
+    d = deferred_sqlite_query_one_p(dloop, db, "SELECT ? + 1 AS n, ? AS s", ps);
     ev_run(loop, 0);
     row = deferred_value_get_row(deferred_result(d));
     ck_assert_ptr_nonnull(row);
@@ -395,7 +401,7 @@ START_TEST(test_D01_params_as_one_value)
     deferred_unref(d);
 
     /* Where only an expression may stand. */
-    d = deferred_sqlite_query_one_p(loop, db, "SELECT ?",
+    d = deferred_sqlite_query_one_p(dloop, db, "SELECT ?",
                                     big ? DEFERRED_PARAMS(deferred_param_int(100))
                                         : DEFERRED_PARAMS(deferred_param_int(1)));
     ev_run(loop, 0);
@@ -403,11 +409,11 @@ START_TEST(test_D01_params_as_one_value)
     deferred_unref(d);
 
     /* The (params, n) form, from the same value and from the _ARGS form. */
-    d = deferred_sqlite_query_one(loop, db, "SELECT ? * 2", ps.items, 1);
+    d = deferred_sqlite_query_one(dloop, db, "SELECT ? * 2", ps.items, 1);
     ev_run(loop, 0);
     ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0), 10);
     deferred_unref(d);
-    d = deferred_sqlite_query_one(loop, db, "SELECT ? - ?",
+    d = deferred_sqlite_query_one(dloop, db, "SELECT ? - ?",
                                   DEFERRED_PARAMS_ARGS(deferred_param_int(9),
                                                        deferred_param_int(2)));
     ev_run(loop, 0);
@@ -415,7 +421,7 @@ START_TEST(test_D01_params_as_one_value)
     deferred_unref(d);
 
     /* No parameters as a value: {NULL, 0}. */
-    d = deferred_sqlite_query_one_p(loop, db, "SELECT 3", no_params());
+    d = deferred_sqlite_query_one_p(dloop, db, "SELECT 3", no_params());
     ev_run(loop, 0);
     ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0), 3);
     deferred_unref(d);
@@ -425,7 +431,7 @@ START_TEST(test_D01_params_as_one_value)
     ck_assert_ptr_null(deferred_sqlite_query_p(NULL, db, "SELECT ?", ps));
     ck_assert_int_eq(errno, EINVAL);
     errno = 0;
-    ck_assert_ptr_null(deferred_sqlite_query_one_p(loop, db, "SELECT ?",
+    ck_assert_ptr_null(deferred_sqlite_query_one_p(dloop, db, "SELECT ?",
                                                    ((deferred_params_t){NULL, 1})));
     ck_assert_int_eq(errno, EINVAL);
 }
@@ -584,7 +590,7 @@ START_TEST(test_D07_long_step_leaves_loop_free)
     struct look lk = {0};
 
     add_tick();
-    lk.d = deferred_sqlite_query_one(loop, db, LONG_STEP_SQL, NULL, 0);
+    lk.d = deferred_sqlite_query_one(dloop, db, LONG_STEP_SQL, NULL, 0);
     ck_assert_ptr_nonnull(lk.d);
     lk.cancel = true;
     look_start(&lk, 0.2);
@@ -617,7 +623,7 @@ START_TEST(test_D01_cancel_interrupts_step)
     long after;
 
     add_tick();
-    lk.d = deferred_sqlite_query_one(loop, db, LONG_STEP_SQL, NULL, 0);
+    lk.d = deferred_sqlite_query_one(dloop, db, LONG_STEP_SQL, NULL, 0);
     ck_assert_ptr_nonnull(lk.d);
     lk.cancel = true;
     look_start(&lk, 0.1);
@@ -713,7 +719,7 @@ START_TEST(test_D07_pause_bounds_rows_ahead)
 
     memset(&sl, 0, sizeof(sl));
     add_tick();
-    q = deferred_sqlite_query(loop, db, "SELECT i, s FROM t WHERE tick(i) ORDER BY i",
+    q = deferred_sqlite_query(dloop, db, "SELECT i, s FROM t WHERE tick(i) ORDER BY i",
                               NULL, 0);
     ck_assert_ptr_nonnull(q);
     ck_assert_int_eq(deferred_sqlite_set_batch(q, 16), 0);
@@ -773,7 +779,7 @@ START_TEST(test_D07_busy_wait_off_the_loop)
         ck_assert_int_eq(sqlite3_busy_timeout(db, round == 0 ? 10000 : 400), SQLITE_OK);
         u.release = round == 0;
         u.fired = u.d_fired = false;
-        u.d = deferred_sqlite_query_one(loop, db, "SELECT count(*) FROM t", NULL, 0);
+        u.d = deferred_sqlite_query_one(dloop, db, "SELECT count(*) FROM t", NULL, 0);
         ck_assert_ptr_nonnull(u.d);
         ev_timer_init(&u.timer, unlock_cb, 0.1, 0.);
         u.timer.data = &u;
@@ -809,7 +815,7 @@ START_TEST(test_D07_large_rows_and_names)
     deferred_row_t *row;
     size_t k;
 
-    d = deferred_sqlite_query_all(loop, db,
+    d = deferred_sqlite_query_all(dloop, db,
                                   "SELECT i, printf('%.*c', 50000 + i, 'x') AS big"
                                   " FROM t WHERE i <= 40 ORDER BY i", NULL, 0);
     ck_assert_ptr_nonnull(d);
@@ -833,7 +839,7 @@ START_TEST(test_D07_large_rows_and_names)
     /* A column name of 20,000 bytes. */
     memset(name, 'n', sizeof(name) - 1);
     snprintf(sql, sizeof(sql), "SELECT 7 AS \"%s\"", name);
-    d = deferred_sqlite_query_one(loop, db, sql, NULL, 0);
+    d = deferred_sqlite_query_one(dloop, db, sql, NULL, 0);
     ev_run(loop, 0);
     row = deferred_value_get_row(deferred_result(d));
     ck_assert_ptr_nonnull(row);
@@ -867,9 +873,9 @@ START_TEST(test_D07_close_waits_for_the_worker)
     ck_assert_int_eq(sqlite3_create_function(h, "tick", 1, SQLITE_UTF8, NULL, tick_fn,
                                              NULL, NULL),
                      SQLITE_OK);
-    q = deferred_sqlite_query_one(loop, h, LONG_STEP_SQL, NULL, 0);
+    q = deferred_sqlite_query_one(dloop, h, LONG_STEP_SQL, NULL, 0);
     ck_assert_ptr_nonnull(q);
-    c = deferred_sqlite_close(loop, h);
+    c = deferred_sqlite_close(dloop, h);
     ck_assert_ptr_nonnull(c);
     ev_timer_init(&t, cancel_later, 0.1, 0.);
     t.data = q;
@@ -887,19 +893,19 @@ START_TEST(test_D07_close_waits_for_the_worker)
     /* Nothing on the handle; a statement of the caller's; a cancel. */
     ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
     ck_assert_int_eq(sqlite3_prepare_v2(h, "SELECT 1", -1, &mine, NULL), SQLITE_OK);
-    c = deferred_sqlite_close(loop, h);
+    c = deferred_sqlite_close(dloop, h);
     ck_assert(!deferred_has_fired(c));
     ev_run(loop, 0);
     ck_assert(deferred_failure_is(failure_of(c), DEFERRED_DOMAIN_SQLITE, SQLITE_BUSY));
     deferred_unref(c);
     sqlite3_finalize(mine);
-    c = deferred_sqlite_close(loop, h);
+    c = deferred_sqlite_close(dloop, h);
     deferred_cancel(c);
     ck_assert(deferred_failure_is(failure_of(c), DEFERRED_DOMAIN_LIBRARY, ECANCELED));
     ev_run(loop, 0);
     deferred_unref(c);
-    c = deferred_sqlite_close(loop, h);
-    c2 = deferred_sqlite_query_one(loop, h, "SELECT 1", NULL, 0); /* waited for too */
+    c = deferred_sqlite_close(dloop, h);
+    c2 = deferred_sqlite_query_one(dloop, h, "SELECT 1", NULL, 0); /* waited for too */
     ev_run(loop, 0);
     ck_assert_ptr_null(failure_of(c2));
     ck_assert(!deferred_has_fired(c));
@@ -909,7 +915,7 @@ START_TEST(test_D07_close_waits_for_the_worker)
     deferred_unref(c);
     ck_assert_ptr_null(deferred_sqlite_close(NULL, db));
     ck_assert_int_eq(errno, EINVAL);
-    ck_assert_ptr_null(deferred_sqlite_close(loop, NULL));
+    ck_assert_ptr_null(deferred_sqlite_close(dloop, NULL));
 }
 END_TEST
 
@@ -1020,9 +1026,9 @@ START_TEST(test_wrong_parameter_counts)
 
     /* Bad arguments: no stage. */
     ck_assert_ptr_null(deferred_sqlite_query(NULL, db, "SELECT 1", NULL, 0));
-    ck_assert_ptr_null(deferred_sqlite_query(loop, NULL, "SELECT 1", NULL, 0));
-    ck_assert_ptr_null(deferred_sqlite_query(loop, db, NULL, NULL, 0));
-    ck_assert_ptr_null(deferred_sqlite_query(loop, db, "SELECT ?", NULL, 1));
+    ck_assert_ptr_null(deferred_sqlite_query(dloop, NULL, "SELECT 1", NULL, 0));
+    ck_assert_ptr_null(deferred_sqlite_query(dloop, db, NULL, NULL, 0));
+    ck_assert_ptr_null(deferred_sqlite_query(dloop, db, "SELECT ?", NULL, 1));
     ck_assert_int_eq(deferred_sqlite_set_batch(NULL, 10), -EINVAL);
 }
 END_TEST
@@ -1038,7 +1044,7 @@ START_TEST(test_busy_and_locked)
     /* Busy: another connection holds an exclusive lock (no busy timeout). */
     ck_assert_int_eq(sqlite3_open(path, &other), SQLITE_OK);
     exec_ok(other, "BEGIN EXCLUSIVE");
-    d = deferred_sqlite_query_one(loop, db, "SELECT count(*) FROM t", NULL, 0);
+    d = deferred_sqlite_query_one(dloop, db, "SELECT count(*) FROM t", NULL, 0);
     ev_run(loop, 0);
     f = failure_of(d);
     ck_assert(deferred_failure_is(f, DEFERRED_DOMAIN_SQLITE, SQLITE_BUSY));
@@ -1060,7 +1066,7 @@ START_TEST(test_busy_and_locked)
     ev_run(loop, EVRUN_NOWAIT);
     ck_assert_int_eq(c.rows, 1);
     {
-        deferred_t *drop = deferred_sqlite_query_one(loop, db, "DROP TABLE t", NULL, 0);
+        deferred_t *drop = deferred_sqlite_query_one(dloop, db, "DROP TABLE t", NULL, 0);
 
         ev_run(loop, 0);
         f = failure_of(drop);
@@ -1078,13 +1084,13 @@ END_TEST
 /* Cancelling a query that has not run yet, and freeing an unrun stage. */
 START_TEST(test_cancel_before_run_and_free)
 {
-    deferred_stage_t *st = deferred_sqlite_query(loop, db, "SELECT 1", NULL, 0);
+    deferred_stage_t *st = deferred_sqlite_query(dloop, db, "SELECT 1", NULL, 0);
     deferred_t *d;
 
     ck_assert_ptr_nonnull(st);
     ck_assert_int_eq(deferred_sqlite_set_batch(st, 1), 0);
     deferred_stage_free(st);
-    d = deferred_sqlite_query_one(loop, db, "SELECT i FROM t", NULL, 0);
+    d = deferred_sqlite_query_one(dloop, db, "SELECT i FROM t", NULL, 0);
     deferred_cancel(d);
     ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_LIBRARY, ECANCELED));
     ev_run(loop, 0);
@@ -1108,7 +1114,7 @@ static void sc_failing_allocator(struct tu_oom *r)
     deferred_t *d;
 
     p = deferred_process_new(0);
-    q = deferred_sqlite_query_p(loop, db, "SELECT i, s, d FROM t WHERE i <= ?",
+    q = deferred_sqlite_query_p(dloop, db, "SELECT i, s, d FROM t WHERE i <= ?",
                                 DEFERRED_PARAMS(deferred_param_int(600)));
     k = check_stage(&c);
     if (!p || !q || !k) {
@@ -1168,7 +1174,7 @@ START_TEST(test_D06_query_all_collects_rows)
     deferred_array_t *a;
     size_t i;
 
-    d = deferred_sqlite_query_all_p(loop, db, "SELECT i, s FROM t WHERE i <= ? ORDER BY i",
+    d = deferred_sqlite_query_all_p(dloop, db, "SELECT i, s FROM t WHERE i <= ? ORDER BY i",
                                     DEFERRED_PARAMS(deferred_param_int(500)));
     ck_assert_ptr_nonnull(d);
     ck_assert(!deferred_has_fired(d)); /* never before it returns */
@@ -1187,14 +1193,14 @@ START_TEST(test_D06_query_all_collects_rows)
                      "row 42");
     deferred_unref(d);
 
-    d = deferred_sqlite_query_all(loop, db, "SELECT i FROM t WHERE i < 0", NULL, 0);
+    d = deferred_sqlite_query_all(dloop, db, "SELECT i FROM t WHERE i < 0", NULL, 0);
     ev_run(loop, 0);
     a = deferred_value_get_array(deferred_result(d));
     ck_assert_ptr_nonnull(a);
     ck_assert_uint_eq(deferred_array_size(a), 0);
     deferred_unref(d);
 
-    d = (deferred_sqlite_query_all)(loop, db, "SELEC nothing", NULL, 0);
+    d = (deferred_sqlite_query_all)(dloop, db, "SELEC nothing", NULL, 0);
     ev_run(loop, 0);
     ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_SQLITE, SQLITE_ERROR));
     deferred_unref(d);
@@ -1220,73 +1226,73 @@ START_TEST(test_D06_exec_counts_and_transactions)
 {
     deferred_t *d;
 
-    d = deferred_sqlite_exec(loop, db, "CREATE TEMP TABLE w (id INTEGER PRIMARY KEY, v TEXT)",
+    d = deferred_sqlite_exec(dloop, db, "CREATE TEMP TABLE w (id INTEGER PRIMARY KEY, v TEXT)",
                              NULL, 0);
     ck_assert(!deferred_has_fired(d));
     ev_run(loop, 0);
     ck_assert_int_eq(exec_count(d, "changes"), 0);
     deferred_unref(d);
 
-    d = deferred_sqlite_exec(loop, db, "BEGIN", NULL, 0);
+    d = deferred_sqlite_exec(dloop, db, "BEGIN", NULL, 0);
     ev_run(loop, 0);
     exec_count(d, "changes");
     deferred_unref(d);
-    d = deferred_sqlite_exec_p(loop, db, "INSERT INTO w (id, v) VALUES (?, ?)",
+    d = deferred_sqlite_exec_p(dloop, db, "INSERT INTO w (id, v) VALUES (?, ?)",
                                DEFERRED_PARAMS(deferred_param_int(41),
                                                deferred_param_text("a")));
     ev_run(loop, 0);
     ck_assert_int_eq(exec_count(d, "changes"), 1);
     ck_assert_int_eq(exec_count(d, "last_insert_rowid"), 41);
     deferred_unref(d);
-    d = deferred_sqlite_exec(loop, db, "INSERT INTO w (v) VALUES ('b'), ('c') RETURNING id",
+    d = deferred_sqlite_exec(dloop, db, "INSERT INTO w (v) VALUES ('b'), ('c') RETURNING id",
                              NULL, 0);
     ev_run(loop, 0);
     ck_assert_int_eq(exec_count(d, "changes"), 2);
     ck_assert_int_eq(exec_count(d, "last_insert_rowid"), 43);
     deferred_unref(d);
-    d = deferred_sqlite_exec(loop, db, "COMMIT", NULL, 0);
+    d = deferred_sqlite_exec(dloop, db, "COMMIT", NULL, 0);
     ev_run(loop, 0);
     exec_count(d, "changes");
     deferred_unref(d);
 
-    d = (deferred_sqlite_exec)(loop, db, "UPDATE w SET v = 'x' WHERE id >= 42", NULL, 0);
+    d = (deferred_sqlite_exec)(dloop, db, "UPDATE w SET v = 'x' WHERE id >= 42", NULL, 0);
     ev_run(loop, 0);
     ck_assert_int_eq(exec_count(d, "changes"), 2);
     deferred_unref(d);
 
-    d = deferred_sqlite_exec(loop, db, "BEGIN", NULL, 0);
+    d = deferred_sqlite_exec(dloop, db, "BEGIN", NULL, 0);
     ev_run(loop, 0);
     deferred_unref(d);
-    d = deferred_sqlite_exec(loop, db, "DELETE FROM w", NULL, 0);
+    d = deferred_sqlite_exec(dloop, db, "DELETE FROM w", NULL, 0);
     ev_run(loop, 0);
     ck_assert_int_eq(exec_count(d, "changes"), 3);
     deferred_unref(d);
-    d = deferred_sqlite_exec(loop, db, "ROLLBACK", NULL, 0);
+    d = deferred_sqlite_exec(dloop, db, "ROLLBACK", NULL, 0);
     ev_run(loop, 0);
     deferred_unref(d);
-    d = deferred_sqlite_query_all(loop, db, "SELECT id FROM w", NULL, 0);
+    d = deferred_sqlite_query_all(dloop, db, "SELECT id FROM w", NULL, 0);
     ev_run(loop, 0);
     ck_assert_uint_eq(deferred_array_size(deferred_value_get_array(deferred_result(d))), 3);
     deferred_unref(d);
 
     /* A constraint violation fails the exec with SQLite's code. */
-    d = deferred_sqlite_exec(loop, db, "INSERT INTO w (id, v) VALUES (41, 'dup')", NULL, 0);
+    d = deferred_sqlite_exec(dloop, db, "INSERT INTO w (id, v) VALUES (41, 'dup')", NULL, 0);
     ev_run(loop, 0);
     ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_SQLITE,
                                   SQLITE_CONSTRAINT_PRIMARYKEY));
     deferred_unref(d);
     /* Only a comment: the counts, nothing run. */
-    d = deferred_sqlite_exec(loop, db, "-- nothing", NULL, 0);
+    d = deferred_sqlite_exec(dloop, db, "-- nothing", NULL, 0);
     ev_run(loop, 0);
     exec_count(d, "changes");
     deferred_unref(d);
     /* Cancelled before it ran: ECANCELED, the statement finalized. */
-    d = deferred_sqlite_exec(loop, db, "DELETE FROM w", NULL, 0);
+    d = deferred_sqlite_exec(dloop, db, "DELETE FROM w", NULL, 0);
     deferred_cancel(d);
     ev_run(loop, 0);
     ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_LIBRARY, ECANCELED));
     deferred_unref(d);
-    d = deferred_sqlite_exec(loop, db, "DROP TABLE w", NULL, 0);
+    d = deferred_sqlite_exec(dloop, db, "DROP TABLE w", NULL, 0);
     ev_run(loop, 0);
     exec_count(d, "changes");
     deferred_unref(d);
@@ -1301,7 +1307,7 @@ static void sc_conveniences(struct tu_oom *r)
 {
     deferred_t *d;
 
-    d = deferred_sqlite_query_all_p(loop, db, "SELECT i, s FROM t WHERE i <= ?",
+    d = deferred_sqlite_query_all_p(dloop, db, "SELECT i, s FROM t WHERE i <= ?",
                                     DEFERRED_PARAMS(deferred_param_int(40)));
     if (!d) {
         r->saw = true;
@@ -1317,7 +1323,7 @@ static void sc_conveniences(struct tu_oom *r)
         }
         deferred_unref(d);
     }
-    d = deferred_sqlite_exec(loop, db, "SELECT 1", NULL, 0);
+    d = deferred_sqlite_exec(dloop, db, "SELECT 1", NULL, 0);
     if (!d) {
         r->saw = true;
     } else {
@@ -1376,7 +1382,7 @@ START_TEST(test_statement_without_sql_finishes)
     size_t i;
 
     for (i = 0; i < sizeof(blanks) / sizeof(blanks[0]); i++) {
-        d = deferred_sqlite_query_one(loop, db, blanks[i], NULL, 0);
+        d = deferred_sqlite_query_one(dloop, db, blanks[i], NULL, 0);
         ck_assert_ptr_nonnull(d);
         ev_run(loop, 0);
         ck_assert_msg(deferred_has_fired(d), "'%s' never finished", blanks[i]);
@@ -1393,19 +1399,19 @@ START_TEST(test_statement_without_sql_finishes)
     }
     /* Two statements: the second would be ignored; an error instead.  A
      * trailing comment or semicolon is fine. */
-    d = deferred_sqlite_query_one(loop, db, "SELECT 1; SELECT 2", NULL, 0);
+    d = deferred_sqlite_query_one(dloop, db, "SELECT 1; SELECT 2", NULL, 0);
     ev_run(loop, 0);
     ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_LIBRARY, EINVAL));
     ck_assert_ptr_nonnull(strstr(deferred_failure_message(failure_of(d)), "more than one"));
     deferred_unref(d);
-    d = deferred_sqlite_query_one(loop, db, "SELECT 1; -- done\n", NULL, 0);
+    d = deferred_sqlite_query_one(dloop, db, "SELECT 1; -- done\n", NULL, 0);
     ev_run(loop, 0);
     ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0), 1);
     deferred_unref(d);
     ck_assert_ptr_null(sqlite3_next_stmt(db, NULL));
 
     /* Parameters given to no statement: an error, not silence. */
-    d = deferred_sqlite_query_one_p(loop, db, "-- nothing",
+    d = deferred_sqlite_query_one_p(dloop, db, "-- nothing",
                                     DEFERRED_PARAMS(deferred_param_int(1)));
     ev_run(loop, 0);
     ck_assert(deferred_failure_is(failure_of(d), DEFERRED_DOMAIN_SQLITE, SQLITE_RANGE));
@@ -1420,7 +1426,7 @@ START_TEST(test_bad_parameters_are_einval)
     deferred_param_t bad;
 
     /* A blob {NULL, 5}: not 5 bytes read from somewhere. */
-    d = deferred_sqlite_query_one_p(loop, db, "SELECT length(?)",
+    d = deferred_sqlite_query_one_p(dloop, db, "SELECT length(?)",
                                     DEFERRED_PARAMS(deferred_param_blob(NULL, 5)));
     ev_run(loop, 0);
     f = failure_of(d);
@@ -1431,7 +1437,7 @@ START_TEST(test_bad_parameters_are_einval)
     bad.type = DEFERRED_ROW_TEXT;
     bad.u.s.p = NULL;
     bad.u.s.len = (size_t)-1;
-    d = deferred_sqlite_query_one_p(loop, db, "SELECT ?, ?",
+    d = deferred_sqlite_query_one_p(dloop, db, "SELECT ?, ?",
                                     DEFERRED_PARAMS(deferred_param_int(1), bad));
     ev_run(loop, 0);
     f = failure_of(d);
@@ -1440,7 +1446,7 @@ START_TEST(test_bad_parameters_are_einval)
     deferred_unref(d);
 
     /* A blob of length 0 with NULL data is an empty blob. */
-    d = deferred_sqlite_query_one_p(loop, db, "SELECT length(?)",
+    d = deferred_sqlite_query_one_p(dloop, db, "SELECT length(?)",
                                     DEFERRED_PARAMS(deferred_param_blob(NULL, 0)));
     ev_run(loop, 0);
     ck_assert_int_eq(deferred_row_int(deferred_value_get_row(deferred_result(d)), 0), 0);
@@ -1458,7 +1464,7 @@ START_TEST(test_failure_context_reads_well)
 
     /* Bad SQL: the SQL once, no row named, the site is this file. */
     line = __LINE__ + 1;
-    d = deferred_sqlite_query_one(loop, db, "SELEC 1", NULL, 0);
+    d = deferred_sqlite_query_one(dloop, db, "SELEC 1", NULL, 0);
     ev_run(loop, 0);
     f = failure_of(d);
     ck_assert_ptr_nonnull(f);
@@ -1473,7 +1479,7 @@ START_TEST(test_failure_context_reads_well)
 
     /* A long statement is named whole. */
     snprintf(sql, sizeof(sql), "SELECT i FROM t WHERE i > 0 /*%0400d*/ AND nosuch = 1", 0);
-    d = deferred_sqlite_query_one(loop, db, sql, NULL, 0);
+    d = deferred_sqlite_query_one(dloop, db, sql, NULL, 0);
     ev_run(loop, 0);
     story = story_of(failure_of(d));
     ck_assert_msg(strstr(story, "AND nosuch = 1") != NULL, "%s", story);
@@ -1524,7 +1530,7 @@ START_TEST(test_DU11_open_query_sql_in_dump)
     deferred_set_debug(true);
     p = deferred_process_new(0);
     ck_assert_int_eq(deferred_process_add(p, deferred_sqlite_query(
-                         loop, db, "SELECT i FROM t WHERE s <> 'x' ORDER BY i", NULL, 0)), 0);
+                         dloop, db, "SELECT i FROM t WHERE s <> 'x' ORDER BY i", NULL, 0)), 0);
     ck_assert_int_eq(deferred_process_add(p, deferred_stage_map("wait", wait_at_row_3, &w)), 0);
     ck_assert_int_eq(deferred_process_add(p, deferred_stage_collect()), 0);
     d = deferred_process_run(p);

@@ -35,6 +35,7 @@
 
 #include "testutil.h"
 #include <deferred/combinators.h>
+#include <deferred/loop.h>
 
 #ifdef SWEEP_HAVE_LIBEV
 #include <ev.h>
@@ -1624,6 +1625,149 @@ START_TEST(s_row_range)
 }
 END_TEST
 
+/* ---- loop.h ---- */
+
+static void sweep_loop_cb(void *arg)
+{
+    (void)arg;
+}
+
+static void sweep_loop_io_cb(void *arg, int revents)
+{
+    (void)arg;
+    (void)revents;
+}
+
+static void sweep_deliver(deferred_loop_msg_t *m)
+{
+    (void)m;
+}
+
+static deferred_value_t sweep_job(void *arg)
+{
+    (void)arg;
+    return deferred_value_none();
+}
+
+/* Every function of deferred/loop.h with NULL where it takes an object. */
+START_TEST(s_loop_null)
+{
+    deferred_loop_ops_t ops;
+    deferred_loop_msg_t m = { NULL, sweep_deliver };
+    deferred_t *d = deferred_new();
+
+    EXPECT_EINVAL(deferred_loop_new(NULL, NULL));
+    memset(&ops, 0, sizeof ops);
+    ops.version = DEFERRED_LOOP_OPS_VERSION;
+    EXPECT_EINVAL(deferred_loop_new(&ops, NULL)); /* no functions */
+    ops.version = DEFERRED_LOOP_OPS_VERSION + 1;
+    EXPECT_EINVAL(deferred_loop_new(&ops, NULL));
+    ck_assert_ptr_null(deferred_loop_ref(NULL));
+    deferred_loop_unref(NULL);
+    ck_assert_ptr_null(deferred_loop_name(NULL));
+    ck_assert_ptr_null(deferred_loop_impl(NULL));
+    ck_assert(deferred_loop_now(NULL) == 0.0);
+    ck_assert_uint_eq(deferred_loop_alive(NULL), 0);
+    EXPECT_EINVAL(deferred_loop_timer_new(NULL, sweep_loop_cb, NULL));
+    ck_assert_int_eq(deferred_loop_timer_start(NULL, 1.0), -EINVAL);
+    deferred_loop_timer_stop(NULL);
+    ck_assert(!deferred_loop_timer_is_active(NULL));
+    ck_assert(deferred_loop_timer_remaining(NULL) == 0.0);
+    deferred_loop_timer_free(NULL);
+    EXPECT_EINVAL(deferred_loop_io_new(NULL, 0, sweep_loop_io_cb, NULL));
+    ck_assert_int_eq(deferred_loop_io_set(NULL, DEFERRED_LOOP_READ), -EINVAL);
+    ck_assert_int_eq(deferred_loop_io_events(NULL), 0);
+    ck_assert_int_eq(deferred_loop_io_fd(NULL), -1);
+    deferred_loop_io_free(NULL);
+    ck_assert_int_eq(deferred_loop_expect(NULL), -EINVAL);
+    deferred_loop_done(NULL);
+    ck_assert_int_eq(deferred_loop_post(NULL, &m), -EINVAL);
+    EXPECT_EINVAL(deferred_loop_later(NULL, 1.0));
+    ck_assert_int_eq(deferred_loop_add_timeout(d, NULL, 1.0), -EINVAL);
+    ck_assert_int_eq(deferred_loop_add_timeout_full(NULL, NULL, 1.0, NULL, NULL, NULL),
+                     -EINVAL);
+    EXPECT_EINVAL(deferred_loop_readable(NULL, 0));
+    EXPECT_EINVAL(deferred_loop_writable(NULL, 0));
+    EXPECT_EINVAL(deferred_loop_lines(NULL, 0, 0));
+    ck_assert_uint_eq(deferred_loop_lines_buffered(NULL), 0);
+    ck_assert_uint_eq(deferred_loop_lines_capacity(NULL), 0);
+    ck_assert(!deferred_loop_lines_is_reading(NULL));
+    ck_assert_uint_eq(deferred_loop_lines_count(NULL), 0);
+    EXPECT_EINVAL(deferred_loop_remote_new(NULL, d));
+    ck_assert_int_eq(deferred_remote_callback(NULL, tu_tracked(1)), -EINVAL);
+    ck_assert_int_eq(tu_released, 1);
+    ck_assert_int_eq(deferred_remote_errback(NULL, NULL), -EINVAL);
+    deferred_remote_drop(NULL);
+    EXPECT_EINVAL(deferred_loop_pool_new(NULL, 1));
+    EXPECT_EINVAL(deferred_pool_run(NULL, sweep_job, NULL, NULL));
+    ck_assert_int_eq(deferred_pool_shutdown(NULL, true), -EINVAL);
+    deferred_pool_free(NULL);
+    ck_assert_uint_eq(deferred_pool_threads(NULL), 0);
+    deferred_unref(d);
+}
+END_TEST
+
+/* Bad values with a real loop (the libev adapter's). */
+START_TEST(s_loop_values)
+{
+#ifdef SWEEP_HAVE_LIBEV
+    struct ev_loop *ev = ev_loop_new(EVFLAG_AUTO);
+    deferred_loop_t *loop = deferred_ev_loop_new(ev);
+    deferred_loop_timer_t *t;
+    deferred_loop_io_t *io;
+    deferred_loop_msg_t m = { NULL, NULL };
+    deferred_t *d = deferred_new();
+    int fds[2];
+
+    ck_assert_ptr_nonnull(loop);
+    ck_assert_str_eq(deferred_loop_name(loop), "ev");
+    ck_assert_ptr_eq(deferred_ev_loop_of(loop), ev);
+    ck_assert_ptr_null(deferred_ev_loop_of(NULL));
+    EXPECT_EINVAL(deferred_ev_loop_new(NULL));
+    EXPECT_EINVAL(deferred_loop_timer_new(loop, NULL, NULL));
+    t = deferred_loop_timer_new(loop, sweep_loop_cb, NULL);
+    ck_assert_ptr_nonnull(t);
+    ck_assert_int_eq(deferred_loop_timer_start(t, -1.0), -EINVAL);
+    ck_assert_int_eq(deferred_loop_timer_start(t, NAN), -EINVAL);
+    ck_assert_int_eq(deferred_loop_timer_start(t, INFINITY), -EINVAL);
+    ck_assert(!deferred_loop_timer_is_active(t));
+    ck_assert_uint_eq(deferred_loop_alive(loop), 0);
+    deferred_loop_timer_free(t);
+    EXPECT_EINVAL(deferred_loop_io_new(loop, -1, sweep_loop_io_cb, NULL));
+    EXPECT_EINVAL(deferred_loop_io_new(loop, 0, NULL, NULL));
+    ck_assert_int_eq(NULL_ERRNO(deferred_loop_io_new(loop, INT_MAX, sweep_loop_io_cb, NULL)),
+                     EBADF);
+    ck_assert_int_eq(pipe(fds), 0);
+    io = deferred_loop_io_new(loop, fds[0], sweep_loop_io_cb, NULL);
+    ck_assert_ptr_nonnull(io);
+    ck_assert_int_eq(deferred_loop_io_set(io, 4), -EINVAL);
+    ck_assert_int_eq(deferred_loop_io_set(io, -1), -EINVAL);
+    ck_assert_int_eq(deferred_loop_io_events(io), 0);
+    ck_assert_int_eq(deferred_loop_io_fd(io), fds[0]);
+    deferred_loop_io_free(io);
+    /* A post needs a message with a delivery, on a loop that expects. */
+    ck_assert_int_eq(deferred_loop_post(loop, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_loop_post(loop, &m), -EINVAL);
+    m.deliver = sweep_deliver;
+    EXPECT_EINVAL(deferred_loop_later(loop, -1.0));
+    EXPECT_EINVAL(deferred_loop_later(loop, NAN));
+    ck_assert_int_eq(deferred_loop_add_timeout(d, loop, INFINITY), -EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_loop_readable(loop, INT_MAX)), EBADF);
+    EXPECT_EINVAL(deferred_loop_writable(loop, -1));
+    EXPECT_EINVAL(deferred_loop_lines(loop, -1, 0));
+    EXPECT_EINVAL(deferred_loop_lines(loop, fds[0], SIZE_MAX));
+    EXPECT_EINVAL(deferred_loop_remote_new(loop, NULL));
+    EXPECT_EINVAL(deferred_loop_pool_new(loop, 0));
+    EXPECT_EINVAL(deferred_loop_pool_new(loop, 1025));
+    close(fds[0]);
+    close(fds[1]);
+    deferred_unref(d);
+    deferred_loop_unref(loop);
+    ev_loop_destroy(ev);
+#endif
+}
+END_TEST
+
 /* ---- ev.h ---- */
 
 #ifdef SWEEP_HAVE_LIBEV
@@ -1907,21 +2051,22 @@ END_TEST
 START_TEST(s_sqlite)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    deferred_loop_t *dl = deferred_ev_loop_new(loop);
     sqlite3 *db;
     deferred_stage_t *st, *other = deferred_stage_collect();
     deferred_t *d;
 
     ck_assert_int_eq(sqlite3_open(":memory:", &db), SQLITE_OK);
     ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_at(NULL, 0, NULL, db, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(loop, NULL, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(loop, db, NULL, NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(loop, db, "SELECT ?", NULL, 1)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(loop, db, "SELECT ?", NULL, SIZE_MAX)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(dl, NULL, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(dl, db, NULL, NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(dl, db, "SELECT ?", NULL, 1)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query(dl, db, "SELECT ?", NULL, SIZE_MAX)), EINVAL);
     ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_query)(NULL, NULL, NULL, NULL, 0)), EINVAL);
     ck_assert_int_eq(deferred_sqlite_set_batch(NULL, 1), -EINVAL);
     ck_assert_int_eq(deferred_sqlite_set_batch(other, 1), -EINVAL);
     deferred_stage_free(other);
-    st = deferred_sqlite_query(loop, db, "SELECT 1", NULL, 0);
+    st = deferred_sqlite_query(dl, db, "SELECT 1", NULL, 0);
     ck_assert_ptr_nonnull(st);
     ck_assert_int_eq(deferred_sqlite_set_batch(st, 0), -EINVAL);
     ck_assert_int_eq(deferred_sqlite_set_batch(st, UINT_MAX), 0);
@@ -1930,24 +2075,24 @@ START_TEST(s_sqlite)
     /* UNDOCUMENTED: query_one's bad arguments ("NULL on allocation
      * failure" only).  Today: NULL, as the stage constructor. */
     ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_one_at(NULL, 0, NULL, db, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_one(loop, NULL, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_one(loop, db, NULL, NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_query_one)(loop, db, "SELECT ?", NULL, 1)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_one(dl, NULL, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_one(dl, db, NULL, NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_query_one)(dl, db, "SELECT ?", NULL, 1)), EINVAL);
     /* A bad parameter is the stream's failure, when it runs. */
     {
         deferred_param_t bad = deferred_param_blob(NULL, 3);
 
-        d = deferred_sqlite_query_one(loop, db, "SELECT ?", &bad, 1);
+        d = deferred_sqlite_query_one(dl, db, "SELECT ?", &bad, 1);
         ck_assert_ptr_nonnull(d);
         ev_run(loop, 0);
         ck_assert_int_eq(failed_code(d), EINVAL);
     }
     /* More than one statement: EINVAL; a wrong parameter count:
      * SQLITE_RANGE; an unknown parameter type: EINVAL. */
-    d = deferred_sqlite_query_one(loop, db, "SELECT 1; SELECT 2", NULL, 0);
+    d = deferred_sqlite_query_one(dl, db, "SELECT 1; SELECT 2", NULL, 0);
     ev_run(loop, 0);
     ck_assert_int_eq(failed_code(d), EINVAL);
-    d = deferred_sqlite_query_one_p(loop, db, "SELECT ?", DEFERRED_PARAMS(deferred_param_int(1),
+    d = deferred_sqlite_query_one_p(dl, db, "SELECT ?", DEFERRED_PARAMS(deferred_param_int(1),
                                                                        deferred_param_int(2)));
     ev_run(loop, 0);
     ck_assert_int_eq(failed_code(d) & 0xff, SQLITE_RANGE);
@@ -1955,40 +2100,41 @@ START_TEST(s_sqlite)
         deferred_param_t odd = deferred_param_int(1);
 
         odd.type = (deferred_row_type_t)99;
-        d = deferred_sqlite_query_one(loop, db, "SELECT ?", &odd, 1);
+        d = deferred_sqlite_query_one(dl, db, "SELECT ?", &odd, 1);
         ev_run(loop, 0);
         ck_assert_int_eq(failed_code(d), EINVAL);
     }
     /* query_all and exec: bad arguments as the stage constructor. */
     ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_all_at(NULL, 0, NULL, db, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_all(loop, NULL, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_all(loop, db, NULL, NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_query_all)(loop, db, "SELECT ?", NULL, 1)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_all(dl, NULL, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_query_all(dl, db, NULL, NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_query_all)(dl, db, "SELECT ?", NULL, 1)), EINVAL);
     ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_exec_at(NULL, 0, NULL, db, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_exec(loop, NULL, "SELECT 1", NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_exec(loop, db, NULL, NULL, 0)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_exec)(loop, db, "SELECT ?", NULL, SIZE_MAX)), EINVAL);
-    d = deferred_sqlite_exec(loop, db, "SELECT 1; SELECT 2", NULL, 0);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_exec(dl, NULL, "SELECT 1", NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_exec(dl, db, NULL, NULL, 0)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_exec)(dl, db, "SELECT ?", NULL, SIZE_MAX)), EINVAL);
+    d = deferred_sqlite_exec(dl, db, "SELECT 1; SELECT 2", NULL, 0);
     ev_run(loop, 0);
     ck_assert_int_eq(failed_code(d), EINVAL);
-    d = deferred_sqlite_query_all_p(loop, db, "SELECT ?", DEFERRED_PARAMS(deferred_param_int(1),
+    d = deferred_sqlite_query_all_p(dl, db, "SELECT ?", DEFERRED_PARAMS(deferred_param_int(1),
                                                                        deferred_param_int(2)));
     ev_run(loop, 0);
     ck_assert_int_eq(failed_code(d) & 0xff, SQLITE_RANGE);
     /* Only a comment: no row. */
-    d = deferred_sqlite_query_one(loop, db, "-- nothing", NULL, 0);
+    d = deferred_sqlite_query_one(dl, db, "-- nothing", NULL, 0);
     ev_run(loop, 0);
     ck_assert(deferred_has_result(d));
     ck_assert(deferred_value_is_none(deferred_result(d)));
     deferred_unref(d);
     ck_assert_int_eq(NULL_ERRNO(deferred_sqlite_close_at(NULL, 0, NULL, db)), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_close)(loop, NULL)), EINVAL);
-    d = deferred_sqlite_close(loop, db);
+    ck_assert_int_eq(NULL_ERRNO((deferred_sqlite_close)(dl, NULL)), EINVAL);
+    d = deferred_sqlite_close(dl, db);
     ck_assert(!deferred_has_fired(d));
     ev_run(loop, 0);
     ck_assert(deferred_has_result(d));
     ck_assert(deferred_value_is_none(deferred_result(d)));
     deferred_unref(d);
+    deferred_loop_unref(dl);
     ev_loop_destroy(loop);
 }
 END_TEST
@@ -2000,11 +2146,12 @@ END_TEST
 START_TEST(s_pg)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    deferred_loop_t *dl = deferred_ev_loop_new(loop);
     char buf[6] = "xxxxx";
     deferred_failure_t *f;
 
     ck_assert_int_eq(NULL_ERRNO(deferred_pg_connect_at(NULL, 0, NULL, "host=/nonexistent")), EINVAL);
-    ck_assert_int_eq(NULL_ERRNO(deferred_pg_connect(loop, NULL)), EINVAL);
+    ck_assert_int_eq(NULL_ERRNO(deferred_pg_connect(dl, NULL)), EINVAL);
     ck_assert_int_eq(NULL_ERRNO((deferred_pg_connect)(NULL, NULL)), EINVAL);
     ck_assert_int_eq(deferred_pg_conninfo_check(NULL, NULL, 0), -EINVAL);
     ck_assert_int_eq(deferred_pg_conninfo_check(NULL, buf, sizeof buf), -EINVAL);
@@ -2053,8 +2200,9 @@ START_TEST(s_pg)
     ck_assert_ptr_null(deferred_pg_failure_sqlstate(f, buf));
     deferred_failure_unref(f);
     /* A malformed conninfo, found before it returns: NULL with EINVAL. */
-    ck_assert_int_eq(NULL_ERRNO(deferred_pg_connect(loop, "this is = not a conninfo '")),
+    ck_assert_int_eq(NULL_ERRNO(deferred_pg_connect(dl, "this is = not a conninfo '")),
                      EINVAL);
+    deferred_loop_unref(dl);
     ev_loop_destroy(loop);
 }
 END_TEST
@@ -2471,7 +2619,50 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_row_set_text, C(s_row_null), C(s_row_range)),
     CORE(deferred_row_set_blob, C(s_row_null), C(s_row_range)),
     CORE(deferred_param_text, C(s_row_null)),
+    /* loop.h */
+    CORE(deferred_loop_new, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_ref, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_unref, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_name, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_impl, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_now, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_alive, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_timer_new, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_timer_start, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_timer_stop, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_timer_is_active, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_timer_remaining, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_timer_free, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_io_new, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_io_set, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_io_events, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_io_fd, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_io_free, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_expect, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_done, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_post, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_later, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_add_timeout, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_add_timeout_full, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_readable, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_writable, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_lines, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_lines_buffered, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_lines_capacity, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_lines_is_reading, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_lines_count, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_remote_new, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_remote_callback, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_remote_errback, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_remote_drop, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_loop_pool_new, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_pool_run, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_pool_shutdown, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_pool_free, C(s_loop_null), C(s_loop_values)),
+    CORE(deferred_pool_threads, C(s_loop_null), C(s_loop_values)),
 #ifdef SWEEP_HAVE_LIBEV
+    E("ev", deferred_ev_loop_new, C(s_loop_values)),
+    E("ev", deferred_ev_loop_of, C(s_loop_values)),
     E("ev", deferred_ev_later, C(s_ev_time_fd)),
     E("ev", deferred_ev_add_timeout, C(s_ev_time_fd)),
     E("ev", deferred_ev_add_timeout_full, C(s_ev_time_fd)),

@@ -36,8 +36,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-extern const tl_harness_t tl_harness_uv;
-
 static const tl_harness_t *const H = &tl_harness_uv;
 static deferred_loop_t *L;
 static void *S;                        /* the harness's state */

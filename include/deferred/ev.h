@@ -29,14 +29,33 @@
 #ifndef DEFERRED_EV_H
 #define DEFERRED_EV_H
 
-#include "process.h"
-#include "dump.h"
+#include "loop.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 struct ev_loop;
+
+/* ---- the adapter -------------------------------------------------------- */
+
+/*
+ * The loop layer's adapter for loop (deferred/loop.h), with a new
+ * reference (drop it with deferred_loop_unref()): the same deferred_loop_t
+ * for the same struct ev_loop * while any reference on it or object made
+ * on it lives.  Everything of deferred/loop.h, and the SQLite and
+ * PostgreSQL layers, run on libev through it; each deferred_ev_* function
+ * below is its deferred_loop_* twin on this adapter.
+ * Timers are ev_timers (a 0 delay fires on the next loop iteration), fd
+ * watchers ev_io, the wakeup one ev_async that keeps ev_run() going only
+ * while messages are expected.  deferred_loop_now() is ev_now().
+ * NULL with errno EINVAL (NULL loop) or ENOMEM.  Loop thread.
+ */
+DEFERRED_EXPORT deferred_loop_t *deferred_ev_loop_new(struct ev_loop *loop);
+
+/* The struct ev_loop * of an adapter made by deferred_ev_loop_new()
+ * (borrowed), NULL for NULL or a loop of another adapter. */
+DEFERRED_EXPORT struct ev_loop *deferred_ev_loop_of(const deferred_loop_t *loop);
 
 /* ---- time -------------------------------------------------------------- */
 
@@ -61,8 +80,7 @@ DEFERRED_EXPORT deferred_t *deferred_ev_later(struct ev_loop *loop, double secon
  * usually an ECANCELED failure, but a canceller may have fired d with
  * anything) and returns the new outcome.  seconds is the timeout.
  */
-typedef deferred_value_t (*deferred_ev_timeout_fn)(deferred_value_t outcome,
-                                                   double seconds, void *arg);
+typedef deferred_loop_timeout_fn deferred_ev_timeout_fn;
 
 /*
  * Give d a timeout on loop (Twisted's Deferred.addTimeout).  If d has no
@@ -174,7 +192,7 @@ DEFERRED_EXPORT uint64_t deferred_ev_lines_count(const deferred_stage_t *st);
  * value is released instead (never delivered twice).  Values cross threads
  * as they are: a value's ownership moves to the loop thread with it.
  */
-typedef struct deferred_ev_remote deferred_ev_remote_t;
+typedef struct deferred_remote deferred_ev_remote_t;
 
 /* A remote handle for d (a reference is taken) on loop.  NULL on
  * allocation failure (errno ENOMEM), or NULL loop or d or a multi-fire d
@@ -203,7 +221,7 @@ DEFERRED_EXPORT void deferred_ev_remote_drop(deferred_ev_remote_t *r);
 
 /* ---- the thread pool --------------------------------------------------- */
 
-typedef struct deferred_ev_pool deferred_ev_pool_t;
+typedef struct deferred_pool deferred_ev_pool_t;
 
 /*
  * A job: runs on a worker thread with its arg and returns its result (a
@@ -212,7 +230,7 @@ typedef struct deferred_ev_pool deferred_ev_pool_t;
  * failures through the library, the allocator set with
  * deferred_set_allocator() must be thread-safe (the default one is).
  */
-typedef deferred_value_t (*deferred_ev_job_fn)(void *arg);
+typedef deferred_job_fn deferred_ev_job_fn;
 
 /*
  * A pool of nthreads worker threads bound to loop.  NULL with errno

@@ -1,9 +1,10 @@
 /*
  * deferred/pg.h: PostgreSQL connections and query results as producers
- * of rows, on libev (libdeferred-pg, pkg-config module deferred-pg).
+ * of rows, on any loop of deferred/loop.h (libdeferred-pg, pkg-config
+ * module deferred-pg).
  *
- * Connecting is non-blocking (PQconnectStart/PQconnectPoll driven by an
- * ev_io watcher) and gives a deferred connection.  A query
+ * Connecting is non-blocking (PQconnectStart/PQconnectPoll driven by the
+ * loop's fd watcher) and gives a deferred connection.  A query
  * (PQsendQueryParams, parameters bound, never pasted) is a producer stage
  * for deferred_process (see process.h) that emits one deferred_row_t
  * value (see row.h) per result row in single-row mode
@@ -51,14 +52,13 @@
 
 #include <libpq-fe.h>
 
-#include "process.h"
+#include "loop.h"
 #include "row.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-struct ev_loop;
 typedef struct deferred_pg deferred_pg_t;
 
 /*
@@ -94,9 +94,9 @@ typedef struct deferred_pg deferred_pg_t;
  */
 DEFERRED_EXPORT int deferred_pg_conninfo_check(const char *conninfo, char *buf, size_t size);
 DEFERRED_EXPORT deferred_t *deferred_pg_connect_at(const char *file, int line,
-                                                   struct ev_loop *loop,
+                                                   deferred_loop_t *loop,
                                                    const char *conninfo);
-DEFERRED_EXPORT deferred_t *(deferred_pg_connect)(struct ev_loop *loop, const char *conninfo);
+DEFERRED_EXPORT deferred_t *(deferred_pg_connect)(deferred_loop_t *loop, const char *conninfo);
 
 /* The connection held by v (borrowed), or NULL when v is not one. */
 DEFERRED_EXPORT deferred_pg_t *deferred_value_get_pg(deferred_value_t v);

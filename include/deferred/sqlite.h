@@ -9,7 +9,9 @@
  * query made on the handle and stopped once the last one is freed), so a
  * slow sqlite3_step() (an aggregate, a sort, a busy wait) never blocks the
  * loop.  The worker prepares the statement and steps it a batch of rows at
- * a time; the batches reach the loop you give through its mailbox and
+ * a time; the batches reach the loop you give (any adapter of
+ * deferred/loop.h: libev's deferred_ev_loop_new(), libuv's, GLib's or the
+ * clock) through its mailbox (deferred_loop_post()) and
  * their rows are emitted on the loop thread, at most one batch per loop
  * iteration; the producer never emits before its resume returns.
  *
@@ -26,8 +28,8 @@
  *    sqlite3_interrupt() acts on the whole connection: another query that
  *    is mid-result on the same handle may fail with SQLITE_INTERRUPT too.
  *    The query's memory is freed once the worker gave it back: after a
- *    cancel or a free, run the loop (ev_run() returns once the worker is
- *    done) before destroying it.
+ *    cancel or a free, run the loop (it keeps running until the worker is
+ *    done: deferred_loop_alive()) before destroying it.
  *  - Errors (bad SQL, a wrong number of parameters, SQLITE_BUSY,
  *    SQLITE_LOCKED, any failing step) fail the stream with a failure of
  *    domain DEFERRED_DOMAIN_SQLITE whose code is SQLite's extended result
@@ -64,14 +66,12 @@
 
 #include <sqlite3.h>
 
-#include "process.h"
+#include "loop.h"
 #include "row.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-struct ev_loop;
 
 /* Rows a query steps per batch unless told otherwise. */
 #define DEFERRED_SQLITE_BATCH 256
@@ -100,11 +100,11 @@ struct ev_loop;
 #define deferred_sqlite_query(...) \
     deferred_sqlite_query_at(__FILE__, __LINE__, __VA_ARGS__)
 DEFERRED_EXPORT deferred_stage_t *deferred_sqlite_query_at(const char *file, int line,
-                                                           struct ev_loop *loop,
+                                                           deferred_loop_t *loop,
                                                            sqlite3 *db, const char *sql,
                                                            const deferred_param_t *params,
                                                            size_t n);
-DEFERRED_EXPORT deferred_stage_t *(deferred_sqlite_query)(struct ev_loop *loop, sqlite3 *db,
+DEFERRED_EXPORT deferred_stage_t *(deferred_sqlite_query)(deferred_loop_t *loop, sqlite3 *db,
                                                           const char *sql,
                                                           const deferred_param_t *params,
                                                           size_t n);
@@ -121,7 +121,7 @@ DEFERRED_EXPORT deferred_stage_t *(deferred_sqlite_query)(struct ev_loop *loop, 
 #define deferred_sqlite_query_p(loop, db, sql, params) \
     deferred_sqlite_query_p_at(__FILE__, __LINE__, (loop), (db), (sql), (params))
 static inline deferred_stage_t *deferred_sqlite_query_p_at(const char *file, int line,
-                                                           struct ev_loop *loop,
+                                                           deferred_loop_t *loop,
                                                            sqlite3 *db, const char *sql,
                                                            deferred_params_t params)
 {
@@ -148,11 +148,11 @@ DEFERRED_EXPORT int deferred_sqlite_set_batch(deferred_stage_t *st, unsigned row
 #define deferred_sqlite_query_one(...) \
     deferred_sqlite_query_one_at(__FILE__, __LINE__, __VA_ARGS__)
 DEFERRED_EXPORT deferred_t *deferred_sqlite_query_one_at(const char *file, int line,
-                                                         struct ev_loop *loop, sqlite3 *db,
+                                                         deferred_loop_t *loop, sqlite3 *db,
                                                          const char *sql,
                                                          const deferred_param_t *params,
                                                          size_t n);
-DEFERRED_EXPORT deferred_t *(deferred_sqlite_query_one)(struct ev_loop *loop, sqlite3 *db,
+DEFERRED_EXPORT deferred_t *(deferred_sqlite_query_one)(deferred_loop_t *loop, sqlite3 *db,
                                                         const char *sql,
                                                         const deferred_param_t *params,
                                                         size_t n);
@@ -165,7 +165,7 @@ DEFERRED_EXPORT deferred_t *(deferred_sqlite_query_one)(struct ev_loop *loop, sq
 #define deferred_sqlite_query_one_p(loop, db, sql, params) \
     deferred_sqlite_query_one_p_at(__FILE__, __LINE__, (loop), (db), (sql), (params))
 static inline deferred_t *deferred_sqlite_query_one_p_at(const char *file, int line,
-                                                         struct ev_loop *loop, sqlite3 *db,
+                                                         deferred_loop_t *loop, sqlite3 *db,
                                                          const char *sql,
                                                          deferred_params_t params)
 {
@@ -186,11 +186,11 @@ static inline deferred_t *deferred_sqlite_query_one_p_at(const char *file, int l
 #define deferred_sqlite_query_all(...) \
     deferred_sqlite_query_all_at(__FILE__, __LINE__, __VA_ARGS__)
 DEFERRED_EXPORT deferred_t *deferred_sqlite_query_all_at(const char *file, int line,
-                                                         struct ev_loop *loop, sqlite3 *db,
+                                                         deferred_loop_t *loop, sqlite3 *db,
                                                          const char *sql,
                                                          const deferred_param_t *params,
                                                          size_t n);
-DEFERRED_EXPORT deferred_t *(deferred_sqlite_query_all)(struct ev_loop *loop, sqlite3 *db,
+DEFERRED_EXPORT deferred_t *(deferred_sqlite_query_all)(deferred_loop_t *loop, sqlite3 *db,
                                                         const char *sql,
                                                         const deferred_param_t *params,
                                                         size_t n);
@@ -216,11 +216,11 @@ DEFERRED_EXPORT deferred_t *(deferred_sqlite_query_all)(struct ev_loop *loop, sq
  */
 #define deferred_sqlite_exec(...) deferred_sqlite_exec_at(__FILE__, __LINE__, __VA_ARGS__)
 DEFERRED_EXPORT deferred_t *deferred_sqlite_exec_at(const char *file, int line,
-                                                    struct ev_loop *loop, sqlite3 *db,
+                                                    deferred_loop_t *loop, sqlite3 *db,
                                                     const char *sql,
                                                     const deferred_param_t *params,
                                                     size_t n);
-DEFERRED_EXPORT deferred_t *(deferred_sqlite_exec)(struct ev_loop *loop, sqlite3 *db,
+DEFERRED_EXPORT deferred_t *(deferred_sqlite_exec)(deferred_loop_t *loop, sqlite3 *db,
                                                    const char *sql,
                                                    const deferred_param_t *params,
                                                    size_t n);
@@ -242,8 +242,8 @@ DEFERRED_EXPORT deferred_t *(deferred_sqlite_exec)(struct ev_loop *loop, sqlite3
  */
 #define deferred_sqlite_close(...) deferred_sqlite_close_at(__FILE__, __LINE__, __VA_ARGS__)
 DEFERRED_EXPORT deferred_t *deferred_sqlite_close_at(const char *file, int line,
-                                                     struct ev_loop *loop, sqlite3 *db);
-DEFERRED_EXPORT deferred_t *(deferred_sqlite_close)(struct ev_loop *loop, sqlite3 *db);
+                                                     deferred_loop_t *loop, sqlite3 *db);
+DEFERRED_EXPORT deferred_t *(deferred_sqlite_close)(deferred_loop_t *loop, sqlite3 *db);
 
 /*
  * deferred_sqlite_query_all() and deferred_sqlite_exec() with their
@@ -253,7 +253,7 @@ DEFERRED_EXPORT deferred_t *(deferred_sqlite_close)(struct ev_loop *loop, sqlite
 #define deferred_sqlite_query_all_p(loop, db, sql, params) \
     deferred_sqlite_query_all_p_at(__FILE__, __LINE__, (loop), (db), (sql), (params))
 static inline deferred_t *deferred_sqlite_query_all_p_at(const char *file, int line,
-                                                         struct ev_loop *loop, sqlite3 *db,
+                                                         deferred_loop_t *loop, sqlite3 *db,
                                                          const char *sql,
                                                          deferred_params_t params)
 {
@@ -262,7 +262,7 @@ static inline deferred_t *deferred_sqlite_query_all_p_at(const char *file, int l
 #define deferred_sqlite_exec_p(loop, db, sql, params) \
     deferred_sqlite_exec_p_at(__FILE__, __LINE__, (loop), (db), (sql), (params))
 static inline deferred_t *deferred_sqlite_exec_p_at(const char *file, int line,
-                                                    struct ev_loop *loop, sqlite3 *db,
+                                                    deferred_loop_t *loop, sqlite3 *db,
                                                     const char *sql, deferred_params_t params)
 {
     return deferred_sqlite_exec_at(file, line, loop, db, sql, params.items, params.n);

@@ -1,5 +1,5 @@
 /*
- * pg-io.c: the connection's socket.  Owns the ev_io watcher, which only
+ * pg-io.c: the connection's socket.  Owns the loop's fd watcher, which only
  * pg_update_io() starts and stops, deriving what it waits for from the
  * connection's state; the socket's callback (flush, read, a lost
  * connection); and shutting the connection (closed or lost), which fails
@@ -33,10 +33,21 @@ static int pg_io_wanted(const deferred_pg_t *c)
     if (c->sync_due ||
         (q && (q->state == PGQ_DRAINING ||
                (q->state == PGQ_SENT && q->demand == PGQ_RUNNING && q->self))))
-        events |= EV_READ;
+        events |= DEFERRED_LOOP_READ;
     if (c->nsent && PQisnonblocking(c->conn) && PQflush(c->conn) == 1)
-        events |= EV_WRITE;
+        events |= DEFERRED_LOOP_WRITE;
     return events;
+}
+
+/* The socket's watcher: connecting or running queries. */
+static void pg_io_ready(void *arg, int revents)
+{
+    deferred_pg_t *c = arg;
+
+    if (c->connecting)
+        pg_connect_cb(c, revents);
+    else
+        pg_io_cb(c, revents);
 }
 
 /* The one place the watcher starts and stops: after every change of the
@@ -47,17 +58,27 @@ void pg_update_io(deferred_pg_t *c)
 
     /* Each step of connecting re-arms, the same fd and events or not:
      * libpq may have closed its socket and opened the next one (another
-     * host or address) under the same number, which libev cannot see. */
+     * host or address) under the same number, which a loop (libev, epoll) cannot see. */
     if (events == c->io_events && fd == c->io_fd && !c->connecting)
         return;
-    if (c->io_events)
-        ev_io_stop(c->loop, &c->io);
+    deferred_loop_io_set(c->io, 0);
+    if (c->io && (fd != c->io_fd || fd < 0)) {
+        deferred_loop_io_free(c->io);
+        c->io = NULL;
+    }
     c->io_events = events;
     c->io_fd = fd;
     if (events && fd >= 0) {
-        ev_set_cb(&c->io, c->connecting ? pg_connect_cb : pg_io_cb);
-        ev_io_set(&c->io, fd, events);
-        ev_io_start(c->loop, &c->io);
+        if (!c->io)
+            c->io = deferred_loop_io_new(c->loop, fd, pg_io_ready, c);
+        if (!c->io) {
+            /* Without a watcher nothing would ever move: the connection
+             * is given up (pg_shut() comes back here with no socket). */
+            c->io_events = 0;
+            pg_shut(c, ENOMEM, "out of memory watching the connection's socket");
+            return;
+        }
+        deferred_loop_io_set(c->io, events);
     } else {
         c->io_events = 0;
     }
@@ -103,17 +124,14 @@ void pg_lost(deferred_pg_t *c)
     pg_shut(c, ECONNRESET, text);
 }
 
-void pg_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+void pg_io_cb(deferred_pg_t *c, int revents)
 {
-    deferred_pg_t *c = w->data;
-
-    (void)loop;
     pg_enter(c);
-    if ((revents & EV_WRITE) && c->conn && PQflush(c->conn) < 0) {
+    if ((revents & DEFERRED_LOOP_WRITE) && c->conn && PQflush(c->conn) < 0) {
         pg_lost(c);
         goto out;
     }
-    if ((revents & EV_READ) && c->conn && !PQconsumeInput(c->conn)) {
+    if ((revents & DEFERRED_LOOP_READ) && c->conn && !PQconsumeInput(c->conn)) {
         /* The head fails with what the server said last, when it said why
          * it closed (a shutdown's 57P01, parsed from what libpq read before
          * the end), else with libpq's message; pg_lost() fails the rest. */

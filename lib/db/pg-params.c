@@ -119,6 +119,10 @@ struct pgq *pgq_new(deferred_pg_t *c, const char *sql, const deferred_param_t *p
     memcpy(q->sql, sql, strlen(sql) + 1);
     q->refs = 1;
     q->c = deferred_pg_ref(c);
-    pg_kick_init(q);
+    if (pg_kick_init(q) < 0) {
+        deferred_pg_unref(c);
+        deferred_free(q);
+        return NULL;
+    }
     return q;
 }

@@ -7,10 +7,8 @@
 #ifndef DEFERRED_PG_PRIVATE_H
 #define DEFERRED_PG_PRIVATE_H
 
-#include <ev.h>
-
 #include "deferred/pg.h"
-#include "ev/ev-pump.h"
+#include "loop/loop-pump.h"
 
 #if defined(__GNUC__)
 #define PG_HIDDEN __attribute__((visibility("hidden")))
@@ -45,14 +43,14 @@ struct pgconnect {
     deferred_t *d;    /* borrowed: this block lives as long as d */
     const char *file; /* the user's call that connects */
     int line;
-    int events;       /* what PQconnectPoll() waits for: EV_READ or EV_WRITE */
+    int events;       /* what PQconnectPoll() waits for: DEFERRED_LOOP_READ or _WRITE */
 };
 
 struct deferred_pg {
     uint32_t refs;           /* the user's, each query's, each entry's */
-    struct ev_loop *loop;
+    deferred_loop_t *loop;   /* a reference */
     PGconn *conn;            /* NULL once closed or lost */
-    ev_io io;                /* started and stopped by pg_update_io() only */
+    deferred_loop_io_t *io;  /* made, set and freed by pg_update_io() only */
     int io_fd;               /* what io is set to; io_events 0: stopped */
     int io_events;
     struct pgq *head, *tail; /* the queue, in the order made; the sent ones first */
@@ -134,7 +132,7 @@ struct pgq {
     bool doomed;             /* on the wire when cancel all ran */
     enum pgq_state state;
     enum pgq_demand demand;
-    deferred__ev_pump_t pump; /* the kick: see pg_kick() */
+    deferred__pump_t pump; /* the kick: see pg_kick() */
 };
 
 static inline bool pgq_is_queued(const struct pgq *q)
@@ -154,8 +152,8 @@ static inline bool pgq_is_ended(const struct pgq *q)
 
 /* ---- the kick and the re-entrancy guard ---------------------------------------
  *
- * The kick is the ev layer's pump (lib/ev/ev-pump.h, once per schedule):
- * ev.pod's "avoid finishing before returning".  A query tells its stage
+ * The kick is the loop layer's pump (lib/loop/loop-pump.h): "avoid
+ * finishing before returning".  A query tells its stage
  * nothing from inside resume: it schedules its pump, whose run
  * (pgq_kick_run(), pg-stage.c) delivers what libpq already holds or the
  * failure that waits.  The stage's destroy releases the stage's
@@ -177,20 +175,20 @@ static inline void pgq_pump_release(void *owner)
     pgq_unref(owner);
 }
 
-static inline void pg_kick_init(struct pgq *q)
+/* 0 or -ENOMEM. */
+static inline int pg_kick_init(struct pgq *q)
 {
-    deferred__ev_pump_init(&q->pump, q->c->loop, DEFERRED__EV_PUMP_ONCE, pgq_kick_run,
-                           pgq_pump_release, q);
+    return deferred__pump_init(&q->pump, q->c->loop, pgq_kick_run, pgq_pump_release, q);
 }
 
 static inline void pg_kick(struct pgq *q)
 {
-    deferred__ev_pump_schedule(&q->pump);
+    deferred__pump_schedule(&q->pump);
 }
 
 static inline void pg_kick_stop(struct pgq *q)
 {
-    deferred__ev_pump_unschedule(&q->pump);
+    deferred__pump_unschedule(&q->pump);
 }
 
 static inline void pg_enter(deferred_pg_t *c)
@@ -229,8 +227,8 @@ PG_HIDDEN void pg_update_io(deferred_pg_t *c);
 PG_HIDDEN void pg_finish(deferred_pg_t *c);
 PG_HIDDEN void pg_shut(deferred_pg_t *c, int code, const char *msg);
 PG_HIDDEN void pg_lost(deferred_pg_t *c);
-PG_HIDDEN void pg_io_cb(struct ev_loop *loop, ev_io *w, int revents);
-PG_HIDDEN void pg_connect_cb(struct ev_loop *loop, ev_io *w, int revents); /* pg.c */
+PG_HIDDEN void pg_io_cb(deferred_pg_t *c, int revents);
+PG_HIDDEN void pg_connect_cb(deferred_pg_t *c, int revents); /* pg.c */
 
 /* ---- pg-query.c: the queue and each query's state ----------------------------- */
 

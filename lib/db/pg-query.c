@@ -15,7 +15,7 @@ void pgq_unref(struct pgq *q)
     if (--q->refs > 0)
         return;
     c = q->c;
-    pg_kick_stop(q);
+    deferred_loop_timer_free(q->pump.kick); /* NULL once released */
     deferred_failure_unref(q->failure);
     deferred_row_shape_unref(q->shape);
     deferred_free(q->types);

@@ -92,7 +92,7 @@ static void pgq_destroy(void *data)
     pg_enter(c);
     q->self = NULL;
     pgq_abandon(q);
-    deferred__ev_pump_release(&q->pump); /* the stage's reference, now or after the kick */
+    deferred__pump_release(&q->pump); /* the stage's reference, now or after the kick */
     pg_pump(c);
     pg_leave(c);
 }

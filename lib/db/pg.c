@@ -1,9 +1,9 @@
 /*
  * pg.c: PostgreSQL connections and query results as producers of rows, on
- * libev (libdeferred-pg).  This file: the connection handle (its
- * references, closing it) and connecting.
+ * any loop of deferred/loop.h (libdeferred-pg).  This file: the connection
+ * handle (its references, closing it) and connecting.
  *
- * A connection (deferred_pg_t) owns the PGconn, one ev_io watcher on its
+ * A connection (deferred_pg_t) owns the PGconn, one fd watcher of its loop on its
  * socket and a FIFO of queries.  The head of the FIFO is the query whose
  * results are read: it is sent with PQsendQueryParams() in single-row
  * mode as soon as the one before it ended (or, in pipeline mode, as soon
@@ -50,7 +50,7 @@
 
 /* ---- the handle ------------------------------------------------------------ */
 
-static deferred_pg_t *pg_alloc(struct ev_loop *loop)
+static deferred_pg_t *pg_alloc(deferred_loop_t *loop)
 {
     deferred_pg_t *c = deferred_malloc(sizeof(*c));
 
@@ -58,10 +58,8 @@ static deferred_pg_t *pg_alloc(struct ev_loop *loop)
         return NULL;
     memset(c, 0, sizeof(*c));
     c->refs = 1;
-    c->loop = loop;
+    c->loop = loop; /* the caller's reference, taken */
     c->io_fd = -1;
-    ev_init(&c->io, pg_io_cb);
-    c->io.data = c;
     return c;
 }
 
@@ -78,7 +76,8 @@ void deferred_pg_unref(deferred_pg_t *c)
         return;
     /* Every query holds a reference, and so does connecting while it
      * lasts: none is left. */
-    pg_finish(c);
+    pg_finish(c); /* frees the watcher */
+    deferred_loop_unref(c->loop);
     deferred_free(c);
 }
 
@@ -145,10 +144,10 @@ static void pg_connect_step(deferred_pg_t *c, PostgresPollingStatusType st)
 
     switch (st) {
     case PGRES_POLLING_READING:
-        op->events = EV_READ;
+        op->events = DEFERRED_LOOP_READ;
         break;
     case PGRES_POLLING_WRITING:
-        op->events = EV_WRITE;
+        op->events = DEFERRED_LOOP_WRITE;
         break;
     case PGRES_POLLING_OK: {
         deferred_t *d = op->d;
@@ -189,11 +188,8 @@ static void pg_connect_step(deferred_pg_t *c, PostgresPollingStatusType st)
     pg_update_io(c);
 }
 
-void pg_connect_cb(struct ev_loop *loop, ev_io *w, int revents)
+void pg_connect_cb(deferred_pg_t *c, int revents)
 {
-    deferred_pg_t *c = w->data;
-
-    (void)loop;
     (void)revents;
     pg_connect_step(c, PQconnectPoll(c->conn));
 }
@@ -242,7 +238,7 @@ int deferred_pg_conninfo_check(const char *conninfo, char *buf, size_t size)
     return -EINVAL;
 }
 
-deferred_t *deferred_pg_connect_at(const char *file, int line, struct ev_loop *loop,
+deferred_t *deferred_pg_connect_at(const char *file, int line, deferred_loop_t *loop,
                                    const char *conninfo)
 {
     struct pgconnect *op;
@@ -273,8 +269,9 @@ deferred_t *deferred_pg_connect_at(const char *file, int line, struct ev_loop *l
     if (!d)
         return NULL; /* op freed by pg_connect_destroy; errno ENOMEM */
     op->d = d;
-    c = pg_alloc(loop);
+    c = pg_alloc(deferred_loop_ref(loop));
     if (!c) {
+        deferred_loop_unref(loop);
         deferred_unref(d); /* unfired: frees op */
         errno = ENOMEM;
         return NULL;
@@ -298,7 +295,7 @@ deferred_t *deferred_pg_connect_at(const char *file, int line, struct ev_loop *l
     return d;
 }
 
-deferred_t *(deferred_pg_connect)(struct ev_loop *loop, const char *conninfo)
+deferred_t *(deferred_pg_connect)(deferred_loop_t *loop, const char *conninfo)
 {
     return deferred_pg_connect_at(NULL, 0, loop, conninfo);
 }

@@ -12,7 +12,7 @@
  * Ownership, the rule that makes it work:
  *  - A batch belongs to one side at a time.  It goes to the worker when
  *    the loop thread queues it (under the worker's lock) and comes back
- *    through the loop's mailbox (ev-mailbox.h); the side that holds it
+ *    through the loop's mailbox (deferred_loop_post()); the side that holds it
  *    alone reads and writes it.
  *  - The statement (stmt, prepared, row_pending, names_sent, step) is the
  *    worker's while one of the query's batches is with it.  The loop
@@ -35,8 +35,7 @@
 #include <stdint.h>
 
 #include "deferred/sqlite.h"
-#include "ev/ev-mailbox.h"
-#include "ev/ev-pump.h"
+#include "loop/loop-pump.h"
 
 #if defined(__GNUC__)
 #define SQ_HIDDEN __attribute__((visibility("hidden")))
@@ -66,7 +65,7 @@ struct sq;
 /* One batch of rows, stepped by the worker into buf, emitted on the loop
  * thread.  Two per query: one being emitted, one being stepped. */
 struct sqb {
-    deferred__ev_msg_t msg; /* first: the mailbox's message */
+    deferred_loop_msg_t msg; /* first: the mailbox's message */
     struct sq *q;
     struct sqb *job_next;   /* the worker's queue */
     struct sqb *ready_next; /* the query's ready list (loop thread) */
@@ -118,7 +117,7 @@ struct sq {
     /* Fixed when made (read by both threads). */
     sqlite3 *db;
     struct sqw *w;
-    deferred__ev_mailbox_t *mb;
+    deferred_loop_t *dl; /* a reference: the batches come back through its mailbox */
     char *sql;
     deferred_param_t *params; /* copies, text and blobs included */
     size_t nparams;
@@ -150,7 +149,7 @@ struct sq {
     bool step_failed;         /* the step to row + 1 failed */
     bool halted;              /* no more steps (cancel, destroy, error) */
     bool stage_gone;          /* the stage was destroyed */
-    deferred__ev_pump_t pump; /* runs sq_run(); releases the stage's part */
+    deferred__pump_t pump; /* runs sq_run(); releases the stage's part */
 };
 
 /* The worker of db with a new reference, made (thread started) when db has

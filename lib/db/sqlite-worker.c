@@ -515,7 +515,7 @@ static void *sqw_main(void *arg)
 
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        deferred__ev_mailbox_t *mb;
+        deferred_loop_t *dl;
         struct sqb *b;
         struct sq *q;
 
@@ -529,7 +529,7 @@ static void *sqw_main(void *arg)
             w->tail = NULL;
         b->queued = false;
         q = b->q;
-        mb = q->mb;
+        dl = q->dl;
         w->current = q;
         pthread_mutex_unlock(&w->lock);
         job_run(q, b);
@@ -537,7 +537,7 @@ static void *sqw_main(void *arg)
         w->current = NULL;
         pthread_mutex_unlock(&w->lock);
         /* From here the loop thread may free q and b. */
-        deferred__ev_mailbox_post(mb, &b->msg);
+        deferred_loop_post(dl, &b->msg);
         pthread_mutex_lock(&w->lock);
     }
     pthread_mutex_unlock(&w->lock);

@@ -1,10 +1,10 @@
 /*
- * sqlite.c: SQLite query results as producers of rows, on libev
+ * sqlite.c: SQLite query results as producers of rows, on any loop
  * (libdeferred-sqlite): the loop thread's half.
  *
  * A query's statement runs on the worker thread of its connection
  * (sqlite-worker.c): the worker prepares it, steps a batch of rows into a
- * buffer and posts the buffer to the loop's mailbox (lib/ev/ev-mailbox.h,
+ * buffer and posts the buffer to the loop's mailbox (deferred_loop_post(),
  * compiled into this library too); on the loop thread the batch's rows
  * are made into deferred_row_t values (from the shape's spare row: no
  * allocation per row when the consumer releases them) and emitted.  Two
@@ -18,7 +18,7 @@
  *    destroy from inside a consumer's handle) may happen in the middle of
  *    the emission, through the emit call: the emission re-reads the
  *    query's state after each emit, and runs under the pump's guard
- *    (lib/ev/ev-pump.h), so a destroy from inside it leaves the query's
+ *    (lib/loop/loop-pump.h), so a destroy from inside it leaves the query's
  *    memory to the pump, which lets go of it once the emission returned.
  *  - Cancel, destroy and errors "halt" the query: the ready batches are
  *    dropped and the statement is finalized at once when the worker is
@@ -27,7 +27,7 @@
  *    busy with another statement.  The query's memory stays until the
  *    worker has given its batch back; the stage ends at once.
  *  - Resume only queues work or schedules the pump (its once mode, an
- *    ev_idle), so the producer never emits before its resume returns.
+ *    a zero-delay timer), so the producer never emits before its resume returns.
  *
  * Written against the public interfaces of process.h and row.h, as any
  * user's producer would be, plus the header-only pump and the mailbox of
@@ -37,7 +37,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <ev.h>
 
 #include "sqlite-private.h"
 
@@ -70,7 +69,7 @@ static void sq_queue(struct sq *q, struct sqb *b)
     b->state = B_WORKER;
     b->limit = q->batch;
     q->at_worker++;
-    deferred__ev_mailbox_expect(q->mb);
+    (void)deferred_loop_expect(q->dl); /* never fails on a loop */
     deferred__sqw_queue(q->w, b);
 }
 
@@ -110,7 +109,7 @@ static void sq_settle(struct sq *q)
             b->queued = false;
             b->state = B_FREE;
             q->at_worker--;
-            deferred__ev_mailbox_done(q->mb);
+            deferred_loop_done(q->dl);
         }
         deferred__sq_finalize_locked(q);
         q->final = true;
@@ -140,7 +139,7 @@ static void sq_halt(struct sq *q)
         return;
     q->halted = true;
     __atomic_store_n(&q->cancel, 1, __ATOMIC_RELEASE);
-    deferred__ev_pump_unschedule(&q->pump);
+    deferred__pump_unschedule(&q->pump);
     for (b = q->ready; b; b = b->ready_next)
         b->state = B_FREE;
     q->ready = q->ready_tail = NULL;
@@ -201,7 +200,7 @@ static int sq_request(struct sq *q)
 }
 
 /* The mailbox's delivery of b, on the loop thread. */
-static void sq_deliver(deferred__ev_msg_t *m)
+static void sq_deliver(deferred_loop_msg_t *m)
 {
     struct sqb *b = (struct sqb *)m;
     struct sq *q = b->q;
@@ -211,7 +210,7 @@ static void sq_deliver(deferred__ev_msg_t *m)
         q->final = true;
     if (q->halted) {
         b->state = B_FREE;
-        deferred__ev_mailbox_done(q->mb);
+        deferred_loop_done(q->dl);
         sq_settle(q);
         if (q->stage_gone && !q->at_worker)
             q->pump.release(q); /* sq_free() */
@@ -224,14 +223,14 @@ static void sq_deliver(deferred__ev_msg_t *m)
     else
         q->ready = b;
     q->ready_tail = b;
-    deferred__ev_mailbox_done(q->mb);
-    /* Emitted from the pump's ev_idle, not from here: the drain takes
+    deferred_loop_done(q->dl);
+    /* Emitted from the pump's kick, not from here: the drain takes
      * every batch posted meanwhile, and the loop gets its turn (its other
      * watchers, its poll) between two batches. */
     if (!deferred_stage_is_paused(q->self)) {
         /* The worker steps the next batch while this one is emitted. */
         sq_request(q);
-        deferred__ev_pump_schedule(&q->pump);
+        deferred__pump_schedule(&q->pump);
     }
 }
 
@@ -407,7 +406,7 @@ static void sq_run(void *data)
             b->emitted++;
             q->row++;
             if (deferred_stage_emit(q->self, deferred_value_row(row)) < 0 ||
-                deferred__ev_pump_released(&q->pump) || q->halted)
+                deferred__pump_released(&q->pump) || q->halted)
                 return;
         }
         if (deferred_stage_is_paused(q->self))
@@ -426,7 +425,7 @@ static void sq_run(void *data)
             b->grow_to = 2 * b->cap; /* it filled up: more room next time */
     }
     if (sq_request(q) < 0)
-        deferred__ev_pump_schedule(&q->pump); /* ends with q->failure */
+        deferred__pump_schedule(&q->pump); /* ends with q->failure */
 }
 
 /* ---- the stage --------------------------------------------------------------- */
@@ -439,9 +438,9 @@ static void sq_resume(deferred_stage_t *self, deferred_stage_t *by)
     if (q->halted || q->ended)
         return;
     if (q->ready || q->failure)
-        deferred__ev_pump_schedule(&q->pump);
+        deferred__pump_schedule(&q->pump);
     else if (sq_request(q) < 0)
-        deferred__ev_pump_schedule(&q->pump);
+        deferred__pump_schedule(&q->pump);
 }
 
 static void sq_pause(deferred_stage_t *self, deferred_stage_t *by)
@@ -449,7 +448,7 @@ static void sq_pause(deferred_stage_t *self, deferred_stage_t *by)
     struct sq *q = deferred_stage_data(self);
 
     (void)by;
-    deferred__ev_pump_unschedule(&q->pump);
+    deferred__pump_unschedule(&q->pump);
 }
 
 static void sq_cancel(deferred_stage_t *self, deferred_stage_t *by)
@@ -483,8 +482,9 @@ static void sq_free(struct sq *q)
     deferred_free(q->b[1].buf);
     if (q->w)
         deferred__sqw_put(q->w);
-    if (q->mb)
-        deferred__ev_mailbox_put(q->mb);
+    deferred_loop_timer_free(q->pump.kick); /* NULL once released */
+    q->pump.kick = NULL;
+    deferred_loop_unref(q->dl);
     deferred_free(q);
 }
 
@@ -503,7 +503,7 @@ static void sq_destroy(void *data)
     struct sq *q = data;
 
     sq_halt(q);
-    deferred__ev_pump_release(&q->pump); /* sq_release() now or after the emission */
+    deferred__pump_release(&q->pump); /* sq_release() now or after the emission */
 }
 
 static const deferred_stage_ops_t sq_ops = {
@@ -547,7 +547,7 @@ static size_t sq_params_size(struct sq *q, const deferred_param_t *params, size_
     return bytes;
 }
 
-static deferred_stage_t *sq_new(const char *file, int line, struct ev_loop *loop,
+static deferred_stage_t *sq_new(const char *file, int line, deferred_loop_t *loop,
                                 sqlite3 *db, const char *sql,
                                 const deferred_param_t *params, size_t n, bool exec)
 {
@@ -610,7 +610,9 @@ static deferred_stage_t *sq_new(const char *file, int line, struct ev_loop *loop
     }
     q->sql = at;
     memcpy(q->sql, sql, len + 1);
-    deferred__ev_pump_init(&q->pump, loop, DEFERRED__EV_PUMP_ONCE, sq_run, sq_release, q);
+    q->dl = deferred_loop_ref(loop);
+    if (deferred__pump_init(&q->pump, q->dl, sq_run, sq_release, q) < 0)
+        goto fail;
     if (exec) {
         q->exec_shape = deferred_row_shape_new(2, counts);
         if (!q->exec_shape)
@@ -621,9 +623,6 @@ static deferred_stage_t *sq_new(const char *file, int line, struct ev_loop *loop
             goto fail;
         q->b[0].cap = SQ_BUF_START;
     }
-    q->mb = deferred__ev_mailbox_get(loop);
-    if (!q->mb)
-        goto fail;
     q->w = deferred__sqw_get(db);
     if (!q->w) {
         int e = errno;
@@ -642,7 +641,7 @@ fail:
     return NULL;
 }
 
-deferred_stage_t *deferred_sqlite_query_at(const char *file, int line, struct ev_loop *loop,
+deferred_stage_t *deferred_sqlite_query_at(const char *file, int line, deferred_loop_t *loop,
                                            sqlite3 *db, const char *sql,
                                            const deferred_param_t *params, size_t n)
 {
@@ -662,7 +661,7 @@ int deferred_sqlite_set_batch(deferred_stage_t *st, unsigned rows)
 
 /* ---- one row or none ------------------------------------------------------------ */
 
-deferred_t *deferred_sqlite_query_one_at(const char *file, int line, struct ev_loop *loop,
+deferred_t *deferred_sqlite_query_one_at(const char *file, int line, deferred_loop_t *loop,
                                          sqlite3 *db, const char *sql,
                                          const deferred_param_t *params, size_t n)
 {
@@ -674,7 +673,7 @@ deferred_t *deferred_sqlite_query_one_at(const char *file, int line, struct ev_l
 
 /* ---- every row; an exec ---------------------------------------------------------- */
 
-deferred_t *deferred_sqlite_query_all_at(const char *file, int line, struct ev_loop *loop,
+deferred_t *deferred_sqlite_query_all_at(const char *file, int line, deferred_loop_t *loop,
                                          sqlite3 *db, const char *sql,
                                          const deferred_param_t *params, size_t n)
 {
@@ -708,7 +707,7 @@ deferred_t *deferred_sqlite_query_all_at(const char *file, int line, struct ev_l
     return d;
 }
 
-deferred_t *deferred_sqlite_exec_at(const char *file, int line, struct ev_loop *loop,
+deferred_t *deferred_sqlite_exec_at(const char *file, int line, deferred_loop_t *loop,
                                     sqlite3 *db, const char *sql,
                                     const deferred_param_t *params, size_t n)
 {
@@ -720,26 +719,26 @@ deferred_t *deferred_sqlite_exec_at(const char *file, int line, struct ev_loop *
 
 /* The functions behind the macros, for callers without them (bindings,
  * pointers to functions): their failures name no site of the caller's. */
-deferred_stage_t *(deferred_sqlite_query)(struct ev_loop *loop, sqlite3 *db,
+deferred_stage_t *(deferred_sqlite_query)(deferred_loop_t *loop, sqlite3 *db,
                                           const char *sql,
                                           const deferred_param_t *params, size_t n)
 {
     return deferred_sqlite_query_at(NULL, 0, loop, db, sql, params, n);
 }
 
-deferred_t *(deferred_sqlite_query_one)(struct ev_loop *loop, sqlite3 *db, const char *sql,
+deferred_t *(deferred_sqlite_query_one)(deferred_loop_t *loop, sqlite3 *db, const char *sql,
                                         const deferred_param_t *params, size_t n)
 {
     return deferred_sqlite_query_one_at(NULL, 0, loop, db, sql, params, n);
 }
 
-deferred_t *(deferred_sqlite_query_all)(struct ev_loop *loop, sqlite3 *db, const char *sql,
+deferred_t *(deferred_sqlite_query_all)(deferred_loop_t *loop, sqlite3 *db, const char *sql,
                                         const deferred_param_t *params, size_t n)
 {
     return deferred_sqlite_query_all_at(NULL, 0, loop, db, sql, params, n);
 }
 
-deferred_t *(deferred_sqlite_exec)(struct ev_loop *loop, sqlite3 *db, const char *sql,
+deferred_t *(deferred_sqlite_exec)(deferred_loop_t *loop, sqlite3 *db, const char *sql,
                                    const deferred_param_t *params, size_t n)
 {
     return deferred_sqlite_exec_at(NULL, 0, loop, db, sql, params, n);
@@ -748,14 +747,13 @@ deferred_t *(deferred_sqlite_exec)(struct ev_loop *loop, sqlite3 *db, const char
 /* ---- the close ---------------------------------------------------------------------- */
 
 /* A close waiting for the handle's worker to be gone, then for a loop
- * iteration (an ev_idle: never from inside the free of the last query,
+ * iteration (a zero-delay timer: never from inside the free of the last query,
  * nor before deferred_sqlite_close() returns). */
 struct sq_close {
     struct sqw_waiter wait; /* first */
-    struct ev_loop *loop;
     sqlite3 *db;
     deferred_t *d;          /* weak: freeing d detaches and frees this */
-    ev_idle idle;
+    deferred_loop_timer_t *idle; /* a zero-delay kick */
     bool waiting;           /* on the handle's list */
     const char *file;
     int line;
@@ -766,17 +764,15 @@ static void close_kick(struct sqw_waiter *w)
     struct sq_close *c = (struct sq_close *)w;
 
     c->waiting = false;
-    ev_idle_start(c->loop, &c->idle);
+    deferred_loop_timer_start(c->idle, 0.0);
 }
 
-static void close_idle(struct ev_loop *loop, ev_idle *w, int revents)
+static void close_idle(void *arg)
 {
-    struct sq_close *c = w->data;
+    struct sq_close *c = arg;
     deferred_t *d = c->d;
     int rc;
 
-    (void)revents;
-    ev_idle_stop(loop, w);
     if (deferred__sqw_wait(c->db, &c->wait)) {
         c->waiting = true; /* a query was made meanwhile: wait for it too */
         return;
@@ -796,7 +792,7 @@ static void close_detach(struct sq_close *c)
     if (c->waiting)
         deferred__sqw_unwait(c->db, &c->wait);
     c->waiting = false;
-    ev_idle_stop(c->loop, &c->idle);
+    deferred_loop_timer_stop(c->idle);
 }
 
 static void close_cancel(deferred_t *d, void *arg)
@@ -810,10 +806,11 @@ static void close_destroy(void *arg)
     struct sq_close *c = arg;
 
     close_detach(c);
+    deferred_loop_timer_free(c->idle);
     deferred_free(c);
 }
 
-deferred_t *deferred_sqlite_close_at(const char *file, int line, struct ev_loop *loop,
+deferred_t *deferred_sqlite_close_at(const char *file, int line, deferred_loop_t *loop,
                                      sqlite3 *db)
 {
     struct sq_close *c;
@@ -827,23 +824,26 @@ deferred_t *deferred_sqlite_close_at(const char *file, int line, struct ev_loop 
         return NULL; /* errno ENOMEM */
     memset(c, 0, sizeof(*c));
     c->wait.run = close_kick;
-    c->loop = loop;
+    c->idle = deferred_loop_timer_new(loop, close_idle, c);
+    if (!c->idle) {
+        deferred_free(c);
+        errno = ENOMEM;
+        return NULL;
+    }
     c->db = db;
     c->file = file;
     c->line = line;
-    ev_idle_init(&c->idle, close_idle);
-    c->idle.data = c;
     c->d = deferred_new_at(file, line, close_cancel, c, close_destroy);
     if (!c->d)
         return NULL; /* c destroyed; errno ENOMEM */
     if (deferred__sqw_wait(db, &c->wait))
         c->waiting = true;
     else
-        ev_idle_start(loop, &c->idle);
+        deferred_loop_timer_start(c->idle, 0.0);
     return c->d;
 }
 
-deferred_t *(deferred_sqlite_close)(struct ev_loop *loop, sqlite3 *db)
+deferred_t *(deferred_sqlite_close)(deferred_loop_t *loop, sqlite3 *db)
 {
     return deferred_sqlite_close_at(NULL, 0, loop, db);
 }

@@ -1,17 +1,124 @@
 /*
  * loop-private.h: what the library's loop layer (lib/loop/) shares and
- * users never see: the loop object's fields.
+ * users never see: the loop object's fields, the watchers the layer
+ * embeds in its own structs, the mailbox and the dump items.
+ *
+ * Every watcher goes through this layer (never through the adapter's
+ * table directly), so that the loop counts what keeps it alive
+ * (deferred_loop_alive()) and a watcher knows whether it is running and
+ * when it falls due, whatever the adapter.
  */
 #ifndef DEFERRED_LOOP_PRIVATE_H
 #define DEFERRED_LOOP_PRIVATE_H
 
+#include <pthread.h>
+#include <stddef.h>
+
 #include "deferred.h"
 #include "deferred/loop.h"
+
+#if defined(__GNUC__)
+#define DEFERRED_LOOP_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define DEFERRED_LOOP_HIDDEN
+#endif
+
+/* A dump item of a loop (debug mode): embedded in the struct it
+ * describes, linked into its loop's list while tracked. */
+typedef struct deferred__loop_item {
+    struct deferred__loop_item *prev, *next;
+    deferred_loop_t *loop; /* NULL: not tracked */
+    void (*describe)(deferred_dump_t *w, struct deferred__loop_item *it);
+} deferred__loop_item_t;
 
 struct deferred_loop {
     const deferred_loop_ops_t *ops;
     void *impl;
     unsigned long refs;
+    size_t alive; /* running timers, fd watchers with events, held wakeup */
+
+    /* The mailbox (deferred_loop_expect(), _post(), _done()): the wakeup
+     * is made by the first expect; pending counts the messages still
+     * expected, and holds the wakeup while above zero. */
+    void *wake;
+    pthread_mutex_t lock;
+    deferred_loop_msg_t *head, *tail; /* under lock */
+    unsigned long pending;
+
+    /* The dump (debug mode): the tracked items and the registry holder,
+     * added with the first item. */
+    deferred__loop_item_t *first, *last;
+    size_t items;
+    bool holder_on;
+    deferred_dump_holder_t holder;
 };
+
+/* ---- watchers ------------------------------------------------------------ */
+
+struct deferred_loop_timer {
+    deferred_loop_t *loop; /* a reference */
+    void *h;               /* the adapter's */
+    deferred_loop_fn cb;
+    void *arg;
+    double due;            /* loop time it falls due, while active */
+    bool active;
+    bool embedded;         /* inside a library struct: not freed by _free */
+};
+
+struct deferred_loop_io {
+    deferred_loop_t *loop; /* a reference */
+    void *h;
+    deferred_loop_io_fn cb;
+    void *arg;
+    int fd;
+    int events;
+    bool embedded;
+};
+
+/* Set up a watcher embedded in a library struct (a loop reference, the
+ * adapter's handle): 0 or -ENOMEM (then nothing to undo). */
+DEFERRED_LOOP_HIDDEN int deferred__timer_init(struct deferred_loop_timer *t,
+                                              deferred_loop_t *loop,
+                                              deferred_loop_fn cb, void *arg);
+DEFERRED_LOOP_HIDDEN void deferred__timer_fini(struct deferred_loop_timer *t);
+DEFERRED_LOOP_HIDDEN int deferred__io_init(struct deferred_loop_io *io,
+                                           deferred_loop_t *loop, int fd,
+                                           deferred_loop_io_fn cb, void *arg);
+DEFERRED_LOOP_HIDDEN void deferred__io_fini(struct deferred_loop_io *io);
+
+/* Loop thread: deliver every message queued in loop's mailbox now (the
+ * wakeup's callback; the pool's shutdown calls it too). */
+DEFERRED_LOOP_HIDDEN void deferred__loop_drain(deferred_loop_t *loop);
+
+/* A delay is valid when it is finite and not negative. */
+DEFERRED_LOOP_HIDDEN bool deferred__bad_delay(double seconds);
+
+/* ---- the dump -------------------------------------------------------------- */
+
+/* Track it in loop's list when debug mode is on (else it->loop is NULL).
+ * Inline, so that with debug mode off an item costs a store and a test. */
+DEFERRED_LOOP_HIDDEN void deferred__loop_track_on(deferred_loop_t *loop,
+                                                  deferred__loop_item_t *it,
+                                                  void (*describe)(deferred_dump_t *w,
+                                                                   deferred__loop_item_t *it));
+static inline void deferred__loop_track(deferred_loop_t *loop, deferred__loop_item_t *it,
+                                        void (*describe)(deferred_dump_t *w,
+                                                         deferred__loop_item_t *it))
+{
+    it->loop = NULL;
+    if (deferred_get_debug())
+        deferred__loop_track_on(loop, it, describe);
+}
+
+DEFERRED_LOOP_HIDDEN void deferred__loop_untrack_on(deferred__loop_item_t *it);
+static inline void deferred__loop_untrack(deferred__loop_item_t *it)
+{
+    if (it->loop)
+        deferred__loop_untrack_on(it);
+}
+
+/* The struct that contains item it as its member m. */
+#define DEFERRED_LOOP_ITEM_OF(it, type, m) \
+    ((type *)(void *)((char *)(it) - offsetof(type, m)))
 
 #endif /* DEFERRED_LOOP_PRIVATE_H */

@@ -1,11 +1,17 @@
 /*
  * loop.c: the loop object (deferred/loop.h): an adapter's table and state
- * with a reference count, and the thin layer through which the rest of
- * the library drives the adapter's handles (loop-private.h).
+ * with a reference count; the watchers through which the rest of the
+ * library drives the adapter's handles, counting what keeps the loop
+ * alive; the mailbox; and what a dump shows of a loop.
  */
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "loop-private.h"
+
+static void mailbox_drain(void *arg);
 
 deferred_loop_t *deferred_loop_new(const deferred_loop_ops_t *ops, void *impl)
 {
@@ -24,9 +30,24 @@ deferred_loop_t *deferred_loop_new(const deferred_loop_ops_t *ops, void *impl)
         return NULL;
     }
     memset(l, 0, sizeof *l);
+    if (pthread_mutex_init(&l->lock, NULL) != 0) {
+        deferred_free(l);
+        errno = ENOMEM;
+        return NULL;
+    }
     l->ops = ops;
     l->impl = impl;
     l->refs = 1;
+    /* The mailbox's wakeup, made now so that expecting a message never
+     * fails (a remote, a pool job or a query's batch cannot be refused
+     * half-way). */
+    l->wake = ops->wakeup_new(impl, mailbox_drain, l);
+    if (!l->wake) {
+        pthread_mutex_destroy(&l->lock);
+        deferred_free(l);
+        errno = ENOMEM;
+        return NULL;
+    }
     return l;
 }
 
@@ -41,6 +62,10 @@ void deferred_loop_unref(deferred_loop_t *loop)
 {
     if (!loop || --loop->refs > 0)
         return;
+    if (loop->holder_on)
+        deferred_dump_holder_remove(&loop->holder);
+    loop->ops->wakeup_free(loop->wake);
+    pthread_mutex_destroy(&loop->lock);
     if (loop->ops->release)
         loop->ops->release(loop->impl);
     deferred_free(loop);
@@ -59,4 +84,358 @@ void *deferred_loop_impl(const deferred_loop_t *loop)
 double deferred_loop_now(const deferred_loop_t *loop)
 {
     return loop ? loop->ops->now(loop->impl) : 0.0;
+}
+
+size_t deferred_loop_alive(const deferred_loop_t *loop)
+{
+    return loop ? loop->alive : 0;
+}
+
+bool deferred__bad_delay(double seconds)
+{
+    return !(seconds >= 0.0) || isinf(seconds);
+}
+
+/* ---- timers ---------------------------------------------------------------- */
+
+static void timer_fired(void *arg)
+{
+    struct deferred_loop_timer *t = arg;
+
+    if (!t->active)
+        return; /* an adapter's late call after a stop */
+    t->active = false;
+    t->loop->alive--;
+    t->cb(t->arg); /* may free t */
+}
+
+int deferred__timer_init(struct deferred_loop_timer *t, deferred_loop_t *loop,
+                         deferred_loop_fn cb, void *arg)
+{
+    t->loop = NULL;
+    t->h = loop->ops->timer_new(loop->impl, timer_fired, t);
+    if (!t->h)
+        return -ENOMEM;
+    t->loop = deferred_loop_ref(loop);
+    t->cb = cb;
+    t->arg = arg;
+    t->due = 0.0;
+    t->active = false;
+    t->embedded = true;
+    return 0;
+}
+
+static void timer_stop(struct deferred_loop_timer *t)
+{
+    if (!t->active)
+        return;
+    t->active = false;
+    t->loop->alive--;
+    t->loop->ops->timer_stop(t->h);
+}
+
+void deferred__timer_fini(struct deferred_loop_timer *t)
+{
+    deferred_loop_t *loop = t->loop;
+
+    if (!loop)
+        return;
+    timer_stop(t);
+    loop->ops->timer_free(t->h);
+    t->loop = NULL;
+    deferred_loop_unref(loop);
+}
+
+deferred_loop_timer_t *deferred_loop_timer_new(deferred_loop_t *loop, deferred_loop_fn cb,
+                                               void *arg)
+{
+    struct deferred_loop_timer *t;
+
+    if (!loop || !cb) {
+        errno = EINVAL;
+        return NULL;
+    }
+    t = deferred_malloc(sizeof *t);
+    if (!t || deferred__timer_init(t, loop, cb, arg) < 0) {
+        deferred_free(t);
+        errno = ENOMEM;
+        return NULL;
+    }
+    t->embedded = false;
+    return t;
+}
+
+int deferred_loop_timer_start(deferred_loop_timer_t *t, double seconds)
+{
+    if (!t || !t->loop || deferred__bad_delay(seconds))
+        return -EINVAL;
+    if (!t->active) {
+        t->active = true;
+        t->loop->alive++;
+    }
+    t->loop->ops->timer_start(t->h, seconds);
+    t->due = t->loop->ops->now(t->loop->impl) + seconds;
+    return 0;
+}
+
+void deferred_loop_timer_stop(deferred_loop_timer_t *t)
+{
+    if (t && t->loop)
+        timer_stop(t);
+}
+
+bool deferred_loop_timer_is_active(const deferred_loop_timer_t *t)
+{
+    return t && t->active;
+}
+
+double deferred_loop_timer_remaining(const deferred_loop_timer_t *t)
+{
+    double left;
+
+    if (!t || !t->active)
+        return 0.0;
+    left = t->due - t->loop->ops->now(t->loop->impl);
+    return left > 0.0 ? left : 0.0;
+}
+
+void deferred_loop_timer_free(deferred_loop_timer_t *t)
+{
+    if (!t)
+        return;
+    deferred__timer_fini(t);
+    if (!t->embedded)
+        deferred_free(t);
+}
+
+/* ---- fd watchers ----------------------------------------------------------- */
+
+static void io_ready(void *arg, int revents)
+{
+    struct deferred_loop_io *io = arg;
+
+    if (io->events == 0)
+        return;
+    io->cb(io->arg, revents); /* may free io */
+}
+
+int deferred__io_init(struct deferred_loop_io *io, deferred_loop_t *loop, int fd,
+                      deferred_loop_io_fn cb, void *arg)
+{
+    io->loop = NULL;
+    io->h = loop->ops->io_new(loop->impl, fd, io_ready, io);
+    if (!io->h)
+        return -ENOMEM;
+    io->loop = deferred_loop_ref(loop);
+    io->cb = cb;
+    io->arg = arg;
+    io->fd = fd;
+    io->events = 0;
+    io->embedded = true;
+    return 0;
+}
+
+void deferred__io_fini(struct deferred_loop_io *io)
+{
+    deferred_loop_t *loop = io->loop;
+
+    if (!loop)
+        return;
+    deferred_loop_io_set(io, 0);
+    loop->ops->io_free(io->h);
+    io->loop = NULL;
+    deferred_loop_unref(loop);
+}
+
+deferred_loop_io_t *deferred_loop_io_new(deferred_loop_t *loop, int fd,
+                                         deferred_loop_io_fn cb, void *arg)
+{
+    struct deferred_loop_io *io;
+
+    if (!loop || !cb || fd < 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (fcntl(fd, F_GETFD) == -1)
+        return NULL; /* errno EBADF */
+    io = deferred_malloc(sizeof *io);
+    if (!io || deferred__io_init(io, loop, fd, cb, arg) < 0) {
+        deferred_free(io);
+        errno = ENOMEM;
+        return NULL;
+    }
+    io->embedded = false;
+    return io;
+}
+
+int deferred_loop_io_set(deferred_loop_io_t *io, int events)
+{
+    if (!io || !io->loop || (events & ~(DEFERRED_LOOP_READ | DEFERRED_LOOP_WRITE)))
+        return -EINVAL;
+    if (events == io->events)
+        return 0;
+    if (io->events == 0)
+        io->loop->alive++;
+    else if (events == 0)
+        io->loop->alive--;
+    io->events = events;
+    io->loop->ops->io_set(io->h, events);
+    return 0;
+}
+
+int deferred_loop_io_events(const deferred_loop_io_t *io)
+{
+    return io ? io->events : 0;
+}
+
+int deferred_loop_io_fd(const deferred_loop_io_t *io)
+{
+    return io ? io->fd : -1;
+}
+
+void deferred_loop_io_free(deferred_loop_io_t *io)
+{
+    if (!io)
+        return;
+    deferred__io_fini(io);
+    if (!io->embedded)
+        deferred_free(io);
+}
+
+/* ---- the mailbox ----------------------------------------------------------- */
+
+/* The wakeup's callback, on the loop thread: deliver every queued message
+ * (a delivery may post more; they ride on the next wakeup or this loop). */
+static void mailbox_drain(void *arg)
+{
+    deferred__loop_drain(arg);
+}
+
+void deferred__loop_drain(deferred_loop_t *l)
+{
+    deferred_loop_msg_t *m, *next;
+
+    l->refs++; /* a delivery may drop the last other reference */
+    for (;;) {
+        pthread_mutex_lock(&l->lock);
+        m = l->head;
+        l->head = l->tail = NULL;
+        pthread_mutex_unlock(&l->lock);
+        if (!m)
+            break;
+        for (; m; m = next) {
+            next = m->next;
+            m->deliver(m);
+        }
+    }
+    deferred_loop_unref(l);
+}
+
+int deferred_loop_expect(deferred_loop_t *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    loop->refs++;
+    if (loop->pending++ == 0) {
+        loop->alive++;
+        loop->ops->wakeup_hold(loop->wake, true);
+    }
+    return 0;
+}
+
+void deferred_loop_done(deferred_loop_t *loop)
+{
+    if (!loop)
+        return;
+    if (--loop->pending == 0) {
+        loop->alive--;
+        loop->ops->wakeup_hold(loop->wake, false);
+    }
+    deferred_loop_unref(loop);
+}
+
+int deferred_loop_post(deferred_loop_t *loop, deferred_loop_msg_t *m)
+{
+    bool was_empty;
+
+    /* pending is the loop thread's: read here it may be stale, but it is
+     * above zero for as long as the caller's expected message is. */
+    if (!loop || !m || !m->deliver)
+        return -EINVAL;
+    m->next = NULL;
+    pthread_mutex_lock(&loop->lock);
+    was_empty = loop->head == NULL;
+    if (was_empty)
+        loop->head = m;
+    else
+        loop->tail->next = m;
+    loop->tail = m;
+    /* Only the post that made the queue non-empty wakes the loop: the
+     * drain takes the whole queue.  Sent under the lock: once it is
+     * released the loop thread may deliver m and free the loop. */
+    if (was_empty)
+        loop->ops->wakeup_send(loop->wake);
+    pthread_mutex_unlock(&loop->lock);
+    return 0;
+}
+
+/* ---- the dump -------------------------------------------------------------- */
+
+static void describe_loop(deferred_dump_t *w, void *arg)
+{
+    deferred_loop_t *l = arg;
+    deferred__loop_item_t *it;
+    char at[32];
+
+    snprintf(at, sizeof(at), "%p", l->impl);
+    deferred_dump_node(w, "loop", l->ops->name ? l->ops->name : "?");
+    deferred_dump_str(w, "at", at);
+    deferred_dump_int(w, "items", (long long)l->items);
+    if (l->ops->describe)
+        l->ops->describe(l->impl, w);
+    deferred_dump_enter(w);
+    for (it = l->first; it; it = it->next)
+        it->describe(w, it);
+    deferred_dump_leave(w);
+}
+
+void deferred__loop_track_on(deferred_loop_t *loop, deferred__loop_item_t *it,
+                             void (*describe)(deferred_dump_t *w, deferred__loop_item_t *it))
+{
+    it->loop = NULL;
+    it->prev = it->next = NULL;
+    it->describe = describe;
+    if (!loop->holder_on) {
+        deferred_dump_holder_add(&loop->holder, describe_loop, loop);
+        loop->holder_on = true;
+    }
+    it->loop = loop;
+    it->prev = loop->last;
+    if (loop->last)
+        loop->last->next = it;
+    else
+        loop->first = it;
+    loop->last = it;
+    loop->items++;
+}
+
+void deferred__loop_untrack_on(deferred__loop_item_t *it)
+{
+    deferred_loop_t *l = it->loop;
+
+    if (it->prev)
+        it->prev->next = it->next;
+    else
+        l->first = it->next;
+    if (it->next)
+        it->next->prev = it->prev;
+    else
+        l->last = it->prev;
+    l->items--;
+    it->loop = NULL;
+    it->prev = it->next = NULL;
+    if (!l->first && l->holder_on) {
+        deferred_dump_holder_remove(&l->holder);
+        l->holder_on = false;
+    }
 }

@@ -665,21 +665,21 @@ static void uvl_wakeup_free(void *wakeup)
 /* ---- the loop ---------------------------------------------------------- */
 
 static const deferred_loop_ops_t uvl_ops = {
-    DEFERRED_LOOP_OPS_VERSION,
-    "uv",
-    uvl_now,
-    uvl_timer_new,
-    uvl_timer_start,
-    uvl_timer_stop,
-    uvl_timer_free,
-    uvl_io_new,
-    uvl_io_set,
-    uvl_io_free,
-    uvl_wakeup_new,
-    uvl_wakeup_send,
-    uvl_wakeup_hold,
-    uvl_wakeup_free,
-    uvl_release,
+    .version = DEFERRED_LOOP_OPS_VERSION,
+    .name = "uv",
+    .now = uvl_now,
+    .timer_new = uvl_timer_new,
+    .timer_start = uvl_timer_start,
+    .timer_stop = uvl_timer_stop,
+    .timer_free = uvl_timer_free,
+    .io_new = uvl_io_new,
+    .io_set = uvl_io_set,
+    .io_free = uvl_io_free,
+    .wakeup_new = uvl_wakeup_new,
+    .wakeup_send = uvl_wakeup_send,
+    .wakeup_hold = uvl_wakeup_hold,
+    .wakeup_free = uvl_wakeup_free,
+    .release = uvl_release,
 };
 
 deferred_loop_t *deferred_uv_loop_new(uv_loop_t *loop)

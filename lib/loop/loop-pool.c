@@ -1,10 +1,10 @@
 /*
- * ev-pool.c: a fixed pool of worker threads that runs blocking functions
- * and fires each job's deferred on the loop thread (deferred/ev.h).
+ * loop-pool.c: a fixed pool of worker threads that runs blocking functions
+ * and fires each job's deferred on the loop thread (deferred/loop.h).
  *
  * A job is allocated on the loop thread when it is queued and is also the
  * message that carries its result back through the loop's mailbox
- * (ev-mailbox.c), so a worker never allocates and never touches a
+ * (loop.c), so a worker never allocates and never touches a
  * deferred: it takes a job from the queue, runs it, stores the result in
  * it and posts it.
  * Everything about deferreds (firing, cancelling, destroying the job's
@@ -22,27 +22,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ev-mailbox.h"
+#include "loop-private.h"
 
 #define POOL_MAX_THREADS 1024u
 
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DROPPED };
 
 struct job {
-    deferred__ev_msg_t msg; /* first: the job is its own message */
+    deferred_loop_msg_t msg; /* first: the job is its own message */
     struct job *prev, *next; /* the pool's queue, under its lock */
-    deferred_ev_pool_t *pool;
+    deferred_pool_t *pool;
     deferred_t *d; /* a reference, dropped at delivery */
-    deferred_ev_job_fn fn;
+    deferred_job_fn fn;
     void *arg;
     deferred_destroy_fn destroy;
     deferred_value_t result;
     int state; /* enum job_state, under the pool's lock */
-    deferred__ev_item_t dbg;
+    deferred__loop_item_t dbg;
 };
 
-struct deferred_ev_pool {
-    deferred__ev_mailbox_t *mb; /* the loop's, which the jobs come back through */
+struct deferred_pool {
+    deferred_loop_t *loop; /* a reference: the jobs come back through its mailbox */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct job *head, *tail; /* queued jobs, under lock */
@@ -52,7 +52,7 @@ struct deferred_ev_pool {
     pthread_t *threads;
 };
 
-static void queue_unlink(deferred_ev_pool_t *pool, struct job *j)
+static void queue_unlink(deferred_pool_t *pool, struct job *j)
 {
     if (j->prev)
         j->prev->next = j->next;
@@ -67,7 +67,7 @@ static void queue_unlink(deferred_ev_pool_t *pool, struct job *j)
 
 static void *worker_main(void *arg)
 {
-    deferred_ev_pool_t *pool = arg;
+    deferred_pool_t *pool = arg;
     struct job *j;
 
     pthread_mutex_lock(&pool->lock);
@@ -81,7 +81,7 @@ static void *worker_main(void *arg)
         j->state = JOB_RUNNING;
         pthread_mutex_unlock(&pool->lock);
         j->result = j->fn(j->arg);
-        deferred__ev_mailbox_post(pool->mb, &j->msg);
+        deferred_loop_post(pool->loop, &j->msg);
         pthread_mutex_lock(&pool->lock);
     }
     pthread_mutex_unlock(&pool->lock);
@@ -90,10 +90,10 @@ static void *worker_main(void *arg)
 
 /* A job's line in a dump: queued, running or done (back, not yet
  * delivered), and its deferred. */
-static void job_describe(deferred_dump_t *w, deferred__ev_item_t *it)
+static void job_describe(deferred_dump_t *w, deferred__loop_item_t *it)
 {
     static const char *const states[] = { "queued", "running", "dropped" };
-    struct job *j = DEFERRED_EV_ITEM_OF(it, struct job, dbg);
+    struct job *j = DEFERRED_LOOP_ITEM_OF(it, struct job, dbg);
     int state;
 
     pthread_mutex_lock(&j->pool->lock);
@@ -104,10 +104,10 @@ static void job_describe(deferred_dump_t *w, deferred__ev_item_t *it)
 }
 
 /* On the loop thread: the job came back (run or dropped). */
-static void job_deliver(deferred__ev_msg_t *m)
+static void job_deliver(deferred_loop_msg_t *m)
 {
     struct job *j = (struct job *)m;
-    deferred__ev_mailbox_t *mb = j->pool->mb;
+    deferred_loop_t *loop = j->pool->loop;
     deferred_t *d = j->d;
     deferred_value_t v = j->result;
 
@@ -115,7 +115,7 @@ static void job_deliver(deferred__ev_msg_t *m)
         deferred_value_release(v);
         v = deferred_value_failure(deferred_failure_new(
             DEFERRED_DOMAIN_LIBRARY, EINVAL,
-            "deferred_ev_pool_run: a job returned a deferred"));
+            "deferred_pool_run: a job returned a deferred"));
     }
     if (j->state == JOB_DROPPED || deferred_has_fired(d))
         deferred_value_release(v); /* cancelled: d failed already */
@@ -123,10 +123,10 @@ static void job_deliver(deferred__ev_msg_t *m)
         deferred_callback(d, v);
     if (j->destroy)
         j->destroy(j->arg);
-    deferred__ev_untrack(&j->dbg);
+    deferred__loop_untrack(&j->dbg);
     deferred_free(j);
     deferred_unref(d);
-    deferred__ev_mailbox_done(mb);
+    deferred_loop_done(loop);
 }
 
 /* The job's canceller, on the loop thread: a job no worker took yet is
@@ -136,7 +136,7 @@ static void job_deliver(deferred__ev_msg_t *m)
 static void job_cancel(deferred_t *d, void *arg)
 {
     struct job *j = arg;
-    deferred_ev_pool_t *pool = j->pool;
+    deferred_pool_t *pool = j->pool;
     bool dropped = false;
 
     (void)d;
@@ -148,12 +148,12 @@ static void job_cancel(deferred_t *d, void *arg)
     }
     pthread_mutex_unlock(&pool->lock);
     if (dropped)
-        deferred__ev_mailbox_post(pool->mb, &j->msg);
+        deferred_loop_post(pool->loop, &j->msg);
 }
 
 /* Stop the workers (they finish the queue unless it was emptied) and join
  * them. */
-static void pool_stop_threads(deferred_ev_pool_t *pool, unsigned n)
+static void pool_stop_threads(deferred_pool_t *pool, unsigned n)
 {
     unsigned i;
 
@@ -165,9 +165,9 @@ static void pool_stop_threads(deferred_ev_pool_t *pool, unsigned n)
         pthread_join(pool->threads[i], NULL);
 }
 
-deferred_ev_pool_t *deferred_ev_pool_new(struct ev_loop *loop, unsigned nthreads)
+deferred_pool_t *deferred_loop_pool_new(deferred_loop_t *loop, unsigned nthreads)
 {
-    deferred_ev_pool_t *pool;
+    deferred_pool_t *pool;
     sigset_t all, old;
     unsigned i;
     int rc = 0;
@@ -183,9 +183,7 @@ deferred_ev_pool_t *deferred_ev_pool_new(struct ev_loop *loop, unsigned nthreads
     pool->threads = deferred_malloc(nthreads * sizeof *pool->threads);
     if (!pool->threads)
         goto out_free_pool;
-    pool->mb = deferred__ev_mailbox_get(loop);
-    if (!pool->mb)
-        goto out_free_threads;
+    pool->loop = deferred_loop_ref(loop);
     if (pthread_mutex_init(&pool->lock, NULL) != 0)
         goto out_put_mailbox;
     if (pthread_cond_init(&pool->cond, NULL) != 0) {
@@ -205,7 +203,7 @@ deferred_ev_pool_t *deferred_ev_pool_new(struct ev_loop *loop, unsigned nthreads
         pool_stop_threads(pool, i);
         pthread_cond_destroy(&pool->cond);
         pthread_mutex_destroy(&pool->lock);
-        deferred__ev_mailbox_put(pool->mb);
+        deferred_loop_unref(pool->loop);
         deferred_free(pool->threads);
         deferred_free(pool);
         errno = rc;
@@ -215,8 +213,7 @@ deferred_ev_pool_t *deferred_ev_pool_new(struct ev_loop *loop, unsigned nthreads
     return pool;
 
 out_put_mailbox:
-    deferred__ev_mailbox_put(pool->mb);
-out_free_threads:
+    deferred_loop_unref(pool->loop);
     deferred_free(pool->threads);
 out_free_pool:
     deferred_free(pool);
@@ -225,8 +222,8 @@ out_enomem:
     return NULL;
 }
 
-deferred_t *deferred_ev_pool_run(deferred_ev_pool_t *pool, deferred_ev_job_fn fn,
-                                 void *arg, deferred_destroy_fn destroy)
+deferred_t *deferred_pool_run(deferred_pool_t *pool, deferred_job_fn fn, void *arg,
+                              deferred_destroy_fn destroy)
 {
     struct job *j;
     deferred_t *d;
@@ -234,10 +231,8 @@ deferred_t *deferred_ev_pool_run(deferred_ev_pool_t *pool, deferred_ev_job_fn fn
     if (!pool || !fn || pool->shut) {
         if (destroy)
             destroy(arg); /* before errno is set, so it cannot change it */
-        if (!pool || !fn)
-            return deferred__ev_failed(EINVAL, "deferred_ev_pool_run: %s",
-                                       pool ? "NULL function" : "NULL pool");
-        return deferred__ev_failed(ESHUTDOWN, "thread pool is shut down");
+        errno = (!pool || !fn) ? EINVAL : ESHUTDOWN;
+        return NULL;
     }
     j = deferred_malloc(sizeof *j);
     if (!j)
@@ -256,8 +251,8 @@ deferred_t *deferred_ev_pool_run(deferred_ev_pool_t *pool, deferred_ev_job_fn fn
         goto out_destroy;
     }
     j->d = deferred_ref(d);
-    deferred__ev_track(pool->mb->loop, &j->dbg, job_describe);
-    deferred__ev_mailbox_expect(pool->mb);
+    deferred__loop_track(pool->loop, &j->dbg, job_describe);
+    (void)deferred_loop_expect(pool->loop); /* never fails on a loop */
     pthread_mutex_lock(&pool->lock);
     j->prev = pool->tail;
     if (pool->tail)
@@ -276,7 +271,7 @@ out_destroy:
     return NULL;
 }
 
-int deferred_ev_pool_shutdown(deferred_ev_pool_t *pool, bool cancel_pending)
+int deferred_pool_shutdown(deferred_pool_t *pool, bool cancel_pending)
 {
     struct job *dropped = NULL, *j, *next;
 
@@ -304,23 +299,23 @@ int deferred_ev_pool_shutdown(deferred_ev_pool_t *pool, bool cancel_pending)
         job_deliver(&j->msg);
     }
     /* Every worker posted its last job before it was joined. */
-    deferred__ev_mailbox_drain(pool->mb);
+    deferred__loop_drain(pool->loop);
     return 0;
 }
 
-void deferred_ev_pool_free(deferred_ev_pool_t *pool)
+void deferred_pool_free(deferred_pool_t *pool)
 {
     if (!pool)
         return;
-    deferred_ev_pool_shutdown(pool, true);
+    deferred_pool_shutdown(pool, true);
     pthread_cond_destroy(&pool->cond);
     pthread_mutex_destroy(&pool->lock);
-    deferred__ev_mailbox_put(pool->mb);
+    deferred_loop_unref(pool->loop);
     deferred_free(pool->threads);
     deferred_free(pool);
 }
 
-unsigned deferred_ev_pool_threads(const deferred_ev_pool_t *pool)
+unsigned deferred_pool_threads(const deferred_pool_t *pool)
 {
     return pool ? pool->nthreads : 0;
 }

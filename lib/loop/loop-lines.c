@@ -1,12 +1,10 @@
 /*
- * ev-lines.c: a process producer that reads lines from an fd with ev_io
- * (deferred_ev_lines(), deferred/ev.h).
+ * loop-lines.c: a process producer that reads lines from an fd on any
+ * loop (deferred_loop_lines(), deferred/loop.h).
  *
  * The stage owns one fixed buffer (max_line + 1 bytes, at least 4 KiB),
- * an ev_io watcher on the fd and a pump (ev-pump.h, in its one-run-per-
- * schedule mode).  Its pump body, run only from the io watcher's callback
- * or by the pump (so never inside the resume that starts it: ev.pod's
- * "avoiding finishing before returning"), emits every complete line in
+ * an fd watcher and a pump (loop-pump.h).  Its pump body, run only from the io watcher's callback
+ * or by the pump (so never inside the resume that starts it), emits every complete line in
  * the buffer while the process is not paused, then reads once more, at
  * most what fits.  Pausing stops the io watcher and unschedules the pump,
  * so while the consumer is slow nothing is read: the kernel's pipe or
@@ -19,15 +17,15 @@
  * fires and its callbacks may drop the last reference).  The pump body
  * always runs under the pump's guard, so destroy then only stops the
  * watchers and the pump frees the memory on its way out; the body checks
- * deferred__ev_pump_released() after each emit and finish.
+ * deferred__pump_released() after each emit and finish.
  */
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "ev-private.h"
-#include "ev-pump.h"
+#include "loop-private.h"
+#include "loop-pump.h"
 
 #define LINES_DEFAULT_MAX 65536u /* max_line when the caller gives 0 */
 #define LINES_MIN_BUFFER 4096u   /* one read's worth however short the lines */
@@ -36,10 +34,9 @@
 #define LINES_MAX_LINE_LIMIT (SIZE_MAX / 2 - sizeof(struct lines))
 
 struct lines {
-    struct ev_loop *loop;
     int fd;
-    ev_io io;
-    deferred__ev_pump_t pump; /* runs lines_pump_body(); owns l's free */
+    struct deferred_loop_io io;
+    deferred__pump_t pump; /* runs lines_pump_body(); owns l's free */
     deferred_stage_t *self;
     size_t max_line;
     size_t cap;    /* size of buf */
@@ -53,8 +50,8 @@ struct lines {
 
 static void lines_stop(struct lines *l)
 {
-    ev_io_stop(l->loop, &l->io);
-    deferred__ev_pump_unschedule(&l->pump);
+    deferred_loop_io_set(&l->io, 0);
+    deferred__pump_unschedule(&l->pump);
 }
 
 /* Finish the producer with outcome; true when l was destroyed meanwhile
@@ -64,7 +61,7 @@ static bool lines_finish(struct lines *l, deferred_value_t outcome)
     l->done = true;
     lines_stop(l);
     deferred_stage_finish(l->self, outcome);
-    return deferred__ev_pump_released(&l->pump);
+    return deferred__pump_released(&l->pump);
 }
 
 static bool lines_too_long(struct lines *l)
@@ -96,7 +93,7 @@ static bool lines_emit(struct lines *l, size_t n, size_t skip)
         lines_stop(l);
         return true;
     }
-    return deferred__ev_pump_released(&l->pump);
+    return deferred__pump_released(&l->pump);
 }
 
 /*
@@ -151,7 +148,7 @@ static void lines_pump_body(void *data)
             /* Wait for the loop: the io watcher fires again if more is
              * there (one read per wake-up, so a fast writer cannot starve
              * the loop). */
-            deferred__ev_pump_unschedule(&l->pump);
+            deferred__pump_unschedule(&l->pump);
             return;
         }
         if (l->start > 0) {
@@ -167,7 +164,7 @@ static void lines_pump_body(void *data)
         } else if (errno == EINTR) {
             did_read = false;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            deferred__ev_pump_unschedule(&l->pump);
+            deferred__pump_unschedule(&l->pump);
             return;
         } else {
             int e = errno;
@@ -180,19 +177,21 @@ static void lines_pump_body(void *data)
     }
 }
 
-static void lines_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void lines_io_cb(void *arg, int revents)
 {
-    struct lines *l = w->data;
+    struct lines *l = arg;
 
-    (void)loop;
     (void)revents;
-    deferred__ev_pump_run(&l->pump);
+    deferred__pump_run(&l->pump);
 }
 
 /* The pump's release: the last of l. */
 static void lines_free(void *data)
 {
-    deferred_free(data);
+    struct lines *l = data;
+
+    deferred__io_fini(&l->io);
+    deferred_free(l);
 }
 
 /* Producer operations. */
@@ -204,9 +203,9 @@ static void lines_resume(deferred_stage_t *self, deferred_stage_t *by)
     l->self = self;
     if (l->done)
         return;
-    ev_io_start(l->loop, &l->io);
+    deferred_loop_io_set(&l->io, DEFERRED_LOOP_READ);
     if (l->len > 0 || l->eof)
-        deferred__ev_pump_schedule(&l->pump);
+        deferred__pump_schedule(&l->pump);
 }
 
 static void lines_pause(deferred_stage_t *self, deferred_stage_t *by)
@@ -240,8 +239,8 @@ static void lines_destroy(void *data)
 {
     struct lines *l = data;
 
-    ev_io_stop(l->loop, &l->io);
-    deferred__ev_pump_release(&l->pump); /* frees l now or after the pump */
+    deferred_loop_io_set(&l->io, 0);
+    deferred__pump_release(&l->pump); /* frees l now or after the pump */
 }
 
 static const deferred_stage_ops_t lines_ops = {
@@ -253,7 +252,7 @@ static const deferred_stage_ops_t lines_ops = {
     .destroy = lines_destroy,
 };
 
-deferred_stage_t *deferred_ev_lines(struct ev_loop *loop, int fd, size_t max_line)
+deferred_stage_t *deferred_loop_lines(deferred_loop_t *loop, int fd, size_t max_line)
 {
     struct lines *l;
     deferred_stage_t *st;
@@ -284,14 +283,20 @@ deferred_stage_t *deferred_ev_lines(struct ev_loop *loop, int fd, size_t max_lin
         deferred_free(l);
         return NULL;
     }
-    l->loop = loop;
     l->fd = fd;
     l->max_line = max_line;
     l->cap = cap;
-    ev_io_init(&l->io, lines_io_cb, fd, EV_READ);
-    l->io.data = l;
-    deferred__ev_pump_init(&l->pump, loop, DEFERRED__EV_PUMP_ONCE, lines_pump_body,
-                           lines_free, l);
+    if (deferred__io_init(&l->io, loop, fd, lines_io_cb, l) < 0) {
+        deferred_free(l);
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (deferred__pump_init(&l->pump, loop, lines_pump_body, lines_free, l) < 0) {
+        deferred__io_fini(&l->io);
+        deferred_free(l);
+        errno = ENOMEM;
+        return NULL;
+    }
     st = deferred_stage_new(&lines_ops, l, 0);
     if (!st) {
         errno = ENOMEM;
@@ -308,28 +313,28 @@ static struct lines *lines_of(const deferred_stage_t *st)
     return deferred_stage_data(st);
 }
 
-size_t deferred_ev_lines_buffered(const deferred_stage_t *st)
+size_t deferred_loop_lines_buffered(const deferred_stage_t *st)
 {
     struct lines *l = lines_of(st);
 
     return l ? l->len : 0;
 }
 
-size_t deferred_ev_lines_capacity(const deferred_stage_t *st)
+size_t deferred_loop_lines_capacity(const deferred_stage_t *st)
 {
     struct lines *l = lines_of(st);
 
     return l ? l->cap : 0;
 }
 
-bool deferred_ev_lines_is_reading(const deferred_stage_t *st)
+bool deferred_loop_lines_is_reading(const deferred_stage_t *st)
 {
     struct lines *l = lines_of(st);
 
-    return l ? ev_is_active(&l->io) != 0 : false;
+    return l ? l->io.events != 0 : false;
 }
 
-uint64_t deferred_ev_lines_count(const deferred_stage_t *st)
+uint64_t deferred_loop_lines_count(const deferred_stage_t *st)
 {
     struct lines *l = lines_of(st);
 

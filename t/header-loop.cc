@@ -1,0 +1,2 @@
+// t/header-loop.cc: <deferred/loop.h> compiles alone as C++.
+#include "header-loop.c"
