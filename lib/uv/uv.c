@@ -702,7 +702,9 @@ deferred_loop_t *deferred_uv_loop_new(uv_loop_t *loop)
     if (!l) {
         int e = errno;
 
-        deferred_free(u);
+        /* deferred_loop_new() does not release u when it fails: a handle
+         * it made and freed meanwhile may still be closing */
+        uvl_release(u);
         errno = e;
         return NULL;
     }
