@@ -1060,6 +1060,47 @@ START_TEST(test_loop_close_busy_while_referenced)
 }
 END_TEST
 
+/* In debug mode a dump's line for the loop tells the adapter's handles
+ * and the fds it watches. */
+static int dump_sink(const char *text, size_t len, void *arg)
+{
+    char **out = arg;
+    size_t have = *out ? strlen(*out) : 0;
+    char *n = realloc(*out, have + len + 1);
+
+    ck_assert_ptr_nonnull(n);
+    memcpy(n + have, text, len);
+    n[have + len] = '\0';
+    *out = n;
+    return 0;
+}
+
+START_TEST(test_dump_describes_adapter)
+{
+    char *text = NULL;
+    deferred_t *d;
+    int p[2];
+    void *w;
+
+    ck_assert_int_eq(pipe(p), 0);
+    deferred_set_debug(true);
+    d = deferred_loop_later(L, 1000.0); /* a tracked item: the loop is dumped */
+    ck_assert_ptr_nonnull(d);
+    w = O->io_new(I, p[0], io_record, NULL);
+    ck_assert_ptr_nonnull(w);
+    ck_assert_int_eq(deferred_dump_to(DEFERRED_DUMP_TEXT, dump_sink, &text, NULL), 0);
+    /* the mailbox's wakeup, the timer, the fd's poller */
+    ck_assert_msg(text && strstr(text, "loop uv ") && strstr(text, "uv_handles=3") &&
+                  strstr(text, "fds=1"), "%s", text ? text : "(none)");
+    free(text);
+    O->io_free(w);
+    deferred_unref(d);
+    deferred_set_debug(false);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
 /* ---- allocation failures ------------------------------------------------- */
 
 static void sc_each_new(struct tu_oom *r)
@@ -1143,6 +1184,7 @@ int main(void)
     tcase_add_test(tc, test_new_and_close_bad_input);
     tcase_add_test(tc, test_release_once_at_last_unref);
     tcase_add_test(tc, test_loop_close_busy_while_referenced);
+    tcase_add_test(tc, test_dump_describes_adapter);
     tcase_add_test(tc, test_oom_each_new);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

@@ -64,9 +64,10 @@ struct uvl {
     bool soon_made, soon_armed, soon_ran;
     uv_timer_t soon;
     uv_prepare_t soon_prep;
-    /* The fd pollers, indexed by fd (NULL: none); nfds entries. */
+    /* The fd pollers, indexed by fd (NULL: none); nfds entries, used of
+     * them not NULL. */
     struct uvl_fd **fds;
-    size_t nfds;
+    size_t nfds, used;
 };
 
 struct uvl_timer {
@@ -181,6 +182,16 @@ static void uvl_release(void *impl)
     }
     if (u->handles == 0)
         deferred_free(u);
+}
+
+/* A dump's line for the loop (debug mode): the adapter's handles on the
+ * uv loop (closing ones included) and the fds it watches. */
+static void uvl_describe(void *impl, deferred_dump_t *w)
+{
+    struct uvl *u = impl;
+
+    deferred_dump_int(w, "uv_handles", (long long)u->handles);
+    deferred_dump_int(w, "fds", (long long)u->used);
 }
 
 /* ---- timers ------------------------------------------------------------ */
@@ -418,8 +429,10 @@ static void fd_settle(struct uvl_fd *f)
         fd_update(f);
         return;
     }
-    if (!u->released)
+    if (!u->released) {
         u->fds[f->fd] = NULL;
+        u->used--;
+    }
     uv_close(&f->h.handle, on_fd_closed);
 }
 
@@ -565,6 +578,7 @@ static void *uvl_io_new(void *impl, int fd, deferred_loop_io_fn cb, void *arg)
             return NULL;
         }
         *slot = f;
+        u->used++;
     }
     memset(w, 0, sizeof *w);
     w->f = f;
@@ -680,6 +694,7 @@ static const deferred_loop_ops_t uvl_ops = {
     .wakeup_hold = uvl_wakeup_hold,
     .wakeup_free = uvl_wakeup_free,
     .release = uvl_release,
+    .describe = uvl_describe,
 };
 
 deferred_loop_t *deferred_uv_loop_new(uv_loop_t *loop)
