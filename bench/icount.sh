@@ -41,7 +41,8 @@ merge-10k run_merge_10k floor_merge_10k 20000
 merge-async-2 run_merge_async_2 floor_merge_async_2 20000
 merge-async-100 run_merge_async_100 floor_merge_async_100 20000
 cross-thread run_cross_thread,ct_fire floor_cross_thread,ct_floor_fire 20000
-sqlite-rows run_sqlite_rows,sqw_main floor_sqlite_rows 20000'
+sqlite-rows run_sqlite_rows,sqw_main floor_sqlite_rows 20000
+pg-rows run_pg_rows floor_pg_rows 20000'
 
 # count WORKLOAD FUNCTIONS RUNS: the instructions callgrind collected.
 count() {

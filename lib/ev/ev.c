@@ -23,6 +23,17 @@
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct deferred__ev_adapter *registry;
 
+/* The adapter a thread found last, so that the deferred_ev_* functions,
+ * which find their loop's adapter on every call (a remote per firing),
+ * skip the registry's lock: valid while no adapter was released since
+ * (generation, bumped under the lock by every release, is unchanged). */
+static unsigned long generation;
+static __thread struct {
+    struct ev_loop *loop;
+    struct deferred__ev_adapter *a;
+    unsigned long generation;
+} last;
+
 /* ---- the adapter's handles --------------------------------------------- */
 
 struct ev_timer_h {
@@ -218,6 +229,7 @@ static void a_release(void *impl)
     struct deferred__ev_adapter *a = impl, **pp;
 
     pthread_mutex_lock(&registry_lock);
+    __atomic_store_n(&generation, generation + 1, __ATOMIC_RELEASE);
     for (pp = &registry; *pp; pp = &(*pp)->next)
         if (*pp == a) {
             *pp = a->next;
@@ -265,10 +277,16 @@ deferred_loop_t *deferred_ev_loop_new(struct ev_loop *loop)
         errno = EINVAL;
         return NULL;
     }
+    if (last.loop == loop &&
+        last.generation == __atomic_load_n(&generation, __ATOMIC_ACQUIRE))
+        return deferred_loop_ref(last.a->dl);
     pthread_mutex_lock(&registry_lock);
     for (a = registry; a; a = a->next)
         if (a->loop == loop) {
             dl = deferred_loop_ref(a->dl);
+            last.loop = loop;
+            last.a = a;
+            last.generation = generation;
             break;
         }
     pthread_mutex_unlock(&registry_lock);
@@ -291,6 +309,9 @@ deferred_loop_t *deferred_ev_loop_new(struct ev_loop *loop)
     pthread_mutex_lock(&registry_lock);
     a->next = registry;
     registry = a;
+    last.loop = loop;
+    last.a = a;
+    last.generation = generation;
     pthread_mutex_unlock(&registry_lock);
     return dl;
 }
@@ -331,7 +352,9 @@ static deferred_loop_t *acquire(struct ev_loop *loop, bool *oom)
             return NULL;                                                     \
         }                                                                    \
         r_ = (call);                                                         \
-        if (dl) {                                                            \
+        if (r_) {                                                            \
+            deferred_loop_unref(dl); /* r_ holds its own */                  \
+        } else if (dl) {                                                     \
             int e_ = errno;                                                  \
             deferred_loop_unref(dl);                                         \
             errno = e_;                                                      \
