@@ -15,7 +15,8 @@
  *     poll handle per fd and loop), or a uv_idle_t for an fd that epoll
  *     refuses (below); it keeps uv_run() going while one of them watches
  *     events;
- *   - a uv_async_t per cross-thread wakeup (the pool, remote handles),
+ *   - a uv_async_t per cross-thread wakeup (the loop's mailbox, through
+ *     which the pool, remote handles and database layers deliver),
  *     unreferenced (uv_unref()) unless the library holds it because work
  *     is in flight, so an idle wakeup never keeps uv_run() going;
  *   - one uv_timer_t and one uv_prepare_t, made the first time a timer
@@ -26,10 +27,9 @@
  *     next one); both are active only while a 0 timer waits.
  * The handles belong to the adapter: the user must not close them (the
  * user's uv_walk() sees them; a "close everything" walk must skip them or
- * run only after the library is done).  The user's fd must not be watched
- * by the user's own uv_poll_t on the same loop while the library watches
- * it (libuv refuses the second poll handle: the library then fails with
- * EEXIST).
+ * run only after the library is done).  An fd the library watches must
+ * not be watched by the user's own uv_poll_t on the same loop, nor the
+ * other way round (libuv refuses the second poll handle).
  *
  * Closing: libuv frees a handle only through uv_close(), whose callback
  * runs on a later loop iteration.  The adapter closes a handle as soon as
@@ -59,9 +59,8 @@
  * on every iteration, from a uv_idle_t of its own.  libuv's
  * uv_poll_init() makes an fd non-blocking; the adapter puts the fd's
  * O_NONBLOCK flag back as it found it, so the fd stays the caller's in
- * every way.  Watching an fd fails (the library's constructor gives NULL
- * or a failure) with EBADF when it is not open and EEXIST when the
- * user's own uv_poll_t watches it on the same loop.
+ * every way.  Watching an fd that the user's own uv_poll_t watches on the
+ * same uv loop fails (libuv allows one poll handle per fd and loop).
  *
  * Threads: as deferred/loop.h says.  The uv loop is run by one thread
  * (the loop thread); the library's functions on it are called there,
@@ -92,12 +91,14 @@ struct uv_loop_s; /* uv_loop_t */
  * must be initialised (uv_loop_init() or uv_default_loop()), run by one
  * thread, and outlive everything the library made on it, including the
  * closes described above (run it once more after the last reference
- * goes, then close it, or call deferred_uv_loop_close()).  Nothing is
- * put on loop yet: handles come with the library objects that need them.
+ * goes, then close it, or call deferred_uv_loop_close()).  One handle
+ * goes on loop at once, the uv_async_t of the loop's mailbox
+ * (deferred/loop.h), unreferenced; the others come with the library
+ * objects that need them.
  * Several deferred_loop_t may wrap the same uv loop; each has its own
- * handles (so two of them cannot watch the same fd: the second fails with
- * EEXIST, as under the user's own uv_poll_t).  No callback runs before
- * this returns.
+ * handles (so two of them cannot watch the same fd: the second fails, as
+ * beside the user's own uv_poll_t).  No callback runs before this
+ * returns.
  * NULL with errno EINVAL (loop NULL) or ENOMEM.
  */
 DEFERRED_EXPORT deferred_loop_t *deferred_uv_loop_new(struct uv_loop_s *loop);
