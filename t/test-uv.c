@@ -874,6 +874,102 @@ START_TEST(test_io_regular_file_always_ready)
 }
 END_TEST
 
+/* Many fds: the table of pollers grows (by fd) with watchers in it. */
+START_TEST(test_io_many_fds)
+{
+    enum { N = 40 };
+    int p[N][2], calls[N], i, second_calls = 0;
+    void *w[N], *second;
+
+    for (i = 0; i < N; i++) {
+        ck_assert_int_eq(pipe(p[i]), 0);
+        calls[i] = 0;
+        w[i] = O->io_new(I, p[i][0], count_io_cb, &calls[i]);
+        ck_assert_ptr_nonnull(w[i]);
+        O->io_set(w[i], DEFERRED_LOOP_READ);
+    }
+    ck_assert_int_gt(p[N - 1][0], 64); /* past two growths of the table */
+    /* the first fd's poller is still found: a second watcher shares it */
+    second = O->io_new(I, p[0][0], count_io_cb, &second_calls);
+    ck_assert_ptr_nonnull(second);
+    O->io_set(second, DEFERRED_LOOP_READ);
+    for (i = 0; i < N; i += 2)
+        ck_assert_int_eq(write(p[i][1], "x", 1), 1);
+    run_nowait();
+    for (i = 0; i < N; i++)
+        ck_assert_int_eq(calls[i], i % 2 == 0);
+    ck_assert_int_eq(second_calls, 1);
+    O->io_free(second);
+    for (i = 0; i < N; i++) {
+        O->io_free(w[i]);
+        close(p[i][0]);
+        close(p[i][1]);
+    }
+}
+END_TEST
+
+/* The last reference dropped from inside a callback of the adapter (an fd
+ * watcher's, a 0 timer's), after freeing the handle: the state outlives
+ * the walk it is in, and goes with the last close. */
+static deferred_loop_t *inner_loop;
+static const deferred_loop_ops_t *inner_ops;
+static void *inner_handle;
+static int inner_calls;
+
+static void inner_io_drop(void *arg, int revents)
+{
+    (void)arg;
+    (void)revents;
+    inner_calls++;
+    inner_ops->io_free(inner_handle);
+    deferred_loop_unref(inner_loop);
+}
+
+static void inner_timer_drop(void *arg)
+{
+    (void)arg;
+    inner_calls++;
+    inner_ops->timer_free(inner_handle);
+    deferred_loop_unref(inner_loop);
+}
+
+START_TEST(test_last_unref_from_callbacks)
+{
+    size_t before = tu_live();
+    uv_loop_t uv;
+    int p[2];
+
+    ck_assert_int_eq(pipe(p), 0);
+    ck_assert_int_eq(write(p[1], "x", 1), 1);
+    inner_calls = 0;
+    ck_assert_int_eq(uv_loop_init(&uv), 0);
+    inner_loop = deferred_uv_loop_new(&uv);
+    ck_assert_ptr_nonnull(inner_loop);
+    inner_ops = inner_loop->ops;
+    inner_handle = inner_ops->io_new(inner_loop->impl, p[0], inner_io_drop, NULL);
+    ck_assert_ptr_nonnull(inner_handle);
+    inner_ops->io_set(inner_handle, DEFERRED_LOOP_READ);
+    uv_run(&uv, UV_RUN_DEFAULT);
+    ck_assert_int_eq(inner_calls, 1);
+    ck_assert_int_eq(deferred_uv_loop_close(&uv), 0);
+    ck_assert_uint_eq(tu_live(), before);
+
+    ck_assert_int_eq(uv_loop_init(&uv), 0);
+    inner_loop = deferred_uv_loop_new(&uv);
+    ck_assert_ptr_nonnull(inner_loop);
+    inner_ops = inner_loop->ops;
+    inner_handle = inner_ops->timer_new(inner_loop->impl, inner_timer_drop, NULL);
+    ck_assert_ptr_nonnull(inner_handle);
+    inner_ops->timer_start(inner_handle, 0.0);
+    uv_run(&uv, UV_RUN_DEFAULT);
+    ck_assert_int_eq(inner_calls, 2);
+    ck_assert_int_eq(deferred_uv_loop_close(&uv), 0);
+    ck_assert_uint_eq(tu_live(), before);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
 /* ---- wakeups ------------------------------------------------------------ */
 
 static atomic_int wake_calls;
@@ -1178,6 +1274,8 @@ int main(void)
     tcase_add_test(tc, test_io_leaves_fd_flags_alone);
     tcase_add_test(tc, test_io_refused_fds);
     tcase_add_test(tc, test_io_regular_file_always_ready);
+    tcase_add_test(tc, test_io_many_fds);
+    tcase_add_test(tc, test_last_unref_from_callbacks);
     tcase_add_test(tc, test_wakeup_from_other_thread);
     tcase_add_test(tc, test_wakeup_sends_coalesce);
     tcase_add_test(tc, test_wakeup_hold_keeps_uv_run);
