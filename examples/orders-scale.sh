@@ -5,8 +5,10 @@
 # checks itself against SQL; this test also reads its output and checks
 # that the report's totals (orders, lines, the grand total) are the ones
 # SQL gave, and that the summary counts every row and query and saw the
-# window's backpressure.  examples/orders-pg runs the same when
-# DEFERRED_PG_CONNINFO names a server.
+# window's backpressure.  It does so on every event loop the flagship was
+# built with (its --loop option: ev, and uv, glib and clock when built).
+# examples/orders-pg runs the same when DEFERRED_PG_CONNINFO names a
+# server.
 set -u
 
 top_builddir=${top_builddir:-.}
@@ -16,6 +18,7 @@ status=0
 check() { # check NAME PROGRAM [ARGS]
     name=$1
     shift
+    what="$name $(echo "$*" | sed 's/^[^ ]* *//')"
     out=$(mktemp)
     "$@" --orders $orders --quiet > "$out" 2> "$out.err"
     rc=$?
@@ -55,16 +58,22 @@ check() { # check NAME PROGRAM [ARGS]
     test "$progress" -ge 10 || fail="$fail $progress progress lines on stderr;"
     if test -n "$fail"; then
         cat "$out.err"
-        echo "FAIL: $name --orders $orders:$fail"
+        echo "FAIL: $what --orders $orders:$fail"
         status=1
     else
-        echo "PASS: $name --orders $orders: $r_orders orders, $r_lines lines, total $grand" \
+        echo "PASS: $what --orders $orders: $r_orders orders, $r_lines lines, total $grand" \
             "as SQL says; $pauses pauses"
     fi
     rm -f "$out" "$out.err"
 }
 
-check orders "$top_builddir/examples/orders"
+# The loops it knows, from its --help: "--loop L ... run on: ev, uv (ev)".
+loops=$("$top_builddir/examples/orders" --help |
+    sed -n 's/.*--loop L .*run on: \(.*\) (ev)$/\1/p' | tr -d ',')
+test -n "$loops" || { echo "FAIL: orders --help names no loop"; exit 1; }
+for loop in $loops; do
+    check orders "$top_builddir/examples/orders" --loop "$loop"
+done
 if test -n "${DEFERRED_PG_CONNINFO:-}" && test -x "$top_builddir/examples/orders-pg"; then
     check orders-pg "$top_builddir/examples/orders-pg"
 fi

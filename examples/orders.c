@@ -8,9 +8,12 @@
  *                                        200,000 lines), progress on stderr
  *   examples/orders --orders N --quiet   only the totals and the summary
  *   examples/orders --window K           K line queries in flight (4)
+ *   examples/orders --loop uv            the same on libuv (or glib, or
+ *                                        the virtual-clock loop "clock")
  *
  * It makes its own database (orders.db in a temporary directory, removed
- * at the end), then runs two processes on one libev loop:
+ * at the end), then runs two processes on one event loop (libev unless
+ * --loop says otherwise: everything goes through deferred/loop.h):
  *
  *  1. The report.
  *       SQLite "orders" query  (a producer of rows, stepped by the loop)
@@ -50,6 +53,15 @@
 
 #include <ev.h>
 #include <deferred/ev.h>
+#include <deferred/clock.h>
+#ifdef ORDERS_HAVE_UV
+#include <uv.h>
+#include <deferred/uv.h>
+#endif
+#ifdef ORDERS_HAVE_GLIB
+#include <glib.h>
+#include <deferred/glib.h>
+#endif
 
 #ifdef ORDERS_PG
 #include <deferred/pg.h>
@@ -59,8 +71,92 @@
 #define PROG "orders"
 #endif
 
+/* ---- the event loop: --loop ev (the default), uv, glib or clock ---------- */
+
+/* Everything below runs on dloop, the loop layer's adapter of whichever
+ * loop was chosen (deferred/loop.h); only making, running and freeing the
+ * loop itself differs. */
+static deferred_loop_t *dloop;
+static const char *loop_kind = "ev";
 static struct ev_loop *loop;
-static deferred_loop_t *dloop; /* the loop layer's adapter of loop */
+#ifdef ORDERS_HAVE_UV
+static uv_loop_t uv;
+#endif
+#ifdef ORDERS_HAVE_GLIB
+static GMainContext *context;
+#endif
+
+static const char *const loop_kinds = "ev"
+#ifdef ORDERS_HAVE_UV
+    ", uv"
+#endif
+#ifdef ORDERS_HAVE_GLIB
+    ", glib"
+#endif
+    ", clock";
+
+/* Make the loop of kind loop_kind; 0 on failure (a message printed). */
+static int loop_open(void)
+{
+    if (strcmp(loop_kind, "ev") == 0) {
+        loop = ev_default_loop(0);
+        dloop = loop ? deferred_ev_loop_new(loop) : NULL;
+#ifdef ORDERS_HAVE_UV
+    } else if (strcmp(loop_kind, "uv") == 0) {
+        dloop = uv_loop_init(&uv) == 0 ? deferred_uv_loop_new(&uv) : NULL;
+#endif
+#ifdef ORDERS_HAVE_GLIB
+    } else if (strcmp(loop_kind, "glib") == 0) {
+        context = g_main_context_new();
+        dloop = deferred_glib_loop_new(context);
+#endif
+    } else if (strcmp(loop_kind, "clock") == 0) {
+        dloop = deferred_clock_new();
+    }
+    if (!dloop)
+        fprintf(stderr, "%s: could not make the %s loop\n", PROG, loop_kind);
+    return dloop != NULL;
+}
+
+/* One iteration of the loop, waiting for something to happen; 0 when the
+ * library has nothing left on it (nothing could ever happen). */
+static int loop_once(void)
+{
+    if (deferred_loop_alive(dloop) == 0)
+        return 0;
+    if (loop)
+        ev_run(loop, EVRUN_ONCE);
+#ifdef ORDERS_HAVE_UV
+    else if (strcmp(loop_kind, "uv") == 0)
+        uv_run(&uv, UV_RUN_ONCE);
+#endif
+#ifdef ORDERS_HAVE_GLIB
+    else if (context)
+        g_main_context_iteration(context, TRUE);
+#endif
+    else
+        deferred_clock_run_once(dloop, true);
+    return 1;
+}
+
+/* Run until nothing is left, then free the loop. */
+static void loop_close(void)
+{
+    while (loop_once())
+        ;
+    deferred_loop_unref(dloop);
+    dloop = NULL;
+    if (loop)
+        ev_loop_destroy(loop);
+#ifdef ORDERS_HAVE_UV
+    if (strcmp(loop_kind, "uv") == 0)
+        deferred_uv_loop_close(&uv);
+#endif
+#ifdef ORDERS_HAVE_GLIB
+    if (context)
+        g_main_context_unref(context);
+#endif
+}
 
 /* ---- options and counters -------------------------------------------------- */
 
@@ -711,7 +807,7 @@ static const deferred_stage_ops_t feed_ops = {
  * failure's story printed (and the failure taken from d). */
 static int wait_ok(deferred_t *d, const char *what)
 {
-    while (d && !deferred_has_fired(d) && ev_run(loop, EVRUN_ONCE))
+    while (d && !deferred_has_fired(d) && loop_once())
         ;
     if (!d || !deferred_has_fired(d)) {
         fprintf(stderr, "%s: %s never finished\n", PROG, what);
@@ -846,7 +942,8 @@ static void usage(FILE *to)
     fprintf(to, "  --orders N   generate N orders (and about 2N lines) instead of the"
                 " five of the fixture\n"
                 "  --quiet      print no order, only the totals and the summary\n"
-                "  --window K   line queries in flight at most (1 to 64; 4)\n");
+                "  --window K   line queries in flight at most (1 to 64; 4)\n"
+                "  --loop L     the event loop to run on: %s (ev)\n", loop_kinds);
 }
 
 /* Parse the options; the index of the first operand, or -1 (exit status
@@ -857,14 +954,30 @@ static int parse_options(int argc, char **argv, int *status)
         {"orders", required_argument, NULL, 'n'},
         {"quiet", no_argument, NULL, 'q'},
         {"window", required_argument, NULL, 'w'},
+        {"loop", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
     char *end;
 
-    while ((c = getopt_long(argc, argv, "n:qw:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "n:qw:l:h", longopts, NULL)) != -1) {
         switch (c) {
+        case 'l':
+            loop_kind = optarg;
+            if (strcmp(optarg, "ev") != 0 && strcmp(optarg, "clock") != 0
+#ifdef ORDERS_HAVE_UV
+                && strcmp(optarg, "uv") != 0
+#endif
+#ifdef ORDERS_HAVE_GLIB
+                && strcmp(optarg, "glib") != 0
+#endif
+            ) {
+                fprintf(stderr, "%s: --loop takes one of: %s\n", PROG, loop_kinds);
+                *status = 2;
+                return -1;
+            }
+            break;
         case 'n':
             opt.orders = strtol(optarg, &end, 10);
             if (*end || end == optarg || opt.orders < 1 || opt.orders > 100000000) {
@@ -989,8 +1102,8 @@ int main(int argc, char **argv)
     t_gen = now_s() - t_gen;
     printf("(schema deferred_orders: %ld orders%s)\n\n", opt.orders ? opt.orders : 5,
            opt.orders ? ", generated" : "");
-    loop = ev_default_loop(0);
-    dloop = deferred_ev_loop_new(loop);
+    if (!loop_open())
+        return 1;
     /* Every connection looks in the example's schema first. */
     snprintf(info, sizeof(info), "%s options='-c search_path=deferred_orders'", conninfo);
     if (strstr(conninfo, "://"))
@@ -1008,10 +1121,8 @@ int main(int argc, char **argv)
         ok = run_examples(t_gen);
     deferred_pg_unref(pg_stream);
     deferred_pg_unref(pg_lookup);
-    ev_run(loop, 0);
+    loop_close();
     setup_pg(conninfo, 1);
-    deferred_loop_unref(dloop);
-    ev_loop_destroy(loop);
     printf(ok ? "\n" PROG ": the report is right\n" : "\n" PROG ": FAILED\n");
     return ok ? 0 : 1;
 }
@@ -1054,15 +1165,17 @@ int main(int argc, char **argv)
         printf("(database %s: %ld orders, generated)\n\n", path, opt.orders);
     else
         printf("(database %s)\n\n", path);
-    loop = ev_default_loop(0);
-    dloop = deferred_ev_loop_new(loop);
+    if (!loop_open()) {
+        sqlite3_close(db);
+        unlink(path);
+        rmdir(dir);
+        return 1;
+    }
     ok = run_examples(t_gen);
-    ev_run(loop, 0); /* nothing is left: every query finished */
+    loop_close(); /* nothing is left: every query finished */
     sqlite3_close(db);
     unlink(path);
     rmdir(dir);
-    deferred_loop_unref(dloop);
-    ev_loop_destroy(loop);
     printf(ok ? "\n" PROG ": the report is right\n" : "\n" PROG ": FAILED\n");
     return ok ? 0 : 1;
 }

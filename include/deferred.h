@@ -22,5 +22,6 @@
 #include "deferred/async.h"
 #include "deferred/dump.h"
 #include "deferred/loop.h"
+#include "deferred/clock.h"
 
 #endif /* DEFERRED_H */

@@ -19,6 +19,7 @@
 #define DEFERRED_TEST_HEADER_ASYNC_TYPE deferred_async_iter_t
 #define DEFERRED_TEST_HEADER_DUMP_TYPE deferred_dump_holder_t
 #define DEFERRED_TEST_HEADER_LOOP_TYPE deferred_loop_ops_t
+#define DEFERRED_TEST_HEADER_CLOCK_TYPE deferred_loop_t
 #define DEFERRED_TEST_HEADER_UV_TYPE struct uv_loop_s *
 
 int deferred_test_header_common(void);
@@ -33,6 +34,7 @@ int deferred_test_header_row(void);
 int deferred_test_header_async(void);
 int deferred_test_header_dump(void);
 int deferred_test_header_loop(void);
+int deferred_test_header_clock(void);
 int deferred_test_header_uv(void);
 
 #endif /* DEFERRED_TEST_HEADER_ALONE_H */

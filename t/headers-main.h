@@ -33,6 +33,7 @@ static int headers_main(const char *lang)
         !deferred_test_header_combinators() || !deferred_test_header_ev() ||
         !deferred_test_header_row() || !deferred_test_header_async() ||
         !deferred_test_header_dump() || !deferred_test_header_loop() ||
+        !deferred_test_header_clock() ||
         !deferred_test_header_uv())
         failures++;
     if (!deferred_value_is_none(none) || deferred_value_is_none(three) ||

@@ -36,6 +36,7 @@
 #include "testutil.h"
 #include <deferred/combinators.h>
 #include <deferred/loop.h>
+#include <deferred/clock.h>
 
 #ifdef SWEEP_HAVE_LIBEV
 #include <ev.h>
@@ -2382,6 +2383,46 @@ START_TEST(s_dump)
 }
 END_TEST
 
+/* ---- the clock (deferred/clock.h) ---- */
+
+START_TEST(s_clock)
+{
+    static const double bad_steps[] = {1.0, -1.0};
+    deferred_loop_t *l = deferred_clock_new();
+    double due = 7.0;
+
+    ck_assert_ptr_nonnull(l);
+    ck_assert(deferred_clock_is_clock(l));
+    ck_assert(!deferred_clock_is_clock(NULL));
+    /* NULL: -EINVAL or the neutral answer */
+    ck_assert_int_eq(deferred_clock_advance(NULL, 1.0), -EINVAL);
+    ck_assert_int_eq(deferred_clock_pump(NULL, bad_steps, 1), -EINVAL);
+    ck_assert_int_eq(deferred_clock_run(NULL), -EINVAL);
+    ck_assert_int_eq(deferred_clock_run_once(NULL, true), -EINVAL);
+    ck_assert_int_eq(deferred_clock_next(NULL, &due), -EINVAL);
+    ck_assert_double_eq(deferred_clock_now(NULL), -1.0);
+    ck_assert_uint_eq(deferred_clock_timers(NULL), 0);
+    /* bad seconds and steps, NULL out-pointer, nothing running */
+    ck_assert_int_eq(deferred_clock_advance(l, -1.0), -EINVAL);
+    ck_assert_int_eq(deferred_clock_advance(l, NAN), -EINVAL);
+    ck_assert_int_eq(deferred_clock_advance(l, INFINITY), -EINVAL);
+    ck_assert_int_eq(deferred_clock_advance(l, -DBL_MAX), -EINVAL);
+    ck_assert_int_eq(deferred_clock_pump(l, bad_steps, 2), -EINVAL);
+    ck_assert_int_eq(deferred_clock_pump(l, NULL, SIZE_MAX), -EINVAL);
+    ck_assert_int_eq(deferred_clock_next(l, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_clock_next(l, &due), -ENOENT);
+    ck_assert_double_eq(due, 7.0);
+    ck_assert_double_eq(deferred_clock_now(l), 0.0);
+    /* legal: nothing to run */
+    ck_assert_int_eq(deferred_clock_pump(l, NULL, 0), 0);
+    ck_assert_int_eq(deferred_clock_advance(l, DBL_MAX), 0);
+    ck_assert_int_eq(deferred_clock_run(l), 0);
+    ck_assert_int_eq(deferred_clock_run_once(l, true), 0);
+    ck_assert_uint_eq(deferred_clock_timers(l), 0);
+    deferred_loop_unref(l);
+}
+END_TEST
+
 /* ---- the table: every exported function and the cases covering it ---- */
 
 typedef void (*sweep_fn_t)(void);
@@ -2470,6 +2511,16 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_dump_holder_add, C(s_dump)),
     CORE(deferred_dump_holder_remove, C(s_dump)),
     CORE(deferred_dump_note, C(s_dump)),
+    /* clock.h */
+    CORE(deferred_clock_new, C(s_clock)),
+    CORE(deferred_clock_advance, C(s_clock)),
+    CORE(deferred_clock_pump, C(s_clock)),
+    CORE(deferred_clock_run_once, C(s_clock)),
+    CORE(deferred_clock_run, C(s_clock)),
+    CORE(deferred_clock_now, C(s_clock)),
+    CORE(deferred_clock_timers, C(s_clock)),
+    CORE(deferred_clock_next, C(s_clock)),
+    CORE(deferred_clock_is_clock, C(s_clock)),
     CORE(deferred_async_dropped, C(s_async_construct)),
     CORE(deferred_async_await, C(s_async_steps)),
     CORE(deferred_async_resume, C(s_async_steps)),

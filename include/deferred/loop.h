@@ -11,7 +11,7 @@
  *   libdeferred-uv    libuv (deferred/uv.h, pkg-config deferred-uv)
  *   libdeferred-glib  GLib's GMainContext (deferred/glib.h, deferred-glib)
  *   the clock         a loop with a virtual clock for tests, in libdeferred
- *                     itself (deferred_clock_new() below)
+ *                     itself (deferred/clock.h)
  *
  * An adapter is a table of functions (deferred_loop_ops_t) and a pointer
  * to its own state; deferred_loop_new() makes the deferred_loop_t that
