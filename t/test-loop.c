@@ -15,6 +15,7 @@
 #include "loop-harness.h"
 
 #include <deferred/loop.h>
+#include <deferred/combinators.h>
 #ifdef TL_HAVE_SQLITE
 #include <deferred/sqlite.h>
 #endif
@@ -156,6 +157,154 @@ START_TEST(test_E02_timeout_on_every_loop)
     end();
 }
 END_TEST
+
+/* ---- E02: timeouts on combinators and processes ------------------------------ */
+
+/* The final failure of d after its timeout fired: ETIMEDOUT, and the
+ * failure the cancel left as its cause (checked by the caller). */
+static const deferred_failure_t *timed_out_cause(deferred_t *d)
+{
+    const deferred_failure_t *f;
+
+    ck_assert(deferred_has_result(d));
+    f = deferred_value_get_failure(deferred_result(d));
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(deferred_failure_code(f), ETIMEDOUT);
+    ck_assert_int_eq(deferred_failure_domain(f), DEFERRED_DOMAIN_LIBRARY);
+    ck_assert_ptr_nonnull(deferred_failure_cause(f));
+    return deferred_failure_cause(f);
+}
+
+/* E02 on every loop: the timeout of a gather, a list, a race and a race of
+ * gathers is ETIMEDOUT caused by what the cancel left (issue 11's
+ * "timeouts tell the truth"); a failure that is not the cancel's passes
+ * unchanged.  On the clock no time passes for real. */
+START_TEST(test_E02_combinator_timeouts_on_every_loop)
+{
+    deferred_t *in[2], *g;
+    const deferred_failure_t *c;
+    int which;
+
+    begin(_i);
+    for (which = 0; which < 3; which++) {
+        in[0] = deferred_new();
+        in[1] = deferred_new();
+        if (which == 0)
+            g = deferred_gather(in, 2, 0);
+        else if (which == 1)
+            g = deferred_list(in, 2, DEFERRED_FIRE_ON_FAILURE);
+        else
+            g = deferred_race(in, 2);
+        ck_assert_ptr_nonnull(g);
+        ck_assert_int_eq(deferred_loop_add_timeout(g, L, 0.001), 0);
+        run();
+        c = timed_out_cause(g);
+        if (which < 2) {
+            /* Never a bare first-error of ECANCELED: it is the cause. */
+            ck_assert_int_eq(deferred_failure_code(c), DEFERRED_EFIRSTERROR);
+            ck_assert_int_eq(deferred_failure_index(c), 0);
+            ck_assert_int_eq(deferred_failure_code(deferred_failure_cause(c)), ECANCELED);
+        } else {
+            ck_assert_int_eq(deferred_failure_code(c), DEFERRED_EGROUP);
+            ck_assert_uint_eq(deferred_failure_group_size(c), 2);
+            ck_assert_int_eq(deferred_failure_code(deferred_failure_group_get(c, 1)),
+                             ECANCELED);
+        }
+        deferred_value_release(deferred_result_take(g));
+        deferred_unref(g);
+        deferred_unref(in[0]);
+        deferred_unref(in[1]);
+    }
+
+    /* A race of gathers: the ECANCELED is found inside the group's
+     * members' causes. */
+    {
+        deferred_t *a = deferred_new(), *b = deferred_new(), *ga, *gb, *r, *rin[2];
+
+        ga = deferred_gather(&a, 1, 0);
+        gb = deferred_gather(&b, 1, 0);
+        rin[0] = ga;
+        rin[1] = gb;
+        r = deferred_race(rin, 2);
+        ck_assert_int_eq(deferred_loop_add_timeout(r, L, 0.001), 0);
+        run();
+        c = timed_out_cause(r);
+        ck_assert_int_eq(deferred_failure_code(c), DEFERRED_EGROUP);
+        deferred_value_release(deferred_result_take(r));
+        deferred_unref(r);
+        deferred_unref(ga);
+        deferred_unref(gb);
+        deferred_unref(a);
+        deferred_unref(b);
+    }
+
+    /* A failure that is not the cancel's passes unchanged, timer or not. */
+    {
+        deferred_t *x = deferred_new(), *l;
+
+        l = deferred_list(&x, 1, DEFERRED_FIRE_ON_FAILURE);
+        ck_assert_int_eq(deferred_loop_add_timeout(l, L, 10.0), 0);
+        deferred_errback(x, deferred_failure_new(DEFERRED_DOMAIN_USER, 4, NULL));
+        run();
+        ck_assert_int_eq(result_code(l), DEFERRED_EFIRSTERROR);
+        deferred_value_release(deferred_result_take(l));
+        deferred_unref(l);
+        deferred_unref(x);
+    }
+    end();
+}
+END_TEST
+
+/* A map stage waiting on a gather when the process's timeout fires. */
+static deferred_value_t map_wait_gather(deferred_value_t v, void *arg)
+{
+    deferred_t *pending = arg, *g;
+
+    deferred_value_release(v);
+    g = deferred_gather(&pending, 1, 0);
+    ck_assert_ptr_nonnull(g);
+    return deferred_value_deferred(g);
+}
+
+/* E02 on every loop: a process's timeout, its source open or finished
+ * with an item in flight in a map. */
+START_TEST(test_E02_process_timeouts_on_every_loop)
+{
+    deferred_t *src, *pending, *done;
+    deferred_process_t *p;
+    const deferred_failure_t *c;
+    int finished;
+
+    begin(_i);
+    /* The source still open, or finished with the map's item in flight
+     * (the process then waits in the map's finish). */
+    for (finished = 0; finished < 2; finished++) {
+        src = deferred_multi_new();
+        pending = deferred_new();
+        p = deferred_process_new(0);
+        ck_assert_int_eq(deferred_process_add(p, deferred_stage_from_multi(src)), 0);
+        ck_assert_int_eq(deferred_process_add(
+                             p, deferred_stage_map("wait", map_wait_gather, pending)), 0);
+        ck_assert_int_eq(deferred_process_add(p, deferred_stage_collect()), 0);
+        done = deferred_process_run(p);
+        ck_assert_ptr_nonnull(done);
+        ck_assert_int_eq(deferred_multi_emit(src, deferred_value_int(1)), 0);
+        if (finished)
+            deferred_multi_finish(src, deferred_value_none());
+        ck_assert_int_eq(deferred_loop_add_timeout(done, L, 0.001), 0);
+        run();
+        c = timed_out_cause(done);
+        ck_assert_ptr_nonnull(deferred_failure_find(c, DEFERRED_DOMAIN_ANY, ECANCELED));
+        deferred_value_release(deferred_result_take(done));
+        deferred_unref(done);
+        deferred_process_unref(p);
+        deferred_unref(pending);
+        deferred_unref(src);
+    }
+    end();
+}
+END_TEST
+
 
 /* ---- E05: readiness ------------------------------------------------------- */
 
@@ -743,6 +892,7 @@ out_loop:
     return;
 }
 
+/* LO06 */
 START_TEST(test_oom_on_every_loop)
 {
     H = tl_harnesses[_i];
@@ -762,6 +912,8 @@ int main(void)
     tcase_add_loop_test(tc, test_E01_later_in_order_on_every_loop, 0, n);
     tcase_add_loop_test(tc, test_E01_later_cancelled_on_every_loop, 0, n);
     tcase_add_loop_test(tc, test_E02_timeout_on_every_loop, 0, n);
+    tcase_add_loop_test(tc, test_E02_combinator_timeouts_on_every_loop, 0, n);
+    tcase_add_loop_test(tc, test_E02_process_timeouts_on_every_loop, 0, n);
     tcase_add_loop_test(tc, test_E05_readable_writable_on_every_loop, 0, n);
     tcase_add_loop_test(tc, test_E04_pool_on_every_loop, 0, n);
     tcase_add_loop_test(tc, test_E05_remote_on_every_loop, 0, n);
