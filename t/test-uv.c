@@ -809,6 +809,13 @@ START_TEST(test_io_refused_fds)
     errno = 0;
     ck_assert_ptr_null(O->io_new(I, p[0], io_record, NULL));
     ck_assert_int_eq(errno, EEXIST);
+    /* The loop layer passes the refusal on, not as "out of memory". */
+    errno = 0;
+    ck_assert_ptr_null(deferred_loop_io_new(L, p[0], io_record, NULL));
+    ck_assert_int_eq(errno, EEXIST);
+    errno = 0;
+    ck_assert_ptr_null(deferred_loop_readable(L, p[0]));
+    ck_assert_int_eq(errno, EEXIST);
     uv_close((uv_handle_t *)&poll, NULL);
     run_nowait();
     /* and then it works */
