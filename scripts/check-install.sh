@@ -2,10 +2,10 @@
 # scripts/check-install.sh BUILDDIR: install the build in BUILDDIR into a
 # scratch directory (make install DESTDIR=...), then build and run small
 # programs outside the tree with nothing but the installed pkg-config
-# files: one per library (deferred, deferred-ev, and deferred-sqlite,
-# deferred-pg and deferred-glib when they were built).  Each program also
-# calls its dependency directly (ev_run, sqlite3_open, PQlibVersion,
-# g_main_context_iteration), so a library
+# files: one per library (deferred, deferred-ev, and deferred-uv,
+# deferred-sqlite, deferred-pg and deferred-glib when they were built).
+# Each program also calls its dependency directly (ev_run, uv_loop_init,
+# sqlite3_open, PQlibVersion, g_main_context_iteration), so a library
 # missing from a .pc file's Libs or Requires fails the link.
 set -eu
 
@@ -107,6 +107,20 @@ int main(void)
     return ok ? 0 : 1;
 }
 C
+cat >"$scratch/uv.c" <<'C'
+#include <deferred.h>
+#include <deferred/uv.h>
+#include <uv.h>
+int main(void)
+{
+    uv_loop_t loop;
+    deferred_loop_t *l;
+    int ok = uv_loop_init(&loop) == 0 && (l = deferred_uv_loop_new(&loop)) != NULL;
+    ok = ok && deferred_loop_now(l) >= 0.0;
+    deferred_loop_unref(l);
+    return ok && deferred_uv_loop_close(&loop) == 0 ? 0 : 1;
+}
+C
 cat >"$scratch/pg.c" <<'C'
 #include <deferred.h>
 #include <deferred/pg.h>
@@ -136,6 +150,7 @@ C
 
 try core deferred
 try ev deferred-ev
+try uv deferred-uv
 try sqlite deferred-sqlite
 try pg deferred-pg
 try glib deferred-glib

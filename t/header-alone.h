@@ -20,6 +20,7 @@
 #define DEFERRED_TEST_HEADER_DUMP_TYPE deferred_dump_holder_t
 #define DEFERRED_TEST_HEADER_LOOP_TYPE deferred_loop_ops_t
 #define DEFERRED_TEST_HEADER_CLOCK_TYPE deferred_loop_t
+#define DEFERRED_TEST_HEADER_UV_TYPE struct uv_loop_s *
 #define DEFERRED_TEST_HEADER_GLIB_TYPE deferred_loop_ops_t
 
 int deferred_test_header_common(void);
@@ -35,6 +36,7 @@ int deferred_test_header_async(void);
 int deferred_test_header_dump(void);
 int deferred_test_header_loop(void);
 int deferred_test_header_clock(void);
+int deferred_test_header_uv(void);
 int deferred_test_header_glib(void);
 
 #endif /* DEFERRED_TEST_HEADER_ALONE_H */

@@ -34,6 +34,7 @@ static int headers_main(const char *lang)
         !deferred_test_header_row() || !deferred_test_header_async() ||
         !deferred_test_header_dump() || !deferred_test_header_loop() ||
         !deferred_test_header_clock() ||
+        !deferred_test_header_uv() ||
         !deferred_test_header_glib())
         failures++;
     if (!deferred_value_is_none(none) || deferred_value_is_none(three) ||

@@ -48,6 +48,10 @@
 #ifdef SWEEP_HAVE_PQ
 #include <deferred/pg.h>
 #endif
+#ifdef SWEEP_HAVE_UV
+#include <uv.h>
+#include <deferred/uv.h>
+#endif
 #ifdef SWEEP_HAVE_GLIB
 #include <glib.h>
 #include <deferred/glib.h>
@@ -2021,6 +2025,31 @@ END_TEST
 
 #endif /* SWEEP_HAVE_LIBEV */
 
+/* ---- uv.h ---- */
+
+#ifdef SWEEP_HAVE_UV
+START_TEST(s_uv)
+{
+    uv_loop_t uv;
+    uv_timer_t t;
+    deferred_loop_t *l;
+
+    ck_assert_int_eq(NULL_ERRNO(deferred_uv_loop_new(NULL)), EINVAL);
+    ck_assert_int_eq(deferred_uv_loop_close(NULL), -EINVAL);
+    ck_assert_int_eq(uv_loop_init(&uv), 0);
+    l = deferred_uv_loop_new(&uv);
+    ck_assert_ptr_nonnull(l);
+    deferred_loop_unref(l);
+    /* wrong state: a handle open on the loop (the user's): busy; once it
+     * is closing, the close finishes and the loop closes */
+    ck_assert_int_eq(uv_timer_init(&uv, &t), 0);
+    ck_assert_int_eq(deferred_uv_loop_close(&uv), UV_EBUSY);
+    uv_close((uv_handle_t *)&t, NULL);
+    ck_assert_int_eq(deferred_uv_loop_close(&uv), 0);
+}
+END_TEST
+#endif
+
 /* ---- glib.h ---- */
 
 #ifdef SWEEP_HAVE_GLIB
@@ -2730,6 +2759,10 @@ static const struct sweep_entry sweep_table[] = {
     E("ev", deferred_ev_dump_on_signal, C(s_ev_dump)),
     E("ev", deferred_ev_dump_on_signal_stop, C(s_ev_dump)),
 #endif
+#ifdef SWEEP_HAVE_UV
+    E("uv", deferred_uv_loop_new, C(s_uv)),
+    E("uv", deferred_uv_loop_close, C(s_uv)),
+#endif
 #ifdef SWEEP_HAVE_SQLITE
     E("sqlite", deferred_sqlite_query_at, C(s_sqlite)),
     E("sqlite", deferred_sqlite_query, C(s_sqlite)),
@@ -2844,6 +2877,9 @@ START_TEST(table_matches_exports)
 #ifdef SWEEP_HAVE_LIBEV
         "ev",
 #endif
+#ifdef SWEEP_HAVE_UV
+        "uv",
+#endif
 #ifdef SWEEP_HAVE_SQLITE
         "sqlite",
 #endif
@@ -2930,6 +2966,12 @@ int main(void)
     tc = tcase_create("ev");
     tcase_add_checked_fixture(tc, sweep_setup, tu_teardown);
     add_cases(tc, "ev");
+    suite_add_tcase(s, tc);
+#endif
+#ifdef SWEEP_HAVE_UV
+    tc = tcase_create("uv");
+    tcase_add_checked_fixture(tc, sweep_setup, tu_teardown);
+    add_cases(tc, "uv");
     suite_add_tcase(s, tc);
 #endif
 #ifdef SWEEP_HAVE_SQLITE

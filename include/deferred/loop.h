@@ -59,8 +59,10 @@ typedef void (*deferred_loop_io_fn)(void *arg, int revents);
 /*
  * What an adapter provides.  impl is the adapter's state, given to
  * deferred_loop_new(); the handles (timers, fd watchers, wakeups) are the
- * adapter's own objects, made by its *_new functions (NULL on allocation
- * failure: allocate with deferred_malloc() so that the library's
+ * adapter's own objects, made by its *_new functions (NULL on failure,
+ * with errno saying why: ENOMEM, or the loop's own refusal, such as
+ * libuv's EEXIST for an fd it already watches elsewhere; errno left 0 is
+ * taken as ENOMEM.  Allocate with deferred_malloc() so that the library's
  * allocator and its failure tests see every allocation) and given back to
  * its *_free functions, which may be called from inside the handle's own
  * callback; after *_free the callback never runs again (an adapter whose
@@ -186,8 +188,9 @@ DEFERRED_EXPORT double deferred_loop_timer_remaining(const deferred_loop_timer_t
 DEFERRED_EXPORT void deferred_loop_timer_free(deferred_loop_timer_t *t);
 
 /* A watcher of fd (borrowed: never closed here), watching nothing.  NULL
- * with errno EINVAL (NULL loop or cb, fd < 0), EBADF (fd not open) or
- * ENOMEM. */
+ * with errno EINVAL (NULL loop or cb, fd < 0), EBADF (fd not open),
+ * ENOMEM, or the adapter's refusal (libuv: EEXIST when fd is already
+ * watched on that loop outside the library). */
 DEFERRED_EXPORT deferred_loop_io_t *deferred_loop_io_new(deferred_loop_t *loop, int fd,
                                                          deferred_loop_io_fn cb,
                                                          void *arg);
@@ -296,7 +299,8 @@ DEFERRED_EXPORT int deferred_loop_add_timeout_full(deferred_t *d, deferred_loop_
  * (deferred_value_get_int()) once fd is readable (writable) on loop; the
  * watcher is stopped when it fires, when the deferred is cancelled (it
  * then fails with ECANCELED) or freed.  The fd stays the caller's.  NULL
- * with errno EINVAL (NULL loop, fd < 0), EBADF (fd not open) or ENOMEM.
+ * with errno EINVAL (NULL loop, fd < 0), EBADF (fd not open), ENOMEM or
+ * the adapter's refusal (deferred_loop_io_new()).
  */
 DEFERRED_EXPORT deferred_t *deferred_loop_readable(deferred_loop_t *loop, int fd);
 DEFERRED_EXPORT deferred_t *deferred_loop_writable(deferred_loop_t *loop, int fd);

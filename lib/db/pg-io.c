@@ -6,6 +6,7 @@
  * every query still queued.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "pg-private.h"
 
@@ -74,8 +75,13 @@ void pg_update_io(deferred_pg_t *c)
         if (!c->io) {
             /* Without a watcher nothing would ever move: the connection
              * is given up (pg_shut() comes back here with no socket). */
+            int e = errno;
+            char msg[160];
+
+            snprintf(msg, sizeof msg, "cannot watch the connection's socket: %s",
+                     strerror(e));
             c->io_events = 0;
-            pg_shut(c, ENOMEM, "out of memory watching the connection's socket");
+            pg_shut(c, e, msg);
             return;
         }
         deferred_loop_io_set(c->io, events);

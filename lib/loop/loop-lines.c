@@ -257,7 +257,7 @@ deferred_stage_t *deferred_loop_lines(deferred_loop_t *loop, int fd, size_t max_
     struct lines *l;
     deferred_stage_t *st;
     size_t cap;
-    int flags;
+    int flags, rc;
 
     if (!loop || fd < 0) {
         errno = EINVAL;
@@ -286,9 +286,10 @@ deferred_stage_t *deferred_loop_lines(deferred_loop_t *loop, int fd, size_t max_
     l->fd = fd;
     l->max_line = max_line;
     l->cap = cap;
-    if (deferred__io_init(&l->io, loop, fd, lines_io_cb, l) < 0) {
+    rc = deferred__io_init(&l->io, loop, fd, lines_io_cb, l);
+    if (rc < 0) {
         deferred_free(l);
-        errno = ENOMEM;
+        errno = -rc;
         return NULL;
     }
     if (deferred__pump_init(&l->pump, loop, lines_pump_body, lines_free, l) < 0) {

@@ -309,6 +309,7 @@ static deferred_t *io_wait_new(deferred_loop_t *loop, int fd, int events,
 {
     struct io_wait *t;
     deferred_t *d;
+    int rc;
 
     if (!loop)
         return failed(EINVAL, "%s: NULL loop", what);
@@ -319,9 +320,10 @@ static deferred_t *io_wait_new(deferred_loop_t *loop, int fd, int events,
     t = deferred_malloc(sizeof *t);
     if (!t)
         return NULL;
-    if (deferred__io_init(&t->io, loop, fd, io_wait_ready, t) < 0) {
+    rc = deferred__io_init(&t->io, loop, fd, io_wait_ready, t);
+    if (rc < 0) {
         deferred_free(t);
-        errno = ENOMEM;
+        errno = -rc;
         return NULL;
     }
     t->want = events;

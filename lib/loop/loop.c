@@ -223,9 +223,10 @@ int deferred__io_init(struct deferred_loop_io *io, deferred_loop_t *loop, int fd
                       deferred_loop_io_fn cb, void *arg)
 {
     io->loop = NULL;
+    errno = 0;
     io->h = loop->ops->io_new(loop->impl, fd, io_ready, io);
     if (!io->h)
-        return -ENOMEM;
+        return errno > 0 ? -errno : -ENOMEM; /* the loop's reason, as told */
     io->loop = deferred_loop_ref(loop);
     io->cb = cb;
     io->arg = arg;
@@ -251,6 +252,7 @@ deferred_loop_io_t *deferred_loop_io_new(deferred_loop_t *loop, int fd,
                                          deferred_loop_io_fn cb, void *arg)
 {
     struct deferred_loop_io *io;
+    int rc;
 
     if (!loop || !cb || fd < 0) {
         errno = EINVAL;
@@ -259,9 +261,14 @@ deferred_loop_io_t *deferred_loop_io_new(deferred_loop_t *loop, int fd,
     if (fcntl(fd, F_GETFD) == -1)
         return NULL; /* errno EBADF */
     io = deferred_malloc(sizeof *io);
-    if (!io || deferred__io_init(io, loop, fd, cb, arg) < 0) {
-        deferred_free(io);
+    if (!io) {
         errno = ENOMEM;
+        return NULL;
+    }
+    rc = deferred__io_init(io, loop, fd, cb, arg);
+    if (rc < 0) {
+        deferred_free(io);
+        errno = -rc;
         return NULL;
     }
     io->embedded = false;

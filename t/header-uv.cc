@@ -1,0 +1,2 @@
+// t/header-uv.cc: <deferred/uv.h> compiles alone as C++.
+#include "header-uv.c"
