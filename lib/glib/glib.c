@@ -545,6 +545,7 @@ static const deferred_loop_ops_t gl_ops = {
     gl_wakeup_hold,
     gl_wakeup_free,
     gl_release,
+    NULL, /* describe: a dump shows the loop layer's own lines only */
 };
 
 deferred_loop_t *deferred_glib_loop_new(GMainContext *context)
