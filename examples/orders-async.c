@@ -20,21 +20,22 @@
  *
  *   examples/orders-async        the report; exit 0 when its grand total is
  *                                the one SQL gives
+ *   examples/orders-async --loop L   the same on another loop (uv, glib,
+ *                                clock: examples/example-loop.h)
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <ev.h>
 #include <deferred.h>
 #include <deferred/sqlite.h>
-#include <deferred/ev.h>
+
+#include "example-loop.h"
 
 #define PROG "orders-async"
 
-static struct ev_loop *loop;
-static deferred_loop_t *dloop; /* the loop layer's adapter of loop */
+static deferred_loop_t *dloop; /* the loop everything runs on */
 static sqlite3 *db;
 
 /* The data of examples/orders.c's fixture. */
@@ -146,7 +147,7 @@ static int report_body(void *frame)
 /* Run the loop until d has fired; 1 when it fired with a value. */
 static int wait_ok(deferred_t *d, const char *what)
 {
-    while (d && !deferred_has_result(d) && ev_run(loop, EVRUN_ONCE))
+    while (d && !deferred_has_result(d) && example_loop_once())
         ;
     if (!d || !deferred_has_result(d)) {
         fprintf(stderr, "%s: %s never finished\n", PROG, what);
@@ -163,15 +164,22 @@ static int wait_ok(deferred_t *d, const char *what)
     return 1;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     char dir[] = "/tmp/orders-async.XXXXXX", path[64];
     char *err = NULL;
     struct report_frame *f;
     deferred_t *d, *check;
     long long grand = -1, sql_total = -2;
+    const char *kind = "ev";
     int ok;
 
+    if (argc == 3 && strcmp(argv[1], "--loop") == 0 && example_loop_known(argv[2])) {
+        kind = argv[2];
+    } else if (argc != 1) {
+        fprintf(stderr, "usage: " PROG " [--loop L]   (L: %s)\n", example_loop_kinds);
+        return 2;
+    }
     if (!mkdtemp(dir)) {
         perror(PROG ": mkdtemp");
         return 1;
@@ -188,8 +196,12 @@ int main(void)
         return 1;
     }
     printf("(database %s)\n\n", path);
-    loop = ev_default_loop(0);
-    dloop = deferred_ev_loop_new(loop);
+    if (!(dloop = example_loop_open(kind, PROG))) {
+        sqlite3_close(db);
+        unlink(path);
+        rmdir(dir);
+        return 1;
+    }
 
     f = DEFERRED_ASYNC_NEW(struct report_frame, report_body, "report");
     d = f ? deferred_async_start(f) : NULL;
@@ -204,12 +216,10 @@ int main(void)
     if (wait_ok(check, "the check"))
         sql_total = deferred_row_int(deferred_value_get_row(deferred_result(check)), 0);
     deferred_unref(check);
-    ev_run(loop, 0); /* nothing is left: every query finished */
+    example_loop_close(); /* nothing is left: every query finished */
     sqlite3_close(db);
     unlink(path);
     rmdir(dir);
-    deferred_loop_unref(dloop);
-    ev_loop_destroy(loop);
     ok = ok && grand == sql_total;
     printf(ok ? "\n" PROG ": the report is right\n" : "\n" PROG ": FAILED\n");
     return ok ? 0 : 1;

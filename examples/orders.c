@@ -51,17 +51,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <ev.h>
-#include <deferred/ev.h>
-#include <deferred/clock.h>
-#ifdef ORDERS_HAVE_UV
-#include <uv.h>
-#include <deferred/uv.h>
-#endif
-#ifdef ORDERS_HAVE_GLIB
-#include <glib.h>
-#include <deferred/glib.h>
-#endif
+#include "example-loop.h"
 
 #ifdef ORDERS_PG
 #include <deferred/pg.h>
@@ -74,89 +64,10 @@
 /* ---- the event loop: --loop ev (the default), uv, glib or clock ---------- */
 
 /* Everything below runs on dloop, the loop layer's adapter of whichever
- * loop was chosen (deferred/loop.h); only making, running and freeing the
- * loop itself differs. */
+ * loop was chosen (deferred/loop.h); examples/example-loop.h makes, runs
+ * and frees the loop itself. */
 static deferred_loop_t *dloop;
 static const char *loop_kind = "ev";
-static struct ev_loop *loop;
-#ifdef ORDERS_HAVE_UV
-static uv_loop_t uv;
-#endif
-#ifdef ORDERS_HAVE_GLIB
-static GMainContext *context;
-#endif
-
-static const char *const loop_kinds = "ev"
-#ifdef ORDERS_HAVE_UV
-    ", uv"
-#endif
-#ifdef ORDERS_HAVE_GLIB
-    ", glib"
-#endif
-    ", clock";
-
-/* Make the loop of kind loop_kind; 0 on failure (a message printed). */
-static int loop_open(void)
-{
-    if (strcmp(loop_kind, "ev") == 0) {
-        loop = ev_default_loop(0);
-        dloop = loop ? deferred_ev_loop_new(loop) : NULL;
-#ifdef ORDERS_HAVE_UV
-    } else if (strcmp(loop_kind, "uv") == 0) {
-        dloop = uv_loop_init(&uv) == 0 ? deferred_uv_loop_new(&uv) : NULL;
-#endif
-#ifdef ORDERS_HAVE_GLIB
-    } else if (strcmp(loop_kind, "glib") == 0) {
-        context = g_main_context_new();
-        dloop = deferred_glib_loop_new(context);
-#endif
-    } else if (strcmp(loop_kind, "clock") == 0) {
-        dloop = deferred_clock_new();
-    }
-    if (!dloop)
-        fprintf(stderr, "%s: could not make the %s loop\n", PROG, loop_kind);
-    return dloop != NULL;
-}
-
-/* One iteration of the loop, waiting for something to happen; 0 when the
- * library has nothing left on it (nothing could ever happen). */
-static int loop_once(void)
-{
-    if (deferred_loop_alive(dloop) == 0)
-        return 0;
-    if (loop)
-        ev_run(loop, EVRUN_ONCE);
-#ifdef ORDERS_HAVE_UV
-    else if (strcmp(loop_kind, "uv") == 0)
-        uv_run(&uv, UV_RUN_ONCE);
-#endif
-#ifdef ORDERS_HAVE_GLIB
-    else if (context)
-        g_main_context_iteration(context, TRUE);
-#endif
-    else
-        deferred_clock_run_once(dloop, true);
-    return 1;
-}
-
-/* Run until nothing is left, then free the loop. */
-static void loop_close(void)
-{
-    while (loop_once())
-        ;
-    deferred_loop_unref(dloop);
-    dloop = NULL;
-    if (loop)
-        ev_loop_destroy(loop);
-#ifdef ORDERS_HAVE_UV
-    if (strcmp(loop_kind, "uv") == 0)
-        deferred_uv_loop_close(&uv);
-#endif
-#ifdef ORDERS_HAVE_GLIB
-    if (context)
-        g_main_context_unref(context);
-#endif
-}
 
 /* ---- options and counters -------------------------------------------------- */
 
@@ -807,7 +718,7 @@ static const deferred_stage_ops_t feed_ops = {
  * failure's story printed (and the failure taken from d). */
 static int wait_ok(deferred_t *d, const char *what)
 {
-    while (d && !deferred_has_fired(d) && loop_once())
+    while (d && !deferred_has_fired(d) && example_loop_once())
         ;
     if (!d || !deferred_has_fired(d)) {
         fprintf(stderr, "%s: %s never finished\n", PROG, what);
@@ -943,7 +854,7 @@ static void usage(FILE *to)
                 " five of the fixture\n"
                 "  --quiet      print no order, only the totals and the summary\n"
                 "  --window K   line queries in flight at most (1 to 64; 4)\n"
-                "  --loop L     the event loop to run on: %s (ev)\n", loop_kinds);
+                "  --loop L     the event loop to run on: %s (ev)\n", example_loop_kinds);
 }
 
 /* Parse the options; the index of the first operand, or -1 (exit status
@@ -965,15 +876,8 @@ static int parse_options(int argc, char **argv, int *status)
         switch (c) {
         case 'l':
             loop_kind = optarg;
-            if (strcmp(optarg, "ev") != 0 && strcmp(optarg, "clock") != 0
-#ifdef ORDERS_HAVE_UV
-                && strcmp(optarg, "uv") != 0
-#endif
-#ifdef ORDERS_HAVE_GLIB
-                && strcmp(optarg, "glib") != 0
-#endif
-            ) {
-                fprintf(stderr, "%s: --loop takes one of: %s\n", PROG, loop_kinds);
+            if (!example_loop_known(optarg)) {
+                fprintf(stderr, "%s: --loop takes one of: %s\n", PROG, example_loop_kinds);
                 *status = 2;
                 return -1;
             }
@@ -1102,7 +1006,7 @@ int main(int argc, char **argv)
     t_gen = now_s() - t_gen;
     printf("(schema deferred_orders: %ld orders%s)\n\n", opt.orders ? opt.orders : 5,
            opt.orders ? ", generated" : "");
-    if (!loop_open())
+    if (!(dloop = example_loop_open(loop_kind, PROG)))
         return 1;
     /* Every connection looks in the example's schema first. */
     snprintf(info, sizeof(info), "%s options='-c search_path=deferred_orders'", conninfo);
@@ -1121,7 +1025,7 @@ int main(int argc, char **argv)
         ok = run_examples(t_gen);
     deferred_pg_unref(pg_stream);
     deferred_pg_unref(pg_lookup);
-    loop_close();
+    example_loop_close();
     setup_pg(conninfo, 1);
     printf(ok ? "\n" PROG ": the report is right\n" : "\n" PROG ": FAILED\n");
     return ok ? 0 : 1;
@@ -1165,14 +1069,14 @@ int main(int argc, char **argv)
         printf("(database %s: %ld orders, generated)\n\n", path, opt.orders);
     else
         printf("(database %s)\n\n", path);
-    if (!loop_open()) {
+    if (!(dloop = example_loop_open(loop_kind, PROG))) {
         sqlite3_close(db);
         unlink(path);
         rmdir(dir);
         return 1;
     }
     ok = run_examples(t_gen);
-    loop_close(); /* nothing is left: every query finished */
+    example_loop_close(); /* nothing is left: every query finished */
     sqlite3_close(db);
     unlink(path);
     rmdir(dir);

@@ -4,17 +4,19 @@
  *
  * A writer thread writes "item N" lines into a pipe and closes it (it
  * could as well be a child process).  On the loop thread a process reads
- * them with the line producer of the libev binding, maps each line to the
+ * them with the line producer of the loop layer, maps each line to the
  * length of its text, and sums the lengths with a reduce consumer.  The
  * process's deferred gets a 5 s timeout: if the writer stalled, it would
  * fail with ETIMEDOUT and the producer's watcher would be stopped.
  *
  * Build: cc pipe-lines.c $(pkg-config --cflags --libs deferred-ev) -lev
- * Run:   ./pipe-lines [LINES]     (exit status 0 when the sum is right)
+ * Run:   ./pipe-lines [--loop L] [LINES]   (exit status 0 when the sum is
+ *        right; L: ev, the default, or uv, glib, clock as built: the loop
+ *        is made by examples/example-loop.h, the rest is deferred/loop.h)
  */
-#include <ev.h>
 #include <deferred.h>
-#include <deferred/ev.h>
+
+#include "example-loop.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -83,16 +85,28 @@ static deferred_value_t report(deferred_value_t v, void *arg)
 
 int main(int argc, char **argv)
 {
-    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    long lines = argc > 1 ? atol(argv[1]) : 10000;
-    long expected = 0, sum = -2, i;
+    const char *kind = "ev";
+    deferred_loop_t *loop;
+    long lines, expected = 0, sum = -2, i;
     struct writer w;
     pthread_t writer;
     deferred_process_t *p;
     deferred_t *done;
     int fds[2];
 
-    if (!loop || pipe(fds) != 0) {
+    if (argc >= 3 && strcmp(argv[1], "--loop") == 0) {
+        kind = argv[2];
+        argc -= 2;
+        argv += 2;
+        if (!example_loop_known(kind)) {
+            fprintf(stderr, "pipe-lines: --loop takes one of: %s\n", example_loop_kinds);
+            return 2;
+        }
+    }
+    lines = argc > 1 ? atol(argv[1]) : 10000;
+    if (!(loop = example_loop_open(kind, "pipe-lines")))
+        return 1;
+    if (pipe(fds) != 0) {
         perror("pipe-lines");
         return 1;
     }
@@ -101,7 +115,7 @@ int main(int argc, char **argv)
 
     p = deferred_process_new(0);
     if (!p ||
-        deferred_process_add(p, deferred_ev_lines(loop, fds[0], 1024)) != 0 ||
+        deferred_process_add(p, deferred_loop_lines(loop, fds[0], 1024)) != 0 ||
         deferred_process_add(p, deferred_stage_map("length", line_length, NULL)) != 0 ||
         deferred_process_add(p, deferred_stage_reduce(add, deferred_value_int(0),
                                                       NULL)) != 0) {
@@ -116,14 +130,15 @@ int main(int argc, char **argv)
     }
 
     done = deferred_process_run(p);
-    if (!done || deferred_ev_add_timeout(done, loop, 5.0) != 0 ||
+    if (!done || deferred_loop_add_timeout(done, loop, 5.0) != 0 ||
         deferred_add_both(done, report, &sum) != 0) {
         fprintf(stderr, "pipe-lines: out of memory\n");
         return 1;
     }
-    /* Returns when the process finished (or timed out): nothing is left
+    /* Runs until the process finished (or timed out): nothing is left
      * for the loop to wait for. */
-    ev_run(loop, 0);
+    while (!deferred_has_fired(done) && example_loop_once())
+        ;
     pthread_join(writer, NULL);
 
     printf("pipe-lines: %ld lines, total length %ld (expected %ld)\n", lines, sum,
@@ -131,6 +146,6 @@ int main(int argc, char **argv)
     deferred_unref(done);
     deferred_process_unref(p);
     close(fds[0]);
-    ev_loop_destroy(loop);
+    example_loop_close();
     return sum == expected ? 0 : 1;
 }

@@ -239,24 +239,6 @@ START_TEST(test_E02_timeout_hook)
 }
 END_TEST
 
-START_TEST(test_E03_errback_before_sees_ecanceled)
-{
-    deferred_t *d = deferred_new();
-
-    ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(1)), 0);
-    ck_assert_int_eq(deferred_ev_add_timeout(d, loop, 0.01), 0);
-    ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(2)), 0);
-    ev_run(loop, 0);
-    ck_assert_int_eq(tu_log.n, 2);
-    ck_assert_int_eq(tu_log.e[0].tag, 1);
-    ck_assert_int_eq(tu_log.e[0].code, ECANCELED);
-    ck_assert_int_eq(tu_log.e[1].tag, 2);
-    ck_assert_int_eq(tu_log.e[1].code, ETIMEDOUT);
-    ck_assert_int_eq(result_code(d), ETIMEDOUT);
-    deferred_value_release(deferred_result_take(d));
-    deferred_unref(d);
-}
-END_TEST
 
 /* ---- fd readiness ------------------------------------------------------ */
 
@@ -1493,7 +1475,6 @@ static Suite *ev_suite(void)
     tcase_add_test(tc, test_E02_other_cancel_stays_ecanceled);
     tcase_add_test(tc, test_E02_freed_deferred_stops_timer);
     tcase_add_test(tc, test_E02_timeout_hook);
-    tcase_add_test(tc, test_E03_errback_before_sees_ecanceled);
     tcase_add_test(tc, test_fd_readable_writable);
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_E04_pool_jobs_delivered_on_loop_thread);

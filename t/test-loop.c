@@ -306,6 +306,31 @@ START_TEST(test_E02_process_timeouts_on_every_loop)
 END_TEST
 
 
+/* E03 on every loop: an errback added before the timeout sees the
+ * ECANCELED, one added after it the ETIMEDOUT. */
+START_TEST(test_E03_errback_before_sees_ecanceled_on_every_loop)
+{
+    deferred_t *d;
+
+    begin(_i);
+    d = deferred_new();
+
+    ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_loop_add_timeout(d, L, 0.01), 0);
+    ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(2)), 0);
+    run();
+    ck_assert_int_eq(tu_log.n, 2);
+    ck_assert_int_eq(tu_log.e[0].tag, 1);
+    ck_assert_int_eq(tu_log.e[0].code, ECANCELED);
+    ck_assert_int_eq(tu_log.e[1].tag, 2);
+    ck_assert_int_eq(tu_log.e[1].code, ETIMEDOUT);
+    ck_assert_int_eq(result_code(d), ETIMEDOUT);
+    deferred_value_release(deferred_result_take(d));
+    deferred_unref(d);
+    end();
+}
+END_TEST
+
 /* ---- E05: readiness ------------------------------------------------------- */
 
 /* readable and writable fire with their fd; a cancel stops the watcher. */
@@ -914,6 +939,7 @@ int main(void)
     tcase_add_loop_test(tc, test_E02_timeout_on_every_loop, 0, n);
     tcase_add_loop_test(tc, test_E02_combinator_timeouts_on_every_loop, 0, n);
     tcase_add_loop_test(tc, test_E02_process_timeouts_on_every_loop, 0, n);
+    tcase_add_loop_test(tc, test_E03_errback_before_sees_ecanceled_on_every_loop, 0, n);
     tcase_add_loop_test(tc, test_E05_readable_writable_on_every_loop, 0, n);
     tcase_add_loop_test(tc, test_E04_pool_on_every_loop, 0, n);
     tcase_add_loop_test(tc, test_E05_remote_on_every_loop, 0, n);
