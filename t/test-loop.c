@@ -804,19 +804,6 @@ START_TEST(test_LO03_mailbox_order)
 }
 END_TEST
 
-static int dump_sink(const char *text, size_t len, void *arg)
-{
-    char **out = arg;
-    size_t have = *out ? strlen(*out) : 0;
-    char *n = realloc(*out, have + len + 1);
-
-    ck_assert_ptr_nonnull(n);
-    memcpy(n + have, text, len);
-    n[have + len] = '\0';
-    *out = n;
-    return 0;
-}
-
 /* LO04: in debug mode a dump names the loop by its adapter and lists its
  * timer with the deferred it fires. */
 START_TEST(test_LO04_dump_names_adapter)
@@ -828,11 +815,12 @@ START_TEST(test_LO04_dump_names_adapter)
     deferred_set_debug(true);
     d = deferred_loop_later(L, 1000.0);
     ck_assert_ptr_nonnull(d);
-    ck_assert_int_eq(deferred_dump_to(DEFERRED_DUMP_TEXT, dump_sink, &text, NULL), 0);
+    text = deferred_dump_string(DEFERRED_DUMP_TEXT);
+    ck_assert_ptr_nonnull(text);
     snprintf(want, sizeof want, "loop %s ", deferred_loop_name(L));
     ck_assert_msg(text && strstr(text, want), "%s", text ? text : "(none)");
     ck_assert_msg(strstr(text, "timer later"), "%s", text);
-    free(text);
+    deferred_free(text);
     deferred_unref(d);
     deferred_set_debug(false);
     run();

@@ -62,7 +62,6 @@ struct deferred_loop_timer {
     void *arg;
     double due;            /* loop time it falls due, while active */
     bool active;
-    bool embedded;         /* inside a library struct: not freed by _free */
 };
 
 struct deferred_loop_io {
@@ -72,11 +71,12 @@ struct deferred_loop_io {
     void *arg;
     int fd;
     int events;
-    bool embedded;
 };
 
 /* Set up a watcher embedded in a library struct (a loop reference, the
- * adapter's handle): 0 or -ENOMEM (then nothing to undo). */
+ * adapter's handle), undone by its fini (deferred_loop_timer_free() and
+ * _io_free() are for the allocated ones only): 0 or a negative errno
+ * (then nothing to undo). */
 DEFERRED_LOOP_HIDDEN int deferred__timer_init(struct deferred_loop_timer *t,
                                               deferred_loop_t *loop,
                                               deferred_loop_fn cb, void *arg);

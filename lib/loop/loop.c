@@ -121,7 +121,6 @@ int deferred__timer_init(struct deferred_loop_timer *t, deferred_loop_t *loop,
     t->arg = arg;
     t->due = 0.0;
     t->active = false;
-    t->embedded = true;
     return 0;
 }
 
@@ -161,7 +160,6 @@ deferred_loop_timer_t *deferred_loop_timer_new(deferred_loop_t *loop, deferred_l
         errno = ENOMEM;
         return NULL;
     }
-    t->embedded = false;
     return t;
 }
 
@@ -204,8 +202,7 @@ void deferred_loop_timer_free(deferred_loop_timer_t *t)
     if (!t)
         return;
     deferred__timer_fini(t);
-    if (!t->embedded)
-        deferred_free(t);
+    deferred_free(t);
 }
 
 /* ---- fd watchers ----------------------------------------------------------- */
@@ -232,7 +229,6 @@ int deferred__io_init(struct deferred_loop_io *io, deferred_loop_t *loop, int fd
     io->arg = arg;
     io->fd = fd;
     io->events = 0;
-    io->embedded = true;
     return 0;
 }
 
@@ -271,7 +267,6 @@ deferred_loop_io_t *deferred_loop_io_new(deferred_loop_t *loop, int fd,
         errno = -rc;
         return NULL;
     }
-    io->embedded = false;
     return io;
 }
 
@@ -305,8 +300,7 @@ void deferred_loop_io_free(deferred_loop_io_t *io)
     if (!io)
         return;
     deferred__io_fini(io);
-    if (!io->embedded)
-        deferred_free(io);
+    deferred_free(io);
 }
 
 /* ---- the mailbox ----------------------------------------------------------- */
