@@ -2,12 +2,13 @@
  * deferred.h: the umbrella header of libdeferred.
  *
  * Includes every layer that needs nothing beyond libc: values and failures,
- * the deferred core, multi-fire deferreds, processes, the row value
- * that the database producers emit, async functions (coroutines) and the
- * dump of what is pending (debug mode).  Each layer's header can also be
- * included alone.
- * Optional parts (the libev binding, the database producers) have headers of
- * their own and are not included here.
+ * the deferred core, multi-fire deferreds, the combinators (gather, list,
+ * race, merge) and the lock, semaphore and queue, processes, the row value
+ * that the database producers emit, async functions (coroutines), the
+ * dump of what is pending (debug mode), the loop layer and the clock.
+ * Each layer's header can also be included alone.
+ * Optional parts (the libev, libuv and GLib adapters, the database
+ * producers) have headers of their own and are not included here.
  */
 #ifndef DEFERRED_H
 #define DEFERRED_H
@@ -17,6 +18,7 @@
 #include "deferred/failure.h"
 #include "deferred/core.h"
 #include "deferred/multi.h"
+#include "deferred/combinators.h"
 #include "deferred/process.h"
 #include "deferred/row.h"
 #include "deferred/async.h"

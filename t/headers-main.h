@@ -7,8 +7,7 @@
  * the program also links.  Compiling is the test; at run time it returns 0
  * when the few calls behave.
  */
-#include <deferred.h>
-#include <deferred/combinators.h>
+#include <deferred.h> /* alone: the combinators come with it */
 #include <stdio.h>
 #include "header-alone.h"
 
@@ -54,6 +53,21 @@ static int headers_main(const char *lang)
         deferred_callback(d, three) != 0 ||
         deferred_value_get_int(deferred_result(d)) != 4)
         failures++;
+    deferred_unref(d);
+
+    /* The umbrella header declares the combinators. */
+    d = deferred_succeed(deferred_value_int(5));
+    {
+        deferred_t *in[1];
+        deferred_t *g;
+
+        in[0] = d;
+        g = deferred_gather(in, 1, 0);
+        if (g == NULL || !deferred_has_result(g) ||
+            deferred_array_size(deferred_value_get_array(deferred_result(g))) != 1)
+            failures++;
+        deferred_unref(g);
+    }
     deferred_unref(d);
 
     printf("headers (%s, library %s): %s\n", lang, deferred_version(),
