@@ -135,6 +135,23 @@ static void drop_slot(int i)
         deferred_unref(d);
 }
 
+/* Put d (a reference) in slot i, with fn(arg) as both halves of its
+ * chain first (none for NULL); d is dropped when that cannot be added. */
+static void put_slot(int i, deferred_t *d, int kind, deferred_fn fn, void *arg)
+{
+    if (fn && deferred_add_both(d, fn, arg) < 0) {
+        deferred_unref(d);
+        return;
+    }
+    drop_slot(i);
+    slots[i].d = d;
+    slots[i].kind = kind;
+    if (kind == K_LATER)
+        slots[i].later = arg;
+    else if (kind == K_PROBE)
+        slots[i].probe = arg;
+}
+
 static void user_fire(int i, int cancel)
 {
     struct slot *s = &slots[i];
@@ -367,14 +384,7 @@ static void make_probe(int i, int k, int hook)
         deferred_unref(d);
         return;
     }
-    if (deferred_add_both(d, on_probe, p) < 0) {
-        deferred_unref(d);
-        return;
-    }
-    drop_slot(i);
-    slots[i].d = d;
-    slots[i].kind = K_PROBE;
-    slots[i].probe = p;
+    put_slot(i, d, K_PROBE, on_probe, p);
 }
 
 /* ---- the mailbox ------------------------------------------------------- */
@@ -464,25 +474,15 @@ static void one_op(fz_reader_t *r)
         }
         l = fz_arg_new(sizeof *l, 0);
         l->due = now() + ms(k);
-        if (deferred_add_both(d, on_later, l) < 0) {
-            deferred_unref(d);
-            break;
-        }
-        drop_slot(s);
-        slots[s].d = d;
-        slots[s].kind = K_LATER;
-        slots[s].later = l;
+        put_slot(s, d, K_LATER, on_later, l);
         break;
     }
     case OP_NEW: {
         deferred_t *d = deferred_new();
 
         FZ_TRACE("new in slot %d -> %p", s, (void *)d);
-        if (d) {
-            drop_slot(s);
-            slots[s].d = d;
-            slots[s].kind = K_PLAIN;
-        }
+        if (d)
+            put_slot(s, d, K_PLAIN, NULL, NULL);
         break;
     }
     case OP_PROBE:
