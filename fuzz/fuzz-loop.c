@@ -69,8 +69,8 @@ struct timer {
     unsigned long seq; /* start order */
 };
 
-/* What a slot holds, for the checks of its outcome. */
-enum { K_NONE, K_PLAIN, K_LATER, K_PROBE };
+/* What a slot is given to hold, for the checks of its outcome. */
+enum { K_PLAIN, K_LATER, K_PROBE };
 
 struct probe {
     double due;       /* when the timeout falls due */
@@ -87,7 +87,6 @@ struct later {
 
 struct slot {
     deferred_t *d;
-    int kind;
     struct later *later;    /* K_LATER (an fz_arg) */
     struct probe *probe;    /* K_PROBE (an fz_arg, never freed early) */
 };
@@ -128,7 +127,6 @@ static void drop_slot(int i)
     deferred_t *d = slots[i].d;
 
     slots[i].d = NULL;
-    slots[i].kind = K_NONE;
     slots[i].probe = NULL;
     slots[i].later = NULL;
     if (d)
@@ -145,7 +143,6 @@ static void put_slot(int i, deferred_t *d, int kind, deferred_fn fn, void *arg)
     }
     drop_slot(i);
     slots[i].d = d;
-    slots[i].kind = kind;
     if (kind == K_LATER)
         slots[i].later = arg;
     else if (kind == K_PROBE)

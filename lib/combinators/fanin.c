@@ -23,7 +23,7 @@
 
 char deferred__fanin_detached;
 
-/* How many inputs ahead the build prefetches. */
+/* How many inputs ahead the build and the pair prefetch. */
 #define FANIN_PREFETCH 8
 
 /* ---- the block's life -------------------------------------------------- */
@@ -199,12 +199,8 @@ static deferred_value_t on_outcome(deferred_value_t v, void *arg)
     /* Inputs often end in the order they were given (a queue, timers of
      * one delay, a batch fired in a loop): in a large fan-in, ask for the
      * input a few places on to be fetched while this one is finished. */
-    if (i + FANIN_PREFETCH < f->inited) {
-        const deferred_t *next = f->slots[i + FANIN_PREFETCH].input;
-
-        if (FANIN_HELD(&f->slots[i + FANIN_PREFETCH]))
-            deferred__prefetch_deferred(next);
-    }
+    if (i + FANIN_PREFETCH < f->inited && FANIN_HELD(s + FANIN_PREFETCH))
+        deferred__prefetch_deferred(s[FANIN_PREFETCH].input);
     if (DEFERRED_LIKELY(held != FANIN_DETACHED))
         f->pending--;
     if (DEFERRED_LIKELY(!f->aborted))
