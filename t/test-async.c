@@ -130,6 +130,192 @@ static struct seq_frame *seq_new(int *cleanups)
 
 /* ---- A01: await, resume, return; one allocation ------------------------ */
 
+/* ---- awaits of deferreds someone else holds too ------------------------ */
+
+/* An await of a deferred that has its result and that another holder
+ * keeps takes the value at once, without a call into the core; every
+ * state in which it has no result (paused, waiting on another, its chain
+ * running) and a failure must still go the general way.  The frame
+ * awaits in (a reference of its own), then, in its cleanups, fin (the
+ * same) when set. */
+struct held_frame {
+    deferred_async_t co;
+    deferred_t *in, *fin;
+    int try_;
+    int resumed;     /* the await of in gave something */
+    intptr_t got;    /* its integer, or -code of its failure */
+    intptr_t fin_got; /* the same for fin (0: not awaited) */
+    deferred_value_t v;
+};
+
+static intptr_t held_fin_last;
+
+static intptr_t held_code(deferred_value_t v)
+{
+    intptr_t r;
+
+    if (!deferred_value_is_failure(v))
+        return deferred_value_get_int(v);
+    r = -(intptr_t)deferred_failure_code(deferred_value_get_failure(v));
+    deferred_value_release(v);
+    return r;
+}
+
+static int held_body(void *frame)
+{
+    struct held_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    if (f->try_)
+        DEFERRED_AWAIT_TRY(f, deferred_ref(f->in), f->v);
+    else
+        DEFERRED_AWAIT(f, deferred_ref(f->in), f->v);
+    f->resumed = 1;
+    f->got = held_code(f->v);
+    DEFERRED_ASYNC_RETURN(f, deferred_value_int(f->got + 100));
+    DEFERRED_ASYNC_FINALLY(f);
+    if (f->fin) {
+        DEFERRED_AWAIT_TRY(f, deferred_ref(f->fin), f->v);
+        f->fin_got = held_code(f->v);
+        held_fin_last = f->fin_got; /* the frame may be gone when it is read */
+    }
+    DEFERRED_ASYNC_END(f);
+}
+
+static deferred_t *held_start(struct held_frame **fp, deferred_t *in, int try_)
+{
+    struct held_frame *f = DEFERRED_ASYNC_NEW(struct held_frame, held_body, "held");
+
+    ck_assert_ptr_nonnull(f);
+    f->in = in;
+    f->try_ = try_;
+    *fp = f;
+    return deferred_async_start(f);
+}
+
+START_TEST(test_A01_await_held_fired_value_and_failure)
+{
+    deferred_t *x = deferred_succeed(deferred_value_int(7)), *d;
+    deferred_failure_t *fl;
+    struct held_frame *f;
+    int line;
+
+    /* A value: taken at once, x keeps the empty value. */
+    d = held_start(&f, x, 0);
+    ck_assert_int_eq(result_int(d), 107);
+    ck_assert(deferred_has_result(x));
+    ck_assert(!deferred_value_is_int(deferred_result(x)));
+    deferred_unref(d);
+    deferred_unref(x);
+    /* A failure with try: the body gets it to handle. */
+    x = deferred_fail(user_failure(4));
+    d = held_start(&f, x, 1);
+    ck_assert_int_eq(result_int(d), 96);
+    deferred_unref(d);
+    deferred_unref(x);
+    /* A failure without try: the coroutine ends with it, and the await's
+     * frame names the coroutine. */
+    x = deferred_fail(user_failure(5));
+    d = held_start(&f, x, 0);
+    fl = take_failure(d);
+    ck_assert_int_eq(deferred_failure_code(fl), 5);
+    line = frame_line(fl, "held", "await");
+    ck_assert_int_gt(line, 0);
+    deferred_failure_unref(fl);
+    deferred_unref(d);
+    deferred_unref(x);
+    ck_assert_int_eq(tu_reports.unhandled, 0);
+}
+END_TEST
+
+START_TEST(test_A01_await_held_paused_waits_for_unpause)
+{
+    deferred_t *x = deferred_succeed(deferred_value_int(3)), *d;
+    struct held_frame *f;
+
+    ck_assert_int_eq(deferred_pause(x), 0);
+    d = held_start(&f, x, 0);
+    ck_assert_int_eq(f->resumed, 0);
+    ck_assert(!deferred_has_result(d));
+    ck_assert_int_eq(deferred_unpause(x), 0);
+    ck_assert_int_eq(result_int(d), 103);
+    deferred_unref(d);
+    deferred_unref(x);
+}
+END_TEST
+
+START_TEST(test_A01_await_held_waiting_deferred)
+{
+    deferred_t *inner = deferred_new(), *x = deferred_new(), *d;
+    struct held_frame *f;
+
+    /* x has fired, but its callback returned inner: it waits on it. */
+    ck_assert_int_eq(deferred_add_callback(x, tu_return_deferred, inner), 0);
+    ck_assert_int_eq(deferred_callback(x, deferred_value_int(1)), 0);
+    ck_assert(deferred_has_fired(x));
+    d = held_start(&f, x, 0);
+    ck_assert_int_eq(f->resumed, 0);
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(8)), 0);
+    ck_assert_int_eq(result_int(d), 108);
+    deferred_unref(d);
+    deferred_unref(x);
+    deferred_unref(inner);
+}
+END_TEST
+
+/* A coroutine started by x's own callback awaits x: x's chain is running
+ * (its value is with the runner, not in x), so the coroutine waits until
+ * the chain has run and gets what it ended with. */
+static deferred_t *held_from_cb_d;
+static struct held_frame *held_from_cb_f;
+
+static deferred_value_t start_awaiting_self(deferred_value_t v, void *arg)
+{
+    held_from_cb_d = held_start(&held_from_cb_f, arg, 0);
+    ck_assert_int_eq(held_from_cb_f->resumed, 0);
+    return v;
+}
+
+START_TEST(test_A01_await_held_running_deferred)
+{
+    deferred_t *x = deferred_new();
+
+    ck_assert_int_eq(deferred_add_callback(x, start_awaiting_self, x), 0);
+    ck_assert_int_eq(deferred_add_callback(x, tu_add_one, NULL), 0);
+    ck_assert_int_eq(deferred_callback(x, deferred_value_int(10)), 0);
+    ck_assert_int_eq(result_int(held_from_cb_d), 111);
+    deferred_unref(held_from_cb_d);
+    deferred_unref(x);
+    /* The same from x's last callback: every entry of x is reached, yet
+     * its value is still the runner's. */
+    x = deferred_new();
+    ck_assert_int_eq(deferred_add_callback(x, start_awaiting_self, x), 0);
+    ck_assert_int_eq(deferred_callback(x, deferred_value_int(20)), 0);
+    ck_assert_int_eq(result_int(held_from_cb_d), 120);
+    deferred_unref(held_from_cb_d);
+    deferred_unref(x);
+}
+END_TEST
+
+/* A dropped coroutine's cleanups: an await of a held, fired deferred
+ * fails with ECANCELED at once, as every await does there. */
+START_TEST(test_A07_dropped_cleanup_await_of_held_fired)
+{
+    deferred_t *p = deferred_new(), *fin = deferred_succeed(deferred_value_int(9)), *d;
+    struct held_frame *f;
+
+    held_fin_last = 0;
+    d = held_start(&f, p, 0);
+    f->fin = fin;
+    deferred_unref(d);
+    deferred_unref(p); /* freed unfired: the coroutine is dropped */
+    ck_assert_int_eq(held_fin_last, -ECANCELED);
+    ck_assert_int_eq(result_int(fin), 9); /* fin kept its value */
+    deferred_unref(fin);
+    ck_assert_int_eq(tu_reports.total, 0);
+}
+END_TEST
+
 START_TEST(test_A01_await_pending_and_fired)
 {
     int cleanups = 0;
@@ -1070,6 +1256,57 @@ static void oom_scenarios(void)
     }
 }
 
+/* With the default allocator, a coroutine whose frame is small lives in a
+ * block of the per-thread cache of the core (a malloc'd block, reused);
+ * a big frame is malloc'd for itself.  Both work alike, round after
+ * round (AddressSanitizer sees the cached block's bytes past the frame as
+ * poisoned, and every block is freed). */
+struct big_frame {
+    deferred_async_t co;
+    deferred_t *in;
+    char pad[2000];
+    deferred_value_t v;
+};
+
+static int big_body(void *frame)
+{
+    struct big_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    DEFERRED_AWAIT(f, deferred_ref(f->in), f->v);
+    memset(f->pad, 0x5a, sizeof(f->pad));
+    DEFERRED_ASYNC_RETURN(f, deferred_value_int(deferred_value_get_int(f->v) + f->pad[1999]));
+    DEFERRED_ASYNC_END(f);
+}
+
+START_TEST(test_A12_coroutine_blocks_default_allocator)
+{
+    int round;
+
+    ck_assert_int_eq(deferred_set_allocator(NULL, NULL, NULL), 0);
+    for (round = 0; round < 300; round++) {
+        deferred_t *p = deferred_new(), *fired = deferred_succeed(deferred_value_int(round));
+        struct held_frame *f;
+        struct big_frame *b = DEFERRED_ASYNC_NEW(struct big_frame, big_body, "big");
+        deferred_t *d, *e;
+
+        ck_assert_ptr_nonnull(p);
+        ck_assert_ptr_nonnull(b);
+        d = held_start(&f, p, 0);
+        b->in = fired;
+        e = deferred_async_start(b);
+        ck_assert_int_eq(result_int(e), round + 0x5a);
+        ck_assert_int_eq(deferred_callback(p, deferred_value_int(round)), 0);
+        ck_assert_int_eq(result_int(d), round + 100);
+        deferred_unref(e);
+        deferred_unref(d);
+        deferred_unref(p);
+        deferred_unref(fired);
+    }
+    tu_install_allocator();
+}
+END_TEST
+
 START_TEST(test_A12_failing_allocator_everywhere)
 {
     unsigned long n;
@@ -1348,6 +1585,11 @@ int main(void)
     tcase_add_test(tc, test_A01_await_pending_and_fired);
     tcase_add_test(tc, test_A01_finishes_before_start_returns);
     tcase_add_test(tc, test_A01_callbacks_on_the_result);
+    tcase_add_test(tc, test_A01_await_held_fired_value_and_failure);
+    tcase_add_test(tc, test_A01_await_held_paused_waits_for_unpause);
+    tcase_add_test(tc, test_A01_await_held_waiting_deferred);
+    tcase_add_test(tc, test_A01_await_held_running_deferred);
+    tcase_add_test(tc, test_A07_dropped_cleanup_await_of_held_fired);
     tcase_add_test(tc, test_A02_unhandled_failure_has_frame);
     tcase_add_test(tc, test_A02_story_names_the_coroutine);
     tcase_add_test(tc, test_A03_await_try_handles);
@@ -1373,6 +1615,7 @@ int main(void)
     tcase_add_test(tc, test_A11_consumer_never_run);
     tcase_add_test(tc, test_A15_processor_coroutine);
     tcase_add_test(tc, test_A12_failing_allocator_everywhere);
+    tcase_add_test(tc, test_A12_coroutine_blocks_default_allocator);
     tcase_add_test(tc, test_A13_bad_input);
     tcase_add_test(tc, test_A14_await_null_and_multi);
     tcase_add_test(tc, test_A07_dropped_consumer_fails_its_process);

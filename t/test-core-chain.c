@@ -180,6 +180,91 @@ START_TEST(test_P22_add_during_run)
 }
 END_TEST
 
+/* The runner keeps a chain's plain callbacks in registers while they run
+ * one after another; a callback that changes its own deferred's chain
+ * makes it look again.  Two entries inline, the first adds one: the chain
+ * is compacted (the entry that follows moves to the front), and the added
+ * callback still runs after it. */
+static deferred_value_t add_tag3(deferred_value_t v, void *arg)
+{
+    ck_assert_int_eq(deferred_add_callback(arg, tu_record, TAG(3)), 0);
+    return v;
+}
+
+START_TEST(test_add_during_run_compacts)
+{
+    deferred_t *d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callback(d, add_tag3, d), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(4)), 0);
+    ck_assert_int_eq(tu_log.n, 2);
+    ck_assert_int_eq(tu_log.e[0].tag, 2);
+    ck_assert_int_eq(tu_log.e[1].tag, 3);
+    ck_assert_int_eq(tu_log.e[1].value, 4);
+    deferred_unref(d);
+}
+END_TEST
+
+/* A full heap block of entries, the first adds two: the chain moves to a
+ * bigger block (the old one freed) while the runner is in it; the rest
+ * run from the new block, in order (AddressSanitizer and valgrind see a
+ * runner that kept reading the old one). */
+static deferred_value_t add_two(deferred_value_t v, void *arg)
+{
+    ck_assert_int_eq(deferred_add_callback(arg, tu_record, TAG(20)), 0);
+    ck_assert_int_eq(deferred_add_callback(arg, tu_record, TAG(21)), 0);
+    return v;
+}
+
+START_TEST(test_add_during_run_moves_block)
+{
+    deferred_t *d = deferred_new();
+    int i;
+
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callback(d, add_two, d), 0);
+    for (i = 1; i < 12; i++)
+        ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(i)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(0)), 0);
+    ck_assert_int_eq(tu_log.n, 13);
+    for (i = 1; i < 12; i++)
+        ck_assert_int_eq(tu_log.e[i - 1].tag, i);
+    ck_assert_int_eq(tu_log.e[11].tag, 20);
+    ck_assert_int_eq(tu_log.e[12].tag, 21);
+    deferred_unref(d);
+}
+END_TEST
+
+/* A callback pauses its own deferred: the plain callbacks after it wait
+ * for the unpause. */
+static deferred_value_t pause_self(deferred_value_t v, void *arg)
+{
+    ck_assert_int_eq(deferred_pause(arg), 0);
+    return v;
+}
+
+START_TEST(test_callback_pauses_own_deferred)
+{
+    deferred_t *d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callback(d, pause_self, d), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(5)), 0);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert(deferred_is_paused(d));
+    ck_assert(!deferred_has_result(d));
+    ck_assert_int_eq(deferred_unpause(d), 0);
+    ck_assert_int_eq(tu_log.n, 2);
+    ck_assert_int_eq(tu_log.e[1].tag, 2);
+    ck_assert_int_eq(tu_log.e[1].value, 6);
+    ck_assert_int_eq(result_int(d), 6);
+    deferred_unref(d);
+}
+END_TEST
+
 /* A callback added by a callback that then fails: the added callback is
  * skipped and the first errback after it sees the failure (Twisted
  * test_reentrantRunCallbacksWithFailure). */
@@ -780,6 +865,9 @@ static Suite *core_suite(void)
     tcase_add_test(tc, test_P22_add_during_run);
     tcase_add_test(tc, test_P23_destroy_functions);
     tcase_add_test(rn, test_reentrant_add_then_fail);
+    tcase_add_test(rn, test_add_during_run_compacts);
+    tcase_add_test(rn, test_add_during_run_moves_block);
+    tcase_add_test(rn, test_callback_pauses_own_deferred);
     tcase_add_test(rn, test_destroy_after_errback_path);
     tcase_add_test(rn, test_pair_exactly_one_half);
     tcase_add_test(rn, test_skipping_by_kind);

@@ -222,6 +222,76 @@ START_TEST(test_M04_errback_recovers_row)
 }
 END_TEST
 
+/* A row's callback cancels its own stream: the callbacks after it do not
+ * run for that row (the runner, which keeps the row's plain callbacks in
+ * registers, is told), the stream fails with ECANCELED, and later emits
+ * are refused. */
+static deferred_value_t cancel_own_stream(deferred_value_t v, void *arg)
+{
+    ck_assert_int_eq(deferred_cancel(arg), 0);
+    return v;
+}
+
+START_TEST(test_multi_row_cancels_own_stream)
+{
+    deferred_t *m = deferred_multi_new(), *end;
+
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callback(m, cancel_own_stream, m), 0);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(3)), 0);
+    end = deferred_multi_when_finished(m);
+    ck_assert_int_eq(deferred_add_both(end, end_record, TAG(4)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(10)), 0);
+    ck_assert_int_eq(tu_log.n, 2);
+    ck_assert_int_eq(tu_log.e[0].tag, 1);
+    ck_assert_int_eq(tu_log.e[1].tag, 4);
+    ck_assert_int_eq(tu_log.e[1].kind, TU_FAILURE);
+    ck_assert_int_eq(tu_log.e[1].code, ECANCELED);
+    ck_assert_int_ne(deferred_multi_emit(m, deferred_value_int(11)), 0);
+    ck_assert_int_eq(tu_log.n, 2);
+    deferred_unref(end);
+    deferred_unref(m);
+}
+END_TEST
+
+/* The same from a row that was queued (emitted by the row before it, so
+ * the runner's loop, not the emit, runs it). */
+static deferred_value_t emit_then_cancel(deferred_value_t v, void *arg)
+{
+    if (deferred_value_get_int(v) == 10)
+        ck_assert_int_eq(deferred_multi_emit(arg, deferred_value_int(11)), 0);
+    else
+        ck_assert_int_eq(deferred_cancel(arg), 0);
+    return v;
+}
+
+START_TEST(test_multi_queued_row_cancels_own_stream)
+{
+    deferred_t *m = deferred_multi_new(), *end;
+
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callback(m, emit_then_cancel, m), 0);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(2)), 0);
+    end = deferred_multi_when_finished(m);
+    ck_assert_int_eq(deferred_add_both(end, end_record, TAG(4)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(10)), 0);
+    /* Row 10 whole, row 11 up to its cancel, then the end. */
+    ck_assert_int_eq(tu_log.n, 4);
+    ck_assert_int_eq(tu_log.e[0].tag, 1);
+    ck_assert_int_eq(tu_log.e[0].value, 10);
+    ck_assert_int_eq(tu_log.e[1].tag, 2);
+    ck_assert_int_eq(tu_log.e[2].tag, 1);
+    ck_assert_int_eq(tu_log.e[2].value, 11);
+    ck_assert_int_eq(tu_log.e[3].tag, 4);
+    ck_assert_int_eq(tu_log.e[3].code, ECANCELED);
+    deferred_unref(end);
+    deferred_unref(m);
+}
+END_TEST
+
 /* Pause queues rows and reports it; unpause runs them in order. */
 START_TEST(test_multi_pause_queues)
 {
@@ -465,6 +535,8 @@ int main(void)
     tcase_add_test(tc, test_M03_row_failure_ends_stream);
     tcase_add_test(tc, test_M04_errback_recovers_row);
     tcase_add_test(tc, test_multi_pause_queues);
+    tcase_add_test(tc, test_multi_row_cancels_own_stream);
+    tcase_add_test(tc, test_multi_queued_row_cancels_own_stream);
     tcase_add_test(tc, test_multi_emit_from_callback_never_nests);
     tcase_add_test(tc, test_multi_cancel);
     tcase_add_test(tc, test_multi_cancel_waiting_row);

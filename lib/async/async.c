@@ -38,6 +38,10 @@
 #include <string.h>
 
 #include "async-private.h"
+/* The one place a layer above the core sees the deferred's structure: the
+ * await of a deferred that has its result takes it inline (a few loads and
+ * stores, no call and so no frame), the common await of a coroutine. */
+#include "core/core-private.h"
 #include "deferred/dump.h"
 
 static THREAD_LOCAL unsigned depth;
@@ -336,25 +340,24 @@ static DEFERRED_NOINLINE int await_slow(deferred_async_t *co, deferred_t *d,
     return DEFERRED_ASYNC_SUSPEND_;
 }
 
-/* The await's failure that d had already: the outcome, or try_'s. */
-static DEFERRED_NOINLINE int await_failed(deferred_async_t *co, deferred_value_t *out,
-                                          int try_, const char *file, int line)
-{
-    co->state_->got = *out;
-    *out = deferred_value_none();
-    return deliver(co, co->state_, out, try_, file, line);
-}
-
 int deferred_async_await(deferred_async_t *co, deferred_t *d, deferred_value_t *out,
                          int try_, const char *file, int line)
 {
-    /* The common case: d has its result, a value (or try_), and the body
-     * goes on at once: one call into the core, then tail calls only. */
-    if (DEFERRED_LIKELY(co && co->state_ && out && d && !(co->state_->flags & A_DROPPED)) &&
-        deferred__take_result(d, out)) {
-        if (DEFERRED_LIKELY(out->release != deferred__release_failure) || try_)
-            return DEFERRED_ASYNC_DONE_;
-        return await_failed(co, out, try_, file, line);
+    struct deferred__async *st;
+
+    /* The common case without a call: d has its result (single-shot,
+     * idle, its chain run: what deferred__take_result() checks), someone
+     * else holds it too, and it is a value (or try_): the value moves to
+     * *out, d loses the reference the await took, the body goes on. */
+    if (DEFERRED_LIKELY(co && out && d) && DEFERRED_LIKELY((st = co->state_) != NULL) &&
+        !(st->flags & A_DROPPED) &&
+        DEFERRED_LIKELY((d->flags & (F_CALLED | F_RUNNING | F_MULTI)) == F_CALLED) &&
+        !d->paused && !d->chained_to && d->pos == d->n && DEFERRED_LIKELY(d->refs > 1) &&
+        (DEFERRED_LIKELY(d->result.release != deferred__release_failure) || try_)) {
+        *out = d->result;
+        d->result = deferred_value_none();
+        d->refs--;
+        return DEFERRED_ASYNC_DONE_;
     }
     return await_slow(co, d, out, try_, file, line);
 }

@@ -59,8 +59,13 @@ enum {
                               input: chaining on it checks for a cycle */
     F_TAIL = 1u << 10,     /* made with a canceller or a destroy function:
                               a struct canceller_tail follows the block */
-    F_BLOCK = 1u << 11     /* its block is of the cache's class
+    F_BLOCK = 1u << 11,    /* its block is of the cache's class
                               BLOCK_DEFERRED (no tail, no extra bytes) */
+    F_STIR = 1u << 12,     /* its entries, pause count or wait changed by
+                              a call on it: the runner's loop of plain
+                              callbacks (run_plain()) reloads them */
+    F_BLOCKX = 1u << 13    /* made with extra bytes in a block of the
+                              cache's class BLOCK_EXTRA */
 };
 
 /* The state of a multi-fire deferred.  Queued rows wait in a ring. */
@@ -138,11 +143,12 @@ static inline uint8_t *kind_at(const deferred_t *d, uint32_t i)
 #define SPILL2_LINKS 12
 #define SPILL_SIZE(cap) (KINDS_PAD(cap) + (size_t)(cap) * sizeof(struct link))
 #define DEFERRED__BLOCK_SIZES \
-    { sizeof(deferred_t), SPILL_SIZE(SPILL1_LINKS), SPILL_SIZE(SPILL2_LINKS) }
+    { sizeof(deferred_t), SPILL_SIZE(SPILL1_LINKS), SPILL_SIZE(SPILL2_LINKS), \
+      DEFERRED__BLOCK_EXTRA_SIZE }
 #define DEFERRED__BLOCK_LINKS \
     { offsetof(deferred_t, next), KINDS_PAD(SPILL1_LINKS) + offsetof(struct link, arg), \
-      KINDS_PAD(SPILL2_LINKS) + offsetof(struct link, arg) }
-enum { BLOCK_DEFERRED, BLOCK_SPILL1, BLOCK_SPILL2 };
+      KINDS_PAD(SPILL2_LINKS) + offsetof(struct link, arg), offsetof(deferred_t, next) }
+enum { BLOCK_DEFERRED, BLOCK_SPILL1, BLOCK_SPILL2, BLOCK_EXTRA };
 
 /* ---- the per-thread block cache (alloc.c), its fast paths inline ------- */
 
@@ -174,9 +180,10 @@ DEFERRED_HIDDEN void deferred__block_free_slow(void *p, unsigned c);
 static const size_t deferred__class_size[DEFERRED__BLOCK_CLASSES] = DEFERRED__BLOCK_SIZES;
 static const size_t deferred__class_link[DEFERRED__BLOCK_CLASSES] = DEFERRED__BLOCK_LINKS;
 
-/* A block of class c: the cache's last freed one, else malloc's.  A cached
- * block is poisoned for AddressSanitizer but for its link word. */
-static DEFERRED_ALWAYS_INLINE inline void *deferred__block_alloc(unsigned c)
+/* A block of class c from the cache, or NULL when it has none (no call:
+ * for fast paths that must stay leaf functions).  A cached block is
+ * poisoned for AddressSanitizer but for its link word. */
+static DEFERRED_ALWAYS_INLINE inline void *deferred__block_pop(unsigned c)
 {
     void *p = deferred__cache.head[c];
 
@@ -188,10 +195,20 @@ static DEFERRED_ALWAYS_INLINE inline void *deferred__block_alloc(unsigned c)
 #endif
         return p;
     }
-    return deferred__block_alloc_slow(c);
+    return NULL;
 }
 
-static DEFERRED_ALWAYS_INLINE inline void deferred__block_free(void *p, unsigned c)
+/* A block of class c: the cache's last freed one, else malloc's. */
+static DEFERRED_ALWAYS_INLINE inline void *deferred__block_alloc(unsigned c)
+{
+    void *p = deferred__block_pop(c);
+
+    return p ? p : deferred__block_alloc_slow(c);
+}
+
+/* Put p, a block of class c, on the cache when it has room (no call);
+ * false when it has none and p is still the caller's. */
+static DEFERRED_ALWAYS_INLINE inline bool deferred__block_push(void *p, unsigned c)
 {
     if (DEFERRED_LIKELY(deferred__cache.keyed) && DEFERRED_LIKELY(deferred__cache_on) &&
         DEFERRED_LIKELY(deferred__cache.n[c] < BLOCK_CACHE_MAX)) {
@@ -205,9 +222,15 @@ static DEFERRED_ALWAYS_INLINE inline void deferred__block_free(void *p, unsigned
 #endif
         deferred__cache.head[c] = p;
         deferred__cache.n[c]++;
-        return;
+        return true;
     }
-    deferred__block_free_slow(p, c);
+    return false;
+}
+
+static DEFERRED_ALWAYS_INLINE inline void deferred__block_free(void *p, unsigned c)
+{
+    if (!deferred__block_push(p, c))
+        deferred__block_free_slow(p, c);
 }
 
 /* A chain's heap block of cap entries, made and freed through the cache

@@ -158,29 +158,17 @@ static inline void free_block(deferred_t *d)
 {
     if (d->flags & F_BLOCK)
         deferred__block_free(d, BLOCK_DEFERRED);
+    else if (d->flags & F_BLOCKX)
+        deferred__block_free(d, BLOCK_EXTRA);
     else
         deferred__free(d);
 }
 
-/* The constructor, inline in both entries so that deferred_new_at()'s
- * constant extra of 0 costs nothing. */
-static DEFERRED_ALWAYS_INLINE inline deferred_t *
-new_deferred(size_t extra, const char *file, int line, deferred_canceller_fn canceller,
-             void *arg, deferred_destroy_fn destroy)
+/* A new deferred's header: one reference, pending, no entries. */
+static DEFERRED_ALWAYS_INLINE inline void init_header(deferred_t *d, uint32_t flags)
 {
-    bool tail = canceller || destroy;
-    deferred_t *d;
-
-    if (!extra && !tail)
-        d = deferred__block_alloc(BLOCK_DEFERRED);
-    else if (extra > SIZE_MAX - EXTRA_AT(1))
-        d = NULL;
-    else
-        d = deferred__malloc(extra ? EXTRA_AT(tail) + extra : TAIL_END);
-    if (!d)
-        goto out_destroy;
     d->refs = 1;
-    d->flags = tail ? F_TAIL : extra ? 0 : F_BLOCK;
+    d->flags = flags;
     d->pos = 0;
     d->n = 0;
     d->cap = DEFERRED_INLINE_LINKS;
@@ -193,6 +181,40 @@ new_deferred(size_t extra, const char *file, int line, deferred_canceller_fn can
     d->next = NULL;
     d->links = d->inline_links;
     d->ext = NULL;
+}
+
+/* The constructor, inline in both entries so that deferred_new_at()'s
+ * constant extra of 0 costs nothing. */
+static DEFERRED_ALWAYS_INLINE inline deferred_t *
+new_deferred(size_t extra, const char *file, int line, deferred_canceller_fn canceller,
+             void *arg, deferred_destroy_fn destroy)
+{
+    bool tail = canceller || destroy;
+    uint32_t flags = tail ? F_TAIL : extra ? 0 : F_BLOCK;
+    deferred_t *d;
+
+    if (!extra && !tail) {
+        d = deferred__block_alloc(BLOCK_DEFERRED);
+    } else if (extra > SIZE_MAX - EXTRA_AT(1)) {
+        d = NULL;
+    } else if (extra && EXTRA_AT(tail) + extra <= DEFERRED__BLOCK_EXTRA_SIZE &&
+               deferred__cache_on) {
+        /* A coroutine with a small frame: a block of the cache's class,
+         * what lies past the bytes asked for poisoned for AddressSanitizer
+         * as it would be past a malloc'd block. */
+        d = deferred__block_alloc(BLOCK_EXTRA);
+        flags |= F_BLOCKX;
+#ifdef DEFERRED__BLOCK_ASAN
+        if (d)
+            ASAN_POISON_MEMORY_REGION((char *)d + EXTRA_AT(tail) + extra,
+                                      DEFERRED__BLOCK_EXTRA_SIZE - EXTRA_AT(tail) - extra);
+#endif
+    } else {
+        d = deferred__malloc(extra ? EXTRA_AT(tail) + extra : TAIL_END);
+    }
+    if (!d)
+        goto out_destroy;
+    init_header(d, flags);
     if (tail) {
         canceller_of(d)->fn = canceller;
         canceller_of(d)->arg = arg;
@@ -227,11 +249,31 @@ out_destroy:
     return NULL;
 }
 
+static DEFERRED_NOINLINE deferred_t *new_slow(const char *file, int line,
+                                              deferred_canceller_fn canceller, void *arg,
+                                              deferred_destroy_fn destroy)
+{
+    return new_deferred(0, file, line, canceller, arg, destroy);
+}
+
 deferred_t *deferred_new_at(const char *file, int line,
                             deferred_canceller_fn canceller, void *arg,
                             deferred_destroy_fn destroy)
 {
-    return new_deferred(0, file, line, canceller, arg, destroy);
+    deferred_t *d;
+
+    /* The common case without a call (so without a frame): no canceller,
+     * no debug mode, a block on the cache. */
+    if (DEFERRED_LIKELY(!canceller && !destroy && !debug_on)) {
+        d = deferred__block_pop(BLOCK_DEFERRED);
+        if (DEFERRED_UNLIKELY(!d) && !(d = deferred__block_alloc_slow(BLOCK_DEFERRED))) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        init_header(d, F_BLOCK);
+        return d;
+    }
+    return new_slow(file, line, canceller, arg, destroy);
 }
 
 deferred_t *deferred__new_extra(size_t extra, const char *file, int line,
@@ -304,10 +346,9 @@ static void free_deferred(deferred_t *d)
     free_block(d);
 }
 
-void deferred_unref(deferred_t *d)
+/* The last reference of d went: free it, and what that frees in turn. */
+static DEFERRED_NOINLINE void unref_last(deferred_t *d)
 {
-    if (!d || !d->refs || --d->refs)
-        return;
     if (freeing) {
         d->next = free_list;
         free_list = d;
@@ -320,6 +361,31 @@ void deferred_unref(deferred_t *d)
         free_deferred(d);
     }
     freeing = false;
+}
+
+void deferred_unref(deferred_t *d)
+{
+    if (!d || !d->refs || --d->refs)
+        return;
+    /* The common case without a frame: a deferred of the cache's class
+     * whose result needs no release, with no entry left, no wait and no
+     * rare part, its entries inline or in the first heap block of a chain:
+     * its blocks go back to the cache, or to the allocator when the cache
+     * is full. */
+    if (DEFERRED_LIKELY((d->flags & F_BLOCK) && !d->ext && !d->chained_to &&
+                        d->pos == d->n && !d->result.release && !freeing)) {
+        if (d->links == d->inline_links) {
+            if (!deferred__block_push(d, BLOCK_DEFERRED))
+                deferred__block_free_slow(d, BLOCK_DEFERRED);
+            return;
+        }
+        if (d->cap == SPILL2_LINKS) {
+            deferred__block_free((char *)d->links - KINDS_PAD(SPILL2_LINKS), BLOCK_SPILL2);
+            deferred__block_free(d, BLOCK_DEFERRED);
+            return;
+        }
+    }
+    unref_last(d);
 }
 
 /* ---- state and results ------------------------------------------------ */

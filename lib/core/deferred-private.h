@@ -53,9 +53,12 @@ DEFERRED_HIDDEN char *deferred__vasprintf(const char *fmt, va_list ap);
 
 /* Blocks of the sizes every deferred uses, through a per-thread cache
  * (alloc.c): class 0 a deferred with no canceller, 1 and 2 the first two
- * heap blocks of a chain (core-private.h gives the sizes and the inline
- * fast paths).  A block of class c is freed with deferred__block_free(p, c). */
-#define DEFERRED__BLOCK_CLASSES 3
+ * heap blocks of a chain, 3 a deferred with extra bytes (a coroutine and
+ * its frame) up to DEFERRED__BLOCK_EXTRA_SIZE bytes in all (core-private.h
+ * gives the sizes and the inline fast paths).  A block of class c is
+ * freed with deferred__block_free(p, c). */
+#define DEFERRED__BLOCK_CLASSES 4
+#define DEFERRED__BLOCK_EXTRA_SIZE 512
 
 /* The release functions that mark failure and deferred values (value.c). */
 DEFERRED_HIDDEN void deferred__release_failure(void *ptr);

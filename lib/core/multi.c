@@ -117,6 +117,7 @@ static void end_stream(deferred_t *d, deferred_value_t v)
         deferred_value_release(d->result);
         d->result = deferred_value_none();
         d->flags &= ~F_ROW;
+        d->flags |= F_STIR; /* the row's runner stops (run_plain()) */
         d->pos = d->n;
     }
     /* Callers that end with the finish value moved it out already. */

@@ -186,9 +186,47 @@ static bool chain_on(deferred_t *cur, deferred_t *inner);
  * Returns the value where it stopped: at an entry of another kind, at the
  * end (d->pos == d->n), when d was paused or made to wait, or with the
  * deferred a callback returned (d->pos past that callback).
+ *
+ * The entries, their count, the pause count and the wait are loaded once
+ * and kept in registers across the callbacks: only a call on d itself
+ * changes them (an entry added, a pause, the stream ended), and each such
+ * call flags d F_STIR, which the loop tests after each callback to load
+ * them again.
  */
 static DEFERRED_ALWAYS_INLINE inline deferred_value_t run_plain(deferred_t *d, uint32_t i,
                                                                 deferred_value_t r)
+{
+    for (;;) {
+        const struct link *links = d->links;
+        const uint8_t *kinds = (const uint8_t *)links - 1; /* kind_at(d, 0) */
+        uint32_t n = d->n;
+
+        if (d->paused || d->chained_to)
+            return r;
+        d->flags &= ~F_STIR;
+        for (;;) {
+            if (i >= n || kinds[-(ptrdiff_t)i] != LINK_CB)
+                return r;
+            d->pos = i + 1;
+            if (DEFERRED_LIKELY(r.release != deferred__release_failure)) {
+                r = links[i].fn(r, links[i].arg);
+                if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
+                    return r;
+                if (DEFERRED_UNLIKELY(d->flags & F_STIR)) {
+                    i = d->pos; /* an entry added may have compacted the chain */
+                    break;
+                }
+            }
+            i++;
+        }
+    }
+}
+
+/* run_plain() for a multi-fire row, whose chains are short: everything
+ * loaded again after each callback, which costs less there than the
+ * registers run_plain() keeps across them. */
+static DEFERRED_ALWAYS_INLINE inline deferred_value_t run_plain_row(deferred_t *d, uint32_t i,
+                                                                    deferred_value_t r)
 {
     while (i < d->n && !d->paused && !d->chained_to && *kind_at(d, i) == LINK_CB) {
         d->pos = i + 1;
@@ -305,6 +343,7 @@ static int append_slow(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1
 {
     uint32_t need = (kind1 & LINK_KIND) == LINK_PAIR_CB ? 2 : 1;
 
+    d->flags |= F_STIR; /* for a runner of d under way (run_plain()) */
     if (idle_with_result(d) && d->pos == d->n && fn1 != deferred__continue_fn &&
         !is_multi(d) && !(d->flags & (F_RUNNING | F_LATER_RUN)) && d->refs) {
         run_one(d, fn1, arg1, kind1, fn2, arg2);
@@ -329,18 +368,17 @@ static int append_slow(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1
 }
 
 /* One entry on a pending single-shot deferred whose block is full: grow
- * it and store, in a small frame of its own.  A chain a user builds past
- * the inline entries is likely long, and goes straight to the cache's
- * second size; a waiter's continue entry (the usual third entry of a
- * deferred another waits on) only to the first. */
-static DEFERRED_NOINLINE int grow_append(deferred_t *d, deferred_fn fn, void *arg, uint8_t kind)
+ * it and store.  A chain a user builds past the inline entries is likely
+ * long, and goes straight to the cache's second size; a waiter's continue
+ * entry (the usual third entry of a deferred another waits on) only to
+ * the first. */
+static DEFERRED_NOINLINE int grow_slow(deferred_t *d, deferred_fn fn, void *arg, uint8_t kind)
 {
     uint32_t n;
     int rc;
 
-    if (DEFERRED_LIKELY(d->links == d->inline_links && d->pos == 0 &&
-                        fn != deferred__continue_fn))
-        rc = spill_to(d, SPILL2_LINKS); /* the usual way out of the inline entries */
+    if (d->links == d->inline_links && d->pos == 0 && fn != deferred__continue_fn)
+        rc = spill_to(d, SPILL2_LINKS);
     else
         rc = reserve(d, 1, fn == deferred__continue_fn ? SPILL1_LINKS : SPILL2_LINKS);
     if (rc < 0)
@@ -351,6 +389,31 @@ static DEFERRED_NOINLINE int grow_append(deferred_t *d, deferred_fn fn, void *ar
     *kind_at(d, n) = kind;
     d->n = n + 1;
     return 0;
+}
+
+/* grow_slow()'s usual case without a call (so without a frame): the
+ * inline entries, full, move to a block of the cache's second size. */
+static DEFERRED_NOINLINE int grow_append(deferred_t *d, deferred_fn fn, void *arg, uint8_t kind)
+{
+    char *b;
+    struct link *links;
+
+    if (DEFERRED_LIKELY(d->links == d->inline_links && d->pos == 0 &&
+                        fn != deferred__continue_fn) &&
+        DEFERRED_LIKELY((b = deferred__block_pop(BLOCK_SPILL2)) != NULL)) {
+        links = (struct link *)(b + KINDS_PAD(SPILL2_LINKS));
+        memcpy(links, d->inline_links, DEFERRED_INLINE_LINKS * sizeof(*links));
+        memcpy((uint8_t *)links - DEFERRED_INLINE_LINKS,
+               (uint8_t *)d->inline_links - DEFERRED_INLINE_LINKS, DEFERRED_INLINE_LINKS);
+        links[DEFERRED_INLINE_LINKS].fn = fn;
+        links[DEFERRED_INLINE_LINKS].arg = arg;
+        ((uint8_t *)links)[-1 - DEFERRED_INLINE_LINKS] = kind;
+        d->links = links;
+        d->cap = SPILL2_LINKS;
+        d->n = DEFERRED_INLINE_LINKS + 1;
+        return 0;
+    }
+    return grow_slow(d, fn, arg, kind);
 }
 
 /*
@@ -799,6 +862,7 @@ int deferred_pause(deferred_t *d)
     if (!d || d->paused == UINT32_MAX)
         return -EINVAL;
     d->paused++;
+    d->flags |= F_STIR; /* for a runner of d under way (run_plain()) */
     if (DEFERRED_UNLIKELY(is_multi(d)))
         deferred__flow_update(d);
     return 0;
@@ -875,7 +939,7 @@ void deferred__run_row(deferred_t *d, deferred_value_t r)
     nest++;
     d->refs++;
     d->flags |= F_RUNNING;
-    r = run_plain(d, 0, r);
+    r = run_plain_row(d, 0, r);
     if (DEFERRED_LIKELY(r.release != deferred__release_deferred &&
                         r.release != deferred__release_failure && d->pos >= d->n && !d->paused &&
                         !d->chained_to && m->queue.len == 0 && !m->closing && !m->ended &&
