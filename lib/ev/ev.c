@@ -28,7 +28,12 @@ static struct deferred__ev_adapter *registry;
  * skip the registry's lock: valid while no adapter was released since
  * (generation, bumped under the lock by every release, is unchanged). */
 static unsigned long generation;
-static __thread struct {
+#if defined(__GNUC__)
+#define EV_THREAD_LOCAL __thread __attribute__((tls_model("initial-exec")))
+#else
+#define EV_THREAD_LOCAL _Thread_local
+#endif
+static EV_THREAD_LOCAL struct {
     struct ev_loop *loop;
     struct deferred__ev_adapter *a;
     unsigned long generation;
@@ -384,6 +389,12 @@ deferred_stage_t *deferred_ev_lines(struct ev_loop *loop, int fd, size_t max_lin
 
 deferred_ev_remote_t *deferred_ev_remote_new(struct ev_loop *loop, deferred_t *d)
 {
+    /* The thread's last adapter, when still valid, is borrowed for the
+     * call without a reference (the handle takes its own): a remote is
+     * made per firing, so this is the hot path. */
+    if (loop && last.loop == loop &&
+        last.generation == __atomic_load_n(&generation, __ATOMIC_ACQUIRE))
+        return deferred_loop_remote_new(last.a->dl, d);
     EV_WRAP_PTR(deferred_loop_remote_new(dl, d));
 }
 

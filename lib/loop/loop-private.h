@@ -38,12 +38,20 @@ struct deferred_loop {
     size_t alive; /* running timers, fd watchers with events, held wakeup */
 
     /* The mailbox (deferred_loop_expect(), _post(), _done()): the wakeup
-     * is made by the first expect; pending counts the messages still
-     * expected, and holds the wakeup while above zero. */
+     * is made with the loop; pending counts the messages still expected,
+     * and holds the wakeup while above zero.  inbox is a lock-free stack
+     * (newest first) that posters push onto and the drain takes whole
+     * (atomics only).  posting counts the posters that may still touch
+     * the loop after their push (the one that found inbox empty wakes the
+     * loop after pushing): the loop is not freed while it is above zero. */
     void *wake;
-    pthread_mutex_t lock;
-    deferred_loop_msg_t *head, *tail; /* under lock */
+    deferred_loop_msg_t *inbox;
+    unsigned long posting;
     unsigned long pending;
+
+    /* The remote handles' slab (loop-time.c): the chunk handles are cut
+     * from, or NULL; loop thread only. */
+    struct deferred__remote_chunk *rchunk;
 
     /* The dump (debug mode): the tracked items and the registry holder,
      * added with the first item. */

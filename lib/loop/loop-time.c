@@ -357,9 +357,122 @@ struct deferred_remote {
     deferred_t *d; /* a reference */
     deferred_value_t v;
     deferred_value_t refused; /* a deferred given to callback: released here */
+    struct deferred__remote_chunk *chunk; /* the slab's chunk it was cut from */
     int kind;
     deferred__loop_item_t dbg;
 };
+
+/*
+ * The remotes' slab: a loop cuts its handles, in order, from a chunk of
+ * REMOTE_CHUNK of them, one allocation for REMOTE_CHUNK handles (malloc
+ * and free cost about ten times what the rest of a handle's life does).
+ * A chunk counts its live handles; the loop's current chunk (loop->rchunk)
+ * starts over when its last handle is freed, a full one is freed with its
+ * last handle, and a new one is allocated when the current one is full
+ * (the only way making a remote can fail).  So a loop holds at most one
+ * chunk beyond those its live handles are in, and a chunk a single live
+ * handle of which is left stays until that one is delivered.  Loop thread
+ * only: handles are made and freed there.  A freed handle is poisoned for
+ * AddressSanitizer, as freed memory would be; under valgrind each handle
+ * is a block of its own for memcheck.
+ */
+#define REMOTE_CHUNK 64
+
+struct deferred__remote_chunk {
+    unsigned used; /* handles cut */
+    unsigned live; /* of those, not yet freed */
+    bool marked;   /* its handles are memcheck blocks */
+    deferred_remote_t slot[REMOTE_CHUNK];
+};
+
+#if defined(__SANITIZE_ADDRESS__)
+#define REMOTE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define REMOTE_ASAN 1
+#endif
+#endif
+#ifdef REMOTE_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define REMOTE_VALGRIND 1
+#endif
+#endif
+
+#ifdef REMOTE_VALGRIND
+/* Handles are marked as blocks for memcheck under valgrind, unless
+ * DEFERRED_BLOCK_CACHE is set (bench/icount.sh counts what a program
+ * runs without valgrind, as the core's block cache does): 1 or 0 once
+ * known, -1 before. */
+static int remote_marking = -1;
+
+static bool remote_marked(void)
+{
+    int m = __atomic_load_n(&remote_marking, __ATOMIC_RELAXED);
+
+    if (m < 0) {
+        m = RUNNING_ON_VALGRIND && !getenv("DEFERRED_BLOCK_CACHE");
+        __atomic_store_n(&remote_marking, m, __ATOMIC_RELAXED);
+    }
+    return m;
+}
+#endif
+
+static deferred_remote_t *remote_alloc(deferred_loop_t *loop)
+{
+    struct deferred__remote_chunk *c = loop->rchunk;
+    deferred_remote_t *r;
+
+    if (!c || c->used == REMOTE_CHUNK) {
+        /* c, if full, has a live handle (else it would have started
+         * over): its last one frees it. */
+        c = deferred_malloc(sizeof *c);
+        if (!c)
+            return NULL;
+        c->used = c->live = 0;
+        c->marked = false;
+#ifdef REMOTE_VALGRIND
+        c->marked = remote_marked();
+#endif
+#ifdef REMOTE_ASAN
+        ASAN_POISON_MEMORY_REGION(c->slot, sizeof c->slot);
+#endif
+        loop->rchunk = c;
+    }
+    r = &c->slot[c->used++];
+    c->live++;
+#ifdef REMOTE_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(r, sizeof *r);
+#endif
+#ifdef REMOTE_VALGRIND
+    if (c->marked)
+        VALGRIND_MALLOCLIKE_BLOCK(r, sizeof *r, 0, 0);
+#endif
+    r->chunk = c;
+    return r;
+}
+
+static void remote_free(deferred_loop_t *loop, deferred_remote_t *r)
+{
+    struct deferred__remote_chunk *c = r->chunk;
+
+#ifdef REMOTE_VALGRIND
+    if (c->marked)
+        VALGRIND_FREELIKE_BLOCK(r, 0);
+#endif
+#ifdef REMOTE_ASAN
+    ASAN_POISON_MEMORY_REGION(r, sizeof *r);
+#endif
+    if (--c->live > 0)
+        return;
+    if (c == loop->rchunk)
+        c->used = 0; /* start over */
+    else
+        deferred_free(c);
+}
 
 static void remote_describe(deferred_dump_t *w, deferred__loop_item_t *it)
 {
@@ -385,7 +498,7 @@ static void remote_deliver(deferred_loop_msg_t *m)
      * the loop thread, like any value that crossed. */
     deferred_value_release(r->refused);
     deferred__loop_untrack(&r->dbg);
-    deferred_free(r);
+    remote_free(loop, r);
     deferred_unref(d);
     deferred_loop_done(loop);
 }
@@ -399,7 +512,7 @@ deferred_remote_t *deferred_loop_remote_new(deferred_loop_t *loop, deferred_t *d
         errno = EINVAL;
         return NULL;
     }
-    r = deferred_malloc(sizeof *r);
+    r = remote_alloc(loop);
     if (!r) {
         errno = ENOMEM;
         return NULL;
