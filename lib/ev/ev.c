@@ -387,15 +387,22 @@ deferred_stage_t *deferred_ev_lines(struct ev_loop *loop, int fd, size_t max_lin
     EV_WRAP_PTR(deferred_loop_lines(dl, fd, max_line));
 }
 
+static __attribute__((noinline)) deferred_ev_remote_t *remote_new_slow(struct ev_loop *loop,
+                                                                       deferred_t *d)
+{
+    EV_WRAP_PTR(deferred_loop_remote_new(dl, d));
+}
+
 deferred_ev_remote_t *deferred_ev_remote_new(struct ev_loop *loop, deferred_t *d)
 {
     /* The thread's last adapter, when still valid, is borrowed for the
      * call without a reference (the handle takes its own): a remote is
-     * made per firing, so this is the hot path. */
+     * made per firing, so this is the hot path.  Only this thread
+     * releases loop's adapter (its loop thread). */
     if (loop && last.loop == loop &&
         last.generation == __atomic_load_n(&generation, __ATOMIC_ACQUIRE))
         return deferred_loop_remote_new(last.a->dl, d);
-    EV_WRAP_PTR(deferred_loop_remote_new(dl, d));
+    return remote_new_slow(loop, d);
 }
 
 deferred_ev_pool_t *deferred_ev_pool_new(struct ev_loop *loop, unsigned nthreads)

@@ -98,6 +98,58 @@ DEFERRED_LOOP_HIDDEN void deferred__io_fini(struct deferred_loop_io *io);
  * wakeup's callback; the pool's shutdown calls it too). */
 DEFERRED_LOOP_HIDDEN void deferred__loop_drain(deferred_loop_t *loop);
 
+/* deferred_loop_expect(), _done() and _post() on a valid loop and
+ * message, without the checks, inline for the remotes' hot path. */
+static inline void deferred__loop_expect(deferred_loop_t *l)
+{
+    l->refs++;
+    if (l->pending++ == 0) {
+        l->alive++;
+        l->ops->wakeup_hold(l->wake, true);
+    }
+}
+
+static inline void deferred__loop_done(deferred_loop_t *l)
+{
+    if (--l->pending == 0) {
+        l->alive--;
+        l->ops->wakeup_hold(l->wake, false);
+    }
+    if (l->refs > 1)
+        l->refs--;
+    else
+        deferred_loop_unref(l); /* the last: frees l */
+}
+
+/*
+ * Push m onto the mailbox's stack; the post that makes it non-empty wakes
+ * the loop (the drain takes the stack whole), after its push: by then the
+ * loop thread may have delivered m and dropped the loop, so that poster
+ * counts itself in posting first, which keeps the loop from being freed
+ * (deferred_loop_unref() waits) until it is done.  A poster that finds
+ * the stack non-empty touches nothing after its push.
+ */
+static inline void deferred__loop_post(deferred_loop_t *l, deferred_loop_msg_t *m)
+{
+    deferred_loop_msg_t *old = __atomic_load_n(&l->inbox, __ATOMIC_RELAXED);
+    bool counted = false;
+
+    for (;;) {
+        if (!old && !counted) {
+            __atomic_fetch_add(&l->posting, 1, __ATOMIC_RELAXED);
+            counted = true;
+        }
+        m->next = old;
+        if (__atomic_compare_exchange_n(&l->inbox, &old, m, true, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED))
+            break;
+    }
+    if (!old)
+        l->ops->wakeup_send(l->wake);
+    if (counted)
+        __atomic_fetch_sub(&l->posting, 1, __ATOMIC_RELEASE);
+}
+
 /* A delay is valid when it is finite and not negative. */
 DEFERRED_LOOP_HIDDEN bool deferred__bad_delay(double seconds);
 

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "core/deferred-private.h"
 #include "loop-private.h"
 
 /* A constructor's answer to an error found before it returns
@@ -376,7 +377,7 @@ struct deferred_remote {
  * AddressSanitizer, as freed memory would be; under valgrind each handle
  * is a block of its own for memcheck.
  */
-#define REMOTE_CHUNK 64
+#define REMOTE_CHUNK 128
 
 struct deferred__remote_chunk {
     unsigned used; /* handles cut */
@@ -496,11 +497,12 @@ static void remote_deliver(deferred_loop_msg_t *m)
         deferred_callback(d, r->v);
     /* A deferred belongs to its own thread's loop: it is let go here, on
      * the loop thread, like any value that crossed. */
-    deferred_value_release(r->refused);
+    if (r->refused.release)
+        deferred_value_release(r->refused);
     deferred__loop_untrack(&r->dbg);
     remote_free(loop, r);
     deferred_unref(d);
-    deferred_loop_done(loop);
+    deferred__loop_done(loop);
 }
 
 deferred_remote_t *deferred_loop_remote_new(deferred_loop_t *loop, deferred_t *d)
@@ -517,42 +519,48 @@ deferred_remote_t *deferred_loop_remote_new(deferred_loop_t *loop, deferred_t *d
         errno = ENOMEM;
         return NULL;
     }
-    (void)deferred_loop_expect(loop); /* never fails on a loop */
+    deferred__loop_expect(loop);
     r->loop = loop;
     r->msg.deliver = remote_deliver;
     r->d = deferred_ref(d);
-    r->v = deferred_value_none();
+    /* v and kind are set by the firing call. */
     r->refused = deferred_value_none();
-    r->kind = REMOTE_VALUE;
     deferred__loop_track(loop, &r->dbg, remote_describe);
     return r;
 }
 
+/* deferred_remote_callback() with a deferred v: see its comment. */
+static __attribute__((noinline)) int remote_refuse(deferred_remote_t *r, deferred_value_t v)
+{
+    /* A deferred cannot fire r's deferred (nor be touched on this
+     * thread): r's deferred fails instead, so that it still fires, and v
+     * is released on the loop thread.  The failure is the one allocation
+     * a remote may make; without memory it is the static ENOMEM
+     * failure. */
+    r->refused = v;
+    r->v = deferred_value_failure(deferred_failure_new_at(
+        NULL, 0, DEFERRED_DOMAIN_LIBRARY, EINVAL,
+        "deferred_remote_callback: a remote fires with a value or a "
+        "failure, not a deferred"));
+    r->kind = REMOTE_VALUE;
+    deferred__loop_post(r->loop, &r->msg);
+    return -EINVAL;
+}
+
 int deferred_remote_callback(deferred_remote_t *r, deferred_value_t v)
 {
-    int rc = 0;
-
-    if (!r) {
+    if (DEFERRED_UNLIKELY(!r)) {
         deferred_value_release(v);
         return -EINVAL;
     }
-    if (deferred_value_is_deferred(v)) {
-        /* A deferred cannot fire r's deferred (nor be touched on this
-         * thread): r's deferred fails instead, so that it still fires, and
-         * v is released on the loop thread.  The failure is the one
-         * allocation a remote may make; without memory it is the static
-         * ENOMEM failure. */
-        r->refused = v;
-        v = deferred_value_failure(deferred_failure_new_at(
-            NULL, 0, DEFERRED_DOMAIN_LIBRARY, EINVAL,
-            "deferred_remote_callback: a remote fires with a value or a "
-            "failure, not a deferred"));
-        rc = -EINVAL;
-    }
+    /* deferred_value_is_deferred(v), without the call: this is the path
+     * of every firing. */
+    if (DEFERRED_UNLIKELY(v.release == deferred__release_deferred))
+        return remote_refuse(r, v);
     r->v = v;
     r->kind = REMOTE_VALUE;
-    deferred_loop_post(r->loop, &r->msg);
-    return rc;
+    deferred__loop_post(r->loop, &r->msg);
+    return 0;
 }
 
 int deferred_remote_errback(deferred_remote_t *r, deferred_failure_t *f)
@@ -568,5 +576,5 @@ void deferred_remote_drop(deferred_remote_t *r)
     if (!r)
         return;
     r->kind = REMOTE_DROP;
-    deferred_loop_post(r->loop, &r->msg);
+    deferred__loop_post(r->loop, &r->msg);
 }

@@ -341,55 +341,23 @@ int deferred_loop_expect(deferred_loop_t *loop)
 {
     if (!loop)
         return -EINVAL;
-    loop->refs++;
-    if (loop->pending++ == 0) {
-        loop->alive++;
-        loop->ops->wakeup_hold(loop->wake, true);
-    }
+    deferred__loop_expect(loop);
     return 0;
 }
 
 void deferred_loop_done(deferred_loop_t *loop)
 {
-    if (!loop)
-        return;
-    if (--loop->pending == 0) {
-        loop->alive--;
-        loop->ops->wakeup_hold(loop->wake, false);
-    }
-    deferred_loop_unref(loop);
+    if (loop)
+        deferred__loop_done(loop);
 }
 
 int deferred_loop_post(deferred_loop_t *loop, deferred_loop_msg_t *m)
 {
-    deferred_loop_msg_t *old;
-    bool counted = false;
-
     /* pending is the loop thread's: read here it may be stale, but it is
      * above zero for as long as the caller's expected message is. */
     if (!loop || !m || !m->deliver)
         return -EINVAL;
-    /* Only the post that makes the stack non-empty wakes the loop (the
-     * drain takes it whole), after its push: by then the loop thread may
-     * have delivered m and dropped the loop, so that poster counts itself
-     * in posting first, which keeps the loop from being freed until it is
-     * done.  A poster that finds the stack non-empty touches nothing
-     * after its push. */
-    old = __atomic_load_n(&loop->inbox, __ATOMIC_RELAXED);
-    for (;;) {
-        if (!old && !counted) {
-            __atomic_fetch_add(&loop->posting, 1, __ATOMIC_RELAXED);
-            counted = true;
-        }
-        m->next = old;
-        if (__atomic_compare_exchange_n(&loop->inbox, &old, m, true, __ATOMIC_RELEASE,
-                                        __ATOMIC_RELAXED))
-            break;
-    }
-    if (!old)
-        loop->ops->wakeup_send(loop->wake);
-    if (counted)
-        __atomic_fetch_sub(&loop->posting, 1, __ATOMIC_RELEASE);
+    deferred__loop_post(loop, m);
     return 0;
 }
 
