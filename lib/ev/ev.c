@@ -8,7 +8,9 @@
  * shared by reference: the deferred_loop_t lives while a user's
  * reference or an object made on it does, and its release takes it out
  * of the registry.  A deferred_ev_* call takes a reference for the time
- * of the call; what it makes holds its own.
+ * of the call (deferred_ev_remote_new(), made per firing, borrows the
+ * thread's last adapter instead when it is still valid); what it makes
+ * holds its own.
  *
  * The handles are libev watchers inside small blocks that point back to
  * their callback (as hiredis' adapters/libev.h does).  The wakeup is an
