@@ -26,6 +26,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -914,6 +915,310 @@ START_TEST(test_oom_on_every_loop)
 }
 END_TEST
 
+/* ---- LO07 to LO10: the remotes' slab and the lock-free mailbox ------------ */
+
+/* More remotes than a few of the slab's chunks hold (lib/loop/loop-time.c
+ * cuts 128 per chunk), so that chunks fill, are freed with their last
+ * handle while another is current, and the current one starts over. */
+enum { SLAB_N = 300 };
+
+static struct slab_run {
+    deferred_t *d1[SLAB_N], *d2[SLAB_N];
+    deferred_remote_t *r1[SLAB_N], *r2[SLAB_N];
+    int second_made;
+} slab;
+
+static void *slab_thread(void *p)
+{
+    int k;
+
+    (void)p;
+    for (k = 0; k < 200; k++)
+        ck_assert_int_eq(deferred_remote_callback(slab.r1[k], deferred_value_int(k)), 0);
+    return NULL;
+}
+
+/* On the loop thread, once the thread's 200 firings were delivered (in
+ * order: this is the last of them): 300 more remotes while 100 of the
+ * first are still live, then every one left fired from here, the two
+ * sets interleaved, one dropped. */
+static deferred_value_t slab_second(deferred_value_t v, void *arg)
+{
+    int k;
+
+    (void)arg;
+    ck_assert(pthread_equal(pthread_self(), loop_thread));
+    for (k = 0; k < 199; k++)
+        ck_assert(deferred_has_result(slab.d1[k]));
+    for (k = 0; k < SLAB_N; k++) {
+        slab.d2[k] = deferred_new();
+        ck_assert_ptr_nonnull(slab.d2[k]);
+        slab.r2[k] = deferred_loop_remote_new(L, slab.d2[k]);
+        ck_assert_ptr_nonnull(slab.r2[k]);
+    }
+    slab.second_made = 1;
+    for (k = 0; k < SLAB_N; k += 2)
+        ck_assert_int_eq(deferred_remote_callback(slab.r2[k], deferred_value_int(1000 + k)), 0);
+    for (k = 200; k < SLAB_N; k++)
+        ck_assert_int_eq(deferred_remote_callback(slab.r1[k], deferred_value_int(k)), 0);
+    for (k = 1; k < SLAB_N; k += 2) {
+        if (k == 7)
+            deferred_remote_drop(slab.r2[k]);
+        else
+            ck_assert_int_eq(deferred_remote_callback(slab.r2[k], deferred_value_int(1000 + k)),
+                             0);
+    }
+    return v;
+}
+
+/* LO07: remotes cut from the slab's chunks, freed in an order that frees
+ * full chunks while another is current and starts the current one over,
+ * each deliver their own value (or the drop's cancel) exactly once; a
+ * second round on the same loop reuses it; nothing is left allocated. */
+START_TEST(test_LO07_remote_slab)
+{
+    pthread_t th;
+    int k, round;
+
+    begin(_i);
+    memset(&slab, 0, sizeof slab);
+    for (k = 0; k < SLAB_N; k++) {
+        slab.d1[k] = deferred_new();
+        ck_assert_ptr_nonnull(slab.d1[k]);
+        if (k == 199)
+            ck_assert_int_eq(deferred_add_callback(slab.d1[k], slab_second, NULL), 0);
+        slab.r1[k] = deferred_loop_remote_new(L, slab.d1[k]);
+        ck_assert_ptr_nonnull(slab.r1[k]);
+    }
+    ck_assert_int_eq(pthread_create(&th, NULL, slab_thread, NULL), 0);
+    run(); /* until all 600 were delivered */
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_int_eq(slab.second_made, 1);
+    for (k = 0; k < SLAB_N; k++) {
+        ck_assert_int_eq(deferred_value_get_int(deferred_result(slab.d1[k])), k);
+        if (k == 7)
+            ck_assert_int_eq(result_code(slab.d2[k]), ECANCELED);
+        else
+            ck_assert_int_eq(deferred_value_get_int(deferred_result(slab.d2[k])), 1000 + k);
+        deferred_unref(slab.d1[k]);
+        deferred_unref(slab.d2[k]);
+    }
+    /* Rounds of one remote at a time: the current chunk starts over each
+     * time its only handle is delivered. */
+    for (round = 0; round < 3 * 128; round++) {
+        deferred_t *d = deferred_new();
+        deferred_remote_t *r = deferred_loop_remote_new(L, d);
+
+        ck_assert_ptr_nonnull(r);
+        ck_assert_int_eq(deferred_remote_callback(r, deferred_value_int(round)), 0);
+        ck_assert(!deferred_has_result(d)); /* never inside the call */
+        run();
+        ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), round);
+        deferred_unref(d);
+    }
+    end();
+}
+END_TEST
+
+/* Several threads firing remotes and posting messages at once, while the
+ * loop thread drains: each thread's deliveries come in its own order. */
+enum { MP_THREADS = 4, MP_EACH = 400 };
+
+static struct mp_run {
+    deferred_remote_t *r[MP_THREADS][MP_EACH];
+    deferred_t *d[MP_THREADS][MP_EACH];
+    struct msg m[MP_EACH];
+    int next[MP_THREADS + 1]; /* the next sequence number expected */
+} mp;
+
+static deferred_value_t mp_check(deferred_value_t v, void *arg)
+{
+    intptr_t x = deferred_value_get_int(v);
+    int t = (int)(x / MP_EACH), seq = (int)(x % MP_EACH);
+
+    (void)arg;
+    ck_assert(pthread_equal(pthread_self(), loop_thread));
+    ck_assert_int_eq(seq, mp.next[t]);
+    mp.next[t]++;
+    return v;
+}
+
+static void mp_deliver(deferred_loop_msg_t *m)
+{
+    ck_assert(pthread_equal(pthread_self(), loop_thread));
+    ck_assert_int_eq(((struct msg *)m)->id, mp.next[MP_THREADS]);
+    mp.next[MP_THREADS]++;
+    deferred_loop_done(L);
+}
+
+static void *mp_fire(void *p)
+{
+    int t = (int)(intptr_t)p, k;
+
+    for (k = 0; k < MP_EACH; k++) {
+        ck_assert_int_eq(
+            deferred_remote_callback(mp.r[t][k], deferred_value_int(t * MP_EACH + k)), 0);
+        if (k % 64 == 0)
+            sched_yield(); /* let the loop thread drain in between */
+    }
+    return NULL;
+}
+
+static void *mp_post(void *p)
+{
+    int k;
+
+    (void)p;
+    for (k = 0; k < MP_EACH; k++)
+        ck_assert_int_eq(deferred_loop_post(L, &mp.m[k].m), 0);
+    return NULL;
+}
+
+/* LO08: four threads firing 400 remotes each and a fifth posting 400
+ * messages, all at once, while the loop thread drains batch after batch:
+ * every delivery on the loop thread, each thread's in the order it
+ * posted them, none lost or repeated. */
+START_TEST(test_LO08_mailbox_many_posters)
+{
+    pthread_t th[MP_THREADS + 1];
+    int t, k;
+
+    begin(_i);
+    memset(&mp, 0, sizeof mp);
+    for (t = 0; t < MP_THREADS; t++)
+        for (k = 0; k < MP_EACH; k++) {
+            mp.d[t][k] = deferred_new();
+            ck_assert_int_eq(deferred_add_callback(mp.d[t][k], mp_check, NULL), 0);
+            mp.r[t][k] = deferred_loop_remote_new(L, mp.d[t][k]);
+            ck_assert_ptr_nonnull(mp.r[t][k]);
+        }
+    for (k = 0; k < MP_EACH; k++) {
+        mp.m[k].m.deliver = mp_deliver;
+        mp.m[k].id = k;
+        ck_assert_int_eq(deferred_loop_expect(L), 0);
+    }
+    for (t = 0; t < MP_THREADS; t++)
+        ck_assert_int_eq(pthread_create(&th[t], NULL, mp_fire, (void *)(intptr_t)t), 0);
+    ck_assert_int_eq(pthread_create(&th[MP_THREADS], NULL, mp_post, NULL), 0);
+    run();
+    for (t = 0; t <= MP_THREADS; t++)
+        ck_assert_int_eq(pthread_join(th[t], NULL), 0);
+    for (t = 0; t <= MP_THREADS; t++)
+        ck_assert_int_eq(mp.next[t], MP_EACH);
+    for (t = 0; t < MP_THREADS; t++)
+        for (k = 0; k < MP_EACH; k++) {
+            ck_assert_int_eq(deferred_value_get_int(deferred_result(mp.d[t][k])),
+                             t * MP_EACH + k);
+            deferred_unref(mp.d[t][k]);
+        }
+    end();
+}
+END_TEST
+
+static void *fire_one(void *p)
+{
+    ck_assert_int_eq(deferred_remote_callback(p, deferred_value_int(5)), 0);
+    return NULL;
+}
+
+/* LO09: a loop freed as soon as its last remote is delivered, while the
+ * thread that fired it may still be waking the loop: the loop waits for
+ * that poster (the sanitizers and valgrind see any use after free). */
+START_TEST(test_LO09_loop_freed_after_last_delivery)
+{
+    int round;
+
+    for (round = 0; round < 100; round++) {
+        deferred_t *d;
+        deferred_remote_t *r;
+        pthread_t th;
+
+        begin(_i);
+        d = deferred_new();
+        r = deferred_loop_remote_new(L, d);
+        ck_assert_ptr_nonnull(r);
+        ck_assert_int_eq(pthread_create(&th, NULL, fire_one, r), 0);
+        run();
+        ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 5);
+        deferred_unref(d);
+        end(); /* the poster may not have returned yet */
+        ck_assert_int_eq(pthread_join(th, NULL), 0);
+    }
+}
+END_TEST
+
+/* LO10: 130 remotes (a second chunk of the slab is needed) fired from
+ * another thread, every allocation failing in turn: the refill's failure
+ * is remote_new's ENOMEM, and the handles made before it still deliver. */
+enum { OOM_REMOTES = 130 };
+
+static struct {
+    deferred_remote_t *r[OOM_REMOTES];
+    int n;
+} oomr;
+
+static void *oom_fire(void *p)
+{
+    int k;
+
+    (void)p;
+    for (k = 0; k < oomr.n; k++)
+        ck_assert_int_eq(deferred_remote_callback(oomr.r[k], deferred_value_int(k)), 0);
+    return NULL;
+}
+
+static void sc_slab_refill(struct tu_oom *r)
+{
+    deferred_t *d[OOM_REMOTES];
+    pthread_t th;
+    int k, made = 0;
+    bool all = true;
+
+    L = H->make(&HS);
+    if (!L) {
+        ck_assert_int_eq(errno, ENOMEM);
+        r->saw = true;
+        return;
+    }
+    oomr.n = 0;
+    for (k = 0; k < OOM_REMOTES; k++) {
+        errno = 0;
+        d[k] = deferred_new();
+        if (!d[k]) {
+            r->saw = true;
+            all = false;
+            break;
+        }
+        made++;
+        oomr.r[k] = deferred_loop_remote_new(L, d[k]);
+        if (!oomr.r[k]) {
+            ck_assert_int_eq(errno, ENOMEM);
+            r->saw = true;
+            all = false;
+            break;
+        }
+        oomr.n++;
+    }
+    ck_assert_int_eq(pthread_create(&th, NULL, oom_fire, NULL), 0);
+    H->run(L, HS);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_uint_eq(deferred_loop_alive(L), 0);
+    for (k = 0; k < oomr.n; k++)
+        ck_assert_int_eq(deferred_value_get_int(deferred_result(d[k])), k);
+    for (k = 0; k < made; k++)
+        deferred_unref(d[k]);
+    r->ok = all;
+    end();
+}
+
+START_TEST(test_LO10_oom_slab_refill)
+{
+    H = tl_harnesses[_i];
+    loop_thread = pthread_self();
+    tu_oom_sweep(H->name, sc_slab_refill, NULL, 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("loop");
@@ -938,6 +1243,10 @@ int main(void)
     tcase_add_loop_test(tc, test_LO04_dump_names_adapter, 0, n);
     tcase_add_loop_test(tc, test_LO05_objects_hold_the_loop, 0, n);
     tcase_add_loop_test(tc, test_oom_on_every_loop, 0, n);
+    tcase_add_loop_test(tc, test_LO07_remote_slab, 0, n);
+    tcase_add_loop_test(tc, test_LO08_mailbox_many_posters, 0, n);
+    tcase_add_loop_test(tc, test_LO09_loop_freed_after_last_delivery, 0, n);
+    tcase_add_loop_test(tc, test_LO10_oom_slab_refill, 0, n);
 #ifdef TL_HAVE_SQLITE
     tcase_add_loop_test(tc, test_D01_sqlite_on_every_loop, 0, n);
 #endif

@@ -8,7 +8,9 @@
  * shared by reference: the deferred_loop_t lives while a user's
  * reference or an object made on it does, and its release takes it out
  * of the registry.  A deferred_ev_* call takes a reference for the time
- * of the call; what it makes holds its own.
+ * of the call (deferred_ev_remote_new(), made per firing, borrows the
+ * thread's last adapter instead when it is still valid); what it makes
+ * holds its own.
  *
  * The handles are libev watchers inside small blocks that point back to
  * their callback (as hiredis' adapters/libev.h does).  The wakeup is an
@@ -28,7 +30,12 @@ static struct deferred__ev_adapter *registry;
  * skip the registry's lock: valid while no adapter was released since
  * (generation, bumped under the lock by every release, is unchanged). */
 static unsigned long generation;
-static __thread struct {
+#if defined(__GNUC__)
+#define EV_THREAD_LOCAL __thread __attribute__((tls_model("initial-exec")))
+#else
+#define EV_THREAD_LOCAL _Thread_local
+#endif
+static EV_THREAD_LOCAL struct {
     struct ev_loop *loop;
     struct deferred__ev_adapter *a;
     unsigned long generation;
@@ -382,9 +389,22 @@ deferred_stage_t *deferred_ev_lines(struct ev_loop *loop, int fd, size_t max_lin
     EV_WRAP_PTR(deferred_loop_lines(dl, fd, max_line));
 }
 
-deferred_ev_remote_t *deferred_ev_remote_new(struct ev_loop *loop, deferred_t *d)
+static __attribute__((noinline)) deferred_ev_remote_t *remote_new_slow(struct ev_loop *loop,
+                                                                       deferred_t *d)
 {
     EV_WRAP_PTR(deferred_loop_remote_new(dl, d));
+}
+
+deferred_ev_remote_t *deferred_ev_remote_new(struct ev_loop *loop, deferred_t *d)
+{
+    /* The thread's last adapter, when still valid, is borrowed for the
+     * call without a reference (the handle takes its own): a remote is
+     * made per firing, so this is the hot path.  Only this thread
+     * releases loop's adapter (its loop thread). */
+    if (loop && last.loop == loop &&
+        last.generation == __atomic_load_n(&generation, __ATOMIC_ACQUIRE))
+        return deferred_loop_remote_new(last.a->dl, d);
+    return remote_new_slow(loop, d);
 }
 
 deferred_ev_pool_t *deferred_ev_pool_new(struct ev_loop *loop, unsigned nthreads)

@@ -38,12 +38,20 @@ struct deferred_loop {
     size_t alive; /* running timers, fd watchers with events, held wakeup */
 
     /* The mailbox (deferred_loop_expect(), _post(), _done()): the wakeup
-     * is made by the first expect; pending counts the messages still
-     * expected, and holds the wakeup while above zero. */
+     * is made with the loop; pending counts the messages still expected,
+     * and holds the wakeup while above zero.  inbox is a lock-free stack
+     * (newest first) that posters push onto and the drain takes whole
+     * (atomics only).  posting counts the posters that may still touch
+     * the loop after their push (the one that found inbox empty wakes the
+     * loop after pushing): the loop is not freed while it is above zero. */
     void *wake;
-    pthread_mutex_t lock;
-    deferred_loop_msg_t *head, *tail; /* under lock */
+    deferred_loop_msg_t *inbox;
+    unsigned long posting;
     unsigned long pending;
+
+    /* The remote handles' slab (loop-time.c): the chunk handles are cut
+     * from, or NULL; loop thread only. */
+    struct deferred__remote_chunk *rchunk;
 
     /* The dump (debug mode): the tracked items and the registry holder,
      * added with the first item. */
@@ -89,6 +97,58 @@ DEFERRED_LOOP_HIDDEN void deferred__io_fini(struct deferred_loop_io *io);
 /* Loop thread: deliver every message queued in loop's mailbox now (the
  * wakeup's callback; the pool's shutdown calls it too). */
 DEFERRED_LOOP_HIDDEN void deferred__loop_drain(deferred_loop_t *loop);
+
+/* deferred_loop_expect(), _done() and _post() on a valid loop and
+ * message, without the checks, inline for the remotes' hot path. */
+static inline void deferred__loop_expect(deferred_loop_t *l)
+{
+    l->refs++;
+    if (l->pending++ == 0) {
+        l->alive++;
+        l->ops->wakeup_hold(l->wake, true);
+    }
+}
+
+static inline void deferred__loop_done(deferred_loop_t *l)
+{
+    if (--l->pending == 0) {
+        l->alive--;
+        l->ops->wakeup_hold(l->wake, false);
+    }
+    if (l->refs > 1)
+        l->refs--;
+    else
+        deferred_loop_unref(l); /* the last: frees l */
+}
+
+/*
+ * Push m onto the mailbox's stack; the post that makes it non-empty wakes
+ * the loop (the drain takes the stack whole), after its push: by then the
+ * loop thread may have delivered m and dropped the loop, so that poster
+ * counts itself in posting first, which keeps the loop from being freed
+ * (deferred_loop_unref() waits) until it is done.  A poster that finds
+ * the stack non-empty touches nothing after its push.
+ */
+static inline void deferred__loop_post(deferred_loop_t *l, deferred_loop_msg_t *m)
+{
+    deferred_loop_msg_t *old = __atomic_load_n(&l->inbox, __ATOMIC_RELAXED);
+    bool counted = false;
+
+    for (;;) {
+        if (!old && !counted) {
+            __atomic_fetch_add(&l->posting, 1, __ATOMIC_RELAXED);
+            counted = true;
+        }
+        m->next = old;
+        if (__atomic_compare_exchange_n(&l->inbox, &old, m, true, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED))
+            break;
+    }
+    if (!old)
+        l->ops->wakeup_send(l->wake);
+    if (counted)
+        __atomic_fetch_sub(&l->posting, 1, __ATOMIC_RELEASE);
+}
 
 /* A delay is valid when it is finite and not negative. */
 DEFERRED_LOOP_HIDDEN bool deferred__bad_delay(double seconds);

@@ -6,6 +6,7 @@
  */
 #include <fcntl.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -30,11 +31,6 @@ deferred_loop_t *deferred_loop_new(const deferred_loop_ops_t *ops, void *impl)
         return NULL;
     }
     memset(l, 0, sizeof *l);
-    if (pthread_mutex_init(&l->lock, NULL) != 0) {
-        deferred_free(l);
-        errno = ENOMEM;
-        return NULL;
-    }
     l->ops = ops;
     l->impl = impl;
     l->refs = 1;
@@ -43,7 +39,6 @@ deferred_loop_t *deferred_loop_new(const deferred_loop_ops_t *ops, void *impl)
      * half-way). */
     l->wake = ops->wakeup_new(impl, mailbox_drain, l);
     if (!l->wake) {
-        pthread_mutex_destroy(&l->lock);
         deferred_free(l);
         errno = ENOMEM;
         return NULL;
@@ -62,10 +57,16 @@ void deferred_loop_unref(deferred_loop_t *loop)
 {
     if (!loop || --loop->refs > 0)
         return;
+    /* A poster that pushed the last message may still be waking the
+     * loop (deferred_loop_post()): a few instructions and a send. */
+    while (__atomic_load_n(&loop->posting, __ATOMIC_ACQUIRE) != 0)
+        sched_yield();
     if (loop->holder_on)
         deferred_dump_holder_remove(&loop->holder);
     loop->ops->wakeup_free(loop->wake);
-    pthread_mutex_destroy(&loop->lock);
+    /* No remote is left (each holds a reference): the slab's chunk is
+     * empty. */
+    deferred_free(loop->rchunk);
     if (loop->ops->release)
         loop->ops->release(loop->impl);
     deferred_free(loop);
@@ -314,17 +315,21 @@ static void mailbox_drain(void *arg)
 
 void deferred__loop_drain(deferred_loop_t *l)
 {
-    deferred_loop_msg_t *m, *next;
+    deferred_loop_msg_t *m, *next, *fifo;
 
     l->refs++; /* a delivery may drop the last other reference */
     for (;;) {
-        pthread_mutex_lock(&l->lock);
-        m = l->head;
-        l->head = l->tail = NULL;
-        pthread_mutex_unlock(&l->lock);
+        /* The whole stack at once, newest first: turned around, it is
+         * the order of posting. */
+        m = __atomic_exchange_n(&l->inbox, NULL, __ATOMIC_ACQUIRE);
         if (!m)
             break;
-        for (; m; m = next) {
+        for (fifo = NULL; m; m = next) {
+            next = m->next;
+            m->next = fifo;
+            fifo = m;
+        }
+        for (m = fifo; m; m = next) {
             next = m->next;
             m->deliver(m);
         }
@@ -336,47 +341,23 @@ int deferred_loop_expect(deferred_loop_t *loop)
 {
     if (!loop)
         return -EINVAL;
-    loop->refs++;
-    if (loop->pending++ == 0) {
-        loop->alive++;
-        loop->ops->wakeup_hold(loop->wake, true);
-    }
+    deferred__loop_expect(loop);
     return 0;
 }
 
 void deferred_loop_done(deferred_loop_t *loop)
 {
-    if (!loop)
-        return;
-    if (--loop->pending == 0) {
-        loop->alive--;
-        loop->ops->wakeup_hold(loop->wake, false);
-    }
-    deferred_loop_unref(loop);
+    if (loop)
+        deferred__loop_done(loop);
 }
 
 int deferred_loop_post(deferred_loop_t *loop, deferred_loop_msg_t *m)
 {
-    bool was_empty;
-
     /* pending is the loop thread's: read here it may be stale, but it is
      * above zero for as long as the caller's expected message is. */
     if (!loop || !m || !m->deliver)
         return -EINVAL;
-    m->next = NULL;
-    pthread_mutex_lock(&loop->lock);
-    was_empty = loop->head == NULL;
-    if (was_empty)
-        loop->head = m;
-    else
-        loop->tail->next = m;
-    loop->tail = m;
-    /* Only the post that made the queue non-empty wakes the loop: the
-     * drain takes the whole queue.  Sent under the lock: once it is
-     * released the loop thread may deliver m and free the loop. */
-    if (was_empty)
-        loop->ops->wakeup_send(loop->wake);
-    pthread_mutex_unlock(&loop->lock);
+    deferred__loop_post(loop, m);
     return 0;
 }
 
