@@ -368,12 +368,14 @@ void deferred_unref(deferred_t *d)
     if (!d || !d->refs || --d->refs)
         return;
     /* The common case without a frame: a deferred of the cache's class
-     * whose result needs no release, with no entry left, no wait and no
+     * whose result needs no release (empty, or an integer), with no entry left, no wait and no
      * rare part, its entries inline or in the first heap block of a chain:
      * its blocks go back to the cache, or to the allocator when the cache
      * is full. */
     if (DEFERRED_LIKELY((d->flags & F_BLOCK) && !d->ext && !d->chained_to &&
-                        d->pos == d->n && !d->result.release && !freeing)) {
+                        d->pos == d->n &&
+                        (!d->result.release || d->result.release == deferred_value_int_release) &&
+                        !freeing)) {
         if (d->links == d->inline_links) {
             if (!deferred__block_push(d, BLOCK_DEFERRED))
                 deferred__block_free_slow(d, BLOCK_DEFERRED);
