@@ -57,9 +57,9 @@ static DEFERRED_NOINLINE int array_fused(deferred_stage_t *self, struct array_pr
 
     deferred__enter(p);
     while (i < n) {
+        /* Taken: the array owns only the items from next on. */
         deferred_value_t v = ap->items[i];
 
-        ap->items[i] = deferred_value_none();
         ap->next = ++i;
         self->items++;
         to->items++;
