@@ -10,8 +10,9 @@
  * producer is live, cancelled or finished (enum deferred__stopped).  Each
  * change is one transition function in process.c (or groups.c for the
  * routes), and those are the only writers.  What the per-item path reads,
- * a stage's fast flag, is derived from that state by deferred__refresh_fast()
- * and refreshed by the transitions that can change it, nowhere else.
+ * a stage's fast flag (and its hop flag, for the fused runs below), is
+ * derived from that state by deferred__refresh_fast() and refreshed by the
+ * transitions that can change it, nowhere else.
  */
 #ifndef DEFERRED_PROCESS_PRIVATE_H
 #define DEFERRED_PROCESS_PRIVATE_H

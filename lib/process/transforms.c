@@ -6,7 +6,8 @@
  * they call the per-item path inline (deferred__emit(), where a user's
  * stage calls deferred_stage_emit(), one call more per item) and read
  * their data and a producer's state from the stage directly
- * (STAGE_DATA(), deferred__producer_blocked()).
+ * (STAGE_DATA(), deferred__producer_blocked()).  The fused runs' handle
+ * and the stage code their loop falls back to follow the filter.
  */
 #include <stdio.h>
 #include <string.h>
