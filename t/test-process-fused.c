@@ -231,6 +231,22 @@ static deferred_failure_t *tags_handle(deferred_stage_t *self, deferred_stage_t 
     return NULL;
 }
 
+/* 'g': a consumer handing each group to a subordinate reduce, whose sum
+ * it gets as an item with the group's tag ("tag:sum "). */
+static struct step group_sum;
+
+static deferred_failure_t *groups_start(deferred_stage_t *self, deferred_stage_t *from,
+                                        deferred_value_t tag, deferred_stage_t **sub)
+{
+    (void)self;
+    (void)from;
+    if (!deferred_value_is_none(tag)) {
+        reset_step(&group_sum, 'r', "group sum");
+        *sub = deferred_stage_reduce(step_fold, deferred_value_int(0), &group_sum);
+    }
+    return NULL;
+}
+
 static void twin_destroy(void *data)
 {
     struct twin *t = data;
@@ -262,6 +278,10 @@ static deferred_stage_t *twin_stage(struct step *s)
     case 't':
         t->ops.handle = tags_handle;
         break;
+    case 'g':
+        t->ops.start = groups_start;
+        t->ops.handle = tags_handle;
+        break;
     default:
         t->ops.handle = user_handle;
         t->ops.describe = user_describe;
@@ -280,6 +300,10 @@ struct usrc {
     bool tagged, ignore_pause;
 };
 
+/* The user producer opens a group (tag x / 4 + 1) before each fourth item
+ * and closes it after the last of the four. */
+static bool grouped;
+
 static void usrc_resume(deferred_stage_t *self, deferred_stage_t *by)
 {
     struct usrc *u = deferred_stage_data(self);
@@ -289,7 +313,15 @@ static void usrc_resume(deferred_stage_t *self, deferred_stage_t *by)
         int x = u->next++;
         deferred_value_t tag = u->tagged ? deferred_value_int(x / 4) : deferred_value_none();
 
+        if (grouped) {
+            tag = deferred_value_int(x / 4 + 1);
+            if (x % 4 == 0 && deferred_stage_start(self, tag) < 0)
+                return;
+        }
         if (deferred_stage_emit_tagged(self, tag, deferred_value_int(x)) < 0)
+            return;
+        if (grouped && (x % 4 == 3 || x == u->n - 1) &&
+            deferred_stage_end(self, tag, deferred_value_none()) < 0)
             return;
     }
     if (u->next == u->n)
@@ -385,7 +417,7 @@ static void build(struct run *r, const struct step *spec, int nsteps, bool twin,
         s->p = r->p;
         if (s->kind == 'c') {
             st = deferred_stage_collect(); /* never in a run */
-        } else if (twin || strchr("uxt", s->kind)) {
+        } else if (twin || strchr("uxtg", s->kind)) {
             st = twin_stage(s);
         } else if (s->kind == 'm') {
             st = deferred_stage_map(s->name, step_map, s);
@@ -429,7 +461,7 @@ static void observe(struct run *r, struct outcome *o)
     o->items[0] = deferred_stage_items(r->producer);
     for (i = 0; i < r->nsteps; i++) {
         o->items[i + 1] = deferred_stage_items(r->steps[i].stage);
-        if (r->steps[i].kind == 't')
+        if (r->steps[i].kind == 't' || r->steps[i].kind == 'g')
             strcpy(o->log, r->steps[i].log);
     }
     o->cancels = r->usrc.cancels;
@@ -619,6 +651,31 @@ START_TEST(test_S10_fused_run_keeps_tags)
     reset_step(&s[3], 't', "tags");
     compare(s, 4, 8, true, &o);
     ck_assert_str_eq(o.log, "0:3 0:5 1:9 1:11 1:15 ");
+}
+END_TEST
+
+/* Groups through a fused run into a consumer that hands each to a
+ * subordinate (its route turns the run's last emit into the general
+ * one). */
+START_TEST(test_S10_groups_through_a_fused_run)
+{
+    struct step s[MAX_STEPS];
+    struct outcome o;
+
+    reset_step(&s[0], 'm', "x*2");
+    s[0].mul = 2;
+    reset_step(&s[1], 'f', "not 3k");
+    s[1].mod = 3;
+    reset_step(&s[2], 'm', "x+1");
+    s[2].add = 1;
+    reset_step(&s[3], 'g', "orders");
+    grouped = true;
+    compare(s, 4, 10, true, &o);
+    grouped = false;
+    /* 3 5 | 9 11 15 | 17 (18, twice 9, is a 3k) */
+    ck_assert_str_eq(o.log, "1:8 2:35 3:17 ");
+    ck_assert(o.finished);
+    ck_assert(!o.failed);
 }
 END_TEST
 
@@ -982,6 +1039,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_S10_fused_runs_agree);
     tcase_add_test(tc, test_S10_fused_run_keeps_tags);
+    tcase_add_test(tc, test_S10_groups_through_a_fused_run);
     tcase_add_test(tc, test_S11_failure_in_each_position);
     tcase_add_test(tc, test_S12_pending_deferred_in_a_fused_run);
     tcase_add_test(tc, test_S12_fired_deferreds_in_a_fused_run);
