@@ -40,6 +40,7 @@ struct step {
     long cancel_on; /* deferred_process_cancel() from inside the function */
     long pause_on;  /* deferred_stage_pause() of this stage from inside it */
     long defer_on;  /* map: return a pending deferred (kept in pend[]) */
+    long emit_on;   /* emit 5000 from this stage, from inside its function */
     long ready_on;  /* map: return an already fired deferred */
     int index;      /* in the spec */
     deferred_stage_t *stage;
@@ -59,6 +60,7 @@ static void reset_step(struct step *s, char kind, const char *name)
     s->mul = 1;
     s->mod = 1;
     s->fail_on = s->cancel_on = s->pause_on = s->defer_on = s->ready_on = NOWHERE;
+    s->emit_on = NOWHERE;
 }
 
 static void hooks(struct step *s, long x)
@@ -67,6 +69,8 @@ static void hooks(struct step *s, long x)
         deferred_process_cancel(s->p);
     if (x == s->pause_on)
         ck_assert_int_eq(deferred_stage_pause(s->stage), 0);
+    if (x == s->emit_on)
+        deferred_stage_emit(s->stage, deferred_value_int(5000));
 }
 
 static deferred_value_t step_map(deferred_value_t v, void *arg)
@@ -743,6 +747,40 @@ START_TEST(test_S11_failure_in_each_position)
 }
 END_TEST
 
+/* A stage's function emitting on its own stage (a nested emit, from the
+ * middle of a run) that fails further down: the frames of every stage it
+ * went through, as unfused. */
+START_TEST(test_S11_failure_of_a_nested_emit)
+{
+    struct step s[MAX_STEPS];
+    struct outcome o;
+    int pos;
+
+    /* From the head of the run, a map in it, a filter in it. */
+    for (pos = 0; pos < 3; pos++) {
+        reset_step(&s[0], 'm', "x*2");
+        s[0].mul = 2;
+        reset_step(&s[1], 'm', "x+1");
+        s[1].add = 1;
+        reset_step(&s[2], 'f', "all");
+        s[2].mod = 100000;
+        reset_step(&s[3], 'x', "checker");
+        s[3].fail_on = pos == 0 ? 5001 : 5000;
+        reset_step(&s[4], 'r', "reduce");
+        s[pos].emit_on = pos == 0 ? 3 : pos == 1 ? 6 : 7;
+        compare(s, 5, 10, false, &o);
+        ck_assert(o.failed);
+        ck_assert_uint_eq(o.nctx, 5);
+        ck_assert_str_eq(o.ctx[0], "array | item 4 emitted: element 3 of 10");
+        ck_assert_str_eq(o.ctx[4], pos == 0 ? "checker | item 4: value 5001"
+                                            : "checker | item 4: value 5000");
+    }
+    ck_assert_str_eq(o.ctx[1], "x*2 | item 4");
+    ck_assert_str_eq(o.ctx[2], "x+1 | item 4");
+    ck_assert_str_eq(o.ctx[3], "all | item 4");
+}
+END_TEST
+
 /* ---- S12: a map's deferred holds the stream ---- */
 
 /* A fused map returning a pending deferred: the run stops at it, the
@@ -1041,6 +1079,7 @@ int main(void)
     tcase_add_test(tc, test_S10_fused_run_keeps_tags);
     tcase_add_test(tc, test_S10_groups_through_a_fused_run);
     tcase_add_test(tc, test_S11_failure_in_each_position);
+    tcase_add_test(tc, test_S11_failure_of_a_nested_emit);
     tcase_add_test(tc, test_S12_pending_deferred_in_a_fused_run);
     tcase_add_test(tc, test_S12_fired_deferreds_in_a_fused_run);
     tcase_add_test(tc, test_S12_failure_behind_a_pending_deferred);

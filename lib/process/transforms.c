@@ -395,11 +395,34 @@ deferred_stage_t *deferred_stage_filter(const char *name, deferred_pred_fn keep,
  * handle would have after the function (map_take(), deferred__emit()), or
  * fails it as its delivery step would (deferred__fail()).
  */
+/*
+ * The depths.  The loop does not follow the item's depth (that would cost
+ * a store per hop): a stage's function runs at head's depth d, so what it
+ * calls (an emit of its own, say) runs one deeper, at d + 1, where
+ * unfused it would run at d + k + 1 for the stage at place k.  The code a
+ * stage at place k > 0 falls back to runs at d + k + 1, one deeper than
+ * the place's own depth d + k, so that a failure's frames tell the two
+ * apart; deferred__fused_frames() turns either into what unfused calls
+ * would have left.  At head's place (0) both are at their unfused depth.
+ */
+static uint32_t fused_place(const deferred_stage_t *head, const deferred_stage_t *st)
+{
+    return st->index - head->index;
+}
+
+/* How much deeper than head's depth the code of st runs. */
+static uint32_t fused_raise(const deferred_stage_t *head, const deferred_stage_t *st)
+{
+    uint32_t k = fused_place(head, st);
+
+    return k ? k + 1 : 0;
+}
+
 void deferred__fused_map_take(deferred_stage_t *head, deferred_stage_t *st,
                               deferred_value_t tag, deferred_value_t r)
 {
     deferred_process_t *p = st->p;
-    uint32_t k = st->index - head->index;
+    uint32_t k = fused_raise(head, st);
     deferred_failure_t *f;
 
     p->depth += k;
@@ -413,7 +436,7 @@ void deferred__fused_emit(deferred_stage_t *head, deferred_stage_t *st, deferred
                           deferred_value_t v)
 {
     deferred_process_t *p = st->p;
-    uint32_t k = st->index - head->index;
+    uint32_t k = fused_raise(head, st);
 
     p->depth += k;
     deferred__emit(st, tag, v);
@@ -423,23 +446,39 @@ void deferred__fused_emit(deferred_stage_t *head, deferred_stage_t *st, deferred
 void deferred__fused_fail(deferred_stage_t *head, deferred_stage_t *st, deferred_failure_t *f)
 {
     deferred_process_t *p = st->p;
-    uint32_t k = st->index - head->index;
+    uint32_t k = fused_raise(head, st);
 
     p->depth += k;
     deferred__fail(st, f, deferred_value_none());
     p->depth -= k;
 }
 
-/* The frames go on innermost first (head's own is its caller's delivery
- * step's). */
+/*
+ * The failure's frames reach down to depth p->framed (the depth of the
+ * call that added the last).  Unfused, the item's stage at place j runs at
+ * d + j, and each delivery step on the way back adds its stage's frame if
+ * the frames do not reach its depth yet.  Here, with st past head: frames
+ * down to d + 1 come from a call st's function made (unfused, at
+ * d + k + 1); frames deeper come from st's own code, one deeper than
+ * unfused (see above).  At head's place there is nothing to do.  Once
+ * framed is what it would be unfused, the delivery steps from st back to
+ * head's next stage add their frames as they would have, innermost first;
+ * head's own is its caller's.
+ */
 void deferred__fused_frames(deferred_stage_t *head, deferred_stage_t *st)
 {
     deferred_process_t *p = st->p;
-    uint32_t k;
+    uint32_t d = p->depth, k = fused_place(head, st);
 
-    for (k = st->index - head->index; k > 0; k--)
-        deferred__add_frames(p, p->stages[head->index + k], deferred_value_none(),
-                             p->depth + k, false);
+    if (k == 0 || !p->failure || p->framed <= d)
+        return;
+    if (p->framed == d + 1)
+        p->framed = d + k + 1;
+    else
+        p->framed--;
+    for (; k > 0; k--)
+        deferred__add_frames(p, p->stages[head->index + k], deferred_value_none(), d + k,
+                             false);
 }
 
 deferred_failure_t *deferred__fused_handle(deferred_stage_t *self, deferred_stage_t *from,
