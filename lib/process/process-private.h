@@ -303,10 +303,10 @@ DEFERRED_HIDDEN deferred_failure_t *deferred__fused_handle(deferred_stage_t *sel
                                                            deferred_value_t tag,
                                                            deferred_value_t *item);
 
-/* A stage st of the fused run headed by head runs its own code, at the
- * depth its call would have had unfused (transforms.c): a map's rest
- * after its function with r (taken), st's emit of v (taken), st failing
- * with f (taken). */
+/* A stage st of the fused run headed by head runs its own code (deeper
+ * than head's depth by its place in the run, and one more past the head:
+ * see transforms.c): a map's rest after its function with r (taken), st's
+ * emit of v (taken), st failing with f (taken). */
 DEFERRED_HIDDEN DEFERRED_NOINLINE void deferred__fused_map_take(deferred_stage_t *head,
                                                                 deferred_stage_t *st,
                                                                 deferred_value_t tag,
