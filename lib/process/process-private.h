@@ -10,8 +10,9 @@
  * producer is live, cancelled or finished (enum deferred__stopped).  Each
  * change is one transition function in process.c (or groups.c for the
  * routes), and those are the only writers.  What the per-item path reads,
- * a stage's fast flag, is derived from that state by deferred__refresh_fast()
- * and refreshed by the transitions that can change it, nowhere else.
+ * a stage's fast flag (and its hop flag, for the fused runs below), is
+ * derived from that state by deferred__refresh_fast() and refreshed by the
+ * transitions that can change it, nowhere else.
  */
 #ifndef DEFERRED_PROCESS_PRIVATE_H
 #define DEFERRED_PROCESS_PRIVATE_H
@@ -50,11 +51,33 @@ struct route {
     uint32_t depth; /* groups opened inside it that it did not delegate */
 };
 
+/* The built-in stages a fused run is made of (deferred_stage_t.kind). */
+enum deferred__kind {
+    DEFERRED__KIND_OTHER, /* any other stage: never in a fused run */
+    DEFERRED__KIND_MAP,
+    DEFERRED__KIND_FILTER,
+    DEFERRED__KIND_REDUCE /* only as the last of a run */
+};
+
+/* What a stage runs for an item delivered to it: ops->handle, or
+ * deferred__fused_handle() at the head of a fused run. */
+typedef deferred_failure_t *(*deferred__handle_fn)(deferred_stage_t *self,
+                                                    deferred_stage_t *from,
+                                                    deferred_value_t tag,
+                                                    deferred_value_t *item);
+
 struct deferred_stage {
     const deferred_stage_ops_t *ops;
     void *data;
     deferred_process_t *p;
     deferred_stage_t *down; /* the stage this one emits to */
+    deferred__handle_fn handle; /* what the delivery step calls (set by
+                                   deferred_stage_new(), and by the run for
+                                   the head of a fused run) */
+    uint32_t fused;         /* the stages of the fused run from this one on,
+                               it included (0: in none; see fuse_stages()
+                               in process.c) */
+    uint8_t kind;           /* enum deferred__kind */
     uint32_t index;         /* position in the process, from 0 */
     unsigned flags;
     uint32_t paused;        /* producer: pause count */
@@ -68,6 +91,8 @@ struct deferred_stage {
                              fault): a frame shows no "item N" before it */
     bool fast;            /* derived (deferred__refresh_fast()): its emits
                              may take the per-item fast path */
+    bool hop;             /* derived with it: fast, and its next stage is
+                             in its fused run (deferred__fused_run()) */
     bool in_resume;
     bool resume_again;
     uint8_t stopped;      /* enum deferred__stopped */
@@ -214,7 +239,7 @@ static inline DEFERRED_ALWAYS_INLINE int deferred__deliver(deferred_process_t *p
 {
     deferred_failure_t *f;
 
-    f = to->ops->handle(to, self, tag, &item);
+    f = to->handle(to, self, tag, &item);
     if (DEFERRED_UNLIKELY(f != NULL || !self->fast))
         return deferred__emit_unwind(self, to, item, f);
     deferred__release(item);
@@ -258,5 +283,160 @@ struct deferred__shared {
 /* Drop a reference on a struct deferred__shared (sources.c); a destroy
  * callback. */
 DEFERRED_HIDDEN void deferred__shared_unref(void *arg);
+
+/* ---- fused runs -------------------------------------------------------- */
+
+/*
+ * A fused run: adjacent built-in maps and filters, and a reduce after
+ * them, that the process found when it started (process.c).  The head's
+ * handle, deferred__fused_handle() (transforms.c), takes an item through
+ * each stage's function in one loop, where the stages unfused would each
+ * emit to the next.  Each hop checks what that emit would: the stage's
+ * fast flag; anything the loop does not do itself (a map's deferred or
+ * failure, a map with results queued, a stage whose fast flag is off, the
+ * end of the run) is handed to the stage's own code at the depth its call
+ * would have had, so failures get the same frames and flow control the
+ * same effect.
+ */
+DEFERRED_HIDDEN deferred_failure_t *deferred__fused_handle(deferred_stage_t *self,
+                                                           deferred_stage_t *from,
+                                                           deferred_value_t tag,
+                                                           deferred_value_t *item);
+
+/* A stage st of the fused run headed by head runs its own code (deeper
+ * than head's depth by its place in the run, and one more past the head:
+ * see transforms.c): a map's rest after its function with r (taken), st's
+ * emit of v (taken), st failing with f (taken). */
+DEFERRED_HIDDEN DEFERRED_NOINLINE void deferred__fused_map_take(deferred_stage_t *head,
+                                                                deferred_stage_t *st,
+                                                                deferred_value_t tag,
+                                                                deferred_value_t r);
+DEFERRED_HIDDEN DEFERRED_NOINLINE void deferred__fused_emit(deferred_stage_t *head,
+                                                            deferred_stage_t *st,
+                                                            deferred_value_t tag,
+                                                            deferred_value_t v);
+DEFERRED_HIDDEN DEFERRED_NOINLINE void deferred__fused_fail(deferred_stage_t *head,
+                                                            deferred_stage_t *st,
+                                                            deferred_failure_t *f);
+/* The stream fails, the item having got as far as st in the run headed by
+ * head: the frames the delivery steps from st back to head would have
+ * added (transforms.c). */
+DEFERRED_HIDDEN DEFERRED_NOINLINE void deferred__fused_frames(deferred_stage_t *head,
+                                                              deferred_stage_t *st);
+
+/*
+ * What fn returned for each item, in order, until it can go downstream: a
+ * plain result goes at once unless results are queued before it; a
+ * deferred result (the map owns a reference until it fired) holds the
+ * producers paused and the results behind it queued.  The queue is only
+ * allocated when a result has to wait.
+ */
+struct deferred__map {
+    struct deferred__shared *sh;
+    deferred_fn fn;
+    void *arg;
+    deferred_value_t *queue;  /* a ring of results */
+    size_t head, len, cap;
+    bool waiting;             /* the head is a deferred we wait on */
+    bool holding;             /* we hold a pause on the producers */
+    bool pumping;
+    deferred_t *drain;        /* the end of the stream waits on this */
+    deferred_value_t final;   /* ... to pass this on */
+    deferred_stage_ops_t ops; /* a copy, to carry the name */
+};
+
+
+/* A filter stage's data. */
+struct deferred__filter {
+    deferred_pred_fn keep;
+    void *arg;
+    deferred_stage_ops_t ops;
+};
+
+/* A reduce stage's data (sinks.c). */
+struct deferred__reduce {
+    deferred_fold_fn fn;
+    void *arg;
+    deferred_value_t acc;
+    uint32_t depth;
+};
+
+/* A reduce stage st takes item (taken): the fold's step.  NULL, or the
+ * failure the stage fails with (its function's, or EINVAL when it returned
+ * a deferred). */
+static inline DEFERRED_ALWAYS_INLINE deferred_failure_t *
+deferred__reduce_step(deferred_stage_t *st, deferred_value_t item)
+{
+    struct deferred__reduce *r = STAGE_DATA(st);
+    deferred_value_t acc;
+
+    acc = r->fn(r->acc, item, r->arg);
+    if (DEFERRED_LIKELY(acc.release == NULL || acc.release == deferred_value_int_release)) {
+        r->acc = acc;
+        return NULL;
+    }
+    r->acc = deferred_value_none(); /* the function took it */
+    if (deferred_value_is_failure(acc))
+        return deferred_value_take_failure(acc);
+    if (deferred_value_is_deferred(acc)) {
+        deferred_value_release(acc);
+        return deferred_stage_failure(st, DEFERRED_DOMAIN_LIBRARY, EINVAL,
+                                      "a reduce function returned a deferred");
+    }
+    r->acc = acc;
+    return NULL;
+}
+
+/*
+ * The fused run's loop: v (taken), with tag, goes through the run from
+ * head, inside head's call (in its handle's place: head counted, the depth
+ * head's).  Each stage's function runs here; the hop to the next stage of
+ * the run is taken when the stage's hop flag (its fast flag, and its next
+ * stage in the run) is on, as its emit would take its fast path; the rest
+ * goes to the stage's own code (deferred__fused_map_take() and the like).
+ * Returns the stage the item got to (for the frames of a failure).
+ */
+static inline DEFERRED_ALWAYS_INLINE deferred_stage_t *
+deferred__fused_run(deferred_stage_t *head, deferred_value_t tag, deferred_value_t v)
+{
+    deferred_stage_t *st = head;
+    deferred_failure_t *f;
+
+    for (;;) {
+        if (st->kind == DEFERRED__KIND_MAP) {
+            struct deferred__map *m = STAGE_DATA(st);
+
+            v = m->fn(v, m->arg);
+            /* An integer, the common result, is told by one test. */
+            if (DEFERRED_UNLIKELY((v.release != deferred_value_int_release &&
+                                   (v.release == deferred__release_deferred ||
+                                    v.release == deferred__release_failure)) ||
+                                  m->len != 0)) {
+                deferred__fused_map_take(head, st, tag, v);
+                return st;
+            }
+        } else if (st->kind == DEFERRED__KIND_FILTER) {
+            struct deferred__filter *fl = STAGE_DATA(st);
+
+            if (!fl->keep(v, fl->arg)) {
+                deferred__release(v);
+                return st;
+            }
+        } else {
+            /* A reduce, the last of its run. */
+            f = deferred__reduce_step(st, v);
+            if (DEFERRED_UNLIKELY(f != NULL))
+                deferred__fused_fail(head, st, f);
+            return st;
+        }
+        if (DEFERRED_UNLIKELY(!st->hop)) {
+            /* The end of the run, or st's emit would not be the fast one. */
+            deferred__fused_emit(head, st, tag, v);
+            return st;
+        }
+        st = st->down;
+        st->items++;
+    }
+}
 
 #endif /* DEFERRED_PROCESS_PRIVATE_H */

@@ -6,8 +6,10 @@
  *
  * Events are plain function calls down the stages: a producer's emit calls
  * the next stage's handle, which may emit to the one after it, and so on,
- * so one item costs one indirect call per stage and no allocation.  Flow
- * control, cancel and failure go back up the same way.
+ * so one item costs one indirect call per stage and no allocation (and a
+ * run of adjacent built-in maps, filters and a reduce, one loop: see
+ * fuse_stages()).  Flow control, cancel and failure go back up the same
+ * way.
  *
  * The design decision to know: everything that ends the stream is settled
  * only when the outermost stage call returns.  The process counts how deep
@@ -74,6 +76,7 @@ static void refresh_stage(deferred_stage_t *st)
 
     st->fast = st->p->phase == DEFERRED__OPEN && to && !to->routes &&
                !(to->flags & DEFERRED_STAGE_AUTOPAUSE) && st->stopped == DEFERRED__LIVE;
+    st->hop = st->fast && st->fused >= 2;
 }
 
 void deferred__refresh_fast(deferred_process_t *p)
@@ -172,6 +175,7 @@ deferred_stage_t *deferred_stage_new(const deferred_stage_ops_t *ops, void *data
     st->ops = ops;
     st->data = data;
     st->flags = flags;
+    st->handle = ops->handle;
     return st;
 
 out_destroy:
@@ -205,6 +209,40 @@ void deferred_stage_free(deferred_stage_t *st)
     if (st->ops->destroy)
         st->ops->destroy(st->data);
     deferred__free(st);
+}
+
+/*
+ * The fused runs (process-private.h), found once when the process starts:
+ * each map or filter counts the stages of the run from it on, a reduce
+ * ends one, anything else breaks it.  A stage from which two or more are
+ * fused takes its items through the run's loop, so an item that enters a
+ * run in its middle (a map's queue sending a result on) is fused for the
+ * rest of it too.  Whatever changes later (a pause, a cancel, a route)
+ * shows in the fast flags, which the loop checks at every hop.
+ */
+static void fuse_stages(deferred_process_t *p)
+{
+    uint32_t next = 0; /* the fused count of the stage after i */
+    size_t i;
+
+    for (i = p->n; i-- > p->nproducers;) {
+        deferred_stage_t *st = p->stages[i];
+
+        switch (st->kind) {
+        case DEFERRED__KIND_MAP:
+        case DEFERRED__KIND_FILTER:
+            st->fused = next + 1;
+            break;
+        case DEFERRED__KIND_REDUCE:
+            st->fused = 1;
+            break;
+        default:
+            st->fused = 0;
+            break;
+        }
+        next = st->fused;
+        st->handle = st->fused >= 2 ? deferred__fused_handle : st->ops->handle;
+    }
 }
 
 /* ---- the process ------------------------------------------------------- */
@@ -424,6 +462,7 @@ deferred_t *deferred_process_run_at(const char *file, int line, deferred_process
     /* Producers all feed the first stage after them. */
     for (i = 0; i < p->nproducers; i++)
         p->stages[i]->down = p->stages[p->nproducers];
+    fuse_stages(p);
     if (p->flags & DEFERRED_PROCESS_PAUSED)
         p->held++;
     /* The pauses counted before the run (the process's own and its

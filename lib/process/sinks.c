@@ -136,17 +136,10 @@ deferred_stage_t *deferred_stage_collect(void)
 
 /* ---- reduce -------------------------------------------------------------------- */
 
-struct reduce {
-    deferred_fold_fn fn;
-    void *arg;
-    deferred_value_t acc;
-    uint32_t depth;
-};
-
 static deferred_failure_t *reduce_start(deferred_stage_t *self, deferred_stage_t *from,
                                         deferred_value_t tag, deferred_stage_t **sub)
 {
-    struct reduce *r = STAGE_DATA(self);
+    struct deferred__reduce *r = STAGE_DATA(self);
 
     (void)from;
     (void)tag;
@@ -157,31 +150,18 @@ static deferred_failure_t *reduce_start(deferred_stage_t *self, deferred_stage_t
 static deferred_failure_t *reduce_handle(deferred_stage_t *self, deferred_stage_t *from,
                                          deferred_value_t tag, deferred_value_t *item)
 {
-    struct reduce *r = STAGE_DATA(self);
-    deferred_value_t acc;
+    deferred_value_t v = *item;
 
     (void)from;
     (void)tag;
-    acc = r->fn(r->acc, *item, r->arg);
     *item = deferred_value_none();
-    r->acc = deferred_value_none();
-    if (DEFERRED_UNLIKELY(acc.release != NULL && acc.release != deferred_value_int_release)) {
-        if (deferred_value_is_failure(acc))
-            return deferred_value_take_failure(acc);
-        if (deferred_value_is_deferred(acc)) {
-            deferred_value_release(acc);
-            return deferred_stage_failure(self, DEFERRED_DOMAIN_LIBRARY, EINVAL,
-                                        "a reduce function returned a deferred");
-        }
-    }
-    r->acc = acc;
-    return NULL;
+    return deferred__reduce_step(self, v);
 }
 
 static deferred_value_t reduce_finish(deferred_stage_t *self, deferred_stage_t *from,
                                       deferred_value_t tag, deferred_value_t outcome)
 {
-    struct reduce *r = STAGE_DATA(self);
+    struct deferred__reduce *r = STAGE_DATA(self);
     deferred_value_t acc = r->acc;
 
     (void)from;
@@ -199,7 +179,7 @@ static deferred_value_t reduce_finish(deferred_stage_t *self, deferred_stage_t *
 
 static void reduce_destroy(void *data)
 {
-    struct reduce *r = data;
+    struct deferred__reduce *r = data;
 
     deferred_value_release(r->acc);
     deferred__free(r);
@@ -216,7 +196,8 @@ static const deferred_stage_ops_t reduce_ops = {
 deferred_stage_t *deferred_stage_reduce(deferred_fold_fn fn, deferred_value_t init,
                                         void *arg)
 {
-    struct reduce *r;
+    struct deferred__reduce *r;
+    deferred_stage_t *st;
 
     if (!fn || deferred_value_is_deferred(init)) {
         deferred_value_release(init);
@@ -233,7 +214,10 @@ deferred_stage_t *deferred_stage_reduce(deferred_fold_fn fn, deferred_value_t in
     r->arg = arg;
     r->acc = init;
     r->depth = 0;
-    return consumer_stage(deferred_stage_new(&reduce_ops, r, 0));
+    st = consumer_stage(deferred_stage_new(&reduce_ops, r, 0));
+    if (st)
+        st->kind = DEFERRED__KIND_REDUCE; /* may end a fused run */
+    return st;
 }
 
 /* ---- consumer feeding a multi-fire deferred ------------------------------------- */

@@ -37,11 +37,53 @@ struct array_producer {
     size_t next;
 };
 
+/*
+ * The array's loop when the next stage heads a fused run: the run's loop
+ * in place of each emit's call to its handle, and one stage call around
+ * all the items (each emit would enter and leave one; between two items
+ * nothing is left to settle while the stream flows).  It goes on while
+ * self's fast flag is on (the stream flows, the producer is live, as
+ * deferred__producer_blocked() checks, and the emit would be the fast
+ * one) and it is not paused.  An item after which the fast flag is off
+ * ends as the emit's would, through deferred__emit_unwind(): -ECANCELED
+ * when the stream ends.  0 otherwise: array_resume() goes on with the
+ * general loop.
+ */
+static DEFERRED_NOINLINE int array_fused(deferred_stage_t *self, struct array_producer *ap)
+{
+    deferred_process_t *p = self->p;
+    deferred_stage_t *to = self->down, *st;
+    size_t i = ap->next, n = ap->n;
+
+    deferred__enter(p);
+    while (i < n) {
+        /* Taken: the array owns only the items from next on. */
+        deferred_value_t v = ap->items[i];
+
+        ap->next = ++i;
+        self->items++;
+        to->items++;
+        st = deferred__fused_run(to, deferred_value_none(), v);
+        if (DEFERRED_UNLIKELY(!self->fast)) {
+            if (p->failure)
+                deferred__fused_frames(to, st);
+            return deferred__emit_unwind(self, to, deferred_value_none(), NULL);
+        }
+        if (DEFERRED_UNLIKELY(self->paused))
+            break;
+    }
+    deferred__leave(p);
+    return 0;
+}
+
 static void array_resume(deferred_stage_t *self, deferred_stage_t *by)
 {
     struct array_producer *ap = STAGE_DATA(self);
 
     (void)by;
+    if (self->fast && !self->paused && self->down->handle == deferred__fused_handle &&
+        array_fused(self, ap) < 0)
+        return;
     while (ap->next < ap->n && !deferred__producer_blocked(self)) {
         deferred_value_t v = ap->items[ap->next];
 

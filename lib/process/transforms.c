@@ -6,7 +6,8 @@
  * they call the per-item path inline (deferred__emit(), where a user's
  * stage calls deferred_stage_emit(), one call more per item) and read
  * their data and a producer's state from the stage directly
- * (STAGE_DATA(), deferred__producer_blocked()).
+ * (STAGE_DATA(), deferred__producer_blocked()).  The fused runs' handle
+ * and the stage code their loop falls back to follow the filter.
  */
 #include <stdio.h>
 #include <string.h>
@@ -22,31 +23,10 @@
 
 /* ---- map ------------------------------------------------------------------ */
 
-/*
- * What fn returned for each item, in order, until it can go downstream: a
- * plain result goes at once unless results are queued before it; a
- * deferred result (the map owns a reference until it fired) holds the
- * producers paused and the results behind it queued.  The queue is only
- * allocated when a result has to wait.
- */
-struct map {
-    struct deferred__shared *sh;
-    deferred_fn fn;
-    void *arg;
-    deferred_value_t *queue;  /* a ring of results */
-    size_t head, len, cap;
-    bool waiting;             /* the head is a deferred we wait on */
-    bool holding;             /* we hold a pause on the producers */
-    bool pumping;
-    deferred_t *drain;        /* the end of the stream waits on this */
-    deferred_value_t final;   /* ... to pass this on */
-    deferred_stage_ops_t ops; /* a copy, to carry the name */
-};
-
 static deferred_value_t map_resolved(deferred_value_t v, void *arg);
 
 /* Nothing is queued any more: let the end of the stream go on. */
-static void map_drained(struct map *m)
+static void map_drained(struct deferred__map *m)
 {
     if (m->drain) {
         deferred_t *drain = m->drain;
@@ -61,7 +41,7 @@ static void map_drained(struct map *m)
 
 /* Send the queued results that are ready, in order; start waiting on the
  * first deferred among them. */
-static void map_pump(deferred_stage_t *self, struct map *m)
+static void map_pump(deferred_stage_t *self, struct deferred__map *m)
 {
     if (m->pumping)
         return;
@@ -110,7 +90,7 @@ static deferred_value_t map_resolved(deferred_value_t v, void *arg)
     struct deferred__shared *sh = arg;
     deferred_stage_t *self = sh->self;
     deferred_process_t *p;
-    struct map *m;
+    struct deferred__map *m;
     deferred_value_t d;
 
     if (!self) {
@@ -138,7 +118,7 @@ static deferred_value_t map_resolved(deferred_value_t v, void *arg)
 }
 
 /* Queue r (taken); 0 or -ENOMEM (r released). */
-static int map_push(struct map *m, deferred_value_t r)
+static int map_push(struct deferred__map *m, deferred_value_t r)
 {
     if (m->len == m->cap) {
         size_t cap = m->cap ? m->cap * 2 : MAP_QUEUE_FIRST_CAP, i;
@@ -162,15 +142,12 @@ static int map_push(struct map *m, deferred_value_t r)
     return 0;
 }
 
-static deferred_failure_t *map_handle(deferred_stage_t *self, deferred_stage_t *from,
-                                      deferred_value_t tag, deferred_value_t *item)
+/* What a map does with r (taken), what its function returned for an item
+ * with tag: a plain result goes on at once, a failure fails the stage
+ * (returned), anything that has to wait is queued. */
+static deferred_failure_t *map_take(deferred_stage_t *self, struct deferred__map *m,
+                                    deferred_value_t tag, deferred_value_t r)
 {
-    struct map *m = STAGE_DATA(self);
-    deferred_value_t v = *item, r;
-
-    (void)from;
-    *item = deferred_value_none();
-    r = m->fn(v, m->arg);
     if (DEFERRED_LIKELY(m->len == 0)) {
         if (DEFERRED_LIKELY(r.release != deferred__release_deferred)) {
             if (r.release == deferred__release_failure)
@@ -195,9 +172,20 @@ static deferred_failure_t *map_handle(deferred_stage_t *self, deferred_stage_t *
     return NULL;
 }
 
+static deferred_failure_t *map_handle(deferred_stage_t *self, deferred_stage_t *from,
+                                      deferred_value_t tag, deferred_value_t *item)
+{
+    struct deferred__map *m = STAGE_DATA(self);
+    deferred_value_t v = *item;
+
+    (void)from;
+    *item = deferred_value_none();
+    return map_take(self, m, tag, m->fn(v, m->arg));
+}
+
 /* Drop the queued results: a deferred among them is cancelled (its
  * callback finds nothing waiting) and let go. */
-static void map_abandon(struct map *m)
+static void map_abandon(struct deferred__map *m)
 {
     deferred_value_t *q = m->queue;
     size_t head = m->head, len = m->len, cap = m->cap, i;
@@ -221,7 +209,7 @@ static void map_abandon(struct map *m)
 static void map_drain_cancel(deferred_t *d, void *arg)
 {
     struct deferred__shared *sh = arg;
-    struct map *m;
+    struct deferred__map *m;
 
     (void)d;
     if (!sh->self)
@@ -245,7 +233,7 @@ static void map_drain_cancel(deferred_t *d, void *arg)
 static void drain_note(deferred_dump_t *w, void *arg)
 {
     struct deferred__shared *sh = arg;
-    struct map *m;
+    struct deferred__map *m;
 
     if (!sh->self)
         return;
@@ -261,7 +249,7 @@ static void drain_note(deferred_dump_t *w, void *arg)
 static deferred_value_t map_finish(deferred_stage_t *self, deferred_stage_t *from,
                                    deferred_value_t tag, deferred_value_t outcome)
 {
-    struct map *m = STAGE_DATA(self);
+    struct deferred__map *m = STAGE_DATA(self);
 
     (void)from;
     if (m->len && deferred_value_is_none(tag) && deferred_value_is_failure(outcome)) {
@@ -287,7 +275,7 @@ static deferred_value_t map_finish(deferred_stage_t *self, deferred_stage_t *fro
 
 static void map_destroy(void *data)
 {
-    struct map *m = data;
+    struct deferred__map *m = data;
 
     m->sh->self = NULL;
     map_abandon(m);
@@ -299,7 +287,7 @@ static void map_destroy(void *data)
 
 deferred_stage_t *deferred_stage_map(const char *name, deferred_fn fn, void *arg)
 {
-    struct map *m;
+    struct deferred__map *m;
     struct deferred__shared *sh;
     deferred_stage_t *st;
 
@@ -328,14 +316,16 @@ deferred_stage_t *deferred_stage_map(const char *name, deferred_fn fn, void *arg
     m->ops.destroy = map_destroy;
     sh = m->sh;
     st = deferred_stage_new(&m->ops, m, 0);
-    if (st)
+    if (st) {
         sh->self = st;
+        st->kind = DEFERRED__KIND_MAP;
+    }
     return st;
 }
 
 void deferred__map_dump(deferred_dump_t *w, const deferred_stage_t *st)
 {
-    const struct map *m;
+    const struct deferred__map *m;
 
     if (st->ops->handle != map_handle)
         return;
@@ -347,18 +337,13 @@ void deferred__map_dump(deferred_dump_t *w, const deferred_stage_t *st)
 
 /* ---- filter ---------------------------------------------------------------- */
 
-struct filter {
-    deferred_pred_fn keep;
-    void *arg;
-    deferred_stage_ops_t ops;
-};
 
 static deferred_failure_t *filter_handle(deferred_stage_t *self,
                                          deferred_stage_t *from,
                                          deferred_value_t tag,
                                          deferred_value_t *item)
 {
-    struct filter *fl = STAGE_DATA(self);
+    struct deferred__filter *fl = STAGE_DATA(self);
 
     (void)from;
     if (fl->keep(*item, fl->arg)) {
@@ -378,7 +363,8 @@ static void plain_free(void *data)
 deferred_stage_t *deferred_stage_filter(const char *name, deferred_pred_fn keep,
                                         void *arg)
 {
-    struct filter *fl;
+    struct deferred__filter *fl;
+    deferred_stage_t *st;
 
     if (!keep) {
         errno = EINVAL;
@@ -393,7 +379,120 @@ deferred_stage_t *deferred_stage_filter(const char *name, deferred_pred_fn keep,
     fl->ops.name = name ? name : "filter";
     fl->ops.handle = filter_handle;
     fl->ops.destroy = plain_free;
-    return deferred_stage_new(&fl->ops, fl, 0);
+    st = deferred_stage_new(&fl->ops, fl, 0);
+    if (st)
+        st->kind = DEFERRED__KIND_FILTER;
+    return st;
+}
+
+/* ---- fused runs ------------------------------------------------------------ */
+
+/*
+ * The stage k places after the head of a fused run runs its own code
+ * (process-private.h): at the depth its call would have had unfused, one
+ * more than the stage before it, so that a failure gets the frames it
+ * would get unfused.  Each of these calls its stage's code as the stage's
+ * handle would have after the function (map_take(), deferred__emit()), or
+ * fails it as its delivery step would (deferred__fail()).
+ */
+/*
+ * The depths.  The loop does not follow the item's depth (that would cost
+ * a store per hop): a stage's function runs at head's depth d, so what it
+ * calls (an emit of its own, say) runs one deeper, at d + 1, where
+ * unfused it would run at d + k + 1 for the stage at place k.  The code a
+ * stage at place k > 0 falls back to runs at d + k + 1, one deeper than
+ * the place's own depth d + k, so that a failure's frames tell the two
+ * apart; deferred__fused_frames() turns either into what unfused calls
+ * would have left.  At head's place (0) both are at their unfused depth.
+ */
+static uint32_t fused_place(const deferred_stage_t *head, const deferred_stage_t *st)
+{
+    return st->index - head->index;
+}
+
+/* How much deeper than head's depth the code of st runs. */
+static uint32_t fused_raise(const deferred_stage_t *head, const deferred_stage_t *st)
+{
+    uint32_t k = fused_place(head, st);
+
+    return k ? k + 1 : 0;
+}
+
+void deferred__fused_map_take(deferred_stage_t *head, deferred_stage_t *st,
+                              deferred_value_t tag, deferred_value_t r)
+{
+    deferred_process_t *p = st->p;
+    uint32_t k = fused_raise(head, st);
+    deferred_failure_t *f;
+
+    p->depth += k;
+    f = map_take(st, STAGE_DATA(st), tag, r);
+    if (f)
+        deferred__fail(st, f, deferred_value_none());
+    p->depth -= k;
+}
+
+void deferred__fused_emit(deferred_stage_t *head, deferred_stage_t *st, deferred_value_t tag,
+                          deferred_value_t v)
+{
+    deferred_process_t *p = st->p;
+    uint32_t k = fused_raise(head, st);
+
+    p->depth += k;
+    deferred__emit(st, tag, v);
+    p->depth -= k;
+}
+
+void deferred__fused_fail(deferred_stage_t *head, deferred_stage_t *st, deferred_failure_t *f)
+{
+    deferred_process_t *p = st->p;
+    uint32_t k = fused_raise(head, st);
+
+    p->depth += k;
+    deferred__fail(st, f, deferred_value_none());
+    p->depth -= k;
+}
+
+/*
+ * The failure's frames reach down to depth p->framed (the depth of the
+ * call that added the last).  Unfused, the item's stage at place j runs at
+ * d + j, and each delivery step on the way back adds its stage's frame if
+ * the frames do not reach its depth yet.  Here, with st past head: frames
+ * down to d + 1 come from a call st's function made (unfused, at
+ * d + k + 1); frames deeper come from st's own code, one deeper than
+ * unfused (see above).  At head's place there is nothing to do.  Once
+ * framed is what it would be unfused, the delivery steps from st back to
+ * head's next stage add their frames as they would have, innermost first;
+ * head's own is its caller's.
+ */
+void deferred__fused_frames(deferred_stage_t *head, deferred_stage_t *st)
+{
+    deferred_process_t *p = st->p;
+    uint32_t d = p->depth, k = fused_place(head, st);
+
+    if (k == 0 || !p->failure || p->framed <= d)
+        return;
+    if (p->framed == d + 1)
+        p->framed = d + k + 1;
+    else
+        p->framed--;
+    for (; k > 0; k--)
+        deferred__add_frames(p, p->stages[head->index + k], deferred_value_none(), d + k,
+                             false);
+}
+
+deferred_failure_t *deferred__fused_handle(deferred_stage_t *self, deferred_stage_t *from,
+                                           deferred_value_t tag, deferred_value_t *item)
+{
+    deferred_value_t v = *item;
+    deferred_stage_t *st;
+
+    (void)from;
+    *item = deferred_value_none();
+    st = deferred__fused_run(self, tag, v);
+    if (DEFERRED_UNLIKELY(self->p->failure != NULL))
+        deferred__fused_frames(self, st);
+    return NULL;
 }
 
 /* ---- batch ------------------------------------------------------------------ */
