@@ -368,10 +368,10 @@ void deferred_unref(deferred_t *d)
     if (!d || !d->refs || --d->refs)
         return;
     /* The common case without a frame: a deferred of the cache's class
-     * whose result needs no release (empty, or an integer), with no entry left, no wait and no
-     * rare part, its entries inline or in the first heap block of a chain:
-     * its blocks go back to the cache, or to the allocator when the cache
-     * is full. */
+     * whose result needs no release (empty, or an integer), with no entry
+     * left, no wait and no rare part, its entries inline or in one of a
+     * chain's first two heap blocks: its blocks go back to the cache, or
+     * to the allocator when the cache is full. */
     if (DEFERRED_LIKELY((d->flags & F_BLOCK) && !d->ext && !d->chained_to &&
                         d->pos == d->n &&
                         (!d->result.release || d->result.release == deferred_value_int_release) &&
@@ -383,6 +383,11 @@ void deferred_unref(deferred_t *d)
         }
         if (d->cap == SPILL2_LINKS) {
             deferred__block_free((char *)d->links - KINDS_PAD(SPILL2_LINKS), BLOCK_SPILL2);
+            deferred__block_free(d, BLOCK_DEFERRED);
+            return;
+        }
+        if (d->cap == SPILL1_LINKS) {
+            deferred__block_free((char *)d->links - KINDS_PAD(SPILL1_LINKS), BLOCK_SPILL1);
             deferred__block_free(d, BLOCK_DEFERRED);
             return;
         }
