@@ -646,12 +646,7 @@ START_TEST(test_S10_fused_run_keeps_tags)
     struct step s[MAX_STEPS];
     struct outcome o;
 
-    reset_step(&s[0], 'm', "x*2");
-    s[0].mul = 2;
-    reset_step(&s[1], 'f', "not 3k");
-    s[1].mod = 3;
-    reset_step(&s[2], 'm', "x+1");
-    s[2].add = 1;
+    stream_spec(s); /* its reduce replaced: */
     reset_step(&s[3], 't', "tags");
     compare(s, 4, 8, true, &o);
     ck_assert_str_eq(o.log, "0:3 0:5 1:9 1:11 1:15 ");
@@ -666,12 +661,7 @@ START_TEST(test_S10_groups_through_a_fused_run)
     struct step s[MAX_STEPS];
     struct outcome o;
 
-    reset_step(&s[0], 'm', "x*2");
-    s[0].mul = 2;
-    reset_step(&s[1], 'f', "not 3k");
-    s[1].mod = 3;
-    reset_step(&s[2], 'm', "x+1");
-    s[2].add = 1;
+    stream_spec(s); /* its reduce replaced: */
     reset_step(&s[3], 'g', "orders");
     grouped = true;
     compare(s, 4, 10, true, &o);
