@@ -346,13 +346,12 @@ int deferred_async_await(deferred_async_t *co, deferred_t *d, deferred_value_t *
     struct deferred__async *st;
 
     /* The common case without a call: d has its result (single-shot,
-     * idle, its chain run: what deferred__take_result() checks), someone
+     * idle, its chain run: single_result_ready()), someone
      * else holds it too, and it is a value (or try_): the value moves to
      * *out, d loses the reference the await took, the body goes on. */
     if (DEFERRED_LIKELY(co && out && d) && DEFERRED_LIKELY((st = co->state_) != NULL) &&
-        !(st->flags & A_DROPPED) &&
-        DEFERRED_LIKELY((d->flags & (F_CALLED | F_RUNNING | F_MULTI)) == F_CALLED) &&
-        !d->paused && !d->chained_to && d->pos == d->n && DEFERRED_LIKELY(d->refs > 1) &&
+        !(st->flags & A_DROPPED) && DEFERRED_LIKELY(single_result_ready(d)) &&
+        DEFERRED_LIKELY(d->refs > 1) &&
         (DEFERRED_LIKELY(d->result.release != deferred__release_failure) || try_)) {
         *out = d->result;
         d->result = deferred_value_none();

@@ -309,6 +309,16 @@ static inline bool idle_with_result(const deferred_t *d)
     return (d->flags & F_CALLED) && !d->paused && !d->chained_to;
 }
 
+/* deferred_has_result() of a single-shot deferred, in a few loads: fired,
+ * not multi-fire, its chain run to the end and not running, nothing
+ * stopping it (deferred__take_result(), and the async layer's inline
+ * await). */
+static inline bool single_result_ready(const deferred_t *d)
+{
+    return (d->flags & (F_CALLED | F_RUNNING | F_MULTI)) == F_CALLED && !d->paused &&
+           !d->chained_to && d->pos == d->n;
+}
+
 /* runner.c: the continue entry's function (recognized by address). */
 DEFERRED_HIDDEN deferred_value_t deferred__continue_fn(deferred_value_t v, void *arg);
 

@@ -376,22 +376,18 @@ void deferred_unref(deferred_t *d)
                         d->pos == d->n &&
                         (!d->result.release || d->result.release == deferred_value_int_release) &&
                         !freeing)) {
-        if (d->links == d->inline_links) {
-            if (!deferred__block_push(d, BLOCK_DEFERRED))
-                deferred__block_free_slow(d, BLOCK_DEFERRED);
-            return;
+        if (d->links != d->inline_links) {
+            if (d->cap == SPILL2_LINKS)
+                deferred__block_free((char *)d->links - KINDS_PAD(SPILL2_LINKS), BLOCK_SPILL2);
+            else if (d->cap == SPILL1_LINKS)
+                deferred__block_free((char *)d->links - KINDS_PAD(SPILL1_LINKS), BLOCK_SPILL1);
+            else
+                goto general;
         }
-        if (d->cap == SPILL2_LINKS) {
-            deferred__block_free((char *)d->links - KINDS_PAD(SPILL2_LINKS), BLOCK_SPILL2);
-            deferred__block_free(d, BLOCK_DEFERRED);
-            return;
-        }
-        if (d->cap == SPILL1_LINKS) {
-            deferred__block_free((char *)d->links - KINDS_PAD(SPILL1_LINKS), BLOCK_SPILL1);
-            deferred__block_free(d, BLOCK_DEFERRED);
-            return;
-        }
+        deferred__block_free(d, BLOCK_DEFERRED);
+        return;
     }
+general:
     unref_last(d);
 }
 
@@ -438,9 +434,7 @@ deferred_value_t deferred_result(const deferred_t *d)
 
 bool deferred__take_result(deferred_t *d, deferred_value_t *v)
 {
-    /* deferred_has_result(), single-shot, without the calls. */
-    if ((d->flags & (F_CALLED | F_RUNNING | F_MULTI)) != F_CALLED || d->paused ||
-        d->chained_to || d->pos != d->n)
+    if (!single_result_ready(d))
         return false;
     *v = d->result;
     d->result = deferred_value_none();
