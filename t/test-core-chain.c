@@ -847,6 +847,182 @@ START_TEST(test_block_cache)
 }
 END_TEST
 
+/* ---- the block cache's reserve ---- */
+
+#define BURST 1000
+
+/* Make n deferreds (no callback: one block each), then free them all.
+ * One assertion at the end: Check records each assertion it passes, which
+ * would cost more than the deferreds in the decay test's millions. */
+static void burst(deferred_t **ds, size_t n)
+{
+    size_t i, made = 0;
+
+    for (i = 0; i < n; i++)
+        made += (ds[i] = deferred_new()) != NULL;
+    for (i = 0; i < n; i++)
+        deferred_unref(ds[i]);
+    ck_assert_uint_eq(made, n);
+}
+
+/* The bytes one deferred's block adds to the cache; 0 when the cache is
+ * off (valgrind, DEFERRED_NO_BLOCK_CACHE): the reserve tests then have
+ * nothing to see, and say so. */
+static size_t one_block(void)
+{
+    deferred_t *d;
+
+    deferred_block_cache_trim();
+    ck_assert_uint_eq(deferred_block_cache_size(), 0);
+    d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    deferred_unref(d);
+    return deferred_block_cache_size();
+}
+
+/* A burst of 1,000 deferreds freed together stays in the cache (64 at
+ * hand, the rest in bundles of 64 in the reserve) and the next burst takes
+ * every block of it back; trim gives them all to free(). */
+START_TEST(test_block_reserve_serves_bursts)
+{
+    static deferred_t *ds[BURST];
+    size_t one;
+    int round;
+
+    ck_assert_int_eq(deferred_set_allocator(NULL, NULL, NULL), 0);
+    one = one_block();
+    if (!one) {
+        fprintf(stderr, "test_block_reserve_serves_bursts: block cache off, nothing checked\n");
+        return;
+    }
+    deferred_block_cache_trim();
+    for (round = 0; round < 3; round++) {
+        size_t i;
+
+        burst(ds, BURST);
+        ck_assert_uint_eq(deferred_block_cache_size(), BURST * one);
+        /* The next burst is served by the cache: nothing is left in it
+         * while all are alive. */
+        for (i = 0; i < BURST; i++)
+            ds[i] = deferred_new();
+        ck_assert_uint_eq(deferred_block_cache_size(), 0);
+        for (i = 0; i < BURST; i++)
+            deferred_unref(ds[i]);
+    }
+    deferred_block_cache_trim();
+    ck_assert_uint_eq(deferred_block_cache_size(), 0);
+}
+END_TEST
+
+/* The limit bounds the reserve (the 64 at hand are not counted); 0 keeps
+ * none; the call returns the limit it replaces. */
+START_TEST(test_block_reserve_limit)
+{
+    static deferred_t *ds[BURST];
+    size_t one, old;
+
+    ck_assert_int_eq(deferred_set_allocator(NULL, NULL, NULL), 0);
+    one = one_block();
+    if (!one) {
+        fprintf(stderr, "test_block_reserve_limit: block cache off, nothing checked\n");
+        return;
+    }
+    old = deferred_set_block_cache_limit(0);
+    ck_assert_uint_eq(old, (size_t)256 << 20);
+    deferred_block_cache_trim();
+    burst(ds, BURST);
+    ck_assert_uint_eq(deferred_block_cache_size(), 64 * one);
+    /* Room for three bundles and a little more. */
+    deferred_block_cache_trim();
+    ck_assert_uint_eq(deferred_set_block_cache_limit(3 * 64 * one + one), 0);
+    burst(ds, BURST);
+    ck_assert_uint_eq(deferred_block_cache_size(), (64 + 3 * 64) * one);
+    ck_assert_uint_eq(deferred_set_block_cache_limit(old), 3 * 64 * one + one);
+    deferred_block_cache_trim();
+    ck_assert_uint_eq(deferred_block_cache_size(), 0);
+}
+END_TEST
+
+/* Bundles the thread stops drawing on go back by halves, at the end of
+ * each epoch of 65,536 bundle moves: those that stayed in the reserve
+ * through the whole epoch (its fewest), halved.  20 bundles kept (20
+ * moves), then rounds that dip one bundle out of the reserve and back (2
+ * moves each).  The first epoch began with none, so it frees none; the
+ * second kept 19 all through and frees 9; the third kept 10 and frees 5. */
+static void decay_rounds(deferred_t **ds, size_t rounds)
+{
+    size_t made = 0, i;
+
+    while (rounds-- > 0) {
+        for (i = 0; i < 128; i++)
+            made += (ds[i] = deferred_new()) != NULL;
+        for (i = 0; i < 128; i++)
+            deferred_unref(ds[i]);
+        if (made != 128)
+            break;
+        made = 0;
+    }
+    ck_assert_uint_eq(made, 0);
+}
+
+START_TEST(test_block_reserve_decays)
+{
+    static deferred_t *ds[21 * 64];
+    size_t one, bundle;
+
+    ck_assert_int_eq(deferred_set_allocator(NULL, NULL, NULL), 0);
+    one = one_block();
+    if (!one) {
+        fprintf(stderr, "test_block_reserve_decays: block cache off, nothing checked\n");
+        return;
+    }
+    bundle = 64 * one;
+    deferred_block_cache_trim();
+    burst(ds, 21 * 64); /* 64 at hand, 20 bundles: 20 moves */
+    ck_assert_uint_eq(deferred_block_cache_size(), 21 * bundle);
+    decay_rounds(ds, (65536 - 20) / 2 - 1);
+    ck_assert_uint_eq(deferred_block_cache_size(), 21 * bundle);
+    decay_rounds(ds, 1); /* the first epoch ends */
+    ck_assert_uint_eq(deferred_block_cache_size(), 21 * bundle);
+    decay_rounds(ds, 65536 / 2 - 1);
+    ck_assert_uint_eq(deferred_block_cache_size(), 21 * bundle);
+    decay_rounds(ds, 1); /* the second */
+    ck_assert_uint_eq(deferred_block_cache_size(), (1 + 20 - 9) * bundle);
+    decay_rounds(ds, 65536 / 2);
+    ck_assert_uint_eq(deferred_block_cache_size(), (1 + 11 - 5) * bundle);
+    deferred_block_cache_trim();
+    ck_assert_uint_eq(deferred_block_cache_size(), 0);
+}
+END_TEST
+
+/* A thread that exits with a full reserve gives it all back (the
+ * sanitizer build's leak check fails this test otherwise). */
+static void *reserve_thread(void *arg)
+{
+    static deferred_t *ds[BURST];
+
+    (void)arg;
+    burst(ds, BURST);
+    return (void *)deferred_block_cache_size();
+}
+
+START_TEST(test_block_reserve_thread_exit)
+{
+    pthread_t t;
+    void *held;
+    size_t one;
+
+    ck_assert_int_eq(deferred_set_allocator(NULL, NULL, NULL), 0);
+    one = one_block();
+    deferred_block_cache_trim();
+    ck_assert_int_eq(pthread_create(&t, NULL, reserve_thread, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, &held), 0);
+    ck_assert_uint_eq((size_t)held, BURST * one);
+    /* The main thread's cache is its own. */
+    ck_assert_uint_eq(deferred_block_cache_size(), 0);
+}
+END_TEST
+
 static Suite *core_suite(void)
 {
     Suite *s = suite_create("core-chain");
@@ -878,6 +1054,10 @@ static Suite *core_suite(void)
     tcase_add_test(rn, test_callback_drops_last_reference_then_waits);
     tcase_add_test(rn, test_callback_fires_other_deferreds);
     tcase_add_test(rn, test_many_callbacks);
+    tcase_add_test(rn, test_block_reserve_serves_bursts);
+    tcase_add_test(rn, test_block_reserve_limit);
+    tcase_add_test(rn, test_block_reserve_decays);
+    tcase_add_test(rn, test_block_reserve_thread_exit);
     tcase_add_test(rn, test_return_new_deferred);
     tcase_add_test(rn, test_pending_deferred_is_small);
     tcase_add_test(rn, test_block_cache);

@@ -189,6 +189,27 @@ START_TEST(s_allocator)
 }
 END_TEST
 
+/* The block cache's knobs take any value: no limit (SIZE_MAX), none (0);
+ * trimming an empty cache, twice, does nothing; with a replaced allocator
+ * (the counting one here) the cache is off and holds nothing, whatever
+ * was freed. */
+START_TEST(s_block_cache)
+{
+    size_t old = deferred_set_block_cache_limit(SIZE_MAX);
+    deferred_t *d;
+
+    ck_assert_uint_eq(deferred_set_block_cache_limit(0), SIZE_MAX);
+    ck_assert_uint_eq(deferred_set_block_cache_limit(old), 0);
+    deferred_block_cache_trim();
+    deferred_block_cache_trim();
+    d = deferred_new();
+    ck_assert_ptr_nonnull(d);
+    deferred_unref(d);
+    ck_assert_uint_eq(deferred_block_cache_size(), 0);
+    ck_assert_uint_eq(tu_live(), 0);
+}
+END_TEST
+
 /* ---- value.h ---- */
 
 START_TEST(s_value_kinds)
@@ -2470,6 +2491,9 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_set_allocator, C(s_allocator)),
     CORE(deferred_malloc, C(s_allocator)),
     CORE(deferred_free, C(s_allocator), C(s_failure_context_story)),
+    CORE(deferred_set_block_cache_limit, C(s_block_cache)),
+    CORE(deferred_block_cache_trim, C(s_block_cache)),
+    CORE(deferred_block_cache_size, C(s_block_cache)),
     /* value.h */
     CORE(deferred_value_release, C(s_value_kinds)),
     CORE(deferred_value_int_release, C(s_value_kinds)),

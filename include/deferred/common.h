@@ -122,13 +122,20 @@ DEFERRED_EXPORT const char *deferred_err_name(int code);
  * constructor result with errno ENOMEM (whatever the allocator left in
  * errno) or an ENOMEM failure; the library never aborts.
  *
- * With the default allocator (only), each thread keeps up to 64 freed
- * blocks of each of the three sizes every deferred uses (a deferred
- * without a canceller, the first two heap blocks of a longer chain) and
- * hands them out again instead of calling malloc.  The blocks go back to
- * free() when the thread exits (the main thread's at exit) and when
- * deferred_set_allocator() is called (the calling thread's).  The cache
- * is off while another allocator is set, so a counting or failing
+ * With the default allocator (only), each thread keeps the freed blocks
+ * of the few sizes every deferred uses (a deferred without a canceller,
+ * the first two heap blocks of a longer chain, a small coroutine) and
+ * hands them out again instead of calling malloc: up to 64 of each size at
+ * hand, and behind them a reserve of bundles of 64, so that the blocks of
+ * a burst (a gather of 100,000 deferreds, freed together) serve the next
+ * burst without malloc.  The reserve holds at most 256 MiB per thread
+ * (deferred_set_block_cache_limit()) and shrinks by itself when the
+ * thread stops drawing on it: after each 65,536 moves of a bundle in or
+ * out, half of the bundles that stayed in it all that time go back to
+ * free().  All the blocks go back to free() when the thread exits (the
+ * main thread's at exit), when deferred_block_cache_trim() is called and
+ * when deferred_set_allocator() is called (the calling thread's).  The
+ * cache is off while another allocator is set, so a counting or failing
  * allocator sees every allocation; off under valgrind unless
  * DEFERRED_BLOCK_CACHE is set in the environment (valgrind then sees each
  * use after free); and off with DEFERRED_NO_BLOCK_CACHE set.
@@ -140,6 +147,29 @@ typedef void (*deferred_free_fn)(void *ptr);
 DEFERRED_EXPORT int deferred_set_allocator(deferred_malloc_fn malloc_fn,
                                            deferred_realloc_fn realloc_fn,
                                            deferred_free_fn free_fn);
+
+/*
+ * The per-thread block cache (see deferred_set_allocator()).
+ *
+ * deferred_set_block_cache_limit() sets the most bytes of blocks each
+ * thread's reserve may hold (the 64 blocks of each size at hand are not
+ * counted), for every thread, and returns the limit it replaces (256 MiB
+ * at start).  0 keeps no reserve: a block freed when 64 of its size are at
+ * hand goes to free().  A reserve already past a lower limit keeps its
+ * bundles until the thread uses them, trims or exits.  Thread-safe; it
+ * never fails.
+ *
+ * deferred_block_cache_trim() gives every block the calling thread's
+ * cache holds (at hand and in the reserve) back to free(), for a program
+ * that knows a burst is over.  Other threads' caches are untouched.
+ *
+ * deferred_block_cache_size() is the bytes of the blocks the calling
+ * thread's cache holds now, at hand and in the reserve: 0 while the cache
+ * is off.  Neither function runs a callback.
+ */
+DEFERRED_EXPORT size_t deferred_set_block_cache_limit(size_t bytes);
+DEFERRED_EXPORT void deferred_block_cache_trim(void);
+DEFERRED_EXPORT size_t deferred_block_cache_size(void);
 
 /* Allocate and free through the current allocator (for strings the library
  * returns, such as deferred_failure_story_alloc()). deferred_free(NULL) is

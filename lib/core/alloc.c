@@ -13,8 +13,16 @@
  * a longer chain) are kept on a small per-thread cache when freed and
  * handed out again, which costs a few instructions where malloc and free
  * cost about a hundred (bench/).  The cache holds at most BLOCK_CACHE_MAX
- * blocks of each size per thread, is emptied when the thread exits (and
- * for the main thread when the program exits), and is not used at all
+ * blocks of each size per thread at hand, which the inline paths of
+ * core-private.h pop and push; when that list is full, the slow path moves
+ * it whole to the thread's reserve (a list of such bundles, up to
+ * reserve_limit bytes), and when it is empty takes one back, so that a
+ * burst of blocks freed together (a gather of 100,000 inputs) serves the
+ * next burst without malloc, whose own free lists such a burst leaves to be
+ * consolidated and split again at several times the cost.  The reserve
+ * decays: every RESERVE_EPOCH bundle moves, half of what it held all
+ * through the epoch is freed.  The cache is emptied when the thread exits
+ * (and for the main thread when the program exits), and is not used at all
  * with a replaced allocator, so that a program counting or failing
  * allocations sees every one.  A cached block is poisoned for
  * AddressSanitizer, as freed memory would be, except the one word that
@@ -27,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include <pthread.h>
@@ -57,25 +66,120 @@ static pthread_key_t cache_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 static bool cache_key_ok;
 
-/* Free every block of the calling thread's cache (to libc: the cache is
- * only filled with the default allocator). */
+/* Give back a list of blocks of class c linked through their link words
+ * (to libc: the cache is only filled with the default allocator). */
+static void free_list(void *p, unsigned c)
+{
+    while (p) {
+        /* The link word is not poisoned. */
+        void *next = *(void **)((char *)p + deferred__class_link[c]);
+
+#ifdef DEFERRED__BLOCK_ASAN
+        ASAN_UNPOISON_MEMORY_REGION(p, deferred__class_size[c]);
+#endif
+        free(p);
+        p = next;
+    }
+}
+
+/* ---- the reserve: bundles of blocks behind the cache ------------------- */
+
+/* The most bytes each thread's reserve holds (deferred_set_block_cache_limit()). */
+static size_t reserve_limit = (size_t)256 << 20;
+
+/* Bundle moves (in or out of a reserve) between two decays. */
+#define RESERVE_EPOCH 65536
+
+/* The word after a block's link word: a bundle's first block links the
+ * next bundle there.  Every class's block has room for both words. */
+static void **bundle_link(void *p, unsigned c)
+{
+    /* Checked by the compiler: each class has room for both words. */
+    typedef char room[(offsetof(deferred_t, next) + 2 * sizeof(void *) <= sizeof(deferred_t) &&
+                       KINDS_PAD(SPILL1_LINKS) + offsetof(struct link, arg) +
+                               2 * sizeof(void *) <= SPILL_SIZE(SPILL1_LINKS) &&
+                       KINDS_PAD(SPILL2_LINKS) + offsetof(struct link, arg) +
+                               2 * sizeof(void *) <= SPILL_SIZE(SPILL2_LINKS))
+                          ? 1 : -1];
+
+    (void)sizeof(room);
+    return (void **)((char *)p + deferred__class_link[c] + sizeof(void *));
+}
+
+static size_t bundle_bytes(unsigned c)
+{
+    return (size_t)BLOCK_CACHE_MAX * deferred__class_size[c];
+}
+
+/* The cache's full list of class c becomes a bundle of the reserve, and
+ * the list starts empty. */
+static void bundle_put(struct deferred__block_cache *bc, unsigned c)
+{
+    void *h = bc->head[c];
+    void **w = bundle_link(h, c);
+
+#ifdef DEFERRED__BLOCK_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(w, sizeof(void *));
+#endif
+    *w = bc->bundles[c];
+    bc->bundles[c] = h;
+    bc->nbundles[c]++;
+    bc->reserve_bytes += bundle_bytes(c);
+    bc->head[c] = NULL;
+    bc->n[c] = 0;
+}
+
+/* The reserve's last bundle of class c, taken off it: its first block. */
+static void *bundle_pop(struct deferred__block_cache *bc, unsigned c)
+{
+    void *h = bc->bundles[c];
+    void **w = bundle_link(h, c);
+
+    bc->bundles[c] = *w;
+#ifdef DEFERRED__BLOCK_ASAN
+    ASAN_POISON_MEMORY_REGION(w, sizeof(void *));
+#endif
+    bc->nbundles[c]--;
+    bc->reserve_bytes -= bundle_bytes(c);
+    if (bc->nbundles[c] < bc->low[c])
+        bc->low[c] = bc->nbundles[c];
+    return h;
+}
+
+/* One more bundle move; at the end of an epoch, give back half of the
+ * bundles of each class that stayed in the reserve through the whole
+ * epoch (the fewest it held): a burst's blocks serve the next burst, and
+ * a reserve the thread has stopped drawing on shrinks by halves. */
+static void reserve_tick(struct deferred__block_cache *bc)
+{
+    unsigned c;
+
+    if (++bc->moves < RESERVE_EPOCH)
+        return;
+    bc->moves = 0;
+    for (c = 0; c < DEFERRED__BLOCK_CLASSES; c++) {
+        size_t release = bc->low[c] / 2;
+
+        while (release-- > 0)
+            free_list(bundle_pop(bc, c), c);
+        bc->low[c] = bc->nbundles[c];
+    }
+}
+
+/* Free every block of the calling thread's cache and reserve. */
 static void cache_flush(struct deferred__block_cache *bc)
 {
     unsigned c;
 
     for (c = 0; c < DEFERRED__BLOCK_CLASSES; c++) {
-        void *p;
-
-        while ((p = bc->head[c])) {
-            /* The link word is not poisoned. */
-            bc->head[c] = *(void **)((char *)p + deferred__class_link[c]);
-#ifdef DEFERRED__BLOCK_ASAN
-            ASAN_UNPOISON_MEMORY_REGION(p, deferred__class_size[c]);
-#endif
-            free(p);
-        }
+        free_list(bc->head[c], c);
+        bc->head[c] = NULL;
         bc->n[c] = 0;
+        while (bc->bundles[c])
+            free_list(bundle_pop(bc, c), c);
+        bc->low[c] = 0;
     }
+    bc->moves = 0;
 }
 
 static void cache_thread_exit(void *arg)
@@ -111,25 +215,72 @@ __attribute__((constructor)) static void cache_program_start(void)
     deferred__cache_on = !cache_disabled;
 }
 
+/* The cache's list of class c is empty: a bundle from the reserve, else
+ * malloc's block. */
 void *deferred__block_alloc_slow(unsigned c)
 {
+    struct deferred__block_cache *bc = &deferred__cache;
+
+    if (deferred__cache_on && bc->bundles[c] && !bc->head[c]) {
+        bc->head[c] = bundle_pop(bc, c);
+        bc->n[c] = BLOCK_CACHE_MAX;
+        reserve_tick(bc);
+        return deferred__block_pop(c);
+    }
     return deferred__malloc(deferred__class_size[c]);
 }
 
+/* The cache's list of class c is full (or the thread's cache not set up
+ * yet): the full list moves to the reserve when the reserve has room,
+ * else p goes to free(). */
 void deferred__block_free_slow(void *p, unsigned c)
 {
     struct deferred__block_cache *bc = &deferred__cache;
 
-    if (deferred__cache_on && bc->n[c] < BLOCK_CACHE_MAX && !bc->keyed) {
-        /* First use on this thread: its exit must empty the cache. */
-        pthread_once(&cache_once, cache_key_make);
-        if (cache_key_ok && pthread_setspecific(cache_key, bc) == 0) {
+    if (deferred__cache_on) {
+        if (!bc->keyed) {
+            /* First use on this thread: its exit must empty the cache. */
+            pthread_once(&cache_once, cache_key_make);
+            if (!cache_key_ok || pthread_setspecific(cache_key, bc) != 0) {
+                deferred__free(p);
+                return;
+            }
             bc->keyed = true;
-            deferred__block_free(p, c);
-            return;
         }
+        if (bc->n[c] >= BLOCK_CACHE_MAX) {
+            if (bc->reserve_bytes + bundle_bytes(c) >
+                __atomic_load_n(&reserve_limit, __ATOMIC_RELAXED)) {
+                deferred__free(p);
+                return;
+            }
+            bundle_put(bc, c);
+            reserve_tick(bc);
+        }
+        deferred__block_push(p, c);
+        return;
     }
     deferred__free(p);
+}
+
+size_t deferred_set_block_cache_limit(size_t bytes)
+{
+    return __atomic_exchange_n(&reserve_limit, bytes, __ATOMIC_RELAXED);
+}
+
+void deferred_block_cache_trim(void)
+{
+    cache_flush(&deferred__cache);
+}
+
+size_t deferred_block_cache_size(void)
+{
+    const struct deferred__block_cache *bc = &deferred__cache;
+    size_t bytes = bc->reserve_bytes;
+    unsigned c;
+
+    for (c = 0; c < DEFERRED__BLOCK_CLASSES; c++)
+        bytes += bc->n[c] * deferred__class_size[c];
+    return bytes;
 }
 
 int deferred_set_allocator(deferred_malloc_fn malloc_fn,

@@ -167,10 +167,20 @@ enum { BLOCK_DEFERRED, BLOCK_SPILL1, BLOCK_SPILL2, BLOCK_EXTRA };
 #define BLOCK_CACHE_MAX 64
 #endif
 
+/* A thread's cache: for each class, a list of up to BLOCK_CACHE_MAX
+ * blocks that the inline paths below pop and push; behind it the reserve,
+ * a list of bundles (a full list of BLOCK_CACHE_MAX blocks, moved in and
+ * out whole by the slow paths in alloc.c), so that a burst of many
+ * deferreds freed together is served again without malloc. */
 struct deferred__block_cache {
     void *head[DEFERRED__BLOCK_CLASSES];
     unsigned n[DEFERRED__BLOCK_CLASSES];
     bool keyed; /* its thread-exit destructor is registered */
+    void *bundles[DEFERRED__BLOCK_CLASSES]; /* the reserve's bundles, linked */
+    size_t nbundles[DEFERRED__BLOCK_CLASSES];
+    size_t low[DEFERRED__BLOCK_CLASSES]; /* fewest bundles this epoch */
+    size_t reserve_bytes;                /* the bytes of all bundles */
+    unsigned moves;                      /* bundle moves this epoch */
 };
 DEFERRED_HIDDEN extern THREAD_LOCAL struct deferred__block_cache deferred__cache;
 DEFERRED_HIDDEN extern bool deferred__cache_on;
