@@ -4,7 +4,8 @@
  * Scenarios (also listed in docs/scenarios.md):
  *   L01  a deferred dying on the free list is not fired again through a
  *        weak pointer (a combinator's, or a continue entry's): no double
- *        free; a dying stream releases a row or an end given to it;
+ *        free; a dying deferred, plain or a stream, releases a value, a
+ *        row or an end given to it;
  *   L02  work nested deeper than the runner's limit (a chain of chain_to()
  *        links, lock and semaphore hand-offs, gathers of gathers, their
  *        cancels and frees) completes for 1,000,000 elements on a 256 KiB
@@ -170,6 +171,30 @@ START_TEST(test_L01_dying_is_inert)
     ck_assert_int_eq(calls, 0);
     ck_assert_int_eq(tu_log.n, 0);
     ck_assert_int_eq(tu_released, 1);
+}
+END_TEST
+
+/* The same for a plain deferred (no canceller, no extension: the fire's
+ * common path), fired by the destroy function of one of its own entries,
+ * which its free runs after releasing its result: the value given is
+ * released, not stored in the freed block, and the callback never runs. */
+static void destroy_fire_owner(void *arg)
+{
+    deferred_t **d = arg;
+
+    ck_assert_int_eq(deferred_callback(*d, tu_tracked(7)), 0);
+}
+
+START_TEST(test_L01_dying_plain_is_inert)
+{
+    deferred_t *d = deferred_new();
+
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callback_full(d, tu_record, &d, destroy_fire_owner), 0);
+    deferred_unref(d);
+    ck_assert_int_eq(tu_log.n, 0);
+    ck_assert_int_eq(tu_released, 1);
+    ck_assert_uint_eq(tu_live(), 0);
 }
 END_TEST
 
@@ -1003,6 +1028,7 @@ static Suite *lifetime_suite(void)
     tcase_add_test(tc, test_L01_continue_to_dying_outer);
     tcase_add_test(tc, test_L01_combinator_output_dying);
     tcase_add_test(tc, test_L01_dying_is_inert);
+    tcase_add_test(tc, test_L01_dying_plain_is_inert);
     tcase_add_test(tc, test_L01_dying_stream_is_inert);
     tcase_add_test(tc, test_L01_merge_output_dying_gets_row);
     tcase_add_test(tc, test_L02_deep_nesting_keeps_order);

@@ -806,7 +806,11 @@ static void report_already_fired(deferred_t *d, const char *file, int line)
     deferred_failure_unref(f);
 }
 
-static int fire(deferred_t *d, deferred_value_t v, const char *file, int line)
+/* fire()'s cases past the common one: a dying deferred, a multi-fire
+ * one, a second fire, a deferred with an extension (its fire site is
+ * recorded). */
+static DEFERRED_NOINLINE int fire_slow(deferred_t *d, deferred_value_t v, const char *file,
+                                       int line)
 {
     if (DEFERRED_UNLIKELY(!d->refs)) {
         /* Dying, reached through a weak pointer: nobody can see a result. */
@@ -826,13 +830,39 @@ static int fire(deferred_t *d, deferred_value_t v, const char *file, int line)
     }
     d->flags |= F_CALLED;
     d->result = v;
-    if (DEFERRED_UNLIKELY(d->ext != NULL) && d->ext->new_file) {
+    if (d->ext->new_file) {
         d->ext->fire_file = file;
         d->ext->fire_line = line;
     }
-    if (!d->paused)
+    if (!d->paused && d->n)
         run(d);
     return 0;
+}
+
+/* run() for fire(): 0, so that fire() ends in a jump to it. */
+static DEFERRED_NOINLINE int run_fired(deferred_t *d)
+{
+    run(d);
+    return 0;
+}
+
+/* The common case in a frame of no registers: a live deferred without an
+ * extension (so single-shot: a multi-fire one keeps its stream there),
+ * fired the first time.  A chain with nothing in it (deferred_succeed()'s)
+ * has nothing to run; a deferred that had not fired has run none of its
+ * entries (pos is 0), so n alone tells.  A paused one is the runner's to
+ * leave alone. */
+static inline int fire(deferred_t *d, deferred_value_t v, const char *file, int line)
+{
+    uint32_t flags = d->flags;
+
+    if (DEFERRED_UNLIKELY(!d->refs || (flags & F_CALLED) || d->ext))
+        return fire_slow(d, v, file, line);
+    d->flags = flags | F_CALLED;
+    d->result = v;
+    if (!d->n)
+        return 0;
+    return run_fired(d);
 }
 
 int deferred_callback_at(deferred_t *d, deferred_value_t v, const char *file,
