@@ -15,7 +15,8 @@
  *        recorded);
  *   L04  cycles: chain_to() that would make a deferred hold itself is
  *        -EDEADLK, a callback returning a deferred that waits on its own
- *        is an EDEADLK failure; nothing leaks;
+ *        (or a gather that still holds it) is an EDEADLK failure;
+ *        nothing leaks;
  *   L05  chain_to() into a target that has already fired puts an EALREADY
  *        failure on the chain (seen by an errback, reported if unhandled);
  *   L06  lock, semaphore and queue waiters: a waiting run dropped with its
@@ -752,6 +753,44 @@ START_TEST(test_L04_callback_returns_its_chain_to_source)
 }
 END_TEST
 
+/* a's callback, ahead of the gather's entry in a's chain, returns the
+ * gather of a and b: the gather holds a, an input it has not seen end, so
+ * a waiting on it would be a cycle.  EDEADLK: a does not wait, and its
+ * failure goes on down a's chain to the gather, which fails with it. */
+static deferred_t *l04_gather;
+
+static deferred_value_t l04_return_gather(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    deferred_value_release(v);
+    return deferred_value_deferred(deferred_ref(l04_gather));
+}
+
+START_TEST(test_L04_callback_returns_gather_of_itself)
+{
+    deferred_t *in[2];
+    deferred_value_t r;
+
+    in[0] = deferred_new();
+    in[1] = deferred_new();
+    deferred_add_callback(in[0], l04_return_gather, NULL);
+    l04_gather = deferred_gather(in, 2, 0);
+    ck_assert_ptr_nonnull(l04_gather);
+    deferred_callback(in[0], tu_tracked(1));
+    ck_assert(!deferred_is_waiting(in[0]));
+    ck_assert(deferred_has_fired(l04_gather));
+    r = deferred_result_take(l04_gather);
+    ck_assert(deferred_value_is_failure(r));
+    ck_assert_ptr_nonnull(deferred_failure_find(deferred_value_get_failure(r),
+                                                DEFERRED_DOMAIN_LIBRARY, EDEADLK));
+    deferred_value_release(r);
+    deferred_unref(l04_gather);
+    deferred_unref(in[0]);
+    deferred_unref(in[1]);
+    ck_assert_int_eq(tu_released, 1);
+}
+END_TEST
+
 /* An errback of a stream's end waits on the stream, which is waiting for
  * that end: EDEADLK, nothing leaks. */
 static deferred_t *l04_stream;
@@ -1039,6 +1078,7 @@ static Suite *lifetime_suite(void)
     tcase_add_test(tc, test_L04_callback_cycle);
     tcase_add_test(tc, test_L04_end_waits_on_its_stream);
     tcase_add_test(tc, test_L04_callback_returns_its_chain_to_source);
+    tcase_add_test(tc, test_L04_callback_returns_gather_of_itself);
     tcase_add_test(tc, test_L04_cycle_check_nomem);
     tcase_add_test(tc, test_L05_chain_to_fired_target);
     tcase_add_test(tc, test_L05_chain_to_cancelled_target);

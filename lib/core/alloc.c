@@ -85,7 +85,10 @@ static void free_list(void *p, unsigned c)
 /* ---- the reserve: bundles of blocks behind the cache ------------------- */
 
 /* The most bytes each thread's reserve holds (deferred_set_block_cache_limit()). */
-static size_t reserve_limit = (size_t)256 << 20;
+#ifndef DEFERRED_RESERVE_LIMIT
+#define DEFERRED_RESERVE_LIMIT ((size_t)256 << 20)
+#endif
+static size_t reserve_limit = DEFERRED_RESERVE_LIMIT;
 
 /* Bundle moves (in or out of a reserve) between two decays. */
 #define RESERVE_EPOCH 65536

@@ -242,6 +242,24 @@ static DEFERRED_ALWAYS_INLINE inline deferred_value_t run_plain_row(deferred_t *
     return r;
 }
 
+/* Whether d holds no other deferred, as deferred__holds() would find by
+ * a walk: it waits on none, has no extension (a stream's end, a
+ * combinator's inputs) and no chain_to() entry (a full entry) left.  The
+ * walk's first step, without its setup: a link of a chain of waits (each
+ * link waited on by the one before, so checked for a cycle) usually waits
+ * on a deferred that holds nothing. */
+static inline bool holds_nothing(const deferred_t *d)
+{
+    uint32_t i;
+
+    if (d->chained_to || d->ext)
+        return false;
+    for (i = first_live(d); i < d->n; i++)
+        if (*kind_at(d, i) & LINK_FULL)
+            return false;
+    return true;
+}
+
 /* ---- nesting ----------------------------------------------------------- */
 
 static void run_stack(deferred_t *d);
@@ -617,7 +635,7 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
      * combinator's. */
     if (DEFERRED_UNLIKELY(cur->waiters || (cur->flags & F_HELD) ||
                           (inner->ext && inner->ext->inputs)) &&
-        (rc = deferred__holds(inner, cur, true)) != 0) {
+        !holds_nothing(inner) && (rc = deferred__holds(inner, cur, true)) != 0) {
         deferred_unref(inner);
         cur->result = deferred_value_failure(deferred_failure_new_at(
             NULL, 0, DEFERRED_DOMAIN_LIBRARY, rc > 0 ? EDEADLK : ENOMEM,
