@@ -995,6 +995,79 @@ START_TEST(test_block_reserve_decays)
 }
 END_TEST
 
+/* A thread that draws a burst of 2,000 blocks from its reserve round
+ * after round keeps all of them across epochs: what it draws from the
+ * reserve counts as its demand as much as what it takes from malloc (3,300
+ * rounds of 62 bundle moves: past three epochs). */
+START_TEST(test_block_reserve_steady_bursts)
+{
+    static deferred_t *ds[2000];
+    size_t one, round, short_rounds = 0;
+
+    ck_assert_int_eq(deferred_set_allocator(NULL, NULL, NULL), 0);
+    one = one_block();
+    if (!one) {
+        fprintf(stderr, "test_block_reserve_steady_bursts: block cache off, nothing checked\n");
+        return;
+    }
+    deferred_block_cache_trim();
+    for (round = 0; round < 3300; round++) {
+        size_t i, made = 0;
+
+        for (i = 0; i < 2000; i++)
+            made += (ds[i] = deferred_new()) != NULL;
+        for (i = 0; i < 2000; i++)
+            deferred_unref(ds[i]);
+        if (made != 2000)
+            break;
+        short_rounds += deferred_block_cache_size() != 2000 * one;
+    }
+    ck_assert_uint_eq(round, 3300);
+    ck_assert_uint_eq(short_rounds, 0);
+    deferred_block_cache_trim();
+}
+END_TEST
+
+/* A thread that frees what another thread made keeps little: its reserve
+ * holds no more than the thread drew itself (nothing here) plus 16
+ * bundles; the rest goes to free().  The thread that made them draws on
+ * its own cache as before. */
+#define HANDED 3000
+static deferred_t *handed[HANDED];
+
+static void *free_handed(void *arg)
+{
+    size_t i;
+
+    (void)arg;
+    for (i = 0; i < HANDED; i++)
+        deferred_unref(handed[i]);
+    return (void *)deferred_block_cache_size();
+}
+
+START_TEST(test_block_reserve_freeing_thread)
+{
+    pthread_t t;
+    void *held;
+    size_t one, i, made = 0;
+
+    ck_assert_int_eq(deferred_set_allocator(NULL, NULL, NULL), 0);
+    one = one_block();
+    if (!one) {
+        fprintf(stderr, "test_block_reserve_freeing_thread: block cache off, nothing checked\n");
+        return;
+    }
+    deferred_block_cache_trim();
+    for (i = 0; i < HANDED; i++)
+        made += (handed[i] = deferred_new()) != NULL;
+    ck_assert_uint_eq(made, HANDED);
+    ck_assert_int_eq(pthread_create(&t, NULL, free_handed, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, &held), 0);
+    ck_assert_uint_eq((size_t)held, (64 + 16 * 64) * one);
+    ck_assert_uint_eq(deferred_block_cache_size(), 0);
+}
+END_TEST
+
 /* A thread that exits with a full reserve gives it all back (the
  * sanitizer build's leak check fails this test otherwise). */
 static void *reserve_thread(void *arg)
@@ -1058,6 +1131,8 @@ static Suite *core_suite(void)
     tcase_add_test(rn, test_block_reserve_limit);
     tcase_add_test(rn, test_block_reserve_decays);
     tcase_add_test(rn, test_block_reserve_thread_exit);
+    tcase_add_test(rn, test_block_reserve_freeing_thread);
+    tcase_add_test(rn, test_block_reserve_steady_bursts);
     tcase_add_test(rn, test_return_new_deferred);
     tcase_add_test(rn, test_pending_deferred_is_small);
     tcase_add_test(rn, test_block_cache);

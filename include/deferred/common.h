@@ -129,10 +129,12 @@ DEFERRED_EXPORT const char *deferred_err_name(int code);
  * hand, and behind them a reserve of bundles of 64, so that the blocks of
  * a burst (a gather of 100,000 deferreds, freed together) serve the next
  * burst without malloc.  The reserve holds at most 256 MiB per thread
- * (deferred_set_block_cache_limit()) and shrinks by itself when the
- * thread stops drawing on it: after each 65,536 moves of a bundle in or
- * out, half of the bundles that stayed in it all that time go back to
- * free().  All the blocks go back to free() when the thread exits (the
+ * (deferred_set_block_cache_limit()), and no more blocks than the thread
+ * itself took past its 64 at hand lately (plus 16 bundles), so that a
+ * thread that frees what other threads made keeps little; and it shrinks
+ * by itself when the thread stops drawing on it: after each 65,536 moves
+ * of a bundle in or out, half of the bundles that stayed in it all that
+ * time go back to free().  All the blocks go back to free() when the thread exits (the
  * main thread's at exit), when deferred_block_cache_trim() is called and
  * when deferred_set_allocator() is called (the calling thread's).  The
  * cache is off while another allocator is set, so a counting or failing

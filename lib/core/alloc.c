@@ -21,7 +21,10 @@
  * next burst without malloc, whose own free lists such a burst leaves to be
  * consolidated and split again at several times the cost.  The reserve
  * decays: every RESERVE_EPOCH bundle moves, half of what it held all
- * through the epoch is freed.  The cache is emptied when the thread exits
+ * through the epoch is freed.  And it holds no more than the thread drew
+ * past its list (from the reserve or from malloc) in the epoch or the
+ * last, plus RESERVE_SLACK bundles: a thread that frees what others made
+ * keeps little.  The cache is emptied when the thread exits
  * (and for the main thread when the program exits), and is not used at all
  * with a replaced allocator, so that a program counting or failing
  * allocations sees every one.  A cached block is poisoned for
@@ -92,6 +95,11 @@ static size_t reserve_limit = DEFERRED_RESERVE_LIMIT;
 
 /* Bundle moves (in or out of a reserve) between two decays. */
 #define RESERVE_EPOCH 65536
+
+/* The bundles of a class a reserve may hold past the thread's own demand
+ * (so that a thread that frees more than it makes, such as one that
+ * drops what another thread made, keeps little). */
+#define RESERVE_SLACK 16
 
 /* The word after a block's link word: a bundle's first block links the
  * next bundle there.  Every class's block has room for both words. */
@@ -166,7 +174,21 @@ static void reserve_tick(struct deferred__block_cache *bc)
         while (release-- > 0)
             free_list(bundle_pop(bc, c), c);
         bc->low[c] = bc->nbundles[c];
+        bc->demand_last[c] = bc->demand[c];
+        bc->demand[c] = 0;
     }
+}
+
+/* Whether the reserve may take one more bundle of class c: within the
+ * limit, and within what the thread itself drew of that class this epoch
+ * or the last (a burst's blocks serve the thread's next burst; a thread
+ * that only frees has no burst to serve) plus RESERVE_SLACK bundles. */
+static bool reserve_room(const struct deferred__block_cache *bc, unsigned c)
+{
+    size_t demand = bc->demand[c] > bc->demand_last[c] ? bc->demand[c] : bc->demand_last[c];
+
+    return bc->reserve_bytes + bundle_bytes(c) <= __atomic_load_n(&reserve_limit, __ATOMIC_RELAXED) &&
+           (bc->nbundles[c] + 1) * BLOCK_CACHE_MAX <= demand + RESERVE_SLACK * BLOCK_CACHE_MAX;
 }
 
 /* Free every block of the calling thread's cache and reserve. */
@@ -181,6 +203,7 @@ static void cache_flush(struct deferred__block_cache *bc)
         while (bc->bundles[c])
             free_list(bundle_pop(bc, c), c);
         bc->low[c] = 0;
+        bc->demand[c] = bc->demand_last[c] = 0;
     }
     bc->moves = 0;
 }
@@ -224,11 +247,15 @@ void *deferred__block_alloc_slow(unsigned c)
 {
     struct deferred__block_cache *bc = &deferred__cache;
 
-    if (deferred__cache_on && bc->bundles[c] && !bc->head[c]) {
-        bc->head[c] = bundle_pop(bc, c);
-        bc->n[c] = BLOCK_CACHE_MAX;
-        reserve_tick(bc);
-        return deferred__block_pop(c);
+    if (deferred__cache_on) {
+        if (bc->bundles[c] && !bc->head[c]) {
+            bc->head[c] = bundle_pop(bc, c);
+            bc->n[c] = BLOCK_CACHE_MAX;
+            bc->demand[c] += BLOCK_CACHE_MAX;
+            reserve_tick(bc);
+            return deferred__block_pop(c);
+        }
+        bc->demand[c]++;
     }
     return deferred__malloc(deferred__class_size[c]);
 }
@@ -251,8 +278,7 @@ void deferred__block_free_slow(void *p, unsigned c)
             bc->keyed = true;
         }
         if (bc->n[c] >= BLOCK_CACHE_MAX) {
-            if (bc->reserve_bytes + bundle_bytes(c) >
-                __atomic_load_n(&reserve_limit, __ATOMIC_RELAXED)) {
+            if (!reserve_room(bc, c)) {
                 deferred__free(p);
                 return;
             }

@@ -179,6 +179,9 @@ struct deferred__block_cache {
     void *bundles[DEFERRED__BLOCK_CLASSES]; /* the reserve's bundles, linked */
     size_t nbundles[DEFERRED__BLOCK_CLASSES];
     size_t low[DEFERRED__BLOCK_CLASSES]; /* fewest bundles this epoch */
+    /* Blocks the thread took past its list (from the reserve or malloc)
+     * this epoch and the last: what its reserve may hold. */
+    size_t demand[DEFERRED__BLOCK_CLASSES], demand_last[DEFERRED__BLOCK_CLASSES];
     size_t reserve_bytes;                /* the bytes of all bundles */
     unsigned moves;                      /* bundle moves this epoch */
 };
