@@ -392,7 +392,7 @@ static int chain10_body(void *frame)
 
     DEFERRED_ASYNC_BEGIN(f);
     for (f->k = 0; f->k < 10; f->k++) {
-        DEFERRED_AWAIT(f, deferred_ref(f->k == 0 ? f->in : f->fired), f->v);
+        DEFERRED_AWAIT_BORROWED(f, f->k == 0 ? f->in : f->fired, f->v);
         f->x = async_steps[0](f->x + deferred_value_get_int(f->v));
     }
     DEFERRED_ASYNC_RETURN(f, deferred_value_int(f->x));

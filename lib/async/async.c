@@ -21,11 +21,12 @@
  * Cancel.  The core runs a canceller once and then fails the deferred
  * with ECANCELED, but a coroutine that handles the cancel goes on (and a
  * second cancel must reach what it awaits then).  So the canceller fires
- * the deferred with a private marker value that the deferred's first
- * callback (the trap, added before the caller sees it) turns into a wait
- * on a fresh cancellable deferred, which the coroutine's end fires instead
- * (Twisted's _cancellableInlineCallbacks does the same).  The allocation
- * happens on cancel only.
+ * the deferred waiting on a fresh cancellable deferred
+ * (deferred__fire_waiting(), as if a first callback had returned it),
+ * which the coroutine's end fires instead (Twisted's
+ * _cancellableInlineCallbacks does the same with a callback of its own).
+ * The allocation happens on cancel only, and nothing is in the chain of a
+ * coroutine that is never cancelled.
  *
  * No recursion.  An await of a deferred that has its result takes it and
  * the body goes on in the same call.  A resume that arrives while the
@@ -116,9 +117,29 @@ static void hold_dispose(struct deferred__owned *o)
  * that already has its outcome is not fired again. */
 void deferred__async_finish(struct deferred__async *st)
 {
+    deferred_t *self = st->self;
     deferred_value_t v;
     deferred_t *target;
 
+    /* The common end, as one path: no cancel came (target is self), no
+     * iterator is open, nothing dropped it and self has not fired, so no
+     * user code runs before the outcome goes to self (the drive's caller
+     * holds self across it). */
+    if (DEFERRED_LIKELY(st->target == self && !st->iters &&
+                        !(st->flags & (A_DROPPED | A_CONSUMER)) && !(self->flags & F_CALLED))) {
+        st->flags = (st->flags | A_DONE) & ~(unsigned)A_CANCEL;
+        if (DEFERRED_UNLIKELY(st->got.release != NULL)) {
+            deferred_value_release(st->got);
+            st->got = deferred_value_none();
+        }
+        v = st->outcome;
+        st->outcome = deferred_value_none();
+        if (DEFERRED_UNLIKELY(v.release == deferred__release_failure))
+            deferred_errback(self, deferred_value_take_failure(v));
+        else
+            deferred_callback(self, v);
+        return;
+    }
     st->flags |= A_DONE;
     st->flags &= ~A_CANCEL;
     target = deferred_ref(st->target); /* NULL: it failed at a cancel already */
@@ -157,12 +178,11 @@ void deferred__async_finish(struct deferred__async *st)
     deferred_unref(target);
 }
 
-/* Call the body until it waits or ends. */
+/* Call the body until it waits or ends.  The caller holds self (the
+ * start's caller, the pair that resumed it, the run queue, the stream that
+ * woke it): the end may release what else holds it, the frame with it. */
 static void step(struct deferred__async *st)
 {
-    deferred_t *self = st->self;
-
-    deferred_ref(self);
     st->flags |= A_RUNNING;
     for (;;) {
         int rc = st->body(st->frame);
@@ -176,10 +196,9 @@ static void step(struct deferred__async *st)
         }
         st->flags &= ~A_RUNNING;
         deferred__async_finish(st);
-        break;
+        return;
     }
     st->flags &= ~A_RUNNING;
-    deferred_unref(self);
 }
 
 /* Run the queued coroutines, at the outermost drive. */
@@ -234,9 +253,10 @@ static deferred_value_t resume_fn(deferred_value_t v, void *arg)
 
     st->awaited = NULL;
     st->flags &= ~A_WAIT_PAIR;
-    deferred_value_release(st->got);
+    if (DEFERRED_UNLIKELY(st->got.release != NULL))
+        deferred_value_release(st->got);
     st->got = v;
-    deferred__async_drive(st);
+    deferred__async_drive(st); /* the pair holds self */
     st->ran = true; /* set last: a pair disposed meanwhile is another's */
     return deferred_value_none();
 }
@@ -261,9 +281,10 @@ static void pair_dispose(struct deferred__owned *o)
 }
 
 /* What an await gave (st->got) goes to *out, or, a failure and not
- * try_, becomes the outcome; or a dropped coroutine unwinds. */
+ * DEFERRED_ASYNC_TRY_ in how, becomes the outcome; or a dropped coroutine
+ * unwinds. */
 static int deliver(deferred_async_t *co, struct deferred__async *st, deferred_value_t *out,
-                   int try_, const char *file, int line)
+                   int how, const char *file, int line)
 {
     deferred_value_t v = st->got;
 
@@ -273,7 +294,8 @@ static int deliver(deferred_async_t *co, struct deferred__async *st, deferred_va
         deferred__async_unwind(co);
         return DEFERRED_ASYNC_AGAIN_;
     }
-    if (DEFERRED_UNLIKELY(deferred_value_is_failure(v)) && !try_) {
+    if (DEFERRED_UNLIKELY(v.release == deferred__release_failure) &&
+        !(how & DEFERRED_ASYNC_TRY_)) {
         deferred__async_add_frame(st, deferred_value_get_failure(v), "await", file, line);
         deferred_value_release(st->outcome);
         st->outcome = v;
@@ -284,89 +306,117 @@ static int deliver(deferred_async_t *co, struct deferred__async *st, deferred_va
     return DEFERRED_ASYNC_DONE_;
 }
 
+/* d's reference that a taking await was given goes; a borrowed d is the
+ * caller's. */
+static void drop_taken(deferred_t *d, int how)
+{
+    if (!(how & DEFERRED_ASYNC_BORROW_))
+        deferred_unref(d);
+}
+
 /* Everything but the common case of deferred_async_await(). */
 static DEFERRED_NOINLINE int await_slow(deferred_async_t *co, deferred_t *d,
-                                        deferred_value_t *out, int try_,
+                                        deferred_value_t *out, int how,
                                         const char *file, int line)
 {
     struct deferred__async *st;
-    deferred_value_t v;
 
     if (DEFERRED_UNLIKELY(!co || !co->state_ || !out)) {
-        deferred_unref(d);
+        drop_taken(d, how);
         return -EINVAL;
     }
     st = co->state_;
-    if (DEFERRED_LIKELY(d != NULL) && !(st->flags & A_DROPPED) &&
-        deferred__take_result(d, &v)) {
-        st->got = v;
-        return deliver(co, st, out, try_, file, line);
-    }
     if (DEFERRED_UNLIKELY(!d)) {
-        st->got = deferred_value_deferred(NULL); /* errno's failure */
-        return deliver(co, st, out, try_, file, line);
+        if (how & DEFERRED_ASYNC_BORROW_)
+            st->got = deferred_value_failure(deferred_failure_new_at(
+                file, line, DEFERRED_DOMAIN_LIBRARY, EINVAL, "await of a NULL deferred"));
+        else
+            st->got = deferred_value_deferred(NULL); /* errno's failure */
+        return deliver(co, st, out, how, file, line);
     }
     if (DEFERRED_UNLIKELY(st->flags & A_DROPPED)) {
-        deferred_unref(d);
+        drop_taken(d, how);
         st->got = deferred_value_failure(cancelled_failure("await in a dropped coroutine"));
-        return deliver(co, st, out, try_, file, line);
+        return deliver(co, st, out, how, file, line);
     }
-    if (DEFERRED_UNLIKELY(deferred_is_multi(d))) {
+    if (single_result_ready(d)) {
+        /* Its result, taken as deferred__take_result() does (the fast
+         * path left this for the last reference, or a failure). */
+        st->got = d->result;
+        d->result = deferred_value_none();
+        if (!(how & DEFERRED_ASYNC_BORROW_)) {
+            if (DEFERRED_LIKELY(d->refs > 1))
+                d->refs--;
+            else
+                deferred_unref(d);
+        }
+        return deliver(co, st, out, how, file, line);
+    }
+    if (DEFERRED_UNLIKELY(is_multi(d))) {
         deferred_t *end = deferred_multi_when_finished(d);
 
-        deferred_unref(d);
+        drop_taken(d, how);
+        how &= ~DEFERRED_ASYNC_BORROW_; /* end is a reference of its own */
         if (deferred__take_result(end, &st->got))
-            return deliver(co, st, out, try_, file, line);
+            return deliver(co, st, out, how, file, line);
         d = end;
     }
     if (deferred__add_both_owned(d, resume_fn, &st->owned) < 0) {
-        deferred_unref(d);
+        drop_taken(d, how);
         st->got = deferred_value_failure(deferred_failure_new_at(
             NULL, 0, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
             "out of memory while awaiting a deferred"));
-        return deliver(co, st, out, try_, file, line);
+        return deliver(co, st, out, how, file, line);
     }
-    deferred_ref(st->self); /* the pair's */
+    st->self->refs++; /* the pair's (self is alive: its body runs) */
     st->awaited = d;
     st->flags |= A_WAIT_PAIR;
     co->line = line;
     if (DEFERRED_UNLIKELY(st->flags & A_CANCEL)) {
         st->flags &= ~A_CANCEL;
+        /* The cancel runs d's chain, which may drop the caller's
+         * reference on a borrowed d: ours keeps it until it returns. */
+        deferred_ref(d);
         deferred_cancel(d);
+        deferred_unref(d);
     }
-    /* The caller's reference: d lives as long as its other holders keep
-     * it (freed now, the pair's dispose drops the coroutine). */
-    deferred_unref(d);
+    /* A taken d's reference goes: d lives as long as its other holders
+     * keep it (freed now, the pair's dispose drops the coroutine). */
+    drop_taken(d, how);
     return DEFERRED_ASYNC_SUSPEND_;
 }
 
 int deferred_async_await(deferred_async_t *co, deferred_t *d, deferred_value_t *out,
-                         int try_, const char *file, int line)
+                         int how, const char *file, int line)
 {
     struct deferred__async *st;
+    /* The reference a taking await drops: 1, or 0 for a borrowed d. */
+    uint32_t taken = !(how & DEFERRED_ASYNC_BORROW_);
 
     /* The common case without a call: d has its result (single-shot,
-     * idle, its chain run: single_result_ready()), someone
-     * else holds it too, and it is a value (or try_): the value moves to
-     * *out, d loses the reference the await took, the body goes on. */
+     * idle, its chain run: single_result_ready()), it is a value (or a
+     * try), and, taken, someone else holds it too: the value moves to
+     * *out, d loses the reference a taking await was given, the body goes
+     * on. */
     if (DEFERRED_LIKELY(co && out && d) && DEFERRED_LIKELY((st = co->state_) != NULL) &&
         !(st->flags & A_DROPPED) && DEFERRED_LIKELY(single_result_ready(d)) &&
-        DEFERRED_LIKELY(d->refs > 1) &&
-        (DEFERRED_LIKELY(d->result.release != deferred__release_failure) || try_)) {
+        DEFERRED_LIKELY(d->refs > taken) &&
+        (DEFERRED_LIKELY(d->result.release != deferred__release_failure) ||
+         (how & DEFERRED_ASYNC_TRY_))) {
         *out = d->result;
         d->result = deferred_value_none();
-        d->refs--;
+        d->refs -= taken;
         return DEFERRED_ASYNC_DONE_;
     }
-    return await_slow(co, d, out, try_, file, line);
+    return await_slow(co, d, out, how, file, line);
 }
 
-int deferred_async_resume(deferred_async_t *co, deferred_value_t *out, int try_,
+int deferred_async_resume(deferred_async_t *co, deferred_value_t *out, int how,
                           const char *file, int line)
 {
     if (!co || !co->state_ || !out)
         return -EINVAL;
-    return deliver(co, co->state_, out, try_, file, line);
+    return deliver(co, co->state_, out, how, file, line);
 }
 
 int deferred_async_return(deferred_async_t *co, deferred_value_t v)
@@ -377,42 +427,20 @@ int deferred_async_return(deferred_async_t *co, deferred_value_t v)
         deferred_value_release(v);
         return -EINVAL;
     }
-    if (DEFERRED_UNLIKELY(deferred_value_is_deferred(v))) {
+    if (DEFERRED_UNLIKELY(v.release == deferred__release_deferred)) {
         deferred_value_release(v);
         v = deferred_value_failure(deferred_failure_new_at(
             NULL, 0, DEFERRED_DOMAIN_LIBRARY, EINVAL,
             "async %s returned a deferred (await it, then return its value)", st->name));
     }
-    deferred_value_release(st->outcome);
+    if (DEFERRED_UNLIKELY(st->outcome.release != NULL))
+        deferred_value_release(st->outcome);
     st->outcome = v;
     deferred__async_unwind(co);
     return 0;
 }
 
 /* ---- cancel ------------------------------------------------------------ */
-
-/* The marker a cancel fires the target with; its release (the deferred
- * freed before its trap ran) lets go of the deferred made for the trap. */
-static void marker_release(void *ptr)
-{
-    struct deferred__async *st = ptr;
-
-    deferred_unref(st->rearm);
-    st->rearm = NULL;
-}
-
-/* Every target's first callback: the marker becomes a wait on rearm. */
-static deferred_value_t trap_fn(deferred_value_t v, void *arg)
-{
-    struct deferred__async *st = arg;
-    deferred_t *next;
-
-    if (DEFERRED_LIKELY(v.release != marker_release))
-        return v;
-    next = st->rearm;
-    st->rearm = NULL;
-    return deferred_value_deferred(next);
-}
 
 static void cancel_rearmed(deferred_t *d, void *arg);
 
@@ -422,12 +450,15 @@ static void cancel_common(struct deferred__async *st, deferred_t *target)
 
     if (st->flags & (A_DONE | A_DROPPED) || target != st->target)
         return; /* the core fails target with ECANCELED */
-    /* Keep target from failing: it waits on next, which the end fires. */
+    /* Keep target from failing: it fires waiting on next, which the end
+     * fires (target's chain runs then, and a second cancel of target
+     * reaches next).  The core makes the wait (no entry of ours in
+     * target's chain: a coroutine that is never cancelled pays nothing
+     * for this); it cannot fail on a fresh next, which has room. */
     next = deferred_new_cancellable(cancel_rearmed, st, NULL);
-    if (next && st->rearm == NULL && deferred_add_callback(next, trap_fn, st) == 0) {
-        st->rearm = next;
-        st->target = next;
-        deferred_callback(target, deferred_value_make(st, marker_release));
+    if (next && deferred__fire_waiting(target, deferred_ref(next)) == 0) {
+        st->target = next; /* borrowed: target's wait holds it */
+        deferred_unref(next);
     } else {
         /* No memory: target fails with ECANCELED now; the end finds it
          * fired and its outcome is released.  A rearmed target is freed
@@ -504,10 +535,8 @@ void *deferred_async_new(deferred_async_fn body, size_t frame_size, const char *
     st->outcome = deferred_value_none();
     co = st->frame;
     co->state_ = st;
-    deferred_dump_note(d, dump_note, st);
-    /* First in the chain, before the caller can add anything; a pending
-     * deferred's first entry needs no allocation. */
-    deferred_add_callback(d, trap_fn, st);
+    if (DEFERRED_UNLIKELY(d->ext != NULL)) /* what deferred_dump_note() needs */
+        deferred_dump_note(d, dump_note, st);
     return st->frame;
 }
 

@@ -505,3 +505,35 @@ deferred_t *deferred_maybe(deferred_fn fn, deferred_value_t v, void *arg)
     return d;
 }
 
+/* ---- for the async layer ----------------------------------------------- */
+
+/*
+ * Fire the pending deferred d waiting on next (a reference, taken: d's
+ * wait holds it), as if a first callback of d had returned next at once:
+ * d's entries run when next has its result (its continue entry hands it
+ * over), and a cancel of d goes to next.  A coroutine's captured cancel
+ * (lib/async/async.c) keeps its deferred from failing with ECANCELED so,
+ * without an entry of its own in every coroutine's chain.  next must be
+ * pending with no waiters, and hold nothing (a fresh deferred: no cycle
+ * can form).  0; -EINVAL (d fired, running or multi-fire; next not
+ * pending, multi-fire or d; next released) or -ENOMEM (next released).
+ */
+DEFERRED_HIDDEN int deferred__fire_waiting(deferred_t *d, deferred_t *next);
+
+int deferred__fire_waiting(deferred_t *d, deferred_t *next)
+{
+    if (!d || !next || next == d || (d->flags & (F_CALLED | F_RUNNING | F_MULTI)) ||
+        (next->flags & (F_CALLED | F_MULTI)) || d->chained_to) {
+        deferred_unref(next);
+        return -EINVAL;
+    }
+    if (deferred_add_both(next, deferred__continue_fn, d) < 0) {
+        deferred_unref(next);
+        return -ENOMEM;
+    }
+    d->flags |= F_CALLED;
+    d->chained_to = next;
+    d->wait_idx = next->n - 1;
+    next->waiters++;
+    return 0;
+}
