@@ -243,19 +243,25 @@ DEFERRED_EXPORT bool deferred_async_dropped(const deferred_async_t *co);
 #define DEFERRED_ASYNC_TRY_ 1    /* a failure goes to out */
 #define DEFERRED_ASYNC_BORROW_ 2 /* d is borrowed, not taken */
 
-/* Every await: one call when d has its result, one more on a resume. */
+/* Every await: one call when d has its result, one more on a resume.
+ * The common outcome (0: the value is in out) is one test; rc_ is a local
+ * without an initializer, so the jump to the case label skips nothing (C++
+ * allows that jump too). */
 #define DEFERRED_ASYNC_AWAIT_(f, d, out, how)                                \
     do {                                                                     \
-        (f)->co.status_ = deferred_async_await(&(f)->co, (d), &(out), (how), \
-                                               __FILE__, __LINE__);          \
-        if ((f)->co.status_ == DEFERRED_ASYNC_SUSPEND_) {                    \
-            return DEFERRED_ASYNC_SUSPEND_;                                  \
-        case __LINE__:                                                       \
-            (f)->co.status_ = deferred_async_resume(&(f)->co, &(out), (how), \
-                                                    __FILE__, __LINE__);     \
+        int deferred_async_rc_;                                              \
+        deferred_async_rc_ = deferred_async_await(&(f)->co, (d), &(out), (how), \
+                                                  __FILE__, __LINE__);       \
+        if (deferred_async_rc_ != DEFERRED_ASYNC_DONE_) {                    \
+            if (deferred_async_rc_ == DEFERRED_ASYNC_SUSPEND_) {             \
+                return DEFERRED_ASYNC_SUSPEND_;                              \
+            case __LINE__:                                                   \
+                deferred_async_rc_ = deferred_async_resume(&(f)->co, &(out), (how), \
+                                                           __FILE__, __LINE__); \
+            }                                                                \
+            if (deferred_async_rc_ == DEFERRED_ASYNC_AGAIN_)                 \
+                return DEFERRED_ASYNC_AGAIN_;                                \
         }                                                                    \
-        if ((f)->co.status_ == DEFERRED_ASYNC_AGAIN_)                        \
-            return DEFERRED_ASYNC_AGAIN_;                                    \
     } while (0)
 
 /* End the coroutine with v (taken: a value, or a failure value to fail

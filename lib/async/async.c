@@ -134,10 +134,7 @@ void deferred__async_finish(struct deferred__async *st)
         }
         v = st->outcome;
         st->outcome = deferred_value_none();
-        if (DEFERRED_UNLIKELY(v.release == deferred__release_failure))
-            deferred_errback(self, deferred_value_take_failure(v));
-        else
-            deferred_callback(self, v);
+        deferred__fire_idle(self, v); /* a value, or a failure value */
         return;
     }
     st->flags |= A_DONE;
@@ -181,7 +178,7 @@ void deferred__async_finish(struct deferred__async *st)
 /* Call the body until it waits or ends.  The caller holds self (the
  * start's caller, the pair that resumed it, the run queue, the stream that
  * woke it): the end may release what else holds it, the frame with it. */
-static void step(struct deferred__async *st)
+static DEFERRED_ALWAYS_INLINE inline void step(struct deferred__async *st)
 {
     st->flags |= A_RUNNING;
     for (;;) {
@@ -390,23 +387,28 @@ int deferred_async_await(deferred_async_t *co, deferred_t *d, deferred_value_t *
                          int how, const char *file, int line)
 {
     struct deferred__async *st;
-    /* The reference a taking await drops: 1, or 0 for a borrowed d. */
-    uint32_t taken = !(how & DEFERRED_ASYNC_BORROW_);
 
     /* The common case without a call: d has its result (single-shot,
      * idle, its chain run: single_result_ready()), it is a value (or a
-     * try), and, taken, someone else holds it too: the value moves to
-     * *out, d loses the reference a taking await was given, the body goes
-     * on. */
-    if (DEFERRED_LIKELY(co && out && d) && DEFERRED_LIKELY((st = co->state_) != NULL) &&
+     * try), and it is borrowed, or taken and someone else holds it too:
+     * the value moves to *out (d keeps the empty value), a taken d loses
+     * the reference the await was given, the body goes on. */
+    if (DEFERRED_LIKELY(d != NULL) && DEFERRED_LIKELY(co != NULL) && DEFERRED_LIKELY(out != NULL) &&
+        DEFERRED_LIKELY((st = co->state_) != NULL) &&
         !(st->flags & A_DROPPED) && DEFERRED_LIKELY(single_result_ready(d)) &&
-        DEFERRED_LIKELY(d->refs > taken) &&
         (DEFERRED_LIKELY(d->result.release != deferred__release_failure) ||
          (how & DEFERRED_ASYNC_TRY_))) {
-        *out = d->result;
-        d->result = deferred_value_none();
-        d->refs -= taken;
-        return DEFERRED_ASYNC_DONE_;
+        if (how & DEFERRED_ASYNC_BORROW_) {
+            *out = d->result;
+            d->result = deferred_value_none();
+            return DEFERRED_ASYNC_DONE_;
+        }
+        if (DEFERRED_LIKELY(d->refs > 1)) {
+            *out = d->result;
+            d->result = deferred_value_none();
+            d->refs--;
+            return DEFERRED_ASYNC_DONE_;
+        }
     }
     return await_slow(co, d, out, how, file, line);
 }

@@ -537,3 +537,33 @@ int deferred__fire_waiting(deferred_t *d, deferred_t *next)
     next->waiters++;
     return 0;
 }
+
+/*
+ * Fire d with v (taken; not a deferred value), as deferred_callback() and
+ * deferred_errback() do, without a runner when there is nothing to run:
+ * d is pending with no entry, no rare part (no debug site to record) and
+ * is on no runner or later queue; then d only takes v, which is all the
+ * runner would do (an unhandled failure is reported at d's free, as
+ * always).  Otherwise the general fire.  For a coroutine's end
+ * (lib/async/async.c): its deferred has no entry of the library's, and
+ * a caller that takes the result adds none.  0, or what the general fire
+ * returns.
+ */
+DEFERRED_HIDDEN int deferred__fire_idle(deferred_t *d, deferred_value_t v);
+
+int deferred__fire_idle(deferred_t *d, deferred_value_t v)
+{
+    if (DEFERRED_LIKELY(d->refs && !(d->flags & (F_CALLED | F_RUNNING | F_MULTI | F_LATER_RUN |
+                                                 F_LATER_CANCEL)) &&
+                        d->pos == d->n && !d->ext &&
+                        v.release != deferred__release_deferred)) {
+        d->flags |= F_CALLED;
+        d->result = v;
+        return 0;
+    }
+    if (v.release == deferred__release_deferred) {
+        deferred__release(v);
+        return -EINVAL;
+    }
+    return deferred__fire(d, v, NULL, 0);
+}
