@@ -115,28 +115,35 @@ static void hold_dispose(struct deferred__owned *o)
  * coroutines), and so may cancel this coroutine's deferred: the core then
  * cancels target (a rearmed one is freed once it failed), and a target
  * that already has its outcome is not fired again. */
+static DEFERRED_NOINLINE void finish_slow(struct deferred__async *st);
+
 void deferred__async_finish(struct deferred__async *st)
 {
     deferred_t *self = st->self;
     deferred_value_t v;
-    deferred_t *target;
 
-    /* The common end, as one path: no cancel came (target is self), no
-     * iterator is open, nothing dropped it and self has not fired, so no
-     * user code runs before the outcome goes to self (the drive's caller
-     * holds self across it). */
-    if (DEFERRED_LIKELY(st->target == self && !st->iters &&
+    /* The common end, as one path (a leaf but for the fire): no cancel
+     * came (target is self), no iterator is open, it is no consumer,
+     * nothing dropped it, self has not fired and the last await's value
+     * was taken, so no user code runs before the outcome goes to self
+     * (the drive's caller holds self across it). */
+    if (DEFERRED_LIKELY(st->target == self && !st->iters && !st->got.release &&
                         !(st->flags & (A_DROPPED | A_CONSUMER)) && !(self->flags & F_CALLED))) {
         st->flags = (st->flags | A_DONE) & ~(unsigned)A_CANCEL;
-        if (DEFERRED_UNLIKELY(st->got.release != NULL)) {
-            deferred_value_release(st->got);
-            st->got = deferred_value_none();
-        }
         v = st->outcome;
         st->outcome = deferred_value_none();
         deferred__fire_idle(self, v); /* a value, or a failure value */
         return;
     }
+    finish_slow(st);
+}
+
+/* The end in general (see deferred__async_finish()). */
+static DEFERRED_NOINLINE void finish_slow(struct deferred__async *st)
+{
+    deferred_value_t v;
+    deferred_t *target;
+
     st->flags |= A_DONE;
     st->flags &= ~A_CANCEL;
     target = deferred_ref(st->target); /* NULL: it failed at a cancel already */
@@ -267,7 +274,10 @@ static void pair_dispose(struct deferred__owned *o)
 
     if (st->ran) {
         st->ran = false;
-        deferred_unref(self);
+        if (DEFERRED_LIKELY(self->refs > 1))
+            self->refs--; /* the common case, without a call */
+        else
+            deferred_unref(self);
         return;
     }
     st->awaited = NULL;
@@ -413,15 +423,33 @@ int deferred_async_await(deferred_async_t *co, deferred_t *d, deferred_value_t *
     return await_slow(co, d, out, how, file, line);
 }
 
-int deferred_async_resume(deferred_async_t *co, deferred_value_t *out, int how,
-                          const char *file, int line)
+static DEFERRED_NOINLINE int resume_slow(deferred_async_t *co, deferred_value_t *out, int how,
+                                         const char *file, int line)
 {
     if (!co || !co->state_ || !out)
         return -EINVAL;
     return deliver(co, co->state_, out, how, file, line);
 }
 
-int deferred_async_return(deferred_async_t *co, deferred_value_t v)
+int deferred_async_resume(deferred_async_t *co, deferred_value_t *out, int how,
+                          const char *file, int line)
+{
+    struct deferred__async *st;
+
+    /* The common case, a leaf: what deliver() does with a value in a
+     * coroutine that was not dropped. */
+    if (DEFERRED_LIKELY(co != NULL) && DEFERRED_LIKELY(out != NULL) &&
+        DEFERRED_LIKELY((st = co->state_) != NULL) && !(st->flags & A_DROPPED) &&
+        DEFERRED_LIKELY(st->got.release != deferred__release_failure)) {
+        *out = st->got;
+        st->got = deferred_value_none();
+        return DEFERRED_ASYNC_DONE_;
+    }
+    return resume_slow(co, out, how, file, line);
+}
+
+/* Everything but the common case of deferred_async_return(). */
+static DEFERRED_NOINLINE int return_slow(deferred_async_t *co, deferred_value_t v)
 {
     struct deferred__async *st = co ? co->state_ : NULL;
 
@@ -435,11 +463,25 @@ int deferred_async_return(deferred_async_t *co, deferred_value_t v)
             NULL, 0, DEFERRED_DOMAIN_LIBRARY, EINVAL,
             "async %s returned a deferred (await it, then return its value)", st->name));
     }
-    if (DEFERRED_UNLIKELY(st->outcome.release != NULL))
-        deferred_value_release(st->outcome);
+    deferred_value_release(st->outcome);
     st->outcome = v;
     deferred__async_unwind(co);
     return 0;
+}
+
+int deferred_async_return(deferred_async_t *co, deferred_value_t v)
+{
+    struct deferred__async *st;
+
+    /* The common case, a leaf: no outcome yet and v no deferred. */
+    if (DEFERRED_LIKELY(co != NULL) && DEFERRED_LIKELY((st = co->state_) != NULL) &&
+        DEFERRED_LIKELY(st->outcome.release == NULL) &&
+        DEFERRED_LIKELY(v.release != deferred__release_deferred)) {
+        st->outcome = v;
+        deferred__async_unwind(co);
+        return 0;
+    }
+    return return_slow(co, v);
 }
 
 /* ---- cancel ------------------------------------------------------------ */
