@@ -109,36 +109,39 @@ static void hold_dispose(struct deferred__owned *o)
     deferred_unref(st->self);
 }
 
-/* The coroutine ended: its iterators close, the outcome goes to target
- * (released, for a dropped coroutine).  target is held across the
- * iterators' closing, which runs user code (a stream's end resumes other
- * coroutines), and so may cancel this coroutine's deferred: the core then
- * cancels target (a rearmed one is freed once it failed), and a target
- * that already has its outcome is not fired again. */
 static DEFERRED_NOINLINE void finish_slow(struct deferred__async *st);
 
+/* The coroutine ended: the outcome goes to its deferred (see finish_slow()
+ * for everything but the common end). */
 void deferred__async_finish(struct deferred__async *st)
 {
     deferred_t *self = st->self;
     deferred_value_t v;
 
-    /* The common end, as one path (a leaf but for the fire): no cancel
-     * came (target is self), no iterator is open, it is no consumer,
-     * nothing dropped it, self has not fired and the last await's value
-     * was taken, so no user code runs before the outcome goes to self
-     * (the drive's caller holds self across it). */
-    if (DEFERRED_LIKELY(st->target == self && !st->iters && !st->got.release &&
-                        !(st->flags & (A_DROPPED | A_CONSUMER)) && !(self->flags & F_CALLED))) {
+    /* The common end, as one path (a leaf but for the fire): self has not
+     * fired (so no cancel was captured: that fires self waiting, and
+     * target is self), nothing dropped it and no iterator is open, so no
+     * user code runs before the outcome goes to self (the drive's caller
+     * holds self across it).  The last await's value was taken: deliver()
+     * takes it before the body goes on. */
+    if (DEFERRED_LIKELY(!(self->flags & F_CALLED) && !(st->flags & A_DROPPED) && !st->iters)) {
         st->flags = (st->flags | A_DONE) & ~(unsigned)A_CANCEL;
         v = st->outcome;
         st->outcome = deferred_value_none();
-        deferred__fire_idle(self, v); /* a value, or a failure value */
+        /* A value, or a failure value: never a deferred one (the return
+         * turns that into a failure). */
+        deferred__fire_idle(self, v, __FILE__, __LINE__);
         return;
     }
     finish_slow(st);
 }
 
-/* The end in general (see deferred__async_finish()). */
+/* The end in general: the iterators close, the outcome goes to target
+ * (released, for a dropped coroutine).  target is held across the
+ * iterators' closing, which runs user code (a stream's end resumes other
+ * coroutines), and so may cancel this coroutine's deferred: the core then
+ * cancels target (a rearmed one is freed once it failed), and a target
+ * that already has its outcome is not fired again. */
 static DEFERRED_NOINLINE void finish_slow(struct deferred__async *st)
 {
     deferred_value_t v;
@@ -381,11 +384,7 @@ static DEFERRED_NOINLINE int await_slow(deferred_async_t *co, deferred_t *d,
     co->line = line;
     if (DEFERRED_UNLIKELY(st->flags & A_CANCEL)) {
         st->flags &= ~A_CANCEL;
-        /* The cancel runs d's chain, which may drop the caller's
-         * reference on a borrowed d: ours keeps it until it returns. */
-        deferred_ref(d);
         deferred_cancel(d);
-        deferred_unref(d);
     }
     /* A taken d's reference goes: d lives as long as its other holders
      * keep it (freed now, the pair's dispose drops the coroutine). */

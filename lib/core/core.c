@@ -513,20 +513,16 @@ deferred_t *deferred_maybe(deferred_fn fn, deferred_value_t v, void *arg)
  * d's entries run when next has its result (its continue entry hands it
  * over), and a cancel of d goes to next.  A coroutine's captured cancel
  * (lib/async/async.c) keeps its deferred from failing with ECANCELED so,
- * without an entry of its own in every coroutine's chain.  next must be
- * pending with no waiters, and hold nothing (a fresh deferred: no cycle
- * can form).  0; -EINVAL (d fired, running or multi-fire; next not
- * pending, multi-fire or d; next released) or -ENOMEM (next released).
+ * without an entry of its own in every coroutine's chain.  The caller
+ * knows d is single-shot and pending (so on no runner, and waiting on
+ * nothing), and next fresh: pending, single-shot, holding nothing (no
+ * cycle can form).  0, or -ENOMEM (next released; not reached while next
+ * has room for its entry inline).
  */
 DEFERRED_HIDDEN int deferred__fire_waiting(deferred_t *d, deferred_t *next);
 
 int deferred__fire_waiting(deferred_t *d, deferred_t *next)
 {
-    if (!d || !next || next == d || (d->flags & (F_CALLED | F_RUNNING | F_MULTI)) ||
-        (next->flags & (F_CALLED | F_MULTI)) || d->chained_to) {
-        deferred_unref(next);
-        return -EINVAL;
-    }
     if (deferred_add_both(next, deferred__continue_fn, d) < 0) {
         deferred_unref(next);
         return -ENOMEM;
@@ -539,31 +535,24 @@ int deferred__fire_waiting(deferred_t *d, deferred_t *next)
 }
 
 /*
- * Fire d with v (taken; not a deferred value), as deferred_callback() and
- * deferred_errback() do, without a runner when there is nothing to run:
- * d is pending with no entry, no rare part (no debug site to record) and
- * is on no runner or later queue; then d only takes v, which is all the
- * runner would do (an unhandled failure is reported at d's free, as
- * always).  Otherwise the general fire.  For a coroutine's end
- * (lib/async/async.c): its deferred has no entry of the library's, and
- * a caller that takes the result adds none.  0, or what the general fire
- * returns.
+ * Fire d with v (taken), as deferred_callback_at() and
+ * deferred_errback_at() do, without a runner when there is nothing to
+ * run: d has no entry and no rare part (so no debug site to record); then
+ * d only takes v, which is all the runner would do (an unhandled failure
+ * is reported at d's free, as always).  Otherwise the general fire.  For
+ * a coroutine's end (lib/async/async.c): the caller knows d is
+ * single-shot and pending (so on no runner) and v no deferred value.  0,
+ * or what the general fire returns.
  */
-DEFERRED_HIDDEN int deferred__fire_idle(deferred_t *d, deferred_value_t v);
+DEFERRED_HIDDEN int deferred__fire_idle(deferred_t *d, deferred_value_t v, const char *file,
+                                        int line);
 
-int deferred__fire_idle(deferred_t *d, deferred_value_t v)
+int deferred__fire_idle(deferred_t *d, deferred_value_t v, const char *file, int line)
 {
-    if (DEFERRED_LIKELY(d->refs && !(d->flags & (F_CALLED | F_RUNNING | F_MULTI | F_LATER_RUN |
-                                                 F_LATER_CANCEL)) &&
-                        d->pos == d->n && !d->ext &&
-                        v.release != deferred__release_deferred)) {
+    if (DEFERRED_LIKELY(d->pos == d->n && !d->ext)) {
         d->flags |= F_CALLED;
         d->result = v;
         return 0;
     }
-    if (v.release == deferred__release_deferred) {
-        deferred__release(v);
-        return -EINVAL;
-    }
-    return deferred__fire(d, v, NULL, 0);
+    return deferred__fire(d, v, file, line);
 }
