@@ -368,7 +368,9 @@ static int floor_chain10(size_t ops)
  * deferred that has fired (one made before the timed loop, as a program
  * keeps a succeed(None) at hand): each takes its result and goes on
  * without suspending.  After each await the coroutine adds one through an
- * indirect call (the work of a chain10 callback).  It returns x, which the
+ * indirect call (the work of a chain10 callback).  The body borrows both
+ * (DEFERRED_AWAIT_BORROWED(): it keeps them in its frame and takes no
+ * reference, as Twisted's `yield d`).  It returns x, which the
  * driver takes and checks (10).  Two allocations per op: the driver's
  * deferred and the coroutine (its frame and its deferred, one block).
  * (Awaiting the driver's deferred again would be a pending await: the

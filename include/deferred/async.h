@@ -57,6 +57,12 @@
  *    macros (DEFERRED_ASYNC_RETURN(), DEFERRED_ASYNC_FAIL(),
  *    DEFERRED_ASYNC_END()), never with a return statement of its own.
  *
+ * Borrowing.  DEFERRED_AWAIT() takes its deferred (a constructor's new
+ * reference, typically); DEFERRED_AWAIT_BORROWED() and
+ * DEFERRED_AWAIT_TRY_BORROWED() take nothing, as Twisted's `yield d`: for
+ * a deferred the body keeps in its frame (an argument, one it awaits
+ * again), with no deferred_ref() per await.
+ *
  * Failures.  DEFERRED_AWAIT() gives the awaited deferred's value; when it
  * failed, the coroutine ends with that failure (its cleanups run) and the
  * failure gets a context frame naming the coroutine ("async NAME") and the
