@@ -234,9 +234,10 @@ DEFERRED_EXPORT bool deferred_async_dropped(const deferred_async_t *co);
  * When d has its result the await takes it (d keeps the empty value, as
  * after Twisted's yield).  When it has none, the coroutine waits on it as
  * for DEFERRED_AWAIT(): d's chain holds the coroutine, not the reverse,
- * so d freed unfired drops the coroutine.  NULL is an EINVAL failure.
- * Callbacks of d may run before the await goes on (a cancel of the
- * coroutine that came while it ran is passed to d).
+ * so d freed unfired drops the coroutine.  A multi-fire d is awaited
+ * until its stream finishes.  NULL is an EINVAL failure.  Callbacks of d
+ * may run before the await goes on (a cancel of the coroutine that came
+ * while it ran is passed to d).
  */
 #define DEFERRED_AWAIT_BORROWED(f, d, out)                                   \
     DEFERRED_ASYNC_AWAIT_(f, d, out, DEFERRED_ASYNC_BORROW_)
