@@ -828,8 +828,9 @@ END_TEST
 /* A captured cancel fires the coroutine's deferred waiting on a fresh
  * deferred, as a chain waits on what a callback returned: the deferred
  * reports that it waits, the wait is counted on the fresh one (a dump
- * shows it), and the coroutine's end reaches it through that wait; freed
- * while it waits, the wait is let go. */
+ * shows it), debug mode records the cancel as its fire site, and the
+ * coroutine's end reaches it through that wait; freed while it waits,
+ * the wait is let go. */
 START_TEST(test_A05_captured_cancel_waits_as_a_chain_does)
 {
     deferred_t *p0 = deferred_new(), *p1 = deferred_new(), *d;
@@ -852,6 +853,12 @@ START_TEST(test_A05_captured_cancel_waits_as_a_chain_does)
     ck_assert_msg(strstr(text, "waiters=1") != NULL, "no wait counted: %s", text);
     deferred_free(text);
     deferred_set_debug(false);
+    /* It has fired (at the cancel): a fire of the user's is a second. */
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(9)), -EALREADY);
+    ck_assert_int_eq(tu_reports.already_fired, 1);
+    ck_assert_ptr_nonnull(tu_reports.last_fire_file);
+    ck_assert_msg(strstr(tu_reports.last_fire_file, "async.c") != NULL, "fired at %s",
+                  tu_reports.last_fire_file);
     ck_assert_int_eq(deferred_callback(p1, deferred_value_int(5)), 0);
     ck_assert(!deferred_is_waiting(d));
     ck_assert_int_eq(result_int(d), 5);

@@ -499,7 +499,7 @@ static void cancel_common(struct deferred__async *st, deferred_t *target)
      * target's chain: a coroutine that is never cancelled pays nothing
      * for this); it cannot fail on a fresh next, which has room. */
     next = deferred_new_cancellable(cancel_rearmed, st, NULL);
-    if (next && deferred__fire_waiting(target, deferred_ref(next)) == 0) {
+    if (next && deferred__fire_waiting(target, deferred_ref(next), __FILE__, __LINE__) == 0) {
         st->target = next; /* borrowed: target's wait holds it */
         deferred_unref(next);
     } else {

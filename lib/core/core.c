@@ -516,16 +516,23 @@ deferred_t *deferred_maybe(deferred_fn fn, deferred_value_t v, void *arg)
  * without an entry of its own in every coroutine's chain.  The caller
  * knows d is single-shot and pending (so on no runner, and waiting on
  * nothing), and next fresh: pending, single-shot, holding nothing (no
- * cycle can form).  0, or -ENOMEM (next released; not reached while next
+ * cycle can form).  file and line are the fire site debug mode records.
+ * 0, or -ENOMEM (next released; not reached while next
  * has room for its entry inline).
  */
-DEFERRED_HIDDEN int deferred__fire_waiting(deferred_t *d, deferred_t *next);
+DEFERRED_HIDDEN int deferred__fire_waiting(deferred_t *d, deferred_t *next, const char *file,
+                                           int line);
 
-int deferred__fire_waiting(deferred_t *d, deferred_t *next)
+int deferred__fire_waiting(deferred_t *d, deferred_t *next, const char *file, int line)
 {
     if (deferred_add_both(next, deferred__continue_fn, d) < 0) {
         deferred_unref(next);
         return -ENOMEM;
+    }
+    if (DEFERRED_UNLIKELY(d->ext != NULL) && d->ext->new_file) {
+        /* Debug mode: the fire site, as fire() records it. */
+        d->ext->fire_file = file;
+        d->ext->fire_line = line;
     }
     d->flags |= F_CALLED;
     d->chained_to = next;
