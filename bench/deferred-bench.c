@@ -368,7 +368,9 @@ static int floor_chain10(size_t ops)
  * deferred that has fired (one made before the timed loop, as a program
  * keeps a succeed(None) at hand): each takes its result and goes on
  * without suspending.  After each await the coroutine adds one through an
- * indirect call (the work of a chain10 callback).  It returns x, which the
+ * indirect call (the work of a chain10 callback).  The body borrows both
+ * (DEFERRED_AWAIT_BORROWED(): it keeps them in its frame and takes no
+ * reference, as Twisted's `yield d`).  It returns x, which the
  * driver takes and checks (10).  Two allocations per op: the driver's
  * deferred and the coroutine (its frame and its deferred, one block).
  * (Awaiting the driver's deferred again would be a pending await: the
@@ -392,7 +394,7 @@ static int chain10_body(void *frame)
 
     DEFERRED_ASYNC_BEGIN(f);
     for (f->k = 0; f->k < 10; f->k++) {
-        DEFERRED_AWAIT(f, deferred_ref(f->k == 0 ? f->in : f->fired), f->v);
+        DEFERRED_AWAIT_BORROWED(f, f->k == 0 ? f->in : f->fired, f->v);
         f->x = async_steps[0](f->x + deferred_value_get_int(f->v));
     }
     DEFERRED_ASYNC_RETURN(f, deferred_value_int(f->x));

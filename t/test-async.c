@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include <deferred/async.h>
+#include <deferred/dump.h>
 
 static deferred_failure_t *user_failure(int code)
 {
@@ -142,6 +143,7 @@ struct held_frame {
     deferred_async_t co;
     deferred_t *in, *fin;
     int try_;
+    int borrow;      /* the awaits borrow in and fin (no deferred_ref()) */
     int resumed;     /* the await of in gave something */
     intptr_t got;    /* its integer, or -code of its failure */
     intptr_t fin_got; /* the same for fin (0: not awaited) */
@@ -149,6 +151,7 @@ struct held_frame {
 };
 
 static intptr_t held_fin_last;
+static int held_resumes; /* awaits of in that went on (the frame may be gone) */
 
 static intptr_t held_code(deferred_value_t v)
 {
@@ -166,21 +169,34 @@ static int held_body(void *frame)
     struct held_frame *f = frame;
 
     DEFERRED_ASYNC_BEGIN(f);
-    if (f->try_)
+    if (f->try_ && f->borrow)
+        DEFERRED_AWAIT_TRY_BORROWED(f, f->in, f->v);
+    else if (f->try_)
         DEFERRED_AWAIT_TRY(f, deferred_ref(f->in), f->v);
+    else if (f->borrow)
+        DEFERRED_AWAIT_BORROWED(f, f->in, f->v);
     else
         DEFERRED_AWAIT(f, deferred_ref(f->in), f->v);
     f->resumed = 1;
+    held_resumes++;
     f->got = held_code(f->v);
     DEFERRED_ASYNC_RETURN(f, deferred_value_int(f->got + 100));
     DEFERRED_ASYNC_FINALLY(f);
-    if (f->fin) {
+    if (f->fin && f->borrow) {
+        DEFERRED_AWAIT_TRY_BORROWED(f, f->fin, f->v);
+        f->fin_got = held_code(f->v);
+        held_fin_last = f->fin_got;
+    } else if (f->fin) {
         DEFERRED_AWAIT_TRY(f, deferred_ref(f->fin), f->v);
         f->fin_got = held_code(f->v);
         held_fin_last = f->fin_got; /* the frame may be gone when it is read */
     }
     DEFERRED_ASYNC_END(f);
 }
+
+/* Whether held_start() makes its coroutine borrow: the held tests run
+ * with both kinds of await. */
+static int held_borrow;
 
 static deferred_t *held_start(struct held_frame **fp, deferred_t *in, int try_)
 {
@@ -189,77 +205,90 @@ static deferred_t *held_start(struct held_frame **fp, deferred_t *in, int try_)
     ck_assert_ptr_nonnull(f);
     f->in = in;
     f->try_ = try_;
+    f->borrow = held_borrow;
     *fp = f;
     return deferred_async_start(f);
 }
 
 START_TEST(test_A01_await_held_fired_value_and_failure)
 {
-    deferred_t *x = deferred_succeed(deferred_value_int(7)), *d;
-    deferred_failure_t *fl;
-    struct held_frame *f;
-    int line;
+    /* Both kinds of await: taking (0) and borrowing (1). */
+    for (held_borrow = 0; held_borrow < 2; held_borrow++) {
+        deferred_t *x = deferred_succeed(deferred_value_int(7)), *d;
+        deferred_failure_t *fl;
+        struct held_frame *f;
+        int line;
 
-    /* A value: taken at once, x keeps the empty value. */
-    d = held_start(&f, x, 0);
-    ck_assert_int_eq(result_int(d), 107);
-    ck_assert(deferred_has_result(x));
-    ck_assert(!deferred_value_is_int(deferred_result(x)));
-    deferred_unref(d);
-    deferred_unref(x);
-    /* A failure with try: the body gets it to handle. */
-    x = deferred_fail(user_failure(4));
-    d = held_start(&f, x, 1);
-    ck_assert_int_eq(result_int(d), 96);
-    deferred_unref(d);
-    deferred_unref(x);
-    /* A failure without try: the coroutine ends with it, and the await's
-     * frame names the coroutine. */
-    x = deferred_fail(user_failure(5));
-    d = held_start(&f, x, 0);
-    fl = take_failure(d);
-    ck_assert_int_eq(deferred_failure_code(fl), 5);
-    line = frame_line(fl, "held", "await");
-    ck_assert_int_gt(line, 0);
-    deferred_failure_unref(fl);
-    deferred_unref(d);
-    deferred_unref(x);
-    ck_assert_int_eq(tu_reports.unhandled, 0);
+        /* A value: taken at once, x keeps the empty value. */
+        d = held_start(&f, x, 0);
+        ck_assert_int_eq(result_int(d), 107);
+        ck_assert(deferred_has_result(x));
+        ck_assert(!deferred_value_is_int(deferred_result(x)));
+        deferred_unref(d);
+        deferred_unref(x);
+        /* A failure with try: the body gets it to handle. */
+        x = deferred_fail(user_failure(4));
+        d = held_start(&f, x, 1);
+        ck_assert_int_eq(result_int(d), 96);
+        deferred_unref(d);
+        deferred_unref(x);
+        /* A failure without try: the coroutine ends with it, and the await's
+         * frame names the coroutine. */
+        x = deferred_fail(user_failure(5));
+        d = held_start(&f, x, 0);
+        fl = take_failure(d);
+        ck_assert_int_eq(deferred_failure_code(fl), 5);
+        line = frame_line(fl, "held", "await");
+        ck_assert_int_gt(line, 0);
+        deferred_failure_unref(fl);
+        deferred_unref(d);
+        deferred_unref(x);
+        ck_assert_int_eq(tu_reports.unhandled, 0);
+    }
+    held_borrow = 0;
 }
 END_TEST
 
 START_TEST(test_A01_await_held_paused_waits_for_unpause)
 {
-    deferred_t *x = deferred_succeed(deferred_value_int(3)), *d;
-    struct held_frame *f;
+    /* Both kinds of await: taking (0) and borrowing (1). */
+    for (held_borrow = 0; held_borrow < 2; held_borrow++) {
+        deferred_t *x = deferred_succeed(deferred_value_int(3)), *d;
+        struct held_frame *f;
 
-    ck_assert_int_eq(deferred_pause(x), 0);
-    d = held_start(&f, x, 0);
-    ck_assert_int_eq(f->resumed, 0);
-    ck_assert(!deferred_has_result(d));
-    ck_assert_int_eq(deferred_unpause(x), 0);
-    ck_assert_int_eq(result_int(d), 103);
-    deferred_unref(d);
-    deferred_unref(x);
+        ck_assert_int_eq(deferred_pause(x), 0);
+        d = held_start(&f, x, 0);
+        ck_assert_int_eq(f->resumed, 0);
+        ck_assert(!deferred_has_result(d));
+        ck_assert_int_eq(deferred_unpause(x), 0);
+        ck_assert_int_eq(result_int(d), 103);
+        deferred_unref(d);
+        deferred_unref(x);
+    }
+    held_borrow = 0;
 }
 END_TEST
 
 START_TEST(test_A01_await_held_waiting_deferred)
 {
-    deferred_t *inner = deferred_new(), *x = deferred_new(), *d;
-    struct held_frame *f;
+    /* Both kinds of await: taking (0) and borrowing (1). */
+    for (held_borrow = 0; held_borrow < 2; held_borrow++) {
+        deferred_t *inner = deferred_new(), *x = deferred_new(), *d;
+        struct held_frame *f;
 
-    /* x has fired, but its callback returned inner: it waits on it. */
-    ck_assert_int_eq(deferred_add_callback(x, tu_return_deferred, inner), 0);
-    ck_assert_int_eq(deferred_callback(x, deferred_value_int(1)), 0);
-    ck_assert(deferred_has_fired(x));
-    d = held_start(&f, x, 0);
-    ck_assert_int_eq(f->resumed, 0);
-    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(8)), 0);
-    ck_assert_int_eq(result_int(d), 108);
-    deferred_unref(d);
-    deferred_unref(x);
-    deferred_unref(inner);
+        /* x has fired, but its callback returned inner: it waits on it. */
+        ck_assert_int_eq(deferred_add_callback(x, tu_return_deferred, inner), 0);
+        ck_assert_int_eq(deferred_callback(x, deferred_value_int(1)), 0);
+        ck_assert(deferred_has_fired(x));
+        d = held_start(&f, x, 0);
+        ck_assert_int_eq(f->resumed, 0);
+        ck_assert_int_eq(deferred_callback(inner, deferred_value_int(8)), 0);
+        ck_assert_int_eq(result_int(d), 108);
+        deferred_unref(d);
+        deferred_unref(x);
+        deferred_unref(inner);
+    }
+    held_borrow = 0;
 }
 END_TEST
 
@@ -278,22 +307,26 @@ static deferred_value_t start_awaiting_self(deferred_value_t v, void *arg)
 
 START_TEST(test_A01_await_held_running_deferred)
 {
-    deferred_t *x = deferred_new();
+    /* Both kinds of await: taking (0) and borrowing (1). */
+    for (held_borrow = 0; held_borrow < 2; held_borrow++) {
+        deferred_t *x = deferred_new();
 
-    ck_assert_int_eq(deferred_add_callback(x, start_awaiting_self, x), 0);
-    ck_assert_int_eq(deferred_add_callback(x, tu_add_one, NULL), 0);
-    ck_assert_int_eq(deferred_callback(x, deferred_value_int(10)), 0);
-    ck_assert_int_eq(result_int(held_from_cb_d), 111);
-    deferred_unref(held_from_cb_d);
-    deferred_unref(x);
-    /* The same from x's last callback: every entry of x is reached, yet
-     * its value is still the runner's. */
-    x = deferred_new();
-    ck_assert_int_eq(deferred_add_callback(x, start_awaiting_self, x), 0);
-    ck_assert_int_eq(deferred_callback(x, deferred_value_int(20)), 0);
-    ck_assert_int_eq(result_int(held_from_cb_d), 120);
-    deferred_unref(held_from_cb_d);
-    deferred_unref(x);
+        ck_assert_int_eq(deferred_add_callback(x, start_awaiting_self, x), 0);
+        ck_assert_int_eq(deferred_add_callback(x, tu_add_one, NULL), 0);
+        ck_assert_int_eq(deferred_callback(x, deferred_value_int(10)), 0);
+        ck_assert_int_eq(result_int(held_from_cb_d), 111);
+        deferred_unref(held_from_cb_d);
+        deferred_unref(x);
+        /* The same from x's last callback: every entry of x is reached, yet
+         * its value is still the runner's. */
+        x = deferred_new();
+        ck_assert_int_eq(deferred_add_callback(x, start_awaiting_self, x), 0);
+        ck_assert_int_eq(deferred_callback(x, deferred_value_int(20)), 0);
+        ck_assert_int_eq(result_int(held_from_cb_d), 120);
+        deferred_unref(held_from_cb_d);
+        deferred_unref(x);
+    }
+    held_borrow = 0;
 }
 END_TEST
 
@@ -301,18 +334,195 @@ END_TEST
  * fails with ECANCELED at once, as every await does there. */
 START_TEST(test_A07_dropped_cleanup_await_of_held_fired)
 {
-    deferred_t *p = deferred_new(), *fin = deferred_succeed(deferred_value_int(9)), *d;
+    /* Both kinds of await: taking (0) and borrowing (1). */
+    for (held_borrow = 0; held_borrow < 2; held_borrow++) {
+        deferred_t *p = deferred_new(), *fin = deferred_succeed(deferred_value_int(9)), *d;
+        struct held_frame *f;
+
+        held_fin_last = 0;
+        held_resumes = 0;
+        d = held_start(&f, p, 0);
+        f->fin = fin;
+        deferred_unref(d);
+        deferred_unref(p); /* freed unfired: the coroutine is dropped */
+        ck_assert_int_eq(held_resumes, 0); /* the body unwound, it did not go on */
+        ck_assert_int_eq(held_fin_last, -ECANCELED);
+        ck_assert_int_eq(result_int(fin), 9); /* fin kept its value */
+        deferred_unref(fin);
+        ck_assert_int_eq(tu_reports.total, 0);
+    }
+    held_borrow = 0;
+}
+END_TEST
+
+/* A borrowed await takes no reference and drops none: of a fired
+ * deferred that only the caller holds (the await takes its value, and the
+ * caller's reference stays: the fast path must not count the await's),
+ * of a failed one (with and without try), and of a pending one (the
+ * coroutine waits on it and resumes; the caller's reference stays).  The
+ * caller's last unref frees each (the fixture sees a leak otherwise). */
+START_TEST(test_A01_await_borrowed_keeps_the_reference)
+{
+    deferred_t *x, *d;
+    deferred_failure_t *fl;
     struct held_frame *f;
 
-    held_fin_last = 0;
-    d = held_start(&f, p, 0);
-    f->fin = fin;
+    held_borrow = 1;
+    x = deferred_succeed(deferred_value_int(7));
+    d = held_start(&f, x, 0);
+    ck_assert_int_eq(result_int(d), 107);
+    ck_assert(deferred_has_result(x));
+    ck_assert(deferred_value_is_none(deferred_result(x)));
     deferred_unref(d);
-    deferred_unref(p); /* freed unfired: the coroutine is dropped */
-    ck_assert_int_eq(held_fin_last, -ECANCELED);
-    ck_assert_int_eq(result_int(fin), 9); /* fin kept its value */
-    deferred_unref(fin);
+    deferred_unref(x);
+
+    x = deferred_fail(user_failure(4));
+    d = held_start(&f, x, 1);
+    ck_assert_int_eq(result_int(d), 96);
+    ck_assert(deferred_value_is_none(deferred_result(x)));
+    deferred_unref(d);
+    deferred_unref(x);
+
+    x = deferred_fail(user_failure(5));
+    d = held_start(&f, x, 0);
+    fl = take_failure(d);
+    ck_assert_int_eq(deferred_failure_code(fl), 5);
+    deferred_failure_unref(fl);
+    deferred_unref(d);
+    deferred_unref(x);
+
+    x = deferred_new();
+    d = held_start(&f, x, 0);
+    ck_assert_int_eq(f->resumed, 0);
+    ck_assert(!deferred_has_result(d));
+    ck_assert_int_eq(deferred_callback(x, deferred_value_int(8)), 0);
+    ck_assert_int_eq(result_int(d), 108);
+    ck_assert(deferred_value_is_none(deferred_result(x)));
+    deferred_unref(d);
+    deferred_unref(x);
+    held_borrow = 0;
     ck_assert_int_eq(tu_reports.total, 0);
+}
+END_TEST
+
+/* A coroutine that borrows in: optionally cancelled by its own body
+ * before the await (the cancel then reaches what it awaits next); it
+ * returns what the await gave, failure or not. */
+struct brw_frame {
+    deferred_async_t co;
+    deferred_t *in;
+    int cancel_first;
+    deferred_value_t v;
+};
+
+static int brw_body(void *frame)
+{
+    struct brw_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    if (f->cancel_first)
+        ck_assert_int_eq(deferred_cancel(deferred_async_self(&f->co)), 0);
+    DEFERRED_AWAIT_TRY_BORROWED(f, f->in, f->v);
+    DEFERRED_ASYNC_RETURN(f, f->v);
+    DEFERRED_ASYNC_END(f);
+}
+
+static deferred_t *brw_start(deferred_t *in, int cancel_first)
+{
+    struct brw_frame *f = DEFERRED_ASYNC_NEW(struct brw_frame, brw_body, "brw");
+
+    ck_assert_ptr_nonnull(f);
+    f->in = in;
+    f->cancel_first = cancel_first;
+    return deferred_async_start(f);
+}
+
+/* Borrowed awaits of what needs the general way: a multi-fire deferred
+ * (awaited until its stream finishes; the caller's reference stays), NULL
+ * (an EINVAL failure), a pending deferred the coroutine's deferred is
+ * cancelled over, and one awaited after a cancel that came while the body
+ * ran (the await passes it on).  The borrowed deferred is the caller's
+ * throughout. */
+START_TEST(test_A14_await_borrowed_multi_null_and_cancel)
+{
+    deferred_t *m = deferred_multi_new(), *x, *d;
+    deferred_failure_t *fl;
+
+    d = brw_start(m, 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(1)), 0);
+    ck_assert(!deferred_has_result(d));
+    ck_assert_int_eq(deferred_multi_finish(m, deferred_value_int(3)), 0);
+    ck_assert_int_eq(result_int(d), 3);
+    deferred_unref(d);
+    deferred_unref(m);
+
+    d = brw_start(NULL, 0);
+    fl = take_failure(d);
+    ck_assert(deferred_failure_is(fl, DEFERRED_DOMAIN_LIBRARY, EINVAL));
+    deferred_failure_unref(fl);
+    deferred_unref(d);
+
+    x = deferred_new();
+    d = brw_start(x, 0);
+    ck_assert(!deferred_has_result(d));
+    ck_assert_int_eq(deferred_cancel(d), 0);
+    fl = take_failure(d);
+    ck_assert(deferred_failure_is(fl, DEFERRED_DOMAIN_LIBRARY, ECANCELED));
+    deferred_failure_unref(fl);
+    ck_assert(deferred_has_fired(x));
+    deferred_unref(d);
+    deferred_unref(x);
+
+    x = deferred_new();
+    d = brw_start(x, 1);
+    fl = take_failure(d);
+    ck_assert(deferred_failure_is(fl, DEFERRED_DOMAIN_LIBRARY, ECANCELED));
+    deferred_failure_unref(fl);
+    ck_assert(deferred_has_fired(x));
+    deferred_unref(d);
+    deferred_unref(x);
+    ck_assert_int_eq(tu_reports.total, 0);
+}
+END_TEST
+
+/* The common end fires the coroutine's deferred without a runner; it must
+ * still do what a fire does: run callbacks added to it (see
+ * test_A01_callbacks_on_the_result), keep a paused one's result until it
+ * is unpaused, and, in debug mode, record the fire site that a second
+ * fire reports. */
+START_TEST(test_A01_end_fires_as_a_fire_does)
+{
+    struct seq_frame *f;
+    deferred_t *p, *d;
+
+    f = seq_new(NULL);
+    p = deferred_new();
+    f->in[0] = deferred_ref(p);
+    f->n = 1;
+    d = deferred_async_start(f);
+    ck_assert_int_eq(deferred_pause(d), 0);
+    ck_assert_int_eq(deferred_callback(p, deferred_value_int(4)), 0);
+    ck_assert(deferred_has_fired(d));
+    ck_assert(!deferred_has_result(d));
+    ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    ck_assert_int_eq(deferred_unpause(d), 0);
+    ck_assert_int_eq(result_int(d), 5);
+    deferred_unref(d);
+    deferred_unref(p);
+
+    deferred_set_debug(true);
+    f = seq_new(NULL);
+    f->in[0] = deferred_succeed(deferred_value_int(6));
+    f->n = 1;
+    d = deferred_async_start(f);
+    deferred_set_debug(false);
+    ck_assert_int_eq(result_int(d), 6);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(7)), -EALREADY);
+    ck_assert_int_eq(tu_reports.already_fired, 1);
+    ck_assert_ptr_nonnull(tu_reports.last_fire_file);
+    ck_assert_msg(strstr(tu_reports.last_fire_file, "async.c") != NULL, "fired at %s",
+                  tu_reports.last_fire_file);
+    deferred_unref(d);
 }
 END_TEST
 
@@ -467,7 +677,7 @@ static int ret_body(void *frame)
 
     DEFERRED_ASYNC_BEGIN(f);
     f->log[f->nlog++] = 1;
-    if (f->mode == 1)
+    if (f->mode == 1 || f->mode == 5)
         DEFERRED_ASYNC_FAIL(f, user_failure(21));
     if (f->mode == 2)
         DEFERRED_ASYNC_RETURN(f, deferred_value_deferred(deferred_new()));
@@ -483,8 +693,9 @@ static int ret_body(void *frame)
         DEFERRED_AWAIT_TRY(f, f->p, f->v);
         f->p = NULL;
         f->log[f->nlog++] = 3;
-        if (f->mode == 4) {
-            /* A return inside the cleanups replaces the outcome. */
+        if (f->mode == 4 || f->mode == 5) {
+            /* A return inside the cleanups replaces the outcome (mode 5:
+             * a failure, released). */
             deferred_value_release(f->v);
             DEFERRED_ASYNC_RETURN(f, deferred_value_int(77));
         }
@@ -550,6 +761,17 @@ START_TEST(test_A04_cleanups_await)
     ck_assert_int_eq(result_int(d), 77);
     deferred_unref(p);
     deferred_unref(d);
+
+    /* The outcome replaced is a failure: released, never reported. */
+    memset(log, 0, sizeof(log));
+    p = deferred_new();
+    d = ret_run(5, log, deferred_ref(p));
+    ck_assert(!deferred_has_result(d));
+    deferred_callback(p, deferred_value_int(1));
+    ck_assert_int_eq(result_int(d), 77);
+    deferred_unref(p);
+    deferred_unref(d);
+    ck_assert_int_eq(tu_reports.total, 0);
 }
 END_TEST
 
@@ -600,6 +822,66 @@ START_TEST(test_A05_cancel_captured)
     deferred_unref(d2);
     deferred_unref(d);
     ck_assert_int_eq(tu_reports.total, 0);
+}
+END_TEST
+
+/* A captured cancel fires the coroutine's deferred waiting on a fresh
+ * deferred, as a chain waits on what a callback returned: the deferred
+ * reports that it waits, the wait is counted on the fresh one (a dump
+ * shows it), debug mode records the cancel as its fire site, and the
+ * coroutine's end reaches it through that wait; freed while it waits,
+ * the wait is let go. */
+START_TEST(test_A05_captured_cancel_waits_as_a_chain_does)
+{
+    deferred_t *p0 = deferred_new(), *p1 = deferred_new(), *d;
+    struct seq_frame *f;
+    char *text;
+
+    deferred_set_debug(true);
+    f = seq_new(NULL);
+    f->in[0] = deferred_ref(p0);
+    f->in[1] = deferred_ref(p1);
+    f->n = 2;
+    f->catch_at = 0;
+    d = deferred_async_start(f);
+    ck_assert_int_eq(deferred_cancel(d), 0);
+    ck_assert_int_eq(f->caught, ECANCELED);
+    ck_assert(deferred_is_waiting(d));
+    ck_assert_ptr_nonnull(deferred_waits_on(d));
+    text = deferred_dump_string(DEFERRED_DUMP_TEXT);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_msg(strstr(text, "waiters=1") != NULL, "no wait counted: %s", text);
+    deferred_free(text);
+    deferred_set_debug(false);
+    /* It has fired (at the cancel): a fire of the user's is a second. */
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(9)), -EALREADY);
+    ck_assert_int_eq(tu_reports.already_fired, 1);
+    ck_assert_ptr_nonnull(tu_reports.last_fire_file);
+    ck_assert_msg(strstr(tu_reports.last_fire_file, "async.c") != NULL, "fired at %s",
+                  tu_reports.last_fire_file);
+    ck_assert_int_eq(deferred_callback(p1, deferred_value_int(5)), 0);
+    ck_assert(!deferred_is_waiting(d));
+    ck_assert_int_eq(result_int(d), 5);
+    deferred_unref(d);
+    deferred_unref(p1);
+    deferred_unref(p0);
+    ck_assert_int_eq(tu_live(), 0);
+
+    /* Dropped while its deferred waits: everything is freed. */
+    p0 = deferred_new();
+    p1 = deferred_new();
+    f = seq_new(NULL);
+    f->in[0] = deferred_ref(p0);
+    f->in[1] = deferred_ref(p1);
+    f->n = 2;
+    f->catch_at = 0;
+    d = deferred_async_start(f);
+    ck_assert_int_eq(deferred_cancel(d), 0);
+    ck_assert(deferred_is_waiting(d));
+    deferred_unref(p1); /* freed unfired: the coroutine is dropped */
+    ck_assert(!deferred_has_result(d));
+    deferred_unref(d);
+    deferred_unref(p0);
 }
 END_TEST
 
@@ -1179,6 +1461,7 @@ static void oom_scenarios(void)
     int cleanups = 0;
     deferred_t *p = deferred_new(), *d1, *d2;
     struct seq_frame *f;
+    struct brw_frame *b;
     struct rows_frame *r;
     struct sum_frame *s;
     deferred_t *m, *gate;
@@ -1196,6 +1479,23 @@ static void oom_scenarios(void)
         deferred_cancel(d1);
         deferred_value_release(deferred_result_take(d1));
         deferred_unref(d1);
+    }
+    deferred_unref(p);
+
+    /* A borrowed await of a pending deferred, cancelled twice (each
+     * captured cancel makes a deferred), then fired. */
+    p = deferred_new();
+    b = DEFERRED_ASYNC_NEW(struct brw_frame, brw_body, "brw");
+    if (p && b) {
+        b->in = p;
+        d1 = deferred_async_start(b);
+        deferred_cancel(d1);
+        deferred_cancel(d1);
+        deferred_callback(p, deferred_value_int(1));
+        deferred_value_release(deferred_result_take(d1));
+        deferred_unref(d1);
+    } else {
+        deferred_async_discard(b);
     }
     deferred_unref(p);
 
@@ -1590,12 +1890,16 @@ int main(void)
     tcase_add_test(tc, test_A01_await_held_waiting_deferred);
     tcase_add_test(tc, test_A01_await_held_running_deferred);
     tcase_add_test(tc, test_A07_dropped_cleanup_await_of_held_fired);
+    tcase_add_test(tc, test_A01_await_borrowed_keeps_the_reference);
+    tcase_add_test(tc, test_A14_await_borrowed_multi_null_and_cancel);
+    tcase_add_test(tc, test_A01_end_fires_as_a_fire_does);
     tcase_add_test(tc, test_A02_unhandled_failure_has_frame);
     tcase_add_test(tc, test_A02_story_names_the_coroutine);
     tcase_add_test(tc, test_A03_await_try_handles);
     tcase_add_test(tc, test_A04_return_and_fail);
     tcase_add_test(tc, test_A04_cleanups_await);
     tcase_add_test(tc, test_A05_cancel_captured);
+    tcase_add_test(tc, test_A05_captured_cancel_waits_as_a_chain_does);
     tcase_add_test(tc, test_A05_cancel_captured_value);
     tcase_add_test(tc, test_A06_cancel_at_every_await);
     tcase_add_test(tc, test_A06_cancel_after_end_does_nothing);

@@ -57,6 +57,12 @@
  *    macros (DEFERRED_ASYNC_RETURN(), DEFERRED_ASYNC_FAIL(),
  *    DEFERRED_ASYNC_END()), never with a return statement of its own.
  *
+ * Borrowing.  DEFERRED_AWAIT() takes its deferred (a constructor's new
+ * reference, typically); DEFERRED_AWAIT_BORROWED() and
+ * DEFERRED_AWAIT_TRY_BORROWED() take nothing, as Twisted's `yield d`: for
+ * a deferred the body keeps in its frame (an argument, one it awaits
+ * again), with no deferred_ref() per await.
+ *
  * Failures.  DEFERRED_AWAIT() gives the awaited deferred's value; when it
  * failed, the coroutine ends with that failure (its cleanups run) and the
  * failure gets a context frame naming the coroutine ("async NAME") and the
@@ -218,21 +224,51 @@ DEFERRED_EXPORT bool deferred_async_dropped(const deferred_async_t *co);
 /* Await d as DEFERRED_AWAIT() does, but a failure is given to out as a
  * failure value (owned by the body: release it, or return it) for the body
  * to test and handle. */
-#define DEFERRED_AWAIT_TRY(f, d, out) DEFERRED_ASYNC_AWAIT_(f, d, out, 1)
+#define DEFERRED_AWAIT_TRY(f, d, out) DEFERRED_ASYNC_AWAIT_(f, d, out, DEFERRED_ASYNC_TRY_)
 
-/* Both awaits: one call when d has its result, one more on a resume. */
-#define DEFERRED_ASYNC_AWAIT_(f, d, out, try_)                               \
+/*
+ * Await d as DEFERRED_AWAIT() does, but borrowed: d stays the caller's (no
+ * reference is taken or dropped; d must be valid when the await begins),
+ * as Twisted's `yield d` takes nothing.  For a deferred the body keeps
+ * (a member of the frame, an argument), with no deferred_ref() per await.
+ * When d has its result the await takes it (d keeps the empty value, as
+ * after Twisted's yield).  When it has none, the coroutine waits on it as
+ * for DEFERRED_AWAIT(): d's chain holds the coroutine, not the reverse,
+ * so d freed unfired drops the coroutine.  A multi-fire d is awaited
+ * until its stream finishes.  NULL is an EINVAL failure.  Callbacks of d
+ * may run before the await goes on (a cancel of the coroutine that came
+ * while it ran is passed to d).
+ */
+#define DEFERRED_AWAIT_BORROWED(f, d, out)                                   \
+    DEFERRED_ASYNC_AWAIT_(f, d, out, DEFERRED_ASYNC_BORROW_)
+
+/* DEFERRED_AWAIT_TRY() of a borrowed d (see DEFERRED_AWAIT_BORROWED()). */
+#define DEFERRED_AWAIT_TRY_BORROWED(f, d, out)                               \
+    DEFERRED_ASYNC_AWAIT_(f, d, out, DEFERRED_ASYNC_TRY_ | DEFERRED_ASYNC_BORROW_)
+
+/* The how of deferred_async_await() and deferred_async_resume(): bits. */
+#define DEFERRED_ASYNC_TRY_ 1    /* a failure goes to out */
+#define DEFERRED_ASYNC_BORROW_ 2 /* d is borrowed, not taken */
+
+/* Every await: one call when d has its result, one more on a resume.
+ * The common outcome (0: the value is in out) is one test; rc_ is a local
+ * without an initializer, so the jump to the case label skips nothing (C++
+ * allows that jump too). */
+#define DEFERRED_ASYNC_AWAIT_(f, d, out, how)                                \
     do {                                                                     \
-        (f)->co.status_ = deferred_async_await(&(f)->co, (d), &(out), (try_), \
-                                               __FILE__, __LINE__);          \
-        if ((f)->co.status_ == DEFERRED_ASYNC_SUSPEND_) {                    \
-            return DEFERRED_ASYNC_SUSPEND_;                                  \
-        case __LINE__:                                                       \
-            (f)->co.status_ = deferred_async_resume(&(f)->co, &(out), (try_), \
-                                                    __FILE__, __LINE__);     \
+        int deferred_async_rc_;                                              \
+        deferred_async_rc_ = deferred_async_await(&(f)->co, (d), &(out), (how), \
+                                                  __FILE__, __LINE__);       \
+        if (deferred_async_rc_ != DEFERRED_ASYNC_DONE_) {                    \
+            if (deferred_async_rc_ == DEFERRED_ASYNC_SUSPEND_) {             \
+                return DEFERRED_ASYNC_SUSPEND_;                              \
+            case __LINE__:                                                   \
+                deferred_async_rc_ = deferred_async_resume(&(f)->co, &(out), (how), \
+                                                           __FILE__, __LINE__); \
+            }                                                                \
+            if (deferred_async_rc_ == DEFERRED_ASYNC_AGAIN_)                 \
+                return DEFERRED_ASYNC_AGAIN_;                                \
         }                                                                    \
-        if ((f)->co.status_ == DEFERRED_ASYNC_AGAIN_)                        \
-            return DEFERRED_ASYNC_AGAIN_;                                    \
     } while (0)
 
 /* End the coroutine with v (taken: a value, or a failure value to fail
@@ -295,28 +331,32 @@ DEFERRED_EXPORT bool deferred_async_dropped(const deferred_async_t *co);
 /* ---- what the macros call ----------------------------------------------- */
 
 /*
- * Await d (taken) at resume point line of file.  Returns
- * DEFERRED_ASYNC_DONE_ (0) with *out set to d's value (or, with try_, to
- * its failure value) when d had its result (d NULL: errno's failure, as
+ * Await d at resume point line of file; how is 0 or the bits
+ * DEFERRED_ASYNC_TRY_ and DEFERRED_ASYNC_BORROW_.  d is taken, or with
+ * DEFERRED_ASYNC_BORROW_ borrowed (never released; NULL is then an EINVAL
+ * failure).  Returns DEFERRED_ASYNC_DONE_ (0) with *out set to d's value
+ * (or, with DEFERRED_ASYNC_TRY_, to its failure value) when d had its
+ * result (d NULL and taken: errno's failure, as
  * deferred_value_deferred(NULL)); DEFERRED_ASYNC_SUSPEND_ (1) when the
  * coroutine now waits on d (the body returns, and resumes at line with
- * deferred_async_resume()); DEFERRED_ASYNC_AGAIN_ (2) when d failed and
- * try_ is 0: the failure, with a frame "async NAME", "await at FILE:LINE",
- * is the coroutine's outcome and the body is pointed at its cleanups (or,
- * inside them, at its end).  In a dropped coroutine d is released and the
- * await fails with ECANCELED at once (outside the cleanups, try_ or not,
- * the body then unwinds).  -EINVAL for NULL co or out (d released).
- * Callbacks of d may run before it returns.
+ * deferred_async_resume()); DEFERRED_ASYNC_AGAIN_ (2) when d failed
+ * without DEFERRED_ASYNC_TRY_: the failure, with a frame "async NAME",
+ * "await at FILE:LINE", is the coroutine's outcome and the body is pointed
+ * at its cleanups (or, inside them, at its end).  In a dropped coroutine d
+ * is released (when taken) and the await fails with ECANCELED at once
+ * (outside the cleanups, try or not, the body then unwinds).  -EINVAL for
+ * NULL co or out (d released when taken).  Callbacks of d may run before
+ * it returns.
  */
 DEFERRED_EXPORT int deferred_async_await(deferred_async_t *co, deferred_t *d,
-                                         deferred_value_t *out, int try_,
+                                         deferred_value_t *out, int how,
                                          const char *file, int line);
 
 /* After an await resumed: what deferred_async_await() would have given
- * had d had its result then (0 with *out set, or 2), from what d gave.
- * -EINVAL for NULL co or out. */
+ * had d had its result then (0 with *out set, or 2), from what d gave;
+ * how as for the await.  -EINVAL for NULL co or out. */
 DEFERRED_EXPORT int deferred_async_resume(deferred_async_t *co, deferred_value_t *out,
-                                          int try_, const char *file, int line);
+                                          int how, const char *file, int line);
 
 /* Make v (taken) the coroutine's outcome (a deferred value becomes an
  * EINVAL failure) and point the body at its cleanups, or, inside them, at

@@ -41,7 +41,6 @@ struct deferred__async {
     deferred_t *self;      /* the coroutine's deferred, this block's owner */
     deferred_t *target;    /* what the end fires: self, or after a cancel the
                               deferred self waits on (borrowed) */
-    deferred_t *rearm;     /* made by a cancel, for the trap (a reference) */
     deferred_t *awaited;   /* borrowed, valid while A_WAIT_PAIR */
     deferred_value_t got;  /* what the last await gave */
     deferred_value_t outcome;
@@ -73,6 +72,13 @@ struct deferred__async_link {
 
 #define STATE_SIZE ((sizeof(struct deferred__async) + 15) & ~(size_t)15)
 
+/* core.c: fire the pending d waiting on next (taken), for a cancel. */
+DEFERRED_HIDDEN int deferred__fire_waiting(deferred_t *d, deferred_t *next, const char *file,
+                                           int line);
+/* core.c: fire the pending d with v (taken), with no runner when nothing
+ * is to run. */
+DEFERRED_HIDDEN int deferred__fire_idle(deferred_t *d, deferred_value_t v, const char *file,
+                                        int line);
 /* async.c: the coroutine ended: its outcome goes to its deferred. */
 DEFERRED_HIDDEN void deferred__async_finish(struct deferred__async *st);
 /* async.c: make the body unwind to its cleanups at its next step. */

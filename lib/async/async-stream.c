@@ -26,13 +26,18 @@ void deferred__async_link_unref(struct deferred__async_link *l)
 static void link_wake(struct deferred__async_link *l)
 {
     struct deferred__async *st = l->st;
+    deferred_t *self;
 
     if (!st || !l->waiting)
         return;
     l->waiting = false;
     st->waiting = NULL;
     st->flags &= ~A_WAIT_ITER;
+    /* The drive's caller holds self: the coroutine's end detaches this
+     * link, whose reference may be the last. */
+    self = deferred_ref(st->self);
     deferred__async_drive(st);
+    deferred_unref(self);
 }
 
 static deferred_failure_t *link_start(deferred_stage_t *self, deferred_stage_t *from,
@@ -44,8 +49,11 @@ static deferred_failure_t *link_start(deferred_stage_t *self, deferred_stage_t *
     (void)sub;
     if (l->consumer && deferred_value_is_none(tag) && l->st &&
         !(l->st->flags & A_STARTED)) {
+        deferred_t *co_self = deferred_ref(l->st->self); /* as link_wake() */
+
         l->st->flags |= A_STARTED;
         deferred__async_drive(l->st);
+        deferred_unref(co_self);
     }
     return NULL;
 }

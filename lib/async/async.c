@@ -21,11 +21,12 @@
  * Cancel.  The core runs a canceller once and then fails the deferred
  * with ECANCELED, but a coroutine that handles the cancel goes on (and a
  * second cancel must reach what it awaits then).  So the canceller fires
- * the deferred with a private marker value that the deferred's first
- * callback (the trap, added before the caller sees it) turns into a wait
- * on a fresh cancellable deferred, which the coroutine's end fires instead
- * (Twisted's _cancellableInlineCallbacks does the same).  The allocation
- * happens on cancel only.
+ * the deferred waiting on a fresh cancellable deferred
+ * (deferred__fire_waiting(), as if a first callback had returned it),
+ * which the coroutine's end fires instead (Twisted's
+ * _cancellableInlineCallbacks does the same with a callback of its own).
+ * The allocation happens on cancel only, and nothing is in the chain of a
+ * coroutine that is never cancelled.
  *
  * No recursion.  An await of a deferred that has its result takes it and
  * the body goes on in the same call.  A resume that arrives while the
@@ -108,13 +109,40 @@ static void hold_dispose(struct deferred__owned *o)
     deferred_unref(st->self);
 }
 
-/* The coroutine ended: its iterators close, the outcome goes to target
+static DEFERRED_NOINLINE void finish_slow(struct deferred__async *st);
+
+/* The coroutine ended: the outcome goes to its deferred (see finish_slow()
+ * for everything but the common end). */
+void deferred__async_finish(struct deferred__async *st)
+{
+    deferred_t *self = st->self;
+    deferred_value_t v;
+
+    /* The common end, as one path (a leaf but for the fire): self has not
+     * fired (so no cancel was captured: that fires self waiting, and
+     * target is self), nothing dropped it and no iterator is open, so no
+     * user code runs before the outcome goes to self (the drive's caller
+     * holds self across it).  The last await's value was taken: deliver()
+     * takes it before the body goes on. */
+    if (DEFERRED_LIKELY(!(self->flags & F_CALLED) && !(st->flags & A_DROPPED) && !st->iters)) {
+        st->flags = (st->flags | A_DONE) & ~(unsigned)A_CANCEL;
+        v = st->outcome;
+        st->outcome = deferred_value_none();
+        /* A value, or a failure value: never a deferred one (the return
+         * turns that into a failure). */
+        deferred__fire_idle(self, v, __FILE__, __LINE__);
+        return;
+    }
+    finish_slow(st);
+}
+
+/* The end in general: the iterators close, the outcome goes to target
  * (released, for a dropped coroutine).  target is held across the
  * iterators' closing, which runs user code (a stream's end resumes other
  * coroutines), and so may cancel this coroutine's deferred: the core then
  * cancels target (a rearmed one is freed once it failed), and a target
  * that already has its outcome is not fired again. */
-void deferred__async_finish(struct deferred__async *st)
+static DEFERRED_NOINLINE void finish_slow(struct deferred__async *st)
 {
     deferred_value_t v;
     deferred_t *target;
@@ -157,12 +185,11 @@ void deferred__async_finish(struct deferred__async *st)
     deferred_unref(target);
 }
 
-/* Call the body until it waits or ends. */
-static void step(struct deferred__async *st)
+/* Call the body until it waits or ends.  The caller holds self (the
+ * start's caller, the pair that resumed it, the run queue, the stream that
+ * woke it): the end may release what else holds it, the frame with it. */
+static DEFERRED_ALWAYS_INLINE inline void step(struct deferred__async *st)
 {
-    deferred_t *self = st->self;
-
-    deferred_ref(self);
     st->flags |= A_RUNNING;
     for (;;) {
         int rc = st->body(st->frame);
@@ -176,10 +203,9 @@ static void step(struct deferred__async *st)
         }
         st->flags &= ~A_RUNNING;
         deferred__async_finish(st);
-        break;
+        return;
     }
     st->flags &= ~A_RUNNING;
-    deferred_unref(self);
 }
 
 /* Run the queued coroutines, at the outermost drive. */
@@ -234,9 +260,10 @@ static deferred_value_t resume_fn(deferred_value_t v, void *arg)
 
     st->awaited = NULL;
     st->flags &= ~A_WAIT_PAIR;
-    deferred_value_release(st->got);
+    if (DEFERRED_UNLIKELY(st->got.release != NULL))
+        deferred_value_release(st->got);
     st->got = v;
-    deferred__async_drive(st);
+    deferred__async_drive(st); /* the pair holds self */
     st->ran = true; /* set last: a pair disposed meanwhile is another's */
     return deferred_value_none();
 }
@@ -250,7 +277,10 @@ static void pair_dispose(struct deferred__owned *o)
 
     if (st->ran) {
         st->ran = false;
-        deferred_unref(self);
+        if (DEFERRED_LIKELY(self->refs > 1))
+            self->refs--; /* the common case, without a call */
+        else
+            deferred_unref(self);
         return;
     }
     st->awaited = NULL;
@@ -261,9 +291,10 @@ static void pair_dispose(struct deferred__owned *o)
 }
 
 /* What an await gave (st->got) goes to *out, or, a failure and not
- * try_, becomes the outcome; or a dropped coroutine unwinds. */
+ * DEFERRED_ASYNC_TRY_ in how, becomes the outcome; or a dropped coroutine
+ * unwinds. */
 static int deliver(deferred_async_t *co, struct deferred__async *st, deferred_value_t *out,
-                   int try_, const char *file, int line)
+                   int how, const char *file, int line)
 {
     deferred_value_t v = st->got;
 
@@ -273,7 +304,8 @@ static int deliver(deferred_async_t *co, struct deferred__async *st, deferred_va
         deferred__async_unwind(co);
         return DEFERRED_ASYNC_AGAIN_;
     }
-    if (DEFERRED_UNLIKELY(deferred_value_is_failure(v)) && !try_) {
+    if (DEFERRED_UNLIKELY(v.release == deferred__release_failure) &&
+        !(how & DEFERRED_ASYNC_TRY_)) {
         deferred__async_add_frame(st, deferred_value_get_failure(v), "await", file, line);
         deferred_value_release(st->outcome);
         st->outcome = v;
@@ -284,49 +316,69 @@ static int deliver(deferred_async_t *co, struct deferred__async *st, deferred_va
     return DEFERRED_ASYNC_DONE_;
 }
 
+/* d's reference that a taking await was given goes; a borrowed d is the
+ * caller's. */
+static void drop_taken(deferred_t *d, int how)
+{
+    if (!(how & DEFERRED_ASYNC_BORROW_))
+        deferred_unref(d);
+}
+
 /* Everything but the common case of deferred_async_await(). */
 static DEFERRED_NOINLINE int await_slow(deferred_async_t *co, deferred_t *d,
-                                        deferred_value_t *out, int try_,
+                                        deferred_value_t *out, int how,
                                         const char *file, int line)
 {
     struct deferred__async *st;
-    deferred_value_t v;
 
     if (DEFERRED_UNLIKELY(!co || !co->state_ || !out)) {
-        deferred_unref(d);
+        drop_taken(d, how);
         return -EINVAL;
     }
     st = co->state_;
-    if (DEFERRED_LIKELY(d != NULL) && !(st->flags & A_DROPPED) &&
-        deferred__take_result(d, &v)) {
-        st->got = v;
-        return deliver(co, st, out, try_, file, line);
-    }
     if (DEFERRED_UNLIKELY(!d)) {
-        st->got = deferred_value_deferred(NULL); /* errno's failure */
-        return deliver(co, st, out, try_, file, line);
+        if (how & DEFERRED_ASYNC_BORROW_)
+            st->got = deferred_value_failure(deferred_failure_new_at(
+                file, line, DEFERRED_DOMAIN_LIBRARY, EINVAL, "await of a NULL deferred"));
+        else
+            st->got = deferred_value_deferred(NULL); /* errno's failure */
+        return deliver(co, st, out, how, file, line);
     }
     if (DEFERRED_UNLIKELY(st->flags & A_DROPPED)) {
-        deferred_unref(d);
+        drop_taken(d, how);
         st->got = deferred_value_failure(cancelled_failure("await in a dropped coroutine"));
-        return deliver(co, st, out, try_, file, line);
+        return deliver(co, st, out, how, file, line);
     }
-    if (DEFERRED_UNLIKELY(deferred_is_multi(d))) {
+    if (single_result_ready(d)) {
+        /* Its result, taken as deferred__take_result() does (the fast
+         * path left this for the last reference, or a failure). */
+        st->got = d->result;
+        d->result = deferred_value_none();
+        if (!(how & DEFERRED_ASYNC_BORROW_)) {
+            if (DEFERRED_LIKELY(d->refs > 1))
+                d->refs--;
+            else
+                deferred_unref(d);
+        }
+        return deliver(co, st, out, how, file, line);
+    }
+    if (DEFERRED_UNLIKELY(is_multi(d))) {
         deferred_t *end = deferred_multi_when_finished(d);
 
-        deferred_unref(d);
+        drop_taken(d, how);
+        how &= ~DEFERRED_ASYNC_BORROW_; /* end is a reference of its own */
         if (deferred__take_result(end, &st->got))
-            return deliver(co, st, out, try_, file, line);
+            return deliver(co, st, out, how, file, line);
         d = end;
     }
     if (deferred__add_both_owned(d, resume_fn, &st->owned) < 0) {
-        deferred_unref(d);
+        drop_taken(d, how);
         st->got = deferred_value_failure(deferred_failure_new_at(
             NULL, 0, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
             "out of memory while awaiting a deferred"));
-        return deliver(co, st, out, try_, file, line);
+        return deliver(co, st, out, how, file, line);
     }
-    deferred_ref(st->self); /* the pair's */
+    st->self->refs++; /* the pair's (self is alive: its body runs) */
     st->awaited = d;
     st->flags |= A_WAIT_PAIR;
     co->line = line;
@@ -334,42 +386,69 @@ static DEFERRED_NOINLINE int await_slow(deferred_async_t *co, deferred_t *d,
         st->flags &= ~A_CANCEL;
         deferred_cancel(d);
     }
-    /* The caller's reference: d lives as long as its other holders keep
-     * it (freed now, the pair's dispose drops the coroutine). */
-    deferred_unref(d);
+    /* A taken d's reference goes: d lives as long as its other holders
+     * keep it (freed now, the pair's dispose drops the coroutine). */
+    drop_taken(d, how);
     return DEFERRED_ASYNC_SUSPEND_;
 }
 
 int deferred_async_await(deferred_async_t *co, deferred_t *d, deferred_value_t *out,
-                         int try_, const char *file, int line)
+                         int how, const char *file, int line)
 {
     struct deferred__async *st;
 
     /* The common case without a call: d has its result (single-shot,
-     * idle, its chain run: single_result_ready()), someone
-     * else holds it too, and it is a value (or try_): the value moves to
-     * *out, d loses the reference the await took, the body goes on. */
-    if (DEFERRED_LIKELY(co && out && d) && DEFERRED_LIKELY((st = co->state_) != NULL) &&
+     * idle, its chain run: single_result_ready()), it is a value (or a
+     * try), and it is borrowed, or taken and someone else holds it too:
+     * the value moves to *out (d keeps the empty value), a taken d loses
+     * the reference the await was given, the body goes on. */
+    if (DEFERRED_LIKELY(d != NULL) && DEFERRED_LIKELY(co != NULL) && DEFERRED_LIKELY(out != NULL) &&
+        DEFERRED_LIKELY((st = co->state_) != NULL) &&
         !(st->flags & A_DROPPED) && DEFERRED_LIKELY(single_result_ready(d)) &&
-        DEFERRED_LIKELY(d->refs > 1) &&
-        (DEFERRED_LIKELY(d->result.release != deferred__release_failure) || try_)) {
-        *out = d->result;
-        d->result = deferred_value_none();
-        d->refs--;
-        return DEFERRED_ASYNC_DONE_;
+        (DEFERRED_LIKELY(d->result.release != deferred__release_failure) ||
+         (how & DEFERRED_ASYNC_TRY_))) {
+        if (how & DEFERRED_ASYNC_BORROW_) {
+            *out = d->result;
+            d->result = deferred_value_none();
+            return DEFERRED_ASYNC_DONE_;
+        }
+        if (DEFERRED_LIKELY(d->refs > 1)) {
+            *out = d->result;
+            d->result = deferred_value_none();
+            d->refs--;
+            return DEFERRED_ASYNC_DONE_;
+        }
     }
-    return await_slow(co, d, out, try_, file, line);
+    return await_slow(co, d, out, how, file, line);
 }
 
-int deferred_async_resume(deferred_async_t *co, deferred_value_t *out, int try_,
-                          const char *file, int line)
+static DEFERRED_NOINLINE int resume_slow(deferred_async_t *co, deferred_value_t *out, int how,
+                                         const char *file, int line)
 {
     if (!co || !co->state_ || !out)
         return -EINVAL;
-    return deliver(co, co->state_, out, try_, file, line);
+    return deliver(co, co->state_, out, how, file, line);
 }
 
-int deferred_async_return(deferred_async_t *co, deferred_value_t v)
+int deferred_async_resume(deferred_async_t *co, deferred_value_t *out, int how,
+                          const char *file, int line)
+{
+    struct deferred__async *st;
+
+    /* The common case, a leaf: what deliver() does with a value in a
+     * coroutine that was not dropped. */
+    if (DEFERRED_LIKELY(co != NULL) && DEFERRED_LIKELY(out != NULL) &&
+        DEFERRED_LIKELY((st = co->state_) != NULL) && !(st->flags & A_DROPPED) &&
+        DEFERRED_LIKELY(st->got.release != deferred__release_failure)) {
+        *out = st->got;
+        st->got = deferred_value_none();
+        return DEFERRED_ASYNC_DONE_;
+    }
+    return resume_slow(co, out, how, file, line);
+}
+
+/* Everything but the common case of deferred_async_return(). */
+static DEFERRED_NOINLINE int return_slow(deferred_async_t *co, deferred_value_t v)
 {
     struct deferred__async *st = co ? co->state_ : NULL;
 
@@ -377,7 +456,7 @@ int deferred_async_return(deferred_async_t *co, deferred_value_t v)
         deferred_value_release(v);
         return -EINVAL;
     }
-    if (DEFERRED_UNLIKELY(deferred_value_is_deferred(v))) {
+    if (DEFERRED_UNLIKELY(v.release == deferred__release_deferred)) {
         deferred_value_release(v);
         v = deferred_value_failure(deferred_failure_new_at(
             NULL, 0, DEFERRED_DOMAIN_LIBRARY, EINVAL,
@@ -389,30 +468,22 @@ int deferred_async_return(deferred_async_t *co, deferred_value_t v)
     return 0;
 }
 
+int deferred_async_return(deferred_async_t *co, deferred_value_t v)
+{
+    struct deferred__async *st;
+
+    /* The common case, a leaf: no outcome yet and v no deferred. */
+    if (DEFERRED_LIKELY(co != NULL) && DEFERRED_LIKELY((st = co->state_) != NULL) &&
+        DEFERRED_LIKELY(st->outcome.release == NULL) &&
+        DEFERRED_LIKELY(v.release != deferred__release_deferred)) {
+        st->outcome = v;
+        deferred__async_unwind(co);
+        return 0;
+    }
+    return return_slow(co, v);
+}
+
 /* ---- cancel ------------------------------------------------------------ */
-
-/* The marker a cancel fires the target with; its release (the deferred
- * freed before its trap ran) lets go of the deferred made for the trap. */
-static void marker_release(void *ptr)
-{
-    struct deferred__async *st = ptr;
-
-    deferred_unref(st->rearm);
-    st->rearm = NULL;
-}
-
-/* Every target's first callback: the marker becomes a wait on rearm. */
-static deferred_value_t trap_fn(deferred_value_t v, void *arg)
-{
-    struct deferred__async *st = arg;
-    deferred_t *next;
-
-    if (DEFERRED_LIKELY(v.release != marker_release))
-        return v;
-    next = st->rearm;
-    st->rearm = NULL;
-    return deferred_value_deferred(next);
-}
 
 static void cancel_rearmed(deferred_t *d, void *arg);
 
@@ -422,12 +493,15 @@ static void cancel_common(struct deferred__async *st, deferred_t *target)
 
     if (st->flags & (A_DONE | A_DROPPED) || target != st->target)
         return; /* the core fails target with ECANCELED */
-    /* Keep target from failing: it waits on next, which the end fires. */
+    /* Keep target from failing: it fires waiting on next, which the end
+     * fires (target's chain runs then, and a second cancel of target
+     * reaches next).  The core makes the wait (no entry of ours in
+     * target's chain: a coroutine that is never cancelled pays nothing
+     * for this); it cannot fail on a fresh next, which has room. */
     next = deferred_new_cancellable(cancel_rearmed, st, NULL);
-    if (next && st->rearm == NULL && deferred_add_callback(next, trap_fn, st) == 0) {
-        st->rearm = next;
-        st->target = next;
-        deferred_callback(target, deferred_value_make(st, marker_release));
+    if (next && deferred__fire_waiting(target, deferred_ref(next), __FILE__, __LINE__) == 0) {
+        st->target = next; /* borrowed: target's wait holds it */
+        deferred_unref(next);
     } else {
         /* No memory: target fails with ECANCELED now; the end finds it
          * fired and its outcome is released.  A rearmed target is freed
@@ -504,10 +578,8 @@ void *deferred_async_new(deferred_async_fn body, size_t frame_size, const char *
     st->outcome = deferred_value_none();
     co = st->frame;
     co->state_ = st;
-    deferred_dump_note(d, dump_note, st);
-    /* First in the chain, before the caller can add anything; a pending
-     * deferred's first entry needs no allocation. */
-    deferred_add_callback(d, trap_fn, st);
+    if (DEFERRED_UNLIKELY(d->ext != NULL)) /* what deferred_dump_note() needs */
+        deferred_dump_note(d, dump_note, st);
     return st->frame;
 }
 

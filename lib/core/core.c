@@ -505,3 +505,61 @@ deferred_t *deferred_maybe(deferred_fn fn, deferred_value_t v, void *arg)
     return d;
 }
 
+/* ---- for the async layer ----------------------------------------------- */
+
+/*
+ * Fire the pending deferred d waiting on next (a reference, taken: d's
+ * wait holds it), as if a first callback of d had returned next at once:
+ * d's entries run when next has its result (its continue entry hands it
+ * over), and a cancel of d goes to next.  A coroutine's captured cancel
+ * (lib/async/async.c) keeps its deferred from failing with ECANCELED so,
+ * without an entry of its own in every coroutine's chain.  The caller
+ * knows d is single-shot and pending (so on no runner, and waiting on
+ * nothing), and next fresh: pending, single-shot, holding nothing (no
+ * cycle can form).  file and line are the fire site debug mode records.
+ * 0, or -ENOMEM (next released; not reached while next
+ * has room for its entry inline).
+ */
+DEFERRED_HIDDEN int deferred__fire_waiting(deferred_t *d, deferred_t *next, const char *file,
+                                           int line);
+
+int deferred__fire_waiting(deferred_t *d, deferred_t *next, const char *file, int line)
+{
+    if (deferred_add_both(next, deferred__continue_fn, d) < 0) {
+        deferred_unref(next);
+        return -ENOMEM;
+    }
+    if (DEFERRED_UNLIKELY(d->ext != NULL) && d->ext->new_file) {
+        /* Debug mode: the fire site, as fire() records it. */
+        d->ext->fire_file = file;
+        d->ext->fire_line = line;
+    }
+    d->flags |= F_CALLED;
+    d->chained_to = next;
+    d->wait_idx = next->n - 1;
+    next->waiters++;
+    return 0;
+}
+
+/*
+ * Fire d with v (taken), as deferred_callback_at() and
+ * deferred_errback_at() do, without a runner when there is nothing to
+ * run: d has no entry and no rare part (so no debug site to record); then
+ * d only takes v, which is all the runner would do (an unhandled failure
+ * is reported at d's free, as always).  Otherwise the general fire.  For
+ * a coroutine's end (lib/async/async.c): the caller knows d is
+ * single-shot and pending (so on no runner) and v no deferred value.  0,
+ * or what the general fire returns.
+ */
+DEFERRED_HIDDEN int deferred__fire_idle(deferred_t *d, deferred_value_t v, const char *file,
+                                        int line);
+
+int deferred__fire_idle(deferred_t *d, deferred_value_t v, const char *file, int line)
+{
+    if (DEFERRED_LIKELY(d->pos == d->n && !d->ext)) {
+        d->flags |= F_CALLED;
+        d->result = v;
+        return 0;
+    }
+    return deferred__fire(d, v, file, line);
+}
