@@ -1607,6 +1607,52 @@ START_TEST(test_A12_coroutine_blocks_default_allocator)
 }
 END_TEST
 
+/* A coroutine done with goes back whole, without the general free, to
+ * the cache's class of coroutine blocks (512 bytes: its deferred, state
+ * and frame), and the next coroutine takes that block again. */
+struct tiny_frame {
+    deferred_async_t co;
+};
+
+static int tiny_body(void *frame)
+{
+    struct tiny_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    DEFERRED_ASYNC_RETURN(f, deferred_value_int(7));
+    DEFERRED_ASYNC_END(f);
+}
+
+START_TEST(test_A12_coroutine_block_back_to_its_class)
+{
+    struct tiny_frame *f;
+    deferred_t *d;
+    size_t held;
+
+    ck_assert_int_eq(deferred_set_allocator(NULL, NULL, NULL), 0);
+    deferred_block_cache_trim();
+    f = DEFERRED_ASYNC_NEW(struct tiny_frame, tiny_body, "tiny");
+    ck_assert_ptr_nonnull(f);
+    d = deferred_async_start(f);
+    ck_assert_int_eq(result_int(d), 7);
+    deferred_unref(d);
+    held = deferred_block_cache_size();
+    if (held) {
+        ck_assert_uint_eq(held, 512);
+        f = DEFERRED_ASYNC_NEW(struct tiny_frame, tiny_body, "tiny");
+        ck_assert_ptr_nonnull(f);
+        ck_assert_uint_eq(deferred_block_cache_size(), 0);
+        deferred_async_discard(f);
+        ck_assert_uint_eq(deferred_block_cache_size(), 512);
+        deferred_block_cache_trim();
+    } else {
+        fprintf(stderr, "test_A12_coroutine_block_back_to_its_class: block cache off, "
+                        "the class not checked\n");
+    }
+    tu_install_allocator();
+}
+END_TEST
+
 START_TEST(test_A12_failing_allocator_everywhere)
 {
     unsigned long n;
@@ -1920,6 +1966,7 @@ int main(void)
     tcase_add_test(tc, test_A15_processor_coroutine);
     tcase_add_test(tc, test_A12_failing_allocator_everywhere);
     tcase_add_test(tc, test_A12_coroutine_blocks_default_allocator);
+    tcase_add_test(tc, test_A12_coroutine_block_back_to_its_class);
     tcase_add_test(tc, test_A13_bad_input);
     tcase_add_test(tc, test_A14_await_null_and_multi);
     tcase_add_test(tc, test_A07_dropped_consumer_fails_its_process);

@@ -367,12 +367,15 @@ void deferred_unref(deferred_t *d)
 {
     if (!d || !d->refs || --d->refs)
         return;
-    /* The common case without a frame: a deferred of the cache's class
-     * whose result needs no release (empty, or an integer), with no entry
-     * left, no wait and no rare part, its entries inline or in one of a
-     * chain's first two heap blocks: its blocks go back to the cache, or
-     * to the allocator when the cache is full. */
-    if (DEFERRED_LIKELY((d->flags & F_BLOCK) && !d->ext && !d->chained_to &&
+    /* The common case without a frame: a deferred of one of the cache's
+     * classes (a plain deferred, or a coroutine's block with its frame:
+     * nothing in the frame needs freeing once the coroutine is over, and
+     * its canceller has no destroy function without a rare part) whose
+     * result needs no release (empty, or an integer), with no entry left,
+     * no wait and no rare part, its entries inline or in one of a chain's
+     * first two heap blocks: its blocks go back to the cache, or to the
+     * allocator when the cache is full. */
+    if (DEFERRED_LIKELY((d->flags & (F_BLOCK | F_BLOCKX)) && !d->ext && !d->chained_to &&
                         d->pos == d->n &&
                         (!d->result.release || d->result.release == deferred_value_int_release) &&
                         !freeing)) {
@@ -384,7 +387,10 @@ void deferred_unref(deferred_t *d)
             else
                 goto general;
         }
-        deferred__block_free(d, BLOCK_DEFERRED);
+        if (DEFERRED_LIKELY(d->flags & F_BLOCK))
+            deferred__block_free(d, BLOCK_DEFERRED);
+        else
+            deferred__block_free(d, BLOCK_EXTRA);
         return;
     }
 general:
