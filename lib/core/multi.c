@@ -51,6 +51,7 @@ deferred_t *deferred_multi_new_at(const char *file, int line,
     if (!m)
         goto out_unref;
     memset(m, 0, sizeof(*m));
+    m->plain = UINT32_MAX;
     m->end = deferred_new_at(file, line, end_cancel, d, NULL);
     if (!m->end) {
         deferred__free(m);
@@ -93,6 +94,8 @@ static bool flow_tell(deferred_t *d)
     else
         return false;
     m->flow_paused = paused;
+    if (paused)
+        m->plain = UINT32_MAX;
     d->refs++;
     m->flow(d, paused, m->flow_arg);
     deferred_unref(d);
@@ -112,6 +115,7 @@ static void end_stream(deferred_t *d, deferred_value_t v)
     deferred_t *end = m->end;
 
     m->ended = true;
+    m->plain = UINT32_MAX;
     deferred__ring_clear(&m->queue);
     if (d->flags & F_ROW) {
         deferred_value_release(d->result);
@@ -146,6 +150,7 @@ static void fail_row(deferred_t *d, deferred_failure_t *f)
     deferred_failure_add_context(f, "multi-fire deferred", "row %llu",
                                  (unsigned long long)m->row);
     m->ended = true; /* refuse what the source emits while it cancels */
+    m->plain = UINT32_MAX;
     cancel_source(d);
     end_stream(d, deferred_value_failure(f));
 }
@@ -189,7 +194,19 @@ bool deferred__multi_step(deferred_t *d)
     }
 }
 
-int deferred_multi_emit(deferred_t *d, deferred_value_t v)
+/* Every entry of d is a plain callback (LINK_CB). */
+static bool plain_chain(const deferred_t *d)
+{
+    uint32_t i;
+
+    for (i = 0; i < d->n; i++)
+        if (*kind_at(d, i) != LINK_CB)
+            return false;
+    return true;
+}
+
+/* deferred_multi_emit() but for its common case: every check in order. */
+static DEFERRED_NOINLINE int emit_slow(deferred_t *d, deferred_value_t v)
 {
     struct multi *m = multi_of(d);
 
@@ -211,15 +228,55 @@ int deferred_multi_emit(deferred_t *d, deferred_value_t v)
         !d->chained_to) {
         m->rows++;
         m->row = m->rows;
-        deferred__run_row(d, v);
-        return 0;
+        if (m->flow_paused) {
+            /* The flow hook is to be told the stream takes rows again
+             * once this one is through: the runner's way, which does. */
+            d->result = v;
+            d->pos = 0;
+            d->flags |= F_ROW;
+            deferred__run(d);
+            return 0;
+        }
+        d->flags &= ~F_STIR; /* no runner of d is under way to be told */
+        if (plain_chain(d)) {
+            m->plain = d->n; /* the next rows take the fast path */
+            return deferred__run_plain_row(d, v);
+        }
+        return deferred__run_row(d, v);
     }
     if (deferred__ring_push(&m->queue, v) < 0) {
         deferred_value_release(v);
         return -ENOMEM;
     }
     m->rows++;
+    m->plain = UINT32_MAX;
+    d->flags |= F_STIR; /* a row under way retires through the runner */
     return 0;
+}
+
+/*
+ * The common case without a frame: a row into an idle stream whose chain
+ * is of plain callbacks, with nothing queued and the stream not ending nor
+ * held back (all that in m->plain), runs at once (deferred__run_row()).
+ * Anything else is emit_slow()'s, which also finds when m->plain holds
+ * again.
+ */
+int deferred_multi_emit(deferred_t *d, deferred_value_t v)
+{
+    if (DEFERRED_LIKELY(d != NULL) &&
+        DEFERRED_LIKELY((d->flags & (F_MULTI | F_ROW | F_RUNNING | F_LATER_RUN | F_STIR)) ==
+                        F_MULTI) &&
+        DEFERRED_LIKELY(v.release != deferred__row_deferred) && DEFERRED_LIKELY(d->refs) &&
+        DEFERRED_LIKELY((d->paused | (uintptr_t)d->chained_to) == 0)) {
+        struct multi *m = d->ext->multi;
+
+        if (DEFERRED_LIKELY(m->plain == d->n)) {
+            m->rows++;
+            m->row = m->rows;
+            return deferred__run_plain_row(d, v);
+        }
+    }
+    return emit_slow(d, v);
 }
 
 int deferred_multi_finish(deferred_t *d, deferred_value_t v)
@@ -239,10 +296,13 @@ int deferred_multi_finish(deferred_t *d, deferred_value_t v)
         return -EALREADY;
     }
     m->closing = true;
+    m->plain = UINT32_MAX;
     if (!(d->flags & (F_ROW | F_RUNNING)) && m->queue.len == 0)
         end_stream(d, v);
-    else
+    else {
         m->final = v; /* the runner ends the stream when the rows are done */
+        d->flags |= F_STIR; /* as a row queued (deferred_multi_emit()) */
+    }
     return 0;
 }
 
