@@ -77,6 +77,17 @@ static struct multi *multi_of(const deferred_t *d)
     return d && (d->flags & F_MULTI) ? d->ext->multi : NULL;
 }
 
+/* Every entry of d is a plain callback (LINK_CB). */
+static bool plain_chain(const deferred_t *d)
+{
+    uint32_t i;
+
+    for (i = 0; i < d->n; i++)
+        if (*kind_at(d, i) != LINK_CB)
+            return false;
+    return true;
+}
+
 /* Tell the flow hook about a change between "takes rows" and "holds them
  * back".  Returns true when the hook ran (it may have changed anything). */
 static bool flow_tell(deferred_t *d)
@@ -94,8 +105,10 @@ static bool flow_tell(deferred_t *d)
     else
         return false;
     m->flow_paused = paused;
-    if (paused)
-        m->plain = UINT32_MAX;
+    /* Held back, rows take the slow way; taking them again (nothing
+     * queued, not ending: see deferred__multi_step()), the fast one if
+     * the chain is plain.  What the hook does next sets it again. */
+    m->plain = !paused && plain_chain(d) ? d->n : UINT32_MAX;
     d->refs++;
     m->flow(d, paused, m->flow_arg);
     deferred_unref(d);
@@ -150,7 +163,6 @@ static void fail_row(deferred_t *d, deferred_failure_t *f)
     deferred_failure_add_context(f, "multi-fire deferred", "row %llu",
                                  (unsigned long long)m->row);
     m->ended = true; /* refuse what the source emits while it cancels */
-    m->plain = UINT32_MAX;
     cancel_source(d);
     end_stream(d, deferred_value_failure(f));
 }
@@ -194,17 +206,6 @@ bool deferred__multi_step(deferred_t *d)
     }
 }
 
-/* Every entry of d is a plain callback (LINK_CB). */
-static bool plain_chain(const deferred_t *d)
-{
-    uint32_t i;
-
-    for (i = 0; i < d->n; i++)
-        if (*kind_at(d, i) != LINK_CB)
-            return false;
-    return true;
-}
-
 /* deferred_multi_emit() but for its common case: every check in order. */
 static DEFERRED_NOINLINE int emit_slow(deferred_t *d, deferred_value_t v)
 {
@@ -228,28 +229,25 @@ static DEFERRED_NOINLINE int emit_slow(deferred_t *d, deferred_value_t v)
         !d->chained_to) {
         m->rows++;
         m->row = m->rows;
-        if (m->flow_paused) {
-            /* The flow hook is to be told the stream takes rows again
-             * once this one is through: the runner's way, which does. */
-            d->result = v;
-            d->pos = 0;
-            d->flags |= F_ROW;
-            deferred__run(d);
-            return 0;
-        }
-        d->flags &= ~F_STIR; /* no runner of d is under way to be told */
-        if (plain_chain(d)) {
+        if (!m->flow_paused && plain_chain(d)) {
+            d->flags &= ~F_STIR; /* no runner of d is under way to be told */
             m->plain = d->n; /* the next rows take the fast path */
-            return deferred__run_plain_row(d, v);
+            return deferred__run_row(d, v);
         }
-        return deferred__run_row(d, v);
+        /* The runner's way: entries of other kinds are its own, and a
+         * flow hook told to hold back is told when this row is through
+         * that the stream takes rows again. */
+        d->result = v;
+        d->pos = 0;
+        d->flags |= F_ROW;
+        deferred__run(d);
+        return 0;
     }
     if (deferred__ring_push(&m->queue, v) < 0) {
         deferred_value_release(v);
         return -ENOMEM;
     }
     m->rows++;
-    m->plain = UINT32_MAX;
     d->flags |= F_STIR; /* a row under way retires through the runner */
     return 0;
 }
@@ -273,7 +271,7 @@ int deferred_multi_emit(deferred_t *d, deferred_value_t v)
         if (DEFERRED_LIKELY(m->plain == d->n)) {
             m->rows++;
             m->row = m->rows;
-            return deferred__run_plain_row(d, v);
+            return deferred__run_row(d, v);
         }
     }
     return emit_slow(d, v);
@@ -296,7 +294,6 @@ int deferred_multi_finish(deferred_t *d, deferred_value_t v)
         return -EALREADY;
     }
     m->closing = true;
-    m->plain = UINT32_MAX;
     if (!(d->flags & (F_ROW | F_RUNNING)) && m->queue.len == 0)
         end_stream(d, v);
     else {

@@ -1001,30 +1001,29 @@ void (*deferred__row_deferred)(void *) = deferred__release_deferred;
 /*
  * A row emitted into an idle multi-fire deferred: deferred_multi_emit()
  * checked that nothing is queued, running, paused or waiting, that the
- * stream is not ending and its flow hook not holding back, and counted the
- * row.  The row's plain callbacks run in a row with the value in
- * registers, and the entries and their count in registers too: a call on d
- * during the row that may change what the row does next (an entry added,
- * a pause, the stream ended, a row queued, the finish asked) flags d
- * F_STIR, tested once per callback.  The row is retired at once when it
+ * stream is not ending nor its flow hook holding back, that every entry
+ * is a plain callback (struct multi's plain) and d not stirred, and
+ * counted the row.  The callbacks run in a row with the value in
+ * registers, and the entries and their count in registers too: a call on
+ * d during the row that may change what the row does next (an entry
+ * added, a pause, the stream ended, a row queued, the finish asked) flags
+ * d F_STIR, tested once per callback.  The row is retired at once when it
  * ends as a plain value with d unstirred: then nothing was queued or
  * asked, and deferred__multi_step() would find nothing to do.  Anything
- * else (an entry of another kind, a failure, a deferred returned, F_STIR)
- * goes to row_hand_over() where it stopped.
+ * else (a failure, a deferred returned, F_STIR) goes to row_hand_over()
+ * where it stopped.
  *
- * plain: every entry is known a plain callback (struct multi's plain), so
- * the loop tests no kinds.  The position is set to the end before the row
- * (where an idle chain's is) and not per callback: nothing reads a
- * multi-fire deferred's position while its row runs but its runners; the
- * hand-over finds the entry where the loop stopped from it, the count of
- * entries left, and the entries' own block (a callback that added one may
- * have moved them).
+ * The position is not stored per callback: an idle multi-fire chain's is
+ * at its end (d->pos == d->n), where it stays while the row runs (nothing
+ * reads it then but its runners), and the hand-over counts back from it
+ * the entries the loop had left.
  *
- * Its nesting is as a runner's, but for the frame at NEST_MAX - 1, which
- * would have to drain the later queue as it leaves: that one hands over at
- * once, to keep leave() off the loop's way out.
+ * Its nesting is a runner's, but for the frame at NEST_MAX - 1, which
+ * would have to drain the later queue as it leaves: that one takes the
+ * runner's way at once (row_deep()), which keeps leave() off the loop's
+ * way out.
  */
-static DEFERRED_ALWAYS_INLINE inline int run_row(deferred_t *d, deferred_value_t r, bool plain)
+int deferred__run_row(deferred_t *d, deferred_value_t r)
 {
     const char *end; /* past the last entry: the loop counts at up to it */
     intptr_t at;
@@ -1035,7 +1034,6 @@ static DEFERRED_ALWAYS_INLINE inline int run_row(deferred_t *d, deferred_value_t
         return row_deep(d, r);
     nest++;
     d->refs++;
-    d->pos = d->n;
     d->flags |= F_ROW | F_RUNNING; /* F_STIR is clear: the emit saw to it */
     if (DEFERRED_UNLIKELY(rel == deferred__row_failure)) {
         d->pos = 0;
@@ -1047,12 +1045,6 @@ static DEFERRED_ALWAYS_INLINE inline int run_row(deferred_t *d, deferred_value_t
         const struct link *l = (const struct link *)(end + at);
         deferred_value_t v;
 
-        if (!plain && DEFERRED_UNLIKELY(*kind_at(d, d->pos + (uint32_t)(at / (intptr_t)sizeof(*l))) != LINK_CB)) {
-            d->pos += (uint32_t)(at / (intptr_t)sizeof(*l));
-            d->result.ptr = ptr;
-            d->result.release = rel;
-            return row_hand_over(d);
-        }
         v.ptr = ptr;
         v.release = rel;
         v = l->fn(v, l->arg);
@@ -1078,16 +1070,6 @@ static DEFERRED_ALWAYS_INLINE inline int run_row(deferred_t *d, deferred_value_t
     }
     nest--; /* leave(), but for the frame at NEST_MAX, which this is not */
     return 0;
-}
-
-int deferred__run_row(deferred_t *d, deferred_value_t r)
-{
-    return run_row(d, r, false);
-}
-
-int deferred__run_plain_row(deferred_t *d, deferred_value_t r)
-{
-    return run_row(d, r, true);
 }
 
 void deferred__run(deferred_t *d)
