@@ -715,17 +715,79 @@ START_TEST(test_multi_row_tells_flow_hook)
     ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(0)), 0);
     ck_assert_int_eq(deferred_pause(m), 0);
     ck_assert_int_eq(flow_paused_calls, 1);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(1)), 0); /* queued */
     ck_assert_int_eq(deferred_multi_set_flow(m, NULL, NULL), 0);
-    ck_assert_int_eq(deferred_unpause(m), 0);
+    ck_assert_int_eq(deferred_unpause(m), 0); /* the runner runs it */
+    ck_assert_int_eq(tu_log.n, 2);
     ck_assert_int_eq(flow_resumed_calls, 0);
     ck_assert_int_eq(deferred_multi_set_flow(m, flow_hook, NULL), 0);
-    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(1)), 0);
-    ck_assert_int_eq(tu_log.n, 2);
-    ck_assert_int_eq(flow_resumed_calls, 1);
-    ck_assert(!flow_state);
     ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(2)), 0);
     ck_assert_int_eq(tu_log.n, 3);
     ck_assert_int_eq(flow_resumed_calls, 1);
+    ck_assert(!flow_state);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(3)), 0);
+    ck_assert_int_eq(tu_log.n, 4);
+    ck_assert_int_eq(flow_resumed_calls, 1);
+    deferred_multi_finish(m, deferred_value_none());
+    deferred_unref(m);
+}
+END_TEST
+
+/* The flow hook, told the stream takes rows again, emits a row into it:
+ * the row waits for the hook to return (the runner that told it runs it
+ * next), it does not nest in the hook. */
+static int hook_emits;
+static void emitting_hook(deferred_t *d, bool paused, void *arg)
+{
+    (void)arg;
+    flow_hook(d, paused, NULL);
+    if (!paused && hook_emits-- > 0) {
+        int before = tu_log.n;
+
+        ck_assert_int_eq(deferred_multi_emit(d, deferred_value_int(5)), 0);
+        ck_assert_int_eq(tu_log.n, before);
+        ck_assert_uint_eq(deferred_multi_queued(d), 1);
+    }
+}
+
+START_TEST(test_multi_flow_hook_emits)
+{
+    deferred_t *m = deferred_multi_new();
+
+    ck_assert_ptr_nonnull(m);
+    hook_emits = 1;
+    ck_assert_int_eq(deferred_add_callback(m, wait_on, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_multi_set_flow(m, emitting_hook, NULL), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(1)), 0);
+    ck_assert_ptr_nonnull(held);
+    ck_assert_int_eq(flow_paused_calls, 1);
+    ck_assert_int_eq(deferred_callback(held, deferred_value_int(100)), 0);
+    ck_assert_int_eq(flow_resumed_calls, 1);
+    ck_assert_int_eq(tu_log.n, 3);
+    ck_assert_int_eq(tu_log.e[1].value, 100);
+    ck_assert_int_eq(tu_log.e[2].value, 5);
+    ck_assert_uint_eq(deferred_multi_queued(m), 0);
+    deferred_unref(held);
+    deferred_multi_finish(m, deferred_value_none());
+    deferred_unref(m);
+}
+END_TEST
+
+/* Bad input to a stream that takes rows the fast way. */
+START_TEST(test_multi_bad_input_running)
+{
+    deferred_t *single = deferred_new(), *m = deferred_multi_new();
+
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_deferred(deferred_ref(single))), -EINVAL);
+    ck_assert_int_eq(deferred_multi_emit(single, tu_tracked(1)), -EINVAL);
+    ck_assert_int_eq(tu_released, 1);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(1)), 0);
+    ck_assert_int_eq(tu_log.n, 2);
+    deferred_unref(single);
     deferred_multi_finish(m, deferred_value_none());
     deferred_unref(m);
 }
@@ -794,6 +856,8 @@ int main(void)
     tcase_add_test(tc, test_multi_emit_failure_row);
     tcase_add_test(tc, test_multi_row_nesting_bounded);
     tcase_add_test(tc, test_multi_row_tells_flow_hook);
+    tcase_add_test(tc, test_multi_flow_hook_emits);
+    tcase_add_test(tc, test_multi_bad_input_running);
     tcase_add_test(tc, test_multi_oom);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

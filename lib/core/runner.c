@@ -995,6 +995,15 @@ static DEFERRED_NOINLINE int row_deep(deferred_t *d, deferred_value_t r)
     return row_hand_over(d);
 }
 
+/* Tells the compiler d->flags may have changed: the row's loop then tests
+ * the flag in memory rather than keeping a copy of the word in a register
+ * for its ways out. */
+#if defined(__GNUC__)
+#define ROW_FLAGS_REREAD() __asm__ __volatile__("" ::: "memory")
+#else
+#define ROW_FLAGS_REREAD() ((void)0)
+#endif
+
 void (*deferred__row_failure)(void *) = deferred__release_failure;
 void (*deferred__row_deferred)(void *) = deferred__release_deferred;
 
@@ -1052,15 +1061,14 @@ int deferred__run_row(deferred_t *d, deferred_value_t r)
         rel = v.release;
         if (DEFERRED_UNLIKELY(rel == deferred__row_deferred || rel == deferred__row_failure ||
                               (d->flags & F_STIR))) {
-            __asm__("" ::: "memory"); /* as below */
+            ROW_FLAGS_REREAD();
             if (d->flags & F_ROW) /* else the stream ended, its position set */
                 d->pos += (uint32_t)(at / (intptr_t)sizeof(*l)) + 1;
             d->result = v;
             return row_hand_over(d);
         }
     }
-    /* The loop tests d->flags in memory, keeping no copy for this. */
-    __asm__("" ::: "memory");
+    ROW_FLAGS_REREAD();
     d->flags &= ~(F_RUNNING | F_ROW);
     if (rel && rel != deferred_value_int_release)
         rel(ptr); /* deferred__release() */
