@@ -253,11 +253,14 @@ static DEFERRED_NOINLINE int emit_slow(deferred_t *d, deferred_value_t v)
 }
 
 /*
- * The common case without a frame: a row into an idle stream whose chain
- * is of plain callbacks, with nothing queued and the stream not ending nor
- * held back (all that in m->plain), runs at once (deferred__run_row()).
- * Anything else is emit_slow()'s, which also finds when m->plain holds
- * again.
+ * The common case without a frame: a row into a stream with no row in
+ * flight, not running nor queued to run, not stirred, paused or waiting,
+ * whose chain is of plain callbacks and which is neither ended nor held
+ * back (m->plain, for the entries it has now) runs at once
+ * (deferred__run_row()).  Such a stream has nothing queued and is not
+ * closing: its runner, stopping without being blocked, ran the queued
+ * rows and ended a closing stream.  Anything else is emit_slow()'s,
+ * which also finds when m->plain holds again.
  */
 int deferred_multi_emit(deferred_t *d, deferred_value_t v)
 {
