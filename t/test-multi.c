@@ -488,6 +488,311 @@ START_TEST(test_multi_no_allocation_per_row)
 }
 END_TEST
 
+/* ---- a row's callbacks acting on their own stream ----
+ * The emit runs a row of plain callbacks with the entries and the value in
+ * registers and retires it at once (deferred__run_row()); each of these
+ * must make it hand over to the runner, or keep it off that way. */
+
+/* Finishes the stream arg on the value 1, from inside its row. */
+static deferred_value_t finish_own(deferred_value_t v, void *arg)
+{
+    if (deferred_value_get_int(v) == 1)
+        ck_assert_int_eq(deferred_multi_finish(arg, deferred_value_int(77)), 0);
+    return v;
+}
+
+/* The finish waits for the row: its later callbacks run, then the end. */
+START_TEST(test_multi_row_finishes_own_stream)
+{
+    deferred_t *m = deferred_multi_new(), *end;
+
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callback(m, finish_own, m), 0);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(2)), 0);
+    end = deferred_multi_when_finished(m);
+    ck_assert_int_eq(deferred_add_both(end, end_record, TAG(3)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(1)), 0);
+    ck_assert_int_eq(tu_log.n, 5);
+    ck_assert_int_eq(tu_log.e[3].tag, 2);
+    ck_assert_int_eq(tu_log.e[3].value, 1);
+    ck_assert_int_eq(tu_log.e[4].tag, 3);
+    ck_assert_int_eq(tu_log.e[4].value, 77);
+    ck_assert(deferred_has_fired(m));
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(2)), -EALREADY);
+    deferred_unref(end);
+    deferred_unref(m);
+}
+END_TEST
+
+/* Pauses the stream arg on the value 1. */
+static deferred_value_t pause_own(deferred_value_t v, void *arg)
+{
+    if (deferred_value_get_int(v) == 1)
+        ck_assert_int_eq(deferred_pause(arg), 0);
+    return v;
+}
+
+/* A pause from inside the row holds its later callbacks, and the rows
+ * after it, until the unpause. */
+START_TEST(test_multi_row_pauses_own_stream)
+{
+    deferred_t *m = deferred_multi_new();
+
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(deferred_add_callback(m, pause_own, m), 0);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(1)), 0);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert(deferred_is_paused(m));
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(2)), 0);
+    ck_assert_uint_eq(deferred_multi_queued(m), 1);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(deferred_unpause(m), 0);
+    ck_assert_int_eq(tu_log.n, 3);
+    ck_assert_int_eq(tu_log.e[1].value, 1);
+    ck_assert_int_eq(tu_log.e[2].value, 2);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(3)), 0);
+    ck_assert_int_eq(tu_log.n, 4);
+    deferred_multi_finish(m, deferred_value_none());
+    deferred_unref(m);
+}
+END_TEST
+
+/* On the value 1, adds to the stream arg a callback recording tag 2 and an
+ * errback recording tag 3 (which no value may reach). */
+static deferred_value_t add_to_own(deferred_value_t v, void *arg)
+{
+    if (deferred_value_get_int(v) == 1) {
+        ck_assert_int_eq(deferred_add_callback(arg, tu_record, TAG(2)), 0);
+        ck_assert_int_eq(deferred_add_errback(arg, tu_record, TAG(3)), 0);
+    }
+    return v;
+}
+
+/* Entries added from inside the row run in that row, where the loop
+ * stopped; the errback among them is skipped by every row after. */
+START_TEST(test_multi_row_adds_to_own_stream)
+{
+    deferred_t *m = deferred_multi_new();
+
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(deferred_add_callback(m, add_to_own, m), 0);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(1)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(2)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(3)), 0);
+    ck_assert_int_eq(tu_log.n, 7);
+    ck_assert_int_eq(tu_log.e[0].tag, 1);
+    ck_assert_int_eq(tu_log.e[1].tag, 1);
+    ck_assert_int_eq(tu_log.e[1].value, 1);
+    ck_assert_int_eq(tu_log.e[2].tag, 2);
+    ck_assert_int_eq(tu_log.e[2].value, 1);
+    ck_assert_int_eq(tu_log.e[3].tag, 1);
+    ck_assert_int_eq(tu_log.e[4].tag, 2);
+    ck_assert_int_eq(tu_log.e[4].value, 2);
+    ck_assert_int_eq(tu_log.e[6].tag, 2);
+    ck_assert_int_eq(tu_log_count(3), 0);
+    deferred_multi_finish(m, deferred_value_none());
+    deferred_unref(m);
+}
+END_TEST
+
+/* Drops the reference arg points at, once. */
+static deferred_value_t unref_own(deferred_value_t v, void *arg)
+{
+    deferred_t **d = arg;
+
+    if (*d) {
+        deferred_unref(*d);
+        *d = NULL;
+    }
+    return v;
+}
+
+/* A callback drops the last reference to its stream: the row goes on to
+ * its end, and the stream is freed after it (the teardown finds no leak). */
+START_TEST(test_multi_row_unrefs_own_stream)
+{
+    deferred_t *m = deferred_multi_new(), *ref;
+
+    ck_assert_ptr_nonnull(m);
+    ref = m;
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callback(m, unref_own, &ref), 0);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(0)), 0);
+    ck_assert_ptr_null(ref);
+    ck_assert_int_eq(tu_log.n, 2);
+    ck_assert_int_eq(tu_log.e[1].tag, 2);
+}
+END_TEST
+
+/* A failure emitted as a row skips the callbacks and ends the stream. */
+START_TEST(test_multi_emit_failure_row)
+{
+    deferred_t *m = deferred_multi_new(), *end;
+
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
+    end = deferred_multi_when_finished(m);
+    ck_assert_int_eq(deferred_add_both(end, end_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_failure(deferred_failure_new(
+                                                 DEFERRED_DOMAIN_USER, 43, "bad row"))),
+                     0);
+    ck_assert_int_eq(tu_log.n, 2);
+    ck_assert_int_eq(tu_log.e[0].tag, 1);
+    ck_assert_int_eq(tu_log.e[1].tag, 2);
+    ck_assert_int_eq(tu_log.e[1].kind, TU_FAILURE);
+    ck_assert_int_eq(tu_log.e[1].code, 43);
+    deferred_value_release(deferred_result_take(end)); /* handled here */
+    deferred_unref(end);
+    deferred_unref(m);
+}
+END_TEST
+
+/* A chain of streams, each row's callback emitting into the next one: the
+ * rows nest in C only NEST_MAX deep, the rest is done by the later queue
+ * before the first emit returns, in bounded stack. */
+#define NEST_STREAMS 20000
+static deferred_t *nest_streams[NEST_STREAMS];
+static char *stack_top, *stack_low;
+
+static deferred_value_t emit_next(deferred_value_t v, void *arg)
+{
+    intptr_t i = ARGI(arg);
+    char here;
+
+    if (&here < stack_low)
+        stack_low = &here;
+    ck_assert_int_eq(deferred_multi_emit(nest_streams[i + 1], deferred_value_int(
+                                                                 deferred_value_get_int(v) + 1)),
+                     0);
+    return v;
+}
+
+START_TEST(test_multi_row_nesting_bounded)
+{
+    char top;
+    int i, round;
+
+    for (i = 0; i < NEST_STREAMS; i++) {
+        nest_streams[i] = deferred_multi_new();
+        ck_assert_ptr_nonnull(nest_streams[i]);
+        if (i + 1 < NEST_STREAMS)
+            ck_assert_int_eq(deferred_add_callback(nest_streams[i], emit_next, TAG(i)), 0);
+        else
+            ck_assert_int_eq(deferred_add_callback(nest_streams[i], tu_record, TAG(1)), 0);
+    }
+    /* The first round finds each chain plain; the second takes the
+     * emit's fast path all the way. */
+    for (round = 0; round < 2; round++) {
+        stack_top = stack_low = &top;
+        ck_assert_int_eq(deferred_multi_emit(nest_streams[0], deferred_value_int(round)), 0);
+        ck_assert_int_eq(tu_log.n, round + 1);
+        ck_assert_int_eq(tu_log.e[round].value, round + NEST_STREAMS - 1);
+        ck_assert_int_lt(stack_top - stack_low, 256 * 1024);
+    }
+    for (i = 0; i < NEST_STREAMS; i++)
+        deferred_unref(nest_streams[i]);
+}
+END_TEST
+
+/* The flow hook told to hold back, then taken away and set again before
+ * the stream runs its next row: that row runs the runner's way, which
+ * tells the hook at its end that the stream takes rows again. */
+START_TEST(test_multi_row_tells_flow_hook)
+{
+    deferred_t *m = deferred_multi_new();
+
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_multi_set_flow(m, flow_hook, NULL), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_pause(m), 0);
+    ck_assert_int_eq(flow_paused_calls, 1);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(1)), 0); /* queued */
+    ck_assert_int_eq(deferred_multi_set_flow(m, NULL, NULL), 0);
+    ck_assert_int_eq(deferred_unpause(m), 0); /* the runner runs it */
+    ck_assert_int_eq(tu_log.n, 2);
+    ck_assert_int_eq(flow_resumed_calls, 0);
+    ck_assert_int_eq(deferred_multi_set_flow(m, flow_hook, NULL), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(2)), 0);
+    ck_assert_int_eq(tu_log.n, 3);
+    ck_assert_int_eq(flow_resumed_calls, 1);
+    ck_assert(!flow_state);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(3)), 0);
+    ck_assert_int_eq(tu_log.n, 4);
+    ck_assert_int_eq(flow_resumed_calls, 1);
+    deferred_multi_finish(m, deferred_value_none());
+    deferred_unref(m);
+}
+END_TEST
+
+/* The flow hook, told the stream takes rows again, emits a row into it:
+ * the row waits for the hook to return (the runner that told it runs it
+ * next), it does not nest in the hook. */
+static int hook_emits;
+static void emitting_hook(deferred_t *d, bool paused, void *arg)
+{
+    (void)arg;
+    flow_hook(d, paused, NULL);
+    if (!paused && hook_emits-- > 0) {
+        int before = tu_log.n;
+
+        ck_assert_int_eq(deferred_multi_emit(d, deferred_value_int(5)), 0);
+        ck_assert_int_eq(tu_log.n, before);
+        ck_assert_uint_eq(deferred_multi_queued(d), 1);
+    }
+}
+
+START_TEST(test_multi_flow_hook_emits)
+{
+    deferred_t *m = deferred_multi_new();
+
+    ck_assert_ptr_nonnull(m);
+    hook_emits = 1;
+    ck_assert_int_eq(deferred_add_callback(m, wait_on, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_multi_set_flow(m, emitting_hook, NULL), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(1)), 0);
+    ck_assert_ptr_nonnull(held);
+    ck_assert_int_eq(flow_paused_calls, 1);
+    ck_assert_int_eq(deferred_callback(held, deferred_value_int(100)), 0);
+    ck_assert_int_eq(flow_resumed_calls, 1);
+    ck_assert_int_eq(tu_log.n, 3);
+    ck_assert_int_eq(tu_log.e[1].value, 100);
+    ck_assert_int_eq(tu_log.e[2].value, 5);
+    ck_assert_uint_eq(deferred_multi_queued(m), 0);
+    deferred_unref(held);
+    deferred_multi_finish(m, deferred_value_none());
+    deferred_unref(m);
+}
+END_TEST
+
+/* Bad input to a stream that takes rows the fast way. */
+START_TEST(test_multi_bad_input_running)
+{
+    deferred_t *single = deferred_new(), *m = deferred_multi_new();
+
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_deferred(deferred_ref(single))), -EINVAL);
+    ck_assert_int_eq(deferred_multi_emit(single, tu_tracked(1)), -EINVAL);
+    ck_assert_int_eq(tu_released, 1);
+    ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(1)), 0);
+    ck_assert_int_eq(tu_log.n, 2);
+    deferred_unref(single);
+    deferred_multi_finish(m, deferred_value_none());
+    deferred_unref(m);
+}
+END_TEST
+
 /* Out of memory: the queue cannot grow, the emit is -ENOMEM, nothing
  * leaks; creation fails cleanly at every allocation.  tu_oom_sweep()
  * fails each allocation in turn; every failure must surface. */
@@ -544,6 +849,15 @@ int main(void)
     tcase_add_test(tc, test_multi_bad_input);
     tcase_add_test(tc, test_multi_free_releases);
     tcase_add_test(tc, test_multi_no_allocation_per_row);
+    tcase_add_test(tc, test_multi_row_finishes_own_stream);
+    tcase_add_test(tc, test_multi_row_pauses_own_stream);
+    tcase_add_test(tc, test_multi_row_adds_to_own_stream);
+    tcase_add_test(tc, test_multi_row_unrefs_own_stream);
+    tcase_add_test(tc, test_multi_emit_failure_row);
+    tcase_add_test(tc, test_multi_row_nesting_bounded);
+    tcase_add_test(tc, test_multi_row_tells_flow_hook);
+    tcase_add_test(tc, test_multi_flow_hook_emits);
+    tcase_add_test(tc, test_multi_bad_input_running);
     tcase_add_test(tc, test_multi_oom);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

@@ -63,7 +63,9 @@ enum {
                               BLOCK_DEFERRED (no tail, no extra bytes) */
     F_STIR = 1u << 12,     /* its entries, pause count or wait changed by
                               a call on it: the runner's loop of plain
-                              callbacks (run_plain()) reloads them */
+                              callbacks (run_plain()) reloads them; also,
+                              multi-fire, a row queued, the finish asked
+                              or the stream ended (deferred__run_row()) */
     F_BLOCKX = 1u << 13    /* made with extra bytes in a block of the
                               cache's class BLOCK_EXTRA */
 };
@@ -73,8 +75,12 @@ struct multi {
     deferred_t *end;           /* the end deferred (a reference) */
     struct deferred__ring queue; /* rows waiting for their turn */
     uint64_t rows;             /* rows accepted */
-    uint64_t row;              /* number of the row in flight or last run */
+    uint32_t plain;            /* the entry count when every entry was seen
+                                  a plain callback, the stream neither ended
+                                  nor held back by its flow hook; UINT32_MAX
+                                  when not (multi.c: the emit's fast path) */
     deferred_value_t final;    /* the end value, once finish was called */
+    uint64_t row;              /* number of the row in flight or last run */
     bool closing;              /* finish called: end when the queue drains */
     bool ended;
     bool flow_paused;          /* what the flow hook was last told */
@@ -364,10 +370,18 @@ DEFERRED_HIDDEN void deferred__report_about(deferred_report_t kind, const deferr
 /* runner.c: run d's chain if it can run; fire a single-shot deferred. */
 DEFERRED_HIDDEN void deferred__run(deferred_t *d);
 /* runner.c: run row r (taken) through the idle multi-fire deferred d,
- * whose row count multi.c has set: plain callbacks in a row with the value
- * in registers, and the row retired at once when it ends as a plain value
- * with nothing queued; else the runner takes over where it stopped. */
-DEFERRED_HIDDEN void deferred__run_row(deferred_t *d, deferred_value_t r);
+ * whose row count multi.c has set, whose entries are all plain callbacks,
+ * with nothing queued and the stream not ending nor held back: the
+ * callbacks in a row with the value and the entries in registers, and the
+ * row retired at once when it ends as a plain value with d not stirred
+ * (F_STIR); else the runner takes over where it stopped.  Returns 0
+ * (deferred_multi_emit()'s: a tail call). */
+DEFERRED_HIDDEN int deferred__run_row(deferred_t *d, deferred_value_t r);
+/* The release functions of failures and deferreds, never written: the
+ * row's loop and the emit compare with them in memory, which keeps a
+ * register (or an instruction) the address would take. */
+DEFERRED_HIDDEN extern void (*deferred__row_failure)(void *);
+DEFERRED_HIDDEN extern void (*deferred__row_deferred)(void *);
 DEFERRED_HIDDEN int deferred__fire(deferred_t *d, deferred_value_t v,
                                    const char *file, int line);
 

@@ -51,6 +51,7 @@ deferred_t *deferred_multi_new_at(const char *file, int line,
     if (!m)
         goto out_unref;
     memset(m, 0, sizeof(*m));
+    m->plain = UINT32_MAX;
     m->end = deferred_new_at(file, line, end_cancel, d, NULL);
     if (!m->end) {
         deferred__free(m);
@@ -76,6 +77,17 @@ static struct multi *multi_of(const deferred_t *d)
     return d && (d->flags & F_MULTI) ? d->ext->multi : NULL;
 }
 
+/* Every entry of d is a plain callback (LINK_CB). */
+static bool plain_chain(const deferred_t *d)
+{
+    uint32_t i;
+
+    for (i = 0; i < d->n; i++)
+        if (*kind_at(d, i) != LINK_CB)
+            return false;
+    return true;
+}
+
 /* Tell the flow hook about a change between "takes rows" and "holds them
  * back".  Returns true when the hook ran (it may have changed anything). */
 static bool flow_tell(deferred_t *d)
@@ -93,6 +105,10 @@ static bool flow_tell(deferred_t *d)
     else
         return false;
     m->flow_paused = paused;
+    /* Held back, rows take the slow way; taking them again (nothing
+     * queued, not ending: see deferred__multi_step()), the fast one if
+     * the chain is plain.  What the hook does next sets it again. */
+    m->plain = !paused && plain_chain(d) ? d->n : UINT32_MAX;
     d->refs++;
     m->flow(d, paused, m->flow_arg);
     deferred_unref(d);
@@ -112,6 +128,7 @@ static void end_stream(deferred_t *d, deferred_value_t v)
     deferred_t *end = m->end;
 
     m->ended = true;
+    m->plain = UINT32_MAX;
     deferred__ring_clear(&m->queue);
     if (d->flags & F_ROW) {
         deferred_value_release(d->result);
@@ -189,7 +206,8 @@ bool deferred__multi_step(deferred_t *d)
     }
 }
 
-int deferred_multi_emit(deferred_t *d, deferred_value_t v)
+/* deferred_multi_emit() but for its common case: every check in order. */
+static DEFERRED_NOINLINE int emit_slow(deferred_t *d, deferred_value_t v)
 {
     struct multi *m = multi_of(d);
 
@@ -211,7 +229,18 @@ int deferred_multi_emit(deferred_t *d, deferred_value_t v)
         !d->chained_to) {
         m->rows++;
         m->row = m->rows;
-        deferred__run_row(d, v);
+        if (!m->flow_paused && plain_chain(d)) {
+            d->flags &= ~F_STIR; /* no runner of d is under way to be told */
+            m->plain = d->n; /* the next rows take the fast path */
+            return deferred__run_row(d, v);
+        }
+        /* The runner's way: entries of other kinds are its own, and a
+         * flow hook told to hold back is told when this row is through
+         * that the stream takes rows again. */
+        d->result = v;
+        d->pos = 0;
+        d->flags |= F_ROW;
+        deferred__run(d);
         return 0;
     }
     if (deferred__ring_push(&m->queue, v) < 0) {
@@ -219,7 +248,36 @@ int deferred_multi_emit(deferred_t *d, deferred_value_t v)
         return -ENOMEM;
     }
     m->rows++;
+    d->flags |= F_STIR; /* a row under way retires through the runner */
     return 0;
+}
+
+/*
+ * The common case without a frame: a row into a stream with no row in
+ * flight, not running nor queued to run, not stirred, paused or waiting,
+ * whose chain is of plain callbacks and which is neither ended nor held
+ * back (m->plain, for the entries it has now) runs at once
+ * (deferred__run_row()).  Such a stream has nothing queued and is not
+ * closing: its runner, stopping without being blocked, ran the queued
+ * rows and ended a closing stream.  Anything else is emit_slow()'s,
+ * which also finds when m->plain holds again.
+ */
+int deferred_multi_emit(deferred_t *d, deferred_value_t v)
+{
+    if (DEFERRED_LIKELY(d != NULL) &&
+        DEFERRED_LIKELY((d->flags & (F_MULTI | F_ROW | F_RUNNING | F_LATER_RUN | F_STIR)) ==
+                        F_MULTI) &&
+        DEFERRED_LIKELY(v.release != deferred__row_deferred) && DEFERRED_LIKELY(d->refs) &&
+        DEFERRED_LIKELY((d->paused | (uintptr_t)d->chained_to) == 0)) {
+        struct multi *m = d->ext->multi;
+
+        if (DEFERRED_LIKELY(m->plain == d->n)) {
+            m->rows++;
+            m->row = m->rows;
+            return deferred__run_row(d, v);
+        }
+    }
+    return emit_slow(d, v);
 }
 
 int deferred_multi_finish(deferred_t *d, deferred_value_t v)
@@ -241,8 +299,10 @@ int deferred_multi_finish(deferred_t *d, deferred_value_t v)
     m->closing = true;
     if (!(d->flags & (F_ROW | F_RUNNING)) && m->queue.len == 0)
         end_stream(d, v);
-    else
+    else {
         m->final = v; /* the runner ends the stream when the rows are done */
+        d->flags |= F_STIR; /* as a row queued (deferred_multi_emit()) */
+    }
     return 0;
 }
 

@@ -222,26 +222,6 @@ static DEFERRED_ALWAYS_INLINE inline deferred_value_t run_plain(deferred_t *d, u
     }
 }
 
-/* run_plain() for a multi-fire row, whose chains are short: everything
- * loaded again after each callback, which costs less there than the
- * registers run_plain() keeps across them. */
-static DEFERRED_ALWAYS_INLINE inline deferred_value_t run_plain_row(deferred_t *d, uint32_t i,
-                                                                    deferred_value_t r)
-{
-    while (i < d->n && !d->paused && !d->chained_to && *kind_at(d, i) == LINK_CB) {
-        d->pos = i + 1;
-        if (DEFERRED_LIKELY(r.release != deferred__release_failure)) {
-            const struct link *cb = &d->links[i];
-
-            r = cb->fn(r, cb->arg);
-            if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
-                break;
-        }
-        i = d->pos;
-    }
-    return r;
-}
-
 /* Whether d holds no other deferred, as deferred__holds() would find by
  * a walk: it waits on none, has no extension (a stream's end, a
  * combinator's inputs) and no chain_to() entry (a full entry) left.  The
@@ -973,44 +953,131 @@ int (deferred_cancel)(deferred_t *d)
     return deferred_cancel_at(d, __FILE__, __LINE__);
 }
 
-void deferred__run_row(deferred_t *d, deferred_value_t r)
+/*
+ * A row that run_row() could not finish in its loop: the runner goes on
+ * from d->pos with the value the loop left in d->result (or the row waits
+ * on the deferred its callback returned, and nothing runs now), in this
+ * same frame; then the frame is left as run_row() would have.
+ */
+static DEFERRED_NOINLINE int row_hand_over(deferred_t *d)
 {
-    struct multi *m = d->ext->multi;
+    deferred_value_t r = d->result;
 
-    d->pos = 0;
-    d->flags |= F_ROW;
-    if (DEFERRED_UNLIKELY(nest >= NEST_MAX)) {
-        d->result = r;
-        later(d, F_LATER_RUN);
-        return;
-    }
-    nest++;
-    d->refs++;
-    d->flags |= F_RUNNING;
-    r = run_plain_row(d, 0, r);
-    if (DEFERRED_LIKELY(r.release != deferred__release_deferred &&
-                        r.release != deferred__release_failure && d->pos >= d->n && !d->paused &&
-                        !d->chained_to && m->queue.len == 0 && !m->closing && !m->ended &&
-                        !m->flow_paused)) {
-        /* The row is done, nothing waits: what deferred__multi_step()
-         * would find. */
-        d->flags &= ~(F_RUNNING | F_ROW);
-        deferred__release(r);
+    d->flags &= ~F_RUNNING;
+    if (r.release != deferred__release_deferred) {
+        run_stack(d);
     } else {
-        /* The runner goes on from here, in this frame; or the row waits
-         * on the deferred its callback returned, and nothing runs now. */
-        d->flags &= ~F_RUNNING;
-        if (r.release != deferred__release_deferred) {
-            d->result = r;
-            run_stack(d);
-        } else if (chain_on(d, r.ptr)) {
+        d->result = deferred_value_none();
+        if (chain_on(d, r.ptr))
             deferred__flow_update(d);
-        } else {
+        else
             run_stack(d);
-        }
     }
     unref_inline(d);
     leave();
+    return 0;
+}
+
+/* run_row() at depth NEST_MAX - 1 or deeper: the runner's way from the
+ * row's first entry, or the later queue's. */
+static DEFERRED_NOINLINE int row_deep(deferred_t *d, deferred_value_t r)
+{
+    d->pos = 0;
+    d->flags |= F_ROW;
+    if (nest >= NEST_MAX) {
+        d->result = r;
+        later(d, F_LATER_RUN);
+        return 0;
+    }
+    nest++;
+    d->refs++;
+    d->result = r;
+    return row_hand_over(d);
+}
+
+/* Tells the compiler d->flags may have changed: the row's loop then tests
+ * the flag in memory rather than keeping a copy of the word in a register
+ * for its ways out. */
+#if defined(__GNUC__)
+#define ROW_FLAGS_REREAD() __asm__ __volatile__("" ::: "memory")
+#else
+#define ROW_FLAGS_REREAD() ((void)0)
+#endif
+
+void (*deferred__row_failure)(void *) = deferred__release_failure;
+void (*deferred__row_deferred)(void *) = deferred__release_deferred;
+
+/*
+ * A row emitted into an idle multi-fire deferred: deferred_multi_emit()
+ * checked that nothing is queued, running, paused or waiting, that the
+ * stream is not ending nor its flow hook holding back, that every entry
+ * is a plain callback (struct multi's plain) and d not stirred, and
+ * counted the row.  The callbacks run in a row with the value in
+ * registers, and the entries and their count in registers too: a call on
+ * d during the row that may change what the row does next (an entry
+ * added, a pause, the stream ended, a row queued, the finish asked) flags
+ * d F_STIR, tested once per callback.  The row is retired at once when it
+ * ends as a plain value with d unstirred: then nothing was queued or
+ * asked, and deferred__multi_step() would find nothing to do.  Anything
+ * else (a failure, a deferred returned, F_STIR) goes to row_hand_over()
+ * where it stopped.
+ *
+ * The position is not stored per callback: an idle multi-fire chain's is
+ * at its end (d->pos == d->n), where it stays while the row runs (nothing
+ * reads it then but its runners), and the hand-over counts back from it
+ * the entries the loop had left.
+ *
+ * Its nesting is a runner's, but for the frame at NEST_MAX - 1, which
+ * would have to drain the later queue as it leaves: that one takes the
+ * runner's way at once (row_deep()), which keeps leave() off the loop's
+ * way out.
+ */
+int deferred__run_row(deferred_t *d, deferred_value_t r)
+{
+    const char *end; /* past the last entry: the loop counts at up to it */
+    intptr_t at;
+    void *ptr = r.ptr; /* r, in two scalars the loop keeps where the */
+    void (*rel)(void *) = r.release; /* callbacks take and give them */
+
+    if (DEFERRED_UNLIKELY(nest >= NEST_MAX - 1))
+        return row_deep(d, r);
+    nest++;
+    d->refs++;
+    d->flags |= F_ROW | F_RUNNING; /* F_STIR is clear: the emit saw to it */
+    if (DEFERRED_UNLIKELY(rel == deferred__row_failure)) {
+        d->pos = 0;
+        d->result = r;
+        return row_hand_over(d); /* its errbacks, if any, are the runner's */
+    }
+    end = (const char *)(d->links + d->n);
+    for (at = -(intptr_t)(d->n * sizeof(struct link)); at != 0; at += sizeof(struct link)) {
+        const struct link *l = (const struct link *)(end + at);
+        deferred_value_t v;
+
+        v.ptr = ptr;
+        v.release = rel;
+        v = l->fn(v, l->arg);
+        ptr = v.ptr;
+        rel = v.release;
+        if (DEFERRED_UNLIKELY(rel == deferred__row_deferred || rel == deferred__row_failure ||
+                              (d->flags & F_STIR))) {
+            ROW_FLAGS_REREAD();
+            if (d->flags & F_ROW) /* else the stream ended, its position set */
+                d->pos += (uint32_t)(at / (intptr_t)sizeof(*l)) + 1;
+            d->result = v;
+            return row_hand_over(d);
+        }
+    }
+    ROW_FLAGS_REREAD();
+    d->flags &= ~(F_RUNNING | F_ROW);
+    if (rel && rel != deferred_value_int_release)
+        rel(ptr); /* deferred__release() */
+    if (DEFERRED_UNLIKELY(--d->refs == 0)) {
+        d->refs = 1;
+        deferred_unref(d); /* a callback let it go: freed here */
+    }
+    nest--; /* leave(), but for the frame at NEST_MAX, which this is not */
+    return 0;
 }
 
 void deferred__run(deferred_t *d)
