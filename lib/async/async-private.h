@@ -72,13 +72,6 @@ struct deferred__async_link {
 
 #define STATE_SIZE ((sizeof(struct deferred__async) + 15) & ~(size_t)15)
 
-/* core.c: fire the pending d waiting on next (taken), for a cancel. */
-DEFERRED_HIDDEN int deferred__fire_waiting(deferred_t *d, deferred_t *next, const char *file,
-                                           int line);
-/* core.c: fire the pending d with v (taken), with no runner when nothing
- * is to run. */
-DEFERRED_HIDDEN int deferred__fire_idle(deferred_t *d, deferred_value_t v, const char *file,
-                                        int line);
 /* async.c: the coroutine ended: its outcome goes to its deferred. */
 DEFERRED_HIDDEN void deferred__async_finish(struct deferred__async *st);
 /* async.c: make the body unwind to its cleanups at its next step. */

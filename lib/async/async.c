@@ -130,7 +130,7 @@ void deferred__async_finish(struct deferred__async *st)
         st->outcome = deferred_value_none();
         /* A value, or a failure value: never a deferred one (the return
          * turns that into a failure). */
-        deferred__fire_idle(self, v, __FILE__, __LINE__);
+        deferred__fire(self, v, __FILE__, __LINE__);
         return;
     }
     finish_slow(st);

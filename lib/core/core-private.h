@@ -382,8 +382,13 @@ DEFERRED_HIDDEN int deferred__run_row(deferred_t *d, deferred_value_t r);
  * register (or an instruction) the address would take. */
 DEFERRED_HIDDEN extern void (*deferred__row_failure)(void *);
 DEFERRED_HIDDEN extern void (*deferred__row_deferred)(void *);
+/* Fire d with v (taken), as deferred_callback_at() does (runner.c). */
 DEFERRED_HIDDEN int deferred__fire(deferred_t *d, deferred_value_t v,
                                    const char *file, int line);
+/* Fire the pending d waiting on next (taken), for a coroutine's captured
+ * cancel (core.c). */
+DEFERRED_HIDDEN int deferred__fire_waiting(deferred_t *d, deferred_t *next, const char *file,
+                                           int line);
 
 /* chain-to.c: whether from holds want, directly or through others (what a
  * deferred waits on, a combinator's inputs, a stream's end and, with

@@ -526,9 +526,6 @@ deferred_t *deferred_maybe(deferred_fn fn, deferred_value_t v, void *arg)
  * 0, or -ENOMEM (next released; not reached while next
  * has room for its entry inline).
  */
-DEFERRED_HIDDEN int deferred__fire_waiting(deferred_t *d, deferred_t *next, const char *file,
-                                           int line);
-
 int deferred__fire_waiting(deferred_t *d, deferred_t *next, const char *file, int line)
 {
     if (deferred_add_both(next, deferred__continue_fn, d) < 0) {
@@ -545,27 +542,4 @@ int deferred__fire_waiting(deferred_t *d, deferred_t *next, const char *file, in
     d->wait_idx = next->n - 1;
     next->waiters++;
     return 0;
-}
-
-/*
- * Fire d with v (taken), as deferred_callback_at() and
- * deferred_errback_at() do, without a runner when there is nothing to
- * run: d has no entry and no rare part (so no debug site to record); then
- * d only takes v, which is all the runner would do (an unhandled failure
- * is reported at d's free, as always).  Otherwise the general fire.  For
- * a coroutine's end (lib/async/async.c): the caller knows d is
- * single-shot and pending (so on no runner) and v no deferred value.  0,
- * or what the general fire returns.
- */
-DEFERRED_HIDDEN int deferred__fire_idle(deferred_t *d, deferred_value_t v, const char *file,
-                                        int line);
-
-int deferred__fire_idle(deferred_t *d, deferred_value_t v, const char *file, int line)
-{
-    if (DEFERRED_LIKELY(d->pos == d->n && !d->ext)) {
-        d->flags |= F_CALLED;
-        d->result = v;
-        return 0;
-    }
-    return deferred__fire(d, v, file, line);
 }
