@@ -880,6 +880,20 @@ static size_t one_block(void)
     return deferred_block_cache_size();
 }
 
+/* The default allocator, an empty cache, and the bytes of one block; 0
+ * (with a note naming the test) when the cache is off. */
+static size_t reserve_setup(const char *test)
+{
+    size_t one;
+
+    ck_assert_int_eq(deferred_set_allocator(NULL, NULL, NULL), 0);
+    one = one_block();
+    if (!one)
+        fprintf(stderr, "%s: block cache off, nothing checked\n", test);
+    deferred_block_cache_trim();
+    return one;
+}
+
 /* A burst of 1,000 deferreds freed together stays in the cache (64 at
  * hand, the rest in bundles of 64 in the reserve) and the next burst takes
  * every block of it back; trim gives them all to free(). */
@@ -889,13 +903,9 @@ START_TEST(test_block_reserve_serves_bursts)
     size_t one;
     int round;
 
-    ck_assert_int_eq(deferred_set_allocator(NULL, NULL, NULL), 0);
-    one = one_block();
-    if (!one) {
-        fprintf(stderr, "test_block_reserve_serves_bursts: block cache off, nothing checked\n");
+    one = reserve_setup("test_block_reserve_serves_bursts");
+    if (!one)
         return;
-    }
-    deferred_block_cache_trim();
     for (round = 0; round < 3; round++) {
         size_t i;
 
@@ -921,15 +931,11 @@ START_TEST(test_block_reserve_limit)
     static deferred_t *ds[BURST];
     size_t one, old;
 
-    ck_assert_int_eq(deferred_set_allocator(NULL, NULL, NULL), 0);
-    one = one_block();
-    if (!one) {
-        fprintf(stderr, "test_block_reserve_limit: block cache off, nothing checked\n");
+    one = reserve_setup("test_block_reserve_limit");
+    if (!one)
         return;
-    }
     old = deferred_set_block_cache_limit(0);
     ck_assert_uint_eq(old, (size_t)256 << 20);
-    deferred_block_cache_trim();
     burst(ds, BURST);
     ck_assert_uint_eq(deferred_block_cache_size(), 64 * one);
     /* Room for three bundles and a little more. */
@@ -970,14 +976,10 @@ START_TEST(test_block_reserve_decays)
     static deferred_t *ds[21 * 64];
     size_t one, bundle;
 
-    ck_assert_int_eq(deferred_set_allocator(NULL, NULL, NULL), 0);
-    one = one_block();
-    if (!one) {
-        fprintf(stderr, "test_block_reserve_decays: block cache off, nothing checked\n");
+    one = reserve_setup("test_block_reserve_decays");
+    if (!one)
         return;
-    }
     bundle = 64 * one;
-    deferred_block_cache_trim();
     burst(ds, 21 * 64); /* 64 at hand, 20 bundles: 20 moves */
     ck_assert_uint_eq(deferred_block_cache_size(), 21 * bundle);
     decay_rounds(ds, (65536 - 20) / 2 - 1);
@@ -1004,13 +1006,9 @@ START_TEST(test_block_reserve_steady_bursts)
     static deferred_t *ds[2000];
     size_t one, round, short_rounds = 0;
 
-    ck_assert_int_eq(deferred_set_allocator(NULL, NULL, NULL), 0);
-    one = one_block();
-    if (!one) {
-        fprintf(stderr, "test_block_reserve_steady_bursts: block cache off, nothing checked\n");
+    one = reserve_setup("test_block_reserve_steady_bursts");
+    if (!one)
         return;
-    }
-    deferred_block_cache_trim();
     for (round = 0; round < 3300; round++) {
         size_t i, made = 0;
 
@@ -1051,13 +1049,9 @@ START_TEST(test_block_reserve_freeing_thread)
     void *held;
     size_t one, i, made = 0;
 
-    ck_assert_int_eq(deferred_set_allocator(NULL, NULL, NULL), 0);
-    one = one_block();
-    if (!one) {
-        fprintf(stderr, "test_block_reserve_freeing_thread: block cache off, nothing checked\n");
+    one = reserve_setup("test_block_reserve_freeing_thread");
+    if (!one)
         return;
-    }
-    deferred_block_cache_trim();
     for (i = 0; i < HANDED; i++)
         made += (handed[i] = deferred_new()) != NULL;
     ck_assert_uint_eq(made, HANDED);

@@ -232,6 +232,23 @@ static deferred_value_t cancel_own_stream(deferred_value_t v, void *arg)
     return v;
 }
 
+/* A stream whose rows are recorded (tag 1), go through fn (given the
+ * stream itself) and are recorded again (tag 2); *end is its end, recorded
+ * with end_tag. */
+static deferred_t *stream_around(deferred_fn fn, int end_tag, deferred_t **end)
+{
+    deferred_t *m = deferred_multi_new();
+
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callback(m, fn, m), 0);
+    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(2)), 0);
+    *end = deferred_multi_when_finished(m);
+    ck_assert_ptr_nonnull(*end);
+    ck_assert_int_eq(deferred_add_both(*end, end_record, TAG(end_tag)), 0);
+    return m;
+}
+
 START_TEST(test_multi_row_cancels_own_stream)
 {
     deferred_t *m = deferred_multi_new(), *end;
@@ -269,14 +286,8 @@ static deferred_value_t emit_then_cancel(deferred_value_t v, void *arg)
 
 START_TEST(test_multi_queued_row_cancels_own_stream)
 {
-    deferred_t *m = deferred_multi_new(), *end;
+    deferred_t *end, *m = stream_around(emit_then_cancel, 4, &end);
 
-    ck_assert_ptr_nonnull(m);
-    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
-    ck_assert_int_eq(deferred_add_callback(m, emit_then_cancel, m), 0);
-    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(2)), 0);
-    end = deferred_multi_when_finished(m);
-    ck_assert_int_eq(deferred_add_both(end, end_record, TAG(4)), 0);
     ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(10)), 0);
     /* Row 10 whole, row 11 up to its cancel, then the end. */
     ck_assert_int_eq(tu_log.n, 4);
@@ -504,14 +515,8 @@ static deferred_value_t finish_own(deferred_value_t v, void *arg)
 /* The finish waits for the row: its later callbacks run, then the end. */
 START_TEST(test_multi_row_finishes_own_stream)
 {
-    deferred_t *m = deferred_multi_new(), *end;
+    deferred_t *end, *m = stream_around(finish_own, 3, &end);
 
-    ck_assert_ptr_nonnull(m);
-    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(1)), 0);
-    ck_assert_int_eq(deferred_add_callback(m, finish_own, m), 0);
-    ck_assert_int_eq(deferred_add_callback(m, tu_record, TAG(2)), 0);
-    end = deferred_multi_when_finished(m);
-    ck_assert_int_eq(deferred_add_both(end, end_record, TAG(3)), 0);
     ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(0)), 0);
     ck_assert_int_eq(deferred_multi_emit(m, deferred_value_int(1)), 0);
     ck_assert_int_eq(tu_log.n, 5);
