@@ -7,8 +7,8 @@
  * deferreds (each slot holds one reference, the harness's), as in
  * fuzz-core.c.  OP_CORO makes a coroutine whose frame holds a small
  * program read from the bytes: a sequence of steps (await a slot's
- * deferred, with DEFERRED_AWAIT() or DEFERRED_AWAIT_TRY(), a failure
- * handled or passed on; an async-for over a slot's multi-fire deferred,
+ * deferred, with DEFERRED_AWAIT(), DEFERRED_AWAIT_BORROWED() or
+ * DEFERRED_AWAIT_TRY(), a failure handled or passed on; an async-for over a slot's multi-fire deferred,
  * with an await in its block and a break; return a token or a failure;
  * fire or cancel a slot from inside the body) and a cleanup (release the
  * token the frame holds, and maybe await a slot or replace the outcome).
@@ -85,7 +85,9 @@ static int made_serial(const deferred_t *d)
 
 /* The steps of a coroutine's program. */
 enum step_kind {
-    ST_AWAIT,     /* await slot x; the value is released */
+    ST_AWAIT,     /* await slot x; the value is released; flag: borrowed
+                     (DEFERRED_AWAIT_BORROWED(), the slot's own deferred
+                     when the body may await it) */
     ST_TRY,       /* await slot x with TRY: a failure is handled, or (flag)
                      returned */
     ST_FOR,       /* async-for over slot x's multi-fire rows (the input of a
@@ -126,6 +128,7 @@ struct frame {
     int has_held;
     int serial;
     deferred_value_t held;
+    deferred_t *lent; /* a borrowed await's deferred (the slot's reference) */
     deferred_value_t v;
     deferred_value_t item;
     deferred_async_iter_t it;
@@ -159,6 +162,20 @@ static deferred_t *await_target(struct frame *f, int x)
     if (d && made_serial(d) < f->serial && !(f->consumer && fz_avoid_pending))
         return deferred_ref(d);
     return deferred_succeed(fz_token());
+}
+
+/* What a body awaits borrowed for slot x: the slot's deferred itself,
+ * when await_target() would give a reference to it; else NULL (the body
+ * then takes what await_target() gives). */
+static deferred_t *borrow_target(struct frame *f, int x)
+{
+    deferred_t *d = slot[x % NSLOTS];
+
+    if (d && made_serial(d) < f->serial && !(f->consumer && fz_avoid_pending)) {
+        FZ_TRACE("  coroutine %p borrows slot[%d] = %p", (void *)f, x % NSLOTS, (void *)d);
+        return d;
+    }
+    return NULL;
 }
 
 static void release_value(deferred_value_t v)
@@ -224,7 +241,12 @@ static int body(void *frame)
     FZ_TRACE("  coroutine %p begins", (void *)f);
     for (f->pc = 0; f->pc < f->n; f->pc++) {
         if (f->st[f->pc].kind == ST_AWAIT) {
-            DEFERRED_AWAIT(f, await_target(f, f->st[f->pc].x), f->v);
+            f->lent = f->st[f->pc].flag ? borrow_target(f, f->st[f->pc].x) : NULL;
+            if (f->lent) {
+                DEFERRED_AWAIT_BORROWED(f, f->lent, f->v);
+            } else {
+                DEFERRED_AWAIT(f, await_target(f, f->st[f->pc].x), f->v);
+            }
             FZ_TRACE("  coroutine %p: await at step %d gave a value", (void *)f, f->pc);
             release_value(f->v);
         } else if (f->st[f->pc].kind == ST_TRY) {

@@ -218,6 +218,16 @@ def a_op(op, s, failed=False): return [op, (0x80 if failed else 0) | s]
 ASYNC = {
     "await-fire": a_op(A_NEW, 0) + a_coro(1, [a_step(ST_AWAIT, 0)]) + a_op(A_FIRE, 0),
     "await-ready": a_op(A_SUCCEED, 0) + a_coro(1, [a_step(ST_AWAIT, 0), a_step(ST_RETURN)]),
+    # A borrowed await (flag) of a slot's own deferred: fired, pending then
+    # fired, freed unfired (the coroutine is dropped), cancelled.
+    "await-borrowed-ready": a_op(A_SUCCEED, 0)
+        + a_coro(1, [a_step(ST_AWAIT, 0, flag=True), a_step(ST_RETURN)]),
+    "await-borrowed-pending": a_op(A_NEW, 0) + a_coro(1, [a_step(ST_AWAIT, 0, flag=True)])
+        + a_op(A_FIRE, 0),
+    "await-borrowed-freed": a_op(A_NEW, 0) + a_coro(1, [a_step(ST_AWAIT, 0, flag=True)], hold=True)
+        + a_op(A_UNREF, 0),
+    "await-borrowed-cancel": a_op(A_NEW, 0) + a_coro(1, [a_step(ST_AWAIT, 0, flag=True)], hold=True)
+        + a_op(A_CANCEL, 1),
     "try-handled": a_op(A_NEW, 0) + a_coro(1, [a_step(ST_TRY, 0), a_step(ST_RETURN)])
         + a_op(A_ERRBACK, 0),
     "try-passed-on": a_op(A_NEW, 0) + a_coro(1, [a_step(ST_TRY, 0, flag=True), a_step(ST_RETURN)])
