@@ -122,6 +122,17 @@ static size_t bundle_bytes(unsigned c)
     return (size_t)BLOCK_CACHE_MAX * deferred__class_size[c];
 }
 
+/* The bytes of all the reserve's bundles, of every class. */
+static size_t reserve_bytes(const struct deferred__block_cache *bc)
+{
+    size_t bytes = 0;
+    unsigned c;
+
+    for (c = 0; c < DEFERRED__BLOCK_CLASSES; c++)
+        bytes += bc->nbundles[c] * bundle_bytes(c);
+    return bytes;
+}
+
 /* The cache's full list of class c becomes a bundle of the reserve, and
  * the list starts empty. */
 static void bundle_put(struct deferred__block_cache *bc, unsigned c)
@@ -135,7 +146,6 @@ static void bundle_put(struct deferred__block_cache *bc, unsigned c)
     *w = bc->bundles[c];
     bc->bundles[c] = h;
     bc->nbundles[c]++;
-    bc->reserve_bytes += bundle_bytes(c);
     bc->head[c] = NULL;
     bc->n[c] = 0;
 }
@@ -151,7 +161,6 @@ static void *bundle_pop(struct deferred__block_cache *bc, unsigned c)
     ASAN_POISON_MEMORY_REGION(w, sizeof(void *));
 #endif
     bc->nbundles[c]--;
-    bc->reserve_bytes -= bundle_bytes(c);
     if (bc->nbundles[c] < bc->low[c])
         bc->low[c] = bc->nbundles[c];
     return h;
@@ -187,7 +196,7 @@ static bool reserve_room(const struct deferred__block_cache *bc, unsigned c)
 {
     size_t demand = bc->demand[c] > bc->demand_last[c] ? bc->demand[c] : bc->demand_last[c];
 
-    return bc->reserve_bytes + bundle_bytes(c) <= __atomic_load_n(&reserve_limit, __ATOMIC_RELAXED) &&
+    return reserve_bytes(bc) + bundle_bytes(c) <= __atomic_load_n(&reserve_limit, __ATOMIC_RELAXED) &&
            (bc->nbundles[c] + 1) * BLOCK_CACHE_MAX <= demand + RESERVE_SLACK * BLOCK_CACHE_MAX;
 }
 
@@ -304,7 +313,7 @@ void deferred_block_cache_trim(void)
 size_t deferred_block_cache_size(void)
 {
     const struct deferred__block_cache *bc = &deferred__cache;
-    size_t bytes = bc->reserve_bytes;
+    size_t bytes = reserve_bytes(bc);
     unsigned c;
 
     for (c = 0; c < DEFERRED__BLOCK_CLASSES; c++)

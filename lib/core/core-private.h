@@ -188,7 +188,6 @@ struct deferred__block_cache {
     /* Blocks the thread took past its list (from the reserve or malloc)
      * this epoch and the last: what its reserve may hold. */
     size_t demand[DEFERRED__BLOCK_CLASSES], demand_last[DEFERRED__BLOCK_CLASSES];
-    size_t reserve_bytes;                /* the bytes of all bundles */
     unsigned moves;                      /* bundle moves this epoch */
 };
 DEFERRED_HIDDEN extern THREAD_LOCAL struct deferred__block_cache deferred__cache;
