@@ -1921,6 +1921,144 @@ START_TEST(test_A06_second_cancel_out_of_memory)
 }
 END_TEST
 
+/* ---- A16: an await that would close a cycle ------------------------------ */
+
+/* The pair an await puts on a pending deferred holds the coroutine.  A
+ * coroutine awaiting a deferred that waits on it (its own deferred, or
+ * one that holds it through other coroutines' awaits or chain_to()
+ * links) would hold itself: neither could fire or be freed.  The await
+ * must fail with EDEADLK instead.  cyc awaits await_me (borrowed): with
+ * try_, the failure's code comes back as -code; it returns what it got
+ * plus one. */
+struct cyc_frame {
+    deferred_async_t co;
+    deferred_t *await_me;
+    int try_;
+    deferred_value_t v;
+};
+
+static int cyc_body(void *frame)
+{
+    struct cyc_frame *f = frame;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    if (f->try_)
+        DEFERRED_AWAIT_TRY_BORROWED(f, f->await_me, f->v);
+    else
+        DEFERRED_AWAIT_BORROWED(f, f->await_me, f->v);
+    DEFERRED_ASYNC_RETURN(f, deferred_value_int(held_code(f->v) + 1));
+    DEFERRED_ASYNC_END(f);
+}
+
+static struct cyc_frame *cyc_new(int try_)
+{
+    struct cyc_frame *f = DEFERRED_ASYNC_NEW(struct cyc_frame, cyc_body, "cyc");
+
+    ck_assert_ptr_nonnull(f);
+    f->try_ = try_;
+    return f;
+}
+
+START_TEST(test_A16_await_of_itself_refused)
+{
+    for (int try_ = 0; try_ <= 1; try_++) {
+        struct cyc_frame *f = cyc_new(try_);
+        deferred_t *d;
+
+        f->await_me = deferred_async_self(&f->co);
+        d = deferred_async_start(f);
+        ck_assert_ptr_nonnull(d);
+        ck_assert(deferred_has_result(d));
+        if (try_) {
+            deferred_value_t v = deferred_result_take(d);
+
+            ck_assert_int_eq(deferred_value_get_int(v), -EDEADLK + 1);
+        } else {
+            deferred_failure_t *fl = take_failure(d);
+
+            ck_assert_int_eq(deferred_failure_code(fl), EDEADLK);
+            ck_assert_int_gt(frame_line(fl, "cyc", "await"), 0);
+            deferred_failure_unref(fl);
+        }
+        deferred_unref(d);
+    }
+}
+END_TEST
+
+/* n coroutines: coroutine i (i >= 1) awaits coroutine i - 1's deferred,
+ * pending (0 starts last), so each deferred holds the next one's; then 0
+ * awaits n - 1's, which would close the loop.  40 makes the walk outgrow
+ * its 32 places on the stack; fail_walk fails that allocation
+ * (ENOMEM). */
+static void cycle_of(int n, int fail_walk)
+{
+    struct cyc_frame *f[40];
+    deferred_t *d[40];
+    int code = fail_walk ? ENOMEM : EDEADLK;
+
+    ck_assert_int_le(n, 40);
+    for (int i = 0; i < n; i++)
+        f[i] = cyc_new(1);
+    for (int i = 1; i < n; i++) {
+        f[i]->await_me = deferred_async_self(&f[i - 1]->co);
+        d[i] = deferred_async_start(f[i]);
+        ck_assert(!deferred_has_fired(d[i])); /* no cycle yet: it waits */
+    }
+    f[0]->await_me = d[n - 1];
+    if (fail_walk)
+        tu_fail_at(1);
+    d[0] = deferred_async_start(f[0]);
+    if (fail_walk) {
+        ck_assert(tu_failure_injected());
+        tu_fail_at(0);
+    }
+    /* 0 got the failure and returned -code + 1, each after it one more;
+     * each await took what it awaited (the deferred keeps the empty
+     * value), but for 0's, refused. */
+    for (int i = 0; i < n; i++) {
+        deferred_value_t v;
+
+        ck_assert(deferred_has_result(d[i]));
+        v = deferred_result_take(d[i]);
+        if (i < n - 1)
+            ck_assert(deferred_value_is_none(v));
+        else
+            ck_assert_int_eq(deferred_value_get_int(v), -code + n);
+    }
+    for (int i = 0; i < n; i++)
+        deferred_unref(d[i]);
+}
+
+START_TEST(test_A16_await_cycle_through_coroutines_refused)
+{
+    cycle_of(2, 0);
+    cycle_of(3, 0);
+    cycle_of(40, 0);
+    cycle_of(40, 1);
+}
+END_TEST
+
+/* A chain_to() link from a coroutine's deferred to the deferred it awaits
+ * would close a cycle too: refused, and the chain goes on as before. */
+START_TEST(test_A16_chain_to_what_a_coroutine_awaits_refused)
+{
+    deferred_t *x = deferred_new(), *d;
+    struct cyc_frame *f = cyc_new(0);
+    deferred_value_t v;
+
+    ck_assert_ptr_nonnull(x);
+    f->await_me = x;
+    d = deferred_async_start(f);
+    ck_assert(!deferred_has_fired(d));
+    ck_assert_int_eq(deferred_chain_to(d, x), -EDEADLK);
+    ck_assert_int_eq(deferred_callback(x, deferred_value_int(41)), 0);
+    v = deferred_result_take(d);
+    ck_assert_int_eq(deferred_value_get_int(v), 42);
+    deferred_unref(d);
+    deferred_unref(x);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("async");
@@ -1972,6 +2110,9 @@ int main(void)
     tcase_add_test(tc, test_A07_dropped_consumer_fails_its_process);
     tcase_add_test(tc, test_A05_cancel_during_end_after_captured_cancel);
     tcase_add_test(tc, test_A06_second_cancel_out_of_memory);
+    tcase_add_test(tc, test_A16_await_of_itself_refused);
+    tcase_add_test(tc, test_A16_await_cycle_through_coroutines_refused);
+    tcase_add_test(tc, test_A16_chain_to_what_a_coroutine_awaits_refused);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -93,6 +93,17 @@
  * waits on its deferred, which then fails with ECANCELED so that the
  * process ends.
  *
+ * Cycles.  Because the awaited deferred holds the coroutine, an await of
+ * a pending deferred that already waits on the coroutine (its own
+ * deferred; one a coroutine awaiting this one's deferred will fire; one
+ * whose chain_to() link this one's deferred will fire) would make both
+ * wait, and hold each other, forever.  Such an await fails at once with
+ * EDEADLK ("async NAME awaited a deferred that waits on it"), as a
+ * callback returning such a deferred does, and deferred_chain_to()
+ * refuses the link that would close one (-EDEADLK).  The check follows
+ * what the library holds; a deferred kept only in a frame is the frame's
+ * (the library cannot see it).
+ *
  * Nothing recurses: an await of a deferred that has its result goes on at
  * once inside the body (a loop of a million such awaits runs in constant
  * stack), and resumes and starts nested deeper than 32 are queued and run

@@ -33,8 +33,9 @@ enum {
 struct deferred__async_link;
 
 struct deferred__async {
-    struct deferred__owned owned; /* the pair's argument: first member */
-    struct deferred__owned hold;  /* holds self until a cancel's target ran */
+    struct deferred__holding owned; /* the await pair's argument (holds self):
+                                       first member */
+    struct deferred__holding hold;  /* holds self until a cancel's target ran */
     deferred_async_fn body;
     void *frame;
     const char *name;

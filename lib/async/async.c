@@ -175,7 +175,7 @@ static DEFERRED_NOINLINE void finish_slow(struct deferred__async *st)
          * run that chain later, holding target only).  An entry after
          * self's continue entry holds it that long. */
         deferred_ref(st->self);
-        if (deferred__add_both_owned(target, hold_fn, &st->hold) < 0)
+        if (deferred__add_both_holding(target, hold_fn, &st->hold) < 0)
             deferred_unref(st->self); /* not reached: target has room */
     }
     if (deferred_value_is_failure(v))
@@ -330,6 +330,7 @@ static DEFERRED_NOINLINE int await_slow(deferred_async_t *co, deferred_t *d,
                                         const char *file, int line)
 {
     struct deferred__async *st;
+    int rc;
 
     if (DEFERRED_UNLIKELY(!co || !co->state_ || !out)) {
         drop_taken(d, how);
@@ -371,7 +372,20 @@ static DEFERRED_NOINLINE int await_slow(deferred_async_t *co, deferred_t *d,
             return deliver(co, st, out, how, file, line);
         d = end;
     }
-    if (deferred__add_both_owned(d, resume_fn, &st->owned) < 0) {
+    /* The pair on d will hold self: when self holds d already (d is
+     * self, or, through others, waits on this coroutine), nothing could
+     * ever fire or free either. */
+    if (DEFERRED_UNLIKELY((rc = deferred__hold_would_cycle(d, st->self)) != 0)) {
+        drop_taken(d, how);
+        st->got = deferred_value_failure(
+            rc > 0 ? deferred_failure_new_at(file, line, DEFERRED_DOMAIN_LIBRARY, EDEADLK,
+                                             "async %s awaited a deferred that waits on it "
+                                             "(a cycle)", st->name)
+                   : deferred_failure_new_at(file, line, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
+                                             "out of memory while awaiting a deferred"));
+        return deliver(co, st, out, how, file, line);
+    }
+    if (deferred__add_both_holding(d, resume_fn, &st->owned) < 0) {
         drop_taken(d, how);
         st->got = deferred_value_failure(deferred_failure_new_at(
             NULL, 0, DEFERRED_DOMAIN_LIBRARY, ENOMEM,
@@ -567,8 +581,10 @@ void *deferred_async_new(deferred_async_fn body, size_t frame_size, const char *
         return NULL; /* errno ENOMEM */
     st = state_of(d);
     memset(st, 0, STATE_SIZE + frame_size);
-    st->owned.dispose = pair_dispose;
-    st->hold.dispose = hold_dispose;
+    st->owned.own.dispose = pair_dispose;
+    st->owned.holds = d;
+    st->hold.own.dispose = hold_dispose;
+    st->hold.holds = d;
     st->body = body;
     st->frame = (char *)st + STATE_SIZE;
     st->name = name ? name : "async function";

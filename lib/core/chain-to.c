@@ -3,11 +3,12 @@
  * deferred from holding itself.
  *
  * A deferred holds what it waits on, a combinator's result holds its
- * inputs, a stream holds its end, and a chain_to() entry will fire its
- * target.  A link that closes a loop of these would make a deadlock (each
+ * inputs, a stream holds its end, a coroutine's await pair holds the
+ * coroutine, and a chain_to() entry will fire its target.  A link that closes a loop of these would make a deadlock (each
  * waits for the other) and a leak (nothing frees either), so chain_to()
- * refuses it and the runner turns a callback's returned deferred that
- * closes one into an EDEADLK failure.  The walk is iterative and linear in
+ * refuses it, the runner turns a callback's returned deferred that
+ * closes one into an EDEADLK failure, and so does a coroutine's await
+ * (async.c).  The walk is iterative and linear in
  * what it visits; it runs only where a cycle is possible at all (see
  * chain_on() in runner.c).
  */
@@ -86,8 +87,9 @@ static void walk_visit(deferred_t *d, void *ctx)
 
 /*
  * Whether from holds want, directly or through others: what a deferred
- * waits on, a combinator's inputs, a stream's end and, with targets, the
- * deferreds its pending chain_to() entries will fire.  1 when it does, 0
+ * waits on, a combinator's inputs, a stream's end, what its holding pairs
+ * hold (a coroutine awaiting it) and, with targets, the deferreds its
+ * pending chain_to() entries will fire.  1 when it does, 0
  * when not, -ENOMEM.  Iterative, linear in what it visits.
  */
 int deferred__holds(deferred_t *from, deferred_t *want, bool targets)
@@ -111,12 +113,13 @@ int deferred__holds(deferred_t *from, deferred_t *want, bool targets)
             walk_visit(x->multi->end, &w);
         if (x && x->inputs)
             x->inputs(x->inputs_arg, walk_visit, &w);
-        if (!targets)
-            continue;
         for (i = first_live(d); i < d->n; i++) {
+            uint8_t kind = *kind_at(d, i);
             struct full_arg *fa = d->links[i].arg;
 
-            if ((*kind_at(d, i) & LINK_FULL) && fa->cb == chain_to_fn)
+            if (kind & LINK_HOLDS)
+                walk_visit(((struct deferred__holding *)d->links[i].arg)->holds, &w);
+            else if (targets && (kind & LINK_FULL) && fa->cb == chain_to_fn)
                 walk_visit(fa->cb_arg, &w);
         }
     }

@@ -34,7 +34,9 @@ enum link_kind {
     LINK_PAIR_CB,
     LINK_PAIR_EB,
     LINK_DEAD, /* a continue entry whose outer deferred is gone */
-    LINK_KIND = 0x3f,
+    LINK_KIND = 0x1f,
+    LINK_HOLDS = 0x20, /* flag, with LINK_OWNED: a struct deferred__holding,
+                          whose pair holds a deferred (the cycle check's) */
     LINK_OWNED = 0x40, /* flag: the argument is a struct deferred__owned */
     LINK_FULL = 0x80 /* flag: the argument is a struct full_arg to destroy */
 };
@@ -327,6 +329,43 @@ static inline bool idle_with_result(const deferred_t *d)
     return (d->flags & F_CALLED) && !d->paused && !d->chained_to;
 }
 
+/* chain-to.c: whether from holds want, directly or through others (what a
+ * deferred waits on, a combinator's inputs, a stream's end, the deferreds
+ * its holding pairs hold and, with targets, its chain_to() targets): 1,
+ * 0, or -ENOMEM. */
+DEFERRED_HIDDEN int deferred__holds(deferred_t *from, deferred_t *want, bool targets);
+
+/* Whether d holds no other deferred, as deferred__holds() would find by
+ * a walk: it waits on none, has no extension (a stream's end, a
+ * combinator's inputs), no chain_to() entry (a full entry) and no pair
+ * that holds a deferred (a coroutine's await) left.  The walk's first
+ * step, without its setup: a link of a chain of waits (each link waited on
+ * by the one before, so checked for a cycle) usually waits on a deferred
+ * that holds nothing. */
+static inline bool holds_nothing(const deferred_t *d)
+{
+    uint32_t i;
+
+    if (d->chained_to || d->ext)
+        return false;
+    for (i = first_live(d); i < d->n; i++)
+        if (*kind_at(d, i) & (LINK_FULL | LINK_HOLDS))
+            return false;
+    return true;
+}
+
+/* Whether a pair on d that holds holder (a coroutine's await: holder is
+ * the coroutine's deferred) would close a cycle of holds, which nothing
+ * could free: d is holder, or holder holds d.  1, 0, or -ENOMEM. */
+static inline int deferred__hold_would_cycle(deferred_t *d, deferred_t *holder)
+{
+    if (d == holder)
+        return 1;
+    if (holds_nothing(holder))
+        return 0;
+    return deferred__holds(holder, d, true);
+}
+
 /* deferred_has_result() of a single-shot deferred, in a few loads: fired,
  * not multi-fire, its chain run to the end and not running, nothing
  * stopping it (deferred__take_result(), and the async layer's inline
@@ -388,11 +427,6 @@ DEFERRED_HIDDEN int deferred__fire(deferred_t *d, deferred_value_t v,
  * cancel (core.c). */
 DEFERRED_HIDDEN int deferred__fire_waiting(deferred_t *d, deferred_t *next, const char *file,
                                            int line);
-
-/* chain-to.c: whether from holds want, directly or through others (what a
- * deferred waits on, a combinator's inputs, a stream's end and, with
- * targets, its chain_to() targets): 1, 0, or -ENOMEM. */
-DEFERRED_HIDDEN int deferred__holds(deferred_t *from, deferred_t *want, bool targets);
 
 /* multi.c: what the core calls for a multi-fire deferred. */
 /* Free the multi-fire state (when the deferred is freed). */

@@ -111,6 +111,20 @@ struct deferred__owned {
 DEFERRED_HIDDEN int deferred__add_both_owned(deferred_t *d, deferred_fn fn,
                                              struct deferred__owned *arg);
 
+/* An owned argument whose pair holds holds (a reference, dropped by its
+ * dispose) until the core is done with it: a coroutine's await holds the
+ * coroutine's deferred.  The cycle check follows it, so a pair that would
+ * make a deferred hold itself through others can be refused. */
+struct deferred__holding {
+    struct deferred__owned own; /* first member */
+    deferred_t *holds;
+};
+/* Append fn as both halves with a holding argument (runner.c).  Returns 0,
+ * -EINVAL (NULL d, fn, arg or arg->holds) or -ENOMEM (dispose is then not
+ * called). */
+DEFERRED_HIDDEN int deferred__add_both_holding(deferred_t *d, deferred_fn fn,
+                                               struct deferred__holding *arg);
+
 /* A deferred made as deferred_new_at() makes it, with extra bytes of the
  * caller's after it in the same allocation, at deferred__extra(d) (aligned
  * for any type, freed with d): the async layer keeps a coroutine's frame

@@ -222,24 +222,6 @@ static DEFERRED_ALWAYS_INLINE inline deferred_value_t run_plain(deferred_t *d, u
     }
 }
 
-/* Whether d holds no other deferred, as deferred__holds() would find by
- * a walk: it waits on none, has no extension (a stream's end, a
- * combinator's inputs) and no chain_to() entry (a full entry) left.  The
- * walk's first step, without its setup: a link of a chain of waits (each
- * link waited on by the one before, so checked for a cycle) usually waits
- * on a deferred that holds nothing. */
-static inline bool holds_nothing(const deferred_t *d)
-{
-    uint32_t i;
-
-    if (d->chained_to || d->ext)
-        return false;
-    for (i = first_live(d); i < d->n; i++)
-        if (*kind_at(d, i) & LINK_FULL)
-            return false;
-    return true;
-}
-
 /* ---- nesting ----------------------------------------------------------- */
 
 static void run_stack(deferred_t *d);
@@ -500,6 +482,14 @@ int deferred__add_both_owned(deferred_t *d, deferred_fn fn,
         return -EINVAL;
     d->flags |= F_HELD; /* a combinator's input */
     return append(d, fn, arg, LINK_BOTH | LINK_OWNED, NULL, NULL);
+}
+
+int deferred__add_both_holding(deferred_t *d, deferred_fn fn, struct deferred__holding *arg)
+{
+    if (DEFERRED_UNLIKELY(!d || !fn || !arg || !arg->holds))
+        return -EINVAL;
+    d->flags |= F_HELD; /* what a coroutine awaits */
+    return append(d, fn, &arg->own, LINK_BOTH | LINK_OWNED | LINK_HOLDS, NULL, NULL);
 }
 
 int deferred_add_both(deferred_t *d, deferred_fn fn, void *arg)
