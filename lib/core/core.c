@@ -337,8 +337,10 @@ static void free_deferred(deferred_t *d)
     if (d->ext) {
         if (d->ext->dbg.reg) /* dying: a dump skips it until then */
             deferred__dump_unregister(d);
-        if (d->ext->multi)
+        if (d->ext->multi) {
             deferred__multi_free(d->ext->multi);
+            d->ext->multi = NULL; /* the canceller's destroy may look */
+        }
         if (d->ext->canceller_destroy)
             d->ext->canceller_destroy(canceller_of(d)->arg);
         deferred__free(d->ext);
