@@ -330,6 +330,53 @@ START_TEST(test_A01_await_held_running_deferred)
 }
 END_TEST
 
+/* Fired more than 32 runners deep, a deferred's chain is queued, not
+ * run (the core's nesting bound): it has fired but its chain has not run,
+ * so a coroutine awaiting it then must wait for the chain's value, not
+ * take the value it was fired with.  deep_step(k) runs in the chain of
+ * level k and fires level k + 1; each level fires a deferred x with 1
+ * whose chain adds one, and starts a coroutine awaiting x (taking or
+ * borrowing it) that returns what it got plus 100. */
+#define DEEP_LEVELS 48
+static deferred_t *deep_level[DEEP_LEVELS + 1];
+static deferred_t *deep_x[DEEP_LEVELS], *deep_co[DEEP_LEVELS];
+
+static deferred_value_t deep_step(deferred_value_t v, void *arg)
+{
+    int k = (int)(intptr_t)arg;
+    struct held_frame *f;
+
+    deep_x[k] = deferred_new();
+    ck_assert_int_eq(deferred_add_callback(deep_x[k], tu_add_one, NULL), 0);
+    ck_assert_int_eq(deferred_callback(deep_x[k], deferred_value_int(1)), 0);
+    deep_co[k] = held_start(&f, deep_x[k], 0);
+    ck_assert_int_eq(deferred_callback(deep_level[k + 1], deferred_value_int(k + 1)), 0);
+    return v;
+}
+
+START_TEST(test_A01_await_of_a_queued_chain_waits)
+{
+    for (held_borrow = 0; held_borrow < 2; held_borrow++) {
+        for (int k = 0; k <= DEEP_LEVELS; k++) {
+            deep_level[k] = deferred_new();
+            if (k < DEEP_LEVELS)
+                ck_assert_int_eq(
+                    deferred_add_callback(deep_level[k], deep_step, (void *)(intptr_t)k), 0);
+        }
+        ck_assert_int_eq(deferred_callback(deep_level[0], deferred_value_int(0)), 0);
+        for (int k = 0; k < DEEP_LEVELS; k++) {
+            ck_assert_msg(result_int(deep_co[k]) == 102, "level %d got %ld", k,
+                          (long)result_int(deep_co[k]));
+            deferred_unref(deep_co[k]);
+            deferred_unref(deep_x[k]);
+        }
+        for (int k = 0; k <= DEEP_LEVELS; k++)
+            deferred_unref(deep_level[k]);
+    }
+    held_borrow = 0;
+}
+END_TEST
+
 /* A dropped coroutine's cleanups: an await of a held, fired deferred
  * fails with ECANCELED at once, as every await does there. */
 START_TEST(test_A07_dropped_cleanup_await_of_held_fired)
@@ -2073,6 +2120,7 @@ int main(void)
     tcase_add_test(tc, test_A01_await_held_paused_waits_for_unpause);
     tcase_add_test(tc, test_A01_await_held_waiting_deferred);
     tcase_add_test(tc, test_A01_await_held_running_deferred);
+    tcase_add_test(tc, test_A01_await_of_a_queued_chain_waits);
     tcase_add_test(tc, test_A07_dropped_cleanup_await_of_held_fired);
     tcase_add_test(tc, test_A01_await_borrowed_keeps_the_reference);
     tcase_add_test(tc, test_A14_await_borrowed_multi_null_and_cancel);

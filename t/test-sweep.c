@@ -219,6 +219,9 @@ START_TEST(s_value_kinds)
     deferred_value_release(deferred_value_none());
     deferred_value_release(deferred_value_int(INTPTR_MIN));
     deferred_value_int_release(NULL); /* does nothing */
+    deferred_value_failure_release(NULL); /* a NULL failure: nothing */
+    ck_assert(deferred_value_failure(NULL).release == deferred_value_failure_release);
+    ck_assert(deferred_value_int(0).release != deferred_value_failure_release);
     ck_assert(deferred_value_is_int(deferred_value_int(0)));
     ck_assert(!deferred_value_is_none(deferred_value_int(0)));
 
@@ -2497,6 +2500,7 @@ static const struct sweep_entry sweep_table[] = {
     /* value.h */
     CORE(deferred_value_release, C(s_value_kinds)),
     CORE(deferred_value_int_release, C(s_value_kinds)),
+    CORE(deferred_value_failure_release, C(s_value_kinds)),
     CORE(deferred_value_failure, C(s_value_kinds)),
     CORE(deferred_value_is_failure, C(s_value_kinds)),
     CORE(deferred_value_get_failure, C(s_value_kinds)),

@@ -146,6 +146,7 @@ typedef struct deferred_async {
     int line;
     int finally_;
     int status_;
+    int dropped_; /* the coroutine was dropped (deferred_async_dropped()) */
     struct deferred__async *state_;
 } deferred_async_t;
 
@@ -261,15 +262,61 @@ DEFERRED_EXPORT bool deferred_async_dropped(const deferred_async_t *co);
 #define DEFERRED_ASYNC_TRY_ 1    /* a failure goes to out */
 #define DEFERRED_ASYNC_BORROW_ 2 /* d is borrowed, not taken */
 
-/* Every await: one call when d has its result, one more on a resume.
- * The common outcome (0: the value is in out) is one test; rc_ is a local
- * without an initializer, so the jump to the case label skips nothing (C++
- * allows that jump too). */
+#if defined(__GNUC__)
+#define DEFERRED__ASYNC_LIKELY(x) __builtin_expect(!!(x), 1)
+#else
+#define DEFERRED__ASYNC_LIKELY(x) (x)
+#endif
+
+/* The await's common case, inline: d has its result (struct
+ * deferred__head says how to tell), it is a value (or how has TRY) and d
+ * is borrowed, or taken and held by someone else too; the coroutine was
+ * not dropped.  Then the value moves to *out (d keeps the empty value, a
+ * taken d loses the reference the await was given) and it returns 1;
+ * else 0, nothing done (deferred_async_await() does the rest). */
+static inline int deferred__async_ready(const deferred_async_t *co, deferred_t *d,
+                                        deferred_value_t *out, int how)
+{
+    struct deferred__head *h = (struct deferred__head *)(void *)d;
+    void (*release)(void *);
+
+    if (!h || co->dropped_ ||
+        (h->flags & (DEFERRED__F_CALLED | DEFERRED__F_RUNNING | DEFERRED__F_MULTI)) !=
+            DEFERRED__F_CALLED ||
+        h->paused || h->chained_to || h->pos != h->n)
+        return 0;
+    release = h->result.release;
+    if (!(how & DEFERRED_ASYNC_TRY_) && release == deferred_value_failure_release)
+        return 0;
+    if (!(how & DEFERRED_ASYNC_BORROW_)) {
+        if (h->refs < 2)
+            return 0; /* the last reference: the call frees d */
+        h->refs--;
+    }
+    /* Word by word: the result was stored so (a fire's two registers, an
+     * earlier take's two zeros), and a wider load of what narrower stores
+     * just wrote waits for them to reach the cache. */
+    out->ptr = h->result.ptr;
+    out->release = release;
+    h->result.ptr = NULL;
+    h->result.release = NULL;
+    return 1;
+}
+
+/* Every await: no call when d has its result (deferred__async_ready()),
+ * one call when it has not, one more on a resume.  The common outcome is
+ * one test; the locals have no initializer, so the jump to the case label
+ * skips nothing (C++ allows that jump too), and d is evaluated once. */
 #define DEFERRED_ASYNC_AWAIT_(f, d, out, how)                                \
     do {                                                                     \
         int deferred_async_rc_;                                              \
-        deferred_async_rc_ = deferred_async_await(&(f)->co, (d), &(out), (how), \
-                                                  __FILE__, __LINE__);       \
+        deferred_t *deferred_async_d_;                                       \
+        deferred_async_d_ = (d);                                             \
+        if (DEFERRED__ASYNC_LIKELY(deferred__async_ready(&(f)->co, deferred_async_d_, \
+                                                         &(out), (how))))   \
+            break;                                                           \
+        deferred_async_rc_ = deferred_async_await(&(f)->co, deferred_async_d_, &(out), \
+                                                  (how), __FILE__, __LINE__); \
         if (deferred_async_rc_ != DEFERRED_ASYNC_DONE_) {                    \
             if (deferred_async_rc_ == DEFERRED_ASYNC_SUSPEND_) {             \
                 return DEFERRED_ASYNC_SUSPEND_;                              \

@@ -42,6 +42,35 @@ extern "C" {
 #endif
 
 /*
+ * The first fields of every deferred, in this order.  They are public only
+ * so that an inline fast path of these headers (the await of
+ * deferred/async.h) can tell in a few loads whether a deferred has its
+ * result, and take it.  They are the library's own: a program must not
+ * read or write them, and their meaning may change with the library's
+ * soname.  A deferred has its result, ready to take, when its flags hold
+ * DEFERRED__F_CALLED but neither DEFERRED__F_RUNNING nor
+ * DEFERRED__F_MULTI, it is not paused, waits on no other deferred and its
+ * chain has run to its end (pos == n).
+ */
+#define DEFERRED__HEAD_FIELDS                                                \
+    uint32_t refs;     /* references; 0 while it is freed */                 \
+    uint32_t flags;    /* F_* of lib/core/core-private.h */                  \
+    uint32_t pos;      /* the next entry to run */                           \
+    uint32_t n;        /* entries in use */                                  \
+    uint32_t cap;      /* entries that fit in links */                       \
+    uint32_t paused;   /* the user's pause count */                          \
+    uint32_t waiters;  /* continue entries of others in this chain */        \
+    uint32_t wait_idx; /* while waiting: where its continue entry sits */    \
+    deferred_value_t result;                                                 \
+    deferred_t *chained_to; /* the deferred it waits on */
+struct deferred__head {
+    DEFERRED__HEAD_FIELDS
+};
+#define DEFERRED__F_CALLED 0x01u  /* fired */
+#define DEFERRED__F_RUNNING 0x02u /* its chain runs */
+#define DEFERRED__F_MULTI 0x10u   /* multi-fire */
+
+/*
  * A canceller runs when an unfired deferred is cancelled (at most once). It
  * may fire d; if it does not, d then fails with ECANCELED.  d is borrowed.
  */

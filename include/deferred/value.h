@@ -120,6 +120,12 @@ DEFERRED_EXPORT deferred_value_t deferred_value_failure(deferred_failure_t *f);
 /* True when v holds a failure. */
 DEFERRED_EXPORT bool deferred_value_is_failure(deferred_value_t v);
 
+/* The release function of a failure value: v holds a failure exactly when
+ * v.release is it.  Public so that inline code (the await of
+ * deferred/async.h) can tell a failure without a call; release a value
+ * with deferred_value_release(), never by calling this. */
+DEFERRED_EXPORT void deferred_value_failure_release(void *ptr);
+
 /* The failure held by v (borrowed: v still owns it), or NULL when v is not
  * a failure. */
 DEFERRED_EXPORT deferred_failure_t *deferred_value_get_failure(deferred_value_t v);

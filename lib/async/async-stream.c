@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "async-private.h"
+#include "core/core-private.h"
 
 /* ---- streams ------------------------------------------------------------ */
 
@@ -320,8 +321,7 @@ int deferred_async_next(deferred_async_t *co, deferred_async_iter_t *it,
         deferred_stage_resume(l->stage);
     }
     if (l->has) {
-        *item = l->item;
-        l->item = deferred_value_none();
+        *item = value_take(&l->item);
         l->has = false;
         it->done_ = 0;
         return 0;

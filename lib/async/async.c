@@ -286,6 +286,7 @@ static void pair_dispose(struct deferred__owned *o)
     st->awaited = NULL;
     st->flags &= ~A_WAIT_PAIR;
     st->flags |= A_DROPPED;
+    ((deferred_async_t *)st->frame)->dropped_ = 1; /* for the inline await */
     deferred__async_drive(st);
     deferred_unref(self);
 }
@@ -296,9 +297,8 @@ static void pair_dispose(struct deferred__owned *o)
 static int deliver(deferred_async_t *co, struct deferred__async *st, deferred_value_t *out,
                    int how, const char *file, int line)
 {
-    deferred_value_t v = st->got;
+    deferred_value_t v = value_take(&st->got);
 
-    st->got = deferred_value_none();
     if (DEFERRED_UNLIKELY(st->flags & A_DROPPED) && !co->finally_) {
         deferred_value_release(v);
         deferred__async_unwind(co);
@@ -324,10 +324,11 @@ static void drop_taken(deferred_t *d, int how)
         deferred_unref(d);
 }
 
-/* Everything but the common case of deferred_async_await(). */
-static DEFERRED_NOINLINE int await_slow(deferred_async_t *co, deferred_t *d,
-                                        deferred_value_t *out, int how,
-                                        const char *file, int line)
+/* The await: every case (the common one, a deferred that has its result,
+ * is taken inline before the call: deferred__async_ready() in
+ * deferred/async.h). */
+int deferred_async_await(deferred_async_t *co, deferred_t *d, deferred_value_t *out, int how,
+                         const char *file, int line)
 {
     struct deferred__async *st;
     int rc;
@@ -353,8 +354,7 @@ static DEFERRED_NOINLINE int await_slow(deferred_async_t *co, deferred_t *d,
     if (single_result_ready(d)) {
         /* Its result, taken as deferred__take_result() does (the fast
          * path left this for the last reference, or a failure). */
-        st->got = d->result;
-        d->result = deferred_value_none();
+        st->got = value_take(&d->result);
         if (!(how & DEFERRED_ASYNC_BORROW_)) {
             if (DEFERRED_LIKELY(d->refs > 1))
                 d->refs--;
@@ -406,36 +406,6 @@ static DEFERRED_NOINLINE int await_slow(deferred_async_t *co, deferred_t *d,
     return DEFERRED_ASYNC_SUSPEND_;
 }
 
-int deferred_async_await(deferred_async_t *co, deferred_t *d, deferred_value_t *out,
-                         int how, const char *file, int line)
-{
-    struct deferred__async *st;
-
-    /* The common case without a call: d has its result (single-shot,
-     * idle, its chain run: single_result_ready()), it is a value (or a
-     * try), and it is borrowed, or taken and someone else holds it too:
-     * the value moves to *out (d keeps the empty value), a taken d loses
-     * the reference the await was given, the body goes on. */
-    if (DEFERRED_LIKELY(d != NULL) && DEFERRED_LIKELY(co != NULL) && DEFERRED_LIKELY(out != NULL) &&
-        DEFERRED_LIKELY((st = co->state_) != NULL) &&
-        !(st->flags & A_DROPPED) && DEFERRED_LIKELY(single_result_ready(d)) &&
-        (DEFERRED_LIKELY(d->result.release != deferred__release_failure) ||
-         (how & DEFERRED_ASYNC_TRY_))) {
-        if (how & DEFERRED_ASYNC_BORROW_) {
-            *out = d->result;
-            d->result = deferred_value_none();
-            return DEFERRED_ASYNC_DONE_;
-        }
-        if (DEFERRED_LIKELY(d->refs > 1)) {
-            *out = d->result;
-            d->result = deferred_value_none();
-            d->refs--;
-            return DEFERRED_ASYNC_DONE_;
-        }
-    }
-    return await_slow(co, d, out, how, file, line);
-}
-
 static DEFERRED_NOINLINE int resume_slow(deferred_async_t *co, deferred_value_t *out, int how,
                                          const char *file, int line)
 {
@@ -454,8 +424,7 @@ int deferred_async_resume(deferred_async_t *co, deferred_value_t *out, int how,
     if (DEFERRED_LIKELY(co != NULL) && DEFERRED_LIKELY(out != NULL) &&
         DEFERRED_LIKELY((st = co->state_) != NULL) && !(st->flags & A_DROPPED) &&
         DEFERRED_LIKELY(st->got.release != deferred__release_failure)) {
-        *out = st->got;
-        st->got = deferred_value_none();
+        *out = value_take(&st->got);
         return DEFERRED_ASYNC_DONE_;
     }
     return resume_slow(co, out, how, file, line);
@@ -590,8 +559,7 @@ void *deferred_async_new(deferred_async_fn body, size_t frame_size, const char *
     st->name = name ? name : "async function";
     st->self = d;
     st->target = d;
-    st->got = deferred_value_none();
-    st->outcome = deferred_value_none();
+    /* got and outcome are the empty value: zeroed */
     co = st->frame;
     co->state_ = st;
     if (DEFERRED_UNLIKELY(d->ext != NULL)) /* what deferred_dump_note() needs */

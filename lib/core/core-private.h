@@ -46,13 +46,14 @@ struct link {
     void *arg;
 };
 
-/* Flags of a deferred. */
+/* Flags of a deferred.  F_CALLED, F_RUNNING and F_MULTI are public, for
+ * the inline fast paths of the headers (deferred/core.h). */
 enum {
-    F_CALLED = 1u << 0,    /* fired: result is set (or moved on) */
-    F_RUNNING = 1u << 1,   /* on a runner's stack */
+    F_CALLED = DEFERRED__F_CALLED, /* fired: result is set (or moved on) */
+    F_RUNNING = DEFERRED__F_RUNNING, /* on a runner's stack */
     F_CANCELLED = 1u << 2, /* cancel began: the canceller has run */
     F_SUPPRESS = 1u << 3,  /* swallow one later fire (cancel, no canceller) */
-    F_MULTI = 1u << 4,     /* multi-fire: entries are kept, one run per row */
+    F_MULTI = DEFERRED__F_MULTI, /* multi-fire: entries are kept, one run per row */
     F_ROW = 1u << 5,       /* multi-fire: a row is in flight in the chain */
     F_LATER_RUN = 1u << 6, /* queued to run once the nesting unwinds */
     F_LATER_CANCEL = 1u << 7, /* queued to be cancelled likewise */
@@ -112,16 +113,10 @@ struct deferred_ext {
 };
 
 struct deferred {
-    uint32_t refs;
-    uint32_t flags;
-    uint32_t pos;    /* next entry to run */
-    uint32_t n;      /* entries in use */
-    uint32_t cap;    /* entries that fit in links */
-    uint32_t paused; /* the user's pause count */
-    uint32_t waiters; /* continue entries of other deferreds in this chain */
-    uint32_t wait_idx; /* while waiting: where its continue entry sits */
-    deferred_value_t result;
-    deferred_t *chained_to; /* the deferred this one waits on (a reference) */
+    /* refs, flags, pos, n, cap, paused, waiters, wait_idx, result and
+     * chained_to (a reference), as deferred/core.h lists them for its
+     * inline fast paths (struct deferred__head). */
+    DEFERRED__HEAD_FIELDS
     deferred_t *next;       /* runner stack, later queue or free list */
     struct link *links;     /* cap entries, their kinds before them (kind_at()) */
     struct deferred_ext *ext;
@@ -286,6 +281,17 @@ static inline struct canceller_tail *canceller_of(deferred_t *d)
     return (struct canceller_tail *)(d + 1);
 }
 
+/* The block of a deferred: the deferred, then its canceller when it has
+ * one, then deferred__new_extra()'s bytes, aligned for any type a frame
+ * may hold (deferred__extra()). */
+#define TAIL_END (sizeof(deferred_t) + sizeof(struct canceller_tail))
+#define EXTRA_AT(tail) ((((tail) ? TAIL_END : sizeof(deferred_t)) + 15) & ~(size_t)15)
+
+static inline void *deferred__extra(deferred_t *d)
+{
+    return (char *)d + EXTRA_AT(d->flags & F_TAIL);
+}
+
 /* Call d's canceller if it has one (not disabled); whether it did. */
 static inline bool deferred__call_canceller(deferred_t *d)
 {
@@ -306,6 +312,56 @@ struct full_arg {
     void *eb_arg;
     deferred_destroy_fn eb_destroy;
 };
+
+/* ---- moving words just stored ------------------------------------------ */
+
+/* Keep x in a register.  A value or an entry is stored word by word (from
+ * the two registers a call returns it in); loaded soon after as one wider
+ * word (the compiler likes to merge the two loads of a copy), the load
+ * cannot take its bytes from the two stores still in flight and waits
+ * until they reach the cache: a stall of a dozen cycles or more.  Loads
+ * kept apart this way take each word from its store. */
+#if defined(__GNUC__)
+#define DEFERRED__IN_REG(x) __asm__("" : "+r"(x))
+#else
+#define DEFERRED__IN_REG(x) ((void)0)
+#endif
+
+/* *from, moved out word by word; *from keeps the empty value. */
+static inline deferred_value_t value_take(deferred_value_t *from)
+{
+    deferred_value_t v;
+    void *ptr = from->ptr;
+    void (*release)(void *) = from->release;
+
+    DEFERRED__IN_REG(ptr);
+    DEFERRED__IN_REG(release);
+    from->ptr = NULL;
+    from->release = NULL;
+    v.ptr = ptr;
+    v.release = release;
+    return v;
+}
+
+/* n entries and their kinds (the bytes before them), copied a word and a
+ * byte at a time (entries added just before, a few at most). */
+static inline void copy_recent_links(struct link *to, const struct link *from, uint32_t n)
+{
+    uint32_t i;
+
+    for (i = 0; i < n; i++) {
+        deferred_fn fn = from[i].fn;
+        void *arg = from[i].arg;
+        uint8_t kind = ((const uint8_t *)from)[-1 - (ptrdiff_t)i];
+
+        DEFERRED__IN_REG(fn);
+        DEFERRED__IN_REG(arg);
+        DEFERRED__IN_REG(kind);
+        to[i].fn = fn;
+        to[i].arg = arg;
+        ((uint8_t *)to)[-1 - (ptrdiff_t)i] = kind;
+    }
+}
 
 /* ---- named states ------------------------------------------------------ */
 

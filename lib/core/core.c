@@ -135,23 +135,20 @@ void deferred__full_arg_destroy(struct full_arg *fa)
 
 /* ---- construction and destruction ------------------------------------- */
 
-/* The block of a deferred: the deferred, then its canceller when it has
- * one, then deferred__new_extra()'s bytes, aligned for any type a frame
- * may hold. */
-#define TAIL_END (sizeof(deferred_t) + sizeof(struct canceller_tail))
-#define EXTRA_AT(tail) ((((tail) ? TAIL_END : sizeof(deferred_t)) + 15) & ~(size_t)15)
 
 /* The inline entries' kinds come right before the inline entries, as in a
  * heap block (kind_at()), and the deferred stays in 120 bytes. */
+/* The head of a deferred is what deferred/core.h says it is (struct
+ * deferred__head, for the headers' inline fast paths). */
+typedef char head_as_published
+    [offsetof(deferred_t, chained_to) == offsetof(struct deferred__head, chained_to) &&
+             offsetof(deferred_t, result) == offsetof(struct deferred__head, result)
+         ? 1 : -1];
+
 typedef char inline_kinds_before_links
     [offsetof(deferred_t, inline_links) ==
              offsetof(deferred_t, inline_kinds) + KINDS_PAD(DEFERRED_INLINE_LINKS)
          ? 1 : -1];
-
-void *deferred__extra(deferred_t *d)
-{
-    return (char *)d + EXTRA_AT(d->flags & F_TAIL);
-}
 
 /* Give d's block back, to the cache when it is of its class. */
 static inline void free_block(deferred_t *d)
@@ -276,11 +273,35 @@ deferred_t *deferred_new_at(const char *file, int line,
     return new_slow(file, line, canceller, arg, destroy);
 }
 
+static DEFERRED_NOINLINE deferred_t *new_extra_slow(size_t extra, const char *file, int line,
+                                                    deferred_canceller_fn canceller,
+                                                    void *arg, deferred_destroy_fn destroy)
+{
+    return new_deferred(extra, file, line, canceller, arg, destroy);
+}
+
 deferred_t *deferred__new_extra(size_t extra, const char *file, int line,
                                 deferred_canceller_fn canceller, void *arg,
                                 deferred_destroy_fn destroy)
 {
-    return new_deferred(extra, file, line, canceller, arg, destroy);
+    deferred_t *d;
+
+    /* The common case without a frame: a coroutine (a canceller, no
+     * destroy function) whose frame fits a block the cache has, outside
+     * debug mode: new_deferred()'s way for it, without its branches. */
+    if (DEFERRED_LIKELY(canceller && !destroy && !debug_on &&
+                        extra <= DEFERRED__BLOCK_EXTRA_SIZE - EXTRA_AT(1)) &&
+        (d = deferred__block_pop(BLOCK_EXTRA)) != NULL) {
+#ifdef DEFERRED__BLOCK_ASAN
+        ASAN_POISON_MEMORY_REGION((char *)d + EXTRA_AT(1) + extra,
+                                  DEFERRED__BLOCK_EXTRA_SIZE - EXTRA_AT(1) - extra);
+#endif
+        init_header(d, F_TAIL | F_BLOCKX);
+        canceller_of(d)->fn = canceller;
+        canceller_of(d)->arg = arg;
+        return d;
+    }
+    return new_extra_slow(extra, file, line, canceller, arg, destroy);
 }
 
 int deferred__set_inputs(deferred_t *d, deferred__inputs_fn fn, void *arg)
@@ -444,8 +465,7 @@ bool deferred__take_result(deferred_t *d, deferred_value_t *v)
 {
     if (!single_result_ready(d))
         return false;
-    *v = d->result;
-    d->result = deferred_value_none();
+    *v = value_take(&d->result);
     if (DEFERRED_LIKELY(d->refs > 1))
         d->refs--;
     else
@@ -459,8 +479,7 @@ deferred_value_t deferred_result_take(deferred_t *d)
 
     if (!d || !(d->flags & F_CALLED) || d->chained_to || is_multi(d))
         return deferred_value_none();
-    v = d->result;
-    d->result = deferred_value_none();
+    v = value_take(&d->result);
     return v;
 }
 

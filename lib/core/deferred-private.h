@@ -60,8 +60,9 @@ DEFERRED_HIDDEN char *deferred__vasprintf(const char *fmt, va_list ap);
 #define DEFERRED__BLOCK_CLASSES 4
 #define DEFERRED__BLOCK_EXTRA_SIZE 512
 
-/* The release functions that mark failure and deferred values (value.c). */
-DEFERRED_HIDDEN void deferred__release_failure(void *ptr);
+/* The release functions that mark failure and deferred values (value.c);
+ * the failure's is public (value.h), for inline code of the headers. */
+#define deferred__release_failure deferred_value_failure_release
 DEFERRED_HIDDEN void deferred__release_deferred(void *ptr);
 
 /* Release v, inline: integers and borrowed values need no call. */
@@ -128,11 +129,11 @@ DEFERRED_HIDDEN int deferred__add_both_holding(deferred_t *d, deferred_fn fn,
 /* A deferred made as deferred_new_at() makes it, with extra bytes of the
  * caller's after it in the same allocation, at deferred__extra(d) (aligned
  * for any type, freed with d): the async layer keeps a coroutine's frame
- * in its deferred, so a call costs one allocation (core.c). */
+ * in its deferred, so a call costs one allocation (core.c; deferred__extra()
+ * is in core-private.h). */
 DEFERRED_HIDDEN deferred_t *deferred__new_extra(size_t extra, const char *file, int line,
                                                 deferred_canceller_fn canceller, void *arg,
                                                 deferred_destroy_fn destroy);
-DEFERRED_HIDDEN void *deferred__extra(deferred_t *d);
 
 /* When d (single-shot) has its result (deferred_has_result()), move it to
  * *v, drop a reference on d and return true; else false, nothing done.

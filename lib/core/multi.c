@@ -209,18 +209,20 @@ bool deferred__multi_step(deferred_t *d)
 /* deferred_multi_emit() but for its common case: every check in order. */
 static DEFERRED_NOINLINE int emit_slow(deferred_t *d, deferred_value_t v)
 {
-    struct multi *m = multi_of(d);
+    struct multi *m;
 
-    if (!m || v.release == deferred__release_deferred) {
+    if (!d || !is_multi(d) || v.release == deferred__release_deferred) {
         deferred_value_release(v);
         return -EINVAL;
     }
     if (DEFERRED_UNLIKELY(!d->refs)) {
         /* Dying, reached through a weak pointer (a merge's output while
-         * its inputs are let go): nobody can see a row. */
+         * its inputs are let go) or from its canceller's destroy function
+         * (its state may be gone): nobody can see a row. */
         deferred_value_release(v);
         return 0;
     }
+    m = d->ext->multi;
     if (m->ended || m->closing) {
         deferred_value_release(v);
         return -EALREADY;
@@ -282,9 +284,9 @@ int deferred_multi_emit(deferred_t *d, deferred_value_t v)
 
 int deferred_multi_finish(deferred_t *d, deferred_value_t v)
 {
-    struct multi *m = multi_of(d);
+    struct multi *m;
 
-    if (!m || v.release == deferred__release_deferred) {
+    if (!d || !is_multi(d) || v.release == deferred__release_deferred) {
         deferred_value_release(v);
         return -EINVAL;
     }
@@ -292,6 +294,7 @@ int deferred_multi_finish(deferred_t *d, deferred_value_t v)
         deferred_value_release(v); /* dying: as deferred_multi_emit() */
         return 0;
     }
+    m = d->ext->multi;
     if (m->ended || m->closing) {
         deferred_value_release(v);
         return -EALREADY;

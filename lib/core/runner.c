@@ -304,8 +304,7 @@ static void run_one(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
     }
     d->refs++;
     d->flags |= F_RUNNING;
-    r = d->result;
-    d->result = deferred_value_none();
+    r = value_take(&d->result);
     r = l->fn(r, l->arg);
     consumed(d, kind1, pair);
     if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
@@ -382,9 +381,7 @@ static DEFERRED_NOINLINE int grow_append(deferred_t *d, deferred_fn fn, void *ar
                         fn != deferred__continue_fn) &&
         DEFERRED_LIKELY((b = deferred__block_pop(BLOCK_SPILL2)) != NULL)) {
         links = (struct link *)(b + KINDS_PAD(SPILL2_LINKS));
-        memcpy(links, d->inline_links, DEFERRED_INLINE_LINKS * sizeof(*links));
-        memcpy((uint8_t *)links - DEFERRED_INLINE_LINKS,
-               (uint8_t *)d->inline_links - DEFERRED_INLINE_LINKS, DEFERRED_INLINE_LINKS);
+        copy_recent_links(links, d->inline_links, DEFERRED_INLINE_LINKS);
         links[DEFERRED_INLINE_LINKS].fn = fn;
         links[DEFERRED_INLINE_LINKS].arg = arg;
         ((uint8_t *)links)[-1 - DEFERRED_INLINE_LINKS] = kind;
@@ -616,8 +613,7 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
     if (idle_with_result(inner) && !(inner->flags & (F_RUNNING | F_LATER_RUN))) {
         /* inner's chain has run to its end: its result moves to cur and
          * inner keeps the empty value. */
-        cur->result = inner->result;
-        inner->result = deferred_value_none();
+        cur->result = value_take(&inner->result);
         deferred_unref(inner);
         return false;
     }
@@ -725,8 +721,7 @@ static void run_stack(deferred_t *d)
                      * and drop its reference on cur (the runner still
                      * holds one). */
                     outer = call.arg;
-                    outer->result = cur->result;
-                    cur->result = deferred_value_none();
+                    outer->result = value_take(&cur->result);
                     outer->chained_to = NULL;
                     cur->refs--;
                     break;
