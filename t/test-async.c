@@ -377,6 +377,90 @@ START_TEST(test_A01_await_of_a_queued_chain_waits)
 }
 END_TEST
 
+/* The value of a pending await goes straight to out when the awaited
+ * deferred fires, when out is in the frame.  Not when it is a local of
+ * the body's call (allowed: used before the next await): that call has
+ * returned, and the resume sets the local of the next one. */
+struct local_out_frame {
+    deferred_async_t co;
+    deferred_t *in[2];
+    intptr_t got;
+};
+
+static int local_out_body(void *frame)
+{
+    struct local_out_frame *f = frame;
+    deferred_value_t v; /* a local, not in the frame */
+    int k;
+
+    DEFERRED_ASYNC_BEGIN(f);
+    DEFERRED_AWAIT_BORROWED(f, f->in[0], v);
+    f->got = deferred_value_get_int(v);
+    DEFERRED_AWAIT_BORROWED(f, f->in[1], v);
+    k = (int)deferred_value_get_int(v);
+    f->got = f->got * 10 + k;
+    DEFERRED_ASYNC_RETURN(f, deferred_value_int(f->got));
+    DEFERRED_ASYNC_END(f);
+}
+
+/* A body written with the functions the macros call: the resume after a
+ * pending await must give the value wherever it was put. */
+struct by_hand_frame {
+    deferred_async_t co;
+    deferred_t *in;
+    deferred_value_t v;
+};
+
+static int by_hand_body(void *frame)
+{
+    struct by_hand_frame *f = frame;
+    int rc;
+
+    if (f->co.line < 0)
+        return DEFERRED_ASYNC_DONE_; /* called again at its end */
+    if (f->co.line == 0) {
+        rc = deferred_async_await(&f->co, f->in, &f->v, DEFERRED_ASYNC_BORROW_, __FILE__, 7);
+        if (rc == DEFERRED_ASYNC_SUSPEND_)
+            return rc;
+    } else {
+        ck_assert_int_eq(f->co.line, 7);
+        rc = deferred_async_resume(&f->co, &f->v, DEFERRED_ASYNC_BORROW_, __FILE__, 7);
+    }
+    ck_assert_int_eq(rc, DEFERRED_ASYNC_DONE_);
+    deferred_async_return(&f->co, deferred_value_int(deferred_value_get_int(f->v) + 1));
+    return DEFERRED_ASYNC_AGAIN_;
+}
+
+START_TEST(test_A01_pending_await_into_a_local_or_by_hand)
+{
+    struct local_out_frame *f = DEFERRED_ASYNC_NEW(struct local_out_frame, local_out_body, "local");
+    struct by_hand_frame *h = DEFERRED_ASYNC_NEW(struct by_hand_frame, by_hand_body, "hand");
+    deferred_t *d, *e;
+
+    ck_assert_ptr_nonnull(f);
+    ck_assert_ptr_nonnull(h);
+    f->in[0] = deferred_new();
+    f->in[1] = deferred_new();
+    d = deferred_async_start(f);
+    /* Between the fires, another call's frame takes the stack where the
+     * body's local was. */
+    ck_assert_int_eq(deferred_callback(f->in[0], deferred_value_int(4)), 0);
+    ck_assert(!deferred_has_fired(d));
+    ck_assert_int_eq(deferred_callback(f->in[1], deferred_value_int(2)), 0);
+    ck_assert_int_eq(result_int(d), 42);
+    h->in = deferred_new();
+    e = deferred_async_start(h);
+    ck_assert(!deferred_has_fired(e));
+    ck_assert_int_eq(deferred_callback(h->in, deferred_value_int(8)), 0);
+    ck_assert_int_eq(result_int(e), 9);
+    deferred_unref(h->in);
+    deferred_unref(f->in[0]);
+    deferred_unref(f->in[1]);
+    deferred_unref(d);
+    deferred_unref(e);
+}
+END_TEST
+
 /* A dropped coroutine's cleanups: an await of a held, fired deferred
  * fails with ECANCELED at once, as every await does there. */
 START_TEST(test_A07_dropped_cleanup_await_of_held_fired)
@@ -2121,6 +2205,7 @@ int main(void)
     tcase_add_test(tc, test_A01_await_held_waiting_deferred);
     tcase_add_test(tc, test_A01_await_held_running_deferred);
     tcase_add_test(tc, test_A01_await_of_a_queued_chain_waits);
+    tcase_add_test(tc, test_A01_pending_await_into_a_local_or_by_hand);
     tcase_add_test(tc, test_A07_dropped_cleanup_await_of_held_fired);
     tcase_add_test(tc, test_A01_await_borrowed_keeps_the_reference);
     tcase_add_test(tc, test_A14_await_borrowed_multi_null_and_cancel);

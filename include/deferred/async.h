@@ -146,7 +146,8 @@ typedef struct deferred_async {
     int line;
     int finally_;
     int status_;
-    int dropped_; /* the coroutine was dropped (deferred_async_dropped()) */
+    unsigned char dropped_; /* dropped (deferred_async_dropped()) */
+    unsigned char resumed_; /* the awaited deferred's value is in out */
     struct deferred__async *state_;
 } deferred_async_t;
 
@@ -321,6 +322,10 @@ static inline int deferred__async_ready(const deferred_async_t *co, deferred_t *
             if (deferred_async_rc_ == DEFERRED_ASYNC_SUSPEND_) {             \
                 return DEFERRED_ASYNC_SUSPEND_;                              \
             case __LINE__:                                                   \
+                if (DEFERRED__ASYNC_LIKELY((f)->co.resumed_)) {              \
+                    (f)->co.resumed_ = 0;                                    \
+                    break;                                                   \
+                }                                                            \
                 deferred_async_rc_ = deferred_async_resume(&(f)->co, &(out), (how), \
                                                            __FILE__, __LINE__); \
             }                                                                \
@@ -412,7 +417,8 @@ DEFERRED_EXPORT int deferred_async_await(deferred_async_t *co, deferred_t *d,
 
 /* After an await resumed: what deferred_async_await() would have given
  * had d had its result then (0 with *out set, or 2), from what d gave;
- * how as for the await.  -EINVAL for NULL co or out. */
+ * how and out as for the await (a value given when d fired may already be
+ * in *out: 0 then, *out untouched).  -EINVAL for NULL co or out. */
 DEFERRED_EXPORT int deferred_async_resume(deferred_async_t *co, deferred_value_t *out,
                                           int how, const char *file, int line);
 

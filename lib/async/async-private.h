@@ -43,7 +43,12 @@ struct deferred__async {
     deferred_t *target;    /* what the end fires: self, or after a cancel the
                               deferred self waits on (borrowed) */
     deferred_t *awaited;   /* borrowed, valid while A_WAIT_PAIR */
-    deferred_value_t got;  /* what the last await gave */
+    deferred_value_t got;  /* what the last await gave, but a value given
+                              straight to out (co->resumed_) */
+    deferred_value_t *out; /* while waiting on a pair: the await's out when
+                              it is in the frame (else NULL), */
+    int how;               /* and its how */
+    size_t frame_size;
     deferred_value_t outcome;
     struct deferred__async *next_run;
     struct deferred__async_link *iters;   /* open iterators */

@@ -260,9 +260,17 @@ static deferred_value_t resume_fn(deferred_value_t v, void *arg)
 
     st->awaited = NULL;
     st->flags &= ~A_WAIT_PAIR;
-    if (DEFERRED_UNLIKELY(st->got.release != NULL))
+    if (DEFERRED_LIKELY(v.release != deferred__release_failure || (st->how & DEFERRED_ASYNC_TRY_)) &&
+        DEFERRED_LIKELY(st->got.release == NULL) && DEFERRED_LIKELY(st->out != NULL)) {
+        /* What deferred_async_resume() would do: the value goes to the
+         * await's out now, and the body goes on without the call (the
+         * pair runs only while the coroutine waits on it, not dropped). */
+        *st->out = v;
+        ((deferred_async_t *)st->frame)->resumed_ = 1;
+    } else {
         deferred_value_release(st->got);
-    st->got = v;
+        st->got = v;
+    }
     deferred__async_drive(st); /* the pair holds self */
     st->ran = true; /* set last: a pair disposed meanwhile is another's */
     return deferred_value_none();
@@ -394,6 +402,14 @@ int deferred_async_await(deferred_async_t *co, deferred_t *d, deferred_value_t *
     }
     st->self->refs++; /* the pair's (self is alive: its body runs) */
     st->awaited = d;
+    /* An out in the frame can take the value when d fires (resume_fn());
+     * one elsewhere (a local of the body's call) is set by the resume. */
+    st->out = (char *)out >= (char *)st->frame &&
+                      (char *)out - (char *)st->frame <=
+                          (ptrdiff_t)(st->frame_size - sizeof(*out))
+                  ? out
+                  : NULL;
+    st->how = how;
     st->flags |= A_WAIT_PAIR;
     co->line = line;
     if (DEFERRED_UNLIKELY(st->flags & A_CANCEL)) {
@@ -419,6 +435,10 @@ int deferred_async_resume(deferred_async_t *co, deferred_value_t *out, int how,
 {
     struct deferred__async *st;
 
+    if (DEFERRED_LIKELY(co != NULL) && co->resumed_) {
+        co->resumed_ = 0; /* the value is in *out already */
+        return DEFERRED_ASYNC_DONE_;
+    }
     /* The common case, a leaf: what deliver() does with a value in a
      * coroutine that was not dropped. */
     if (DEFERRED_LIKELY(co != NULL) && DEFERRED_LIKELY(out != NULL) &&
@@ -556,6 +576,7 @@ void *deferred_async_new(deferred_async_fn body, size_t frame_size, const char *
     st->hold.holds = d;
     st->body = body;
     st->frame = (char *)st + STATE_SIZE;
+    st->frame_size = frame_size;
     st->name = name ? name : "async function";
     st->self = d;
     st->target = d;
