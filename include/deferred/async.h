@@ -281,10 +281,7 @@ static inline int deferred__async_ready(const deferred_async_t *co, deferred_t *
     struct deferred__head *h = (struct deferred__head *)(void *)d;
     void (*release)(void *);
 
-    if (!h || co->dropped_ ||
-        (h->flags & (DEFERRED__F_CALLED | DEFERRED__F_RUNNING | DEFERRED__F_MULTI)) !=
-            DEFERRED__F_CALLED ||
-        h->paused || h->chained_to || h->pos != h->n)
+    if (!h || co->dropped_ || !deferred__head_ready(h))
         return 0;
     release = h->result.release;
     if (!(how & DEFERRED_ASYNC_TRY_) && release == deferred_value_failure_release)

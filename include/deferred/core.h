@@ -70,6 +70,15 @@ struct deferred__head {
 #define DEFERRED__F_RUNNING 0x02u /* its chain runs */
 #define DEFERRED__F_MULTI 0x10u   /* multi-fire */
 
+/* Whether the deferred of head h has its result, ready to take (see
+ * above): the one test of the library and of the headers' inline code. */
+static inline int deferred__head_ready(const struct deferred__head *h)
+{
+    return (h->flags & (DEFERRED__F_CALLED | DEFERRED__F_RUNNING | DEFERRED__F_MULTI)) ==
+               DEFERRED__F_CALLED &&
+           !h->paused && !h->chained_to && h->pos == h->n;
+}
+
 /*
  * A canceller runs when an unfired deferred is cancelled (at most once). It
  * may fire d; if it does not, d then fails with ECANCELED.  d is borrowed.

@@ -428,8 +428,7 @@ static inline int deferred__hold_would_cycle(deferred_t *d, deferred_t *holder)
  * await). */
 static inline bool single_result_ready(const deferred_t *d)
 {
-    return (d->flags & (F_CALLED | F_RUNNING | F_MULTI)) == F_CALLED && !d->paused &&
-           !d->chained_to && d->pos == d->n;
+    return deferred__head_ready((const struct deferred__head *)(const void *)d);
 }
 
 /* runner.c: the continue entry's function (recognized by address). */
