@@ -751,6 +751,96 @@ static void sized_free(void *p)
 /* A pending deferred with one callback, or two, is one block of at most
  * 120 bytes (128 with malloc's own rounding); the third entry moves the
  * chain to a second block; the chain still runs in order. */
+/*
+ * deferred_add_callback(), _errback() and _both() are macros over inline
+ * functions (deferred/core.h) that store an entry on a pending deferred
+ * themselves when its block has room, and call the function otherwise.
+ * Both ways must be the function's: each argument evaluated once, the
+ * same errors, the right kind of entry, the entries in order across the
+ * inline entries and the heap blocks the calls grow into, and the
+ * parenthesized name and a pointer reaching the function.
+ */
+static deferred_value_t record_tag_kind(deferred_value_t v, void *arg)
+{
+    return tu_record(v, arg);
+}
+
+START_TEST(test_inline_add_is_the_function)
+{
+    int (*add_cb)(deferred_t *, deferred_fn, void *) = deferred_add_callback;
+    deferred_t *ok = deferred_new(), *bad = deferred_new(), *ds[2];
+    int i, k, calls = 0;
+
+    ck_assert_ptr_nonnull(ok);
+    ck_assert_ptr_nonnull(bad);
+    /* Each argument once, on the inline path and past it. */
+    ds[0] = ok;
+    ds[1] = bad;
+    for (k = 0; k < 30; k++) {
+        int j;
+
+        for (j = 0; j < 2; j++) {
+            i = j;
+            calls = 100 + 3 * k;
+            ck_assert_int_eq(deferred_add_callback(ds[i++], record_tag_kind, TAG(calls++)), 0);
+            ck_assert_int_eq(i, j + 1);
+            i = j;
+            ck_assert_int_eq(deferred_add_errback(ds[i++], record_tag_kind, TAG(calls++)), 0);
+            ck_assert_int_eq(i, j + 1);
+            i = j;
+            ck_assert_int_eq(deferred_add_both(ds[i++], record_tag_kind, TAG(calls++)), 0);
+            ck_assert_int_eq(i, j + 1);
+            ck_assert_int_eq(calls, 100 + 3 * k + 3);
+        }
+    }
+    /* The errors, through the macros and the functions. */
+    ck_assert_int_eq(deferred_add_callback(NULL, tu_add_one, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_add_errback(NULL, tu_add_one, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_add_both(NULL, tu_add_one, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_add_callback(ok, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_add_errback(ok, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(deferred_add_both(ok, NULL, NULL), -EINVAL);
+    ck_assert_int_eq((deferred_add_callback)(NULL, tu_add_one, NULL), -EINVAL);
+    ck_assert_int_eq(add_cb(ok, NULL, NULL), -EINVAL);
+    /* A value runs the callbacks and the boths, in order, and skips the
+     * errbacks; a failure the reverse. */
+    ck_assert_int_eq(deferred_callback(ok, deferred_value_int(5)), 0);
+    ck_assert_int_eq(tu_log.n, 60);
+    for (k = 0; k < 30; k++) {
+        ck_assert_int_eq(tu_log.e[2 * k].tag, 100 + 3 * k);
+        ck_assert_int_eq(tu_log.e[2 * k].kind, TU_VALUE);
+        ck_assert_int_eq(tu_log.e[2 * k].value, 5);
+        ck_assert_int_eq(tu_log.e[2 * k + 1].tag, 100 + 3 * k + 2);
+    }
+    tu_log_reset();
+    ck_assert_int_eq(deferred_errback(bad, user_failure(9)), 0);
+    ck_assert_int_eq(tu_log.n, 60);
+    for (k = 0; k < 30; k++) {
+        ck_assert_int_eq(tu_log.e[2 * k].tag, 100 + 3 * k + 1);
+        ck_assert_int_eq(tu_log.e[2 * k].kind, TU_FAILURE);
+        ck_assert_int_eq(tu_log.e[2 * k + 1].tag, 100 + 3 * k + 2);
+        ck_assert_int_eq(tu_log.e[2 * k + 1].kind, TU_FAILURE);
+    }
+    take_failure_code(bad, 9);
+    /* On a fired deferred the call runs the callback at once; the
+     * parenthesized name and the pointer reach the function. */
+    ck_assert_int_eq(deferred_add_callback(ok, tu_add_one, NULL), 0);
+    ck_assert_int_eq((deferred_add_callback)(ok, tu_add_one, NULL), 0);
+    ck_assert_int_eq(add_cb(ok, tu_add_one, NULL), 0);
+    ck_assert_int_eq(result_int(ok), 8);
+    deferred_unref(ok);
+    deferred_unref(bad);
+    /* The pointer, on a pending deferred: stored, run when it fires. */
+    ok = deferred_new();
+    ck_assert_ptr_nonnull(ok);
+    for (k = 0; k < 5; k++)
+        ck_assert_int_eq(add_cb(ok, tu_add_one, NULL), 0);
+    ck_assert_int_eq(deferred_callback(ok, deferred_value_int(0)), 0);
+    ck_assert_int_eq(result_int(ok), 5);
+    deferred_unref(ok);
+}
+END_TEST
+
 START_TEST(test_pending_deferred_is_small)
 {
     deferred_t *d;
@@ -1121,6 +1211,7 @@ static Suite *core_suite(void)
     tcase_add_test(rn, test_callback_drops_last_reference_then_waits);
     tcase_add_test(rn, test_callback_fires_other_deferreds);
     tcase_add_test(rn, test_many_callbacks);
+    tcase_add_test(rn, test_inline_add_is_the_function);
     tcase_add_test(rn, test_block_reserve_serves_bursts);
     tcase_add_test(rn, test_block_reserve_limit);
     tcase_add_test(rn, test_block_reserve_decays);

@@ -596,8 +596,58 @@ START_TEST(test_L02_deep_nesting_keeps_order)
     for (i = 0; i < 16; i++)
         for (k = i + 1; k < ORDER_N; k++)
             ck_assert_int_gt(order_pos(-i - 1), order_pos(-k - 1));
+    /* past the limit (32 runners) they do not: a fire from a callback
+     * that deep is queued, and takes effect once its deferred's chain has
+     * run, B_i before A_i+1 */
+    for (i = 40; i + 1 < ORDER_N; i++)
+        ck_assert_int_lt(order_pos(-i - 1), order_pos(i + 1));
     for (i = 0; i < ORDER_N; i++)
         deferred_unref(order_d[i]);
+}
+END_TEST
+
+/* The same nesting, a fire from each deferred's first (plain) callback,
+ * a million levels deep on a small stack: the stack stays bounded. */
+static deferred_value_t deep_fire_next(deferred_value_t v, void *arg)
+{
+    struct big *b = arg;
+
+    b->count++;
+    if (b->count < b->n)
+        deferred_callback(b->d[b->count], deferred_value_int(b->count));
+    return v;
+}
+
+static void deep_fires(void *arg)
+{
+    struct big *b = arg;
+    int i;
+
+    b->ok = 1;
+    for (i = 0; i < b->n; i++) {
+        b->d[i] = deferred_new();
+        if (!b->d[i] || deferred_add_callback(b->d[i], deep_fire_next, b) != 0 ||
+            deferred_add_callback(b->d[i], tu_add_one, NULL) != 0)
+            b->ok = 0;
+    }
+    b->count = 0;
+    deferred_callback(b->d[0], deferred_value_int(0));
+    for (i = 0; i < b->n; i++) {
+        if (!deferred_has_result(b->d[i]) ||
+            deferred_value_get_int(deferred_result(b->d[i])) != i + 1)
+            b->ok = 0;
+        deferred_unref(b->d[i]);
+    }
+}
+
+START_TEST(test_L02_deep_nested_fires_small_stack)
+{
+    struct big *b = big_new(BIG);
+
+    tu_run_small_stack(deep_fires, b);
+    ck_assert_int_eq(b->ok, 1);
+    ck_assert_int_eq(b->count, BIG);
+    big_free(b);
 }
 END_TEST
 
@@ -1096,6 +1146,7 @@ static Suite *lifetime_suite(void)
     tcase_add_test(big, test_L02_lock_run_million);
     tcase_add_test(big, test_L02_semaphore_million);
     tcase_add_test(big, test_L02_nested_gathers);
+    tcase_add_test(big, test_L02_deep_nested_fires_small_stack);
     tcase_add_test(big, test_L03_many_waiters_newest_first);
     suite_add_tcase(s, big);
     return s;

@@ -43,9 +43,11 @@ extern "C" {
 
 /*
  * The first fields of every deferred, in this order.  They are public only
- * so that an inline fast path of these headers (the await of
- * deferred/async.h) can tell in a few loads whether a deferred has its
- * result, and take it.  They are the library's own: a program must not
+ * so that the inline fast paths of these headers can tell in a few loads
+ * whether a deferred has its result, and take it (the await of
+ * deferred/async.h), or append an entry to a pending deferred's chain
+ * (deferred_add_callback() and its kin below, when the entry fits in the
+ * chain's block).  They are the library's own: a program must not
  * read or write them, and their meaning may change with the library's
  * soname.  A deferred has its result, ready to take, when its flags hold
  * DEFERRED__F_CALLED but neither DEFERRED__F_RUNNING nor
@@ -62,13 +64,30 @@ extern "C" {
     uint32_t waiters;  /* continue entries of others in this chain */        \
     uint32_t wait_idx; /* while waiting: where its continue entry sits */    \
     deferred_value_t result;                                                 \
-    deferred_t *chained_to; /* the deferred it waits on */
+    deferred_t *chained_to; /* the deferred it waits on */                   \
+    struct deferred__link *links; /* cap entries, their kinds before them */
+/* A chain entry: its kind (DEFERRED__LINK_*) is the byte i + 1 bytes
+ * before entry i (the kinds run backwards from the entries). */
+struct deferred__link {
+    deferred_fn fn;
+    void *arg;
+};
 struct deferred__head {
     DEFERRED__HEAD_FIELDS
 };
 #define DEFERRED__F_CALLED 0x01u  /* fired */
 #define DEFERRED__F_RUNNING 0x02u /* its chain runs */
 #define DEFERRED__F_MULTI 0x10u   /* multi-fire */
+/* The kinds of the entries a callback, an errback and a both add. */
+#define DEFERRED__LINK_CB 1u
+#define DEFERRED__LINK_EB 2u
+#define DEFERRED__LINK_BOTH 3u
+
+#if defined(__GNUC__)
+#define DEFERRED__LIKELY(x) __builtin_expect(!!(x), 1)
+#else
+#define DEFERRED__LIKELY(x) (x)
+#endif
 
 /* Whether the deferred of head h has its result, ready to take (see
  * above): the one test of the library and of the headers' inline code. */
@@ -142,6 +161,53 @@ DEFERRED_EXPORT int deferred_add_callback(deferred_t *d, deferred_fn cb, void *a
 DEFERRED_EXPORT int deferred_add_errback(deferred_t *d, deferred_fn eb, void *arg);
 /* fn is both halves with one argument: it sees values and failures. */
 DEFERRED_EXPORT int deferred_add_both(deferred_t *d, deferred_fn fn, void *arg);
+
+/*
+ * The three calls above are macros over the inline functions below: an
+ * entry added to a pending single-shot deferred whose chain has room is
+ * stored in a few instructions, without a call; every other case calls
+ * the function (which the parenthesized name, (deferred_add_callback),
+ * and a pointer to it also reach).  The arguments are evaluated once.
+ */
+static inline int deferred__add_inline(deferred_t *d, deferred_fn fn, void *arg,
+                                       unsigned kind)
+{
+    struct deferred__head *h = (struct deferred__head *)(void *)d;
+    uint32_t n;
+
+    if (!h || !fn)
+        return 0;
+    n = h->n;
+    if (!DEFERRED__LIKELY(!(h->flags & (DEFERRED__F_CALLED | DEFERRED__F_MULTI)) && n != h->cap))
+        return 0;
+    h->links[n].fn = fn;
+    h->links[n].arg = arg;
+    ((unsigned char *)h->links)[-1 - (long)n] = (unsigned char)kind;
+    h->n = n + 1;
+    return 1;
+}
+
+static inline int deferred__add_callback_inline(deferred_t *d, deferred_fn cb, void *arg)
+{
+    return deferred__add_inline(d, cb, arg, DEFERRED__LINK_CB) ? 0
+                                                               : (deferred_add_callback)(d, cb, arg);
+}
+
+static inline int deferred__add_errback_inline(deferred_t *d, deferred_fn eb, void *arg)
+{
+    return deferred__add_inline(d, eb, arg, DEFERRED__LINK_EB) ? 0
+                                                               : (deferred_add_errback)(d, eb, arg);
+}
+
+static inline int deferred__add_both_inline(deferred_t *d, deferred_fn fn, void *arg)
+{
+    return deferred__add_inline(d, fn, arg, DEFERRED__LINK_BOTH) ? 0
+                                                                 : (deferred_add_both)(d, fn, arg);
+}
+
+#define deferred_add_callback(d, cb, arg) deferred__add_callback_inline((d), (cb), (arg))
+#define deferred_add_errback(d, eb, arg) deferred__add_errback_inline((d), (eb), (arg))
+#define deferred_add_both(d, fn, arg) deferred__add_both_inline((d), (fn), (arg))
 
 /*
  * The same with destroy functions (GLib's _full convention): cb_destroy is

@@ -107,9 +107,9 @@ static void **bundle_link(void *p, unsigned c)
 {
     /* Checked by the compiler: each class has room for both words. */
     typedef char room[(offsetof(deferred_t, next) + 2 * sizeof(void *) <= sizeof(deferred_t) &&
-                       KINDS_PAD(SPILL1_LINKS) + offsetof(struct link, arg) +
+                       KINDS_PAD(SPILL1_LINKS) + offsetof(struct deferred__link, arg) +
                                2 * sizeof(void *) <= SPILL_SIZE(SPILL1_LINKS) &&
-                       KINDS_PAD(SPILL2_LINKS) + offsetof(struct link, arg) +
+                       KINDS_PAD(SPILL2_LINKS) + offsetof(struct deferred__link, arg) +
                                2 * sizeof(void *) <= SPILL_SIZE(SPILL2_LINKS))
                           ? 1 : -1];
 

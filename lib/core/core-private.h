@@ -28,9 +28,9 @@
  * consecutive entries, PAIR_CB then PAIR_EB: the runner picks one and
  * steps over both. */
 enum link_kind {
-    LINK_CB = 1, /* runs on a value, skipped on a failure */
-    LINK_EB,     /* runs on a failure, skipped on a value */
-    LINK_BOTH,   /* runs on either */
+    LINK_CB = DEFERRED__LINK_CB,     /* runs on a value, skipped on a failure */
+    LINK_EB = DEFERRED__LINK_EB,     /* runs on a failure, skipped on a value */
+    LINK_BOTH = DEFERRED__LINK_BOTH, /* runs on either */
     LINK_PAIR_CB,
     LINK_PAIR_EB,
     LINK_DEAD, /* a continue entry whose outer deferred is gone */
@@ -39,11 +39,6 @@ enum link_kind {
                           whose pair holds a deferred (the cycle check's) */
     LINK_OWNED = 0x40, /* flag: the argument is a struct deferred__owned */
     LINK_FULL = 0x80 /* flag: the argument is a struct full_arg to destroy */
-};
-
-struct link {
-    deferred_fn fn;
-    void *arg;
 };
 
 /* Flags of a deferred.  F_CALLED, F_RUNNING and F_MULTI are public, for
@@ -113,17 +108,17 @@ struct deferred_ext {
 };
 
 struct deferred {
-    /* refs, flags, pos, n, cap, paused, waiters, wait_idx, result and
-     * chained_to (a reference), as deferred/core.h lists them for its
-     * inline fast paths (struct deferred__head). */
+    /* refs, flags, pos, n, cap, paused, waiters, wait_idx, result,
+     * chained_to (a reference) and links (cap entries, their kinds before
+     * them: kind_at()), as deferred/core.h lists them for its inline fast
+     * paths (struct deferred__head). */
     DEFERRED__HEAD_FIELDS
     deferred_t *next;       /* runner stack, later queue or free list */
-    struct link *links;     /* cap entries, their kinds before them (kind_at()) */
     struct deferred_ext *ext;
     /* Inline, the same layout as a heap block: the kinds, backwards, right
      * before the entries (KINDS_PAD(cap) bytes), then the entries. */
     uint8_t inline_kinds[(DEFERRED_INLINE_LINKS + 7) & ~7];
-    struct link inline_links[DEFERRED_INLINE_LINKS];
+    struct deferred__link inline_links[DEFERRED_INLINE_LINKS];
 };
 
 /* The bytes of kinds before a block's cap entries: cap, rounded up to keep
@@ -144,13 +139,13 @@ static inline uint8_t *kind_at(const deferred_t *d, uint32_t i)
  * at class_link (a deferred's next, an entry's arg). */
 #define SPILL1_LINKS 4
 #define SPILL2_LINKS 12
-#define SPILL_SIZE(cap) (KINDS_PAD(cap) + (size_t)(cap) * sizeof(struct link))
+#define SPILL_SIZE(cap) (KINDS_PAD(cap) + (size_t)(cap) * sizeof(struct deferred__link))
 #define DEFERRED__BLOCK_SIZES \
     { sizeof(deferred_t), SPILL_SIZE(SPILL1_LINKS), SPILL_SIZE(SPILL2_LINKS), \
       DEFERRED__BLOCK_EXTRA_SIZE }
 #define DEFERRED__BLOCK_LINKS \
-    { offsetof(deferred_t, next), KINDS_PAD(SPILL1_LINKS) + offsetof(struct link, arg), \
-      KINDS_PAD(SPILL2_LINKS) + offsetof(struct link, arg), offsetof(deferred_t, next) }
+    { offsetof(deferred_t, next), KINDS_PAD(SPILL1_LINKS) + offsetof(struct deferred__link, arg), \
+      KINDS_PAD(SPILL2_LINKS) + offsetof(struct deferred__link, arg), offsetof(deferred_t, next) }
 enum { BLOCK_DEFERRED, BLOCK_SPILL1, BLOCK_SPILL2, BLOCK_EXTRA };
 
 /* ---- the per-thread block cache (alloc.c), its fast paths inline ------- */
@@ -250,7 +245,7 @@ static DEFERRED_ALWAYS_INLINE inline void deferred__block_free(void *p, unsigned
 
 /* A chain's heap block of cap entries, made and freed through the cache
  * for the first two sizes. */
-static inline struct link *deferred__spill_alloc(uint32_t cap)
+static inline struct deferred__link *deferred__spill_alloc(uint32_t cap)
 {
     char *b;
 
@@ -260,10 +255,10 @@ static inline struct link *deferred__spill_alloc(uint32_t cap)
         b = deferred__block_alloc(BLOCK_SPILL2);
     else
         b = deferred__malloc(SPILL_SIZE(cap));
-    return b ? (struct link *)(b + KINDS_PAD(cap)) : NULL;
+    return b ? (struct deferred__link *)(b + KINDS_PAD(cap)) : NULL;
 }
 
-static inline void deferred__spill_free(struct link *links, uint32_t cap)
+static inline void deferred__spill_free(struct deferred__link *links, uint32_t cap)
 {
     char *b = (char *)links - KINDS_PAD(cap);
 
@@ -345,7 +340,7 @@ static inline deferred_value_t value_take(deferred_value_t *from)
 
 /* n entries and their kinds (the bytes before them), copied a word and a
  * byte at a time (entries added just before, a few at most). */
-static inline void copy_recent_links(struct link *to, const struct link *from, uint32_t n)
+static inline void copy_recent_links(struct deferred__link *to, const struct deferred__link *from, uint32_t n)
 {
     uint32_t i;
 
@@ -447,7 +442,7 @@ DEFERRED_HIDDEN void deferred__full_arg_destroy(struct full_arg *fa);
 /* An entry is done with for good (it ran or was skipped in a single-shot
  * chain, or its deferred is freed): what its argument owns goes.  Plain
  * entries own nothing; only the first half of a pair carries the flags. */
-static inline void link_dispose(uint8_t kind, struct link l)
+static inline void link_dispose(uint8_t kind, struct deferred__link l)
 {
     if (DEFERRED_UNLIKELY(kind & LINK_FULL))
         deferred__full_arg_destroy(l.arg);

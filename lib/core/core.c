@@ -142,7 +142,9 @@ void deferred__full_arg_destroy(struct full_arg *fa)
  * deferred__head, for the headers' inline fast paths). */
 typedef char head_as_published
     [offsetof(deferred_t, chained_to) == offsetof(struct deferred__head, chained_to) &&
-             offsetof(deferred_t, result) == offsetof(struct deferred__head, result)
+             offsetof(deferred_t, result) == offsetof(struct deferred__head, result) &&
+             offsetof(deferred_t, links) == offsetof(struct deferred__head, links) &&
+             sizeof(struct deferred__head) == offsetof(deferred_t, next)
          ? 1 : -1];
 
 typedef char inline_kinds_before_links
@@ -397,11 +399,11 @@ void deferred_unref(deferred_t *d)
      * result needs no release (empty, or an integer), with no entry left,
      * no wait and no rare part, its entries inline or in one of a chain's
      * first two heap blocks: its blocks go back to the cache, or to the
-     * allocator when the cache is full. */
+     * allocator when the cache is full.  It frees nothing else, so it may
+     * be taken inside unref_last()'s loop too. */
     if (DEFERRED_LIKELY((d->flags & (F_BLOCK | F_BLOCKX)) && !d->ext && !d->chained_to &&
                         d->pos == d->n &&
-                        (!d->result.release || d->result.release == deferred_value_int_release) &&
-                        !freeing)) {
+                        (!d->result.release || d->result.release == deferred_value_int_release))) {
         if (d->links != d->inline_links) {
             if (d->cap == SPILL2_LINKS)
                 deferred__block_free((char *)d->links - KINDS_PAD(SPILL2_LINKS), BLOCK_SPILL2);

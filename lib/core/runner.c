@@ -72,7 +72,7 @@ static deferred_value_t full_eb(deferred_value_t v, void *arg)
 static DEFERRED_ALWAYS_INLINE inline int spill_to(deferred_t *d, uint32_t cap)
 {
     uint8_t *base = (uint8_t *)d->links; /* the kinds run backwards from here */
-    struct link *links = deferred__spill_alloc(cap);
+    struct deferred__link *links = deferred__spill_alloc(cap);
 
     if (!links)
         return -ENOMEM;
@@ -122,7 +122,7 @@ static int reserve(deferred_t *d, uint32_t need, uint32_t first)
     }
     cap = d->cap < first ? first : d->cap < SPILL2_LINKS ? SPILL2_LINKS : d->cap;
     while (cap < d->n + need) {
-        if (cap > UINT32_MAX / 2 / (sizeof(struct link) + 1))
+        if (cap > UINT32_MAX / 2 / (sizeof(struct deferred__link) + 1))
             return -ENOMEM;
         cap = cap < SPILL2_LINKS ? SPILL2_LINKS : cap * 2;
     }
@@ -144,7 +144,7 @@ static inline void unref_inline(deferred_t *d)
 /* An entry of d was reached (run or skipped): used once in a single-shot
  * chain, kept for the next row in a multi-fire one.  pair is the entry
  * (with its second half when it is a pair); kind is its first half's. */
-static inline void consumed(const deferred_t *d, uint8_t kind, const struct link *pair)
+static inline void consumed(const deferred_t *d, uint8_t kind, const struct deferred__link *pair)
 {
     if (DEFERRED_UNLIKELY(kind & (LINK_FULL | LINK_OWNED)) && !is_multi(d))
         link_dispose(kind, *pair);
@@ -157,8 +157,8 @@ static inline void consumed(const deferred_t *d, uint8_t kind, const struct link
  * how many entries it spans.  A continue entry is a LINK_BOTH like any
  * other here: the caller tells it by its function.
  */
-static DEFERRED_ALWAYS_INLINE inline const struct link *
-entry_pick(uint8_t kind, bool failed, const struct link *pair, uint32_t *width)
+static DEFERRED_ALWAYS_INLINE inline const struct deferred__link *
+entry_pick(uint8_t kind, bool failed, const struct deferred__link *pair, uint32_t *width)
 {
     *width = 1;
     switch (kind & LINK_KIND) {
@@ -197,7 +197,7 @@ static DEFERRED_ALWAYS_INLINE inline deferred_value_t run_plain(deferred_t *d, u
                                                                 deferred_value_t r)
 {
     for (;;) {
-        const struct link *links = d->links;
+        const struct deferred__link *links = d->links;
         const uint8_t *kinds = (const uint8_t *)links - 1; /* kind_at(d, 0) */
         uint32_t n = d->n;
 
@@ -286,8 +286,8 @@ static inline void leave(void)
 static void run_one(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
                     deferred_fn fn2, void *arg2)
 {
-    struct link pair[2];
-    const struct link *l;
+    struct deferred__link pair[2];
+    const struct deferred__link *l;
     uint32_t width;
     deferred_value_t r;
 
@@ -375,12 +375,12 @@ static DEFERRED_NOINLINE int grow_slow(deferred_t *d, deferred_fn fn, void *arg,
 static DEFERRED_NOINLINE int grow_append(deferred_t *d, deferred_fn fn, void *arg, uint8_t kind)
 {
     char *b;
-    struct link *links;
+    struct deferred__link *links;
 
     if (DEFERRED_LIKELY(d->links == d->inline_links && d->pos == 0 &&
                         fn != deferred__continue_fn) &&
         DEFERRED_LIKELY((b = deferred__block_pop(BLOCK_SPILL2)) != NULL)) {
-        links = (struct link *)(b + KINDS_PAD(SPILL2_LINKS));
+        links = (struct deferred__link *)(b + KINDS_PAD(SPILL2_LINKS));
         copy_recent_links(links, d->inline_links, DEFERRED_INLINE_LINKS);
         links[DEFERRED_INLINE_LINKS].fn = fn;
         links[DEFERRED_INLINE_LINKS].arg = arg;
@@ -439,7 +439,7 @@ static inline int append(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kin
         return 0;
     }
     if ((flags & (F_CALLED | F_MULTI | F_RUNNING | F_LATER_RUN)) == F_CALLED &&
-        (kind1 == LINK_CB || kind1 == LINK_BOTH) && fn1 != deferred__continue_fn)
+        (kind1 == LINK_CB || (kind1 == LINK_BOTH && fn1 != deferred__continue_fn)))
         return call_now(d, fn1, arg1, kind1);
     return append_slow(d, fn1, arg1, kind1, fn2, arg2);
 }
@@ -458,14 +458,14 @@ int deferred_add_callbacks(deferred_t *d, deferred_fn cb, void *cb_arg,
     return append(d, cb, cb_arg, LINK_PAIR_CB, eb, eb_arg);
 }
 
-int deferred_add_callback(deferred_t *d, deferred_fn cb, void *arg)
+int (deferred_add_callback)(deferred_t *d, deferred_fn cb, void *arg)
 {
     if (DEFERRED_UNLIKELY(!d || !cb))
         return -EINVAL;
     return append(d, cb, arg, LINK_CB, NULL, NULL);
 }
 
-int deferred_add_errback(deferred_t *d, deferred_fn eb, void *arg)
+int (deferred_add_errback)(deferred_t *d, deferred_fn eb, void *arg)
 {
     if (DEFERRED_UNLIKELY(!d || !eb))
         return -EINVAL;
@@ -489,7 +489,7 @@ int deferred__add_both_holding(deferred_t *d, deferred_fn fn, struct deferred__h
     return append(d, fn, &arg->own, LINK_BOTH | LINK_OWNED | LINK_HOLDS, NULL, NULL);
 }
 
-int deferred_add_both(deferred_t *d, deferred_fn fn, void *arg)
+int (deferred_add_both)(deferred_t *d, deferred_fn fn, void *arg)
 {
     if (DEFERRED_UNLIKELY(!d || !fn))
         return -EINVAL;
@@ -681,8 +681,8 @@ static void run_stack(deferred_t *d)
             uint32_t i = cur->pos, width;
             uint8_t kind;
             bool failed;
-            const struct link *l;
-            struct link call;
+            const struct deferred__link *l;
+            struct deferred__link call;
             deferred_value_t r;
 
             if (i >= cur->n || cur->paused || cur->chained_to)
@@ -822,10 +822,47 @@ static DEFERRED_NOINLINE int fire_slow(deferred_t *d, deferred_value_t v, const 
     return 0;
 }
 
-/* run() for fire(): 0, so that fire() ends in a jump to it. */
-static DEFERRED_NOINLINE int run_fired(deferred_t *d)
+/* fire()'s run of d, which it has just fired with v (taken), live and
+ * single-shot, with entries to run: 0, so that fire() ends in a jump to
+ * it.  d cannot be running or queued to run (F_RUNNING and F_LATER_RUN
+ * are only ever set on a deferred that has fired), so run()'s first test
+ * is left out.  This is the general case: run_stack(). */
+static DEFERRED_NOINLINE int run_fired_stack(deferred_t *d, deferred_value_t v)
 {
-    run(d);
+    d->result = v;
+    if (DEFERRED_UNLIKELY(nest >= NEST_MAX)) {
+        later(d, F_LATER_RUN);
+        return 0;
+    }
+    nest++;
+    run_stack(d);
+    leave();
+    return 0;
+}
+
+/* The same for a chain that starts with a plain callback: its plain
+ * callbacks run at once with v in registers (run_plain()), as run_stack()
+ * would run them, without the runner's stack; where they stop short of the
+ * end (another kind of entry, a pause, a wait), run_stack() takes over. */
+static DEFERRED_NOINLINE int run_fired(deferred_t *d, deferred_value_t v)
+{
+    if (DEFERRED_UNLIKELY(nest >= NEST_MAX))
+        return run_fired_stack(d, v);
+    nest++;
+    d->refs++;
+    d->flags |= F_RUNNING;
+    v = run_plain(d, 0, v);
+    if (DEFERRED_UNLIKELY(v.release == deferred__release_deferred))
+        chain_on(d, v.ptr);
+    else
+        d->result = v;
+    d->flags &= ~F_RUNNING;
+    if (DEFERRED_LIKELY(d->pos == d->n))
+        d->pos = d->n = 0;
+    else if (idle_with_result(d))
+        run_stack(d);
+    unref_inline(d);
+    leave();
     return 0;
 }
 
@@ -833,8 +870,9 @@ static DEFERRED_NOINLINE int run_fired(deferred_t *d)
  * extension (so single-shot: a multi-fire one keeps its stream there),
  * fired the first time.  A chain with nothing in it (deferred_succeed()'s)
  * has nothing to run; a deferred that had not fired has run none of its
- * entries (pos is 0), so n alone tells.  A paused one is the runner's to
- * leave alone. */
+ * entries (pos is 0), so n alone tells, and its first entry's kind which
+ * of the two runs above it takes.  A paused one is the runner's to leave
+ * alone (run_plain() tests it first). */
 static inline int fire(deferred_t *d, deferred_value_t v, const char *file, int line)
 {
     uint32_t flags = d->flags;
@@ -842,10 +880,13 @@ static inline int fire(deferred_t *d, deferred_value_t v, const char *file, int 
     if (DEFERRED_UNLIKELY(!d->refs || (flags & F_CALLED) || d->ext))
         return fire_slow(d, v, file, line);
     d->flags = flags | F_CALLED;
-    d->result = v;
-    if (!d->n)
+    if (!d->n) {
+        d->result = v;
         return 0;
-    return run_fired(d);
+    }
+    if (DEFERRED_UNLIKELY(*kind_at(d, 0) != LINK_CB))
+        return run_fired_stack(d, v);
+    return run_fired(d, v);
 }
 
 int deferred_callback_at(deferred_t *d, deferred_value_t v, const char *file,
@@ -1035,8 +1076,8 @@ int deferred__run_row(deferred_t *d, deferred_value_t r)
         return row_hand_over(d); /* its errbacks, if any, are the runner's */
     }
     end = (const char *)(d->links + d->n);
-    for (at = -(intptr_t)(d->n * sizeof(struct link)); at != 0; at += sizeof(struct link)) {
-        const struct link *l = (const struct link *)(end + at);
+    for (at = -(intptr_t)(d->n * sizeof(struct deferred__link)); at != 0; at += sizeof(struct deferred__link)) {
+        const struct deferred__link *l = (const struct deferred__link *)(end + at);
         deferred_value_t v;
 
         v.ptr = ptr;
