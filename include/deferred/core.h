@@ -173,12 +173,21 @@ static inline int deferred__add_inline(deferred_t *d, deferred_fn fn, void *arg,
                                        unsigned kind)
 {
     struct deferred__head *h = (struct deferred__head *)(void *)d;
-    uint32_t n;
+    uint32_t n, flags;
 
     if (!h || !fn)
         return 0;
+    flags = h->flags;
+#if defined(__GNUC__)
+    /* A whole-word load: the byte the compiler would test instead, read
+     * right after the library stored the word (a callback just run on a
+     * fired deferred), measured about 10% slower on chain10-after. */
+    __asm__("" : "+r"(flags));
+#endif
+    if (flags & (DEFERRED__F_CALLED | DEFERRED__F_MULTI))
+        return 0;
     n = h->n;
-    if (!DEFERRED__LIKELY(!(h->flags & (DEFERRED__F_CALLED | DEFERRED__F_MULTI)) && n != h->cap))
+    if (!DEFERRED__LIKELY(n != h->cap))
         return 0;
     h->links[n].fn = fn;
     h->links[n].arg = arg;
