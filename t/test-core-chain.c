@@ -1039,6 +1039,80 @@ START_TEST(test_block_reserve_limit)
 }
 END_TEST
 
+/* A fired deferred with three callbacks (its entries in a 12-entry
+ * block), or one that another waited on (its two callbacks and the
+ * waiter's continue entry in a 4-entry block), freed: each block goes to
+ * the cache of its size while that has room, and past 64 of a size to
+ * the reserve (none here: its limit is 0) or to free(). */
+static deferred_t *spilled(int waited_on, deferred_t **outer)
+{
+    deferred_t *d = deferred_new();
+    int i;
+
+    ck_assert_ptr_nonnull(d);
+    for (i = 0; i < (waited_on ? 2 : 3); i++)
+        ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    *outer = NULL;
+    if (waited_on) {
+        *outer = deferred_new();
+        ck_assert_ptr_nonnull(*outer);
+        ck_assert_int_eq(deferred_add_callback(*outer, tu_return_deferred, d), 0);
+        ck_assert_int_eq(deferred_callback(*outer, deferred_value_int(0)), 0);
+        ck_assert(deferred_is_waiting(*outer));
+    }
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
+    if (waited_on)
+        ck_assert_int_eq(result_int(*outer), 3);
+    else
+        ck_assert_int_eq(result_int(d), 4);
+    return d;
+}
+
+START_TEST(test_block_cache_bounds_entry_blocks)
+{
+    static deferred_t *ds[BURST], *outers[BURST];
+    size_t one, old, block;
+    int waited_on, i;
+
+    one = reserve_setup("test_block_cache_bounds_entry_blocks");
+    if (!one)
+        return;
+    old = deferred_set_block_cache_limit(0);
+    for (waited_on = 0; waited_on < 2; waited_on++) {
+        /* The bytes one such deferred's blocks add to the cache. */
+        deferred_block_cache_trim();
+        ds[0] = spilled(waited_on, &outers[0]);
+        deferred_unref(outers[0]);
+        deferred_unref(ds[0]);
+        block = deferred_block_cache_size() - (waited_on ? 2 : 1) * one;
+        ck_assert_uint_gt(block, 0);
+        deferred_block_cache_trim();
+        for (i = 0; i < BURST; i++)
+            ds[i] = spilled(waited_on, &outers[i]);
+        for (i = 1; i < BURST; i++) {
+            deferred_unref(outers[i]);
+            deferred_unref(ds[i]);
+        }
+        /* 64 deferreds and 64 blocks of entries at hand, no more. */
+        ck_assert_uint_eq(deferred_block_cache_size(), 64 * one + 64 * block);
+        /* The blocks of entries' list full, the deferreds' not: the
+         * last one's deferreds go to the cache, its block of entries
+         * does not. */
+        outers[1] = deferred_new();
+        ds[1] = waited_on ? deferred_new() : NULL;
+        ck_assert_uint_eq(deferred_block_cache_size(),
+                          (64 - (waited_on ? 2 : 1)) * one + 64 * block);
+        deferred_unref(outers[0]);
+        deferred_unref(ds[0]);
+        ck_assert_uint_eq(deferred_block_cache_size(), 64 * one + 64 * block);
+        deferred_unref(outers[1]);
+        deferred_unref(ds[1]);
+    }
+    ck_assert_uint_eq(deferred_set_block_cache_limit(old), 0);
+    deferred_block_cache_trim();
+}
+END_TEST
+
 /* Bundles the thread stops drawing on go back by halves, at the end of
  * each epoch of 65,536 bundle moves: those that stayed in the reserve
  * through the whole epoch (its fewest), halved.  20 bundles kept (20
@@ -1214,6 +1288,7 @@ static Suite *core_suite(void)
     tcase_add_test(rn, test_inline_add_is_the_function);
     tcase_add_test(rn, test_block_reserve_serves_bursts);
     tcase_add_test(rn, test_block_reserve_limit);
+    tcase_add_test(rn, test_block_cache_bounds_entry_blocks);
     tcase_add_test(rn, test_block_reserve_decays);
     tcase_add_test(rn, test_block_reserve_thread_exit);
     tcase_add_test(rn, test_block_reserve_freeing_thread);

@@ -216,22 +216,29 @@ static DEFERRED_ALWAYS_INLINE inline void *deferred__block_alloc(unsigned c)
     return p ? p : deferred__block_alloc_slow(c);
 }
 
+/* deferred__block_push() below when the caller has seen the cache open (keyed
+ * and on) with room for p. */
+static DEFERRED_ALWAYS_INLINE inline void deferred__block_push_room(void *p, unsigned c)
+{
+    size_t at = deferred__class_link[c];
+
+    *(void **)((char *)p + at) = deferred__cache.head[c];
+#ifdef DEFERRED__BLOCK_ASAN
+    ASAN_POISON_MEMORY_REGION(p, at);
+    ASAN_POISON_MEMORY_REGION((char *)p + at + sizeof(void *),
+                              deferred__class_size[c] - at - sizeof(void *));
+#endif
+    deferred__cache.head[c] = p;
+    deferred__cache.n[c]++;
+}
+
 /* Put p, a block of class c, on the cache when it has room (no call);
  * false when it has none and p is still the caller's. */
 static DEFERRED_ALWAYS_INLINE inline bool deferred__block_push(void *p, unsigned c)
 {
     if (DEFERRED_LIKELY(deferred__cache.keyed) && DEFERRED_LIKELY(deferred__cache_on) &&
         DEFERRED_LIKELY(deferred__cache.n[c] < BLOCK_CACHE_MAX)) {
-        size_t at = deferred__class_link[c];
-
-        *(void **)((char *)p + at) = deferred__cache.head[c];
-#ifdef DEFERRED__BLOCK_ASAN
-        ASAN_POISON_MEMORY_REGION(p, at);
-        ASAN_POISON_MEMORY_REGION((char *)p + at + sizeof(void *),
-                                  deferred__class_size[c] - at - sizeof(void *));
-#endif
-        deferred__cache.head[c] = p;
-        deferred__cache.n[c]++;
+        deferred__block_push_room(p, c);
         return true;
     }
     return false;

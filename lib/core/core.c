@@ -388,8 +388,32 @@ static DEFERRED_NOINLINE void unref_last(deferred_t *d)
     freeing = false;
 }
 
+/* deferred_unref()'s fast path: d's block (of class c) and its entries'
+ * block, if it has one of the cache's classes, onto the thread's cache,
+ * which is open (keyed and on); false, nothing done, when it has not room
+ * for both. */
+static DEFERRED_ALWAYS_INLINE inline bool blocks_to_cache(deferred_t *d, unsigned c)
+{
+    const struct deferred__block_cache *bc = &deferred__cache;
+
+    if (DEFERRED_UNLIKELY(bc->n[c] >= BLOCK_CACHE_MAX))
+        return false;
+    if (d->links != d->inline_links) {
+        if (d->cap == SPILL2_LINKS && DEFERRED_LIKELY(bc->n[BLOCK_SPILL2] < BLOCK_CACHE_MAX))
+            deferred__block_push_room((char *)d->links - KINDS_PAD(SPILL2_LINKS), BLOCK_SPILL2);
+        else if (d->cap == SPILL1_LINKS && bc->n[BLOCK_SPILL1] < BLOCK_CACHE_MAX)
+            deferred__block_push_room((char *)d->links - KINDS_PAD(SPILL1_LINKS), BLOCK_SPILL1);
+        else
+            return false;
+    }
+    deferred__block_push_room(d, c);
+    return true;
+}
+
 void deferred_unref(deferred_t *d)
 {
+    const struct deferred__block_cache *bc = &deferred__cache;
+
     if (!d || !d->refs || --d->refs)
         return;
     /* The common case without a frame: a deferred of one of the cache's
@@ -398,27 +422,21 @@ void deferred_unref(deferred_t *d)
      * its canceller has no destroy function without a rare part) whose
      * result needs no release (empty, or an integer), with no entry left,
      * no wait and no rare part, its entries inline or in one of a chain's
-     * first two heap blocks: its blocks go back to the cache, or to the
-     * allocator when the cache is full.  It frees nothing else, so it may
-     * be taken inside unref_last()'s loop too. */
+     * first two heap blocks, when the thread's cache has room for its
+     * blocks: they go there.  It frees nothing else, so it may be taken
+     * inside unref_last()'s loop too.  Every other case, a full cache
+     * included, is unref_last()'s, in a tail call. */
     if (DEFERRED_LIKELY((d->flags & (F_BLOCK | F_BLOCKX)) && !d->ext && !d->chained_to &&
                         d->pos == d->n &&
-                        (!d->result.release || d->result.release == deferred_value_int_release))) {
-        if (d->links != d->inline_links) {
-            if (d->cap == SPILL2_LINKS)
-                deferred__block_free((char *)d->links - KINDS_PAD(SPILL2_LINKS), BLOCK_SPILL2);
-            else if (d->cap == SPILL1_LINKS)
-                deferred__block_free((char *)d->links - KINDS_PAD(SPILL1_LINKS), BLOCK_SPILL1);
-            else
-                goto general;
+                        (!d->result.release || d->result.release == deferred_value_int_release)) &&
+        DEFERRED_LIKELY(bc->keyed && deferred__cache_on)) {
+        if (DEFERRED_LIKELY(d->flags & F_BLOCK)) {
+            if (DEFERRED_LIKELY(blocks_to_cache(d, BLOCK_DEFERRED)))
+                return;
+        } else if (blocks_to_cache(d, BLOCK_EXTRA)) {
+            return;
         }
-        if (DEFERRED_LIKELY(d->flags & F_BLOCK))
-            deferred__block_free(d, BLOCK_DEFERRED);
-        else
-            deferred__block_free(d, BLOCK_EXTRA);
-        return;
     }
-general:
     unref_last(d);
 }
 
