@@ -410,6 +410,25 @@ static DEFERRED_ALWAYS_INLINE inline bool blocks_to_cache(deferred_t *d, unsigne
     return true;
 }
 
+/* deferred_unref()'s fast path when the cache has not room for d's
+ * blocks (or is not open on this thread): each goes to the cache's slow
+ * path (the reserve, or free()), the entries' first if it is of one of the
+ * cache's classes; else unref_last() frees d. */
+static DEFERRED_NOINLINE void blocks_free(deferred_t *d)
+{
+    if (d->links != d->inline_links) {
+        if (d->cap == SPILL2_LINKS)
+            deferred__block_free((char *)d->links - KINDS_PAD(SPILL2_LINKS), BLOCK_SPILL2);
+        else if (d->cap == SPILL1_LINKS)
+            deferred__block_free((char *)d->links - KINDS_PAD(SPILL1_LINKS), BLOCK_SPILL1);
+        else {
+            unref_last(d);
+            return;
+        }
+    }
+    free_block(d);
+}
+
 void deferred_unref(deferred_t *d)
 {
     const struct deferred__block_cache *bc = &deferred__cache;
@@ -424,18 +443,22 @@ void deferred_unref(deferred_t *d)
      * no wait and no rare part, its entries inline or in one of a chain's
      * first two heap blocks, when the thread's cache has room for its
      * blocks: they go there.  It frees nothing else, so it may be taken
-     * inside unref_last()'s loop too.  Every other case, a full cache
-     * included, is unref_last()'s, in a tail call. */
+     * inside unref_last()'s loop too.  When the cache has not room, its
+     * slow path takes them (blocks_free()); every other case is
+     * unref_last()'s.  Both are tail calls. */
     if (DEFERRED_LIKELY((d->flags & (F_BLOCK | F_BLOCKX)) && !d->ext && !d->chained_to &&
                         d->pos == d->n &&
-                        (!d->result.release || d->result.release == deferred_value_int_release)) &&
-        DEFERRED_LIKELY(bc->keyed && deferred__cache_on)) {
-        if (DEFERRED_LIKELY(d->flags & F_BLOCK)) {
-            if (DEFERRED_LIKELY(blocks_to_cache(d, BLOCK_DEFERRED)))
+                        (!d->result.release || d->result.release == deferred_value_int_release))) {
+        if (DEFERRED_LIKELY(bc->keyed && deferred__cache_on)) {
+            if (DEFERRED_LIKELY(d->flags & F_BLOCK)) {
+                if (DEFERRED_LIKELY(blocks_to_cache(d, BLOCK_DEFERRED)))
+                    return;
+            } else if (blocks_to_cache(d, BLOCK_EXTRA)) {
                 return;
-        } else if (blocks_to_cache(d, BLOCK_EXTRA)) {
-            return;
+            }
         }
+        blocks_free(d);
+        return;
     }
     unref_last(d);
 }
