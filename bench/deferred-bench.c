@@ -2469,7 +2469,7 @@ static void print_memory(const memory_figure_t *bare, const memory_figure_t *one
     for (size_t i = 0; i < N_WORKLOADS; i++) {
         if (results[i].ran && strcmp(workloads[i].name, "chain10") == 0)
             printf("  allocations per chain10: %.2f (the deferred and one heap "
-                   "block for entries 3 to 12; a per-thread cache serves both "
+                   "block for entries 4 to 12; a per-thread cache serves both "
                    "in the steady state)\n",
                    results[i].allocs);
     }

@@ -852,12 +852,14 @@ START_TEST(test_pending_deferred_is_small)
     ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
     ck_assert_uint_eq(sized_n, 1);
     ck_assert_uint_le(sized_size[0], 120);
+    /* Three entries fit in the deferred's block; a fourth spills. */
+    ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
     ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
     ck_assert_uint_eq(sized_n, 1);
     ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
     ck_assert_uint_eq(sized_n, 2);
     ck_assert_int_eq(deferred_callback(d, deferred_value_int(0)), 0);
-    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 3);
+    ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 4);
     deferred_unref(d);
     ck_assert_uint_eq(sized_live, 0);
     tu_install_allocator();
@@ -870,7 +872,7 @@ static deferred_value_t return_inner(deferred_value_t v, void *arg)
     return deferred_value_deferred(deferred_ref(arg));
 }
 
-/* Chains of every length class (inline, the 4- and 12-entry blocks, a
+/* Chains of every length class (inline, the 6- and 12-entry blocks, a
  * doubled one), waits and their frees, with the default allocator, so
  * the cache serves blocks again and again: each result right. */
 static void cache_workout(void)
@@ -889,15 +891,16 @@ static void cache_workout(void)
                 ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
             ck_assert_int_eq(deferred_add_callback(d, return_inner, inner), 0);
             ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
-            /* inner gets two entries and d's continue entry: a spill to
-             * the 4-entry block. */
+            /* inner gets three entries and d's continue entry: a spill
+             * to the 6-entry block. */
+            ck_assert_int_eq(deferred_add_callback(inner, tu_add_one, NULL), 0);
             ck_assert_int_eq(deferred_add_callback(inner, tu_add_one, NULL), 0);
             ck_assert_int_eq(deferred_add_callback(inner, tu_add_one, NULL), 0);
             ck_assert_int_eq(deferred_callback(d, deferred_value_int(0)), 0);
             ck_assert(deferred_is_waiting(d));
             ck_assert_int_eq(deferred_callback(inner, deferred_value_int(100)), 0);
             ck_assert(!deferred_is_waiting(d));
-            ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 103);
+            ck_assert_int_eq(deferred_value_get_int(deferred_result(d)), 104);
             deferred_unref(inner);
             deferred_unref(d);
         }
@@ -1039,9 +1042,9 @@ START_TEST(test_block_reserve_limit)
 }
 END_TEST
 
-/* A fired deferred with three callbacks (its entries in a 12-entry
- * block), or one that another waited on (its two callbacks and the
- * waiter's continue entry in a 4-entry block), freed: each block goes to
+/* A fired deferred with four callbacks (its entries in a 12-entry
+ * block), or one that another waited on (its three callbacks and the
+ * waiter's continue entry in a 6-entry block), freed: each block goes to
  * the cache of its size while that has room, and past 64 of a size to
  * the reserve (none here: its limit is 0) or to free(). */
 static deferred_t *spilled(int waited_on, deferred_t **outer)
@@ -1050,7 +1053,7 @@ static deferred_t *spilled(int waited_on, deferred_t **outer)
     int i;
 
     ck_assert_ptr_nonnull(d);
-    for (i = 0; i < (waited_on ? 2 : 3); i++)
+    for (i = 0; i < (waited_on ? 3 : 4); i++)
         ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
     *outer = NULL;
     if (waited_on) {
@@ -1062,9 +1065,9 @@ static deferred_t *spilled(int waited_on, deferred_t **outer)
     }
     ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     if (waited_on)
-        ck_assert_int_eq(result_int(*outer), 3);
+        ck_assert_int_eq(result_int(*outer), 4);
     else
-        ck_assert_int_eq(result_int(d), 4);
+        ck_assert_int_eq(result_int(d), 5);
     return d;
 }
 

@@ -530,6 +530,40 @@ START_TEST(test_unpause_does_not_release_wait)
 }
 END_TEST
 
+/* Pauses nest up to 65,535 deep (the count shares a word with the flags):
+ * one more is refused and changes nothing, and every one of them must be
+ * unpaused before the chain runs; the fire, the flags and the chain are
+ * untouched by the count's carries. */
+START_TEST(test_pause_limit)
+{
+    deferred_t *d = deferred_new();
+    unsigned i, bad = 0;
+
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    for (i = 0; i < 65535; i++)
+        bad += deferred_pause(d) != 0;
+    ck_assert_uint_eq(bad, 0);
+    ck_assert_uint_eq(deferred_pause_count(d), 65535);
+    ck_assert_int_eq(deferred_pause(d), -EINVAL);
+    ck_assert_uint_eq(deferred_pause_count(d), 65535);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
+    ck_assert(deferred_has_fired(d));
+    ck_assert(!deferred_has_result(d));
+    for (i = 0; i < 65534; i++)
+        bad += deferred_unpause(d) != 0;
+    ck_assert_uint_eq(bad, 0);
+    ck_assert_uint_eq(deferred_pause_count(d), 1);
+    ck_assert(!deferred_has_result(d)); /* the chain has not run */
+    ck_assert_int_eq(deferred_unpause(d), 0);
+    ck_assert(deferred_has_result(d));
+    ck_assert_int_eq(result_int(d), 2);
+    ck_assert_int_eq(deferred_unpause(d), -EINVAL);
+    ck_assert_uint_eq(deferred_pause_count(d), 0);
+    deferred_unref(d);
+}
+END_TEST
+
 /* The pause count, waiting apart from pausing, what a deferred waits on. */
 START_TEST(test_pause_count_and_waiting)
 {
@@ -595,6 +629,7 @@ static Suite *core_suite(void)
     tcase_add_test(rn, test_pause_counting);
     tcase_add_test(rn, test_unpause_does_not_release_wait);
     tcase_add_test(rn, test_pause_count_and_waiting);
+    tcase_add_test(rn, test_pause_limit);
 
     suite_add_tcase(s, tc);
     suite_add_tcase(s, big);

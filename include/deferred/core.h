@@ -51,21 +51,22 @@ extern "C" {
  * read or write them, and their meaning may change with the library's
  * soname.  A deferred has its result, ready to take, when its flags hold
  * DEFERRED__F_CALLED but neither DEFERRED__F_RUNNING nor
- * DEFERRED__F_MULTI, it is not paused, waits on no other deferred and its
- * chain has run to its end (pos == n).
+ * DEFERRED__F_MULTI nor a pause count (DEFERRED__F_PAUSES), it waits on no
+ * other deferred and its chain has run to its end (pos == n).
  */
+struct deferred_ext;
 #define DEFERRED__HEAD_FIELDS                                                \
-    uint32_t refs;     /* references; 0 while it is freed */                 \
-    uint32_t flags;    /* F_* of lib/core/core-private.h */                  \
-    uint32_t pos;      /* the next entry to run */                           \
-    uint32_t n;        /* entries in use */                                  \
-    uint32_t cap;      /* entries that fit in links */                       \
-    uint32_t paused;   /* the user's pause count */                          \
-    uint32_t waiters;  /* continue entries of others in this chain */        \
-    uint32_t wait_idx; /* while waiting: where its continue entry sits */    \
-    deferred_value_t result;                                                 \
-    deferred_t *chained_to; /* the deferred it waits on */                   \
-    struct deferred__link *links; /* cap entries, their kinds before them */
+    deferred_value_t result;     /* while waiting, its entry's place there */ \
+    deferred_t *chained_to;      /* the deferred it waits on */              \
+    struct deferred__link *links; /* cap entries, their kinds before them */ \
+    deferred_t *next;            /* runner stack, later queue, free list */  \
+    struct deferred_ext *ext;    /* the rarely needed parts */               \
+    uint32_t refs;               /* references; 0 while it is freed */       \
+    uint32_t flags;              /* F_* of lib/core/core-private.h; above   \
+                                    bit 16, the user's pause count */        \
+    uint32_t pos;                /* the next entry to run */                 \
+    uint32_t n;                  /* entries in use */                        \
+    uint32_t cap;                /* entries that fit in links */
 /* A chain entry: its kind (DEFERRED__LINK_*) is the byte i + 1 bytes
  * before entry i (the kinds run backwards from the entries). */
 struct deferred__link {
@@ -78,6 +79,7 @@ struct deferred__head {
 #define DEFERRED__F_CALLED 0x01u  /* fired */
 #define DEFERRED__F_RUNNING 0x02u /* its chain runs */
 #define DEFERRED__F_MULTI 0x10u   /* multi-fire */
+#define DEFERRED__F_PAUSES 0xffff0000u /* the pause count, in the flags' top half */
 /* The kinds of the entries a callback, an errback and a both add. */
 #define DEFERRED__LINK_CB 1u
 #define DEFERRED__LINK_EB 2u
@@ -93,9 +95,9 @@ struct deferred__head {
  * above): the one test of the library and of the headers' inline code. */
 static inline int deferred__head_ready(const struct deferred__head *h)
 {
-    return (h->flags & (DEFERRED__F_CALLED | DEFERRED__F_RUNNING | DEFERRED__F_MULTI)) ==
-               DEFERRED__F_CALLED &&
-           !h->paused && !h->chained_to && h->pos == h->n;
+    return (h->flags & (DEFERRED__F_CALLED | DEFERRED__F_RUNNING | DEFERRED__F_MULTI |
+                        DEFERRED__F_PAUSES)) == DEFERRED__F_CALLED &&
+           !h->chained_to && h->pos == h->n;
 }
 
 /*
@@ -281,7 +283,8 @@ DEFERRED_EXPORT int deferred_errback_at(deferred_t *d, deferred_failure_t *f,
  * Unpausing at zero is -EINVAL (a Twisted wart fixed: it was silently
  * allowed).  Waiting on a chained deferred is kept apart from this count,
  * so a stray unpause can never release a chain that still waits.
- * Both return 0 or -EINVAL (NULL d).
+ * Pauses nest up to 65,535 deep; a pause past that is -EINVAL and changes
+ * nothing.  Both return 0 or -EINVAL (NULL d, or the limits above).
  */
 DEFERRED_EXPORT int deferred_pause(deferred_t *d);
 DEFERRED_EXPORT int deferred_unpause(deferred_t *d);

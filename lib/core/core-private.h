@@ -17,11 +17,12 @@
 #define THREAD_LOCAL _Thread_local
 #endif
 
-/* Chain entries kept inside the deferred's block: two keep a pending
- * deferred with one callback (or a combinator's input with its entry and a
- * waiter's continue entry) in 120 bytes, one malloc size class. */
+/* Chain entries kept inside the deferred's block: three keep a pending
+ * deferred with its callbacks (a link of a chain of waits with two and the
+ * continue entry of the deferred that waits on it; a combinator's input
+ * with its entry and a waiter's) in 120 bytes, one malloc size class. */
 #ifndef DEFERRED_INLINE_LINKS
-#define DEFERRED_INLINE_LINKS 2
+#define DEFERRED_INLINE_LINKS 3
 #endif
 
 /* What a chain entry does.  A pair added with both halves takes two
@@ -64,8 +65,10 @@ enum {
                               callbacks (run_plain()) reloads them; also,
                               multi-fire, a row queued, the finish asked
                               or the stream ended (deferred__run_row()) */
-    F_BLOCKX = 1u << 13    /* made with extra bytes in a block of the
+    F_BLOCKX = 1u << 13,   /* made with extra bytes in a block of the
                               cache's class BLOCK_EXTRA */
+    F_WAITED = 1u << 14    /* another deferred waited on it once: its
+                              chain may hold continue entries */
 };
 
 /* The state of a multi-fire deferred.  Queued rows wait in a ring. */
@@ -108,18 +111,45 @@ struct deferred_ext {
 };
 
 struct deferred {
-    /* refs, flags, pos, n, cap, paused, waiters, wait_idx, result,
-     * chained_to (a reference) and links (cap entries, their kinds before
-     * them: kind_at()), as deferred/core.h lists them for its inline fast
-     * paths (struct deferred__head). */
+    /* result, chained_to (a reference), links (cap entries, their kinds
+     * before them: kind_at()), next, ext, refs, flags (with the pause
+     * count: paused_of()), pos, n and cap, as deferred/core.h lists them
+     * for its inline fast paths (struct deferred__head). */
     DEFERRED__HEAD_FIELDS
-    deferred_t *next;       /* runner stack, later queue or free list */
-    struct deferred_ext *ext;
-    /* Inline, the same layout as a heap block: the kinds, backwards, right
-     * before the entries (KINDS_PAD(cap) bytes), then the entries. */
-    uint8_t inline_kinds[(DEFERRED_INLINE_LINKS + 7) & ~7];
+    /* Inline, as in a heap block: the kinds, backwards, right before the
+     * entries (the last DEFERRED_INLINE_LINKS bytes), then the entries. */
+    uint8_t inline_kinds[4];
     struct deferred__link inline_links[DEFERRED_INLINE_LINKS];
 };
+
+/* The pause count, in the top half of the flags (DEFERRED__F_PAUSES). */
+#define PAUSE_ONE (1u << 16)
+#define PAUSE_MAX 0xffffu
+static inline uint32_t paused_of(const deferred_t *d)
+{
+    return d->flags >> 16;
+}
+
+/* Whether d is paused at all: one test of the word. */
+static inline bool any_pause(const deferred_t *d)
+{
+    return (d->flags & DEFERRED__F_PAUSES) != 0;
+}
+
+/* While d waits (chained_to), its result is empty: the place of its
+ * continue entry in the chain of the deferred it waits on is kept there
+ * (unchain() finds the entry at once, so freeing many waiters of one
+ * deferred is linear). */
+static inline void set_wait_idx(deferred_t *d, uint32_t i)
+{
+    d->result.ptr = (void *)(uintptr_t)i;
+    d->result.release = NULL;
+}
+
+static inline uint32_t wait_idx_of(const deferred_t *d)
+{
+    return (uint32_t)(uintptr_t)d->result.ptr;
+}
 
 /* The bytes of kinds before a block's cap entries: cap, rounded up to keep
  * the entries aligned. */
@@ -137,7 +167,7 @@ static inline uint8_t *kind_at(const deferred_t *d, uint32_t i)
  * classes of the per-thread cache (alloc.c): a deferred without a
  * canceller, those two blocks.  The cache links a block through the word
  * at class_link (a deferred's next, an entry's arg). */
-#define SPILL1_LINKS 4
+#define SPILL1_LINKS 6
 #define SPILL2_LINKS 12
 #define SPILL_SIZE(cap) (KINDS_PAD(cap) + (size_t)(cap) * sizeof(struct deferred__link))
 #define DEFERRED__BLOCK_SIZES \
@@ -351,6 +381,9 @@ static inline void copy_recent_links(struct deferred__link *to, const struct def
 {
     uint32_t i;
 
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 4
+#endif
     for (i = 0; i < n; i++) {
         deferred_fn fn = from[i].fn;
         void *arg = from[i].arg;
@@ -384,7 +417,7 @@ static inline uint32_t first_live(const deferred_t *d)
 /* Has its result (single-shot) and nothing stops its chain running. */
 static inline bool idle_with_result(const deferred_t *d)
 {
-    return (d->flags & F_CALLED) && !d->paused && !d->chained_to;
+    return (d->flags & (F_CALLED | DEFERRED__F_PAUSES)) == F_CALLED && !d->chained_to;
 }
 
 /* chain-to.c: whether from holds want, directly or through others (what a

@@ -4,8 +4,8 @@
  * are in runner.c, chain_to() and the cycle check in chain-to.c.
  *
  * A deferred is one 120-byte block: a small header, the result, and room
- * for DEFERRED_INLINE_LINKS (two) chain entries, so a pending deferred with
- * a callback or two costs one malloc; with a canceller, a tail of 16 bytes
+ * for DEFERRED_INLINE_LINKS (three) chain entries, so a pending deferred with
+ * up to three callbacks costs one malloc; with a canceller, a tail of 16 bytes
  * follows it in the same block.  Longer chains move their entries to a
  * heap block that grows (runner.c).  With the default allocator the blocks
  * of these sizes come from a per-thread cache (alloc.c).
@@ -144,12 +144,18 @@ typedef char head_as_published
     [offsetof(deferred_t, chained_to) == offsetof(struct deferred__head, chained_to) &&
              offsetof(deferred_t, result) == offsetof(struct deferred__head, result) &&
              offsetof(deferred_t, links) == offsetof(struct deferred__head, links) &&
-             sizeof(struct deferred__head) == offsetof(deferred_t, next)
+             offsetof(deferred_t, refs) == offsetof(struct deferred__head, refs) &&
+             offsetof(deferred_t, flags) == offsetof(struct deferred__head, flags) &&
+             offsetof(deferred_t, pos) == offsetof(struct deferred__head, pos) &&
+             offsetof(deferred_t, n) == offsetof(struct deferred__head, n) &&
+             offsetof(deferred_t, cap) == offsetof(struct deferred__head, cap)
          ? 1 : -1];
 
 typedef char inline_kinds_before_links
     [offsetof(deferred_t, inline_links) ==
-             offsetof(deferred_t, inline_kinds) + KINDS_PAD(DEFERRED_INLINE_LINKS)
+                     offsetof(deferred_t, inline_kinds) + sizeof(((deferred_t *)0)->inline_kinds) &&
+             sizeof(((deferred_t *)0)->inline_kinds) >= DEFERRED_INLINE_LINKS &&
+             sizeof(deferred_t) <= 120
          ? 1 : -1];
 
 /* Give d's block back, to the cache when it is of its class. */
@@ -171,9 +177,6 @@ static DEFERRED_ALWAYS_INLINE inline void init_header(deferred_t *d, uint32_t fl
     d->pos = 0;
     d->n = 0;
     d->cap = DEFERRED_INLINE_LINKS;
-    d->paused = 0;
-    d->waiters = 0;
-    d->wait_idx = 0;
     d->result.ptr = NULL;
     d->result.release = NULL;
     d->chained_to = NULL;
@@ -329,16 +332,15 @@ deferred_t *deferred_ref(deferred_t *d)
 static void unchain(deferred_t *d)
 {
     deferred_t *inner = d->chained_to;
-    uint32_t i = d->wait_idx;
+    uint32_t i = wait_idx_of(d);
 
     d->chained_to = NULL;
+    d->result.ptr = NULL; /* the index's place, empty again */
     if (!(i >= inner->pos && i < inner->n && is_continue(inner, i, d)))
         for (i = inner->pos; i < inner->n && !is_continue(inner, i, d); i++)
             ;
-    if (i < inner->n) {
+    if (i < inner->n)
         *kind_at(inner, i) = LINK_DEAD;
-        inner->waiters--;
-    }
     deferred_unref(inner);
 }
 
@@ -467,12 +469,12 @@ void deferred_unref(deferred_t *d)
 
 bool deferred_is_paused(const deferred_t *d)
 {
-    return d && (d->paused || d->chained_to);
+    return d && (any_pause(d) || d->chained_to);
 }
 
 unsigned deferred_pause_count(const deferred_t *d)
 {
-    return d ? d->paused : 0;
+    return d ? paused_of(d) : 0;
 }
 
 bool deferred_is_waiting(const deferred_t *d)
@@ -603,7 +605,7 @@ int deferred__fire_waiting(deferred_t *d, deferred_t *next, const char *file, in
     }
     d->flags |= F_CALLED;
     d->chained_to = next;
-    d->wait_idx = next->n - 1;
-    next->waiters++;
+    set_wait_idx(d, next->n - 1);
+    next->flags |= F_WAITED;
     return 0;
 }

@@ -603,6 +603,17 @@ static uint32_t pending_callbacks(const deferred_t *d)
     return n;
 }
 
+/* The continue entries of the deferreds waiting on d. */
+static uint32_t waiting_on(const deferred_t *d)
+{
+    uint32_t i, n = 0;
+
+    for (i = d->pos; (d->flags & F_WAITED) && i < d->n; i++)
+        if (*kind_at(d, i) == LINK_BOTH && d->links[i].fn == deferred__continue_fn)
+            n++;
+    return n;
+}
+
 static void site_string(char *buf, size_t size, const char *file, int line)
 {
     if (file)
@@ -628,8 +639,8 @@ static void deferred_fields(deferred_dump_t *w, deferred_t *d)
     else
         state = "unfired";
     deferred_dump_str(w, "state", state);
-    if (d->paused)
-        deferred_dump_int(w, "paused", d->paused);
+    if (paused_of(d))
+        deferred_dump_int(w, "paused", paused_of(d));
     if (d->flags & F_CANCELLED)
         field_flag(w, "cancelled");
     if ((d->flags & F_CALLED) && !m && !d->chained_to) {
@@ -657,8 +668,8 @@ static void deferred_fields(deferred_dump_t *w, deferred_t *d)
             field_flag(w, "finishing");
     }
     deferred_dump_int(w, "callbacks", pending_callbacks(d));
-    if (d->waiters)
-        deferred_dump_int(w, "waiters", d->waiters);
+    if (waiting_on(d))
+        deferred_dump_int(w, "waiters", waiting_on(d));
     if (x && x->new_file && x->fire_file) {
         site_string(site, sizeof(site), x->fire_file, x->fire_line);
         deferred_dump_str(w, "fired_at", site);

@@ -93,7 +93,7 @@ static bool plain_chain(const deferred_t *d)
 static bool flow_tell(deferred_t *d)
 {
     struct multi *m = d->ext->multi;
-    bool blocked = d->paused || d->chained_to;
+    bool blocked = any_pause(d) || d->chained_to;
     bool paused;
 
     if (m->ended || !m->flow)
@@ -171,7 +171,7 @@ bool deferred__multi_step(deferred_t *d)
 {
     struct multi *m = d->ext->multi;
 
-    if (d->paused || d->chained_to)
+    if (any_pause(d) || d->chained_to)
         return false;
     if (d->flags & F_ROW) {
         deferred_value_t r = d->result;
@@ -185,7 +185,7 @@ bool deferred__multi_step(deferred_t *d)
         deferred_value_release(r);
     }
     for (;;) {
-        if (m->ended || d->paused || d->chained_to)
+        if (m->ended || any_pause(d) || d->chained_to)
             return false;
         if (m->queue.len) {
             d->result = deferred__ring_pop(&m->queue);
@@ -227,7 +227,7 @@ static DEFERRED_NOINLINE int emit_slow(deferred_t *d, deferred_value_t v)
         deferred_value_release(v);
         return -EALREADY;
     }
-    if (!(d->flags & (F_ROW | F_RUNNING | F_LATER_RUN)) && m->queue.len == 0 && !d->paused &&
+    if (!(d->flags & (F_ROW | F_RUNNING | F_LATER_RUN)) && m->queue.len == 0 && !any_pause(d) &&
         !d->chained_to) {
         m->rows++;
         m->row = m->rows;
@@ -256,7 +256,8 @@ static DEFERRED_NOINLINE int emit_slow(deferred_t *d, deferred_value_t v)
 
 /*
  * The common case without a frame: a row into a stream with no row in
- * flight, not running nor queued to run, not stirred, paused or waiting,
+ * flight, not running nor queued to run, not stirred nor paused (one test
+ * of the flags, which hold the pause count), not waiting,
  * whose chain is of plain callbacks and which is neither ended nor held
  * back (m->plain, for the entries it has now) runs at once
  * (deferred__run_row()).  Such a stream has nothing queued and is not
@@ -267,10 +268,10 @@ static DEFERRED_NOINLINE int emit_slow(deferred_t *d, deferred_value_t v)
 int deferred_multi_emit(deferred_t *d, deferred_value_t v)
 {
     if (DEFERRED_LIKELY(d != NULL) &&
-        DEFERRED_LIKELY((d->flags & (F_MULTI | F_ROW | F_RUNNING | F_LATER_RUN | F_STIR)) ==
-                        F_MULTI) &&
+        DEFERRED_LIKELY((d->flags & (F_MULTI | F_ROW | F_RUNNING | F_LATER_RUN | F_STIR |
+                                     DEFERRED__F_PAUSES)) == F_MULTI) &&
         DEFERRED_LIKELY(v.release != deferred__row_deferred) && DEFERRED_LIKELY(d->refs) &&
-        DEFERRED_LIKELY((d->paused | (uintptr_t)d->chained_to) == 0)) {
+        DEFERRED_LIKELY(d->chained_to == NULL)) {
         struct multi *m = d->ext->multi;
 
         if (DEFERRED_LIKELY(m->plain == d->n)) {

@@ -115,9 +115,9 @@ static int reserve(deferred_t *d, uint32_t need, uint32_t first)
         d->pos = 0;
         d->n = live;
         /* The outers waiting here find their continue entries moved. */
-        for (i = 0; d->waiters && i < live; i++)
+        for (i = 0; (d->flags & F_WAITED) && i < live; i++)
             if (*kind_at(d, i) == LINK_BOTH && d->links[i].fn == deferred__continue_fn)
-                ((deferred_t *)d->links[i].arg)->wait_idx = i;
+                set_wait_idx(d->links[i].arg, i);
         return 0;
     }
     cap = d->cap < first ? first : d->cap < SPILL2_LINKS ? SPILL2_LINKS : d->cap;
@@ -201,7 +201,9 @@ static DEFERRED_ALWAYS_INLINE inline deferred_value_t run_plain(deferred_t *d, u
         const uint8_t *kinds = (const uint8_t *)links - 1; /* kind_at(d, 0) */
         uint32_t n = d->n;
 
-        if (d->paused || d->chained_to)
+        /* A fresh load: the loop below tests F_STIR in memory without
+         * keeping the word for this test. */
+        if ((*(const volatile uint32_t *)&d->flags & DEFERRED__F_PAUSES) || d->chained_to)
             return r;
         d->flags &= ~F_STIR;
         for (;;) {
@@ -371,14 +373,14 @@ static DEFERRED_NOINLINE int grow_slow(deferred_t *d, deferred_fn fn, void *arg,
 }
 
 /* grow_slow()'s usual case without a call (so without a frame): the
- * inline entries, full, move to a block of the cache's second size. */
+ * inline entries, full, move to a block of the cache's second size.  d is
+ * pending (append()'s case), so it has run none of its entries: pos is 0. */
 static DEFERRED_NOINLINE int grow_append(deferred_t *d, deferred_fn fn, void *arg, uint8_t kind)
 {
     char *b;
     struct deferred__link *links;
 
-    if (DEFERRED_LIKELY(d->links == d->inline_links && d->pos == 0 &&
-                        fn != deferred__continue_fn) &&
+    if (DEFERRED_LIKELY(d->links == d->inline_links && fn != deferred__continue_fn) &&
         DEFERRED_LIKELY((b = deferred__block_pop(BLOCK_SPILL2)) != NULL)) {
         links = (struct deferred__link *)(b + KINDS_PAD(SPILL2_LINKS));
         copy_recent_links(links, d->inline_links, DEFERRED_INLINE_LINKS);
@@ -402,7 +404,8 @@ static DEFERRED_NOINLINE int call_now(deferred_t *d, deferred_fn fn, void *arg, 
 {
     deferred_value_t r;
 
-    if (DEFERRED_UNLIKELY(d->paused || d->chained_to || d->pos != d->n || !d->refs))
+    if (DEFERRED_UNLIKELY((*(const volatile uint32_t *)&d->flags & DEFERRED__F_PAUSES) ||
+                          d->chained_to || d->pos != d->n || !d->refs))
         return append_slow(d, fn, arg, kind, NULL, NULL);
     r = d->result;
     if (kind == LINK_CB && r.release == deferred__release_failure)
@@ -600,7 +603,7 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
      * of both) when inner holds cur, which needs something to hold cur
      * (a waiter, a chain_to() link, a combinator), or inner to be a
      * combinator's. */
-    if (DEFERRED_UNLIKELY(cur->waiters || (cur->flags & F_HELD) ||
+    if (DEFERRED_UNLIKELY((cur->flags & (F_WAITED | F_HELD)) ||
                           (inner->ext && inner->ext->inputs)) &&
         !holds_nothing(inner) && (rc = deferred__holds(inner, cur, true)) != 0) {
         deferred_unref(inner);
@@ -625,8 +628,8 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
         return false;
     }
     cur->chained_to = inner;
-    cur->wait_idx = inner->n - 1;
-    inner->waiters++;
+    set_wait_idx(cur, inner->n - 1);
+    inner->flags |= F_WAITED;
     return true;
 }
 
@@ -685,7 +688,8 @@ static void run_stack(deferred_t *d)
             struct deferred__link call;
             deferred_value_t r;
 
-            if (i >= cur->n || cur->paused || cur->chained_to)
+            if (i >= cur->n || (*(const volatile uint32_t *)&cur->flags & DEFERRED__F_PAUSES) ||
+                cur->chained_to)
                 break;
             kind = *kind_at(cur, i);
             if (DEFERRED_LIKELY(kind == LINK_CB)) {
@@ -714,7 +718,6 @@ static void run_stack(deferred_t *d)
                 }
                 call = *l;
                 if (DEFERRED_UNLIKELY(call.fn == deferred__continue_fn)) {
-                    cur->waiters--;
                     if (DEFERRED_UNLIKELY(!((deferred_t *)call.arg)->refs))
                         continue; /* a dying outer: a dead entry */
                     /* Hand the result to the outer deferred waiting here,
@@ -817,7 +820,7 @@ static DEFERRED_NOINLINE int fire_slow(deferred_t *d, deferred_value_t v, const 
         d->ext->fire_file = file;
         d->ext->fire_line = line;
     }
-    if (!d->paused && d->n)
+    if (!any_pause(d) && d->n)
         run(d);
     return 0;
 }
@@ -913,9 +916,9 @@ int deferred_errback_at(deferred_t *d, deferred_failure_t *f, const char *file,
 
 int deferred_pause(deferred_t *d)
 {
-    if (!d || d->paused == UINT32_MAX)
-        return -EINVAL;
-    d->paused++;
+    if (!d || (d->flags & DEFERRED__F_PAUSES) == DEFERRED__F_PAUSES)
+        return -EINVAL; /* PAUSE_MAX pauses already */
+    d->flags += PAUSE_ONE;
     d->flags |= F_STIR; /* for a runner of d under way (run_plain()) */
     if (DEFERRED_UNLIKELY(is_multi(d)))
         deferred__flow_update(d);
@@ -924,9 +927,10 @@ int deferred_pause(deferred_t *d)
 
 int deferred_unpause(deferred_t *d)
 {
-    if (!d || d->paused == 0)
+    if (!d || paused_of(d) == 0)
         return -EINVAL;
-    if (--d->paused == 0 && (idle_with_result(d) || is_multi(d)))
+    d->flags -= PAUSE_ONE;
+    if (paused_of(d) == 0 && (idle_with_result(d) || is_multi(d)))
         run(d);
     return 0;
 }
