@@ -841,6 +841,235 @@ START_TEST(test_inline_add_is_the_function)
 }
 END_TEST
 
+/*
+ * The macros' inline run: a callback added to a fired idle deferred runs
+ * in the caller's code (deferred/core.h), and must do what the library's
+ * runner does in every case the inline code takes or hands on.
+ */
+static deferred_t *inline_self;
+static int inline_saw_result = -1, inline_fire_rc;
+
+/* Adds entries to its own deferred while it runs, looks at it, and tries
+ * to fire it: the entries wait their turn, the deferred shows no result
+ * and cannot be fired meanwhile. */
+static deferred_value_t inline_adder(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    inline_saw_result = deferred_has_result(inline_self);
+    inline_fire_rc = deferred_callback(inline_self, deferred_value_int(99));
+    ck_assert_int_eq(deferred_add_callback(inline_self, tu_record, TAG(31)), 0);
+    ck_assert_int_eq(deferred_add_callback(inline_self, tu_add_one, NULL), 0);
+    ck_assert_int_eq(deferred_add_callback(inline_self, tu_record, TAG(32)), 0);
+    ck_assert_int_eq(tu_log_count(31), 0); /* not yet: this one runs */
+    return deferred_value_int(deferred_value_get_int(v) * 10);
+}
+
+START_TEST(test_inline_run_on_fired)
+{
+    deferred_t *d = deferred_new(), *inner = deferred_new(), *ds[1];
+    int later = 0, i;
+
+    ck_assert_ptr_nonnull(d);
+    ck_assert_ptr_nonnull(inner);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(4)), 0);
+    /* By kind: an errback on a value is skipped, the value stays. */
+    ck_assert_int_eq(deferred_add_errback(d, tu_recover, TAG(77)), 0);
+    ck_assert_int_eq(result_int(d), 4);
+    ck_assert_int_eq(deferred_add_both(d, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(tu_log.e[0].value, 4);
+    ck_assert_int_eq(result_int(d), 5);
+    /* Each argument once. */
+    ds[0] = d;
+    i = 0;
+    ck_assert_int_eq(deferred_add_callback(ds[i++], tu_add_one, NULL), 0);
+    ck_assert_int_eq(i, 1);
+    ck_assert_int_eq(result_int(d), 6);
+    /* Entries added by the running callback run after it, in order. */
+    inline_self = d;
+    ck_assert_int_eq(deferred_add_callback(d, inline_adder, NULL), 0);
+    ck_assert_int_eq(inline_saw_result, 0);
+    ck_assert_int_eq(inline_fire_rc, -EALREADY);
+    ck_assert_int_eq(tu_log_count(31), 1);
+    ck_assert_int_eq(find_tag(31)->value, 60);
+    ck_assert_int_eq(find_tag(32)->value, 61);
+    ck_assert_int_eq(result_int(d), 61);
+    /* A callback on a failure is skipped; an errback and a both run. */
+    ck_assert_int_eq(deferred_add_callback(d, tu_fail_with, TAG(8)), 0);
+    ck_assert(deferred_value_is_failure(deferred_result(d)));
+    ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
+    ck_assert(deferred_value_is_failure(deferred_result(d)));
+    ck_assert_int_eq(deferred_add_both(d, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(find_tag(2)->kind, TU_FAILURE);
+    ck_assert_int_eq(find_tag(2)->code, 8);
+    ck_assert_int_eq(deferred_add_errback(d, tu_recover, TAG(3)), 0);
+    ck_assert_int_eq(result_int(d), 3);
+    /* A callback that returns a pending deferred: d waits on it, and what
+     * is added meanwhile waits too. */
+    ck_assert_int_eq(deferred_add_callback(d, tu_return_deferred, inner), 0);
+    ck_assert(!deferred_has_result(d));
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(4)), 0);
+    ck_assert_int_eq(tu_log_count(4), 0);
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(40)), 0);
+    ck_assert_int_eq(find_tag(4)->value, 40);
+    ck_assert_int_eq(result_int(d), 40);
+    /* A paused deferred runs nothing until it is unpaused. */
+    ck_assert_int_eq(deferred_pause(d), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(5)), 0);
+    ck_assert_int_eq(tu_log_count(5), 0);
+    ck_assert_int_eq(deferred_unpause(d), 0);
+    ck_assert_int_eq(tu_log_count(5), 1);
+    /* A callback that drops the last reference: d is freed after it,
+     * with the entries it holds. */
+    ck_assert_int_eq(deferred_add_callback_full(d, tu_record_carg, tu_carg(6, &later),
+                                                tu_carg_destroy), 0);
+    ck_assert_int_eq(later, 1);
+    ck_assert_int_eq(deferred_add_callback(d, unref_arg, d), 0);
+    deferred_unref(inner);
+    ck_assert_uint_eq(tu_live(), 0);
+}
+END_TEST
+
+/* The last reference dropped by the inline run's callback, with a value
+ * to release and an entry it added: freed once, after the entry ran. */
+static deferred_value_t unref_and_add(deferred_value_t v, void *arg)
+{
+    deferred_t *d = arg;
+
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(7)), 0);
+    deferred_unref(d);
+    deferred_value_release(v);
+    return tu_tracked(70);
+}
+
+START_TEST(test_inline_run_drops_last_reference)
+{
+    deferred_t *d = deferred_succeed(tu_tracked(1));
+
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callback(d, unref_and_add, d), 0);
+    ck_assert_int_eq(find_tag(7)->value, 70);
+    ck_assert_int_eq(tu_released, 2);
+    ck_assert_uint_eq(tu_live(), 0);
+}
+END_TEST
+
+/* Past the runner's nesting limit a fired deferred is queued with its
+ * chain still to run: an entry added to it then must not run first (the
+ * inline run of the macros leaves a queued deferred to the library). */
+#define NEST_LEVELS 64
+static deferred_t *nest_ds[NEST_LEVELS + 1];
+
+static deferred_value_t nest_fire(deferred_value_t v, void *arg)
+{
+    intptr_t k = ARGI(arg);
+
+    if (k < NEST_LEVELS) {
+        ck_assert_int_eq(deferred_callback(nest_ds[k + 1], deferred_value_int(k + 1)), 0);
+        ck_assert_int_eq(deferred_add_callback(nest_ds[k + 1], tu_record, TAG(1000 + k + 1)), 0);
+    }
+    return v;
+}
+
+START_TEST(test_inline_run_keeps_order_past_nesting_limit)
+{
+    int k, i, first, second;
+
+    for (k = 0; k <= NEST_LEVELS; k++) {
+        nest_ds[k] = deferred_new();
+        ck_assert_ptr_nonnull(nest_ds[k]);
+        ck_assert_int_eq(deferred_add_callback(nest_ds[k], tu_record, TAG(k)), 0);
+        ck_assert_int_eq(deferred_add_callback(nest_ds[k], nest_fire, TAG(k)), 0);
+    }
+    ck_assert_int_eq(deferred_callback(nest_ds[0], deferred_value_int(0)), 0);
+    ck_assert_int_eq(tu_log.n, 2 * NEST_LEVELS + 1);
+    for (k = 1; k <= NEST_LEVELS; k++) {
+        first = second = -1;
+        for (i = 0; i < tu_log.n; i++) {
+            if (tu_log.e[i].tag == k)
+                first = i;
+            if (tu_log.e[i].tag == 1000 + k)
+                second = i;
+        }
+        ck_assert_msg(first >= 0 && second > first,
+                      "level %d: the added entry ran at %d, before the chain's at %d",
+                      k, second, first);
+        ck_assert_int_eq(tu_log.e[second].value, k);
+    }
+    for (k = 0; k <= NEST_LEVELS; k++)
+        deferred_unref(nest_ds[k]);
+}
+END_TEST
+
+/* A deferred being freed has no references: its result's release
+ * function, called then, that adds a callback to it must not see the
+ * callback run (on the value being released). */
+static deferred_t *dying_d;
+static int dying_released;
+
+static void add_while_dying(void *ptr)
+{
+    (void)ptr;
+    dying_released++;
+    /* Its result, being released now, can be neither seen nor taken. */
+    ck_assert(!deferred_has_result(dying_d));
+    ck_assert(deferred_value_is_none(deferred_result(dying_d)));
+    ck_assert(deferred_value_is_none(deferred_result_take(dying_d)));
+    ck_assert_int_eq(deferred_add_callback(dying_d, tu_record, TAG(9)), 0);
+}
+
+START_TEST(test_inline_run_skips_dying_deferred)
+{
+    deferred_value_t v;
+
+    v.ptr = &dying_released;
+    v.release = add_while_dying;
+    dying_d = deferred_succeed(v);
+    ck_assert_ptr_nonnull(dying_d);
+    deferred_unref(dying_d);
+    ck_assert_int_eq(dying_released, 1);
+    ck_assert_int_eq(tu_log_count(9), 0);
+    ck_assert_uint_eq(tu_live(), 0);
+}
+END_TEST
+
+/* While a waiting deferred is freed, its wait is undone before the
+ * canceller's destroy function runs: that function sees it neither
+ * waiting nor paused (the flags agree with the wait). */
+static deferred_t *unwaited_d;
+static int unwaited_checks;
+
+static void check_unwaited(void *arg)
+{
+    (void)arg;
+    ck_assert(!deferred_is_waiting(unwaited_d));
+    ck_assert(!deferred_is_paused(unwaited_d));
+    unwaited_checks++;
+}
+
+START_TEST(test_freed_waiter_is_unwaited)
+{
+    deferred_t *inner = deferred_new();
+    int cancels = 0;
+
+    ck_assert_ptr_nonnull(inner);
+    unwaited_d = deferred_new_cancellable(tu_canceller_count, &cancels, check_unwaited);
+    ck_assert_ptr_nonnull(unwaited_d);
+    ck_assert_int_eq(deferred_add_callback(unwaited_d, tu_return_deferred, inner), 0);
+    ck_assert_int_eq(deferred_callback(unwaited_d, deferred_value_int(1)), 0);
+    ck_assert(deferred_is_waiting(unwaited_d));
+    ck_assert(deferred_is_paused(unwaited_d));
+    deferred_unref(unwaited_d);
+    ck_assert_int_eq(unwaited_checks, 1);
+    ck_assert_int_eq(cancels, 0);
+    /* inner no longer carries the waiter's entry: it fires alone. */
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(2)), 0);
+    ck_assert_int_eq(result_int(inner), 2);
+    deferred_unref(inner);
+}
+END_TEST
+
 START_TEST(test_pending_deferred_is_small)
 {
     deferred_t *d;
@@ -1289,6 +1518,11 @@ static Suite *core_suite(void)
     tcase_add_test(rn, test_callback_fires_other_deferreds);
     tcase_add_test(rn, test_many_callbacks);
     tcase_add_test(rn, test_inline_add_is_the_function);
+    tcase_add_test(rn, test_inline_run_on_fired);
+    tcase_add_test(rn, test_inline_run_drops_last_reference);
+    tcase_add_test(rn, test_freed_waiter_is_unwaited);
+    tcase_add_test(rn, test_inline_run_skips_dying_deferred);
+    tcase_add_test(rn, test_inline_run_keeps_order_past_nesting_limit);
     tcase_add_test(rn, test_block_reserve_serves_bursts);
     tcase_add_test(rn, test_block_reserve_limit);
     tcase_add_test(rn, test_block_cache_bounds_entry_blocks);

@@ -222,6 +222,9 @@ START_TEST(s_value_kinds)
     deferred_value_failure_release(NULL); /* a NULL failure: nothing */
     ck_assert(deferred_value_failure(NULL).release == deferred_value_failure_release);
     ck_assert(deferred_value_int(0).release != deferred_value_failure_release);
+    deferred_value_deferred_release(NULL); /* a NULL deferred: nothing */
+    ck_assert(deferred_value_int(0).release != deferred_value_deferred_release);
+    ck_assert(deferred_value_failure(NULL).release != deferred_value_deferred_release);
     ck_assert(deferred_value_is_int(deferred_value_int(0)));
     ck_assert(!deferred_value_is_none(deferred_value_int(0)));
 
@@ -571,6 +574,9 @@ START_TEST(s_core_add)
     ck_assert_int_eq(deferred_add_errback(d, NULL, NULL), -EINVAL);
     ck_assert_int_eq(deferred_add_both(NULL, noop_cb, NULL), -EINVAL);
     ck_assert_int_eq(deferred_add_both(d, NULL, NULL), -EINVAL);
+    /* The inline run's end with no deferred: the value is released (a
+     * leak under valgrind otherwise), nothing else happens. */
+    deferred_ran_at_once(NULL, deferred_value_strdup("released"));
 
     /* _full: the destroy functions run on error. */
     ck_assert_int_eq(deferred_add_callbacks_full(NULL, noop_cb, NULL, count_destroy,
@@ -2501,6 +2507,7 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_value_release, C(s_value_kinds)),
     CORE(deferred_value_int_release, C(s_value_kinds)),
     CORE(deferred_value_failure_release, C(s_value_kinds)),
+    CORE(deferred_value_deferred_release, C(s_value_kinds)),
     CORE(deferred_value_failure, C(s_value_kinds)),
     CORE(deferred_value_is_failure, C(s_value_kinds)),
     CORE(deferred_value_get_failure, C(s_value_kinds)),
@@ -2593,6 +2600,7 @@ static const struct sweep_entry sweep_table[] = {
     CORE(deferred_add_callback, C(s_core_add)),
     CORE(deferred_add_errback, C(s_core_add)),
     CORE(deferred_add_both, C(s_core_add)),
+    CORE(deferred_ran_at_once, C(s_core_add)),
     CORE(deferred_add_callbacks_full, C(s_core_add)),
     CORE(deferred_add_callback_full, C(s_core_add)),
     CORE(deferred_add_errback_full, C(s_core_add)),

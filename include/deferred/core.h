@@ -47,12 +47,15 @@ extern "C" {
  * whether a deferred has its result, and take it (the await of
  * deferred/async.h), or append an entry to a pending deferred's chain
  * (deferred_add_callback() and its kin below, when the entry fits in the
- * chain's block).  They are the library's own: a program must not
+ * chain's block, or run a callback added to a fired idle deferred at
+ * once).  They are the library's own: a program must not
  * read or write them, and their meaning may change with the library's
  * soname.  A deferred has its result, ready to take, when its flags hold
  * DEFERRED__F_CALLED but neither DEFERRED__F_RUNNING nor
- * DEFERRED__F_MULTI nor a pause count (DEFERRED__F_PAUSES), it waits on no
- * other deferred and its chain has run to its end (pos == n).
+ * DEFERRED__F_MULTI nor DEFERRED__F_WAITING (it waits on the deferred
+ * chained_to) nor DEFERRED__F_DYING (being freed: its result is being
+ * released) nor a pause count (DEFERRED__F_PAUSES), and its chain has run
+ * to its end (pos == n).
  */
 struct deferred_ext;
 #define DEFERRED__HEAD_FIELDS                                                \
@@ -79,6 +82,9 @@ struct deferred__head {
 #define DEFERRED__F_CALLED 0x01u  /* fired */
 #define DEFERRED__F_RUNNING 0x02u /* its chain runs */
 #define DEFERRED__F_MULTI 0x10u   /* multi-fire */
+#define DEFERRED__F_LATER_RUN 0x40u /* queued to run once nested runners unwind */
+#define DEFERRED__F_WAITING 0x4000u /* it waits on another (chained_to is set) */
+#define DEFERRED__F_DYING 0x8000u   /* its last reference went: being freed */
 #define DEFERRED__F_PAUSES 0xffff0000u /* the pause count, in the flags' top half */
 /* The kinds of the entries a callback, an errback and a both add. */
 #define DEFERRED__LINK_CB 1u
@@ -96,8 +102,9 @@ struct deferred__head {
 static inline int deferred__head_ready(const struct deferred__head *h)
 {
     return (h->flags & (DEFERRED__F_CALLED | DEFERRED__F_RUNNING | DEFERRED__F_MULTI |
-                        DEFERRED__F_PAUSES)) == DEFERRED__F_CALLED &&
-           !h->chained_to && h->pos == h->n;
+                        DEFERRED__F_WAITING | DEFERRED__F_DYING | DEFERRED__F_PAUSES)) ==
+               DEFERRED__F_CALLED &&
+           h->pos == h->n;
 }
 
 /*
@@ -165,11 +172,73 @@ DEFERRED_EXPORT int deferred_add_errback(deferred_t *d, deferred_fn eb, void *ar
 DEFERRED_EXPORT int deferred_add_both(deferred_t *d, deferred_fn fn, void *arg);
 
 /*
+ * The end of a callback's run that deferred_add_callback()'s inline code
+ * (below) began on a fired idle deferred d, when more is to do than to
+ * store r: r (the callback's result, taken) becomes d's result, or d waits
+ * on the deferred r holds; d stops running; entries the callback added
+ * run; the run's reference on d is dropped (which may free d).  For the
+ * inline code of this header only: a program never calls it.  A NULL d
+ * releases r and does nothing else.
+ */
+DEFERRED_EXPORT void deferred_ran_at_once(deferred_t *d, deferred_value_t r);
+
+/*
+ * A callback (kind DEFERRED__LINK_CB, _EB or _BOTH) added to a fired
+ * single-shot deferred that is idle (not running, not queued to run, not
+ * paused, not being freed, waiting on nothing, its chain run to its end)
+ * runs at once, as
+ * the library's function would run it: skipped when its kind does not
+ * take the result (the result stays), else called on the result, d
+ * holding a reference and flagged running meanwhile (so entries added to
+ * d from the callback wait their turn).  When the callback returns a
+ * deferred or made any call on d that changed its flags word (an entry
+ * added, a pause, a wait), deferred_ran_at_once() finishes the run.
+ * Returns 1 when done, 0 when d is not in that state (nothing done: the
+ * function does it).
+ */
+static inline int deferred__run_inline(struct deferred__head *h, deferred_fn fn, void *arg,
+                                       unsigned kind, uint32_t flags)
+{
+    deferred_value_t r;
+
+    if ((flags & (DEFERRED__F_CALLED | DEFERRED__F_RUNNING | DEFERRED__F_MULTI |
+                  DEFERRED__F_LATER_RUN | DEFERRED__F_WAITING | DEFERRED__F_DYING |
+                  DEFERRED__F_PAUSES)) != DEFERRED__F_CALLED ||
+        h->pos != h->n)
+        return 0;
+    r = h->result;
+    if (kind != DEFERRED__LINK_BOTH &&
+        (r.release == deferred_value_failure_release) != (kind == DEFERRED__LINK_EB))
+        return 1; /* skipped, as the runner skips it */
+    h->refs++;
+    h->flags = flags | DEFERRED__F_RUNNING;
+    h->result.ptr = NULL;
+    h->result.release = NULL;
+    r = fn(r, arg);
+    /* Any call on d from the callback (an entry added, a pause, a wait)
+     * changes its flags word: the library finishes the run then. */
+    if (r.release == deferred_value_deferred_release ||
+        h->flags != (flags | DEFERRED__F_RUNNING)) {
+        deferred_ran_at_once((deferred_t *)(void *)h, r);
+        return 1;
+    }
+    h->result = r;
+    h->flags = flags;
+    if (!DEFERRED__LIKELY(--h->refs != 0)) {
+        h->refs = 1;
+        deferred_unref((deferred_t *)(void *)h); /* the callback let it go */
+    }
+    return 1;
+}
+
+/*
  * The three calls above are macros over the inline functions below: an
  * entry added to a pending single-shot deferred whose chain has room is
- * stored in a few instructions, without a call; every other case calls
- * the function (which the parenthesized name, (deferred_add_callback),
- * and a pointer to it also reach).  The arguments are evaluated once.
+ * stored in a few instructions, and one added to a fired idle deferred
+ * runs (deferred__run_inline()), without a call into the library; every
+ * other case calls the function (which the parenthesized name,
+ * (deferred_add_callback), and a pointer to it also reach).  The
+ * arguments are evaluated once.
  */
 static inline int deferred__add_inline(deferred_t *d, deferred_fn fn, void *arg,
                                        unsigned kind)
@@ -187,7 +256,7 @@ static inline int deferred__add_inline(deferred_t *d, deferred_fn fn, void *arg,
     __asm__("" : "+r"(flags));
 #endif
     if (flags & (DEFERRED__F_CALLED | DEFERRED__F_MULTI))
-        return 0;
+        return deferred__run_inline(h, fn, arg, kind, flags);
     n = h->n;
     if (!DEFERRED__LIKELY(n != h->cap))
         return 0;
@@ -339,21 +408,24 @@ DEFERRED_EXPORT int deferred_cancel_at(deferred_t *d, const char *file, int line
 DEFERRED_EXPORT bool deferred_has_fired(const deferred_t *d);
 
 /* True when d has fired and its chain has run as far as it can: no pause,
- * no wait, no pending callback.  Its result is then final until a callback
- * is added. */
+ * no wait, no pending callback, no callback of it running.  Its result is
+ * then final until a callback is added.  False while d is being freed
+ * (reached from the release of its own result, say). */
 DEFERRED_EXPORT bool deferred_has_result(const deferred_t *d);
 
 /*
  * d's current result, borrowed (d keeps it): the empty value while d is
  * unfired or waiting.  Use deferred_value_get_failure() on it to see a
- * failure.
+ * failure.  The empty value too while d is being freed (its result is
+ * being released then).
  */
 DEFERRED_EXPORT deferred_value_t deferred_result(const deferred_t *d);
 
 /*
  * Take d's current result: it moves to the caller, d keeps the empty
  * value.  Taking a failure counts as handling it (it will not be reported
- * as unhandled).  The empty value while d is unfired, waiting or NULL.
+ * as unhandled).  The empty value while d is unfired, waiting, being
+ * freed or NULL.
  */
 DEFERRED_EXPORT deferred_value_t deferred_result_take(deferred_t *d);
 

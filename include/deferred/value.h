@@ -149,6 +149,13 @@ DEFERRED_EXPORT deferred_value_t deferred_value_deferred(deferred_t *d);
 /* True when v holds a deferred. */
 DEFERRED_EXPORT bool deferred_value_is_deferred(deferred_value_t v);
 
+/* The release function of a deferred value: v holds a deferred exactly
+ * when v.release is it.  Public, as deferred_value_failure_release() is,
+ * so that inline code (deferred_add_callback() of deferred/core.h) can
+ * tell a deferred without a call; release a value with
+ * deferred_value_release(), never by calling this. */
+DEFERRED_EXPORT void deferred_value_deferred_release(void *ptr);
+
 /* A copy of s, made through the library's allocator, as a value released
  * with deferred_free().  On allocation failure it returns an ENOMEM failure
  * value, and for NULL s an EINVAL failure value, so the result can be

@@ -42,7 +42,8 @@ enum link_kind {
     LINK_FULL = 0x80 /* flag: the argument is a struct full_arg to destroy */
 };
 
-/* Flags of a deferred.  F_CALLED, F_RUNNING and F_MULTI are public, for
+/* Flags of a deferred.  F_CALLED, F_RUNNING, F_MULTI, F_LATER_RUN, F_WAITING and
+ * F_DYING are public, for
  * the inline fast paths of the headers (deferred/core.h). */
 enum {
     F_CALLED = DEFERRED__F_CALLED, /* fired: result is set (or moved on) */
@@ -51,11 +52,14 @@ enum {
     F_SUPPRESS = 1u << 3,  /* swallow one later fire (cancel, no canceller) */
     F_MULTI = DEFERRED__F_MULTI, /* multi-fire: entries are kept, one run per row */
     F_ROW = 1u << 5,       /* multi-fire: a row is in flight in the chain */
-    F_LATER_RUN = 1u << 6, /* queued to run once the nesting unwinds */
+    F_LATER_RUN = DEFERRED__F_LATER_RUN, /* queued to run once the nesting unwinds */
     F_LATER_CANCEL = 1u << 7, /* queued to be cancelled likewise */
     F_VISIT = 1u << 8,     /* seen by the cycle check under way */
-    F_HELD = 1u << 9,      /* once a chain_to() target or a combinator's
-                              input: chaining on it checks for a cycle */
+    F_HELD = 1u << 9,      /* once a chain_to() target, a combinator's
+                              input, what a coroutine awaits or what
+                              another deferred waited on: chaining on it
+                              checks for a cycle, and its chain may hold
+                              continue entries (a waiter's) */
     F_TAIL = 1u << 10,     /* made with a canceller or a destroy function:
                               a struct canceller_tail follows the block */
     F_BLOCK = 1u << 11,    /* its block is of the cache's class
@@ -67,8 +71,11 @@ enum {
                               or the stream ended (deferred__run_row()) */
     F_BLOCKX = 1u << 13,   /* made with extra bytes in a block of the
                               cache's class BLOCK_EXTRA */
-    F_WAITED = 1u << 14    /* another deferred waited on it once: its
-                              chain may hold continue entries */
+    F_WAITING = DEFERRED__F_WAITING, /* it waits on another: chained_to is
+                                        set (one flags test for the hot paths) */
+    F_DYING = DEFERRED__F_DYING /* its last reference went (unref_last()):
+                                   the inline run of deferred/core.h leaves
+                                   it alone */
 };
 
 /* The state of a multi-fire deferred.  Queued rows wait in a ring. */
@@ -417,7 +424,7 @@ static inline uint32_t first_live(const deferred_t *d)
 /* Has its result (single-shot) and nothing stops its chain running. */
 static inline bool idle_with_result(const deferred_t *d)
 {
-    return (d->flags & (F_CALLED | DEFERRED__F_PAUSES)) == F_CALLED && !d->chained_to;
+    return (d->flags & (F_CALLED | F_WAITING | DEFERRED__F_PAUSES)) == F_CALLED;
 }
 
 /* chain-to.c: whether from holds want, directly or through others (what a

@@ -335,6 +335,7 @@ static void unchain(deferred_t *d)
     uint32_t i = wait_idx_of(d);
 
     d->chained_to = NULL;
+    d->flags &= ~F_WAITING;
     d->result.ptr = NULL; /* the index's place, empty again */
     if (!(i >= inner->pos && i < inner->n && is_continue(inner, i, d)))
         for (i = inner->pos; i < inner->n && !is_continue(inner, i, d); i++)
@@ -376,6 +377,7 @@ static void free_deferred(deferred_t *d)
 /* The last reference of d went: free it, and what that frees in turn. */
 static DEFERRED_NOINLINE void unref_last(deferred_t *d)
 {
+    d->flags |= F_DYING; /* user code runs before it is gone */
     if (freeing) {
         d->next = free_list;
         free_list = d;
@@ -469,7 +471,7 @@ void deferred_unref(deferred_t *d)
 
 bool deferred_is_paused(const deferred_t *d)
 {
-    return d && (any_pause(d) || d->chained_to);
+    return d && (d->flags & (F_WAITING | DEFERRED__F_PAUSES));
 }
 
 unsigned deferred_pause_count(const deferred_t *d)
@@ -496,12 +498,13 @@ bool deferred_has_fired(const deferred_t *d)
 
 bool deferred_has_result(const deferred_t *d)
 {
-    return d && idle_with_result(d) && !(d->flags & F_RUNNING) && d->pos == d->n;
+    return d && single_result_ready(d);
 }
 
 deferred_value_t deferred_result(const deferred_t *d)
 {
-    if (!d || !(d->flags & F_CALLED) || d->chained_to || is_multi(d))
+    /* Being freed (F_DYING), its result is being released: none. */
+    if (!d || (d->flags & (F_CALLED | F_WAITING | F_DYING | F_MULTI)) != F_CALLED)
         return deferred_value_none();
     return d->result;
 }
@@ -522,7 +525,7 @@ deferred_value_t deferred_result_take(deferred_t *d)
 {
     deferred_value_t v;
 
-    if (!d || !(d->flags & F_CALLED) || d->chained_to || is_multi(d))
+    if (!d || (d->flags & (F_CALLED | F_WAITING | F_DYING | F_MULTI)) != F_CALLED)
         return deferred_value_none();
     v = value_take(&d->result);
     return v;
@@ -540,14 +543,23 @@ deferred_t *deferred_succeed(deferred_value_t v)
         errno = EINVAL;
         return NULL;
     }
-    d = deferred_new();
-    if (!d) {
-        deferred_value_release(v);
-        errno = ENOMEM;
-        return NULL;
+    /* The common case as deferred_new_at()'s, with the result stored:
+     * a fresh deferred has no entries to run and, outside debug mode, no
+     * fire site to record. */
+    if (DEFERRED_LIKELY(!debug_on)) {
+        d = deferred__block_pop(BLOCK_DEFERRED);
+        if (DEFERRED_LIKELY(d != NULL) || (d = deferred__block_alloc_slow(BLOCK_DEFERRED))) {
+            init_header(d, F_BLOCK | F_CALLED);
+            d->result = v;
+            return d;
+        }
+    } else if ((d = deferred_new())) {
+        deferred__fire(d, v, __FILE__, __LINE__);
+        return d;
     }
-    deferred__fire(d, v, __FILE__, __LINE__);
-    return d;
+    deferred_value_release(v);
+    errno = ENOMEM;
+    return NULL;
 }
 
 deferred_t *deferred_fail(deferred_failure_t *f)
@@ -594,7 +606,7 @@ deferred_t *deferred_maybe(deferred_fn fn, deferred_value_t v, void *arg)
  */
 int deferred__fire_waiting(deferred_t *d, deferred_t *next, const char *file, int line)
 {
-    if (deferred_add_both(next, deferred__continue_fn, d) < 0) {
+    if ((deferred_add_both)(next, deferred__continue_fn, d) < 0) {
         deferred_unref(next);
         return -ENOMEM;
     }
@@ -603,9 +615,9 @@ int deferred__fire_waiting(deferred_t *d, deferred_t *next, const char *file, in
         d->ext->fire_file = file;
         d->ext->fire_line = line;
     }
-    d->flags |= F_CALLED;
+    d->flags |= F_CALLED | F_WAITING;
     d->chained_to = next;
     set_wait_idx(d, next->n - 1);
-    next->flags |= F_WAITED;
+    next->flags |= F_HELD;
     return 0;
 }

@@ -60,10 +60,10 @@ DEFERRED_HIDDEN char *deferred__vasprintf(const char *fmt, va_list ap);
 #define DEFERRED__BLOCK_CLASSES 4
 #define DEFERRED__BLOCK_EXTRA_SIZE 512
 
-/* The release functions that mark failure and deferred values (value.c);
- * the failure's is public (value.h), for inline code of the headers. */
+/* The release functions that mark failure and deferred values (value.c):
+ * public (value.h), for inline code of the headers. */
 #define deferred__release_failure deferred_value_failure_release
-DEFERRED_HIDDEN void deferred__release_deferred(void *ptr);
+#define deferred__release_deferred deferred_value_deferred_release
 
 /* Release v, inline: integers and borrowed values need no call. */
 static inline void deferred__release(deferred_value_t v)

@@ -608,7 +608,7 @@ static uint32_t waiting_on(const deferred_t *d)
 {
     uint32_t i, n = 0;
 
-    for (i = d->pos; (d->flags & F_WAITED) && i < d->n; i++)
+    for (i = d->pos; (d->flags & F_HELD) && i < d->n; i++)
         if (*kind_at(d, i) == LINK_BOTH && d->links[i].fn == deferred__continue_fn)
             n++;
     return n;

@@ -227,8 +227,8 @@ static DEFERRED_NOINLINE int emit_slow(deferred_t *d, deferred_value_t v)
         deferred_value_release(v);
         return -EALREADY;
     }
-    if (!(d->flags & (F_ROW | F_RUNNING | F_LATER_RUN)) && m->queue.len == 0 && !any_pause(d) &&
-        !d->chained_to) {
+    if (!(d->flags & (F_ROW | F_RUNNING | F_LATER_RUN | F_WAITING | DEFERRED__F_PAUSES)) &&
+        m->queue.len == 0) {
         m->rows++;
         m->row = m->rows;
         if (!m->flow_paused && plain_chain(d)) {
@@ -269,9 +269,8 @@ int deferred_multi_emit(deferred_t *d, deferred_value_t v)
 {
     if (DEFERRED_LIKELY(d != NULL) &&
         DEFERRED_LIKELY((d->flags & (F_MULTI | F_ROW | F_RUNNING | F_LATER_RUN | F_STIR |
-                                     DEFERRED__F_PAUSES)) == F_MULTI) &&
-        DEFERRED_LIKELY(v.release != deferred__row_deferred) && DEFERRED_LIKELY(d->refs) &&
-        DEFERRED_LIKELY(d->chained_to == NULL)) {
+                                     F_WAITING | F_DYING | DEFERRED__F_PAUSES)) == F_MULTI) &&
+        DEFERRED_LIKELY(v.release != deferred__row_deferred)) {
         struct multi *m = d->ext->multi;
 
         if (DEFERRED_LIKELY(m->plain == d->n)) {

@@ -115,7 +115,7 @@ static int reserve(deferred_t *d, uint32_t need, uint32_t first)
         d->pos = 0;
         d->n = live;
         /* The outers waiting here find their continue entries moved. */
-        for (i = 0; (d->flags & F_WAITED) && i < live; i++)
+        for (i = 0; (d->flags & F_HELD) && i < live; i++)
             if (*kind_at(d, i) == LINK_BOTH && d->links[i].fn == deferred__continue_fn)
                 set_wait_idx(d->links[i].arg, i);
         return 0;
@@ -200,12 +200,13 @@ static DEFERRED_ALWAYS_INLINE inline deferred_value_t run_plain(deferred_t *d, u
         const struct deferred__link *links = d->links;
         const uint8_t *kinds = (const uint8_t *)links - 1; /* kind_at(d, 0) */
         uint32_t n = d->n;
+        /* A fresh load, used for the store too: the loop below tests
+         * F_STIR in memory without keeping the word for these. */
+        uint32_t flags = *(const volatile uint32_t *)&d->flags;
 
-        /* A fresh load: the loop below tests F_STIR in memory without
-         * keeping the word for this test. */
-        if ((*(const volatile uint32_t *)&d->flags & DEFERRED__F_PAUSES) || d->chained_to)
+        if (flags & (F_WAITING | DEFERRED__F_PAUSES))
             return r;
-        d->flags &= ~F_STIR;
+        d->flags = flags & ~F_STIR;
         for (;;) {
             if (i >= n || kinds[-(ptrdiff_t)i] != LINK_CB)
                 return r;
@@ -404,8 +405,8 @@ static DEFERRED_NOINLINE int call_now(deferred_t *d, deferred_fn fn, void *arg, 
 {
     deferred_value_t r;
 
-    if (DEFERRED_UNLIKELY((*(const volatile uint32_t *)&d->flags & DEFERRED__F_PAUSES) ||
-                          d->chained_to || d->pos != d->n || !d->refs))
+    if (DEFERRED_UNLIKELY((*(const volatile uint32_t *)&d->flags & (F_WAITING | DEFERRED__F_PAUSES)) ||
+                          d->pos != d->n || !d->refs))
         return append_slow(d, fn, arg, kind, NULL, NULL);
     r = d->result;
     if (kind == LINK_CB && r.release == deferred__release_failure)
@@ -414,15 +415,28 @@ static DEFERRED_NOINLINE int call_now(deferred_t *d, deferred_fn fn, void *arg, 
     d->flags |= F_RUNNING;
     d->result = deferred_value_none();
     r = fn(r, arg);
+    deferred_ran_at_once(d, r);
+    return 0;
+}
+
+/* call_now()'s end, and that of the inline run of deferred/core.h
+ * (deferred__run_inline()). */
+void deferred_ran_at_once(deferred_t *d, deferred_value_t r)
+{
+    if (DEFERRED_UNLIKELY(!d)) {
+        deferred__release(r); /* never from the inline code: bad input */
+        return;
+    }
     if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
         chain_on(d, r.ptr);
     else
         d->result = r;
-    d->flags &= ~F_RUNNING;
+    /* No runner of d is under way to be told of changes (F_STIR): its
+     * own run goes on here. */
+    d->flags &= ~(F_RUNNING | F_STIR);
     if (DEFERRED_UNLIKELY(d->pos < d->n) && idle_with_result(d))
         run(d);
     unref_inline(d);
-    return 0;
 }
 
 /* The common cases inline: one entry on a pending single-shot deferred,
@@ -603,7 +617,7 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
      * of both) when inner holds cur, which needs something to hold cur
      * (a waiter, a chain_to() link, a combinator), or inner to be a
      * combinator's. */
-    if (DEFERRED_UNLIKELY((cur->flags & (F_WAITED | F_HELD)) ||
+    if (DEFERRED_UNLIKELY((cur->flags & F_HELD) ||
                           (inner->ext && inner->ext->inputs)) &&
         !holds_nothing(inner) && (rc = deferred__holds(inner, cur, true)) != 0) {
         deferred_unref(inner);
@@ -628,8 +642,9 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
         return false;
     }
     cur->chained_to = inner;
+    cur->flags |= F_WAITING;
     set_wait_idx(cur, inner->n - 1);
-    inner->flags |= F_WAITED;
+    inner->flags |= F_HELD;
     return true;
 }
 
@@ -688,8 +703,8 @@ static void run_stack(deferred_t *d)
             struct deferred__link call;
             deferred_value_t r;
 
-            if (i >= cur->n || (*(const volatile uint32_t *)&cur->flags & DEFERRED__F_PAUSES) ||
-                cur->chained_to)
+            if (i >= cur->n ||
+                (*(const volatile uint32_t *)&cur->flags & (F_WAITING | DEFERRED__F_PAUSES)))
                 break;
             kind = *kind_at(cur, i);
             if (DEFERRED_LIKELY(kind == LINK_CB)) {
@@ -726,6 +741,7 @@ static void run_stack(deferred_t *d)
                     outer = call.arg;
                     outer->result = value_take(&cur->result);
                     outer->chained_to = NULL;
+                    outer->flags &= ~F_WAITING;
                     cur->refs--;
                     break;
                 }
