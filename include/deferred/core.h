@@ -86,6 +86,10 @@ struct deferred__head {
 #define DEFERRED__F_WAITING 0x4000u /* it waits on another (chained_to is set) */
 #define DEFERRED__F_DYING 0x8000u   /* its last reference went: being freed */
 #define DEFERRED__F_PAUSES 0xffff0000u /* the pause count, in the flags' top half */
+/* What keeps a fired deferred from having its result ready (see above). */
+#define DEFERRED__F_NOT_READY                                                 \
+    (DEFERRED__F_RUNNING | DEFERRED__F_MULTI | DEFERRED__F_WAITING | DEFERRED__F_DYING | \
+     DEFERRED__F_PAUSES)
 /* The kinds of the entries a callback, an errback and a both add. */
 #define DEFERRED__LINK_CB 1u
 #define DEFERRED__LINK_EB 2u
@@ -101,9 +105,7 @@ struct deferred__head {
  * above): the one test of the library and of the headers' inline code. */
 static inline int deferred__head_ready(const struct deferred__head *h)
 {
-    return (h->flags & (DEFERRED__F_CALLED | DEFERRED__F_RUNNING | DEFERRED__F_MULTI |
-                        DEFERRED__F_WAITING | DEFERRED__F_DYING | DEFERRED__F_PAUSES)) ==
-               DEFERRED__F_CALLED &&
+    return (h->flags & (DEFERRED__F_CALLED | DEFERRED__F_NOT_READY)) == DEFERRED__F_CALLED &&
            h->pos == h->n;
 }
 
@@ -201,9 +203,9 @@ static inline int deferred__run_inline(struct deferred__head *h, deferred_fn fn,
 {
     deferred_value_t r;
 
-    if ((flags & (DEFERRED__F_CALLED | DEFERRED__F_RUNNING | DEFERRED__F_MULTI |
-                  DEFERRED__F_LATER_RUN | DEFERRED__F_WAITING | DEFERRED__F_DYING |
-                  DEFERRED__F_PAUSES)) != DEFERRED__F_CALLED ||
+    /* Ready (deferred__head_ready()), and not queued to run. */
+    if ((flags & (DEFERRED__F_CALLED | DEFERRED__F_NOT_READY | DEFERRED__F_LATER_RUN)) !=
+            DEFERRED__F_CALLED ||
         h->pos != h->n)
         return 0;
     r = h->result;

@@ -74,8 +74,8 @@ enum {
     F_WAITING = DEFERRED__F_WAITING, /* it waits on another: chained_to is
                                         set (one flags test for the hot paths) */
     F_DYING = DEFERRED__F_DYING /* its last reference went (unref_last()):
-                                   the inline run of deferred/core.h leaves
-                                   it alone */
+                                   its result is neither shown, taken nor
+                                   run on while it is released */
 };
 
 /* The state of a multi-fire deferred.  Queued rows wait in a ring. */
@@ -156,6 +156,24 @@ static inline void set_wait_idx(deferred_t *d, uint32_t i)
 static inline uint32_t wait_idx_of(const deferred_t *d)
 {
     return (uint32_t)(uintptr_t)d->result.ptr;
+}
+
+/* d waits on inner, whose last entry is d's continue entry: chained_to and
+ * F_WAITING are set together (the flag is what the hot paths test), the
+ * entry's place kept, inner marked as one that was waited on. */
+static inline void wait_on(deferred_t *d, deferred_t *inner)
+{
+    d->chained_to = inner;
+    d->flags |= F_WAITING;
+    set_wait_idx(d, inner->n - 1);
+    inner->flags |= F_HELD;
+}
+
+/* d waits no more: both cleared together. */
+static inline void wait_end(deferred_t *d)
+{
+    d->chained_to = NULL;
+    d->flags &= ~F_WAITING;
 }
 
 /* The bytes of kinds before a block's cap entries: cap, rounded up to keep

@@ -251,6 +251,21 @@ out_destroy:
     return NULL;
 }
 
+/* A plain deferred (no canceller, no extra bytes, no debug mode) with
+ * flags, from the cache without a call: deferred_new_at()'s and
+ * deferred_succeed()'s common case.  NULL with errno ENOMEM. */
+static DEFERRED_ALWAYS_INLINE inline deferred_t *new_plain(uint32_t flags)
+{
+    deferred_t *d = deferred__block_alloc(BLOCK_DEFERRED);
+
+    if (DEFERRED_UNLIKELY(!d)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    init_header(d, F_BLOCK | flags);
+    return d;
+}
+
 static DEFERRED_NOINLINE deferred_t *new_slow(const char *file, int line,
                                               deferred_canceller_fn canceller, void *arg,
                                               deferred_destroy_fn destroy)
@@ -262,19 +277,10 @@ deferred_t *deferred_new_at(const char *file, int line,
                             deferred_canceller_fn canceller, void *arg,
                             deferred_destroy_fn destroy)
 {
-    deferred_t *d;
-
     /* The common case without a call (so without a frame): no canceller,
      * no debug mode, a block on the cache. */
-    if (DEFERRED_LIKELY(!canceller && !destroy && !debug_on)) {
-        d = deferred__block_pop(BLOCK_DEFERRED);
-        if (DEFERRED_UNLIKELY(!d) && !(d = deferred__block_alloc_slow(BLOCK_DEFERRED))) {
-            errno = ENOMEM;
-            return NULL;
-        }
-        init_header(d, F_BLOCK);
-        return d;
-    }
+    if (DEFERRED_LIKELY(!canceller && !destroy && !debug_on))
+        return new_plain(0);
     return new_slow(file, line, canceller, arg, destroy);
 }
 
@@ -334,8 +340,7 @@ static void unchain(deferred_t *d)
     deferred_t *inner = d->chained_to;
     uint32_t i = wait_idx_of(d);
 
-    d->chained_to = NULL;
-    d->flags &= ~F_WAITING;
+    wait_end(d);
     d->result.ptr = NULL; /* the index's place, empty again */
     if (!(i >= inner->pos && i < inner->n && is_continue(inner, i, d)))
         for (i = inner->pos; i < inner->n && !is_continue(inner, i, d); i++)
@@ -501,10 +506,17 @@ bool deferred_has_result(const deferred_t *d)
     return d && single_result_ready(d);
 }
 
+/* Whether d's result field does not hold its result, to show or take: d
+ * is NULL, unfired, multi-fire, waiting, or being freed (its result is
+ * being released then). */
+static inline bool result_hidden(const deferred_t *d)
+{
+    return !d || (d->flags & (F_CALLED | F_WAITING | F_DYING | F_MULTI)) != F_CALLED;
+}
+
 deferred_value_t deferred_result(const deferred_t *d)
 {
-    /* Being freed (F_DYING), its result is being released: none. */
-    if (!d || (d->flags & (F_CALLED | F_WAITING | F_DYING | F_MULTI)) != F_CALLED)
+    if (result_hidden(d))
         return deferred_value_none();
     return d->result;
 }
@@ -523,9 +535,10 @@ bool deferred__take_result(deferred_t *d, deferred_value_t *v)
 
 deferred_value_t deferred_result_take(deferred_t *d)
 {
-    deferred_value_t v;
+    deferred_value_t v; /* through a local: gcc 12 otherwise zeroes the
+                           empty value ahead of the test, 2 more a take */
 
-    if (!d || (d->flags & (F_CALLED | F_WAITING | F_DYING | F_MULTI)) != F_CALLED)
+    if (result_hidden(d))
         return deferred_value_none();
     v = value_take(&d->result);
     return v;
@@ -543,18 +556,15 @@ deferred_t *deferred_succeed(deferred_value_t v)
         errno = EINVAL;
         return NULL;
     }
-    /* The common case as deferred_new_at()'s, with the result stored:
-     * a fresh deferred has no entries to run and, outside debug mode, no
-     * fire site to record. */
+    /* A fresh deferred has no entries to run and, outside debug mode, no
+     * fire site to record: the result is stored as it is made. */
     if (DEFERRED_LIKELY(!debug_on)) {
-        d = deferred__block_pop(BLOCK_DEFERRED);
-        if (DEFERRED_LIKELY(d != NULL) || (d = deferred__block_alloc_slow(BLOCK_DEFERRED))) {
-            init_header(d, F_BLOCK | F_CALLED);
+        if ((d = new_plain(F_CALLED))) {
             d->result = v;
             return d;
         }
     } else if ((d = deferred_new())) {
-        deferred__fire(d, v, __FILE__, __LINE__);
+        deferred__fire(d, v, __FILE__, __LINE__); /* its fire site recorded */
         return d;
     }
     deferred_value_release(v);
@@ -615,9 +625,7 @@ int deferred__fire_waiting(deferred_t *d, deferred_t *next, const char *file, in
         d->ext->fire_file = file;
         d->ext->fire_line = line;
     }
-    d->flags |= F_CALLED | F_WAITING;
-    d->chained_to = next;
-    set_wait_idx(d, next->n - 1);
-    next->flags |= F_HELD;
+    d->flags |= F_CALLED;
+    wait_on(d, next);
     return 0;
 }

@@ -398,29 +398,20 @@ static DEFERRED_NOINLINE int grow_append(deferred_t *d, deferred_fn fn, void *ar
 
 /*
  * A plain callback (or a both) added to a single-shot deferred that has
- * fired and is not running: run_one()'s step without its generality, in a
- * small frame, when nothing stops the chain; else append_slow().
+ * fired and is not running: the inline run of deferred/core.h (the
+ * macros' own, deferred__run_inline()) in a small frame, when nothing
+ * stops the chain; else append_slow().
  */
 static DEFERRED_NOINLINE int call_now(deferred_t *d, deferred_fn fn, void *arg, uint8_t kind)
 {
-    deferred_value_t r;
-
-    if (DEFERRED_UNLIKELY((*(const volatile uint32_t *)&d->flags & (F_WAITING | DEFERRED__F_PAUSES)) ||
-                          d->pos != d->n || !d->refs))
-        return append_slow(d, fn, arg, kind, NULL, NULL);
-    r = d->result;
-    if (kind == LINK_CB && r.release == deferred__release_failure)
-        return 0; /* skipped, as the runner would */
-    d->refs++;
-    d->flags |= F_RUNNING;
-    d->result = deferred_value_none();
-    r = fn(r, arg);
-    deferred_ran_at_once(d, r);
-    return 0;
+    if (deferred__run_inline((struct deferred__head *)(void *)d, fn, arg, kind,
+                             *(const volatile uint32_t *)&d->flags))
+        return 0;
+    return append_slow(d, fn, arg, kind, NULL, NULL);
 }
 
-/* call_now()'s end, and that of the inline run of deferred/core.h
- * (deferred__run_inline()). */
+/* The end of the inline run (deferred__run_inline()) when more is to do
+ * than to store the callback's result. */
 void deferred_ran_at_once(deferred_t *d, deferred_value_t r)
 {
     if (DEFERRED_UNLIKELY(!d)) {
@@ -641,10 +632,7 @@ static bool chain_on(deferred_t *cur, deferred_t *inner)
             "out of memory while chaining deferreds"));
         return false;
     }
-    cur->chained_to = inner;
-    cur->flags |= F_WAITING;
-    set_wait_idx(cur, inner->n - 1);
-    inner->flags |= F_HELD;
+    wait_on(cur, inner);
     return true;
 }
 
@@ -740,8 +728,7 @@ static void run_stack(deferred_t *d)
                      * holds one). */
                     outer = call.arg;
                     outer->result = value_take(&cur->result);
-                    outer->chained_to = NULL;
-                    outer->flags &= ~F_WAITING;
+                    wait_end(outer);
                     cur->refs--;
                     break;
                 }
