@@ -17,6 +17,7 @@
 #include <ev.h>
 #include <deferred/ev.h>
 #include <deferred/sqlite.h>
+#include <deferred/clock.h>
 
 #include "testutil.h"
 
@@ -738,6 +739,109 @@ START_TEST(test_D07_pause_bounds_rows_ahead)
     ck_assert_ptr_null(failure_of(d));
     deferred_process_unref(p);
     deferred_unref(d);
+}
+END_TEST
+
+/* The worker goes on to the next batch while the loop thread is busy: a
+ * batch whose rows were all emitted goes back to the worker at once, not
+ * when the loop thread next takes the other batch from its mailbox (which
+ * cost the worker two cross-thread wake-ups a batch: a third of its time
+ * at the default batch size on a virtual machine).  On a clock the rounds
+ * are the test's: batches of 16; the worker steps rows 1-16 (batch A),
+ * then waits at row 17 (a gate in the SQL) until the consumer has row 16;
+ * the consumer, at row 16, opens the gate and waits until the worker has
+ * stepped all of batch B (rows 17-32) and posted it, which the clock does
+ * not deliver in this round.  Then, with the loop not running at all, the
+ * worker steps rows 33-48 into batch A. */
+static long gate_row;
+static int gate_open;
+
+/* Wait (10 s at most) until *what is at least want. */
+static bool wait_for(long *what, long want)
+{
+    int i;
+
+    for (i = 0; i < 10000 && __atomic_load_n(what, __ATOMIC_ACQUIRE) < want; i++)
+        usleep(1000);
+    return __atomic_load_n(what, __ATOMIC_ACQUIRE) >= want;
+}
+
+static void gate_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    int i;
+
+    (void)argc;
+    if (sqlite3_value_int64(argv[0]) == gate_row)
+        for (i = 0; i < 10000 && !__atomic_load_n(&gate_open, __ATOMIC_ACQUIRE); i++)
+            usleep(1000);
+    __atomic_add_fetch(&ticks, 1, __ATOMIC_RELEASE);
+    sqlite3_result_int(ctx, 1);
+}
+
+struct ahead {
+    long rows;
+    bool b_stepped; /* all of batch B was stepped as row 16 came */
+};
+
+static deferred_failure_t *ahead_handle(deferred_stage_t *self, deferred_stage_t *from,
+                                        deferred_value_t tag, deferred_value_t *item)
+{
+    struct ahead *a = deferred_stage_data(self);
+
+    (void)from;
+    (void)tag;
+    (void)item;
+    if (++a->rows == 16) {
+        __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
+        a->b_stepped = wait_for(&ticks, 32);
+    }
+    return NULL;
+}
+
+static const deferred_stage_ops_t ahead_ops = {
+    .name = "consumer that waits at row 16",
+    .handle = ahead_handle,
+};
+
+START_TEST(test_D07_worker_goes_on_while_rows_are_emitted)
+{
+    deferred_loop_t *clock = deferred_clock_new();
+    deferred_process_t *p = deferred_process_new(0);
+    deferred_stage_t *q, *c;
+    struct ahead a = {0};
+    deferred_t *d;
+    int rounds = 0;
+
+    ck_assert_ptr_nonnull(clock);
+    __atomic_store_n(&ticks, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&gate_open, 0, __ATOMIC_RELAXED);
+    gate_row = 17;
+    ck_assert_int_eq(sqlite3_create_function(db, "gate", 1, SQLITE_UTF8, NULL, gate_fn,
+                                             NULL, NULL),
+                     SQLITE_OK);
+    q = deferred_sqlite_query(clock, db, "SELECT i FROM t WHERE gate(i) ORDER BY i", NULL,
+                              0);
+    ck_assert_ptr_nonnull(q);
+    ck_assert_int_eq(deferred_sqlite_set_batch(q, 16), 0);
+    c = deferred_stage_new(&ahead_ops, &a, 0);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_eq(deferred_process_add(p, q), 0);
+    ck_assert_int_eq(deferred_process_add(p, c), 0);
+    d = deferred_process_run(p);
+    ck_assert_ptr_nonnull(d);
+    while (a.rows < 16 && rounds++ < 1000)
+        ck_assert_int_ge(deferred_clock_run_once(clock, true), 0);
+    ck_assert_int_eq(a.rows, 16); /* batch A's rows, in one round */
+    ck_assert(a.b_stepped);
+    /* No round since: only the worker can move the count on. */
+    ck_assert(wait_for(&ticks, 48));
+    ck_assert_int_eq(a.rows, 16);
+    ck_assert_int_eq(deferred_clock_run(clock), 0);
+    ck_assert_int_eq(a.rows, NROWS);
+    ck_assert_ptr_null(failure_of(d));
+    deferred_process_unref(p);
+    deferred_unref(d);
+    deferred_loop_unref(clock);
 }
 END_TEST
 
@@ -1581,6 +1685,7 @@ static Suite *sqlite_suite(void)
     tcase_add_test(tc, test_D07_long_step_leaves_loop_free);
     tcase_add_test(tc, test_D07_freed_while_stepping);
     tcase_add_test(tc, test_D07_pause_bounds_rows_ahead);
+    tcase_add_test(tc, test_D07_worker_goes_on_while_rows_are_emitted);
     tcase_add_test(tc, test_D07_busy_wait_off_the_loop);
     tcase_add_test(tc, test_D07_large_rows_and_names);
     tcase_add_test(tc, test_D07_close_waits_for_the_worker);

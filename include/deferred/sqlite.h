@@ -20,7 +20,9 @@
  *  - Pause stops the worker after its current batch; resume goes on.  At
  *    most two batches of rows (2 x the batch, DEFERRED_SQLITE_BATCH
  *    unless set) are stepped ahead of the consumer: one being emitted, one
- *    being stepped.
+ *    being stepped (a batch goes back to the worker as soon as its rows
+ *    were emitted, so a worker faster than the consumer never waits for
+ *    the loop thread).
  *  - Cancel fails the stream with ECANCELED at once and stops the
  *    statement: finalized there and then when the worker is idle,
  *    interrupted (sqlite3_interrupt()) when the worker is inside its step,

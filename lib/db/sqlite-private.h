@@ -57,7 +57,9 @@ enum sq_end {
     SQ_DONE,      /* SQLITE_DONE: the statement ran to its end */
     SQ_SQLFAIL,   /* an SQLite error: code, msg */
     SQ_LIBFAIL,   /* a library error (EINVAL): code, msg */
-    SQ_CANCELLED  /* finalized because the query was cancelled */
+    SQ_CANCELLED, /* finalized because the query was cancelled */
+    SQ_SPENT      /* the statement had ended before this batch (the one
+                     before it was final): nothing in it */
 };
 
 struct sq;
@@ -143,7 +145,7 @@ struct sq {
     uint64_t row;             /* rows emitted */
     struct sqb b[2];
     struct sqb *ready, *ready_tail; /* batches back, to emit in order */
-    unsigned at_worker;       /* batches with the worker (0 or 1) */
+    unsigned at_worker;       /* batches with the worker (0 to 2) */
     bool final;               /* the statement is finalized */
     bool ended;               /* told its stage how it ended */
     bool step_failed;         /* the step to row + 1 failed */

@@ -453,6 +453,12 @@ static void job_work(struct sq *q, struct sqb *b)
     b->nrows = b->emitted = 0;
     b->has_names = b->empty = b->step_error = false;
     b->end = SQ_MORE;
+    if (q->prepared && !q->stmt) {
+        /* Queued behind the batch that ended the statement: the loop
+         * thread drops it. */
+        job_end(q, b, SQ_SPENT);
+        return;
+    }
     if (job_cancelled(q)) {
         job_end(q, b, SQ_CANCELLED);
         return;
