@@ -499,6 +499,74 @@ START_TEST(test_list_reentrant)
 }
 END_TEST
 
+/* An input whose only entry is the gather's pair: the gather fires from
+ * inside that pair, and its callback adds a callback to the input.  The
+ * input has fired and stops running as the pair returns: the new callback
+ * runs then, before the input's deferred_callback() returns, on what the
+ * input's chain goes on with (the empty value: the gather took the
+ * value); a paused input keeps it until unpaused. */
+struct late_add {
+    deferred_t *input;
+    bool seen_none;
+    int runs;
+};
+
+static deferred_value_t late_record(deferred_value_t v, void *arg)
+{
+    struct late_add *la = arg;
+
+    la->seen_none = deferred_value_is_none(v);
+    la->runs++;
+    return deferred_value_int(8);
+}
+
+static deferred_value_t add_to_input(deferred_value_t v, void *arg)
+{
+    struct late_add *la = arg;
+
+    ck_assert_int_eq(deferred_add_callback(la->input, late_record, la), 0);
+    ck_assert_int_eq(la->runs, 0); /* the input is running: it waits its turn */
+    return v;
+}
+
+START_TEST(test_gather_callback_added_to_input_from_inside)
+{
+    struct late_add la = {0};
+    deferred_t *in, *g;
+    int paused;
+
+    for (paused = 0; paused < 2; paused++) {
+        memset(&la, 0, sizeof(la));
+        in = deferred_new();
+        la.input = in;
+        g = deferred_gather(&in, 1, 0);
+        ck_assert_ptr_nonnull(g);
+        ck_assert_int_eq(deferred_add_callback(g, add_to_input, &la), 0);
+        if (paused)
+            ck_assert_int_eq(deferred_pause(in), 0);
+        ck_assert_int_eq(deferred_callback(in, deferred_value_int(7)), 0);
+        if (paused) {
+            /* Paused: nothing ran, the gather's pair neither. */
+            ck_assert(!deferred_has_result(g));
+            ck_assert_int_eq(deferred_unpause(in), 0);
+        }
+        ck_assert(deferred_has_result(g));
+        ck_assert_int_eq(la.runs, 1);
+        ck_assert(la.seen_none);
+        ck_assert_int_eq(deferred_value_get_int(deferred_value_get_array(deferred_result(g)) ?
+                                                    deferred_array_get(deferred_value_get_array(
+                                                                           deferred_result(g)),
+                                                                       0)
+                                                                      : deferred_value_none()),
+                         7);
+        ck_assert(deferred_has_result(in));
+        ck_assert_int_eq(deferred_value_get_int(deferred_result(in)), 8);
+        deferred_unref(g);
+        deferred_unref(in);
+    }
+}
+END_TEST
+
 /* ---- size -------------------------------------------------------------- */
 
 static deferred_value_t sum_results(deferred_value_t v, void *arg)
@@ -567,6 +635,7 @@ static Suite *combinators_suite(void)
     tcase_add_test(tc, test_list_consume_errors);
     tcase_add_test(tc, test_list_cancel);
     tcase_add_test(tc, test_list_reentrant);
+    tcase_add_test(tc, test_gather_callback_added_to_input_from_inside);
     tcase_add_test(tc, test_gather_many);
     tcase_add_test(tc, test_oom_gather);
     suite_add_tcase(s, tc);

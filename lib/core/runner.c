@@ -872,12 +872,44 @@ static DEFERRED_NOINLINE int run_fired(deferred_t *d, deferred_value_t v)
     return 0;
 }
 
+/* The same for a chain of one entry that runs on either result with an
+ * owned argument (a coroutine's await, a combinator's pair on its input;
+ * never a continue entry, whose outer deferred run_stack() resumes
+ * without recursing), not paused: called at once, its argument disposed
+ * of as the runner disposes of it, without the runner's stack. */
+static DEFERRED_NOINLINE int run_one_fired(deferred_t *d, deferred_value_t v)
+{
+    struct deferred__link call = d->links[0];
+    uint8_t kind = *kind_at(d, 0);
+
+    if (DEFERRED_UNLIKELY(nest >= NEST_MAX))
+        return run_fired_stack(d, v);
+    nest++;
+    d->refs++;
+    d->flags |= F_RUNNING;
+    d->pos = 1;
+    v = call.fn(v, call.arg);
+    consumed(d, kind, &call);
+    if (DEFERRED_UNLIKELY(v.release == deferred__release_deferred))
+        chain_on(d, v.ptr);
+    else
+        d->result = v;
+    d->flags &= ~(F_RUNNING | F_STIR);
+    if (DEFERRED_LIKELY(d->pos == d->n))
+        d->pos = d->n = 0;
+    else if (idle_with_result(d))
+        run_stack(d);
+    unref_inline(d);
+    leave();
+    return 0;
+}
+
 /* The common case in a frame of no registers: a live deferred without an
  * extension (so single-shot: a multi-fire one keeps its stream there),
  * fired the first time.  A chain with nothing in it (deferred_succeed()'s)
  * has nothing to run; a deferred that had not fired has run none of its
  * entries (pos is 0), so n alone tells, and its first entry's kind which
- * of the two runs above it takes.  A paused one is the runner's to leave
+ * of the three runs above it takes.  A paused one is the runner's to leave
  * alone (run_plain() tests it first). */
 static inline int fire(deferred_t *d, deferred_value_t v, const char *file, int line)
 {
@@ -890,8 +922,17 @@ static inline int fire(deferred_t *d, deferred_value_t v, const char *file, int 
         d->result = v;
         return 0;
     }
-    if (DEFERRED_UNLIKELY(*kind_at(d, 0) != LINK_CB))
+    if (DEFERRED_UNLIKELY(*kind_at(d, 0) != LINK_CB)) {
+        uint8_t kind = *kind_at(d, 0);
+
+        /* An owned both is never a continue entry (a plain both): one
+         * test for those. */
+        if (!(kind & LINK_OWNED))
+            return run_fired_stack(d, v);
+        if ((kind & LINK_KIND) == LINK_BOTH && d->n == 1 && !(flags & DEFERRED__F_PAUSES))
+            return run_one_fired(d, v);
         return run_fired_stack(d, v);
+    }
     return run_fired(d, v);
 }
 
