@@ -1271,6 +1271,94 @@ START_TEST(test_block_reserve_limit)
 }
 END_TEST
 
+/* What a thread that exits leaves: its reserve's bundles go to the
+ * depot (within the limit), and a thread whose cache is empty takes a
+ * bundle from there before it calls malloc(); trim empties the depot, and
+ * a limit of 0 keeps nothing in it. */
+struct depot_job {
+    size_t made;      /* deferreds to make and keep (0: a burst instead) */
+    size_t first;     /* the cache's bytes after the first deferred_new() */
+    size_t after;     /* the cache's bytes with all made alive */
+    size_t burst_left; /* the cache's bytes after a burst */
+};
+
+static void *depot_thread(void *arg)
+{
+    static deferred_t *kept[BURST];
+    struct depot_job *j = arg;
+    size_t i;
+
+    if (!j->made) {
+        burst(kept, BURST);
+        j->burst_left = deferred_block_cache_size();
+        return NULL;
+    }
+    for (i = 0; i < j->made; i++) {
+        kept[i] = deferred_new();
+        ck_assert_ptr_nonnull(kept[i]);
+        if (i == 0)
+            j->first = deferred_block_cache_size();
+    }
+    j->after = deferred_block_cache_size();
+    for (i = 0; i < j->made; i++)
+        deferred_unref(kept[i]);
+    return NULL;
+}
+
+static void on_a_thread(struct depot_job *j)
+{
+    pthread_t t;
+
+    ck_assert_int_eq(pthread_create(&t, NULL, depot_thread, j), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+}
+
+START_TEST(test_block_depot_serves_next_thread)
+{
+    struct depot_job a = {0}, b = {0}, c = {0};
+    /* A burst of 1,000 leaves 15 bundles of 64 in the reserve (and 40 at
+     * hand, which its exit frees). */
+    const size_t bundles = (BURST - 1) / 64;
+    size_t one, old;
+
+    one = reserve_setup("test_block_depot_serves_next_thread");
+    if (!one)
+        return;
+    on_a_thread(&a);
+    ck_assert_uint_eq(a.burst_left, BURST * one);
+    /* The next thread's first deferred comes out of a bundle of the
+     * depot: 63 of its blocks are left at hand.  All 15 bundles serve it,
+     * then malloc() does. */
+    b.made = bundles * 64 + 1;
+    on_a_thread(&b);
+    ck_assert_uint_eq(b.first, 63 * one);
+    ck_assert_uint_eq(b.after, 0);
+    /* Trim empties the depot that b's exit filled again. */
+    deferred_block_cache_trim();
+    c.made = 1;
+    on_a_thread(&c);
+    ck_assert_uint_eq(c.first, 0);
+    /* With a limit of 0 an exiting thread leaves nothing. */
+    deferred_block_cache_trim();
+    old = deferred_set_block_cache_limit(0);
+    memset(&a, 0, sizeof(a));
+    on_a_thread(&a);
+    ck_assert_uint_eq(a.burst_left, 64 * one); /* at hand only */
+    c.first = 1;
+    on_a_thread(&c);
+    ck_assert_uint_eq(c.first, 0);
+    /* A limit of one bundle: the depot keeps one of the 15. */
+    deferred_set_block_cache_limit(64 * one);
+    on_a_thread(&a);
+    deferred_set_block_cache_limit(old);
+    b.made = 65;
+    on_a_thread(&b);
+    ck_assert_uint_eq(b.first, 63 * one);
+    ck_assert_uint_eq(b.after, 0);
+    deferred_block_cache_trim();
+}
+END_TEST
+
 /* A fired deferred with four callbacks (its entries in a 12-entry
  * block), or one that another waited on (its three callbacks and the
  * waiter's continue entry in a 6-entry block), freed: each block goes to
@@ -1525,6 +1613,7 @@ static Suite *core_suite(void)
     tcase_add_test(rn, test_inline_run_keeps_order_past_nesting_limit);
     tcase_add_test(rn, test_block_reserve_serves_bursts);
     tcase_add_test(rn, test_block_reserve_limit);
+    tcase_add_test(rn, test_block_depot_serves_next_thread);
     tcase_add_test(rn, test_block_cache_bounds_entry_blocks);
     tcase_add_test(rn, test_block_reserve_decays);
     tcase_add_test(rn, test_block_reserve_thread_exit);

@@ -134,10 +134,16 @@ DEFERRED_EXPORT const char *deferred_err_name(int code);
  * thread that frees what other threads made keeps little; and it shrinks
  * by itself when the thread stops drawing on it: after each 65,536 moves
  * of a bundle in or out, half of the bundles that stayed in it all that
- * time go back to free().  All the blocks go back to free() when the thread exits (the
- * main thread's at exit), when deferred_block_cache_trim() is called and
- * when deferred_set_allocator() is called (the calling thread's).  The
- * cache is off while another allocator is set, so a counting or failing
+ * time go back to free().  When a thread exits, its reserve's bundles
+ * (and its 64 at hand when it has all 64) go to a depot shared by all
+ * threads, which holds at most the same limit in all, and the rest go
+ * back to free(); a thread whose cache of a size is empty takes a bundle
+ * from the depot before it calls malloc, so that threads that come and go
+ * reuse each other's blocks.  All the blocks the calling thread's cache
+ * holds, and every block of the depot, go back to free() when
+ * deferred_block_cache_trim() or deferred_set_allocator() is called, and
+ * at the program's exit.  The cache is off while another allocator is
+ * set, so a counting or failing
  * allocator sees every allocation; off under valgrind unless
  * DEFERRED_BLOCK_CACHE is set in the environment (valgrind then sees each
  * use after free); and off with DEFERRED_NO_BLOCK_CACHE set.
@@ -155,15 +161,17 @@ DEFERRED_EXPORT int deferred_set_allocator(deferred_malloc_fn malloc_fn,
  *
  * deferred_set_block_cache_limit() sets the most bytes of blocks each
  * thread's reserve may hold (the 64 blocks of each size at hand are not
- * counted), for every thread, and returns the limit it replaces (256 MiB
- * at start).  0 keeps no reserve: a block freed when 64 of its size are at
- * hand goes to free().  A reserve already past a lower limit keeps its
- * bundles until the thread uses them, trims or exits.  Thread-safe; it
- * never fails.
+ * counted), for every thread, and the most the depot holds, and returns
+ * the limit it replaces (256 MiB at start).  0 keeps no reserve and no
+ * depot: a block freed when 64 of its size are at hand goes to free().
+ * A reserve already past a lower limit keeps its bundles until the thread
+ * uses them, trims or exits (a depot past it, until they are taken or
+ * trimmed).  Thread-safe; it never fails.
  *
  * deferred_block_cache_trim() gives every block the calling thread's
- * cache holds (at hand and in the reserve) back to free(), for a program
- * that knows a burst is over.  Other threads' caches are untouched.
+ * cache holds (at hand and in the reserve) and every block of the depot
+ * (what exited threads left) back to free(), for a program that knows a
+ * burst is over.  Other threads' caches are untouched.
  *
  * deferred_block_cache_size() is the bytes of the blocks the calling
  * thread's cache holds now, at hand and in the reserve: 0 while the cache

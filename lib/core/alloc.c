@@ -24,8 +24,11 @@
  * through the epoch is freed.  And it holds no more than the thread drew
  * past its list (from the reserve or from malloc) in the epoch or the
  * last, plus RESERVE_SLACK bundles: a thread that frees what others made
- * keeps little.  The cache is emptied when the thread exits
- * (and for the main thread when the program exits), and is not used at all
+ * keeps little.  When a thread exits, its bundles go to the depot, shared
+ * by all threads, from which a thread with an empty cache takes a bundle
+ * before it calls malloc (see "the depot" below), and the rest of its
+ * cache is freed (the main thread's, and the depot, when the program
+ * exits).  The cache is not used at all
  * with a replaced allocator, so that a program counting or failing
  * allocations sees every one.  A cached block is poisoned for
  * AddressSanitizer, as freed memory would be, except the one word that
@@ -217,10 +220,122 @@ static void cache_flush(struct deferred__block_cache *bc)
     bc->moves = 0;
 }
 
+/* ---- the depot: the bundles exited threads left ------------------------ */
+
+/* A thread that exits leaves its reserve's bundles (and its list, when
+ * full) here, up to the reserve's limit in all, rather than to free(); a
+ * thread whose list and reserve are empty takes a bundle from here before
+ * it calls malloc().  So a program that runs its bursts on threads that
+ * come and go (a thread per job) reuses the blocks of the last one: a
+ * fresh thread otherwise mallocs every block anew, from memory the
+ * allocator gave back to the system when the last thread freed its blocks
+ * (a first touch costs a page fault per 4 KiB), and every exit frees them
+ * all again (bench/: chain-deep, a million deferreds made and freed on a
+ * fresh thread per run).  Counts are written under the lock and read
+ * without it as a hint: a thread with nothing here takes no lock. */
+static pthread_mutex_t depot_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *depot[DEFERRED__BLOCK_CLASSES];
+static size_t depot_n[DEFERRED__BLOCK_CLASSES];
+
+static size_t depot_bytes_locked(void)
+{
+    size_t bytes = 0;
+    unsigned c;
+
+    for (c = 0; c < DEFERRED__BLOCK_CLASSES; c++)
+        bytes += depot_n[c] * bundle_bytes(c);
+    return bytes;
+}
+
+/* Move bc's bundles of every class to the depot while it has room (its
+ * link words stay as they are: a bundle links the next one in both). */
+static void depot_take_from(struct deferred__block_cache *bc)
+{
+    size_t limit = __atomic_load_n(&reserve_limit, __ATOMIC_RELAXED), bytes;
+    unsigned c;
+
+    pthread_mutex_lock(&depot_lock);
+    bytes = depot_bytes_locked();
+    for (c = 0; c < DEFERRED__BLOCK_CLASSES; c++) {
+        if (bc->n[c] == BLOCK_CACHE_MAX && bytes + bundle_bytes(c) <= limit)
+            bundle_put(bc, c); /* a full list is a bundle too */
+        while (bc->bundles[c] && bytes + bundle_bytes(c) <= limit) {
+            void *h = bc->bundles[c];
+            void **w = bundle_link(h, c);
+
+            bc->bundles[c] = *w;
+            bc->nbundles[c]--;
+            *w = depot[c];
+            depot[c] = h;
+            __atomic_store_n(&depot_n[c], depot_n[c] + 1, __ATOMIC_RELAXED);
+            bytes += bundle_bytes(c);
+        }
+    }
+    pthread_mutex_unlock(&depot_lock);
+}
+
+/* A bundle of class c from the depot (its first block, the bundle's link
+ * poisoned again as bundle_pop() leaves it), or NULL. */
+static void *depot_give(unsigned c)
+{
+    void *h;
+
+    if (!__atomic_load_n(&depot_n[c], __ATOMIC_RELAXED))
+        return NULL;
+    pthread_mutex_lock(&depot_lock);
+    h = depot[c];
+    if (h) {
+        void **w = bundle_link(h, c);
+
+        depot[c] = *w;
+        __atomic_store_n(&depot_n[c], depot_n[c] - 1, __ATOMIC_RELAXED);
+#ifdef DEFERRED__BLOCK_ASAN
+        ASAN_POISON_MEMORY_REGION(w, sizeof(void *));
+#endif
+    }
+    pthread_mutex_unlock(&depot_lock);
+    return h;
+}
+
+/* Give every bundle of the depot back to free(). */
+static void depot_flush(void)
+{
+    void *all[DEFERRED__BLOCK_CLASSES];
+    unsigned c;
+
+    pthread_mutex_lock(&depot_lock);
+    for (c = 0; c < DEFERRED__BLOCK_CLASSES; c++) {
+        all[c] = depot[c];
+        depot[c] = NULL;
+        __atomic_store_n(&depot_n[c], 0, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&depot_lock);
+    for (c = 0; c < DEFERRED__BLOCK_CLASSES; c++)
+        while (all[c]) {
+            void *h = all[c];
+
+            all[c] = *bundle_link(h, c);
+            free_list(h, c);
+        }
+}
+
+/* A fork from another thread's depot call leaves the child a lock no one
+ * will release: the lock is held across the fork instead. */
+static void depot_fork_prepare(void)
+{
+    pthread_mutex_lock(&depot_lock);
+}
+
+static void depot_fork_done(void)
+{
+    pthread_mutex_unlock(&depot_lock);
+}
+
 static void cache_thread_exit(void *arg)
 {
     struct deferred__block_cache *bc = arg;
 
+    depot_take_from(bc);
     cache_flush(bc);
     /* A block freed later in the thread's exit registers again (glibc
      * runs the destructors again for that). */
@@ -237,6 +352,7 @@ static void cache_key_make(void)
 __attribute__((destructor)) static void cache_program_exit(void)
 {
     cache_flush(&deferred__cache);
+    depot_flush();
 }
 
 __attribute__((constructor)) static void cache_program_start(void)
@@ -248,20 +364,42 @@ __attribute__((constructor)) static void cache_program_start(void)
     if (getenv("DEFERRED_NO_BLOCK_CACHE"))
         cache_disabled = true;
     deferred__cache_on = !cache_disabled;
+    (void)pthread_atfork(depot_fork_prepare, depot_fork_done, depot_fork_done);
+}
+
+/* The thread's exit must empty its cache: register it on first use.
+ * False when that cannot be done (the cache is then not used). */
+static bool cache_keyed(struct deferred__block_cache *bc)
+{
+    if (bc->keyed)
+        return true;
+    pthread_once(&cache_once, cache_key_make);
+    if (!cache_key_ok || pthread_setspecific(cache_key, bc) != 0)
+        return false;
+    bc->keyed = true;
+    return true;
 }
 
 /* The cache's list of class c is empty: a bundle from the reserve, else
- * malloc's block. */
+ * one from the depot, else malloc's block. */
 void *deferred__block_alloc_slow(unsigned c)
 {
     struct deferred__block_cache *bc = &deferred__cache;
 
     if (deferred__cache_on) {
+        void *h;
+
         if (bc->bundles[c] && !bc->head[c]) {
             bc->head[c] = bundle_pop(bc, c);
             bc->n[c] = BLOCK_CACHE_MAX;
             bc->demand[c] += BLOCK_CACHE_MAX;
             reserve_tick(bc);
+            return deferred__block_pop(c);
+        }
+        if (!bc->head[c] && cache_keyed(bc) && (h = depot_give(c)) != NULL) {
+            bc->head[c] = h;
+            bc->n[c] = BLOCK_CACHE_MAX;
+            bc->demand[c] += BLOCK_CACHE_MAX;
             return deferred__block_pop(c);
         }
         bc->demand[c]++;
@@ -277,14 +415,9 @@ void deferred__block_free_slow(void *p, unsigned c)
     struct deferred__block_cache *bc = &deferred__cache;
 
     if (deferred__cache_on) {
-        if (!bc->keyed) {
-            /* First use on this thread: its exit must empty the cache. */
-            pthread_once(&cache_once, cache_key_make);
-            if (!cache_key_ok || pthread_setspecific(cache_key, bc) != 0) {
-                deferred__free(p);
-                return;
-            }
-            bc->keyed = true;
+        if (!cache_keyed(bc)) {
+            deferred__free(p);
+            return;
         }
         if (bc->n[c] >= BLOCK_CACHE_MAX) {
             if (!reserve_room(bc, c)) {
@@ -308,6 +441,7 @@ size_t deferred_set_block_cache_limit(size_t bytes)
 void deferred_block_cache_trim(void)
 {
     cache_flush(&deferred__cache);
+    depot_flush();
 }
 
 size_t deferred_block_cache_size(void)
@@ -328,6 +462,7 @@ int deferred_set_allocator(deferred_malloc_fn malloc_fn,
     /* The cache's blocks are libc's: give them back before the allocator
      * changes, so a counting allocator set next sees a quiet heap. */
     cache_flush(&deferred__cache);
+    depot_flush();
     if (!malloc_fn && !realloc_fn && !free_fn) {
         deferred__cache_on = !cache_disabled;
         alloc_malloc = malloc;
