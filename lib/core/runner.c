@@ -846,6 +846,27 @@ static DEFERRED_NOINLINE int run_fired_stack(deferred_t *d, deferred_value_t v)
     return 0;
 }
 
+/* The end of the first run of a fired chain that run_fired() or
+ * run_one_fired() began: v (what its entries gave, taken) becomes d's
+ * result or d waits on the deferred v holds; d's flags lose clear (its
+ * running flag); entries added meanwhile run; the run's reference and
+ * frame go. */
+static DEFERRED_ALWAYS_INLINE inline void fired_end(deferred_t *d, deferred_value_t v,
+                                                   uint32_t clear)
+{
+    if (DEFERRED_UNLIKELY(v.release == deferred__release_deferred))
+        chain_on(d, v.ptr);
+    else
+        d->result = v;
+    d->flags &= ~clear;
+    if (DEFERRED_LIKELY(d->pos == d->n))
+        d->pos = d->n = 0;
+    else if (idle_with_result(d))
+        run_stack(d);
+    unref_inline(d);
+    leave();
+}
+
 /* The same for a chain that starts with a plain callback: its plain
  * callbacks run at once with v in registers (run_plain()), as run_stack()
  * would run them, without the runner's stack; where they stop short of the
@@ -857,18 +878,7 @@ static DEFERRED_NOINLINE int run_fired(deferred_t *d, deferred_value_t v)
     nest++;
     d->refs++;
     d->flags |= F_RUNNING;
-    v = run_plain(d, 0, v);
-    if (DEFERRED_UNLIKELY(v.release == deferred__release_deferred))
-        chain_on(d, v.ptr);
-    else
-        d->result = v;
-    d->flags &= ~F_RUNNING;
-    if (DEFERRED_LIKELY(d->pos == d->n))
-        d->pos = d->n = 0;
-    else if (idle_with_result(d))
-        run_stack(d);
-    unref_inline(d);
-    leave();
+    fired_end(d, run_plain(d, 0, v), F_RUNNING);
     return 0;
 }
 
@@ -890,17 +900,7 @@ static DEFERRED_NOINLINE int run_one_fired(deferred_t *d, deferred_value_t v)
     d->pos = 1;
     v = call.fn(v, call.arg);
     consumed(d, kind, &call);
-    if (DEFERRED_UNLIKELY(v.release == deferred__release_deferred))
-        chain_on(d, v.ptr);
-    else
-        d->result = v;
-    d->flags &= ~(F_RUNNING | F_STIR);
-    if (DEFERRED_LIKELY(d->pos == d->n))
-        d->pos = d->n = 0;
-    else if (idle_with_result(d))
-        run_stack(d);
-    unref_inline(d);
-    leave();
+    fired_end(d, v, F_RUNNING | F_STIR);
     return 0;
 }
 
