@@ -904,6 +904,20 @@ static DEFERRED_NOINLINE int run_one_fired(deferred_t *d, deferred_value_t v)
     return 0;
 }
 
+/* fire()'s chains that start with another kind of entry: a lone owned
+ * both runs directly (run_one_fired(); an owned both is never a continue
+ * entry, a plain both), the rest on the runner's stack.  Out of line, so
+ * that fire() tests the first kind with one compare. */
+static DEFERRED_NOINLINE int fire_other(deferred_t *d, deferred_value_t v)
+{
+    uint8_t kind = *kind_at(d, 0);
+
+    if ((kind & LINK_OWNED) && (kind & LINK_KIND) == LINK_BOTH && d->n == 1 &&
+        !(d->flags & DEFERRED__F_PAUSES))
+        return run_one_fired(d, v);
+    return run_fired_stack(d, v);
+}
+
 /* The common case in a frame of no registers: a live deferred without an
  * extension (so single-shot: a multi-fire one keeps its stream there),
  * fired the first time.  A chain with nothing in it (deferred_succeed()'s)
@@ -922,17 +936,8 @@ static inline int fire(deferred_t *d, deferred_value_t v, const char *file, int 
         d->result = v;
         return 0;
     }
-    if (DEFERRED_UNLIKELY(*kind_at(d, 0) != LINK_CB)) {
-        uint8_t kind = *kind_at(d, 0);
-
-        /* An owned both is never a continue entry (a plain both): one
-         * test for those. */
-        if (!(kind & LINK_OWNED))
-            return run_fired_stack(d, v);
-        if ((kind & LINK_KIND) == LINK_BOTH && d->n == 1 && !(flags & DEFERRED__F_PAUSES))
-            return run_one_fired(d, v);
-        return run_fired_stack(d, v);
-    }
+    if (DEFERRED_UNLIKELY(*kind_at(d, 0) != LINK_CB))
+        return fire_other(d, v);
     return run_fired(d, v);
 }
 
