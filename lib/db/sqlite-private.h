@@ -146,6 +146,8 @@ struct sq {
     struct sqb b[2];
     struct sqb *ready, *ready_tail; /* batches back, to emit in order */
     unsigned at_worker;       /* batches with the worker (0 to 2) */
+    bool streaming;           /* a batch came back with more to come: both
+                                 batches may be with the worker */
     bool final;               /* the statement is finalized */
     bool ended;               /* told its stage how it ended */
     bool step_failed;         /* the step to row + 1 failed */

@@ -8,9 +8,10 @@
  * compiled into this library too); on the loop thread the batch's rows
  * are made into deferred_row_t values (from the shape's spare row: no
  * allocation per row when the consumer releases them) and emitted.  Two
- * batches per query, both queued to the worker from the start: while the
- * loop thread emits one, the worker steps the other, and a batch is
- * queued to the worker again as soon as its rows were emitted (not while
+ * batches per query, both with the worker once the first came back with
+ * more rows to come: while the loop thread emits one, the worker steps
+ * the other, and a batch is queued to the worker again as soon as its
+ * rows were emitted (not while
  * the stage is paused), so at most two batches of rows are stepped ahead
  * of the consumer, and a worker faster than the loop thread's emission
  * goes from one batch to the next without waiting to be woken (a batch
@@ -173,8 +174,10 @@ static int sq_request_one(struct sq *q)
     struct sqb *b = NULL;
     int i;
 
-    /* An exec steps to its end in one job: one batch. */
-    if (q->halted || q->ended || q->final || q->at_worker >= (q->exec ? 1u : 2u) ||
+    /* One batch to start with (an exec steps to its end in one job; most
+     * queries fit one batch), both once one came back with more rows to
+     * come. */
+    if (q->halted || q->ended || q->final || q->at_worker >= (q->streaming ? 2u : 1u) ||
         q->failure || deferred_stage_is_paused(q->self))
         return 0;
     for (i = 0; i < 2 && !b; i++)
@@ -227,6 +230,8 @@ static void sq_deliver(deferred_loop_msg_t *m)
     q->at_worker--;
     if (b->final)
         q->final = true;
+    else
+        q->streaming = true;
     if (q->halted || b->end == SQ_SPENT) {
         /* Rows no one will take, or none: a spent batch came after the
          * final one, which ends the stream when its turn comes. */
