@@ -380,6 +380,16 @@ static bool cache_keyed(struct deferred__block_cache *bc)
     return true;
 }
 
+/* Bundle h (of class c) becomes the empty list at hand, drawn past it
+ * (demand); one of its blocks is returned. */
+static void *list_from_bundle(struct deferred__block_cache *bc, unsigned c, void *h)
+{
+    bc->head[c] = h;
+    bc->n[c] = BLOCK_CACHE_MAX;
+    bc->demand[c] += BLOCK_CACHE_MAX;
+    return deferred__block_pop(c);
+}
+
 /* The cache's list of class c is empty: a bundle from the reserve, else
  * one from the depot, else malloc's block. */
 void *deferred__block_alloc_slow(unsigned c)
@@ -390,18 +400,13 @@ void *deferred__block_alloc_slow(unsigned c)
         void *h;
 
         if (bc->bundles[c] && !bc->head[c]) {
-            bc->head[c] = bundle_pop(bc, c);
-            bc->n[c] = BLOCK_CACHE_MAX;
-            bc->demand[c] += BLOCK_CACHE_MAX;
+            void *p = list_from_bundle(bc, c, bundle_pop(bc, c));
+
             reserve_tick(bc);
-            return deferred__block_pop(c);
+            return p;
         }
-        if (!bc->head[c] && cache_keyed(bc) && (h = depot_give(c)) != NULL) {
-            bc->head[c] = h;
-            bc->n[c] = BLOCK_CACHE_MAX;
-            bc->demand[c] += BLOCK_CACHE_MAX;
-            return deferred__block_pop(c);
-        }
+        if (!bc->head[c] && cache_keyed(bc) && (h = depot_give(c)) != NULL)
+            return list_from_bundle(bc, c, h);
         bc->demand[c]++;
     }
     return deferred__malloc(deferred__class_size[c]);

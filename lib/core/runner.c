@@ -848,17 +848,16 @@ static DEFERRED_NOINLINE int run_fired_stack(deferred_t *d, deferred_value_t v)
 
 /* The end of the first run of a fired chain that run_fired() or
  * run_one_fired() began: v (what its entries gave, taken) becomes d's
- * result or d waits on the deferred v holds; d's flags lose clear (its
- * running flag); entries added meanwhile run; the run's reference and
- * frame go. */
-static DEFERRED_ALWAYS_INLINE inline void fired_end(deferred_t *d, deferred_value_t v,
-                                                   uint32_t clear)
+ * result or d waits on the deferred v holds; d stops running (no runner
+ * of d is left to be told of changes: F_STIR goes too); entries added
+ * meanwhile run; the run's reference and frame go. */
+static DEFERRED_ALWAYS_INLINE inline void fired_end(deferred_t *d, deferred_value_t v)
 {
     if (DEFERRED_UNLIKELY(v.release == deferred__release_deferred))
         chain_on(d, v.ptr);
     else
         d->result = v;
-    d->flags &= ~clear;
+    d->flags &= ~(F_RUNNING | F_STIR);
     if (DEFERRED_LIKELY(d->pos == d->n))
         d->pos = d->n = 0;
     else if (idle_with_result(d))
@@ -878,7 +877,7 @@ static DEFERRED_NOINLINE int run_fired(deferred_t *d, deferred_value_t v)
     nest++;
     d->refs++;
     d->flags |= F_RUNNING;
-    fired_end(d, run_plain(d, 0, v), F_RUNNING);
+    fired_end(d, run_plain(d, 0, v));
     return 0;
 }
 
@@ -900,7 +899,7 @@ static DEFERRED_NOINLINE int run_one_fired(deferred_t *d, deferred_value_t v)
     d->pos = 1;
     v = call.fn(v, call.arg);
     consumed(d, kind, &call);
-    fired_end(d, v, F_RUNNING | F_STIR);
+    fired_end(d, v);
     return 0;
 }
 
