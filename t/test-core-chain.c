@@ -491,6 +491,168 @@ START_TEST(test_skipping_by_kind)
 }
 END_TEST
 
+/*
+ * A chain of plain callbacks writes no kind bytes; the first entry of
+ * another kind after them makes the chain keep its kinds from then on.
+ * For chains of every size around the inline entries and the heap
+ * blocks' sizes: lead plain callbacks, then an errback, a both, a
+ * recovering errback and trail plain callbacks (across the next block
+ * too), fired with a value and with a failure.  Each entry must run or be
+ * skipped by its own kind.
+ */
+static void kinds_chain(deferred_t *d, int lead, int trail)
+{
+    int k;
+
+    for (k = 0; k < lead; k++)
+        ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(1000 + k)), 0);
+    ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_both(d, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_add_errback(d, tu_recover, TAG(7)), 0);
+    for (k = 0; k < trail; k++)
+        ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(2000 + k)), 0);
+}
+
+START_TEST(test_kinds_kept_after_plain_callbacks)
+{
+    static const int leads[] = {0, 1, 2, 3, 4, 5, 6, 11, 12, 13, 25, 40};
+    size_t t;
+
+    for (t = 0; t < sizeof leads / sizeof leads[0]; t++) {
+        int lead = leads[t], trail = 14, k, at = 0;
+        deferred_t *v = deferred_new(), *f = deferred_new();
+
+        ck_assert_ptr_nonnull(v);
+        ck_assert_ptr_nonnull(f);
+        kinds_chain(v, lead, trail);
+        kinds_chain(f, lead, trail);
+
+        tu_log_reset();
+        ck_assert_int_eq(deferred_callback(v, deferred_value_int(5)), 0);
+        ck_assert_int_eq(tu_log.n, lead + 1 + trail);
+        for (k = 0; k < lead; k++, at++) {
+            ck_assert_int_eq(tu_log.e[at].tag, 1000 + k);
+            ck_assert_int_eq(tu_log.e[at].value, 5);
+        }
+        ck_assert_int_eq(tu_log.e[at].tag, 2); /* the errback skipped */
+        ck_assert_int_eq(tu_log.e[at].kind, TU_VALUE);
+        for (at++, k = 0; k < trail; k++, at++) {
+            ck_assert_int_eq(tu_log.e[at].tag, 2000 + k);
+            ck_assert_int_eq(tu_log.e[at].value, 5);
+        }
+        ck_assert_int_eq(result_int(v), 5);
+
+        tu_log_reset();
+        ck_assert_int_eq(deferred_errback(f, user_failure(9)), 0);
+        ck_assert_int_eq(tu_log.n, 2 + trail);
+        ck_assert_int_eq(tu_log.e[0].tag, 1); /* the lead callbacks skipped */
+        ck_assert_int_eq(tu_log.e[0].code, 9);
+        ck_assert_int_eq(tu_log.e[1].tag, 2);
+        ck_assert_int_eq(tu_log.e[1].code, 9);
+        for (k = 0; k < trail; k++) {
+            ck_assert_int_eq(tu_log.e[2 + k].tag, 2000 + k);
+            ck_assert_int_eq(tu_log.e[2 + k].value, 7); /* recovered */
+        }
+        ck_assert_int_eq(result_int(f), 7);
+        deferred_unref(v);
+        deferred_unref(f);
+    }
+}
+END_TEST
+
+/* Kinds move with their entries: a chain paused by its first entry (a
+ * both) is compacted when entries are added to its full inline entries,
+ * then grows into a heap block; the failure it was fired with still skips
+ * the callback and reaches the errbacks. */
+START_TEST(test_kinds_move_with_compacted_entries)
+{
+    deferred_t *d = deferred_new();
+
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_both(d, pause_self, d), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(8)), 0);
+    ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(9)), 0);
+    ck_assert_int_eq(deferred_errback(d, user_failure(4)), 0);
+    ck_assert(deferred_is_paused(d));
+    ck_assert_int_eq(tu_log.n, 0);
+    /* The run is over: the paused chain's consumed entry is compacted
+     * away for this one, then the chain spills. */
+    ck_assert_int_eq(deferred_add_errback(d, tu_recover, TAG(7)), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(10)), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(11)), 0);
+    ck_assert_int_eq(deferred_unpause(d), 0);
+    ck_assert_int_eq(tu_log.n, 3);
+    ck_assert_int_eq(tu_log.e[0].tag, 9);
+    ck_assert_int_eq(tu_log.e[0].code, 4);
+    ck_assert_int_eq(tu_log.e[1].tag, 10);
+    ck_assert_int_eq(tu_log.e[1].value, 7);
+    ck_assert_int_eq(tu_log.e[2].tag, 11);
+    ck_assert_int_eq(result_int(d), 7);
+    deferred_unref(d);
+}
+END_TEST
+
+/* A plain callback of a chain of plain callbacks adds an errback and a
+ * callback to its own deferred (the chain keeps its kinds from then on,
+ * and grows out of its inline entries while it runs), then fails: the
+ * plain callback after it and the one it added are skipped, the errback
+ * it added runs. */
+static deferred_value_t add_kinds_then_fail(deferred_value_t v, void *arg)
+{
+    deferred_t *d = arg;
+
+    ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(31)), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(32)), 0);
+    return tu_fail_with(v, TAG(12));
+}
+
+START_TEST(test_kinds_kept_from_inside_a_plain_run)
+{
+    deferred_t *d = deferred_new();
+
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(29)), 0);
+    ck_assert_int_eq(deferred_add_callback(d, add_kinds_then_fail, d), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(30)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
+    ck_assert_int_eq(tu_log.n, 2);
+    ck_assert_int_eq(tu_log.e[0].tag, 29);
+    ck_assert_int_eq(tu_log.e[1].tag, 31);
+    ck_assert_int_eq(tu_log.e[1].code, 12);
+    take_failure_code(d, 12);
+    deferred_unref(d);
+}
+END_TEST
+
+/* A chain with other kinds that ran to its end is a chain of plain
+ * callbacks again: entries stored later on the fired deferred (paused, so
+ * they wait) run or are skipped by their own kinds. */
+START_TEST(test_kinds_after_the_chain_emptied)
+{
+    deferred_t *d = deferred_new();
+
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_add_both(d, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_callback(d, deferred_value_int(3)), 0);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(deferred_pause(d), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(4)), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_fail_with, TAG(9)), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(5)), 0);
+    ck_assert_int_eq(deferred_add_errback(d, tu_record, TAG(6)), 0);
+    ck_assert_int_eq(deferred_add_callback(d, tu_record, TAG(7)), 0);
+    ck_assert_int_eq(deferred_unpause(d), 0);
+    ck_assert_int_eq(tu_log.n, 3);
+    ck_assert_int_eq(tu_log.e[1].tag, 4);
+    ck_assert_int_eq(tu_log.e[1].value, 3);
+    ck_assert_int_eq(tu_log.e[2].tag, 6);
+    ck_assert_int_eq(tu_log.e[2].code, 9);
+    take_failure_code(d, 9);
+    deferred_unref(d);
+}
+END_TEST
+
 START_TEST(test_null_halves_pass_through)
 {
     deferred_t *a = deferred_new(), *b = deferred_new();
@@ -1598,6 +1760,10 @@ static Suite *core_suite(void)
     tcase_add_test(rn, test_destroy_after_errback_path);
     tcase_add_test(rn, test_pair_exactly_one_half);
     tcase_add_test(rn, test_skipping_by_kind);
+    tcase_add_test(rn, test_kinds_kept_after_plain_callbacks);
+    tcase_add_test(rn, test_kinds_move_with_compacted_entries);
+    tcase_add_test(rn, test_kinds_kept_from_inside_a_plain_run);
+    tcase_add_test(rn, test_kinds_after_the_chain_emptied);
     tcase_add_test(rn, test_null_halves_pass_through);
     tcase_add_test(rn, test_errback_replaces_and_chains);
     tcase_add_test(rn, test_fire_with_deferred_value);

@@ -530,7 +530,7 @@ START_TEST(test_unpause_does_not_release_wait)
 }
 END_TEST
 
-/* Pauses nest up to 65,535 deep (the count shares a word with the flags):
+/* Pauses nest up to 32,767 deep (the count shares a word with the flags):
  * one more is refused and changes nothing, and every one of them must be
  * unpaused before the chain runs; the fire, the flags and the chain are
  * untouched by the count's carries. */
@@ -541,16 +541,16 @@ START_TEST(test_pause_limit)
 
     ck_assert_ptr_nonnull(d);
     ck_assert_int_eq(deferred_add_callback(d, tu_add_one, NULL), 0);
-    for (i = 0; i < 65535; i++)
+    for (i = 0; i < 32767; i++)
         bad += deferred_pause(d) != 0;
     ck_assert_uint_eq(bad, 0);
-    ck_assert_uint_eq(deferred_pause_count(d), 65535);
+    ck_assert_uint_eq(deferred_pause_count(d), 32767);
     ck_assert_int_eq(deferred_pause(d), -EINVAL);
-    ck_assert_uint_eq(deferred_pause_count(d), 65535);
+    ck_assert_uint_eq(deferred_pause_count(d), 32767);
     ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
     ck_assert(deferred_has_fired(d));
     ck_assert(!deferred_has_result(d));
-    for (i = 0; i < 65534; i++)
+    for (i = 0; i < 32766; i++)
         bad += deferred_unpause(d) != 0;
     ck_assert_uint_eq(bad, 0);
     ck_assert_uint_eq(deferred_pause_count(d), 1);

@@ -85,7 +85,11 @@ struct deferred__head {
 #define DEFERRED__F_LATER_RUN 0x40u /* queued to run once nested runners unwind */
 #define DEFERRED__F_WAITING 0x4000u /* it waits on another (chained_to is set) */
 #define DEFERRED__F_DYING 0x8000u   /* its last reference went: being freed */
-#define DEFERRED__F_PAUSES 0xffff0000u /* the pause count, in the flags' top half */
+#define DEFERRED__F_KINDS 0x10000u  /* an entry other than a plain callback is in
+                                       the chain: the kind bytes are kept (without
+                                       it every entry is a plain callback, the
+                                       bytes unwritten) */
+#define DEFERRED__F_PAUSES 0xfffe0000u /* the pause count, in the flags' top bits */
 /* What keeps a fired deferred from having its result ready (see above). */
 #define DEFERRED__F_NOT_READY                                                 \
     (DEFERRED__F_RUNNING | DEFERRED__F_MULTI | DEFERRED__F_WAITING | DEFERRED__F_DYING | \
@@ -257,14 +261,34 @@ static inline int deferred__add_inline(deferred_t *d, deferred_fn fn, void *arg,
      * fired deferred), measured about 10% slower on chain10-after. */
     __asm__("" : "+r"(flags));
 #endif
-    if (flags & (DEFERRED__F_CALLED | DEFERRED__F_MULTI))
-        return deferred__run_inline(h, fn, arg, kind, flags);
-    n = h->n;
+    /* A plain callback is stored inline on a chain of plain callbacks
+     * only (it writes no kind byte); another kind on a chain that keeps
+     * its kinds only (the library writes the bytes of the plain callbacks
+     * before it when the first other kind comes). */
+    if (kind == DEFERRED__LINK_CB) {
+        /* A pending one that keeps its kinds is not ready either: the
+         * inline run declines it, and the function stores it. */
+        if (flags & (DEFERRED__F_CALLED | DEFERRED__F_MULTI | DEFERRED__F_KINDS))
+            return deferred__run_inline(h, fn, arg, kind, flags);
+        n = h->n;
+    } else {
+        if (flags & (DEFERRED__F_CALLED | DEFERRED__F_MULTI))
+            return deferred__run_inline(h, fn, arg, kind, flags);
+        n = h->n;
+        /* The first entry of an empty chain has no plain callbacks before
+         * it to write the kinds of. */
+        if (!(flags & DEFERRED__F_KINDS)) {
+            if (n != 0)
+                return 0;
+            h->flags = flags | DEFERRED__F_KINDS;
+        }
+    }
     if (!DEFERRED__LIKELY(n != h->cap))
         return 0;
     h->links[n].fn = fn;
     h->links[n].arg = arg;
-    ((unsigned char *)h->links)[-1 - (long)n] = (unsigned char)kind;
+    if (kind != DEFERRED__LINK_CB)
+        ((unsigned char *)h->links)[-1 - (long)n] = (unsigned char)kind;
     h->n = n + 1;
     return 1;
 }
@@ -354,7 +378,7 @@ DEFERRED_EXPORT int deferred_errback_at(deferred_t *d, deferred_failure_t *f,
  * Unpausing at zero is -EINVAL (a Twisted wart fixed: it was silently
  * allowed).  Waiting on a chained deferred is kept apart from this count,
  * so a stray unpause can never release a chain that still waits.
- * Pauses nest up to 65,535 deep; a pause past that is -EINVAL and changes
+ * Pauses nest up to 32,767 deep; a pause past that is -EINVAL and changes
  * nothing.  Both return 0 or -EINVAL (NULL d, or the limits above).
  */
 DEFERRED_EXPORT int deferred_pause(deferred_t *d);

@@ -114,7 +114,7 @@ int deferred__holds(deferred_t *from, deferred_t *want, bool targets)
         if (x && x->inputs)
             x->inputs(x->inputs_arg, walk_visit, &w);
         for (i = first_live(d); i < d->n; i++) {
-            uint8_t kind = *kind_at(d, i);
+            uint8_t kind = kind_of(d, i);
             struct full_arg *fa = d->links[i].arg;
 
             if (kind & LINK_HOLDS)

@@ -7,6 +7,8 @@
 #ifndef DEFERRED_CORE_PRIVATE_H
 #define DEFERRED_CORE_PRIVATE_H
 
+#include <string.h>
+
 #include "deferred-private.h"
 #include "ring.h"
 #include "dump-private.h"
@@ -73,9 +75,12 @@ enum {
                               cache's class BLOCK_EXTRA */
     F_WAITING = DEFERRED__F_WAITING, /* it waits on another: chained_to is
                                         set (one flags test for the hot paths) */
-    F_DYING = DEFERRED__F_DYING /* its last reference went (unref_last()):
+    F_DYING = DEFERRED__F_DYING, /* its last reference went (unref_last()):
                                    its result is neither shown, taken nor
                                    run on while it is released */
+    F_KINDS = DEFERRED__F_KINDS /* the chain's kind bytes are kept: an entry
+                                   other than a plain callback was added since
+                                   the chain was last empty (kind_of()) */
 };
 
 /* The state of a multi-fire deferred.  Queued rows wait in a ring. */
@@ -129,12 +134,13 @@ struct deferred {
     struct deferred__link inline_links[DEFERRED_INLINE_LINKS];
 };
 
-/* The pause count, in the top half of the flags (DEFERRED__F_PAUSES). */
-#define PAUSE_ONE (1u << 16)
-#define PAUSE_MAX 0xffffu
+/* The pause count, in the top 15 bits of the flags (DEFERRED__F_PAUSES). */
+#define PAUSE_SHIFT 17
+#define PAUSE_ONE (1u << PAUSE_SHIFT)
+#define PAUSE_MAX 0x7fffu
 static inline uint32_t paused_of(const deferred_t *d)
 {
-    return d->flags >> 16;
+    return d->flags >> PAUSE_SHIFT;
 }
 
 /* Whether d is paused at all: one test of the word. */
@@ -180,12 +186,53 @@ static inline void wait_end(deferred_t *d)
  * the entries aligned. */
 #define KINDS_PAD(cap) (((size_t)(cap) + 7) & ~(size_t)7)
 
-/* The kind of entry i, a byte, i + 1 bytes before the entries: the runner
- * finds it from the links pointer it loads anyway, with no pointer or
- * capacity of its own in the header. */
+/* The kind of entry i is a byte, i + 1 bytes before the entries: the
+ * runner finds it from the links pointer it loads anyway, with no pointer
+ * or capacity of its own in the header.  The bytes are kept only while
+ * the chain has had an entry of another kind than a plain callback since
+ * it was last empty (F_KINDS): a chain of plain callbacks, the common one,
+ * writes none when they are added nor reads any when they run. */
 static inline uint8_t *kind_at(const deferred_t *d, uint32_t i)
 {
     return (uint8_t *)d->links - 1 - (size_t)i;
+}
+
+/* The kind of entry i (i < n). */
+static inline uint8_t kind_of(const deferred_t *d, uint32_t i)
+{
+    return (d->flags & F_KINDS) ? *kind_at(d, i) : (uint8_t)LINK_CB;
+}
+
+/* Keep d's kind bytes from now on: the entries so far (and up to entry
+ * upto, for one about to be stored) are plain callbacks. */
+static inline void kinds_keep(deferred_t *d, uint32_t upto)
+{
+    uint32_t m = upto > d->n ? upto : d->n, i;
+    uint8_t *k = kind_at(d, 0);
+
+    if (d->flags & F_KINDS)
+        return;
+    for (i = 0; i < m; i++)
+        k[-(ptrdiff_t)i] = LINK_CB;
+    d->flags |= F_KINDS;
+}
+
+/* Entry i (i <= n) is of kind: its byte written when d keeps them, or
+ * from now on when kind is not a plain callback (the first entry of an
+ * empty chain without a call). */
+static inline void set_kind(deferred_t *d, uint32_t i, uint8_t kind)
+{
+    uint32_t flags = d->flags;
+
+    if (!(flags & F_KINDS)) {
+        if (kind == LINK_CB)
+            return;
+        if (DEFERRED_LIKELY((i | d->n) == 0))
+            d->flags = flags | F_KINDS;
+        else
+            kinds_keep(d, i);
+    }
+    *kind_at(d, i) = kind;
 }
 
 /* The entries of a chain's first two heap blocks, and the three block
@@ -400,9 +447,11 @@ static inline deferred_value_t value_take(deferred_value_t *from)
     return v;
 }
 
-/* n entries and their kinds (the bytes before them), copied a word and a
- * byte at a time (entries added just before, a few at most). */
-static inline void copy_recent_links(struct deferred__link *to, const struct deferred__link *from, uint32_t n)
+/* n entries, and their kinds (the bytes before them) when kinds says they
+ * are kept, copied a word and a byte at a time (entries added just before,
+ * a few at most). */
+static inline void copy_recent_links(struct deferred__link *to, const struct deferred__link *from,
+                                     uint32_t n, bool kinds)
 {
     uint32_t i;
 
@@ -412,15 +461,14 @@ static inline void copy_recent_links(struct deferred__link *to, const struct def
     for (i = 0; i < n; i++) {
         deferred_fn fn = from[i].fn;
         void *arg = from[i].arg;
-        uint8_t kind = ((const uint8_t *)from)[-1 - (ptrdiff_t)i];
 
         DEFERRED__IN_REG(fn);
         DEFERRED__IN_REG(arg);
-        DEFERRED__IN_REG(kind);
         to[i].fn = fn;
         to[i].arg = arg;
-        ((uint8_t *)to)[-1 - (ptrdiff_t)i] = kind;
     }
+    if (kinds)
+        memcpy((uint8_t *)to - n, (const uint8_t *)from - n, n);
 }
 
 /* ---- named states ------------------------------------------------------ */
@@ -465,7 +513,7 @@ static inline bool holds_nothing(const deferred_t *d)
     if (d->chained_to || d->ext)
         return false;
     for (i = first_live(d); i < d->n; i++)
-        if (*kind_at(d, i) & (LINK_FULL | LINK_HOLDS))
+        if (kind_of(d, i) & (LINK_FULL | LINK_HOLDS))
             return false;
     return true;
 }
@@ -497,7 +545,7 @@ DEFERRED_HIDDEN deferred_value_t deferred__continue_fn(deferred_value_t v, void 
 /* Entry i of inner is the continue entry of outer. */
 static inline bool is_continue(const deferred_t *inner, uint32_t i, const deferred_t *outer)
 {
-    return *kind_at(inner, i) == LINK_BOTH && inner->links[i].fn == deferred__continue_fn &&
+    return kind_of(inner, i) == LINK_BOTH && inner->links[i].fn == deferred__continue_fn &&
            inner->links[i].arg == outer;
 }
 

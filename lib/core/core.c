@@ -346,7 +346,7 @@ static void unchain(deferred_t *d)
         for (i = inner->pos; i < inner->n && !is_continue(inner, i, d); i++)
             ;
     if (i < inner->n)
-        *kind_at(inner, i) = LINK_DEAD;
+        set_kind(inner, i, LINK_DEAD);
     deferred_unref(inner);
 }
 
@@ -360,7 +360,7 @@ static void free_deferred(deferred_t *d)
         deferred__report_about(DEFERRED_REPORT_UNHANDLED, d->result.ptr, d);
     deferred__release(d->result);
     for (i = first_live(d); i < d->n; i++)
-        link_dispose(*kind_at(d, i), d->links[i]);
+        link_dispose(kind_of(d, i), d->links[i]);
     if (d->chained_to)
         unchain(d);
     if (d->links != d->inline_links)

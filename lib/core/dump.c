@@ -592,7 +592,7 @@ static uint32_t pending_callbacks(const deferred_t *d)
     uint32_t i, n = 0;
 
     for (i = first_live(d); i < d->n; i++) {
-        uint8_t k = *kind_at(d, i) & LINK_KIND;
+        uint8_t k = kind_of(d, i) & LINK_KIND;
 
         if (k == LINK_DEAD || k == LINK_PAIR_EB)
             continue;
@@ -609,7 +609,7 @@ static uint32_t waiting_on(const deferred_t *d)
     uint32_t i, n = 0;
 
     for (i = d->pos; (d->flags & F_HELD) && i < d->n; i++)
-        if (*kind_at(d, i) == LINK_BOTH && d->links[i].fn == deferred__continue_fn)
+        if (kind_of(d, i) == LINK_BOTH && d->links[i].fn == deferred__continue_fn)
             n++;
     return n;
 }

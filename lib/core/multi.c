@@ -82,6 +82,8 @@ static bool plain_chain(const deferred_t *d)
 {
     uint32_t i;
 
+    if (!(d->flags & F_KINDS))
+        return true; /* no kinds kept: all are */
     for (i = 0; i < d->n; i++)
         if (*kind_at(d, i) != LINK_CB)
             return false;

@@ -73,19 +73,23 @@ static DEFERRED_ALWAYS_INLINE inline int spill_to(deferred_t *d, uint32_t cap)
 {
     uint8_t *base = (uint8_t *)d->links; /* the kinds run backwards from here */
     struct deferred__link *links = deferred__spill_alloc(cap);
+    bool kinds = d->flags & F_KINDS; /* else there are no kinds to copy */
 
     if (!links)
         return -ENOMEM;
     if (d->cap == DEFERRED_INLINE_LINKS) {
         memcpy(links, d->links, DEFERRED_INLINE_LINKS * sizeof(*links));
-        memcpy((uint8_t *)links - DEFERRED_INLINE_LINKS, base - DEFERRED_INLINE_LINKS,
-               DEFERRED_INLINE_LINKS);
+        if (kinds)
+            memcpy((uint8_t *)links - DEFERRED_INLINE_LINKS, base - DEFERRED_INLINE_LINKS,
+                   DEFERRED_INLINE_LINKS);
     } else if (d->cap == SPILL1_LINKS) {
         memcpy(links, d->links, SPILL1_LINKS * sizeof(*links));
-        memcpy((uint8_t *)links - SPILL1_LINKS, base - SPILL1_LINKS, SPILL1_LINKS);
+        if (kinds)
+            memcpy((uint8_t *)links - SPILL1_LINKS, base - SPILL1_LINKS, SPILL1_LINKS);
     } else {
         memcpy(links, d->links, d->n * sizeof(*links));
-        memcpy((uint8_t *)links - d->n, base - d->n, d->n);
+        if (kinds)
+            memcpy((uint8_t *)links - d->n, base - d->n, d->n);
     }
     if (d->links != d->inline_links)
         deferred__spill_free(d->links, d->cap);
@@ -111,12 +115,13 @@ static int reserve(deferred_t *d, uint32_t need, uint32_t first)
         memmove(d->links, d->links + d->pos, live * sizeof(*d->links));
         /* Kinds pos..n-1 lie at base-n .. base-pos-1; they move to
          * base-live .. base-1. */
-        memmove(base - live, base - d->n, live);
+        if (d->flags & F_KINDS)
+            memmove(base - live, base - d->n, live);
         d->pos = 0;
         d->n = live;
         /* The outers waiting here find their continue entries moved. */
         for (i = 0; (d->flags & F_HELD) && i < live; i++)
-            if (*kind_at(d, i) == LINK_BOTH && d->links[i].fn == deferred__continue_fn)
+            if (kind_of(d, i) == LINK_BOTH && d->links[i].fn == deferred__continue_fn)
                 set_wait_idx(d->links[i].arg, i);
         return 0;
     }
@@ -178,6 +183,38 @@ entry_pick(uint8_t kind, bool failed, const struct deferred__link *pair, uint32_
 
 static bool chain_on(deferred_t *cur, deferred_t *inner);
 
+/* run_plain()'s loop over the plain callbacks from entry *i on, below n;
+ * keep: the chain keeps its kinds, and the loop stops at the first entry
+ * of another kind.  True when a call on d flagged it F_STIR (*i is where
+ * to go on, after loading the chain again); false when it stopped. */
+static DEFERRED_ALWAYS_INLINE inline bool plain_loop(deferred_t *d, uint32_t *ip, uint32_t n,
+                                                     bool keep, deferred_value_t *rp)
+{
+    const struct deferred__link *links = d->links;
+    const uint8_t *kinds = (const uint8_t *)links - 1; /* kind_at(d, 0) */
+    deferred_value_t r = *rp;
+    uint32_t i = *ip;
+
+    for (;;) {
+        if (i >= n || (keep && kinds[-(ptrdiff_t)i] != LINK_CB))
+            break;
+        d->pos = i + 1;
+        if (DEFERRED_LIKELY(r.release != deferred__release_failure)) {
+            r = links[i].fn(r, links[i].arg);
+            if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
+                break;
+            if (DEFERRED_UNLIKELY(d->flags & F_STIR)) {
+                *ip = d->pos; /* an entry added may have compacted the chain */
+                *rp = r;
+                return true;
+            }
+        }
+        i++;
+    }
+    *rp = r;
+    return false;
+}
+
 /*
  * The runner's common case: d's plain callbacks (LINK_CB) from entry i on,
  * in a row, while nothing stops the chain, the value r in registers
@@ -197,30 +234,21 @@ static DEFERRED_ALWAYS_INLINE inline deferred_value_t run_plain(deferred_t *d, u
                                                                 deferred_value_t r)
 {
     for (;;) {
-        const struct deferred__link *links = d->links;
-        const uint8_t *kinds = (const uint8_t *)links - 1; /* kind_at(d, 0) */
         uint32_t n = d->n;
-        /* A fresh load, used for the store too: the loop below tests
-         * F_STIR in memory without keeping the word for these. */
+        /* A fresh load, used for the store too: the loop tests F_STIR in
+         * memory without keeping the word for these. */
         uint32_t flags = *(const volatile uint32_t *)&d->flags;
 
         if (flags & (F_WAITING | DEFERRED__F_PAUSES))
             return r;
         d->flags = flags & ~F_STIR;
-        for (;;) {
-            if (i >= n || kinds[-(ptrdiff_t)i] != LINK_CB)
+        /* A chain of plain callbacks has no kinds to read; one that keeps
+         * them may hold other entries, where the run stops. */
+        if (DEFERRED_LIKELY(!(flags & F_KINDS))) {
+            if (!plain_loop(d, &i, n, false, &r))
                 return r;
-            d->pos = i + 1;
-            if (DEFERRED_LIKELY(r.release != deferred__release_failure)) {
-                r = links[i].fn(r, links[i].arg);
-                if (DEFERRED_UNLIKELY(r.release == deferred__release_deferred))
-                    return r;
-                if (DEFERRED_UNLIKELY(d->flags & F_STIR)) {
-                    i = d->pos; /* an entry added may have compacted the chain */
-                    break;
-                }
-            }
-            i++;
+        } else if (!plain_loop(d, &i, n, true, &r)) {
+            return r;
         }
     }
 }
@@ -335,11 +363,11 @@ static int append_slow(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1
         return -ENOMEM;
     d->links[d->n].fn = fn1;
     d->links[d->n].arg = arg1;
-    *kind_at(d, d->n) = kind1;
+    set_kind(d, d->n, kind1);
     if (need == 2) {
         d->links[d->n + 1].fn = fn2;
         d->links[d->n + 1].arg = arg2;
-        *kind_at(d, d->n + 1) = LINK_PAIR_EB;
+        set_kind(d, d->n + 1, LINK_PAIR_EB);
     }
     d->n += need;
     if (DEFERRED_UNLIKELY(is_multi(d)) && !(d->flags & F_ROW))
@@ -368,7 +396,7 @@ static DEFERRED_NOINLINE int grow_slow(deferred_t *d, deferred_fn fn, void *arg,
     n = d->n;
     d->links[n].fn = fn;
     d->links[n].arg = arg;
-    *kind_at(d, n) = kind;
+    set_kind(d, n, kind);
     d->n = n + 1;
     return 0;
 }
@@ -384,16 +412,32 @@ static DEFERRED_NOINLINE int grow_append(deferred_t *d, deferred_fn fn, void *ar
     if (DEFERRED_LIKELY(d->links == d->inline_links && fn != deferred__continue_fn) &&
         DEFERRED_LIKELY((b = deferred__block_pop(BLOCK_SPILL2)) != NULL)) {
         links = (struct deferred__link *)(b + KINDS_PAD(SPILL2_LINKS));
-        copy_recent_links(links, d->inline_links, DEFERRED_INLINE_LINKS);
+        copy_recent_links(links, d->inline_links, DEFERRED_INLINE_LINKS, d->flags & F_KINDS);
         links[DEFERRED_INLINE_LINKS].fn = fn;
         links[DEFERRED_INLINE_LINKS].arg = arg;
-        ((uint8_t *)links)[-1 - DEFERRED_INLINE_LINKS] = kind;
         d->links = links;
         d->cap = SPILL2_LINKS;
+        set_kind(d, DEFERRED_INLINE_LINKS, kind);
         d->n = DEFERRED_INLINE_LINKS + 1;
         return 0;
     }
     return grow_slow(d, fn, arg, kind);
+}
+
+/* append()'s entry of another kind than a plain callback after plain
+ * callbacks on a pending deferred with room: the chain keeps its kinds
+ * from now on. */
+static DEFERRED_NOINLINE int store_keeping_kinds(deferred_t *d, deferred_fn fn, void *arg,
+                                                 uint8_t kind)
+{
+    uint32_t n = d->n;
+
+    kinds_keep(d, n);
+    d->links[n].fn = fn;
+    d->links[n].arg = arg;
+    *kind_at(d, n) = kind;
+    d->n = n + 1;
+    return 0;
 }
 
 /*
@@ -440,9 +484,16 @@ static inline int append(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kin
     if (DEFERRED_LIKELY(kind1 != LINK_PAIR_CB && !(flags & (F_CALLED | F_MULTI)))) {
         if (DEFERRED_UNLIKELY(n == d->cap))
             return grow_append(d, fn1, arg1, kind1);
+        if (kind1 != LINK_CB && !(flags & F_KINDS)) {
+            if (DEFERRED_UNLIKELY(n != 0))
+                return store_keeping_kinds(d, fn1, arg1, kind1);
+            flags |= F_KINDS; /* the first entry: no plain callbacks before it */
+            d->flags = flags;
+        }
         d->links[n].fn = fn1;
         d->links[n].arg = arg1;
-        *kind_at(d, n) = kind1;
+        if (flags & F_KINDS)
+            *kind_at(d, n) = kind1;
         d->n = n + 1;
         return 0;
     }
@@ -690,12 +741,15 @@ static void run_stack(deferred_t *d)
             const struct deferred__link *l;
             struct deferred__link call;
             deferred_value_t r;
+            uint32_t flags;
 
-            if (i >= cur->n ||
-                (*(const volatile uint32_t *)&cur->flags & (F_WAITING | DEFERRED__F_PAUSES)))
+            if (i >= cur->n)
                 break;
-            kind = *kind_at(cur, i);
-            if (DEFERRED_LIKELY(kind == LINK_CB)) {
+            flags = *(const volatile uint32_t *)&cur->flags;
+            if (flags & (F_WAITING | DEFERRED__F_PAUSES))
+                break;
+            /* kind_of(), with the flags at hand */
+            if (DEFERRED_LIKELY(!(flags & F_KINDS)) || (kind = *kind_at(cur, i)) == LINK_CB) {
                 /* The common entries: plain callbacks, nothing to
                  * dispose, run in a row (run_plain()). */
                 r = cur->result;
@@ -770,6 +824,7 @@ static void run_stack(deferred_t *d)
                 continue; /* the next row is loaded: run it */
         } else if (cur->pos == cur->n) {
             cur->pos = cur->n = 0;
+            cur->flags &= ~F_KINDS; /* an empty chain is one of plain callbacks */
         }
         stack = cur->next;
         cur->flags &= ~F_RUNNING;
@@ -857,11 +912,15 @@ static DEFERRED_ALWAYS_INLINE inline void fired_end(deferred_t *d, deferred_valu
         chain_on(d, v.ptr);
     else
         d->result = v;
-    d->flags &= ~(F_RUNNING | F_STIR);
-    if (DEFERRED_LIKELY(d->pos == d->n))
+    if (DEFERRED_LIKELY(d->pos == d->n)) {
+        /* An empty chain is one of plain callbacks: no kinds kept. */
+        d->flags &= ~(F_RUNNING | F_STIR | F_KINDS);
         d->pos = d->n = 0;
-    else if (idle_with_result(d))
-        run_stack(d);
+    } else {
+        d->flags &= ~(F_RUNNING | F_STIR);
+        if (idle_with_result(d))
+            run_stack(d);
+    }
     unref_inline(d);
     leave();
 }
@@ -889,7 +948,7 @@ static DEFERRED_NOINLINE int run_fired(deferred_t *d, deferred_value_t v)
 static DEFERRED_NOINLINE int run_one_fired(deferred_t *d, deferred_value_t v)
 {
     struct deferred__link call = d->links[0];
-    uint8_t kind = *kind_at(d, 0);
+    uint8_t kind = *kind_at(d, 0); /* kept: fire_other() tested it */
 
     if (DEFERRED_UNLIKELY(nest >= NEST_MAX))
         return run_fired_stack(d, v);
@@ -909,11 +968,13 @@ static DEFERRED_NOINLINE int run_one_fired(deferred_t *d, deferred_value_t v)
  * that fire() tests the first kind with one compare. */
 static DEFERRED_NOINLINE int fire_other(deferred_t *d, deferred_value_t v)
 {
-    uint8_t kind = *kind_at(d, 0);
+    uint8_t kind = *kind_at(d, 0); /* kept: fire() came here for F_KINDS */
 
     if ((kind & LINK_OWNED) && (kind & LINK_KIND) == LINK_BOTH && d->n == 1 &&
         !(d->flags & DEFERRED__F_PAUSES))
         return run_one_fired(d, v);
+    if (kind == LINK_CB)
+        return run_fired(d, v);
     return run_fired_stack(d, v);
 }
 
@@ -935,7 +996,7 @@ static inline int fire(deferred_t *d, deferred_value_t v, const char *file, int 
         d->result = v;
         return 0;
     }
-    if (DEFERRED_UNLIKELY(*kind_at(d, 0) != LINK_CB))
+    if (DEFERRED_UNLIKELY(flags & F_KINDS))
         return fire_other(d, v);
     return run_fired(d, v);
 }
