@@ -140,10 +140,10 @@ static void run(deferred_t *d);
  * without a call. */
 static inline void unref_inline(deferred_t *d)
 {
-    if (DEFERRED_LIKELY(d->refs > 1))
-        d->refs--;
-    else
+    if (DEFERRED_UNLIKELY(--d->refs == 0)) {
+        d->refs = 1; /* the last: deferred_unref() drops it */
         deferred_unref(d);
+    }
 }
 
 /* An entry of d was reached (run or skipped): used once in a single-shot
@@ -302,9 +302,11 @@ static DEFERRED_NOINLINE void drain(void)
  * the frame at NEST_MAX does what was queued meanwhile. */
 static inline void leave(void)
 {
-    if (DEFERRED_UNLIKELY(nest == NEST_MAX) && later_head)
+    unsigned *np = &nest; /* the thread's address, computed once */
+
+    if (DEFERRED_UNLIKELY(*np == NEST_MAX) && later_head)
         drain();
-    nest--;
+    (*np)--;
 }
 
 /*
@@ -408,16 +410,21 @@ static DEFERRED_NOINLINE int grow_append(deferred_t *d, deferred_fn fn, void *ar
 {
     char *b;
     struct deferred__link *links;
+    bool kinds = d->flags & F_KINDS;
 
-    if (DEFERRED_LIKELY(d->links == d->inline_links && fn != deferred__continue_fn) &&
+    /* The first entry of another kind after plain callbacks (the kinds
+     * to write) is grow_slow()'s: this one calls nothing. */
+    if (DEFERRED_LIKELY(d->links == d->inline_links && fn != deferred__continue_fn &&
+                        (kind == LINK_CB || kinds)) &&
         DEFERRED_LIKELY((b = deferred__block_pop(BLOCK_SPILL2)) != NULL)) {
         links = (struct deferred__link *)(b + KINDS_PAD(SPILL2_LINKS));
-        copy_recent_links(links, d->inline_links, DEFERRED_INLINE_LINKS, d->flags & F_KINDS);
+        copy_recent_links(links, d->inline_links, DEFERRED_INLINE_LINKS, kinds);
         links[DEFERRED_INLINE_LINKS].fn = fn;
         links[DEFERRED_INLINE_LINKS].arg = arg;
+        if (kinds)
+            ((uint8_t *)links)[-1 - DEFERRED_INLINE_LINKS] = kind;
         d->links = links;
         d->cap = SPILL2_LINKS;
-        set_kind(d, DEFERRED_INLINE_LINKS, kind);
         d->n = DEFERRED_INLINE_LINKS + 1;
         return 0;
     }
@@ -940,6 +947,26 @@ static DEFERRED_NOINLINE int run_fired(deferred_t *d, deferred_value_t v)
     return 0;
 }
 
+/* fire()'s chain of plain callbacks (no kinds kept), not paused: fire()
+ * flagged d running (F_STIR clear) and took the run's reference, so the
+ * callbacks run at once, as run_plain() runs them, without its tests
+ * first. */
+static DEFERRED_NOINLINE int run_fired_plain(deferred_t *d, deferred_value_t v)
+{
+    uint32_t i = 0;
+
+    if (DEFERRED_UNLIKELY(nest >= NEST_MAX)) {
+        d->refs--;
+        d->flags &= ~F_RUNNING;
+        return run_fired_stack(d, v);
+    }
+    nest++;
+    if (DEFERRED_UNLIKELY(plain_loop(d, &i, d->n, false, &v)))
+        v = run_plain(d, i, v); /* a call on d from a callback: go on its way */
+    fired_end(d, v);
+    return 0;
+}
+
 /* The same for a chain of one entry that runs on either result with an
  * owned argument (a coroutine's await, a combinator's pair on its input;
  * never a continue entry, whose outer deferred run_stack() resumes
@@ -962,14 +989,18 @@ static DEFERRED_NOINLINE int run_one_fired(deferred_t *d, deferred_value_t v)
     return 0;
 }
 
-/* fire()'s chains that start with another kind of entry: a lone owned
- * both runs directly (run_one_fired(); an owned both is never a continue
- * entry, a plain both), the rest on the runner's stack.  Out of line, so
- * that fire() tests the first kind with one compare. */
+/* fire()'s chains that keep their kinds, or paused: a lone owned both
+ * runs directly (run_one_fired(); an owned both is never a continue
+ * entry, a plain both), a chain that starts with a plain callback in
+ * run_fired(), the rest on the runner's stack.  Out of line, so that
+ * fire() tests the flags with one test. */
 static DEFERRED_NOINLINE int fire_other(deferred_t *d, deferred_value_t v)
 {
-    uint8_t kind = *kind_at(d, 0); /* kept: fire() came here for F_KINDS */
+    uint8_t kind;
 
+    if (!(d->flags & F_KINDS))
+        return run_fired(d, v); /* paused: run_plain() leaves it */
+    kind = *kind_at(d, 0);
     if ((kind & LINK_OWNED) && (kind & LINK_KIND) == LINK_BOTH && d->n == 1 &&
         !(d->flags & DEFERRED__F_PAUSES))
         return run_one_fired(d, v);
@@ -987,18 +1018,24 @@ static DEFERRED_NOINLINE int fire_other(deferred_t *d, deferred_value_t v)
  * alone (run_plain() tests it first). */
 static inline int fire(deferred_t *d, deferred_value_t v, const char *file, int line)
 {
-    uint32_t flags = d->flags;
+    uint32_t flags = d->flags, refs = d->refs;
 
-    if (DEFERRED_UNLIKELY(!d->refs || (flags & F_CALLED) || d->ext))
+    if (DEFERRED_UNLIKELY(!refs || (flags & F_CALLED) || d->ext))
         return fire_slow(d, v, file, line);
-    d->flags = flags | F_CALLED;
     if (!d->n) {
+        d->flags = flags | F_CALLED;
         d->result = v;
         return 0;
     }
-    if (DEFERRED_UNLIKELY(flags & F_KINDS))
+    if (DEFERRED_UNLIKELY(flags & (F_KINDS | DEFERRED__F_PAUSES))) {
+        d->flags = flags | F_CALLED;
         return fire_other(d, v);
-    return run_fired(d, v);
+    }
+    /* run_fired_plain()'s flags and reference, in the stores of the
+     * fire. */
+    d->flags = (flags | F_CALLED | F_RUNNING) & ~F_STIR;
+    d->refs = refs + 1;
+    return run_fired_plain(d, v);
 }
 
 int deferred_callback_at(deferred_t *d, deferred_value_t v, const char *file,
