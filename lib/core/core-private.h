@@ -205,15 +205,24 @@ static inline uint8_t kind_of(const deferred_t *d, uint32_t i)
 
 /* Keep d's kind bytes from now on: the entries so far (and up to entry
  * upto, for one about to be stored) are plain callbacks. */
+static const uint8_t kinds_cb[8] = {LINK_CB, LINK_CB, LINK_CB, LINK_CB,
+                                    LINK_CB, LINK_CB, LINK_CB, LINK_CB};
 static inline void kinds_keep(deferred_t *d, uint32_t upto)
 {
-    uint32_t m = upto > d->n ? upto : d->n, i;
-    uint8_t *k = kind_at(d, 0);
+    uint32_t m = upto > d->n ? upto : d->n;
+    uint8_t *base = (uint8_t *)d->links; /* the kinds run backwards from here */
 
     if (d->flags & F_KINDS)
         return;
-    for (i = 0; i < m; i++)
-        k[-(ptrdiff_t)i] = LINK_CB;
+    /* A word at a time where it can (the bytes past the entries' are
+     * written too, as the next entries' own kinds will be): the inline
+     * kinds are 4 bytes, a heap block's a multiple of 8 (KINDS_PAD()). */
+    if (d->links == d->inline_links)
+        memcpy(d->inline_kinds, kinds_cb, sizeof(d->inline_kinds));
+    else if (m <= 8)
+        memcpy(base - 8, kinds_cb, 8);
+    else
+        memset(base - m, LINK_CB, m);
     d->flags |= F_KINDS;
 }
 

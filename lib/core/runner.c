@@ -432,8 +432,8 @@ static DEFERRED_NOINLINE int grow_append(deferred_t *d, deferred_fn fn, void *ar
 }
 
 /* append()'s entry of another kind than a plain callback after plain
- * callbacks on a pending deferred with room: the chain keeps its kinds
- * from now on. */
+ * callbacks in a heap block, on a pending deferred with room: the chain
+ * keeps its kinds from now on. */
 static DEFERRED_NOINLINE int store_keeping_kinds(deferred_t *d, deferred_fn fn, void *arg,
                                                  uint8_t kind)
 {
@@ -492,9 +492,15 @@ static inline int append(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kin
         if (DEFERRED_UNLIKELY(n == d->cap))
             return grow_append(d, fn1, arg1, kind1);
         if (kind1 != LINK_CB && !(flags & F_KINDS)) {
-            if (DEFERRED_UNLIKELY(n != 0))
-                return store_keeping_kinds(d, fn1, arg1, kind1);
-            flags |= F_KINDS; /* the first entry: no plain callbacks before it */
+            /* The chain keeps its kinds from now on: the plain callbacks
+             * before this entry (if any) write theirs, the inline ones in
+             * one store (kinds_keep()'s). */
+            if (n != 0) {
+                if (DEFERRED_UNLIKELY(d->links != d->inline_links))
+                    return store_keeping_kinds(d, fn1, arg1, kind1);
+                memcpy(d->inline_kinds, kinds_cb, sizeof(d->inline_kinds));
+            }
+            flags |= F_KINDS;
             d->flags = flags;
         }
         d->links[n].fn = fn1;
@@ -989,23 +995,17 @@ static DEFERRED_NOINLINE int run_one_fired(deferred_t *d, deferred_value_t v)
     return 0;
 }
 
-/* fire()'s chains that keep their kinds, or paused: a lone owned both
- * runs directly (run_one_fired(); an owned both is never a continue
- * entry, a plain both), a chain that starts with a plain callback in
- * run_fired(), the rest on the runner's stack.  Out of line, so that
- * fire() tests the flags with one test. */
+/* fire()'s chains that start with another kind of entry than a plain
+ * callback: a lone owned both runs directly (run_one_fired(); an owned
+ * both is never a continue entry, a plain both), the rest on the runner's
+ * stack.  Out of line, so that fire() tests the flags with one test. */
 static DEFERRED_NOINLINE int fire_other(deferred_t *d, deferred_value_t v)
 {
-    uint8_t kind;
+    uint8_t kind = *kind_at(d, 0); /* kept: fire() came here for F_KINDS */
 
-    if (!(d->flags & F_KINDS))
-        return run_fired(d, v); /* paused: run_plain() leaves it */
-    kind = *kind_at(d, 0);
     if ((kind & LINK_OWNED) && (kind & LINK_KIND) == LINK_BOTH && d->n == 1 &&
         !(d->flags & DEFERRED__F_PAUSES))
         return run_one_fired(d, v);
-    if (kind == LINK_CB)
-        return run_fired(d, v);
     return run_fired_stack(d, v);
 }
 
@@ -1029,6 +1029,9 @@ static inline int fire(deferred_t *d, deferred_value_t v, const char *file, int 
     }
     if (DEFERRED_UNLIKELY(flags & (F_KINDS | DEFERRED__F_PAUSES))) {
         d->flags = flags | F_CALLED;
+        /* Paused (run_plain() leaves it), or a plain callback first. */
+        if (!(flags & F_KINDS) || *kind_at(d, 0) == LINK_CB)
+            return run_fired(d, v);
         return fire_other(d, v);
     }
     /* run_fired_plain()'s flags and reference, in the stores of the
