@@ -265,23 +265,18 @@ static inline int deferred__add_inline(deferred_t *d, deferred_fn fn, void *arg,
      * only (it writes no kind byte); another kind on a chain that keeps
      * its kinds only (the library writes the bytes of the plain callbacks
      * before it when the first other kind comes). */
-    if (kind == DEFERRED__LINK_CB) {
-        /* A pending one that keeps its kinds is not ready either: the
-         * inline run declines it, and the function stores it. */
-        if (flags & (DEFERRED__F_CALLED | DEFERRED__F_MULTI | DEFERRED__F_KINDS))
-            return deferred__run_inline(h, fn, arg, kind, flags);
-        n = h->n;
-    } else {
-        if (flags & (DEFERRED__F_CALLED | DEFERRED__F_MULTI))
-            return deferred__run_inline(h, fn, arg, kind, flags);
-        n = h->n;
-        /* The first entry of an empty chain has no plain callbacks before
-         * it to write the kinds of. */
-        if (!(flags & DEFERRED__F_KINDS)) {
-            if (n != 0)
-                return 0;
-            h->flags = flags | DEFERRED__F_KINDS;
-        }
+    /* (A pending chain that keeps its kinds, for a plain callback: the
+     * inline run declines it too, and the function stores it.) */
+    if (flags & (DEFERRED__F_CALLED | DEFERRED__F_MULTI |
+                 (kind == DEFERRED__LINK_CB ? DEFERRED__F_KINDS : 0)))
+        return deferred__run_inline(h, fn, arg, kind, flags);
+    n = h->n;
+    /* The first entry of an empty chain has no plain callbacks before it
+     * to write the kinds of. */
+    if (kind != DEFERRED__LINK_CB && !(flags & DEFERRED__F_KINDS)) {
+        if (n != 0)
+            return 0;
+        h->flags = flags | DEFERRED__F_KINDS;
     }
     if (!DEFERRED__LIKELY(n != h->cap))
         return 0;

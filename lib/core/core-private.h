@@ -203,43 +203,46 @@ static inline uint8_t kind_of(const deferred_t *d, uint32_t i)
     return (d->flags & F_KINDS) ? *kind_at(d, i) : (uint8_t)LINK_CB;
 }
 
-/* Keep d's kind bytes from now on: the entries so far (and up to entry
- * upto, for one about to be stored) are plain callbacks. */
 static const uint8_t kinds_cb[8] = {LINK_CB, LINK_CB, LINK_CB, LINK_CB,
                                     LINK_CB, LINK_CB, LINK_CB, LINK_CB};
-static inline void kinds_keep(deferred_t *d, uint32_t upto)
-{
-    uint32_t m = upto > d->n ? upto : d->n;
-    uint8_t *base = (uint8_t *)d->links; /* the kinds run backwards from here */
 
-    if (d->flags & F_KINDS)
-        return;
-    /* A word at a time where it can (the bytes past the entries' are
-     * written too, as the next entries' own kinds will be): the inline
-     * kinds are 4 bytes, a heap block's a multiple of 8 (KINDS_PAD()). */
+/* The kinds of d's first m entries, all plain callbacks, written in one
+ * store where they fit (the bytes past them too, as the next entries'
+ * own kinds will be): the inline kinds are 4 bytes, a heap block's a
+ * multiple of 8 (KINDS_PAD()).  False, nothing written, for a chain past
+ * a heap block's first 8. */
+static inline bool kinds_fill_word(deferred_t *d, uint32_t m)
+{
     if (d->links == d->inline_links)
         memcpy(d->inline_kinds, kinds_cb, sizeof(d->inline_kinds));
     else if (m <= 8)
-        memcpy(base - 8, kinds_cb, 8);
+        memcpy((uint8_t *)d->links - 8, kinds_cb, 8);
     else
-        memset(base - m, LINK_CB, m);
+        return false;
+    return true;
+}
+
+/* Keep d's kind bytes from now on: the entries so far (and up to entry
+ * upto, for one about to be stored) are plain callbacks. */
+static inline void kinds_keep(deferred_t *d, uint32_t upto)
+{
+    uint32_t m = upto > d->n ? upto : d->n;
+
+    if (d->flags & F_KINDS)
+        return;
+    if (!kinds_fill_word(d, m))
+        memset(kind_at(d, 0) + 1 - (size_t)m, LINK_CB, m);
     d->flags |= F_KINDS;
 }
 
 /* Entry i (i <= n) is of kind: its byte written when d keeps them, or
- * from now on when kind is not a plain callback (the first entry of an
- * empty chain without a call). */
+ * from now on when kind is not a plain callback. */
 static inline void set_kind(deferred_t *d, uint32_t i, uint8_t kind)
 {
-    uint32_t flags = d->flags;
-
-    if (!(flags & F_KINDS)) {
+    if (!(d->flags & F_KINDS)) {
         if (kind == LINK_CB)
             return;
-        if (DEFERRED_LIKELY((i | d->n) == 0))
-            d->flags = flags | F_KINDS;
-        else
-            kinds_keep(d, i);
+        kinds_keep(d, i);
     }
     *kind_at(d, i) = kind;
 }

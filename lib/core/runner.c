@@ -302,11 +302,9 @@ static DEFERRED_NOINLINE void drain(void)
  * the frame at NEST_MAX does what was queued meanwhile. */
 static inline void leave(void)
 {
-    unsigned *np = &nest; /* the thread's address, computed once */
-
-    if (DEFERRED_UNLIKELY(*np == NEST_MAX) && later_head)
+    if (DEFERRED_UNLIKELY(nest == NEST_MAX) && later_head)
         drain();
-    (*np)--;
+    nest--;
 }
 
 /*
@@ -431,9 +429,9 @@ static DEFERRED_NOINLINE int grow_append(deferred_t *d, deferred_fn fn, void *ar
     return grow_slow(d, fn, arg, kind);
 }
 
-/* append()'s entry of another kind than a plain callback after plain
- * callbacks in a heap block, on a pending deferred with room: the chain
- * keeps its kinds from now on. */
+/* append()'s entry of another kind than a plain callback after more
+ * plain callbacks than kinds_fill_word() writes, on a pending deferred
+ * with room: the chain keeps its kinds from now on. */
 static DEFERRED_NOINLINE int store_keeping_kinds(deferred_t *d, deferred_fn fn, void *arg,
                                                  uint8_t kind)
 {
@@ -493,13 +491,10 @@ static inline int append(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kin
             return grow_append(d, fn1, arg1, kind1);
         if (kind1 != LINK_CB && !(flags & F_KINDS)) {
             /* The chain keeps its kinds from now on: the plain callbacks
-             * before this entry (if any) write theirs, the inline ones in
-             * one store (kinds_keep()'s). */
-            if (n != 0) {
-                if (DEFERRED_UNLIKELY(d->links != d->inline_links))
-                    return store_keeping_kinds(d, fn1, arg1, kind1);
-                memcpy(d->inline_kinds, kinds_cb, sizeof(d->inline_kinds));
-            }
+             * before this entry (if any) write theirs, in one store
+             * unless they are many (kinds_keep()'s memset, in a frame). */
+            if (n != 0 && DEFERRED_UNLIKELY(!kinds_fill_word(d, n)))
+                return store_keeping_kinds(d, fn1, arg1, kind1);
             flags |= F_KINDS;
             d->flags = flags;
         }
