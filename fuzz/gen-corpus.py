@@ -2,12 +2,12 @@
 """fuzz/gen-corpus.py: write the seed corpus of the fuzz harnesses.
 
     python3 fuzz/gen-corpus.py [--check-core BIN] [--check-process BIN]
-        [--check-async BIN] [OUTDIR]
+        [--check-async BIN] [--check-chain BIN] [OUTDIR]
 
-writes OUTDIR/core/*, OUTDIR/process/* and OUTDIR/async/* (OUTDIR
+writes OUTDIR/core/*, OUTDIR/process/*, OUTDIR/async/* and OUTDIR/chain/* (OUTDIR
 defaults to fuzz/corpus beside this script): named scenarios written by
-hand in the harnesses' byte code (see fuzz-core.c, fuzz-process.c and
-fuzz-async.c), then deterministic random programs.  With
+hand in the harnesses' byte code (see fuzz-core.c, fuzz-process.c,
+fuzz-async.c and fuzz-chain.c), then deterministic random programs.  With
 --check-HARNESS, each input is first run by BIN (a harness or a
 regression driver taking files): an input that crashes the tree as it is
 now is written to fuzz/pending/HARNESS/ instead, since the seed corpus is
@@ -273,6 +273,79 @@ ASYNC = {
 }
 
 
+# fuzz-chain.c's opcodes and callback actions.
+(C_ADD, C_FIRE, C_ERRBACK, C_PAUSE, C_UNPAUSE, C_FIRE_B, C_TAKE, C_NEW, C_CANCEL) = range(9)
+(A_INC, A_FAIL, A_PASS, A_ADD, A_PAUSE, A_BLINK, A_FIRED, A_WAIT, A_NONE) = range(9)
+K_CB, K_EB, K_BOTH, K_PAIR = range(4)
+
+
+def c_add(kind, act, x=0, act2=A_NONE, x2=0, full=False, function=False):
+    flags = (1 if full else 0) | (2 if function else 0)
+    if kind == K_PAIR:
+        return [C_ADD, kind, act, x, act2, x2, flags]
+    return [C_ADD, kind, act, x, flags]
+
+
+def c_cbs(n, act=A_INC): return sum((c_add(K_CB, act) for _ in range(n)), [])
+
+
+CHAIN = {
+    "chain10": c_cbs(10) + [C_FIRE, 0, C_TAKE],
+    "chain10-after": [C_NEW, 1] + c_cbs(10) + [C_TAKE],
+    "errback-after-callbacks": c_cbs(5) + c_add(K_EB, A_INC) + c_cbs(5) + [C_ERRBACK, 3],
+    "fail-then-recover": c_add(K_CB, A_FAIL, 4) + c_cbs(6) + c_add(K_EB, A_INC)
+        + c_cbs(3) + [C_FIRE, 1],
+    "pair-null-halves": c_add(K_PAIR, A_NONE, 0, A_INC) + c_add(K_PAIR, A_FAIL, 2, A_NONE)
+        + c_add(K_PAIR, A_INC, 0, A_INC) + [C_FIRE, 5],
+    "pause-inside": c_cbs(3) + c_add(K_CB, A_PAUSE) + c_cbs(20) + [C_FIRE, 0]
+        + c_cbs(4) + [C_UNPAUSE, C_TAKE],
+    "blink-inside": c_cbs(2) + c_add(K_CB, A_BLINK) + c_cbs(9) + [C_FIRE, 0],
+    "add-inside": c_add(K_CB, A_ADD, 0x01) + c_add(K_CB, A_ADD, 0x42) + c_cbs(2)
+        + c_add(K_EB, A_ADD, 0x85) + [C_FIRE, 0],
+    "wait-then-fire-b": c_cbs(2) + c_add(K_CB, A_WAIT) + c_cbs(12) + [C_FIRE, 0, C_PAUSE]
+        + c_add(K_BOTH, A_INC) + [C_FIRE_B, 8, C_UNPAUSE],
+    "wait-failed-b": c_add(K_CB, A_WAIT) + c_add(K_EB, A_INC) + [C_FIRE, 0, C_FIRE_B, 3],
+    "fired-returned": c_add(K_CB, A_FIRED) + c_add(K_CB, A_FAIL, 1) + c_add(K_EB, A_FIRED)
+        + c_add(K_EB, A_INC) + [C_FIRE, 2],
+    "full-everything": sum((c_add(k, A_INC, full=True) for k in (0, 1, 2, 0, 0, 2, 1)), [])
+        + c_add(K_PAIR, A_FAIL, 1, A_INC, full=True) + [C_ERRBACK, 1, C_NEW, 0]
+        + c_cbs(7) + sum((c_add(K_EB, A_INC, full=True) for _ in range(9)), []),
+    "function-form": sum((c_add(k % 3, A_INC, function=True) for k in range(40)), [])
+        + [C_FIRE, 0],
+    "second-fire": [C_FIRE, 1, C_FIRE, 2, C_ERRBACK, 3, C_UNPAUSE],
+    "take-then-add": [C_FIRE, 4, C_TAKE] + c_cbs(3) + [C_PAUSE, C_TAKE] + c_cbs(2)
+        + [C_UNPAUSE],
+    "cancel-pending": c_cbs(2) + c_add(K_EB, A_INC) + [C_CANCEL, C_FIRE, 1, C_FIRE, 2],
+    "cancel-waiting": c_add(K_CB, A_WAIT) + c_add(K_EB, A_WAIT) + c_cbs(4)
+        + [C_FIRE, 0, C_CANCEL, C_FIRE_B, 1, C_CANCEL],
+    "compacted": [C_PAUSE] + c_cbs(30) + [C_FIRE, 0] + [C_UNPAUSE] + c_add(K_CB, A_PAUSE)
+        + [C_PAUSE] + c_cbs(40) + [C_UNPAUSE, C_UNPAUSE],
+}
+
+
+def chain_random(seed, count):
+    """Programs that build long chains of mixed entries, then fire, pause,
+    unpause, fire B and take, in random order."""
+    rng = random.Random(seed)
+    out = {}
+    for i in range(count):
+        data = []
+        for _ in range(rng.randint(20, 120)):
+            r = rng.random()
+            if r < 0.7:
+                kind = rng.choice([K_CB] * 6 + [K_EB, K_BOTH, K_PAIR])
+                act = rng.choice([A_INC] * 8 + list(range(9)))
+                data += c_add(kind, act, rng.randrange(256), rng.randrange(9),
+                              rng.randrange(256), rng.random() < 0.2, rng.random() < 0.3)
+            else:
+                op = rng.choice([C_FIRE, C_ERRBACK, C_PAUSE, C_UNPAUSE, C_FIRE_B, C_TAKE,
+                                 C_NEW, C_UNPAUSE, C_FIRE, C_CANCEL])
+                data += [op] + ([rng.randrange(256)] if op in (C_FIRE, C_ERRBACK, C_FIRE_B,
+                                                              C_NEW) else [])
+        out["random-%02d" % i] = data
+    return out
+
+
 def random_inputs(seed, count, alphabet_max, length):
     rng = random.Random(seed)
     out = {}
@@ -308,6 +381,7 @@ def main():
         "core": dict(CORE, **random_inputs(1, 12, 256, 48)),
         "process": dict(PROCESS, **random_inputs(2, 12, 256, 40)),
         "async": dict(ASYNC, **random_inputs(3, 8, 256, 48)),
+        "chain": dict(CHAIN, **chain_random(5, 16)),
     }
     for harness, inputs in sets.items():
         for name, data in sorted(inputs.items()):

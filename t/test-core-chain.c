@@ -653,6 +653,89 @@ START_TEST(test_kinds_after_the_chain_emptied)
 }
 END_TEST
 
+/* A callback that adds tu_record (tag 7) to the deferred arg: a plain
+ * callback, which changes no flag of a chain of plain callbacks but the
+ * one that tells a runner under way. */
+static deferred_value_t add_record_to(deferred_value_t v, void *arg)
+{
+    ck_assert_int_eq(deferred_add_callback(arg, tu_record, TAG(7)), 0);
+    return v;
+}
+
+/* A callback that returns a deferred failed with ARGI(arg). */
+static deferred_value_t return_failed(deferred_value_t v, void *arg)
+{
+    deferred_value_release(v);
+    return deferred_value_deferred(deferred_fail(user_failure((int)ARGI(arg))));
+}
+
+/*
+ * An entry that a callback run at once (the header's inline run of an add
+ * to a fired idle deferred, or the library's) adds to its own deferred
+ * runs, whatever calls came before: a pause and unpause of the fired
+ * deferred, a pause across the fire, or an entry run at once by the
+ * library (a pair, an errback skipped on a value, a pair whose errback
+ * returned a fired deferred) each once left a flag set that hid the add
+ * from the inline run, which then ended the run with the entry in the
+ * chain, never run, and the deferred never again had its result.
+ * (Found by fuzz/fuzz-chain.c.)
+ */
+START_TEST(test_inline_run_sees_an_add_after_any_call)
+{
+    for (int before = 0; before < 6; before++) {
+        for (int form = 0; form < 3; form++) {
+            deferred_t *d = before == 1 ? deferred_new() : deferred_succeed(deferred_value_int(1));
+            int rc;
+
+            ck_assert_ptr_nonnull(d);
+            tu_log_reset();
+            switch (before) {
+            case 0:
+                ck_assert_int_eq(deferred_pause(d), 0);
+                ck_assert_int_eq(deferred_unpause(d), 0);
+                break;
+            case 1:
+                ck_assert_int_eq(deferred_pause(d), 0);
+                ck_assert_int_eq(deferred_callback(d, deferred_value_int(1)), 0);
+                ck_assert_int_eq(deferred_unpause(d), 0);
+                break;
+            case 2:
+                ck_assert_int_eq(deferred_add_callbacks(d, tu_pass, NULL, tu_pass, NULL), 0);
+                break;
+            case 3:
+                ck_assert_int_eq(deferred_add_errback(d, tu_pass, NULL), 0);
+                break;
+            case 4:
+                ck_assert_int_eq(deferred_add_callbacks(d, return_failed, TAG(5), NULL, NULL), 0);
+                ck_assert_int_eq(deferred_add_callbacks(d, NULL, NULL, return_failed, TAG(6)), 0);
+                ck_assert_int_eq(deferred_add_errback(d, tu_recover, TAG(1)), 0);
+                break;
+            default:
+                ck_assert_int_eq(deferred_add_both(d, tu_pass, NULL), 0);
+                break;
+            }
+            ck_assert(deferred_has_result(d));
+            /* The header's inline code, the function, and the function
+             * of a both. */
+            if (form == 0)
+                rc = deferred_add_callback(d, add_record_to, d);
+            else if (form == 1)
+                rc = (deferred_add_callback)(d, add_record_to, d);
+            else
+                rc = deferred_add_both(d, add_record_to, d);
+            ck_assert_int_eq(rc, 0);
+            ck_assert_msg(tu_log.n == 1, "before %d, form %d: the added entry ran %d times",
+                          before, form, tu_log.n);
+            ck_assert_int_eq(tu_log.e[0].tag, 7);
+            ck_assert_int_eq(tu_log.e[0].value, 1);
+            ck_assert(deferred_has_result(d));
+            ck_assert_int_eq(result_int(d), 1);
+            deferred_unref(d);
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_null_halves_pass_through)
 {
     deferred_t *a = deferred_new(), *b = deferred_new();
@@ -1764,6 +1847,7 @@ static Suite *core_suite(void)
     tcase_add_test(rn, test_kinds_move_with_compacted_entries);
     tcase_add_test(rn, test_kinds_kept_from_inside_a_plain_run);
     tcase_add_test(rn, test_kinds_after_the_chain_emptied);
+    tcase_add_test(rn, test_inline_run_sees_an_add_after_any_call);
     tcase_add_test(rn, test_null_halves_pass_through);
     tcase_add_test(rn, test_errback_replaces_and_chains);
     tcase_add_test(rn, test_fire_with_deferred_value);

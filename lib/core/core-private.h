@@ -44,9 +44,9 @@ enum link_kind {
     LINK_FULL = 0x80 /* flag: the argument is a struct full_arg to destroy */
 };
 
-/* Flags of a deferred.  F_CALLED, F_RUNNING, F_MULTI, F_LATER_RUN, F_WAITING and
- * F_DYING are public, for
- * the inline fast paths of the headers (deferred/core.h). */
+/* Flags of a deferred.  F_CALLED, F_RUNNING, F_MULTI, F_LATER_RUN,
+ * F_WAITING, F_DYING and F_KINDS are public, for the inline fast paths of
+ * the headers (deferred/core.h). */
 enum {
     F_CALLED = DEFERRED__F_CALLED, /* fired: result is set (or moved on) */
     F_RUNNING = DEFERRED__F_RUNNING, /* on a runner's stack */
@@ -70,7 +70,13 @@ enum {
                               a call on it: the runner's loop of plain
                               callbacks (run_plain()) reloads them; also,
                               multi-fire, a row queued, the finish asked
-                              or the stream ended (deferred__run_row()) */
+                              or the stream ended (deferred__run_row()).
+                              Set only while F_RUNNING (or F_MULTI), and
+                              cleared with F_RUNNING: the inline run of
+                              deferred/core.h, which begins on a deferred
+                              neither running nor multi-fire, finds it
+                              clear and tells a call on d from its callback
+                              by the change of the flags word (stir()) */
     F_BLOCKX = 1u << 13,   /* made with extra bytes in a block of the
                               cache's class BLOCK_EXTRA */
     F_WAITING = DEFERRED__F_WAITING, /* it waits on another: chained_to is
@@ -141,6 +147,16 @@ struct deferred {
 static inline uint32_t paused_of(const deferred_t *d)
 {
     return d->flags >> PAUSE_SHIFT;
+}
+
+/* Tell a runner of d under way (F_RUNNING: run_plain(), the inline run
+ * of deferred/core.h) or a multi-fire deferred's row runner that a call
+ * changed d's entries or pause count.  With no runner under way there is
+ * nobody to tell, and the flag is left clear (see F_STIR). */
+static inline void stir(deferred_t *d)
+{
+    if (d->flags & (F_RUNNING | F_MULTI))
+        d->flags |= F_STIR;
 }
 
 /* Whether d is paused at all: one test of the word. */

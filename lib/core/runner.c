@@ -342,7 +342,9 @@ static void run_one(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1,
         chain_on(d, r.ptr);
     else
         d->result = r;
-    d->flags &= ~F_RUNNING;
+    /* No runner of d is under way any more to be told of changes (the
+     * add that came here flagged d F_STIR). */
+    d->flags &= ~(F_RUNNING | F_STIR);
     if (d->pos < d->n && idle_with_result(d))
         run(d);
     unref_inline(d);
@@ -353,12 +355,12 @@ static int append_slow(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1
 {
     uint32_t need = (kind1 & LINK_KIND) == LINK_PAIR_CB ? 2 : 1;
 
-    d->flags |= F_STIR; /* for a runner of d under way (run_plain()) */
     if (idle_with_result(d) && d->pos == d->n && fn1 != deferred__continue_fn &&
         !is_multi(d) && !(d->flags & (F_RUNNING | F_LATER_RUN)) && d->refs) {
-        run_one(d, fn1, arg1, kind1, fn2, arg2);
+        run_one(d, fn1, arg1, kind1, fn2, arg2); /* no runner of d to tell */
         return 0;
     }
+    stir(d); /* for a runner of d under way (run_plain()) */
     if (DEFERRED_UNLIKELY(d->n + need > d->cap) && reserve(d, need, SPILL1_LINKS) < 0)
         return -ENOMEM;
     d->links[d->n].fn = fn1;
@@ -835,7 +837,7 @@ static void run_stack(deferred_t *d)
             cur->flags &= ~F_KINDS; /* an empty chain is one of plain callbacks */
         }
         stack = cur->next;
-        cur->flags &= ~F_RUNNING;
+        cur->flags &= ~(F_RUNNING | F_STIR); /* no runner of cur is left to tell */
         unref_inline(cur);
     }
 }
@@ -1063,7 +1065,7 @@ int deferred_pause(deferred_t *d)
     if (!d || (d->flags & DEFERRED__F_PAUSES) == DEFERRED__F_PAUSES)
         return -EINVAL; /* PAUSE_MAX pauses already */
     d->flags += PAUSE_ONE;
-    d->flags |= F_STIR; /* for a runner of d under way (run_plain()) */
+    stir(d); /* for a runner of d under way (run_plain()) */
     if (DEFERRED_UNLIKELY(is_multi(d)))
         deferred__flow_update(d);
     return 0;
