@@ -1,43 +1,56 @@
 /*
- * fuzz/fuzz-chain.c: a libFuzzer harness that runs the chain of one
- * deferred beside a model of its semantics (docs/semantics.md, sections
- * 4 to 6) and checks that they agree after every operation.
+ * fuzz/fuzz-chain.c: a libFuzzer harness that runs the chains of three
+ * deferreds beside a model of their documented semantics
+ * (docs/semantics.md, sections 4 to 7 and 10) and checks that they agree
+ * after every operation.
  *
  * fuzz-core.c checks lifetimes (every value released once, every block
- * freed); this one checks what runs: which half of which entry is called,
- * on which result, in which order, and what the deferred says of itself
- * afterwards (fired, paused, waiting, has its result, the result).  The
- * chain is built of every kind of entry (callback, errback, both, pairs
- * with NULL halves, the _full variants), added through the header's
+ * freed); this one checks what runs: which half of which entry of which
+ * deferred is called, on which result, in which order, what the calls a
+ * callback makes return, and what each deferred says of itself afterwards
+ * (fired, pause count, waiting and on what, has its result, the result).
+ * The chains are built of every kind of entry (callback, errback, both,
+ * pairs with NULL halves, the _full variants), added through the header's
  * inline code and through the functions, before and after the fire, from
- * outside and from inside its own callbacks; callbacks return values,
- * failures, recover, pause (and pause and unpause at once), return a
- * fired deferred or one that fires later.  Long chains go through every
- * layout of the entries (inline, heap blocks, compacted).
+ * outside and from inside their own callbacks.  Callbacks return values
+ * and failures, recover, pause (or pause and unpause at once), return a
+ * fired deferred, or another slot's deferred (so a deferred waits on
+ * another, which may be pending, paused, running or waiting in turn), and
+ * fire or unpause another slot from inside (runners nested in C).  Long
+ * chains go through every layout of the entries (inline, heap blocks,
+ * compacted).
  *
  * The model is the documented semantics, written as plainly as possible:
- * a list of entries, a position, a result, a pause count, a wait.
+ * per deferred a list of entries, a position, a result, a pause count and
+ * what it waits on; a deferred that waits has a continue entry at the end
+ * of the chain of the one it waits on.  When a chain reaches a continue
+ * entry, the outer deferred takes the result and runs first, then the
+ * inner one goes on with the empty value (Twisted's order).  A chain_to()
+ * entry fires its target with the result there (the target's chain runs
+ * at once, nested), and the chain goes on with the empty value, or with an
+ * EALREADY failure when the target had fired.  A deferred only ever waits
+ * on or is chained to a slot of a higher number, so there is no cycle.
  *
  * The input: operations, each an opcode byte and its argument bytes
- * (missing bytes read as zero).
- *   0 ADD kind h0 [h1] flags  kind & 3: callback, errback, both, pair (h1
- *                             its errback half); a half is an action byte
- *                             and an argument byte (action A_NONE: a NULL
- *                             half); flags bit 0 the _full variant, bit 1
- *                             the function rather than the header's
- *                             inline code
- *   1 FIRE x                  deferred_callback(d, x)
- *   2 ERRBACK x               deferred_errback(d, a failure of code x)
- *   3 PAUSE
- *   4 UNPAUSE
- *   5 FIRE_B x                fire (x even) or fail the deferred a callback
- *                             returned that had no result yet
- *   6 TAKE                    deferred_result_take(d)
- *   7 NEW x                   drop d, make a new one: pending (x % 3 ==
- *                             0), deferred_succeed(x) or deferred_fail()
- *   8 CANCEL                  deferred_cancel(d): an unfired d fails with
- *                             ECANCELED and swallows one later fire; a d
- *                             that waits passes the cancel to B
+ * (missing bytes read as zero); s is a slot, the low bits of its byte.
+ *   0 ADD s kind h0 [h1] flags  kind & 3: callback, errback, both, pair (h1
+ *                               its errback half); a half is an action byte
+ *                               and an argument byte (action A_NONE: a NULL
+ *                               half); flags bit 0 the _full variant, bit 1
+ *                               the function rather than the header's
+ *                               inline code
+ *   1 FIRE s x                  deferred_callback(slot s, x)
+ *   2 ERRBACK s x               deferred_errback(slot s, a failure of code x)
+ *   3 PAUSE s
+ *   4 UNPAUSE s
+ *   5 TAKE s                    deferred_result_take(slot s)
+ *   6 NEW s x                   drop slot s (unless another waits on it),
+ *                               make a new one: pending (x % 3 == 0),
+ *                               deferred_succeed(x) or deferred_fail()
+ *   7 CANCEL s                  deferred_cancel(slot s)
+ *   8 CHAIN_TO s t              deferred_chain_to(slot s, slot t): t == s is
+ *                               refused; only a higher t is chained (so that
+ *                               nothing holds itself), a lower one skipped
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,17 +58,20 @@
 
 #include "fuzz-util.h"
 
+#define NSLOTS 3
 #define MAX_OPS 600
 #define MAX_ENTRIES 4096 /* more than MAX_OPS outer adds plus nested ones */
 #define MAX_TRACE 8192
-#define NESTED_ADDS 64 /* adds from inside callbacks, per deferred */
+#define NESTED_ADDS 64 /* adds from inside callbacks, per input */
+#define SIDE_EFFECTS 48 /* fires and unpauses from inside callbacks, per input */
 
 /* ---- values ------------------------------------------------------------ */
 
 enum { V_NONE, V_INT, V_FAIL };
 
 /* A result as the model sees it: the empty value, an integer, or a
- * failure of a code (user's domain). */
+ * failure of a code (the system domain; -ECANCELED for a cancel's,
+ * -EALREADY for a chain_to() whose target had fired). */
 struct mval {
     int type;
     long v;
@@ -84,8 +100,8 @@ static struct mval mval_of(deferred_value_t v)
     f = deferred_value_get_failure(v);
     FZ_CHECK(f != NULL, "a result that is neither empty, an integer nor a failure");
     if (deferred_failure_domain(f) == DEFERRED_DOMAIN_LIBRARY &&
-        deferred_failure_code(f) == ECANCELED)
-        return mv(V_FAIL, -ECANCELED); /* a cancel's */
+        (deferred_failure_code(f) == ECANCELED || deferred_failure_code(f) == EALREADY))
+        return mv(V_FAIL, -deferred_failure_code(f)); /* a cancel's, a chain_to()'s */
     FZ_CHECK(deferred_failure_domain(f) == DEFERRED_DOMAIN_SYSTEM,
              "a failure the harness did not make");
     return mv(V_FAIL, deferred_failure_code(f));
@@ -103,20 +119,24 @@ static deferred_value_t lib_value(struct mval m)
 
 /* ---- entries and actions ----------------------------------------------- */
 
-enum { K_CB, K_EB, K_BOTH, K_PAIR };
+enum { K_CB, K_EB, K_BOTH, K_PAIR,
+       K_CONT,    /* the model's continue entry of a deferred that waits */
+       K_CHAIN_TO /* the model's chain_to() entry */ };
 
 enum action {
-    A_INC,   /* an integer: the input plus one; 1000 + code on a failure,
-                1 on the empty value */
-    A_FAIL,  /* a failure of code x % 20 + 1 */
-    A_PASS,  /* the input */
-    A_ADD,   /* add an entry (made from x) to its own deferred, pass */
-    A_PAUSE, /* pause its own deferred, pass */
-    A_BLINK, /* pause and unpause its own deferred at once, the input + 1 */
-    A_FIRED, /* a deferred that has fired: with the input + 10 (10 on the
-                empty value), or failed with code + 50 */
-    A_WAIT,  /* the deferred B, made now, without a result (when none is
-                outstanding; else as A_INC) */
+    A_INC,     /* an integer: the input plus one; 1000 + code on a failure,
+                  1 on the empty value */
+    A_FAIL,    /* a failure of code x % 20 + 1 */
+    A_PASS,    /* the input */
+    A_ADD,     /* add an entry (made from x) to its own deferred, pass */
+    A_PAUSE,   /* pause its own deferred, pass */
+    A_BLINK,   /* pause and unpause its own deferred at once, the input + 1 */
+    A_FIRED,   /* a deferred that has fired: with the input + 10 (10 on the
+                  empty value), or failed with code + 50 */
+    A_WAIT,    /* the deferred of a higher slot (its own + 1 + x % 2, or
+                  the last); the last slot's: as A_INC */
+    A_FIRE,    /* fire slot x % NSLOTS (a failure when x & 4) with x, pass */
+    A_UNPAUSE, /* unpause slot x % NSLOTS, pass */
     A_NACTIONS,
     A_NONE = A_NACTIONS /* a NULL half */
 };
@@ -126,16 +146,19 @@ struct half {
 };
 
 /* An entry: its kind and its halves (h[0] the callback or the both, h[1]
- * a pair's errback). */
+ * a pair's errback); a continue entry has the outer slot, and is dead once
+ * that outer was dropped; a chain_to() entry has the target's slot there. */
 struct entry {
     int kind;
     struct half h[2];
+    int outer, dead;
 };
 
 /* The argument of a library half. */
 struct step {
-    int id;   /* the entry's number */
-    int half; /* 0 or 1 */
+    int slot, gen; /* the deferred it was added to: slot and generation */
+    int id;        /* the entry's number in that deferred */
+    int half;      /* 0 or 1 */
     struct half h;
 };
 
@@ -145,6 +168,7 @@ static struct entry nested_entry(uint8_t x, int *full, int *function_form)
 {
     struct entry e;
 
+    memset(&e, 0, sizeof e);
     e.kind = x & 3;
     e.h[0].act = (uint8_t)((x >> 2) % A_NACTIONS);
     e.h[0].x = (uint8_t)(x * 7 + 3);
@@ -153,6 +177,22 @@ static struct entry nested_entry(uint8_t x, int *full, int *function_form)
     *full = (x >> 3) & 1;
     *function_form = (x >> 4) & 1;
     return e;
+}
+
+/* The slot a callback of slot s and argument x waits on, or -1. */
+static int wait_target(int s, uint8_t x)
+{
+    int j = s + 1 + (x & 1);
+
+    if (s == NSLOTS - 1)
+        return -1;
+    return j < NSLOTS ? j : NSLOTS - 1;
+}
+
+/* Whether an entry has a function at all (else it is refused). */
+static int has_fn(const struct entry *e)
+{
+    return e->h[0].act != A_NONE || (e->kind == K_PAIR && e->h[1].act != A_NONE);
 }
 
 /* Which half runs on a result (failed or not): 0, 1, or -1 for none. */
@@ -170,17 +210,12 @@ static int pick(const struct entry *e, int failed)
     }
 }
 
-/* Whether an entry has a function at all (else it is refused). */
-static int has_fn(struct entry e)
-{
-    return e.h[0].act != A_NONE || (e.kind == K_PAIR && e.h[1].act != A_NONE);
-}
-
 /* ---- the traces ----------------------------------------------------------- */
 
-/* A call: entry id, half, the result it was given. */
+/* A call (slot, entry id, half, the result it was given), or the status
+ * of a call a callback made (id -1, half the status). */
 struct call {
-    int id, half;
+    int slot, id, half;
     struct mval in;
 };
 
@@ -191,41 +226,85 @@ struct trace {
 
 static struct trace lib_trace, model_trace;
 
-static void trace_add(struct trace *t, int id, int half, struct mval in)
+static void trace_add(struct trace *t, int slot, int id, int half, struct mval in)
 {
     FZ_CHECK(t->n < MAX_TRACE, "more calls than the harness records");
+    t->c[t->n].slot = slot;
     t->c[t->n].id = id;
     t->c[t->n].half = half;
     t->c[t->n].in = in;
     t->n++;
 }
 
+static void trace_status(struct trace *t, int slot, int rc)
+{
+    trace_add(t, slot, -1, rc, mv(V_NONE, 0));
+}
+
 /* ---- the model ------------------------------------------------------------ */
 
-static struct model {
+struct mdef {
     struct entry e[MAX_ENTRIES];
     int id[MAX_ENTRIES];
     int n, pos;
-    int fired, running, waiting, b_pending;
-    int suppress; /* cancelled unfired: one later fire is swallowed */
+    int fired, running, cancelled, suppress;
+    int waiting; /* the slot it waits on, or -1 */
     unsigned paused;
     struct mval r;
-    int adds_left, next_id;
-} m;
+    int next_id;
+};
 
-static void model_run(void);
+static struct mdef m[NSLOTS];
+static int m_adds_left, m_side_left;
 
-static void model_append(struct entry e)
+static void model_run(int s);
+
+static void model_append(int s, struct entry e)
 {
-    FZ_CHECK(m.n < MAX_ENTRIES, "the model's chain is full");
-    m.e[m.n] = e;
-    m.id[m.n] = m.next_id++;
-    m.n++;
+    struct mdef *d = &m[s];
+
+    FZ_CHECK(d->n < MAX_ENTRIES, "the model's chain is full");
+    d->e[d->n] = e;
+    d->id[d->n] = e.kind >= K_CONT ? -1 : d->next_id++;
+    d->n++;
 }
 
-static struct mval model_act(struct half h, struct mval in)
+static int model_has_result(int s)
 {
-    int full, fn;
+    return m[s].fired && !m[s].paused && m[s].waiting < 0 && m[s].pos == m[s].n &&
+           !m[s].running;
+}
+
+/* A fire of slot s with v; its status. */
+static int model_fire(int s, struct mval v)
+{
+    if (m[s].suppress) {
+        m[s].suppress = 0; /* swallowed */
+        return 0;
+    }
+    if (m[s].fired)
+        return -EALREADY;
+    m[s].fired = 1;
+    m[s].r = v;
+    model_run(s);
+    return 0;
+}
+
+static int model_unpause(int s)
+{
+    if (!m[s].paused)
+        return -EINVAL;
+    if (--m[s].paused == 0)
+        model_run(s);
+    return 0;
+}
+
+/* What half h of an entry of slot s makes of in; *wait set when s now
+ * waits. */
+static struct mval model_act(int s, struct half h, struct mval in)
+{
+    int full, fn, j, slot;
+    struct entry e;
 
     switch (h.act) {
     case A_INC:
@@ -236,16 +315,15 @@ static struct mval model_act(struct half h, struct mval in)
     case A_PASS:
         return in;
     case A_ADD:
-        if (m.adds_left > 0) {
-            struct entry e = nested_entry(h.x, &full, &fn);
-
-            m.adds_left--;
-            if (has_fn(e)) /* else refused, as the library refuses it */
-                model_append(e);
+        if (m_adds_left > 0) {
+            e = nested_entry(h.x, &full, &fn);
+            m_adds_left--;
+            if (has_fn(&e)) /* else refused, as the library refuses it */
+                model_append(s, e);
         }
         return in;
     case A_PAUSE:
-        m.paused++;
+        m[s].paused++;
         return in;
     case A_BLINK:
         goto inc;
@@ -254,120 +332,191 @@ static struct mval model_act(struct half h, struct mval in)
             return mv(V_FAIL, in.v + 50);
         return mv(V_INT, in.type == V_INT ? in.v + 10 : 10);
     case A_WAIT:
-        if (m.b_pending)
+        j = wait_target(s, h.x);
+        if (j < 0)
             goto inc;
-        m.b_pending = 1;
-        m.waiting = 1;
+        if (model_has_result(j)) {
+            /* Taken at once; j keeps the empty value. */
+            struct mval r = m[j].r;
+
+            m[j].r = mv(V_NONE, 0);
+            return r;
+        }
+        memset(&e, 0, sizeof e);
+        e.kind = K_CONT;
+        e.outer = s;
+        model_append(j, e);
+        m[s].waiting = j;
         return mv(V_NONE, 0);
+    case A_FIRE:
+        if (m_side_left > 0) {
+            m_side_left--;
+            slot = h.x % NSLOTS;
+            trace_status(&model_trace, slot,
+                         model_fire(slot, (h.x & 4) ? mv(V_FAIL, h.x % 20 + 1) : mv(V_INT, h.x)));
+        }
+        return in;
+    case A_UNPAUSE:
+        if (m_side_left > 0) {
+            m_side_left--;
+            slot = h.x % NSLOTS;
+            trace_status(&model_trace, slot, model_unpause(slot));
+        }
+        return in;
     default:
         fz_fail("the model ran a NULL half");
     }
 }
 
-static void model_run(void)
+static void model_run(int s)
 {
-    if (m.running || !m.fired)
-        return;
-    m.running = 1;
-    while (m.pos < m.n && !m.paused && !m.waiting) {
-        const struct entry *e = &m.e[m.pos];
-        int id = m.id[m.pos];
-        int half = pick(e, m.r.type == V_FAIL);
+    struct mdef *d = &m[s];
 
-        m.pos++;
-        if (half < 0 || e->h[half].act == A_NONE)
+    if (d->running || !d->fired)
+        return;
+    d->running = 1;
+    while (d->pos < d->n && !d->paused && d->waiting < 0) {
+        const struct entry e = d->e[d->pos];
+        int id = d->id[d->pos];
+        int half;
+
+        d->pos++;
+        if (e.kind == K_CONT) {
+            if (e.dead)
+                continue; /* its outer was dropped */
+            /* The outer takes the result and runs first. */
+            m[e.outer].r = d->r;
+            d->r = mv(V_NONE, 0);
+            m[e.outer].waiting = -1;
+            model_run(e.outer);
+            continue;
+        }
+        if (e.kind == K_CHAIN_TO) {
+            struct mval r = d->r;
+
+            d->r = mv(V_NONE, 0);
+            if (model_fire(e.outer, r) == -EALREADY)
+                d->r = mv(V_FAIL, -EALREADY);
+            continue;
+        }
+        half = pick(&e, d->r.type == V_FAIL);
+        if (half < 0 || e.h[half].act == A_NONE)
             continue; /* skipped, or a NULL half: the result passes */
-        trace_add(&model_trace, id, half, m.r);
-        m.r = model_act(e->h[half], m.r);
+        trace_add(&model_trace, s, id, half, d->r);
+        d->r = model_act(s, e.h[half], d->r);
     }
-    m.running = 0;
+    d->running = 0;
 }
 
-static int model_has_result(void)
+/* A cancel of slot s: to the innermost of the waits; an unfired deferred
+ * without a canceller fails with ECANCELED and swallows one later fire. */
+static void model_cancel(int s)
 {
-    return m.fired && !m.paused && !m.waiting && m.pos == m.n;
+    while (m[s].fired && m[s].waiting >= 0)
+        s = m[s].waiting;
+    if (m[s].fired || m[s].cancelled)
+        return;
+    m[s].cancelled = 1;
+    m[s].suppress = 1;
+    m[s].fired = 1;
+    m[s].r = mv(V_FAIL, -ECANCELED);
+    model_run(s);
 }
 
 /* ---- the library side ------------------------------------------------------ */
 
-static deferred_t *d; /* the deferred under test (the harness's reference) */
-static deferred_t *b; /* what A_WAIT returned, until FIRE_B (a reference) */
-static int lib_adds_left, lib_next_id;
+static deferred_t *slot[NSLOTS]; /* the harness's references */
+static int gen[NSLOTS];
+static int lib_next_id[NSLOTS];
+static int lib_adds_left, lib_side_left;
 
 static deferred_value_t lib_half(deferred_value_t v, void *arg);
 
-/* Add entry e to d as the library's user would; 0 or the error. */
-static int lib_add(struct entry e, int full, int function_form, int id)
+/* Add entry e to slot s as the library's user would; 0 or the error. */
+static int lib_add(int s, struct entry e, int full, int function_form, int id)
 {
+    deferred_t *d = slot[s];
     deferred_fn fn[2];
-    struct step *s[2];
-    int k, rc;
+    struct step *st[2];
+    int k;
 
     for (k = 0; k < 2; k++) {
         fn[k] = NULL;
-        s[k] = NULL;
+        st[k] = NULL;
         if ((k == 1 && e.kind != K_PAIR) || e.h[k].act == A_NONE)
             continue;
-        s[k] = fz_arg_new(sizeof *s[k], full);
-        s[k]->id = id;
-        s[k]->half = k;
-        s[k]->h = e.h[k];
+        st[k] = fz_arg_new(sizeof *st[k], full);
+        st[k]->slot = s;
+        st[k]->gen = gen[s];
+        st[k]->id = id;
+        st[k]->half = k;
+        st[k]->h = e.h[k];
         fn[k] = lib_half;
     }
-    if (!fn[0] && !fn[1]) {
-        /* Both halves NULL: refused, and the model adds nothing either
-         * (the caller does not append it). */
-        rc = e.kind == K_PAIR ? deferred_add_callbacks(d, NULL, NULL, NULL, NULL)
-                              : deferred_add_callback(d, NULL, NULL);
-        FZ_CHECK(rc == -EINVAL, "an entry without a function was not refused");
-        return rc;
-    }
+    if (!fn[0] && !fn[1])
+        return e.kind == K_PAIR ? deferred_add_callbacks(d, NULL, NULL, NULL, NULL)
+                                : deferred_add_callback(d, NULL, NULL);
     if (e.kind == K_PAIR) {
         if (full)
-            return deferred_add_callbacks_full(d, fn[0], s[0], s[0] ? fz_destroy : NULL, fn[1],
-                                               s[1], s[1] ? fz_destroy : NULL);
-        return deferred_add_callbacks(d, fn[0], s[0], fn[1], s[1]);
+            return deferred_add_callbacks_full(d, fn[0], st[0], st[0] ? fz_destroy : NULL,
+                                               fn[1], st[1], st[1] ? fz_destroy : NULL);
+        return deferred_add_callbacks(d, fn[0], st[0], fn[1], st[1]);
     }
     if (full) {
         switch (e.kind) {
         case K_CB:
-            return deferred_add_callback_full(d, fn[0], s[0], fz_destroy);
+            return deferred_add_callback_full(d, fn[0], st[0], fz_destroy);
         case K_EB:
-            return deferred_add_errback_full(d, fn[0], s[0], fz_destroy);
+            return deferred_add_errback_full(d, fn[0], st[0], fz_destroy);
         default:
-            return deferred_add_both_full(d, fn[0], s[0], fz_destroy);
+            return deferred_add_both_full(d, fn[0], st[0], fz_destroy);
         }
     }
     if (function_form) {
         switch (e.kind) {
         case K_CB:
-            return (deferred_add_callback)(d, fn[0], s[0]);
+            return (deferred_add_callback)(d, fn[0], st[0]);
         case K_EB:
-            return (deferred_add_errback)(d, fn[0], s[0]);
+            return (deferred_add_errback)(d, fn[0], st[0]);
         default:
-            return (deferred_add_both)(d, fn[0], s[0]);
+            return (deferred_add_both)(d, fn[0], st[0]);
         }
     }
     switch (e.kind) {
     case K_CB:
-        return deferred_add_callback(d, fn[0], s[0]);
+        return deferred_add_callback(d, fn[0], st[0]);
     case K_EB:
-        return deferred_add_errback(d, fn[0], s[0]);
+        return deferred_add_errback(d, fn[0], st[0]);
     default:
-        return deferred_add_both(d, fn[0], s[0]);
+        return deferred_add_both(d, fn[0], st[0]);
     }
+}
+
+/* Add e to slot s, numbered first (it may run before the add returns:
+ * the model numbers it as it is appended); checks the status. */
+static void lib_add_checked(int s, struct entry e, int full, int function_form)
+{
+    int rc = lib_add(s, e, full, function_form, has_fn(&e) ? lib_next_id[s]++ : -1);
+
+    if (has_fn(&e))
+        FZ_CHECK(rc == 0, "an add failed");
+    else
+        FZ_CHECK(rc == -EINVAL, "an entry without a function was not refused");
 }
 
 static deferred_value_t lib_half(deferred_value_t v, void *arg)
 {
-    struct step *s = arg;
+    struct step *st = arg;
     struct mval in = mval_of(v);
-    int full, fn, rc, id;
+    int full, fn, j, s = st->slot, target;
+    deferred_t *d = slot[s];
 
-    FZ_CHECK(!fz_arg_destroyed(s), "a half ran after its argument was destroyed");
-    trace_add(&lib_trace, s->id, s->half, in);
-    FZ_TRACE("  call entry %d half %d on (%d, %ld)", s->id, s->half, in.type, in.v);
-    switch (s->h.act) {
+    FZ_CHECK(!fz_arg_destroyed(st), "a half ran after its argument was destroyed");
+    FZ_CHECK(st->gen == gen[s], "a half of a dropped deferred ran");
+    trace_add(&lib_trace, s, st->id, st->half, in);
+    FZ_TRACE("  call slot %d entry %d half %d on (%d, %ld)", s, st->id, st->half, in.type,
+             in.v);
+    switch (st->h.act) {
     case A_INC:
     inc:
         deferred_value_release(v);
@@ -375,19 +524,15 @@ static deferred_value_t lib_half(deferred_value_t v, void *arg)
                                   : in.type == V_FAIL ? 1000 + in.v : 1);
     case A_FAIL:
         deferred_value_release(v);
-        return lib_value(mv(V_FAIL, s->h.x % 20 + 1));
+        return lib_value(mv(V_FAIL, st->h.x % 20 + 1));
     case A_PASS:
         return v;
     case A_ADD:
         if (lib_adds_left > 0) {
-            struct entry e = nested_entry(s->h.x, &full, &fn);
+            struct entry e = nested_entry(st->h.x, &full, &fn);
 
             lib_adds_left--;
-            /* The number first: the entry may run before the add returns. */
-            id = has_fn(e) ? lib_next_id++ : -1;
-            rc = lib_add(e, full, fn, id);
-            FZ_CHECK(has_fn(e) ? rc == 0 : rc == -EINVAL,
-                     "an add from inside a callback failed");
+            lib_add_checked(s, e, full, fn);
         }
         return v;
     case A_PAUSE:
@@ -405,12 +550,30 @@ static deferred_value_t lib_half(deferred_value_t v, void *arg)
         return deferred_value_deferred(
             deferred_succeed(deferred_value_int(in.type == V_INT ? in.v + 10 : 10)));
     case A_WAIT:
-        if (b)
+        j = wait_target(s, st->h.x);
+        if (j < 0)
             goto inc;
         deferred_value_release(v);
-        b = deferred_new();
-        FZ_CHECK(b != NULL, "deferred_new() failed");
-        return deferred_value_deferred(deferred_ref(b));
+        return deferred_value_deferred(deferred_ref(slot[j]));
+    case A_FIRE:
+        if (lib_side_left > 0) {
+            lib_side_left--;
+            target = st->h.x % NSLOTS;
+            trace_status(&lib_trace, target,
+                         (st->h.x & 4)
+                             ? deferred_errback(slot[target],
+                                                deferred_failure_new(DEFERRED_DOMAIN_SYSTEM,
+                                                                     st->h.x % 20 + 1, "fire"))
+                             : deferred_callback(slot[target], deferred_value_int(st->h.x)));
+        }
+        return v;
+    case A_UNPAUSE:
+        if (lib_side_left > 0) {
+            lib_side_left--;
+            target = st->h.x % NSLOTS;
+            trace_status(&lib_trace, target, deferred_unpause(slot[target]));
+        }
+        return v;
     default:
         fz_fail("the library ran a NULL half");
     }
@@ -420,74 +583,87 @@ static deferred_value_t lib_half(deferred_value_t v, void *arg)
 
 static void compare(const char *op)
 {
-    int i;
-    struct mval r = mval_of(deferred_result(d));
+    int i, s;
 
-    if (lib_trace.n != model_trace.n)
-        fprintf(stderr, "fuzz-chain: after %s: %d calls, the model %d\n", op, lib_trace.n,
-                model_trace.n);
     for (i = 0; i < lib_trace.n && i < model_trace.n; i++) {
         const struct call *a = &lib_trace.c[i], *e = &model_trace.c[i];
 
-        if (a->id != e->id || a->half != e->half || !mval_eq(a->in, e->in)) {
+        if (a->slot != e->slot || a->id != e->id || a->half != e->half ||
+            !mval_eq(a->in, e->in)) {
             fprintf(stderr,
-                    "fuzz-chain: after %s: call %d: entry %d half %d on (%d, %ld); the model: "
-                    "entry %d half %d on (%d, %ld)\n",
-                    op, i, a->id, a->half, a->in.type, a->in.v, e->id, e->half, e->in.type,
-                    e->in.v);
+                    "fuzz-chain: after %s: call %d: slot %d entry %d half %d on (%d, %ld); the "
+                    "model: slot %d entry %d half %d on (%d, %ld)\n",
+                    op, i, a->slot, a->id, a->half, a->in.type, a->in.v, e->slot, e->id,
+                    e->half, e->in.type, e->in.v);
             fz_fail("a call differs from the model's");
         }
     }
-    FZ_CHECK(lib_trace.n == model_trace.n, "the number of calls differs from the model's");
+    if (lib_trace.n != model_trace.n) {
+        fprintf(stderr, "fuzz-chain: after %s: %d calls, the model %d\n", op, lib_trace.n,
+                model_trace.n);
+        fz_fail("the number of calls differs from the model's");
+    }
     lib_trace.n = model_trace.n = 0;
-    if (deferred_has_fired(d) != !!m.fired || deferred_pause_count(d) != m.paused ||
-        deferred_is_waiting(d) != !!m.waiting || deferred_has_result(d) != !!model_has_result())
-        fprintf(stderr,
-                "fuzz-chain: after %s: fired %d paused %u waiting %d has_result %d; the model: "
-                "fired %d paused %u waiting %d has_result %d (entry %d of %d)\n",
-                op, deferred_has_fired(d), deferred_pause_count(d), deferred_is_waiting(d),
-                deferred_has_result(d), m.fired, m.paused, m.waiting, model_has_result(), m.pos,
-                m.n);
-    FZ_CHECK(deferred_has_fired(d) == !!m.fired, "has_fired differs from the model");
-    FZ_CHECK(deferred_pause_count(d) == m.paused, "the pause count differs from the model");
-    FZ_CHECK(deferred_is_waiting(d) == !!m.waiting, "is_waiting differs from the model");
-    FZ_CHECK(deferred_has_result(d) == !!model_has_result(), "has_result differs from the model");
-    if (!mval_eq(r, m.r)) {
-        fprintf(stderr, "fuzz-chain: after %s: result (%d, %ld), the model (%d, %ld)\n", op,
-                r.type, r.v, m.r.type, m.r.v);
-        fz_fail("the result differs from the model's");
+    for (s = 0; s < NSLOTS; s++) {
+        deferred_t *d = slot[s];
+        struct mval r = mval_of(deferred_result(d));
+        deferred_t *on = deferred_waits_on(d);
+        int waits = -1;
+
+        for (i = 0; i < NSLOTS; i++)
+            if (on && on == slot[i])
+                waits = i;
+        if (deferred_has_fired(d) != !!m[s].fired || deferred_pause_count(d) != m[s].paused ||
+            deferred_is_waiting(d) != (m[s].waiting >= 0) || waits != m[s].waiting ||
+            deferred_has_result(d) != !!model_has_result(s) || !mval_eq(r, m[s].r)) {
+            fprintf(stderr,
+                    "fuzz-chain: after %s: slot %d: fired %d paused %u waits on %d has_result "
+                    "%d result (%d, %ld); the model: fired %d paused %u waits on %d has_result "
+                    "%d result (%d, %ld) (entry %d of %d)\n",
+                    op, s, deferred_has_fired(d), deferred_pause_count(d), waits,
+                    deferred_has_result(d), r.type, r.v, m[s].fired, m[s].paused,
+                    m[s].waiting, model_has_result(s), m[s].r.type, m[s].r.v, m[s].pos,
+                    m[s].n);
+            fz_fail("a deferred's state differs from the model's");
+        }
     }
 }
 
 /* ---- the operations ---------------------------------------------------------- */
 
-static void reset(int how, uint8_t x)
+/* Drop slot s and make a new one (how: 0 pending, 1 succeeded with x, 2
+ * failed with x % 20 + 1).  The caller saw that nothing waits on s. */
+static void reset(int s, int how, uint8_t x)
 {
-    if (d)
-        deferred_unref(d);
-    d = NULL;
-    if (b)
-        deferred_unref(b); /* nothing waits on it any more */
-    b = NULL;
-    memset(&m, 0, sizeof m);
-    m.adds_left = lib_adds_left = NESTED_ADDS;
-    lib_next_id = 0;
+    int k, i;
+
+    if (slot[s])
+        deferred_unref(slot[s]);
+    /* The continue entry of a dropped outer is skipped. */
+    for (k = 0; k < NSLOTS; k++)
+        for (i = m[k].pos; i < m[k].n; i++)
+            if (m[k].e[i].kind == K_CONT && m[k].e[i].outer == s)
+                m[k].e[i].dead = 1;
+    memset(&m[s], 0, sizeof m[s]);
+    m[s].waiting = -1;
+    lib_next_id[s] = 0;
+    gen[s]++;
     switch (how) {
     case 0:
-        d = deferred_new();
+        slot[s] = deferred_new();
         break;
     case 1:
-        d = deferred_succeed(deferred_value_int(x));
-        m.fired = 1;
-        m.r = mv(V_INT, x);
+        slot[s] = deferred_succeed(deferred_value_int(x));
+        m[s].fired = 1;
+        m[s].r = mv(V_INT, x);
         break;
     default:
-        d = deferred_fail(deferred_failure_new(DEFERRED_DOMAIN_SYSTEM, x % 20 + 1, "failed"));
-        m.fired = 1;
-        m.r = mv(V_FAIL, x % 20 + 1);
+        slot[s] = deferred_fail(deferred_failure_new(DEFERRED_DOMAIN_SYSTEM, x % 20 + 1, "failed"));
+        m[s].fired = 1;
+        m[s].r = mv(V_FAIL, x % 20 + 1);
         break;
     }
-    FZ_CHECK(d != NULL, "making the deferred failed");
+    FZ_CHECK(slot[s] != NULL, "making a deferred failed");
 }
 
 static struct half read_half(fz_reader_t *in)
@@ -499,40 +675,56 @@ static struct half read_half(fz_reader_t *in)
     return h;
 }
 
+/* Whether another deferred holds slot s: waits on it, or has a chain_to()
+ * entry for it still to run. */
+static int held(int s)
+{
+    for (int k = 0; k < NSLOTS; k++) {
+        if (m[k].waiting == s)
+            return 1;
+        for (int i = m[k].pos; i < m[k].n; i++)
+            if (m[k].e[i].kind == K_CHAIN_TO && m[k].e[i].outer == s)
+                return 1;
+    }
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_reader_t in = {data, size};
-    int ops = 0;
+    int ops = 0, s, rc;
 
     fz_setup();
     fz_begin();
     lib_trace.n = model_trace.n = 0;
-    reset(0, 0);
+    m_adds_left = lib_adds_left = NESTED_ADDS;
+    m_side_left = lib_side_left = SIDE_EFFECTS;
+    for (s = 0; s < NSLOTS; s++) {
+        slot[s] = NULL;
+        reset(s, 0, 0);
+    }
     while (fz_more(&in) && ops++ < MAX_OPS) {
         uint8_t op = fz_byte(&in) % 9;
-        int rc, expect;
 
+        s = fz_byte(&in) % NSLOTS;
         switch (op) {
         case 0: {
             struct entry e;
             uint8_t flags;
 
+            memset(&e, 0, sizeof e);
             e.kind = fz_byte(&in) & 3;
             e.h[0] = read_half(&in);
             e.h[1].act = A_NONE;
-            e.h[1].x = 0;
             if (e.kind == K_PAIR)
                 e.h[1] = read_half(&in);
             flags = fz_byte(&in);
-            FZ_TRACE("add kind %d (%d, %d) (%d, %d) flags %d", e.kind, e.h[0].act, e.h[0].x,
-                     e.h[1].act, e.h[1].x, flags);
-            /* The number first: the entry may run before the add returns
-             * (the model's is given as it is appended). */
-            rc = lib_add(e, flags & 1, (flags >> 1) & 1, has_fn(e) ? lib_next_id++ : -1);
-            if (has_fn(e)) {
-                FZ_CHECK(rc == 0, "an add failed");
-                model_append(e);
-                model_run();
+            FZ_TRACE("add slot %d kind %d (%d, %d) (%d, %d) flags %d", s, e.kind, e.h[0].act,
+                     e.h[0].x, e.h[1].act, e.h[1].x, flags);
+            lib_add_checked(s, e, flags & 1, (flags >> 1) & 1);
+            if (has_fn(&e)) {
+                model_append(s, e);
+                model_run(s);
             }
             compare("add");
             break;
@@ -542,110 +734,83 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             uint8_t x = fz_byte(&in);
             struct mval v = op == 1 ? mv(V_INT, x) : mv(V_FAIL, x % 20 + 1);
 
-            FZ_TRACE("%s %d", op == 1 ? "callback" : "errback", x);
-            rc = op == 1 ? deferred_callback(d, lib_value(v))
-                         : deferred_errback(d, deferred_value_take_failure(lib_value(v)));
-            expect = m.fired && !m.suppress ? -EALREADY : 0;
-            FZ_CHECK(rc == expect, "a fire's status differs from the model's");
-            if (m.suppress) {
-                m.suppress = 0; /* swallowed */
-            } else if (!m.fired) {
-                m.fired = 1;
-                m.r = v;
-                model_run();
-            }
+            FZ_TRACE("%s slot %d with %d", op == 1 ? "callback" : "errback", s, x);
+            rc = op == 1 ? deferred_callback(slot[s], lib_value(v))
+                         : deferred_errback(slot[s], deferred_value_take_failure(lib_value(v)));
+            FZ_CHECK(rc == model_fire(s, v), "a fire's status differs from the model's");
             compare("fire");
             break;
         }
         case 3:
-            FZ_TRACE("pause");
-            FZ_CHECK(deferred_pause(d) == 0, "a pause failed");
-            m.paused++;
+            FZ_TRACE("pause slot %d", s);
+            FZ_CHECK(deferred_pause(slot[s]) == 0, "a pause failed");
+            m[s].paused++;
             compare("pause");
             break;
         case 4:
-            FZ_TRACE("unpause");
-            rc = deferred_unpause(d);
-            FZ_CHECK(rc == (m.paused ? 0 : -EINVAL), "an unpause's status differs from the model's");
-            if (m.paused && --m.paused == 0)
-                model_run();
+            FZ_TRACE("unpause slot %d", s);
+            rc = deferred_unpause(slot[s]);
+            FZ_CHECK(rc == model_unpause(s), "an unpause's status differs from the model's");
             compare("unpause");
             break;
         case 5: {
-            uint8_t x = fz_byte(&in);
-            struct mval v = (x & 1) ? mv(V_FAIL, x % 20 + 1) : mv(V_INT, x);
-            deferred_t *fired_b;
-
-            FZ_TRACE("fire B with %d", x);
-            FZ_CHECK(!b == !m.b_pending, "B differs from the model");
-            if (!b)
-                break;
-            /* B is no longer outstanding once fired: a callback it runs
-             * may make the next one. */
-            fired_b = b;
-            b = NULL;
-            rc = (x & 1) ? deferred_errback(fired_b, deferred_value_take_failure(lib_value(v)))
-                         : deferred_callback(fired_b, lib_value(v));
-            FZ_CHECK(rc == 0, "firing B failed");
-            deferred_unref(fired_b);
-            m.b_pending = 0;
-            if (m.waiting) {
-                m.waiting = 0;
-                m.r = v;
-                model_run();
-            }
-            compare("fire B");
-            break;
-        }
-        case 6: {
             struct mval r;
             deferred_value_t v;
 
-            FZ_TRACE("take");
-            v = deferred_result_take(d);
+            FZ_TRACE("take slot %d", s);
+            v = deferred_result_take(slot[s]);
             r = mval_of(v);
             deferred_value_release(v);
-            if (!mval_eq(r, m.r))
+            if (!mval_eq(r, m[s].r))
                 fz_fail("the result taken differs from the model's");
-            m.r = mv(V_NONE, 0);
+            m[s].r = mv(V_NONE, 0);
             compare("take");
             break;
         }
-        case 8:
-            FZ_TRACE("cancel");
-            FZ_CHECK(deferred_cancel(d) == 0, "a cancel failed");
-            if (!m.fired) {
-                m.fired = 1;
-                m.suppress = 1;
-                m.r = mv(V_FAIL, -ECANCELED);
-                model_run();
-            } else if (m.waiting) {
-                /* B, which has no canceller, fails with ECANCELED: d goes
-                 * on with that failure (B is outstanding until then). */
-                m.waiting = 0;
-                m.r = mv(V_FAIL, -ECANCELED);
-                model_run();
-                m.b_pending = 0;
-                deferred_unref(b);
-                b = NULL;
-            }
-            compare("cancel");
-            break;
-        default: {
+        case 6: {
             uint8_t x = fz_byte(&in);
 
-            FZ_TRACE("new %d", x);
-            reset(x % 3, x);
+            if (held(s))
+                break;
+            FZ_TRACE("new slot %d: %d", s, x);
+            reset(s, x % 3, x);
             compare("new");
             break;
         }
+        case 8: {
+            int t = fz_byte(&in) % NSLOTS;
+            struct entry e;
+
+            FZ_TRACE("chain_to slot %d -> slot %d", s, t);
+            if (t == s) {
+                FZ_CHECK(deferred_chain_to(slot[s], slot[t]) == -EINVAL,
+                         "a chain_to() of a deferred to itself was not refused");
+                break;
+            }
+            if (t < s)
+                break;
+            FZ_CHECK(deferred_chain_to(slot[s], slot[t]) == 0, "a chain_to() failed");
+            memset(&e, 0, sizeof e);
+            e.kind = K_CHAIN_TO;
+            e.outer = t;
+            model_append(s, e);
+            model_run(s);
+            compare("chain_to");
+            break;
+        }
+        default:
+            FZ_TRACE("cancel slot %d", s);
+            FZ_CHECK(deferred_cancel(slot[s]) == 0, "a cancel failed");
+            model_cancel(s);
+            compare("cancel");
+            break;
         }
     }
-    deferred_unref(d);
-    d = NULL;
-    if (b)
-        deferred_unref(b);
-    b = NULL;
+    /* Outer deferreds first: what they wait on is released after. */
+    for (s = 0; s < NSLOTS; s++) {
+        deferred_unref(slot[s]);
+        slot[s] = NULL;
+    }
     fz_end();
     return 0;
 }

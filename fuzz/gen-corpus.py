@@ -273,75 +273,104 @@ ASYNC = {
 }
 
 
-# fuzz-chain.c's opcodes and callback actions.
-(C_ADD, C_FIRE, C_ERRBACK, C_PAUSE, C_UNPAUSE, C_FIRE_B, C_TAKE, C_NEW, C_CANCEL) = range(9)
-(A_INC, A_FAIL, A_PASS, A_ADD, A_PAUSE, A_BLINK, A_FIRED, A_WAIT, A_NONE) = range(9)
+# fuzz-chain.c's opcodes and callback actions.  Each operation names a
+# slot (0-2) after its opcode.
+(C_ADD, C_FIRE, C_ERRBACK, C_PAUSE, C_UNPAUSE, C_TAKE, C_NEW, C_CANCEL,
+ C_CHAIN_TO) = range(9)
+(A_INC, A_FAIL, A_PASS, A_ADD, A_PAUSE, A_BLINK, A_FIRED, A_WAIT, A_FIRE, A_UNPAUSE,
+ A_NONE) = range(11)
 K_CB, K_EB, K_BOTH, K_PAIR = range(4)
 
 
-def c_add(kind, act, x=0, act2=A_NONE, x2=0, full=False, function=False):
+def c_add(kind, act, x=0, act2=A_NONE, x2=0, full=False, function=False, s=0):
     flags = (1 if full else 0) | (2 if function else 0)
     if kind == K_PAIR:
-        return [C_ADD, kind, act, x, act2, x2, flags]
-    return [C_ADD, kind, act, x, flags]
+        return [C_ADD, s, kind, act, x, act2, x2, flags]
+    return [C_ADD, s, kind, act, x, flags]
 
 
-def c_cbs(n, act=A_INC): return sum((c_add(K_CB, act) for _ in range(n)), [])
+def c_cbs(n, act=A_INC, s=0): return sum((c_add(K_CB, act, s=s) for _ in range(n)), [])
+def c_fire(s, x=0): return [C_FIRE, s, x]
+def c_errback(s, x=0): return [C_ERRBACK, s, x]
+def c_pause(s): return [C_PAUSE, s]
+def c_unpause(s): return [C_UNPAUSE, s]
+def c_take(s): return [C_TAKE, s]
+def c_new(s, x): return [C_NEW, s, x]
+def c_cancel(s): return [C_CANCEL, s]
+def c_chain_to(s, t): return [C_CHAIN_TO, s, t]
 
 
 CHAIN = {
-    "chain10": c_cbs(10) + [C_FIRE, 0, C_TAKE],
-    "chain10-after": [C_NEW, 1] + c_cbs(10) + [C_TAKE],
-    "errback-after-callbacks": c_cbs(5) + c_add(K_EB, A_INC) + c_cbs(5) + [C_ERRBACK, 3],
+    "chain10": c_cbs(10) + c_fire(0) + c_take(0),
+    "chain10-after": c_new(0, 1) + c_cbs(10) + c_take(0),
+    "errback-after-callbacks": c_cbs(5) + c_add(K_EB, A_INC) + c_cbs(5) + c_errback(0, 3),
     "fail-then-recover": c_add(K_CB, A_FAIL, 4) + c_cbs(6) + c_add(K_EB, A_INC)
-        + c_cbs(3) + [C_FIRE, 1],
+        + c_cbs(3) + c_fire(0, 1),
     "pair-null-halves": c_add(K_PAIR, A_NONE, 0, A_INC) + c_add(K_PAIR, A_FAIL, 2, A_NONE)
-        + c_add(K_PAIR, A_INC, 0, A_INC) + [C_FIRE, 5],
-    "pause-inside": c_cbs(3) + c_add(K_CB, A_PAUSE) + c_cbs(20) + [C_FIRE, 0]
-        + c_cbs(4) + [C_UNPAUSE, C_TAKE],
-    "blink-inside": c_cbs(2) + c_add(K_CB, A_BLINK) + c_cbs(9) + [C_FIRE, 0],
+        + c_add(K_PAIR, A_INC, 0, A_INC) + c_fire(0, 5),
+    "pause-inside": c_cbs(3) + c_add(K_CB, A_PAUSE) + c_cbs(20) + c_fire(0)
+        + c_cbs(4) + c_unpause(0) + c_take(0),
+    "blink-inside": c_cbs(2) + c_add(K_CB, A_BLINK) + c_cbs(9) + c_fire(0),
     "add-inside": c_add(K_CB, A_ADD, 0x01) + c_add(K_CB, A_ADD, 0x42) + c_cbs(2)
-        + c_add(K_EB, A_ADD, 0x85) + [C_FIRE, 0],
-    "wait-then-fire-b": c_cbs(2) + c_add(K_CB, A_WAIT) + c_cbs(12) + [C_FIRE, 0, C_PAUSE]
-        + c_add(K_BOTH, A_INC) + [C_FIRE_B, 8, C_UNPAUSE],
-    "wait-failed-b": c_add(K_CB, A_WAIT) + c_add(K_EB, A_INC) + [C_FIRE, 0, C_FIRE_B, 3],
+        + c_add(K_EB, A_ADD, 0x85) + c_fire(0),
+    "wait-pending": c_cbs(2) + c_add(K_CB, A_WAIT, 0) + c_cbs(12) + c_fire(0)
+        + c_pause(0) + c_add(K_BOTH, A_INC) + c_cbs(2, s=1) + c_fire(1, 8)
+        + c_cbs(2, s=1) + c_unpause(0),
+    "wait-failed": c_add(K_CB, A_WAIT, 1) + c_add(K_EB, A_INC) + c_fire(0)
+        + c_errback(2, 3),
+    "wait-paused": c_pause(1) + c_fire(1, 4) + c_add(K_CB, A_WAIT) + c_fire(0)
+        + c_cbs(2, s=1) + c_unpause(1),
+    "wait-waiting": c_add(K_CB, A_WAIT, 0) + c_add(K_CB, A_WAIT, 0, s=1) + c_fire(1)
+        + c_fire(0) + c_cbs(3) + c_fire(2, 7) + c_take(0),
+    "wait-running": c_add(K_CB, A_FIRE, 0, s=1) + c_add(K_CB, A_WAIT, 0) + c_cbs(3, s=1)
+        + c_fire(1),
+    "fire-from-inside": c_add(K_CB, A_FIRE, 1) + c_add(K_CB, A_FIRE, 2, s=1)
+        + c_add(K_CB, A_UNPAUSE, 0, s=2) + c_pause(0) + c_fire(0),
     "fired-returned": c_add(K_CB, A_FIRED) + c_add(K_CB, A_FAIL, 1) + c_add(K_EB, A_FIRED)
-        + c_add(K_EB, A_INC) + [C_FIRE, 2],
+        + c_add(K_EB, A_INC) + c_fire(0, 2),
     "full-everything": sum((c_add(k, A_INC, full=True) for k in (0, 1, 2, 0, 0, 2, 1)), [])
-        + c_add(K_PAIR, A_FAIL, 1, A_INC, full=True) + [C_ERRBACK, 1, C_NEW, 0]
+        + c_add(K_PAIR, A_FAIL, 1, A_INC, full=True) + c_errback(0, 1) + c_new(0, 0)
         + c_cbs(7) + sum((c_add(K_EB, A_INC, full=True) for _ in range(9)), []),
     "function-form": sum((c_add(k % 3, A_INC, function=True) for k in range(40)), [])
-        + [C_FIRE, 0],
-    "second-fire": [C_FIRE, 1, C_FIRE, 2, C_ERRBACK, 3, C_UNPAUSE],
-    "take-then-add": [C_FIRE, 4, C_TAKE] + c_cbs(3) + [C_PAUSE, C_TAKE] + c_cbs(2)
-        + [C_UNPAUSE],
-    "cancel-pending": c_cbs(2) + c_add(K_EB, A_INC) + [C_CANCEL, C_FIRE, 1, C_FIRE, 2],
-    "cancel-waiting": c_add(K_CB, A_WAIT) + c_add(K_EB, A_WAIT) + c_cbs(4)
-        + [C_FIRE, 0, C_CANCEL, C_FIRE_B, 1, C_CANCEL],
-    "compacted": [C_PAUSE] + c_cbs(30) + [C_FIRE, 0] + [C_UNPAUSE] + c_add(K_CB, A_PAUSE)
-        + [C_PAUSE] + c_cbs(40) + [C_UNPAUSE, C_UNPAUSE],
+        + c_fire(0),
+    "second-fire": c_fire(0, 1) + c_fire(0, 2) + c_errback(0, 3) + c_unpause(0),
+    "take-then-add": c_fire(0, 4) + c_take(0) + c_cbs(3) + c_pause(0) + c_take(0)
+        + c_cbs(2) + c_unpause(0),
+    "cancel-pending": c_cbs(2) + c_add(K_EB, A_INC) + c_cancel(0) + c_fire(0, 1)
+        + c_fire(0, 2),
+    "cancel-waiting": c_add(K_CB, A_WAIT) + c_add(K_EB, A_INC) + c_cbs(4) + c_fire(0)
+        + c_cancel(0) + c_fire(1, 1) + c_cancel(0),
+    "drop-waiting": c_add(K_CB, A_WAIT) + c_fire(0) + c_new(0, 0) + c_cbs(2, s=1)
+        + c_fire(1, 3),
+    "chain-to": c_cbs(2) + c_chain_to(0, 1) + c_add(K_EB, A_INC) + c_cbs(2, s=1)
+        + c_fire(0, 3) + c_chain_to(0, 0) + c_chain_to(1, 2) + c_add(K_BOTH, A_INC, s=1)
+        + c_fire(2, 1) + c_chain_to(1, 2) + c_new(1, 0),
+    "chain-to-cancelled": c_cancel(1) + c_chain_to(0, 1) + c_fire(0, 5) + c_take(0),
+    "compacted": c_pause(0) + c_cbs(30) + c_fire(0) + c_unpause(0)
+        + c_add(K_CB, A_PAUSE) + c_pause(0) + c_cbs(40) + c_unpause(0) + c_unpause(0),
 }
 
 
 def chain_random(seed, count):
-    """Programs that build long chains of mixed entries, then fire, pause,
-    unpause, fire B and take, in random order."""
+    """Programs that build long chains of mixed entries on the three
+    slots, then fire, pause, unpause, take, cancel and renew them, in
+    random order."""
     rng = random.Random(seed)
     out = {}
     for i in range(count):
         data = []
         for _ in range(rng.randint(20, 120)):
-            r = rng.random()
-            if r < 0.7:
+            s = rng.choice([0, 0, 0, 1, 1, 2])
+            if rng.random() < 0.7:
                 kind = rng.choice([K_CB] * 6 + [K_EB, K_BOTH, K_PAIR])
-                act = rng.choice([A_INC] * 8 + list(range(9)))
-                data += c_add(kind, act, rng.randrange(256), rng.randrange(9),
-                              rng.randrange(256), rng.random() < 0.2, rng.random() < 0.3)
+                act = rng.choice([A_INC] * 10 + list(range(11)))
+                data += c_add(kind, act, rng.randrange(256), rng.randrange(11),
+                              rng.randrange(256), rng.random() < 0.2, rng.random() < 0.3, s)
             else:
-                op = rng.choice([C_FIRE, C_ERRBACK, C_PAUSE, C_UNPAUSE, C_FIRE_B, C_TAKE,
-                                 C_NEW, C_UNPAUSE, C_FIRE, C_CANCEL])
-                data += [op] + ([rng.randrange(256)] if op in (C_FIRE, C_ERRBACK, C_FIRE_B,
-                                                              C_NEW) else [])
+                op = rng.choice([C_FIRE, C_ERRBACK, C_PAUSE, C_UNPAUSE, C_TAKE, C_NEW,
+                                 C_UNPAUSE, C_FIRE, C_CANCEL, C_CHAIN_TO])
+                data += [op, s] + ([rng.randrange(256)] if op in (C_FIRE, C_ERRBACK, C_NEW,
+                                                              C_CHAIN_TO) else [])
         out["random-%02d" % i] = data
     return out
 
