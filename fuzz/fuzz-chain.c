@@ -38,7 +38,11 @@
  *                               and an argument byte (action A_NONE: a NULL
  *                               half); flags bit 0 the _full variant, bit 1
  *                               the function rather than the header's
- *                               inline code
+ *                               inline code, bit 2 the library's next
+ *                               allocation fails (when no callback can run
+ *                               in the add: s unfired, paused or waiting):
+ *                               -ENOMEM adds nothing and destroys the
+ *                               arguments of a _full add
  *   1 FIRE s x                  deferred_callback(slot s, x)
  *   2 ERRBACK s x               deferred_errback(slot s, a failure of code x)
  *   3 PAUSE s
@@ -607,6 +611,10 @@ static void compare(const char *op)
     for (s = 0; s < NSLOTS; s++) {
         deferred_t *d = slot[s];
         struct mval r = mval_of(deferred_result(d));
+
+        /* For t/twisted-diff.py, which runs the same program on Twisted. */
+        if (deferred_has_result(d))
+            FZ_TRACE("  result slot %d (%d, %ld)", s, r.type, r.v);
         deferred_t *on = deferred_waits_on(d);
         int waits = -1;
 
@@ -721,6 +729,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             flags = fz_byte(&in);
             FZ_TRACE("add slot %d kind %d (%d, %d) (%d, %d) flags %d", s, e.kind, e.h[0].act,
                      e.h[0].x, e.h[1].act, e.h[1].x, flags);
+            if ((flags & 4) && has_fn(&e) &&
+                (!m[s].fired || m[s].paused || m[s].waiting >= 0)) {
+                /* Nothing runs in this add: the only allocation is its
+                 * own (a block for the entries, unless the cache has one). */
+                fz_fail_alloc_after(1);
+                rc = lib_add(s, e, flags & 1, (flags >> 1) & 1, lib_next_id[s]);
+                fz_fail_alloc_after(0);
+                FZ_TRACE("  -> %d", rc);
+                FZ_CHECK(rc == 0 || rc == -ENOMEM, "an add failed but for memory");
+                if (rc == 0) {
+                    lib_next_id[s]++;
+                    model_append(s, e);
+                }
+                compare("add out of memory");
+                break;
+            }
             lib_add_checked(s, e, flags & 1, (flags >> 1) & 1);
             if (has_fn(&e)) {
                 model_append(s, e);

@@ -8,7 +8,7 @@
 # without a terminal (CI): no prompt is ever asked.
 set -eu
 
-packages="build-essential autoconf automake libtool pkg-config libev-dev libuv1-dev libglib2.0-dev check valgrind libsqlite3-dev libpq-dev postgresql-15"
+packages="build-essential autoconf automake libtool pkg-config libev-dev libuv1-dev libglib2.0-dev check valgrind libsqlite3-dev libpq-dev postgresql-15 python3-twisted"
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
     echo "install-deps: this is not a Debian-like system (no dpkg-query)." >&2
