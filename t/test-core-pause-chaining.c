@@ -530,6 +530,84 @@ START_TEST(test_unpause_does_not_release_wait)
 }
 END_TEST
 
+/*
+ * The user's pause of an outer deferred that waits holds the outer only:
+ * when the inner's chain reaches the outer's continue entry, the outer
+ * takes the result (and stays paused) and the inner's chain goes on at
+ * once, with the empty value.  (Twisted's runner returns there instead,
+ * leaving the rest of the inner chain unrun until something else runs it;
+ * docs/semantics.md, section 17.)
+ */
+START_TEST(test_paused_outer_does_not_stall_inner)
+{
+    deferred_t *outer = deferred_new(), *inner = deferred_new();
+    ck_assert_ptr_nonnull(outer);
+    ck_assert_ptr_nonnull(inner);
+    ck_assert_int_eq(deferred_add_callback(outer, tu_return_deferred, inner), 0);
+    ck_assert_int_eq(deferred_add_callback(outer, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(0)), 0);
+    ck_assert_int_eq(deferred_pause(outer), 0);
+    /* After the outer attached: it runs on the empty value. */
+    ck_assert_int_eq(deferred_add_both(inner, tu_record, TAG(2)), 0);
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(5)), 0);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(tu_log.e[0].tag, 2);
+    ck_assert_int_eq(tu_log.e[0].kind, TU_NONE);
+    ck_assert(deferred_has_result(inner));
+    ck_assert(!deferred_is_waiting(outer));
+    ck_assert_int_eq(deferred_pause_count(outer), 1);
+    ck_assert_int_eq(deferred_unpause(outer), 0);
+    ck_assert_int_eq(tu_log.n, 2);
+    ck_assert_int_eq(tu_log.e[1].tag, 1);
+    ck_assert_int_eq(tu_log.e[1].value, 5);
+    deferred_unref(outer);
+    deferred_unref(inner);
+}
+END_TEST
+
+static deferred_t *mid_outer;
+
+/* Fires mid_outer (whose callback returns this callback's own deferred,
+ * which is in the middle of its run), then gives 7. */
+static deferred_value_t fire_outer_then_7(deferred_value_t v, void *arg)
+{
+    (void)arg;
+    deferred_value_release(v);
+    ck_assert_int_eq(deferred_callback(mid_outer, deferred_value_int(0)), 0);
+    ck_assert(deferred_is_waiting(mid_outer));
+    return deferred_value_int(7);
+}
+
+/*
+ * A deferred whose callback is running has no result yet: an outer whose
+ * callback returns it waits, and gets its result once its chain reaches
+ * the outer's continue entry, after the callbacks added before it (here 7
+ * + 1).  (Twisted takes the value the running callback was given, 1, and
+ * that value goes on in the inner's chain too; docs/semantics.md, section
+ * 17.)
+ */
+START_TEST(test_wait_on_a_deferred_in_the_middle_of_its_run)
+{
+    deferred_t *inner = deferred_new();
+
+    mid_outer = deferred_new();
+    ck_assert_ptr_nonnull(inner);
+    ck_assert_ptr_nonnull(mid_outer);
+    ck_assert_int_eq(deferred_add_callback(inner, fire_outer_then_7, NULL), 0);
+    ck_assert_int_eq(deferred_add_callback(inner, tu_add_one, NULL), 0);
+    ck_assert_int_eq(deferred_add_callback(mid_outer, tu_return_deferred, inner), 0);
+    ck_assert_int_eq(deferred_add_callback(mid_outer, tu_record, TAG(1)), 0);
+    ck_assert_int_eq(deferred_callback(inner, deferred_value_int(1)), 0);
+    ck_assert_int_eq(tu_log.n, 1);
+    ck_assert_int_eq(tu_log.e[0].tag, 1);
+    ck_assert_int_eq(tu_log.e[0].value, 8);
+    ck_assert(deferred_has_result(inner));
+    ck_assert(deferred_value_is_none(deferred_result(inner)));
+    deferred_unref(mid_outer);
+    deferred_unref(inner);
+}
+END_TEST
+
 /* Pauses nest up to 32,767 deep (the count shares a word with the flags):
  * one more is refused and changes nothing, and every one of them must be
  * unpaused before the chain runs; the fire, the flags and the chain are
@@ -628,6 +706,8 @@ static Suite *core_suite(void)
     tcase_add_test(rn, test_chain_to_errors_and_unfired_drop);
     tcase_add_test(rn, test_pause_counting);
     tcase_add_test(rn, test_unpause_does_not_release_wait);
+    tcase_add_test(rn, test_paused_outer_does_not_stall_inner);
+    tcase_add_test(rn, test_wait_on_a_deferred_in_the_middle_of_its_run);
     tcase_add_test(rn, test_pause_count_and_waiting);
     tcase_add_test(rn, test_pause_limit);
 
