@@ -282,8 +282,8 @@ ASYNC = {
 K_CB, K_EB, K_BOTH, K_PAIR = range(4)
 
 
-def c_add(kind, act, x=0, act2=A_NONE, x2=0, full=False, function=False, s=0):
-    flags = (1 if full else 0) | (2 if function else 0)
+def c_add(kind, act, x=0, act2=A_NONE, x2=0, full=False, function=False, s=0, oom=False):
+    flags = (1 if full else 0) | (2 if function else 0) | (4 if oom else 0)
     if kind == K_PAIR:
         return [C_ADD, s, kind, act, x, act2, x2, flags]
     return [C_ADD, s, kind, act, x, flags]
@@ -346,6 +346,10 @@ CHAIN = {
         + c_fire(0, 3) + c_chain_to(0, 0) + c_chain_to(1, 2) + c_add(K_BOTH, A_INC, s=1)
         + c_fire(2, 1) + c_chain_to(1, 2) + c_new(1, 0),
     "chain-to-cancelled": c_cancel(1) + c_chain_to(0, 1) + c_fire(0, 5) + c_take(0),
+    "out-of-memory": c_cbs(3) + sum((c_add(k % 4, A_INC, 1, A_FAIL, 2, full=k % 2 == 0,
+                                           oom=True) for k in range(24)), [])
+        + c_fire(0) + c_pause(0) + sum((c_add(K_EB, A_INC, full=True, oom=True)
+                                        for _ in range(20)), []) + c_unpause(0),
     "compacted": c_pause(0) + c_cbs(30) + c_fire(0) + c_unpause(0)
         + c_add(K_CB, A_PAUSE) + c_pause(0) + c_cbs(40) + c_unpause(0) + c_unpause(0),
 }
@@ -365,7 +369,8 @@ def chain_random(seed, count):
                 kind = rng.choice([K_CB] * 6 + [K_EB, K_BOTH, K_PAIR])
                 act = rng.choice([A_INC] * 10 + list(range(11)))
                 data += c_add(kind, act, rng.randrange(256), rng.randrange(11),
-                              rng.randrange(256), rng.random() < 0.2, rng.random() < 0.3, s)
+                              rng.randrange(256), rng.random() < 0.2, rng.random() < 0.3, s,
+                              rng.random() < 0.1)
             else:
                 op = rng.choice([C_FIRE, C_ERRBACK, C_PAUSE, C_UNPAUSE, C_TAKE, C_NEW,
                                  C_UNPAUSE, C_FIRE, C_CANCEL, C_CHAIN_TO])

@@ -506,14 +506,25 @@ START_TEST(test_pause_counting)
 END_TEST
 
 /* A stray unpause never releases a chain that waits. */
-START_TEST(test_unpause_does_not_release_wait)
+/* A deferred fired with 0 whose first callback returned inner, which it
+ * waits on; its second records (tag 1) what it gets. */
+static deferred_t *outer_waiting_on(deferred_t *inner)
 {
-    deferred_t *outer = deferred_new(), *inner = deferred_new();
+    deferred_t *outer = deferred_new();
+
     ck_assert_ptr_nonnull(outer);
     ck_assert_ptr_nonnull(inner);
     ck_assert_int_eq(deferred_add_callback(outer, tu_return_deferred, inner), 0);
     ck_assert_int_eq(deferred_add_callback(outer, tu_record, TAG(1)), 0);
     ck_assert_int_eq(deferred_callback(outer, deferred_value_int(0)), 0);
+    ck_assert(deferred_is_waiting(outer));
+    return outer;
+}
+
+START_TEST(test_unpause_does_not_release_wait)
+{
+    deferred_t *inner = deferred_new(), *outer = outer_waiting_on(inner);
+
     ck_assert(deferred_is_paused(outer));
     ck_assert_int_eq(deferred_unpause(outer), -EINVAL);
     ck_assert(deferred_is_paused(outer));
@@ -540,12 +551,8 @@ END_TEST
  */
 START_TEST(test_paused_outer_does_not_stall_inner)
 {
-    deferred_t *outer = deferred_new(), *inner = deferred_new();
-    ck_assert_ptr_nonnull(outer);
-    ck_assert_ptr_nonnull(inner);
-    ck_assert_int_eq(deferred_add_callback(outer, tu_return_deferred, inner), 0);
-    ck_assert_int_eq(deferred_add_callback(outer, tu_record, TAG(1)), 0);
-    ck_assert_int_eq(deferred_callback(outer, deferred_value_int(0)), 0);
+    deferred_t *inner = deferred_new(), *outer = outer_waiting_on(inner);
+
     ck_assert_int_eq(deferred_pause(outer), 0);
     /* After the outer attached: it runs on the empty value. */
     ck_assert_int_eq(deferred_add_both(inner, tu_record, TAG(2)), 0);
