@@ -303,8 +303,8 @@ static int model_unpause(int s)
     return 0;
 }
 
-/* What half h of an entry of slot s makes of in; *wait set when s now
- * waits. */
+/* What half h of an entry of slot s makes of in (m[s].waiting set when s
+ * now waits). */
 static struct mval model_act(int s, struct half h, struct mval in)
 {
     int full, fn, j, slot;
@@ -643,10 +643,9 @@ static void compare(const char *op)
  * failed with x % 20 + 1).  The caller saw that nothing waits on s. */
 static void reset(int s, int how, uint8_t x)
 {
+    deferred_t *d;
     int k, i;
 
-    if (slot[s])
-        deferred_unref(slot[s]);
     /* The continue entry of a dropped outer is skipped. */
     for (k = 0; k < NSLOTS; k++)
         for (i = m[k].pos; i < m[k].n; i++)
@@ -656,22 +655,16 @@ static void reset(int s, int how, uint8_t x)
     m[s].waiting = -1;
     lib_next_id[s] = 0;
     gen[s]++;
-    switch (how) {
-    case 0:
-        slot[s] = deferred_new();
-        break;
-    case 1:
-        slot[s] = deferred_succeed(deferred_value_int(x));
+    if (how == 0) {
+        d = deferred_new();
+    } else {
         m[s].fired = 1;
-        m[s].r = mv(V_INT, x);
-        break;
-    default:
-        slot[s] = deferred_fail(deferred_failure_new(DEFERRED_DOMAIN_SYSTEM, x % 20 + 1, "failed"));
-        m[s].fired = 1;
-        m[s].r = mv(V_FAIL, x % 20 + 1);
-        break;
+        m[s].r = how == 1 ? mv(V_INT, x) : mv(V_FAIL, x % 20 + 1);
+        d = how == 1 ? deferred_succeed(lib_value(m[s].r))
+                     : deferred_fail(deferred_value_take_failure(lib_value(m[s].r)));
     }
-    FZ_CHECK(slot[s] != NULL, "making a deferred failed");
+    FZ_CHECK(d != NULL, "making a deferred failed");
+    fz_set_slot(slot, s, d);
 }
 
 static struct half read_half(fz_reader_t *in)
@@ -707,10 +700,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lib_trace.n = model_trace.n = 0;
     m_adds_left = lib_adds_left = NESTED_ADDS;
     m_side_left = lib_side_left = SIDE_EFFECTS;
-    for (s = 0; s < NSLOTS; s++) {
-        slot[s] = NULL;
-        reset(s, 0, 0);
-    }
+    for (s = 0; s < NSLOTS; s++)
+        reset(s, 0, 0); /* the slots are empty between inputs */
     while (fz_more(&in) && ops++ < MAX_OPS) {
         uint8_t op = fz_byte(&in) % 9;
 
@@ -831,10 +822,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     /* Outer deferreds first: what they wait on is released after. */
-    for (s = 0; s < NSLOTS; s++) {
-        deferred_unref(slot[s]);
-        slot[s] = NULL;
-    }
+    for (s = 0; s < NSLOTS; s++)
+        fz_set_slot(slot, s, NULL);
     fz_end();
     return 0;
 }

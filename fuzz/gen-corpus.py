@@ -273,23 +273,24 @@ ASYNC = {
 }
 
 
-# fuzz-chain.c's opcodes and callback actions.  Each operation names a
-# slot (0-2) after its opcode.
+# fuzz-chain.c's opcodes (C_), callback actions (CA_, enum action) and
+# entry kinds (CK_); t/twisted-diff.py uses them too.  Each operation
+# names a slot (0-2) after its opcode.
 (C_ADD, C_FIRE, C_ERRBACK, C_PAUSE, C_UNPAUSE, C_TAKE, C_NEW, C_CANCEL,
  C_CHAIN_TO) = range(9)
-(A_INC, A_FAIL, A_PASS, A_ADD, A_PAUSE, A_BLINK, A_FIRED, A_WAIT, A_FIRE, A_UNPAUSE,
- A_NONE) = range(11)
-K_CB, K_EB, K_BOTH, K_PAIR = range(4)
+(CA_INC, CA_FAIL, CA_PASS, CA_ADD, CA_PAUSE, CA_BLINK, CA_FIRED, CA_WAIT, CA_FIRE, CA_UNPAUSE,
+ CA_NONE) = range(11)
+CK_CB, CK_EB, CK_BOTH, CK_PAIR = range(4)
 
 
-def c_add(kind, act, x=0, act2=A_NONE, x2=0, full=False, function=False, s=0, oom=False):
+def c_add(kind, act, x=0, act2=CA_NONE, x2=0, full=False, function=False, s=0, oom=False):
     flags = (1 if full else 0) | (2 if function else 0) | (4 if oom else 0)
-    if kind == K_PAIR:
+    if kind == CK_PAIR:
         return [C_ADD, s, kind, act, x, act2, x2, flags]
     return [C_ADD, s, kind, act, x, flags]
 
 
-def c_cbs(n, act=A_INC, s=0): return sum((c_add(K_CB, act, s=s) for _ in range(n)), [])
+def c_cbs(n, act=CA_INC, s=0): return sum((c_add(CK_CB, act, s=s) for _ in range(n)), [])
 def c_fire(s, x=0): return [C_FIRE, s, x]
 def c_errback(s, x=0): return [C_ERRBACK, s, x]
 def c_pause(s): return [C_PAUSE, s]
@@ -303,55 +304,55 @@ def c_chain_to(s, t): return [C_CHAIN_TO, s, t]
 CHAIN = {
     "chain10": c_cbs(10) + c_fire(0) + c_take(0),
     "chain10-after": c_new(0, 1) + c_cbs(10) + c_take(0),
-    "errback-after-callbacks": c_cbs(5) + c_add(K_EB, A_INC) + c_cbs(5) + c_errback(0, 3),
-    "fail-then-recover": c_add(K_CB, A_FAIL, 4) + c_cbs(6) + c_add(K_EB, A_INC)
+    "errback-after-callbacks": c_cbs(5) + c_add(CK_EB, CA_INC) + c_cbs(5) + c_errback(0, 3),
+    "fail-then-recover": c_add(CK_CB, CA_FAIL, 4) + c_cbs(6) + c_add(CK_EB, CA_INC)
         + c_cbs(3) + c_fire(0, 1),
-    "pair-null-halves": c_add(K_PAIR, A_NONE, 0, A_INC) + c_add(K_PAIR, A_FAIL, 2, A_NONE)
-        + c_add(K_PAIR, A_INC, 0, A_INC) + c_fire(0, 5),
-    "pause-inside": c_cbs(3) + c_add(K_CB, A_PAUSE) + c_cbs(20) + c_fire(0)
+    "pair-null-halves": c_add(CK_PAIR, CA_NONE, 0, CA_INC) + c_add(CK_PAIR, CA_FAIL, 2, CA_NONE)
+        + c_add(CK_PAIR, CA_INC, 0, CA_INC) + c_fire(0, 5),
+    "pause-inside": c_cbs(3) + c_add(CK_CB, CA_PAUSE) + c_cbs(20) + c_fire(0)
         + c_cbs(4) + c_unpause(0) + c_take(0),
-    "blink-inside": c_cbs(2) + c_add(K_CB, A_BLINK) + c_cbs(9) + c_fire(0),
-    "add-inside": c_add(K_CB, A_ADD, 0x01) + c_add(K_CB, A_ADD, 0x42) + c_cbs(2)
-        + c_add(K_EB, A_ADD, 0x85) + c_fire(0),
-    "wait-pending": c_cbs(2) + c_add(K_CB, A_WAIT, 0) + c_cbs(12) + c_fire(0)
-        + c_pause(0) + c_add(K_BOTH, A_INC) + c_cbs(2, s=1) + c_fire(1, 8)
+    "blink-inside": c_cbs(2) + c_add(CK_CB, CA_BLINK) + c_cbs(9) + c_fire(0),
+    "add-inside": c_add(CK_CB, CA_ADD, 0x01) + c_add(CK_CB, CA_ADD, 0x42) + c_cbs(2)
+        + c_add(CK_EB, CA_ADD, 0x85) + c_fire(0),
+    "wait-pending": c_cbs(2) + c_add(CK_CB, CA_WAIT, 0) + c_cbs(12) + c_fire(0)
+        + c_pause(0) + c_add(CK_BOTH, CA_INC) + c_cbs(2, s=1) + c_fire(1, 8)
         + c_cbs(2, s=1) + c_unpause(0),
-    "wait-failed": c_add(K_CB, A_WAIT, 1) + c_add(K_EB, A_INC) + c_fire(0)
+    "wait-failed": c_add(CK_CB, CA_WAIT, 1) + c_add(CK_EB, CA_INC) + c_fire(0)
         + c_errback(2, 3),
-    "wait-paused": c_pause(1) + c_fire(1, 4) + c_add(K_CB, A_WAIT) + c_fire(0)
+    "wait-paused": c_pause(1) + c_fire(1, 4) + c_add(CK_CB, CA_WAIT) + c_fire(0)
         + c_cbs(2, s=1) + c_unpause(1),
-    "wait-waiting": c_add(K_CB, A_WAIT, 0) + c_add(K_CB, A_WAIT, 0, s=1) + c_fire(1)
+    "wait-waiting": c_add(CK_CB, CA_WAIT, 0) + c_add(CK_CB, CA_WAIT, 0, s=1) + c_fire(1)
         + c_fire(0) + c_cbs(3) + c_fire(2, 7) + c_take(0),
-    "wait-running": c_add(K_CB, A_FIRE, 0, s=1) + c_add(K_CB, A_WAIT, 0) + c_cbs(3, s=1)
+    "wait-running": c_add(CK_CB, CA_FIRE, 0, s=1) + c_add(CK_CB, CA_WAIT, 0) + c_cbs(3, s=1)
         + c_fire(1),
-    "fire-from-inside": c_add(K_CB, A_FIRE, 1) + c_add(K_CB, A_FIRE, 2, s=1)
-        + c_add(K_CB, A_UNPAUSE, 0, s=2) + c_pause(0) + c_fire(0),
-    "fired-returned": c_add(K_CB, A_FIRED) + c_add(K_CB, A_FAIL, 1) + c_add(K_EB, A_FIRED)
-        + c_add(K_EB, A_INC) + c_fire(0, 2),
-    "full-everything": sum((c_add(k, A_INC, full=True) for k in (0, 1, 2, 0, 0, 2, 1)), [])
-        + c_add(K_PAIR, A_FAIL, 1, A_INC, full=True) + c_errback(0, 1) + c_new(0, 0)
-        + c_cbs(7) + sum((c_add(K_EB, A_INC, full=True) for _ in range(9)), []),
-    "function-form": sum((c_add(k % 3, A_INC, function=True) for k in range(40)), [])
+    "fire-from-inside": c_add(CK_CB, CA_FIRE, 1) + c_add(CK_CB, CA_FIRE, 2, s=1)
+        + c_add(CK_CB, CA_UNPAUSE, 0, s=2) + c_pause(0) + c_fire(0),
+    "fired-returned": c_add(CK_CB, CA_FIRED) + c_add(CK_CB, CA_FAIL, 1) + c_add(CK_EB, CA_FIRED)
+        + c_add(CK_EB, CA_INC) + c_fire(0, 2),
+    "full-everything": sum((c_add(k, CA_INC, full=True) for k in (0, 1, 2, 0, 0, 2, 1)), [])
+        + c_add(CK_PAIR, CA_FAIL, 1, CA_INC, full=True) + c_errback(0, 1) + c_new(0, 0)
+        + c_cbs(7) + sum((c_add(CK_EB, CA_INC, full=True) for _ in range(9)), []),
+    "function-form": sum((c_add(k % 3, CA_INC, function=True) for k in range(40)), [])
         + c_fire(0),
     "second-fire": c_fire(0, 1) + c_fire(0, 2) + c_errback(0, 3) + c_unpause(0),
     "take-then-add": c_fire(0, 4) + c_take(0) + c_cbs(3) + c_pause(0) + c_take(0)
         + c_cbs(2) + c_unpause(0),
-    "cancel-pending": c_cbs(2) + c_add(K_EB, A_INC) + c_cancel(0) + c_fire(0, 1)
+    "cancel-pending": c_cbs(2) + c_add(CK_EB, CA_INC) + c_cancel(0) + c_fire(0, 1)
         + c_fire(0, 2),
-    "cancel-waiting": c_add(K_CB, A_WAIT) + c_add(K_EB, A_INC) + c_cbs(4) + c_fire(0)
+    "cancel-waiting": c_add(CK_CB, CA_WAIT) + c_add(CK_EB, CA_INC) + c_cbs(4) + c_fire(0)
         + c_cancel(0) + c_fire(1, 1) + c_cancel(0),
-    "drop-waiting": c_add(K_CB, A_WAIT) + c_fire(0) + c_new(0, 0) + c_cbs(2, s=1)
+    "drop-waiting": c_add(CK_CB, CA_WAIT) + c_fire(0) + c_new(0, 0) + c_cbs(2, s=1)
         + c_fire(1, 3),
-    "chain-to": c_cbs(2) + c_chain_to(0, 1) + c_add(K_EB, A_INC) + c_cbs(2, s=1)
-        + c_fire(0, 3) + c_chain_to(0, 0) + c_chain_to(1, 2) + c_add(K_BOTH, A_INC, s=1)
+    "chain-to": c_cbs(2) + c_chain_to(0, 1) + c_add(CK_EB, CA_INC) + c_cbs(2, s=1)
+        + c_fire(0, 3) + c_chain_to(0, 0) + c_chain_to(1, 2) + c_add(CK_BOTH, CA_INC, s=1)
         + c_fire(2, 1) + c_chain_to(1, 2) + c_new(1, 0),
     "chain-to-cancelled": c_cancel(1) + c_chain_to(0, 1) + c_fire(0, 5) + c_take(0),
-    "out-of-memory": c_cbs(3) + sum((c_add(k % 4, A_INC, 1, A_FAIL, 2, full=k % 2 == 0,
+    "out-of-memory": c_cbs(3) + sum((c_add(k % 4, CA_INC, 1, CA_FAIL, 2, full=k % 2 == 0,
                                            oom=True) for k in range(24)), [])
-        + c_fire(0) + c_pause(0) + sum((c_add(K_EB, A_INC, full=True, oom=True)
+        + c_fire(0) + c_pause(0) + sum((c_add(CK_EB, CA_INC, full=True, oom=True)
                                         for _ in range(20)), []) + c_unpause(0),
     "compacted": c_pause(0) + c_cbs(30) + c_fire(0) + c_unpause(0)
-        + c_add(K_CB, A_PAUSE) + c_pause(0) + c_cbs(40) + c_unpause(0) + c_unpause(0),
+        + c_add(CK_CB, CA_PAUSE) + c_pause(0) + c_cbs(40) + c_unpause(0) + c_unpause(0),
 }
 
 
@@ -366,8 +367,8 @@ def chain_random(seed, count):
         for _ in range(rng.randint(20, 120)):
             s = rng.choice([0, 0, 0, 1, 1, 2])
             if rng.random() < 0.7:
-                kind = rng.choice([K_CB] * 6 + [K_EB, K_BOTH, K_PAIR])
-                act = rng.choice([A_INC] * 10 + list(range(11)))
+                kind = rng.choice([CK_CB] * 6 + [CK_EB, CK_BOTH, CK_PAIR])
+                act = rng.choice([CA_INC] * 10 + list(range(11)))
                 data += c_add(kind, act, rng.randrange(256), rng.randrange(11),
                               rng.randrange(256), rng.random() < 0.2, rng.random() < 0.3, s,
                               rng.random() < 0.1)

@@ -28,6 +28,7 @@ has run to its end, and the outer waits for that final one.  Exits 77 (skipped)
 without Twisted, 1 on the first difference, printing the program and
 both traces.
 """
+import importlib.util
 import os
 import random
 import subprocess
@@ -52,11 +53,16 @@ NESTED_ADDS = 64
 SIDE_EFFECTS = 48
 EALREADY, ECANCELED, EINVAL = 114, 125, 22
 
-(C_ADD, C_FIRE, C_ERRBACK, C_PAUSE, C_UNPAUSE, C_TAKE, C_NEW, C_CANCEL, C_CHAIN_TO) = range(9)
-(A_INC, A_FAIL, A_PASS, A_ADD, A_PAUSE, A_BLINK, A_FIRED, A_WAIT, A_FIRE, A_UNPAUSE,
- A_NONE) = range(11)
-A_NACTIONS = A_NONE
-K_CB, K_EB, K_BOTH, K_PAIR = range(4)
+# fuzz-chain.c's byte code as fuzz/gen-corpus.py names it: the opcodes
+# (C_*), the callback actions (CA_*), the entry kinds (CK_*) and c_add().
+_spec = importlib.util.spec_from_file_location(
+    "gen_corpus", os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "fuzz",
+                               "gen-corpus.py"))
+gen_corpus = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gen_corpus)
+globals().update({name: getattr(gen_corpus, name) for name in dir(gen_corpus)
+                  if name.startswith(("C_", "CA_", "CK_"))})
+CA_NACTIONS = CA_NONE
 
 
 class Code(Exception):
@@ -103,8 +109,8 @@ class Reader:
 
 def nested_entry(x):
     kind = x & 3
-    h0 = ((x >> 2) % A_NACTIONS, (x * 7 + 3) & 0xff)
-    h1 = ((x >> 5) % (A_NACTIONS + 1), (x * 13 + 1) & 0xff)
+    h0 = ((x >> 2) % CA_NACTIONS, (x * 7 + 3) & 0xff)
+    h1 = ((x >> 5) % (CA_NACTIONS + 1), (x * 13 + 1) & 0xff)
     return kind, [h0, h1]
 
 
@@ -116,7 +122,7 @@ def wait_target(s, x):
 
 
 def has_fn(kind, h):
-    return h[0][0] != A_NONE or (kind == K_PAIR and h[1][0] != A_NONE)
+    return h[0][0] != CA_NONE or (kind == CK_PAIR and h[1][0] != CA_NONE)
 
 
 class Run:
@@ -147,23 +153,23 @@ class Run:
             m = mval(v)
             self.out.append("call slot %d entry %d half %d on %s" % (s, ident, k, fmt(m)))
             act, x = h
-            if act == A_INC or (act == A_WAIT and wait_target(s, x) < 0):
+            if act == CA_INC or (act == CA_WAIT and wait_target(s, x) < 0):
                 return m[1] + 1 if m[0] == 1 else (1000 + m[1] if m[0] == 2 else 1)
-            if act == A_FAIL:
+            if act == CA_FAIL:
                 return Failure(Code(x % 20 + 1))
-            if act == A_PASS:
+            if act == CA_PASS:
                 return v
-            if act == A_ADD:
+            if act == CA_ADD:
                 if self.adds_left > 0:
                     self.adds_left -= 1
                     kind, hh = nested_entry(x)
                     self.add(s, kind, hh)
                 return v
-            if act == A_FIRED:
+            if act == CA_FIRED:
                 if m[0] == 2:
                     return defer.fail(Failure(Code(m[1] + 50)))
                 return defer.succeed(m[1] + 10 if m[0] == 1 else 10)
-            if act == A_WAIT:
+            if act == CA_WAIT:
                 inner = self.slot[wait_target(s, x)]
                 if inner._runningCallbacks or (inner.called and inner.callbacks and
                                                not inner.paused):
@@ -175,12 +181,12 @@ class Run:
                     # the outer waits for its final one.  Not comparable.
                     self.incomparable = True
                 return inner
-            if act == A_FIRE:
+            if act == CA_FIRE:
                 if self.side_left > 0:
                     self.side_left -= 1
                     self.fire(x % NSLOTS, x & 4, x)
                 return v
-            if act == A_UNPAUSE:
+            if act == CA_UNPAUSE:
                 if self.side_left > 0:
                     self.side_left -= 1
                     self.unpause(x % NSLOTS)
@@ -197,14 +203,14 @@ class Run:
         ident = self.next_id[s]
         self.next_id[s] += 1
         fns = []
-        for k in range(2 if kind == K_PAIR else 1):
-            fns.append(None if h[k][0] == A_NONE else self.half(s, ident, k, h[k]))
+        for k in range(2 if kind == CK_PAIR else 1):
+            fns.append(None if h[k][0] == CA_NONE else self.half(s, ident, k, h[k]))
         d = self.slot[s]
-        if kind == K_CB:
+        if kind == CK_CB:
             d.addCallback(fns[0])
-        elif kind == K_EB:
+        elif kind == CK_EB:
             d.addErrback(fns[0])
-        elif kind == K_BOTH:
+        elif kind == CK_BOTH:
             d.addBoth(fns[0])
         else:
             d.addCallbacks(fns[0] or (lambda v: v), fns[1] or (lambda v: v))
@@ -237,9 +243,9 @@ class Run:
             s = r.byte() % NSLOTS
             if op == C_ADD:
                 kind = r.byte() & 3
-                h = [(r.byte() % (A_NACTIONS + 1), r.byte()), (A_NONE, 0)]
-                if kind == K_PAIR:
-                    h[1] = (r.byte() % (A_NACTIONS + 1), r.byte())
+                h = [(r.byte() % (CA_NACTIONS + 1), r.byte()), (CA_NONE, 0)]
+                if kind == CK_PAIR:
+                    h[1] = (r.byte() % (CA_NACTIONS + 1), r.byte())
                 r.byte()  # flags: the way of the add, the same here
                 self.add(s, kind, h)
             elif op in (C_FIRE, C_ERRBACK):
@@ -276,27 +282,27 @@ class Run:
 def program(rng):
     """A random program of the operations both sides define alike."""
     data = []
-    acts = [A_INC] * 8 + [A_FAIL, A_PASS, A_ADD, A_FIRED, A_WAIT, A_WAIT, A_FIRE, A_UNPAUSE,
-                          A_NONE]
+    acts = [CA_INC] * 8 + [CA_FAIL, CA_PASS, CA_ADD, CA_FIRED, CA_WAIT, CA_WAIT, CA_FIRE,
+                            CA_UNPAUSE, CA_NONE]
     for _ in range(rng.randint(10, 80)):
         s = rng.choice([0, 0, 1, 1, 2])
         if rng.random() < 0.65:
-            kind = rng.choice([K_CB] * 4 + [K_EB, K_BOTH, K_PAIR])
+            kind = rng.choice([CK_CB] * 4 + [CK_EB, CK_BOTH, CK_PAIR])
             # A nested add's entry is made from its argument: keep its
             # actions among these too (bits 2-4 and 5-7 of x).
             def arg(act):
-                if act != A_ADD:
+                if act != CA_ADD:
                     return rng.randrange(256)
                 while True:
                     x = rng.randrange(256)
-                    if (x >> 2) % A_NACTIONS not in (A_PAUSE, A_BLINK) and \
-                            (x >> 5) % (A_NACTIONS + 1) not in (A_PAUSE, A_BLINK):
+                    if (x >> 2) % CA_NACTIONS not in (CA_PAUSE, CA_BLINK) and \
+                            (x >> 5) % (CA_NACTIONS + 1) not in (CA_PAUSE, CA_BLINK):
                         return x
             a1, a2 = rng.choice(acts), rng.choice(acts)
-            data += [C_ADD, s, kind, a1, arg(a1)]
-            if kind == K_PAIR:
-                data += [a2, arg(a2)]
-            data += [rng.randrange(4)]
+            x1 = arg(a1)
+            x2 = arg(a2) if kind == CK_PAIR else 0
+            flags = rng.randrange(4)
+            data += gen_corpus.c_add(kind, a1, x1, a2, x2, flags & 1, flags & 2, s)
         else:
             op = rng.choice([C_FIRE, C_FIRE, C_ERRBACK, C_PAUSE, C_UNPAUSE, C_TAKE, C_CANCEL,
                              C_CHAIN_TO])
@@ -352,9 +358,8 @@ def main():
             return 1
         calls += len(ours)
     print("twisted-diff: %d programs (%d more left out: a pause of a deferred that waits, "
-          "a wait on one in the middle of its run, a pause from a callback), %d calls and results, the same "
-          "on Twisted"
-          % (count - skipped, skipped, calls))
+          "a wait on one in the middle of its run, a pause from a callback), %d calls and "
+          "results, the same on Twisted" % (count - skipped, skipped, calls))
     if skipped * 2 > count:
         print("twisted-diff: too many programs left out")
         return 1

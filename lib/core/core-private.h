@@ -71,14 +71,13 @@ enum {
                               callbacks (run_plain()) reloads them; also,
                               multi-fire, a row queued, the finish asked
                               or the stream ended (deferred__run_row()).
-                              Clear whenever a single-shot deferred is
-                              idle with its result: every runner clears
-                              it as it begins and ends, an add run at
-                              once sets none, the unpause to zero of a
-                              deferred not running clears the pause's.
-                              So the inline run of deferred/core.h tells
-                              a call on d from its callback by the change
-                              of the flags word */
+                              On a single-shot deferred it is set only
+                              while a run of it is under way (stir())
+                              and cleared when that run ends, so the
+                              inline run of deferred/core.h, which
+                              begins on an idle deferred, finds it clear
+                              and tells a call on d from its callback by
+                              the change of the flags word */
     F_BLOCKX = 1u << 13,   /* made with extra bytes in a block of the
                               cache's class BLOCK_EXTRA */
     F_WAITING = DEFERRED__F_WAITING, /* it waits on another: chained_to is
@@ -149,6 +148,16 @@ struct deferred {
 static inline uint32_t paused_of(const deferred_t *d)
 {
     return d->flags >> PAUSE_SHIFT;
+}
+
+/* Tell a run of d under way (F_RUNNING: run_plain()'s loop, the inline
+ * run of deferred/core.h) or a multi-fire deferred's row runner that a
+ * call changed d's entries or pause count.  With no run under way there
+ * is nobody to tell, and the flag stays clear (see F_STIR). */
+static inline void stir(deferred_t *d)
+{
+    if (d->flags & (F_RUNNING | F_MULTI))
+        d->flags |= F_STIR;
 }
 
 /* Whether d is paused at all: one test of the word. */

@@ -357,10 +357,10 @@ static int append_slow(deferred_t *d, deferred_fn fn1, void *arg1, uint8_t kind1
 
     if (idle_with_result(d) && d->pos == d->n && fn1 != deferred__continue_fn &&
         !is_multi(d) && !(d->flags & (F_RUNNING | F_LATER_RUN)) && d->refs) {
-        run_one(d, fn1, arg1, kind1, fn2, arg2); /* no runner of d to tell */
+        run_one(d, fn1, arg1, kind1, fn2, arg2);
         return 0;
     }
-    d->flags |= F_STIR; /* for a runner of d under way (run_plain()) */
+    stir(d);
     if (DEFERRED_UNLIKELY(d->n + need > d->cap) && reserve(d, need, SPILL1_LINKS) < 0)
         return -ENOMEM;
     d->links[d->n].fn = fn1;
@@ -1065,7 +1065,7 @@ int deferred_pause(deferred_t *d)
     if (!d || (d->flags & DEFERRED__F_PAUSES) == DEFERRED__F_PAUSES)
         return -EINVAL; /* PAUSE_MAX pauses already */
     d->flags += PAUSE_ONE;
-    d->flags |= F_STIR; /* for a runner of d under way (run_plain()) */
+    stir(d);
     if (DEFERRED_UNLIKELY(is_multi(d)))
         deferred__flow_update(d);
     return 0;
@@ -1076,14 +1076,8 @@ int deferred_unpause(deferred_t *d)
     if (!d || paused_of(d) == 0)
         return -EINVAL;
     d->flags -= PAUSE_ONE;
-    if (paused_of(d) == 0) {
-        /* The pause flagged d F_STIR; with no runner of d under way there
-         * is nobody to tell (see F_STIR). */
-        if (!(d->flags & (F_RUNNING | F_MULTI)))
-            d->flags &= ~F_STIR;
-        if (idle_with_result(d) || is_multi(d))
-            run(d);
-    }
+    if (paused_of(d) == 0 && (idle_with_result(d) || is_multi(d)))
+        run(d);
     return 0;
 }
 
